@@ -1,0 +1,405 @@
+"""The VectorMigration API as pydantic models: one source of truth for the CLI, the engine and the CRD.
+
+Field names are the Kubernetes camelCase spellings (through aliases); unknown fields are
+rejected so a typo in a manifest is an error naming the field, never a silently ignored knob.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+
+from .vocabulary import (
+    API_GROUP,
+    API_VERSION,
+    KIND,
+    Approval,
+    BackupScope,
+    Phase,
+    ReindexMode,
+    RollbackPolicy,
+    Strategy,
+)
+
+# PostgreSQL duration spellings accepted for lock_timeout/statement_timeout ("0" disables).
+_DURATION = r"^[0-9]+(us|ms|s|min|h|d)?$"
+# Memory spellings accepted for maintenance_work_mem.
+_MEMORY = r"^[0-9]+(kB|MB|GB|TB)$"
+# An index storage parameter value: a number or a bare word (on/off); never SQL.
+_PARAMETER_VALUE = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
+_PARAMETER_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+class ApiModel(BaseModel):
+    """Base: camelCase on the wire, unknown fields refused, values validated on assignment."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        validate_assignment=True,
+    )
+
+
+class SecretRef(ApiModel):
+    """A Secret in the resource's namespace holding the connection (CloudNativePG's app-secret layout)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+
+
+SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+
+
+class DatabaseSpec(ApiModel):
+    """How to reach the database. The command line takes a URL instead of the Secret."""
+
+    secret_ref: SecretRef | None = None
+    ssl_mode: SslMode | None = None
+
+
+class SourceSpec(ApiModel):
+    """The extension being migrated away from."""
+
+    extension: Annotated[str, Field(min_length=1, max_length=63)] = "vector"
+
+
+class TargetSpec(ApiModel):
+    """The extension being migrated to; schema defaults to the source extension's schema."""
+
+    extension: Annotated[str, Field(min_length=1, max_length=63)] = "ruvector"
+    version: Annotated[str | None, Field(max_length=63)] = None
+    target_schema: Annotated[str | None, Field(alias="schema", min_length=1, max_length=63)] = None
+
+
+class TableSelection(ApiModel):
+    """One table, as schema.table (schema defaults to public), and optionally some of its columns."""
+
+    name: Annotated[str, Field(min_length=1, max_length=260)]
+    columns: list[Annotated[str, Field(min_length=1, max_length=63)]] = Field(default_factory=list)
+
+    def qualified(self) -> tuple[str, str]:
+        """Split the name into (schema, table); a quoted part may contain dots."""
+        parts = split_qualified_name(self.name)
+        if len(parts) == 1:
+            return "public", parts[0]
+        if len(parts) == 2:
+            return parts[0], parts[1]
+        raise ValueError(f"table name {self.name!r} must be 'table' or 'schema.table'")
+
+    @field_validator("name")
+    @classmethod
+    def _name_parses(cls, value: str) -> str:
+        parts = split_qualified_name(value)
+        if len(parts) not in (1, 2) or any(not part for part in parts):
+            raise ValueError(f"{value!r} must be 'table' or 'schema.table' (double-quote parts with dots)")
+        return value
+
+
+class BackupSpec(ApiModel):
+    """The pre-migration dump; the swap never runs without a verified one while enabled."""
+
+    enabled: bool = True
+    scope: BackupScope = BackupScope.FULL
+    # Any Kubernetes volume source (the operator mounts it into the backup Job); a PVC by default.
+    volume: dict[str, Any] | None = None
+    image: str | None = None
+
+
+class ReindexSpec(ApiModel):
+    """How target indexes are built. Parameters override saved index storage parameters."""
+
+    mode: ReindexMode = ReindexMode.ATOMIC
+    maintenance_work_mem: Annotated[str, Field(pattern=_MEMORY)] = "1GB"
+    parameters: dict[str, int | float | str] = Field(default_factory=dict)
+
+    @field_validator("parameters")
+    @classmethod
+    def _parameters_are_plain(cls, value: dict[str, int | float | str]) -> dict[str, int | float | str]:
+        for name, setting in value.items():
+            if not _PARAMETER_NAME.match(name):
+                raise ValueError(f"index parameter name {name!r} must be a lower-case identifier")
+            if not _PARAMETER_VALUE.match(str(setting)):
+                raise ValueError(f"index parameter {name} value {setting!r} must be a number or a word")
+        return value
+
+
+class VerifySpec(ApiModel):
+    """What 'verified' means: recall against the pgvector baseline, latency within a bound."""
+
+    sample_queries: Annotated[int, Field(ge=1, le=10_000)] = 100
+    k: Annotated[int, Field(ge=1, le=1_000)] = 10
+    max_recall_drop: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
+    min_recall: Annotated[float | None, Field(ge=0.0, le=1.0)] = None
+    max_latency_regression: Annotated[float, Field(ge=1.0)] = 1.5
+    # Absolute slack added to the latency bound, so sub-millisecond noise cannot fail a migration.
+    latency_slack_ms: Annotated[float, Field(ge=0.0)] = 2.0
+
+
+class RollbackSpec(ApiModel):
+    """What happens when a phase after the swap fails."""
+
+    on_failure: RollbackPolicy = RollbackPolicy.AUTOMATIC
+
+
+class TierSpec(ApiModel):
+    """RuVector tiered storage thresholds, in hours."""
+
+    hot_hours: Annotated[int, Field(ge=1)] = 24
+    warm_hours: Annotated[int, Field(ge=1)] = 168
+    cold_hours: Annotated[int, Field(ge=1)] = 720
+
+
+class PostMigrationSpec(ApiModel):
+    """Optional RuVector features, applied only when the target exposes their functions."""
+
+    register_collections: bool = False
+    tiers: TierSpec | None = None
+    integrity_policy: dict[str, Any] | None = None
+
+
+class VectorMigrationSpec(ApiModel):
+    """What the user asks for."""
+
+    database: DatabaseSpec = Field(default_factory=DatabaseSpec)
+    strategy: Strategy = Strategy.IN_PLACE
+    source: SourceSpec = Field(default_factory=SourceSpec)
+    target: TargetSpec = Field(default_factory=TargetSpec)
+    tables: list[TableSelection] = Field(default_factory=list)
+    backup: BackupSpec = Field(default_factory=BackupSpec)
+    approval: Approval = Approval.AUTOMATIC
+    dry_run: bool = False
+    lock_timeout: Annotated[str, Field(pattern=_DURATION)] = "5s"
+    statement_timeout: Annotated[str, Field(pattern=_DURATION)] = "6h"
+    reindex: ReindexSpec = Field(default_factory=ReindexSpec)
+    verify: VerifySpec = Field(default_factory=VerifySpec)
+    rollback: RollbackSpec = Field(default_factory=RollbackSpec)
+    post_migration: PostMigrationSpec = Field(default_factory=PostMigrationSpec)
+
+
+# ---------------------------------------------------------------------------------------- status
+
+
+class Condition(ApiModel):
+    """A Kubernetes condition."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: Annotated[str, Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")]
+    message: str = ""
+    last_transition_time: str
+    observed_generation: int | None = None
+
+
+class ColumnInventory(ApiModel):
+    """A vector column and what it becomes."""
+
+    name: str
+    type: str
+    dims: int | None = None
+    target_type: str | None = None
+
+
+class IndexInventory(ApiModel):
+    """A vector index: its saved definition and the definition it is rebuilt with."""
+
+    name: str
+    table: str
+    column: str
+    method: str
+    opclass: str
+    definition: str
+    target_definition: str | None = None
+
+
+class TableInventory(ApiModel):
+    """A table holding vector columns."""
+
+    name: str
+    rows: int
+    columns: list[ColumnInventory] = Field(default_factory=list)
+
+
+class DependentInventory(ApiModel):
+    """An object that depends on a vector column or on the source extension."""
+
+    kind: str
+    name: str
+    handling: str
+
+
+class SettingInventory(ApiModel):
+    """A saved pgvector setting and where it is carried."""
+
+    scope: str
+    name: str
+    value: str
+    target_name: str | None = None
+
+
+class Inventory(ApiModel):
+    """What the checklist found."""
+
+    server_version: str = ""
+    source_version: str = ""
+    target_version: str = ""
+    tables: list[TableInventory] = Field(default_factory=list)
+    indexes: list[IndexInventory] = Field(default_factory=list)
+    dependents: list[DependentInventory] = Field(default_factory=list)
+    settings: list[SettingInventory] = Field(default_factory=list)
+
+
+class BackupStatus(ApiModel):
+    """Where the verified pre-migration dump is."""
+
+    location: str
+    size_bytes: int
+    sha256: str
+    verified: bool = False
+
+
+class TableVerification(ApiModel):
+    """Rows and content checksums of one table, before and after the conversion."""
+
+    name: str
+    rows_before: int
+    rows_after: int | None = None
+    checksum_before: str
+    checksum_after: str | None = None
+
+
+class LatencyMs(ApiModel):
+    """Query latency percentiles in milliseconds."""
+
+    p50: float
+    p95: float
+    p99: float
+
+
+class IndexVerification(ApiModel):
+    """Recall@k (index against exact search) and latency of one index, before and after."""
+
+    name: str
+    queries: int
+    recall_before: float | None = None
+    recall_after: float | None = None
+    latency_before: LatencyMs | None = None
+    latency_after: LatencyMs | None = None
+    used_by_planner: bool | None = None
+
+
+class Verification(ApiModel):
+    """The numbers that prove the result."""
+
+    k: int = 10
+    tables: list[TableVerification] = Field(default_factory=list)
+    indexes: list[IndexVerification] = Field(default_factory=list)
+    passed: bool | None = None
+
+
+class VectorMigrationStatus(ApiModel):
+    """What the engine observed and did."""
+
+    phase: Phase = Phase.PENDING
+    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = None
+    plan_hash: str | None = None
+    inventory: Inventory | None = None
+    backup: BackupStatus | None = None
+    verification: Verification | None = None
+    # Seconds spent in each phase, and the write-blocking window of the swap.
+    timings: dict[str, float] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)
+    message: str = ""
+
+
+class ObjectMeta(BaseModel):
+    """The part of Kubernetes metadata the engine reads; the rest is kept as given."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+    namespace: str | None = None
+    generation: int | None = None
+
+
+class VectorMigration(ApiModel):
+    """The whole resource, as applied with kubectl or passed to the command line."""
+
+    api_version: Literal["ruvector.dev/v1alpha1"] = f"{API_GROUP}/{API_VERSION}"  # type: ignore[assignment]
+    kind: Literal["VectorMigration"] = KIND  # type: ignore[assignment]
+    metadata: ObjectMeta
+    spec: VectorMigrationSpec = Field(default_factory=VectorMigrationSpec)
+    status: VectorMigrationStatus | None = None
+
+
+class SpecError(ValueError):
+    """A manifest that is not a valid VectorMigration; the message names the field."""
+
+
+def load_manifest(path: Path) -> VectorMigration:
+    """Read a VectorMigration manifest, turning validation errors into one readable line each."""
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise SpecError(f"{path}: cannot read manifest: {error}") from error
+    if not isinstance(document, dict):
+        raise SpecError(f"{path}: expected a VectorMigration object, found {type(document).__name__}")
+    return parse_manifest(document, origin=str(path))
+
+
+def parse_manifest(document: dict[str, Any], origin: str = "manifest") -> VectorMigration:
+    """Validate a manifest already parsed from YAML or JSON."""
+    try:
+        return VectorMigration.model_validate(document)
+    except ValidationError as error:
+        raise SpecError(f"{origin}: {describe_validation_error(error)}") from None
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line per problem, each naming the field by its manifest path."""
+    problems = []
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"])
+        if item["type"] == "extra_forbidden":
+            problems.append(f"{location}: unknown field")
+        else:
+            problems.append(f"{location}: {item['msg']}")
+    return "; ".join(problems)
+
+
+def split_qualified_name(name: str) -> list[str]:
+    """Split 'schema.table' as PostgreSQL reads it: unquoted parts fold to lower case, quoted parts
+
+    keep their case and may hold dots (a doubled quote inside quotes is a literal quote).
+    """
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = False
+    part_was_quoted = False
+    index = 0
+    while index < len(name):
+        char = name[index]
+        if char == '"':
+            if quoted and index + 1 < len(name) and name[index + 1] == '"':
+                current.append('"')
+                index += 2
+                continue
+            quoted = not quoted
+            part_was_quoted = True
+        elif char == "." and not quoted:
+            text = "".join(current)
+            parts.append(text if part_was_quoted else text.lower())
+            current, part_was_quoted = [], False
+        else:
+            current.append(char)
+        index += 1
+    if quoted:
+        raise ValueError(f"unbalanced double quote in {name!r}")
+    text = "".join(current)
+    parts.append(text if part_was_quoted else text.lower())
+    return parts

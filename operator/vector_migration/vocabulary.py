@@ -1,0 +1,136 @@
+"""The words a user sees: phases, condition types, reasons, and the API's names.
+
+Everything a status, an event, a log line or a test compares against is spelled here once,
+so the engine, the command line and the operator cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+API_GROUP = "ruvector.dev"
+API_VERSION = "v1alpha1"
+KIND = "VectorMigration"
+PLURAL = "vectormigrations"
+SINGULAR = "vectormigration"
+SHORT_NAME = "vmig"
+
+# Schema and table the engine keeps in the migrated database: the record of what is done,
+# which outlives any status patch that a crash may lose.
+JOURNAL_SCHEMA = "vector_migration"
+JOURNAL_TABLE = "journal"
+
+# One migration per database: advisory locks are scoped to the current database, so one
+# constant key is enough (ASCII "vmigrate" read as a big-endian 64-bit integer).
+ADVISORY_LOCK_KEY = 0x766D_6967_7261_7465
+
+
+class Phase(StrEnum):
+    """Where a migration is; one field, one enum."""
+
+    PENDING = "Pending"
+    CHECKLIST = "Checklist"
+    BACKUP = "Backup"
+    AWAITING_APPROVAL = "AwaitingApproval"
+    SWAP = "Swap"
+    REINDEX = "Reindex"
+    VERIFY = "Verify"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    ROLLING_BACK = "RollingBack"
+    ROLLED_BACK = "RolledBack"
+
+    @property
+    def terminal(self) -> bool:
+        """Whether no further phase follows without a person."""
+        return self in (Phase.SUCCEEDED, Phase.FAILED, Phase.ROLLED_BACK)
+
+
+class Strategy(StrEnum):
+    """How the data moves to the target extension."""
+
+    IN_PLACE = "InPlace"
+    PARALLEL = "Parallel"
+    REBUILD = "Rebuild"
+
+
+class ReindexMode(StrEnum):
+    """When the target indexes are built relative to the swap's commit."""
+
+    ATOMIC = "Atomic"
+    CONCURRENT = "Concurrent"
+
+
+class BackupScope(StrEnum):
+    """What the pre-migration dump holds."""
+
+    FULL = "Full"
+    VECTOR_TABLES = "VectorTables"
+
+
+class Approval(StrEnum):
+    """Whether the swap waits for a person to approve the plan."""
+
+    AUTOMATIC = "Automatic"
+    MANUAL = "Manual"
+
+
+class RollbackPolicy(StrEnum):
+    """What happens when a phase after the swap fails."""
+
+    AUTOMATIC = "Automatic"
+    MANUAL = "Manual"
+
+
+class ConditionType(StrEnum):
+    """Condition types, following kstatus: Ready summarises, Reconciling/Stalled are abnormal-true."""
+
+    READY = "Ready"
+    RECONCILING = "Reconciling"
+    STALLED = "Stalled"
+    CHECKLIST_PASSED = "ChecklistPassed"
+    BACKUP_COMPLETED = "BackupCompleted"
+    EXTENSION_SWAPPED = "ExtensionSwapped"
+    INDEXES_REBUILT = "IndexesRebuilt"
+    VERIFIED = "Verified"
+    ROLLED_BACK = "RolledBack"
+
+
+class Reason(StrEnum):
+    """Condition reasons: one CamelCase word each, as Kubernetes requires."""
+
+    # progress
+    STARTED = "Started"
+    IN_PROGRESS = "InProgress"
+    PASSED = "Passed"
+    COMPLETED = "Completed"
+    SKIPPED = "Skipped"
+    ALREADY_DONE = "AlreadyDone"
+    DRY_RUN = "DryRun"
+    AWAITING_APPROVAL = "AwaitingApproval"
+    SUCCEEDED = "Succeeded"
+    # retryable
+    LOCK_TIMEOUT = "LockTimeout"
+    MIGRATION_LOCKED = "MigrationLocked"
+    DATABASE_UNAVAILABLE = "DatabaseUnavailable"
+    # needs a person
+    UNSUPPORTED_STRATEGY = "UnsupportedStrategy"
+    UNSUPPORTED_SERVER = "UnsupportedServer"
+    SOURCE_EXTENSION_MISSING = "SourceExtensionMissing"
+    TARGET_EXTENSION_UNAVAILABLE = "TargetExtensionUnavailable"
+    INSUFFICIENT_PRIVILEGE = "InsufficientPrivilege"
+    UNSUPPORTED_COLUMN = "UnsupportedColumn"
+    UNMAPPED_INDEX = "UnmappedIndex"
+    BLOCKING_DEPENDENT = "BlockingDependent"
+    TABLE_NOT_FOUND = "TableNotFound"
+    INCOMPLETE_SELECTION = "IncompleteSelection"
+    PLAN_CHANGED = "PlanChanged"
+    BACKUP_FAILED = "BackupFailed"
+    SWAP_FAILED = "SwapFailed"
+    REINDEX_FAILED = "ReindexFailed"
+    VERIFICATION_FAILED = "VerificationFailed"
+    DATA_MISMATCH = "DataMismatch"
+    RECALL_DROPPED = "RecallDropped"
+    LATENCY_REGRESSED = "LatencyRegressed"
+    INVALID_SPEC = "InvalidSpec"
+    INTERNAL_ERROR = "InternalError"
