@@ -373,9 +373,10 @@ def describe_validation_error(error: ValidationError) -> str:
 
 
 def split_qualified_name(name: str) -> list[str]:
-    """Split 'schema.table' as PostgreSQL reads it: unquoted parts fold to lower case, quoted parts
+    """Split 'schema.table' as PostgreSQL reads it.
 
-    keep their case and may hold dots (a doubled quote inside quotes is a literal quote).
+    Unquoted parts fold to lower case; quoted parts keep their case and may hold dots (a doubled
+    quote inside quotes is a literal quote).
     """
     parts: list[str] = []
     current: list[str] = []

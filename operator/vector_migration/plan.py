@@ -1,0 +1,339 @@
+"""The migration plan: the ordered SQL of the swap and the reindex, derived purely from facts.
+
+``build_plan`` takes what the checklist read (the source inventory), what the target exposes
+(its discovered surface) and the spec, and returns every statement the swap will issue, in
+order. It touches no database, so the same facts always give the same plan and the same
+``plan_hash``; the swap re-derives the plan from the surface it really meets and refuses to
+proceed when the hash differs from the one approved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from .api import VectorMigrationSpec
+from .catalog import (
+    KNOWN_INDEX_PARAMETERS,
+    SavedIndex,
+    SavedSetting,
+    SavedView,
+    SourceInventory,
+    VectorColumn,
+)
+from .sql import qualify, quote_ident, quote_literal
+from .surface import (
+    SETTING_CANDIDATES,
+    MappingError,
+    TargetOpclass,
+    TargetSurface,
+    TargetType,
+    concurrent_build_bug,
+    map_index,
+    map_type,
+    method_kind,
+)
+from .vocabulary import ReindexMode
+
+FLOAT4_ARRAY = "_float4"  # pg_type.typname of real[]
+GRANTABLE_PRIVILEGES = frozenset(
+    {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER", "MAINTAIN"}
+)
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One SQL statement of the plan, with the step it belongs to."""
+
+    step: str
+    sql: str
+
+
+@dataclass(frozen=True)
+class ColumnConversion:
+    """How one column's values reach the target type."""
+
+    column: VectorColumn
+    target_type: TargetType
+    target_type_sql: str
+    cast_path: str  # "direct", "real[]" or "text": the cheapest route found in pg_cast
+
+
+@dataclass(frozen=True)
+class IndexRebuild:
+    """A saved index and the definition it is rebuilt with on the target."""
+
+    saved: SavedIndex
+    method: str
+    opclass: TargetOpclass
+    definition: str
+    concurrent: bool
+
+
+@dataclass(frozen=True)
+class SettingCarry:
+    """A saved pgvector setting and the target setting it is written to (if any)."""
+
+    saved: SavedSetting
+    target_name: str | None
+    statement: str | None
+
+
+@dataclass(frozen=True)
+class MigrationPlan:
+    """Everything the swap and the reindex will do, in order."""
+
+    route: str  # "direct" (both extensions installed at once) or "intermediate" (names collide)
+    swap: tuple[Statement, ...]
+    conversions: tuple[ColumnConversion, ...]
+    rebuilds: tuple[IndexRebuild, ...]
+    settings: tuple[SettingCarry, ...]
+    surface: dict[str, object]
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def concurrent_rebuilds(self) -> tuple[IndexRebuild, ...]:
+        """Indexes built with CREATE INDEX CONCURRENTLY after the swap commits."""
+        return tuple(r for r in self.rebuilds if r.concurrent)
+
+    @property
+    def plan_hash(self) -> str:
+        """A stable digest of what will run: the same database and spec give the same hash."""
+        document = {
+            "route": self.route,
+            "swap": [[s.step, s.sql] for s in self.swap],
+            "concurrent": [r.definition for r in self.concurrent_rebuilds],
+            "surface": self.surface,
+        }
+        digest = hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
+        return f"sha256:{digest[:16]}"
+
+    def as_document(self) -> dict[str, object]:
+        """The plan as data, for `vector-migration plan` and the approval ConfigMap."""
+        return {
+            "planHash": self.plan_hash,
+            "route": self.route,
+            "target": self.surface,
+            "swapTransaction": [{"step": s.step, "sql": s.sql} for s in self.swap],
+            "afterCommit": [{"step": "reindex-concurrently", "sql": r.definition} for r in self.concurrent_rebuilds],
+            "warnings": list(self.warnings),
+        }
+
+
+class PlanningError(ValueError):
+    """Facts that no plan can serve; carries the reason the checklist reports."""
+
+
+def build_plan(
+    inventory: SourceInventory,
+    surface: TargetSurface,
+    spec: VectorMigrationSpec,
+    *,
+    target_schema: str,
+    target_installed: bool,
+) -> MigrationPlan:
+    """Derive the ordered swap statements and index rebuilds from the facts."""
+    warnings: list[str] = []
+    try:
+        conversions = tuple(_conversion(inventory, surface, column) for column in inventory.columns)
+        types_by_column = {(c.column.schema, c.column.table, c.column.column): c.target_type for c in conversions}
+        rebuilds = tuple(_rebuild(surface, index, types_by_column, spec, warnings) for index in inventory.indexes)
+    except MappingError as error:
+        raise PlanningError(str(error)) from None
+    settings = tuple(_carry_setting(inventory, surface, setting, warnings) for setting in inventory.settings)
+    if surface.shares_source_library:
+        warnings.append(
+            f"target {surface.extension} runs the source extension's own C library: it is a stand-in, not RuVector"
+        )
+    route = "intermediate" if surface.collides else "direct"
+    tables = inventory.tables()
+    lock = Statement(
+        "lock",
+        "LOCK TABLE " + ", ".join(qualify(s, t) for s, t in tables) + " IN ACCESS EXCLUSIVE MODE",
+    )
+    create_target = _create_extension(spec, surface, target_schema)
+    drop_source = Statement("drop-source-extension", f"DROP EXTENSION {quote_ident(inventory.source.name)} RESTRICT")
+    statements: list[Statement] = []
+    if target_schema != inventory.source.schema:
+        statements.append(Statement("target-schema", f"CREATE SCHEMA IF NOT EXISTS {quote_ident(target_schema)}"))
+    if route == "direct":
+        if not target_installed:
+            statements.append(create_target)
+        if tables:
+            statements.append(lock)
+        statements += _drop_dependents(inventory)
+        statements += [_alter_columns(conversions, s, t, stage="direct") for s, t in tables]
+        statements.append(drop_source)
+    else:
+        if tables:
+            statements.append(lock)
+        statements += _drop_dependents(inventory)
+        statements += [_alter_columns(conversions, s, t, stage="to-intermediate") for s, t in tables]
+        statements.append(drop_source)
+        statements.append(create_target)
+        statements += [_alter_columns(conversions, s, t, stage="from-intermediate") for s, t in tables]
+    for view in inventory.views:
+        statements += _recreate_view(view)
+    statements += [Statement("carry-setting", c.statement) for c in settings if c.statement]
+    statements += [Statement("build-index", r.definition) for r in rebuilds if not r.concurrent]
+    return MigrationPlan(
+        route=route,
+        swap=tuple(statements),
+        conversions=conversions,
+        rebuilds=rebuilds,
+        settings=settings,
+        surface=surface.summary(),
+        warnings=tuple(warnings),
+    )
+
+
+def _create_extension(spec: VectorMigrationSpec, surface: TargetSurface, schema: str) -> Statement:
+    version = f" VERSION {quote_literal(spec.target.version)}" if spec.target.version else ""
+    return Statement(
+        "create-target-extension",
+        f"CREATE EXTENSION {quote_ident(surface.extension)}{version} SCHEMA {quote_ident(schema)}",
+    )
+
+
+def _conversion(inventory: SourceInventory, surface: TargetSurface, column: VectorColumn) -> ColumnConversion:
+    target_type = map_type(surface, column)
+    type_sql = qualify(target_type.schema, target_type.name)
+    if target_type.has_typmod and column.dims:
+        type_sql += f"({column.dims})"
+    source_name, target_name = column.type_name, target_type.name
+    if not surface.collides and (source_name, target_name) in surface.casts:
+        path = "direct"
+    elif (source_name, FLOAT4_ARRAY) in inventory.casts and (FLOAT4_ARRAY, target_name) in surface.casts:
+        path = "real[]"
+    else:
+        path = "text"  # every type has I/O conversion through text: slowest, always there
+    return ColumnConversion(column, target_type, type_sql, path)
+
+
+def _alter_columns(conversions: tuple[ColumnConversion, ...], schema: str, table: str, *, stage: str) -> Statement:
+    """One ALTER TABLE per table, so a table with several vector columns is rewritten once.
+
+    stage "direct": source type straight to the target type (both installed at once);
+    "to-intermediate"/"from-intermediate": through real[] or text while the names collide.
+    """
+    clauses = []
+    for conversion in conversions:
+        column = conversion.column
+        if (column.schema, column.table) != (schema, table):
+            continue
+        name = quote_ident(column.column)
+        target = conversion.target_type_sql
+        intermediate = _BUILTIN_TYPES["text" if conversion.cast_path == "direct" else conversion.cast_path]
+        if stage == "to-intermediate":
+            clauses.append(f"ALTER COLUMN {name} TYPE {intermediate} USING {name}::{intermediate}")
+        elif stage == "from-intermediate":
+            clauses.append(f"ALTER COLUMN {name} TYPE {target} USING {name}::{target}")
+        else:
+            via = "" if conversion.cast_path == "direct" else f"::{intermediate}"
+            clauses.append(f"ALTER COLUMN {name} TYPE {target} USING {name}{via}::{target}")
+    step = "convert-to-intermediate" if stage == "to-intermediate" else "convert-columns"
+    return Statement(step, f"ALTER TABLE {qualify(schema, table)} " + ", ".join(clauses))
+
+
+_BUILTIN_TYPES = {"real[]": "pg_catalog.float4[]", "text": "pg_catalog.text"}
+
+
+def _rebuild(
+    surface: TargetSurface,
+    index: SavedIndex,
+    types_by_column: dict[tuple[str, str, str], TargetType],
+    spec: VectorMigrationSpec,
+    warnings: list[str],
+) -> IndexRebuild:
+    target_type = types_by_column[(index.table_schema, index.table, index.column)]
+    method, opclass = map_index(surface, index, target_type)
+    concurrent = spec.reindex.mode is ReindexMode.CONCURRENT
+    known_bug = concurrent_build_bug(surface, method)
+    if concurrent and known_bug:
+        warnings.append(f"index {index.name} is built inside the swap, not concurrently: {known_bug}")
+        concurrent = False
+    options = dict(index.options)
+    accepted = KNOWN_INDEX_PARAMETERS.get(method_kind(method), frozenset())
+    for name, value in spec.reindex.parameters.items():
+        if name in options or name in accepted:
+            options[name] = str(value)
+    with_clause = (
+        " WITH (" + ", ".join(f"{quote_ident(k)} = {quote_literal(v)}" for k, v in sorted(options.items())) + ")"
+        if options
+        else ""
+    )
+    tablespace = f" TABLESPACE {quote_ident(index.tablespace)}" if index.tablespace else ""
+    predicate = f" WHERE {index.predicate}" if index.predicate else ""
+    definition = (
+        f"CREATE INDEX{' CONCURRENTLY' if concurrent else ''} {quote_ident(index.name)} "
+        f"ON {qualify(index.table_schema, index.table)} USING {quote_ident(method)} "
+        f"({quote_ident(index.column)} {qualify(opclass.schema, opclass.name)}){with_clause}{tablespace}{predicate}"
+    )
+    return IndexRebuild(index, method, opclass, definition, concurrent)
+
+
+def _carry_setting(
+    inventory: SourceInventory, surface: TargetSurface, setting: SavedSetting, warnings: list[str]
+) -> SettingCarry:
+    candidates = [
+        name
+        for name in SETTING_CANDIDATES.get(setting.name, ())
+        if name in surface.settings and (name != setting.name or surface.shares_source_library)
+    ]
+    if not candidates:
+        warnings.append(
+            f"setting {setting.name} = {setting.value} ({setting.scope}) has no counterpart in "
+            f"{surface.extension}; it is left as it is"
+        )
+        return SettingCarry(setting, None, None)
+    target_name = candidates[0]
+    if target_name == setting.name:
+        return SettingCarry(setting, target_name, None)  # the target reads the same setting
+    guc = ".".join(quote_ident(part) for part in target_name.split("."))
+    database = quote_ident(inventory.server.database)
+    if setting.role and setting.database_scoped:
+        prefix = f"ALTER ROLE {quote_ident(setting.role)} IN DATABASE {database}"
+    elif setting.role:
+        prefix = f"ALTER ROLE {quote_ident(setting.role)}"
+    else:
+        prefix = f"ALTER DATABASE {database}"
+    return SettingCarry(setting, target_name, f"{prefix} SET {guc} = {quote_literal(setting.value)}")
+
+
+def _drop_dependents(inventory: SourceInventory) -> list[Statement]:
+    statements = []
+    for view in sorted(inventory.views, key=lambda v: (-v.depth, v.schema, v.name)):
+        kind = "MATERIALIZED VIEW" if view.materialized else "VIEW"
+        statements.append(Statement("drop-dependent", f"DROP {kind} {qualify(view.schema, view.name)} RESTRICT"))
+    statements += [
+        Statement("drop-index", f"DROP INDEX {qualify(index.schema, index.name)} RESTRICT")
+        for index in inventory.indexes
+    ]
+    return statements
+
+
+def _recreate_view(view: SavedView) -> list[Statement]:
+    name = qualify(view.schema, view.name)
+    kind = "MATERIALIZED VIEW" if view.materialized else "VIEW"
+    options = ""
+    if view.options:
+        pairs = [option.split("=", 1) for option in view.options]
+        options = " WITH (" + ", ".join(f"{quote_ident(k)} = {quote_literal(v)}" for k, v in pairs) + ")"
+    create = f"CREATE {kind} {name}{options} AS {view.definition}"
+    if view.materialized:
+        create += " WITH DATA" if view.populated else " WITH NO DATA"
+    statements = [
+        Statement("recreate-dependent", create),
+        Statement("recreate-dependent", f"ALTER {kind} {name} OWNER TO {quote_ident(view.owner)}"),
+    ]
+    statements += [Statement("recreate-dependent", definition) for definition in view.index_definitions]
+    for grantee, privilege, grantable in view.grants:
+        if privilege not in GRANTABLE_PRIVILEGES:
+            raise PlanningError(f"view {view.schema}.{view.name} has an unknown privilege {privilege!r}")
+        who = "PUBLIC" if grantee == "PUBLIC" else quote_ident(grantee)
+        option = " WITH GRANT OPTION" if grantable else ""
+        statements.append(Statement("recreate-dependent", f"GRANT {privilege} ON {name} TO {who}{option}"))
+    if view.comment is not None:
+        statements.append(Statement("recreate-dependent", f"COMMENT ON {kind} {name} IS {quote_literal(view.comment)}"))
+    return statements

@@ -1,0 +1,273 @@
+"""Discovering the target extension's SQL surface instead of assuming it.
+
+RuVector exists in three spellings (documented ``ruhnsw`` names, the 0.3.0 install script's
+``hnsw`` that collides with pgvector's, and the v2 plan's pgvector-identical names). After
+``CREATE EXTENSION`` the engine reads what the extension owns -- types, access methods,
+operator classes, casts, settings -- and maps every source column and index onto it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from .catalog import SavedIndex, VectorColumn, owned_types, read_casts
+from .sql import quote_ident
+
+# Source type name -> target type names that hold the same values, in order of preference.
+# RuVector's documented dense type is "ruvector"; the v2 plan keeps pgvector's names.
+TYPE_CANDIDATES = {
+    "vector": ("vector", "ruvector"),
+    "halfvec": ("halfvec", "ruhalfvec"),
+    "sparsevec": ("sparsevec", "rusparsevec"),
+}
+
+# Source setting -> target settings that mean the same; the spellings differ between RuVector's
+# guide (ruvector.ef_search) and its source (ruvector.hnsw_ef_search), so both are probed.
+SETTING_CANDIDATES = {
+    "hnsw.ef_search": ("ruvector.ef_search", "ruvector.hnsw_ef_search", "hnsw.ef_search"),
+    "ivfflat.probes": ("ruvector.probes", "ruvector.ivfflat_probes", "ivfflat.probes"),
+}
+
+# Extensions whose CREATE INDEX CONCURRENTLY is known to be wrong, by access-method kind.
+# A Concurrent reindex builds those indexes atomically inside the swap instead.
+CONCURRENT_BUILD_KNOWN_BUGS = {
+    (
+        "ruvector",
+        "hnsw",
+    ): "RuVector's HNSW inserts rows twice under CREATE INDEX CONCURRENTLY (ruvector PR #716)",
+}
+
+ACCESS_METHOD_KINDS = ("hnsw", "ivfflat")
+
+
+def method_kind(method: str) -> str:
+    """The family an access method belongs to: 'hnsw' for hnsw and ruhnsw, else its own name."""
+    for kind in ACCESS_METHOD_KINDS:
+        if method == kind or method.endswith(kind):
+            return kind
+    return method
+
+
+@dataclass(frozen=True)
+class TargetType:
+    """A base type the target owns."""
+
+    oid: int
+    schema: str
+    name: str
+    has_typmod: bool
+
+
+@dataclass(frozen=True)
+class TargetOpclass:
+    """An operator class the target owns."""
+
+    schema: str
+    name: str
+    method: str
+    input_type: str  # type name: surfaces probed in a scratch database have other oids
+    ordering_operator: str | None
+    is_default: bool
+
+
+@dataclass(frozen=True)
+class TargetSurface:
+    """What the target extension exposes, read from the catalog after CREATE EXTENSION."""
+
+    extension: str
+    version: str
+    schema: str
+    types: tuple[TargetType, ...]
+    methods: tuple[str, ...]
+    opclasses: tuple[TargetOpclass, ...]
+    operator_names: frozenset[str]
+    functions: frozenset[str]
+    settings: frozenset[str]
+    shares_source_library: bool
+    collides: bool = False
+    # (from type name, to type name) pairs with a cast, by pg_type.typname (real[] is "_float4")
+    casts: frozenset[tuple[str, str]] = field(default_factory=frozenset)
+
+    def summary(self) -> dict[str, object]:
+        """A stable, hashable description (used in the plan and its hash)."""
+        return {
+            "extension": self.extension,
+            "version": self.version,
+            "types": sorted(t.name for t in self.types),
+            "methods": sorted(self.methods),
+            "opclasses": sorted(f"{o.method}:{o.name}" for o in self.opclasses),
+            "collides": self.collides,
+        }
+
+
+async def discover(
+    conn: asyncpg.Connection, extension: str, source_library: str | None, *, collides: bool
+) -> TargetSurface:
+    """Read an installed target extension's surface (run inside the transaction that created it)."""
+    row = await conn.fetchrow(
+        """
+        SELECT e.oid::bigint AS oid, e.extversion, n.nspname
+          FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
+         WHERE e.extname = $1
+        """,
+        extension,
+    )
+    if row is None:
+        raise LookupError(f"extension {extension} is not installed")
+    oid = row["oid"]
+    type_rows = await conn.fetch(
+        """
+        SELECT t.oid::bigint AS oid, n.nspname, t.typname, t.typmodin <> 0 AS has_typmod
+          FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+         WHERE t.oid = ANY($1::oid[])
+        """,
+        list(await owned_types(conn, oid)),
+    )
+    methods = await conn.fetch(
+        """
+        SELECT a.amname, p.probin
+          FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_am a ON a.oid = d.objid
+          JOIN pg_catalog.pg_proc p ON p.oid = a.amhandler
+         WHERE d.classid = 'pg_catalog.pg_am'::pg_catalog.regclass
+           AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
+           AND d.refobjid = $1 AND d.deptype = 'e'
+        """,
+        oid,
+    )
+    opclass_rows = await conn.fetch(
+        """
+        SELECT oc.opcname, n.nspname, am.amname, it.typname AS input_type, oc.opcdefault,
+               (SELECT o.oprname FROM pg_catalog.pg_amop ao
+                  JOIN pg_catalog.pg_operator o ON o.oid = ao.amopopr
+                 WHERE ao.amopfamily = oc.opcfamily AND ao.amoppurpose = 'o'
+                 ORDER BY ao.amopstrategy LIMIT 1) AS ordering_operator
+          FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_opclass oc ON oc.oid = d.objid
+          JOIN pg_catalog.pg_namespace n ON n.oid = oc.opcnamespace
+          JOIN pg_catalog.pg_am am ON am.oid = oc.opcmethod
+          JOIN pg_catalog.pg_type it ON it.oid = oc.opcintype
+         WHERE d.classid = 'pg_catalog.pg_opclass'::pg_catalog.regclass
+           AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
+           AND d.refobjid = $1 AND d.deptype = 'e'
+         ORDER BY am.amname, oc.opcname
+        """,
+        oid,
+    )
+    member_names = await conn.fetch(
+        """
+        SELECT 'f' AS kind, p.proname AS name FROM pg_catalog.pg_depend d
+          JOIN pg_catalog.pg_proc p ON p.oid = d.objid
+         WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.refobjid = $1 AND d.deptype = 'e'
+           AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
+        UNION ALL
+        SELECT 'o', o.oprname FROM pg_catalog.pg_depend d
+          JOIN pg_catalog.pg_operator o ON o.oid = d.objid
+         WHERE d.classid = 'pg_catalog.pg_operator'::pg_catalog.regclass AND d.refobjid = $1 AND d.deptype = 'e'
+           AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
+        """,
+        oid,
+    )
+    types = tuple(TargetType(r["oid"], r["nspname"], r["typname"], r["has_typmod"]) for r in type_rows)
+    type_oids = [t.oid for t in types]
+    cast_rows = await read_casts(conn, type_oids)
+    settings = await _target_settings(conn, types)
+    libraries = {r["probin"] for r in methods if r["probin"]}
+    return TargetSurface(
+        extension=extension,
+        version=row["extversion"],
+        schema=row["nspname"],
+        types=types,
+        methods=tuple(sorted(r["amname"] for r in methods)),
+        opclasses=tuple(
+            TargetOpclass(
+                r["nspname"],
+                r["opcname"],
+                r["amname"],
+                r["input_type"],
+                r["ordering_operator"],
+                r["opcdefault"],
+            )
+            for r in opclass_rows
+        ),
+        operator_names=frozenset(r["name"] for r in member_names if r["kind"] == "o"),
+        functions=frozenset(r["name"] for r in member_names if r["kind"] == "f"),
+        settings=settings,
+        shares_source_library=source_library is not None and source_library in libraries,
+        collides=collides,
+        casts=cast_rows,
+    )
+
+
+async def _target_settings(conn: asyncpg.Connection, types: tuple[TargetType, ...]) -> frozenset[str]:
+    """Settings the target's library registers: call one of its C functions so it loads, then look."""
+    for target_type in types:
+        # Reading a value through the type's input function loads the library that defines it;
+        # a type that rejects '[1]' has still loaded it, so the error is of no interest.
+        with contextlib.suppress(asyncpg.PostgresError):
+            async with conn.transaction():
+                await conn.execute(
+                    f"SELECT '[1]'::pg_catalog.text::{quote_ident(target_type.schema)}.{quote_ident(target_type.name)}"
+                )
+    names = [name for candidates in SETTING_CANDIDATES.values() for name in candidates]
+    rows = await conn.fetch("SELECT name FROM pg_catalog.pg_settings WHERE name = ANY($1::text[])", names)
+    return frozenset(row["name"] for row in rows)
+
+
+async def source_library(conn: asyncpg.Connection, extension_oid: int) -> str | None:
+    """The shared library serving the source extension's access methods."""
+    value: str | None = await conn.fetchval(
+        """
+        SELECT p.probin FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_am a ON a.oid = d.objid
+          JOIN pg_catalog.pg_proc p ON p.oid = a.amhandler
+         WHERE d.classid = 'pg_catalog.pg_am'::pg_catalog.regclass AND d.refobjid = $1 AND d.deptype = 'e'
+           AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
+         LIMIT 1
+        """,
+        extension_oid,
+    )
+    return value
+
+
+class MappingError(LookupError):
+    """A source column or index has no counterpart on the target."""
+
+
+def map_type(surface: TargetSurface, column: VectorColumn) -> TargetType:
+    """The target type that holds a source column's values."""
+    by_name = {t.name: t for t in surface.types}
+    for candidate in TYPE_CANDIDATES.get(column.type_name, (column.type_name,)):
+        if candidate in by_name:
+            return by_name[candidate]
+    offered = ", ".join(sorted(by_name)) or "no types"
+    raise MappingError(
+        f"column {column.display} is {column.type_name}, which target extension {surface.extension} "
+        f"cannot hold (it offers {offered})"
+    )
+
+
+def map_index(surface: TargetSurface, index: SavedIndex, target_type: TargetType) -> tuple[str, TargetOpclass]:
+    """The target access method and operator class serving the same distance operator."""
+    kind = method_kind(index.method)
+    methods = [m for m in surface.methods if method_kind(m) == kind] or (
+        [index.method] if not index.method_owned_by_source else []
+    )
+    for method in methods:
+        for opclass in surface.opclasses:
+            if opclass.method != method or opclass.input_type != target_type.name:
+                continue
+            if index.ordering_operator is not None and opclass.ordering_operator == index.ordering_operator:
+                return method, opclass
+            if index.ordering_operator is None and opclass.ordering_operator is None and opclass.is_default:
+                return method, opclass
+    operator = index.ordering_operator or "(no ordering operator)"
+    raise MappingError(
+        f"index {index.schema}.{index.name} ({index.method}, {index.opclass}, operator {operator}) has no "
+        f"counterpart in target extension {surface.extension} (methods: {', '.join(surface.methods) or 'none'})"
+    )
+
+
+def concurrent_build_bug(surface: TargetSurface, method: str) -> str | None:
+    """Why CREATE INDEX CONCURRENTLY must not be used for this target method, if it must not."""
+    return CONCURRENT_BUILD_KNOWN_BUGS.get((surface.extension, method_kind(method)))
