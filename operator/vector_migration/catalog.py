@@ -261,7 +261,12 @@ async def read_casts(conn: asyncpg.Connection, type_oids: list[int]) -> frozense
 
 
 async def read_inventory(
-    conn: asyncpg.Connection, spec: VectorMigrationSpec, server: ServerFacts, source: InstalledExtension
+    conn: asyncpg.Connection,
+    spec: VectorMigrationSpec,
+    server: ServerFacts,
+    source: InstalledExtension,
+    *,
+    count_rows: bool = True,
 ) -> SourceInventory:
     """Read columns, indexes, dependents and settings that the swap must handle."""
     source_types = await owned_types(conn, source.oid)
@@ -277,7 +282,7 @@ async def read_inventory(
     await _read_views(conn, inventory)
     await _read_settings(conn, inventory)
     await _check_privileges(conn, inventory)
-    for schema, table in inventory.tables():
+    for schema, table in inventory.tables() if count_rows else []:
         inventory.row_counts[(schema, table)] = await conn.fetchval(
             f"SELECT pg_catalog.count(*) FROM {qualify(schema, table)}"
         )

@@ -34,7 +34,7 @@ from .surface import (
     map_type,
     method_kind,
 )
-from .vocabulary import ReindexMode
+from .vocabulary import Reason, ReindexMode
 
 FLOAT4_ARRAY = "_float4"  # pg_type.typname of real[]
 GRANTABLE_PRIVILEGES = frozenset(
@@ -124,6 +124,10 @@ class MigrationPlan:
 class PlanningError(ValueError):
     """Facts that no plan can serve; carries the reason the checklist reports."""
 
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
 
 def build_plan(
     inventory: SourceInventory,
@@ -140,7 +144,7 @@ def build_plan(
         types_by_column = {(c.column.schema, c.column.table, c.column.column): c.target_type for c in conversions}
         rebuilds = tuple(_rebuild(surface, index, types_by_column, spec, warnings) for index in inventory.indexes)
     except MappingError as error:
-        raise PlanningError(str(error)) from None
+        raise PlanningError(error.reason, str(error)) from None
     settings = tuple(_carry_setting(inventory, surface, setting, warnings) for setting in inventory.settings)
     if surface.shares_source_library:
         warnings.append(
@@ -330,7 +334,9 @@ def _recreate_view(view: SavedView) -> list[Statement]:
     statements += [Statement("recreate-dependent", definition) for definition in view.index_definitions]
     for grantee, privilege, grantable in view.grants:
         if privilege not in GRANTABLE_PRIVILEGES:
-            raise PlanningError(f"view {view.schema}.{view.name} has an unknown privilege {privilege!r}")
+            raise PlanningError(
+                Reason.BLOCKING_DEPENDENT, f"view {view.schema}.{view.name} has an unknown privilege {privilege!r}"
+            )
         who = "PUBLIC" if grantee == "PUBLIC" else quote_ident(grantee)
         option = " WITH GRANT OPTION" if grantable else ""
         statements.append(Statement("recreate-dependent", f"GRANT {privilege} ON {name} TO {who}{option}"))

@@ -15,6 +15,7 @@ import asyncpg
 
 from .catalog import SavedIndex, VectorColumn, owned_types, read_casts
 from .sql import quote_ident
+from .vocabulary import Reason
 
 # Source type name -> target type names that hold the same values, in order of preference.
 # RuVector's documented dense type is "ruvector"; the v2 plan keeps pgvector's names.
@@ -233,6 +234,10 @@ async def source_library(conn: asyncpg.Connection, extension_oid: int) -> str | 
 class MappingError(LookupError):
     """A source column or index has no counterpart on the target."""
 
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
 
 def map_type(surface: TargetSurface, column: VectorColumn) -> TargetType:
     """The target type that holds a source column's values."""
@@ -242,8 +247,9 @@ def map_type(surface: TargetSurface, column: VectorColumn) -> TargetType:
             return by_name[candidate]
     offered = ", ".join(sorted(by_name)) or "no types"
     raise MappingError(
+        Reason.UNSUPPORTED_COLUMN,
         f"column {column.display} is {column.type_name}, which target extension {surface.extension} "
-        f"cannot hold (it offers {offered})"
+        f"cannot hold (it offers {offered})",
     )
 
 
@@ -263,8 +269,9 @@ def map_index(surface: TargetSurface, index: SavedIndex, target_type: TargetType
                 return method, opclass
     operator = index.ordering_operator or "(no ordering operator)"
     raise MappingError(
+        Reason.UNMAPPED_INDEX,
         f"index {index.schema}.{index.name} ({index.method}, {index.opclass}, operator {operator}) has no "
-        f"counterpart in target extension {surface.extension} (methods: {', '.join(surface.methods) or 'none'})"
+        f"counterpart in target extension {surface.extension} (methods: {', '.join(surface.methods) or 'none'})",
     )
 
 

