@@ -278,8 +278,8 @@ async def read_inventory(
     )
     await _read_columns(conn, spec, inventory)
     await _read_indexes(conn, inventory)
-    await _read_dependents(conn, inventory)
     await _read_views(conn, inventory)
+    await _read_dependents(conn, inventory)
     await _read_settings(conn, inventory)
     await _check_privileges(conn, inventory)
     for schema, table in inventory.tables() if count_rows else []:
@@ -502,14 +502,21 @@ async def _read_dependents(conn: asyncpg.Connection, inv: SourceInventory) -> No
           JOIN members m ON d.refclassid = m.classid AND d.refobjid = m.objid
          WHERE d.deptype IN ('n', 'a')
            AND NOT EXISTS (SELECT 1 FROM members m2 WHERE m2.classid = d.classid AND m2.objid = d.objid)
+           -- parts of the extension's own objects (operator family members) come and go with it
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d2
+                             JOIN members m3 ON d2.refclassid = m3.classid AND d2.refobjid = m3.objid
+                            WHERE d2.classid = d.classid AND d2.objid = d.objid AND d2.deptype IN ('a', 'i'))
         """,
         inv.source.oid,
     )
     handled = {(index.oid, 0) for index in inv.indexes} | {(c.table_oid, c.attnum) for c in inv.columns}
+    saved_views = {view.oid for view in inv.views}
     for row in rows:
         catalog, description = row["catalog"], row["description"]
         if catalog == "pg_class" and (row["objid"], row["objsubid"]) in handled | inv.refused:
             continue
+        if catalog == "pg_class" and row["objid"] in saved_views:
+            continue  # columns of views that are saved and recreated
         if catalog == "pg_rewrite" and row["view_oid"] is not None:
             continue  # views are read by _read_views and saved/recreated around the conversion
         if catalog == "pg_attrdef":
@@ -539,7 +546,7 @@ async def _read_views(conn: asyncpg.Connection, inv: SourceInventory) -> None:
            AND r.ev_class <> d.refobjid
            AND ((d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
                  AND (d.refobjid, d.refobjsubid::int) IN
-                     (SELECT * FROM pg_catalog.unnest($2::oid[], $3::int[])))
+                     (SELECT * FROM ROWS FROM (pg_catalog.unnest($2::oid[]), pg_catalog.unnest($3::int[]))))
                 OR (d.refclassid, d.refobjid) IN (SELECT classid, objid FROM members))
         """,
         inv.source.oid,

@@ -47,19 +47,28 @@ from .api import (
 from .backup import BackupError, run_backup
 from .catalog import (
     MIN_SERVER_VERSION_NUM,
-    InstalledExtension,
     SourceInventory,
+    VectorColumn,
     available_versions,
     default_version,
     read_extension,
     read_inventory,
     read_server,
 )
-from .measure import IndexMeasurement, IndexTarget, measure_index, sample_queries, table_checksum
+from .measure import (
+    NORMALIZED,
+    TEXT,
+    IndexMeasurement,
+    IndexTarget,
+    measure_index,
+    prints_identically,
+    sample_queries,
+    table_checksum,
+)
 from .plan import MigrationPlan, PlanningError, build_plan
 from .sql import ConnectionParams, DatabaseUnavailable, connect, qualify, quote_ident, set_local_timeouts
 from .status import fail, hold, record_timing, set_condition, set_phase, warn
-from .surface import TargetSurface, discover, source_library
+from .surface import MappingError, TargetSurface, discover, map_type, source_library
 from .vocabulary import (
     ADVISORY_LOCK_KEY,
     Approval,
@@ -162,6 +171,7 @@ class RunFacts:
     surface: TargetSurface | None = None
     plan: MigrationPlan | None = None
     source_library: str | None = None
+    checksum_mode: str = NORMALIZED
     probes: list[Probe] = field(default_factory=list)
     rebuilds: list[dict[str, Any]] = field(default_factory=list)
     replans: int = 0
@@ -291,7 +301,7 @@ async def run_checklist(m: Migration) -> Outcome:
 
     target_schema = m.spec.target.target_schema or source.schema
     try:
-        surface = await probe_surface(m, source, target_schema, version, server.can_create_database)
+        surface = await probe_surface(m, inventory, target_schema, server.can_create_database)
     except _ProbeFailed as error:
         return Fail(error.reason, str(error))
     try:
@@ -343,20 +353,26 @@ class _ProbeFailed(RuntimeError):
 
 
 async def probe_surface(
-    m: Migration, source: InstalledExtension, target_schema: str, version: str, can_create_database: bool
+    m: Migration, inventory: SourceInventory, target_schema: str, can_create_database: bool
 ) -> TargetSurface:
     """Learn the target's SQL surface without changing the database.
 
     Tried first inside a transaction that is always rolled back. When the target's names
     collide with the source's, it cannot be created beside it, so it is created alone in a
-    scratch database instead (which needs CREATEDB), then that database is dropped.
+    scratch database instead (which needs CREATEDB), then that database is dropped. Either
+    way, sampled source values are printed through the target type to learn whether the
+    cheap text checksum is valid (see measure.table_checksum).
     """
     conn = m.session
+    source = inventory.source
     target = m.spec.target.extension
     library = m.facts.source_library = await source_library(conn, source.oid)
+    samples = {c: await _value_samples(conn, c) for c in inventory.columns}
     installed = await read_extension(conn, target)
     if installed is not None:
-        return await discover(conn, target, library, collides=False)
+        surface = await discover(conn, target, library, collides=False)
+        await _choose_checksum_mode(m, conn, surface, samples)
+        return surface
     create = _create_extension_sql(m.spec, target, target_schema)
     transaction = conn.transaction()
     await transaction.start()
@@ -364,7 +380,9 @@ async def probe_surface(
         if target_schema != source.schema:
             await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(target_schema)}")
         await conn.execute(create)
-        return await discover(conn, target, library, collides=False)
+        surface = await discover(conn, target, library, collides=False)
+        await _choose_checksum_mode(m, conn, surface, samples)
+        return surface
     except (asyncpg.DuplicateObjectError, asyncpg.DuplicateFunctionError, asyncpg.DuplicateTableError):
         pass  # names collide with the source's: probe alone in a scratch database below
     except asyncpg.PostgresError as error:
@@ -377,7 +395,7 @@ async def probe_surface(
             f"extension {target} uses names that collide with {source.name}'s; planning its conversion needs "
             "CREATEDB to inspect it in a scratch database (grant CREATEDB to the migration role)",
         )
-    scratch = f"vmig_probe_{abs(hash((m.name, target))) % 10**10}"
+    scratch = _scratch_database_name(inventory.server.database)
     await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(scratch)}")
     await conn.execute(f"CREATE DATABASE {quote_ident(scratch)} TEMPLATE template0")
     try:
@@ -385,7 +403,9 @@ async def probe_surface(
         try:
             await probe.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(target_schema)}")
             await probe.execute(create)
-            return await discover(probe, target, library, collides=True)
+            surface = await discover(probe, target, library, collides=True)
+            await _choose_checksum_mode(m, probe, surface, samples)
+            return surface
         except asyncpg.PostgresError as error:
             raise _ProbeFailed(
                 Reason.TARGET_EXTENSION_UNAVAILABLE, f"CREATE EXTENSION {target} fails: {error}"
@@ -394,6 +414,39 @@ async def probe_surface(
             await probe.close()
     finally:
         await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(scratch)}")
+
+
+def _scratch_database_name(database: str) -> str:
+    """A deterministic scratch database name (63 bytes at most, whatever the database is called)."""
+    import hashlib
+
+    return "vmig_probe_" + hashlib.sha256(database.encode()).hexdigest()[:16]
+
+
+async def _value_samples(conn: asyncpg.Connection, column: VectorColumn) -> list[str]:
+    rows = await conn.fetch(
+        f"SELECT {quote_ident(column.column)}::pg_catalog.text FROM {column.qualified_table} "
+        f"WHERE {quote_ident(column.column)} IS NOT NULL LIMIT 200"
+    )
+    return [row[0] for row in rows]
+
+
+async def _choose_checksum_mode(
+    m: Migration, conn: asyncpg.Connection, surface: TargetSurface, samples: dict[VectorColumn, list[str]]
+) -> None:
+    """Text checksums when the target prints sampled values exactly as the source does."""
+    for column, values in samples.items():
+        try:
+            target_type = map_type(surface, column)
+        except MappingError:
+            m.facts.checksum_mode = NORMALIZED
+            return  # the planner reports the unmapped column
+        type_sql = qualify(target_type.schema, target_type.name)
+        async with conn.transaction():
+            if not await prints_identically(conn, values, type_sql):
+                m.facts.checksum_mode = NORMALIZED
+                return
+    m.facts.checksum_mode = TEXT
 
 
 def _create_extension_sql(spec: VectorMigrationSpec, target: str, schema: str) -> str:
@@ -559,12 +612,12 @@ async def run_swap(m: Migration) -> Outcome:
                 step = "checksum-before"
                 for schema, table in inventory.tables():
                     names = {c.column for c in inventory.columns_of(schema, table)}
-                    before[(schema, table)] = await table_checksum(conn, schema, table, names)
+                    before[(schema, table)] = await table_checksum(conn, schema, table, names, facts.checksum_mode)
         step = "checksum-after"
         tables = []
         for schema, table in inventory.tables():
             names = {c.column for c in inventory.columns_of(schema, table)}
-            after = await table_checksum(conn, schema, table, names)
+            after = await table_checksum(conn, schema, table, names, facts.checksum_mode)
             was = before[(schema, table)]
             tables.append(
                 TableVerification(
@@ -581,6 +634,7 @@ async def run_swap(m: Migration) -> Outcome:
                 )
         verification = m.status.verification or Verification(k=m.spec.verify.k)
         verification.tables = tables
+        verification.checksum_mode = facts.checksum_mode
         m.status.verification = verification
         blocked = time.perf_counter() - (locked_at or started)
         record_timing(m.status, "writeBlockedSeconds", blocked)
@@ -606,6 +660,10 @@ async def run_swap(m: Migration) -> Outcome:
         return Advance(Phase.CHECKLIST, f"{error}; nothing changed, re-planning")
     except _DataMismatch as error:
         await _rollback(transaction)
+        if facts.checksum_mode == TEXT:
+            # The target printed some value differently from the sample: compare parsed values instead.
+            facts.checksum_mode = NORMALIZED
+            return Advance(Phase.SWAP, f"text checksums differ ({error}); retrying with value checksums")
         return Fail(Reason.DATA_MISMATCH, f"content changed during conversion ({error}); the swap rolled back")
     except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as error:
         # A commit whose answer was lost may or may not have happened: the journal will say.
@@ -622,7 +680,6 @@ async def run_swap(m: Migration) -> Outcome:
             Reason.SWAP_FAILED,
             f"{step} failed ({type(error).__name__}: {error}); the swap transaction rolled back, nothing changed",
         )
-    record_timing(m.status, "swapSeconds", time.perf_counter() - started)
     m.reporter.task_done("swap")
     message = (
         f"{inventory.source.name} → {surface.extension} ({plan.route} route); "
@@ -774,7 +831,6 @@ async def run_reindex(m: Migration) -> Outcome:
                 m.reporter.warning(f"building {rebuild['name']} failed ({error}); retrying")
             finally:
                 await conn.execute("RESET maintenance_work_mem; RESET statement_timeout")
-    record_timing(m.status, "reindexSeconds", time.perf_counter() - started)
     total = len(m.facts.rebuilds)
     message = f"{total} index(es) on the target access methods ({built} built after the swap)"
     set_condition(m.status, ConditionType.INDEXES_REBUILT, True, Reason.COMPLETED, message, m.generation)

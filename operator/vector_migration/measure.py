@@ -64,8 +64,20 @@ def normalized_vector(column_sql: str) -> str:
     )
 
 
-async def table_checksum(conn: asyncpg.Connection, schema: str, table: str, vector_columns: set[str]) -> TableChecksum:
-    """Count rows and sum a 64-bit hash of each row's content."""
+TEXT = "text"
+NORMALIZED = "normalized"
+
+
+async def table_checksum(
+    conn: asyncpg.Connection, schema: str, table: str, vector_columns: set[str], mode: str = NORMALIZED
+) -> TableChecksum:
+    """Count rows and sum a 64-bit hash of each row's content.
+
+    A row's hash chains its vector columns onto the hash of its other columns, so moving a
+    vector to another row changes the sum. Mode "text" hashes each vector's text form as
+    printed (cheap: about a tenth of parsing it), valid when source and target print values
+    identically; "normalized" hashes the float4[] the text parses to, valid for any printing.
+    """
     columns = await conn.fetch(
         """
         SELECT a.attname FROM pg_catalog.pg_attribute a
@@ -74,20 +86,35 @@ async def table_checksum(conn: asyncpg.Connection, schema: str, table: str, vect
         """,
         qualify(schema, table),
     )
-    parts = []
-    for row in columns:
-        name = quote_ident(row["attname"])
-        parts.append(normalized_vector(name) if row["attname"] in vector_columns else name)
-    row_expression = f"ROW({', '.join(parts)})::pg_catalog.text" if parts else "''"
+    plain = [quote_ident(r["attname"]) for r in columns if r["attname"] not in vector_columns]
+    vectors = [quote_ident(r["attname"]) for r in columns if r["attname"] in vector_columns]
+    row_hash = f"pg_catalog.hashtextextended(ROW({', '.join(plain)})::pg_catalog.text, 0)"
+    for vector in vectors:
+        text = f"{vector}::pg_catalog.text" if mode == TEXT else f"{normalized_vector(vector)}::pg_catalog.text"
+        # NULL hashes as a marker no vector prints as, so NULL and a value differ.
+        row_hash = f"pg_catalog.hashtextextended(COALESCE({text}, 'NULL'), {row_hash})"
     record = await conn.fetchrow(
         f"""
         SELECT pg_catalog.count(*) AS rows,
-               COALESCE(pg_catalog.sum(pg_catalog.hashtextextended({row_expression}, 0)::pg_catalog.numeric), 0)
-                 AS total
+               COALESCE(pg_catalog.sum(({row_hash})::pg_catalog.numeric), 0) AS total
           FROM {qualify(schema, table)}
         """
     )
     return TableChecksum(rows=record["rows"], checksum=_fold(int(record["total"])))
+
+
+async def prints_identically(conn: asyncpg.Connection, samples: list[str], target_type_sql: str) -> bool:
+    """Whether the target prints every sampled source value exactly as the source printed it."""
+    if not samples:
+        return True
+    differing: int = await conn.fetchval(
+        f"""
+        SELECT pg_catalog.count(*) FROM pg_catalog.unnest($1::pg_catalog.text[]) AS s(value)
+         WHERE s.value IS DISTINCT FROM s.value::{target_type_sql}::pg_catalog.text
+        """,
+        samples,
+    )
+    return differing == 0
 
 
 def _fold(total: int) -> str:
@@ -129,24 +156,34 @@ async def measure_index(conn: asyncpg.Connection, target: IndexTarget, queries: 
         where += f" AND ({target.predicate})"
     distance = f"{quote_ident(target.column)} {operator_ref(target.operator_schema, target.operator)} "
     distance += f"$1::pg_catalog.text::{target.type_sql}"
-    query = f"SELECT ctid FROM {qualify(target.schema, target.table)} {where} ORDER BY {distance} LIMIT {int(k)}"
+    body = f"SELECT ctid FROM {qualify(target.schema, target.table)} {where} ORDER BY {distance} LIMIT {int(k)}"
+    # Distinct texts, and custom plans: a prepared statement otherwise keeps the generic plan it
+    # made under the other mode's settings (a sequential scan timed as if it were the index).
+    exact_query = f"/* vector-migration: exact */ {body}"
+    index_query = f"/* vector-migration: index */ {body}"
     recalls: list[float] = []
     latencies: list[float] = []
     async with conn.transaction():
-        await _set_local(conn, enable_indexscan="off", enable_bitmapscan="off", enable_indexonlyscan="off")
-        exact = [{row[0] for row in await conn.fetch(query, vector)} for vector in queries]
+        await _set_local(
+            conn,
+            plan_cache_mode="force_custom_plan",
+            enable_indexscan="off",
+            enable_bitmapscan="off",
+            enable_indexonlyscan="off",
+        )
+        exact = [{row[0] for row in await conn.fetch(exact_query, vector)} for vector in queries]
     async with conn.transaction():
         # Forbidding sequential scans makes the planner use the index whenever it can serve the query.
-        await _set_local(conn, enable_seqscan="off")
-        plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {query}", queries[0]) if queries else None
+        await _set_local(conn, plan_cache_mode="force_custom_plan", enable_seqscan="off")
+        plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {body}", queries[0]) if queries else None
         usable = _plan_uses(plan, target.index_name)
         for vector, truth in zip(queries, exact, strict=True):
             started = time.perf_counter()
-            found = {row[0] for row in await conn.fetch(query, vector)}
+            found = {row[0] for row in await conn.fetch(index_query, vector)}
             latencies.append((time.perf_counter() - started) * 1000)
             if truth:
                 recalls.append(len(found & truth) / len(truth))
-    default_plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {query}", queries[0]) if queries else None
+    default_plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {body}", queries[0]) if queries else None
     return IndexMeasurement(
         queries=len(queries),
         recall=round(statistics.fmean(recalls), 4) if recalls else None,

