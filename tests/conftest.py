@@ -23,11 +23,11 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostg
 
 
 @pytest.fixture
-async def database(postgres: EmbeddedPostgres) -> AsyncIterator[ConnectionParams]:
+async def database(postgres: EmbeddedPostgres) -> ConnectionParams:
     """An empty database of its own for each test."""
     name = f"test_{next(_numbers)}"
     await create_database(postgres.params(), name)
-    yield postgres.params(name)
+    return postgres.params(name)
 
 
 @pytest.fixture

@@ -94,7 +94,7 @@ async def snapshot(conn: asyncpg.Connection) -> Snapshot:
             "WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
             table["oid"],
         )
-        select = ", ".join(f'{json.dumps(c["attname"])}::text' for c in columns)
+        select = ", ".join(f"{json.dumps(c['attname'])}::text" for c in columns)
         data = await conn.fetch(f"SELECT {select} FROM {table['name']}")
         vector_positions = {i for i, c in enumerate(columns) if "vector" in c["type"]}
         parsed = {}
@@ -113,7 +113,8 @@ async def snapshot(conn: asyncpg.Connection) -> Snapshot:
     views = {
         r["name"]: r["definition"]
         for r in await conn.fetch(
-            "SELECT viewname AS name, definition FROM pg_views WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
+            "SELECT viewname AS name, definition FROM pg_views "
+            "WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
         )
     }
     return Snapshot(rows, indexes, extensions, views)

@@ -68,7 +68,7 @@ async def test_every_surface_migrates_without_losing_a_row(
     verification = status.verification
     assert verification is not None and verification.passed
     assert {t.name: t.rows_after for t in verification.tables} == {
-        "Odd Schema.Mixed \"Quoted\" Table": 300,
+        'Odd Schema.Mixed "Quoted" Table': 300,
         "public.empty_vectors": 0,
         "public.items": 600,
     }

@@ -146,7 +146,7 @@ def _load(args: argparse.Namespace, console: Console) -> tuple[VectorMigration, 
 
 
 def _plan(args: argparse.Namespace) -> int:
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     loaded = _load(args, console)
     if loaded is None:
         return EXIT_USAGE
@@ -186,7 +186,7 @@ def _print_plan(console: Console, document: dict[str, Any], status: VectorMigrat
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     loaded = _load(args, console)
     if loaded is None:
         return EXIT_USAGE
