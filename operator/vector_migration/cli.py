@@ -216,7 +216,7 @@ def finish(console: Console, status: VectorMigrationStatus, status_out: Path | N
     if status.phase is Phase.SUCCEEDED:
         console.print(f"[green]✔ {status.message}[/]")
         return EXIT_OK
-    if status.phase is Phase.FAILED:
+    if status.phase in (Phase.FAILED, Phase.ROLLED_BACK):
         console.print(f"[red]✘ {status.message}[/]")
         return EXIT_FAILED
     console.print(f"[yellow]⏸ {status.message}[/]")

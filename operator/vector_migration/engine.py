@@ -65,9 +65,9 @@ from .measure import (
     sample_queries,
     table_checksum,
 )
-from .plan import MigrationPlan, PlanningError, build_plan
+from .plan import MigrationPlan, PlanningError, Statement, build_plan
 from .sql import ConnectionParams, DatabaseUnavailable, connect, qualify, quote_ident, set_local_timeouts
-from .status import fail, hold, record_timing, set_condition, set_phase, warn
+from .status import fail, hold, record_timing, set_condition, set_phase, summarize, warn
 from .surface import MappingError, TargetSurface, discover, map_type, source_library
 from .vocabulary import (
     ADVISORY_LOCK_KEY,
@@ -75,6 +75,8 @@ from .vocabulary import (
     ConditionType,
     Phase,
     Reason,
+    ReindexMode,
+    RollbackPolicy,
     Strategy,
 )
 
@@ -175,6 +177,7 @@ class RunFacts:
     probes: list[Probe] = field(default_factory=list)
     rebuilds: list[dict[str, Any]] = field(default_factory=list)
     replans: int = 0
+    failure: Fail | None = None
 
 
 @dataclass
@@ -562,6 +565,98 @@ class _PlanDrift(RuntimeError):
     """The database no longer matches the plan; raised inside the transaction so it rolls back."""
 
 
+@dataclass
+class _Progress:
+    """Where a converting transaction got to, for messages and the write-blocking timer."""
+
+    step: str = "begin"
+    started: float = field(default_factory=time.perf_counter)
+    locked_at: float | None = None
+
+    @property
+    def blocked_seconds(self) -> float:
+        return time.perf_counter() - (self.locked_at or self.started)
+
+
+async def _convert(
+    m: Migration,
+    statements: list[Statement],
+    inventory: SourceInventory,
+    surface: TargetSurface,
+    mode: str,
+    progress: _Progress,
+) -> list[TableVerification]:
+    """Run a plan's statements inside the caller's transaction, checksumming every table under the lock.
+
+    Raises _DataMismatch when any table's rows or content differ after the conversion, so the
+    caller's transaction rolls back instead of committing a lossy change.
+    """
+    conn = m.session
+    before: dict[tuple[str, str], Any] = {}
+    for number, statement in enumerate(statements, start=1):
+        progress.step = statement.step
+        m.reporter.progress("swap", number - 1, len(statements), statement.step)
+        building = statement.step in ("build-index", "restore-index")
+        async with _index_progress(m, statement.sql if building else None):
+            await conn.execute(statement.sql)
+        if statement.step == "create-target-extension":
+            real = await discover(conn, surface.extension, m.facts.source_library, collides=surface.collides)
+            if real.summary() != surface.summary():
+                raise _PlanDrift("the target extension differs from the one the plan was made for")
+        if statement.step == "lock":
+            progress.locked_at = time.perf_counter()
+            progress.step = "checksum-before"
+            for schema, table in inventory.tables():
+                names = {c.column for c in inventory.columns_of(schema, table)}
+                before[(schema, table)] = await table_checksum(conn, schema, table, names, mode)
+    progress.step = "checksum-after"
+    tables = []
+    for schema, table in inventory.tables():
+        names = {c.column for c in inventory.columns_of(schema, table)}
+        after = await table_checksum(conn, schema, table, names, mode)
+        was = before[(schema, table)]
+        tables.append(
+            TableVerification(
+                name=f"{schema}.{table}",
+                rows_before=was.rows,
+                rows_after=after.rows,
+                checksum_before=was.checksum,
+                checksum_after=after.checksum,
+            )
+        )
+        if (after.rows, after.checksum) != (was.rows, was.checksum):
+            raise _DataMismatch(
+                f"{schema}.{table}: {was.rows} rows/{was.checksum} before, {after.rows} rows/{after.checksum} after"
+            )
+    return tables
+
+
+def _transaction_failure(error: BaseException, progress: _Progress, spec: VectorMigrationSpec, what: str) -> Outcome:
+    """The outcome of a converting transaction that raised (after it was rolled back)."""
+    if isinstance(error, asyncpg.LockNotAvailableError):
+        return Wait(
+            Reason.LOCK_TIMEOUT,
+            f"{progress.step}: a table stayed locked by other sessions for longer than lockTimeout "
+            f"({spec.lock_timeout}); nothing changed, retrying",
+            delay=10.0,
+        )
+    if isinstance(error, asyncpg.PostgresConnectionError | asyncpg.InterfaceError | OSError):
+        # A commit whose answer was lost may or may not have happened: the journal will say.
+        return Wait(Reason.DATABASE_UNAVAILABLE, f"{progress.step}: connection lost ({error}); will check the journal")
+    reason = Reason.ROLLBACK_FAILED if what == "rollback" else Reason.SWAP_FAILED
+    if isinstance(error, asyncpg.QueryCanceledError):
+        return Fail(
+            reason,
+            f"{progress.step} exceeded statementTimeout ({spec.statement_timeout}); "
+            f"the {what} transaction rolled back, nothing changed",
+        )
+    return Fail(
+        reason,
+        f"{progress.step} failed ({type(error).__name__}: {error}); "
+        f"the {what} transaction rolled back, nothing changed",
+    )
+
+
 async def run_swap(m: Migration) -> Outcome:
     """Convert every column and swap the extension in one transaction, proven by checksums."""
     conn = m.session
@@ -576,10 +671,7 @@ async def run_swap(m: Migration) -> Outcome:
         return Advance(Phase.CHECKLIST, "re-planning before the swap")
     plan, inventory, surface = facts.plan, facts.inventory, facts.surface
 
-    step = "begin"
-    started = time.perf_counter()
-    locked_at: float | None = None
-    before: dict[tuple[str, str], Any] = {}
+    progress = _Progress()
     transaction = conn.transaction()
     await transaction.start()
     try:
@@ -587,7 +679,7 @@ async def run_swap(m: Migration) -> Outcome:
         await conn.execute(
             "SELECT pg_catalog.set_config('maintenance_work_mem', $1, true)", m.spec.reindex.maintenance_work_mem
         )
-        step = "re-plan"
+        progress.step = "re-plan"
         fresh = await read_inventory(conn, m.spec, inventory.server, inventory.source, count_rows=False)
         replanned = build_plan(
             fresh,
@@ -598,59 +690,17 @@ async def run_swap(m: Migration) -> Outcome:
         )
         if fresh.blockers or replanned.plan_hash != m.status.plan_hash:
             raise _PlanDrift(f"the database changed since the checklist (plan {replanned.plan_hash})")
-        for number, statement in enumerate(plan.swap, start=1):
-            step = statement.step
-            m.reporter.progress("swap", number - 1, len(plan.swap), step)
-            async with _index_progress(m, statement.sql if step == "build-index" else None):
-                await conn.execute(statement.sql)
-            if step == "create-target-extension":
-                real = await discover(conn, surface.extension, facts.source_library, collides=surface.collides)
-                if real.summary() != surface.summary():
-                    raise _PlanDrift("the target extension differs from the one the plan was made for")
-            if step == "lock":
-                locked_at = time.perf_counter()
-                step = "checksum-before"
-                for schema, table in inventory.tables():
-                    names = {c.column for c in inventory.columns_of(schema, table)}
-                    before[(schema, table)] = await table_checksum(conn, schema, table, names, facts.checksum_mode)
-        step = "checksum-after"
-        tables = []
-        for schema, table in inventory.tables():
-            names = {c.column for c in inventory.columns_of(schema, table)}
-            after = await table_checksum(conn, schema, table, names, facts.checksum_mode)
-            was = before[(schema, table)]
-            tables.append(
-                TableVerification(
-                    name=f"{schema}.{table}",
-                    rows_before=was.rows,
-                    rows_after=after.rows,
-                    checksum_before=was.checksum,
-                    checksum_after=after.checksum,
-                )
-            )
-            if (after.rows, after.checksum) != (was.rows, was.checksum):
-                raise _DataMismatch(
-                    f"{schema}.{table}: {was.rows} rows/{was.checksum} before, {after.rows} rows/{after.checksum} after"
-                )
+        tables = await _convert(m, list(plan.swap), inventory, surface, facts.checksum_mode, progress)
         verification = m.status.verification or Verification(k=m.spec.verify.k)
         verification.tables = tables
         verification.checksum_mode = facts.checksum_mode
         m.status.verification = verification
-        blocked = time.perf_counter() - (locked_at or started)
-        record_timing(m.status, "writeBlockedSeconds", blocked)
-        step = "journal"
+        record_timing(m.status, "writeBlockedSeconds", progress.blocked_seconds)
+        progress.step = "journal"
         facts.rebuilds = [_rebuild_record(r) for r in plan.rebuilds]
         await journal.record(conn, m.name, journal.SWAPPED, plan.plan_hash, _journal_detail(m))
-        step = "commit"
+        progress.step = "commit"
         await transaction.commit()
-    except asyncpg.LockNotAvailableError:
-        await _rollback(transaction)
-        return Wait(
-            Reason.LOCK_TIMEOUT,
-            f"{step}: a table stayed locked by other sessions for longer than lockTimeout "
-            f"({m.spec.lock_timeout}); nothing changed, retrying",
-            delay=10.0,
-        )
     except _PlanDrift as error:
         await _rollback(transaction)
         facts.replans += 1
@@ -665,21 +715,9 @@ async def run_swap(m: Migration) -> Outcome:
             facts.checksum_mode = NORMALIZED
             return Advance(Phase.SWAP, f"text checksums differ ({error}); retrying with value checksums")
         return Fail(Reason.DATA_MISMATCH, f"content changed during conversion ({error}); the swap rolled back")
-    except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as error:
-        # A commit whose answer was lost may or may not have happened: the journal will say.
-        return Wait(Reason.DATABASE_UNAVAILABLE, f"{step}: connection lost ({error}); will check the journal")
-    except asyncpg.QueryCanceledError:
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
         await _rollback(transaction)
-        return Fail(
-            Reason.SWAP_FAILED,
-            f"{step} exceeded statementTimeout ({m.spec.statement_timeout}); the swap rolled back, nothing changed",
-        )
-    except asyncpg.PostgresError as error:
-        await _rollback(transaction)
-        return Fail(
-            Reason.SWAP_FAILED,
-            f"{step} failed ({type(error).__name__}: {error}); the swap transaction rolled back, nothing changed",
-        )
+        return _transaction_failure(error, progress, m.spec, "swap")
     m.reporter.task_done("swap")
     message = (
         f"{inventory.source.name} → {surface.extension} ({plan.route} route); "
@@ -710,7 +748,11 @@ def _rebuild_record(rebuild: Any) -> dict[str, Any]:
 
 
 def _journal_detail(m: Migration) -> dict[str, Any]:
+    inventory = m.facts.inventory
+    source = inventory.source if inventory else None
     return {
+        "source": {"extension": source.name, "version": source.version, "schema": source.schema} if source else None,
+        "checksumMode": m.facts.checksum_mode,
         "status": m.status.model_dump(by_alias=True, mode="json"),
         "rebuilds": m.facts.rebuilds,
         "probes": [
@@ -1021,6 +1063,94 @@ def _inventory_model(inventory: SourceInventory, plan: MigrationPlan, surface: T
     )
 
 
+# ------------------------------------------------------------------------------------ rollback
+
+
+async def run_rollback(m: Migration) -> Outcome:
+    """Undo a committed swap: the same proven conversion, from the target back to the source.
+
+    The reverse plan is derived exactly as the forward one (the target's objects are read, the
+    source's surface is probed, columns and views are mapped back), except that the indexes are
+    recreated from the definitions saved before the migration, not mapped from the target's.
+    The journal's "swapped" record is removed in the same transaction, so a later run of the
+    migration starts from the beginning.
+    """
+    conn = m.session
+    entries = await journal.read(conn, m.name)
+    if journal.SWAPPED not in entries:
+        return Fail(Reason.NOTHING_TO_ROLL_BACK, "nothing to roll back: no committed swap is recorded")
+    swapped = entries[journal.SWAPPED]
+    original = swapped.detail.get("source") or {}
+    saved = VectorMigrationStatus.model_validate(swapped.detail["status"])
+    target = await read_extension(conn, m.spec.target.extension)
+    if target is None or not original:
+        return Fail(
+            Reason.ROLLBACK_FAILED, f"extension {m.spec.target.extension} is not installed; restore from backup"
+        )
+    reverse = m.spec.model_copy(deep=True)
+    reverse.source.extension, reverse.target.extension = target.name, original["extension"]
+    reverse.target.version, reverse.target.target_schema = original["version"], original["schema"]
+    reverse.tables, reverse.reindex.mode = [], ReindexMode.ATOMIC
+    backwards = Migration(name=m.name, spec=reverse, params=m.params, reporter=m.reporter, conn=conn)
+    server = await read_server(conn)
+    inventory = await read_inventory(conn, reverse, server, target, count_rows=False)
+    if inventory.blockers:
+        return Fail(Reason.ROLLBACK_FAILED, "cannot roll back: " + "; ".join(b.message for b in inventory.blockers))
+    try:
+        surface = await probe_surface(backwards, inventory, original["schema"], server.can_create_database)
+        plan = build_plan(inventory, surface, reverse, target_schema=original["schema"], target_installed=False)
+    except (_ProbeFailed, PlanningError) as error:
+        return Fail(Reason.ROLLBACK_FAILED, f"cannot roll back: {error}")
+    saved_indexes = saved.inventory.indexes if saved.inventory else []
+    statements = [s for s in plan.swap if s.step != "build-index"]
+    statements += [Statement("restore-index", index.definition) for index in saved_indexes]
+
+    progress = _Progress()
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        await set_local_timeouts(conn, m.spec.lock_timeout, m.spec.statement_timeout)
+        await conn.execute(
+            "SELECT pg_catalog.set_config('maintenance_work_mem', $1, true)", m.spec.reindex.maintenance_work_mem
+        )
+        mode = backwards.facts.checksum_mode
+        tables = await _convert(backwards, statements, inventory, surface, mode, progress)
+        progress.step = "journal"
+        await conn.execute(
+            f"DELETE FROM {journal.JOURNAL} WHERE migration = $1 AND event <> $2", m.name, journal.ROLLED_BACK
+        )
+        await journal.record(
+            conn, m.name, journal.ROLLED_BACK, swapped.plan_hash, {"tables": [t.model_dump() for t in tables]}
+        )
+        progress.step = "commit"
+        await transaction.commit()
+    except _DataMismatch as error:
+        await _rollback(transaction)
+        return Fail(Reason.ROLLBACK_FAILED, f"rollback would change content ({error}); it rolled back itself")
+    except (_PlanDrift, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
+        await _rollback(transaction)
+        return _transaction_failure(error, progress, m.spec, "rollback")
+    record_timing(m.status, "rollbackWriteBlockedSeconds", progress.blocked_seconds)
+    m.reporter.task_done("swap")
+    unchanged = _equal_to_before_migration(saved, tables, mode)
+    message = (
+        f"restored {original['extension']} {original['version']}: {len(tables)} table(s) converted back with "
+        f"checksums equal, {len(saved_indexes)} original index(es) recreated"
+        + ("; every table equals its pre-migration checksum" if unchanged else "")
+    )
+    set_condition(m.status, ConditionType.ROLLED_BACK, True, Reason.COMPLETED, message, m.generation)
+    set_condition(m.status, ConditionType.EXTENSION_SWAPPED, False, Reason.ROLLED_BACK, message, m.generation)
+    return Advance(Phase.ROLLED_BACK, message)
+
+
+def _equal_to_before_migration(saved: VectorMigrationStatus, tables: list[TableVerification], mode: str) -> bool:
+    """Whether the rolled-back tables hold exactly what they held before the migration."""
+    if saved.verification is None or saved.verification.checksum_mode != mode:
+        return False
+    before = {t.name: (t.rows_before, t.checksum_before) for t in saved.verification.tables}
+    return all(before.get(t.name) == (t.rows_after, t.checksum_after) for t in tables)
+
+
 # -------------------------------------------------------------------------------------- runner
 
 PhaseFunction = Callable[[Migration], Awaitable[Outcome]]
@@ -1033,7 +1163,11 @@ PHASES: dict[Phase, PhaseFunction] = {
     Phase.SWAP: run_swap,
     Phase.REINDEX: run_reindex,
     Phase.VERIFY: run_verify,
+    Phase.ROLLING_BACK: run_rollback,
 }
+
+# Failures after the swap committed, which rollback.onFailure: Automatic undoes.
+_ROLLBACK_AFTER = (Phase.REINDEX, Phase.VERIFY)
 
 
 async def step(m: Migration) -> Outcome:
@@ -1053,7 +1187,20 @@ async def step(m: Migration) -> Outcome:
     key = f"{m.status.phase.value[0].lower()}{m.status.phase.value[1:]}Seconds"
     if not isinstance(outcome, Wait):
         m.status.timings[key] = round(m.status.timings.get(key, 0.0) + time.perf_counter() - started, 3)
+    if isinstance(outcome, Fail) and m.status.phase in _ROLLBACK_AFTER:
+        m.facts.failure = outcome
+        if m.spec.rollback.on_failure is RollbackPolicy.AUTOMATIC:
+            outcome = Advance(Phase.ROLLING_BACK, f"{outcome.message} Rolling back (rollback.onFailure: Automatic).")
+        else:
+            outcome = Fail(
+                outcome.reason,
+                f"{outcome.message} The migrated data is intact on the target; rollback.onFailure is Manual.",
+            )
     apply(m, outcome)
+    if m.status.phase is Phase.ROLLED_BACK and m.facts.failure is not None:
+        # Rolled back is not healthy: Stalled with the reason the migration failed for.
+        m.status.message = f"{m.facts.failure.message} Rolled back: {m.status.message}."
+        summarize(m.status, m.facts.failure.reason, m.status.message, m.generation)
     return outcome
 
 

@@ -21,6 +21,7 @@ JOURNAL = qualify(JOURNAL_SCHEMA, JOURNAL_TABLE)
 SWAPPED = "swapped"
 REINDEXED = "reindexed"
 VERIFIED = "verified"
+ROLLED_BACK = "rolled_back"
 
 
 @dataclass(frozen=True)

@@ -239,10 +239,17 @@ class MappingError(LookupError):
         self.reason = reason
 
 
+def _type_candidates(type_name: str) -> tuple[str, ...]:
+    """Target names for a source type, in both directions (a rollback maps ruvector back to vector)."""
+    forward = TYPE_CANDIDATES.get(type_name, ())
+    backward = tuple(source for source, targets in TYPE_CANDIDATES.items() if type_name in targets)
+    return tuple(dict.fromkeys((type_name, *forward, *backward)))
+
+
 def map_type(surface: TargetSurface, column: VectorColumn) -> TargetType:
     """The target type that holds a source column's values."""
     by_name = {t.name: t for t in surface.types}
-    for candidate in TYPE_CANDIDATES.get(column.type_name, (column.type_name,)):
+    for candidate in _type_candidates(column.type_name):
         if candidate in by_name:
             return by_name[candidate]
     offered = ", ".join(sorted(by_name)) or "no types"

@@ -1,0 +1,89 @@
+"""A failure after the swap committed is undone: pgvector, the original indexes and the data come back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests.scenarios import condition, create_rich_database, index_facts, manifest, migration, snapshot
+from vector_migration.engine import close_session, open_session, run, step
+from vector_migration.sql import ConnectionParams
+from vector_migration.vocabulary import Phase, Reason
+
+
+async def migrate_until_verify_then_lose_an_index(
+    params: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path, target: str, **spec: object
+) -> object:
+    resource = manifest(target, **spec)
+    m = migration(params, resource, backup_dir)
+    assert await open_session(m) is None
+    while m.status.phase is not Phase.VERIFY:
+        await step(m)
+    await conn.execute("DROP INDEX items_l2")  # something breaks between the reindex and the verify
+    return await run(m)
+
+
+@pytest.mark.parametrize("target", ["ruvector_standin", "ruvector_v2_standin"])
+async def test_a_failed_verification_rolls_back_to_pgvector(
+    target: str, database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    await create_rich_database(conn)
+    before = await snapshot(conn)
+    indexes_before = await index_facts(conn)
+
+    status = await migrate_until_verify_then_lose_an_index(database, conn, backup_dir, target)
+
+    assert status.phase is Phase.ROLLED_BACK
+    assert condition(status, "RolledBack").status == "True"
+    assert condition(status, "Stalled").status == "True"
+    assert condition(status, "Stalled").reason == Reason.VERIFICATION_FAILED
+    assert "index items_l2 is missing" in status.message
+    assert "every table equals its pre-migration checksum" in status.message
+    after = await snapshot(conn)
+    assert after.rows == before.rows
+    assert after.indexes == before.indexes
+    assert await index_facts(conn) == indexes_before
+    assert after.views == before.views
+    assert "vector" in after.extensions and target not in after.extensions
+    assert await conn.fetchval("SELECT has_table_privilege('vmig_test_reader', 'public.category_a', 'SELECT')")
+    events = await conn.fetch("SELECT event FROM vector_migration.journal")
+    assert [e["event"] for e in events] == ["rolled_back"]
+
+    # The same migration can simply be run again.
+    again = await run(migration(database, manifest(target), backup_dir))
+    assert again.phase is Phase.SUCCEEDED, again.message
+    assert (await snapshot(conn)).rows == before.rows
+
+
+async def test_manual_rollback_policy_leaves_the_migrated_data_in_place(
+    database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    await create_rich_database(conn)
+    before = await snapshot(conn)
+
+    status = await migrate_until_verify_then_lose_an_index(
+        database, conn, backup_dir, "ruvector_standin", rollback={"onFailure": "Manual"}
+    )
+
+    assert status.phase is Phase.FAILED
+    assert condition(status, "Stalled").reason == Reason.VERIFICATION_FAILED
+    assert "rollback.onFailure is Manual" in status.message
+    after = await snapshot(conn)
+    assert after.rows == before.rows
+    assert "ruvector_standin" in after.extensions and "vector" not in after.extensions
+
+
+async def test_nothing_is_rolled_back_when_no_swap_committed(
+    database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    await create_rich_database(conn)
+    m = migration(database, manifest(), backup_dir)
+    assert await open_session(m) is None
+    m.status.phase = Phase.ROLLING_BACK
+    try:
+        outcome = await step(m)
+    finally:
+        await close_session(m)
+    assert outcome.reason == Reason.NOTHING_TO_ROLL_BACK  # type: ignore[union-attr]
