@@ -137,3 +137,40 @@ async def test_running_a_finished_migration_again_changes_nothing(
     assert second.plan_hash == first.plan_hash
     assert await conn.fetch("SELECT event, recorded_at FROM vector_migration.journal ORDER BY event") == journal_before
     assert sorted(backup_dir.iterdir()) == archives  # no second backup either
+
+
+async def test_post_migration_features_are_applied_when_the_target_has_them(
+    database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    await create_rich_database(conn)
+    # The target is installed beforehand, and offers RuVector's collection functions (recording
+    # stand-ins here, made members of the extension so the engine finds them where RuVector has them).
+    await conn.execute(
+        """
+        CREATE EXTENSION ruvector_standin;
+        CREATE TABLE public.feature_calls (call text);
+        CREATE FUNCTION public.ruvector_register_collection(text, text, text, text, int, text) RETURNS void
+          LANGUAGE sql AS $$
+            INSERT INTO public.feature_calls VALUES (concat_ws(' ', 'register', $1, $2, $3, $4, $5, $6)) $$;
+        CREATE FUNCTION public.ruvector_set_tiers(text, int, int, int) RETURNS void
+          LANGUAGE sql AS $$ INSERT INTO public.feature_calls VALUES (concat_ws(' ', 'tiers', $1, $2, $3, $4)) $$;
+        ALTER EXTENSION ruvector_standin
+          ADD FUNCTION public.ruvector_register_collection(text, text, text, text, int, text);
+        ALTER EXTENSION ruvector_standin ADD FUNCTION public.ruvector_set_tiers(text, int, int, int);
+        """
+    )
+    resource = manifest(postMigration={"registerCollections": True, "tiers": {"hotHours": 12}, "integrityPolicy": {}})
+
+    status = await run(migration(database, resource, backup_dir))
+
+    assert status.phase is Phase.SUCCEEDED, status.message
+    calls = sorted(r[0] for r in await conn.fetch("SELECT call FROM public.feature_calls"))
+    assert calls == [
+        'register Mixed "Quoted" Table_Embedding Vec Odd Schema Mixed "Quoted" Table Embedding Vec 8 l1',
+        "register empty_vectors_embedding public empty_vectors embedding 8 cosine",
+        "register items_embedding public items embedding 8 l2",
+        'tiers Mixed "Quoted" Table_Embedding Vec 12 168 720',
+        "tiers empty_vectors_embedding 12 168 720",
+        "tiers items_embedding 12 168 720",
+    ]
+    assert "postMigration: target ruvector_standin has no ruvector_integrity_policy_set(); skipped" in status.warnings

@@ -38,8 +38,15 @@ def inventory(*, settings: list[SavedSetting] | None = None) -> SourceInventory:
     )
 
 
-def surface(*, extension: str = "ruvector", collides: bool = False, casts: frozenset[tuple[str, str]] = frozenset(),
-            settings: frozenset[str] = frozenset(), hnsw: str = "ruhnsw", type_name: str = "ruvector") -> TargetSurface:  # fmt: skip
+def surface(
+    *,
+    extension: str = "ruvector",
+    collides: bool = False,
+    casts: frozenset[tuple[str, str]] = frozenset(),
+    settings: frozenset[str] = frozenset(),
+    hnsw: str = "ruhnsw",
+    type_name: str = "ruvector",
+) -> TargetSurface:
     return TargetSurface(
         extension=extension,
         version="2.0.0",
@@ -143,4 +150,4 @@ def test_the_plan_hash_depends_on_what_runs() -> None:
 
     assert first.plan_hash == again.plan_hash
     assert elsewhere.plan_hash != first.plan_hash
-    assert [s.sql for s in elsewhere.swap][0] == 'CREATE SCHEMA IF NOT EXISTS "vectors"'
+    assert elsewhere.swap[0].sql == 'CREATE SCHEMA IF NOT EXISTS "vectors"'

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -989,11 +990,18 @@ async def run_verify(m: Migration) -> Outcome:
     return Advance(Phase.SUCCEEDED, message)
 
 
+METRICS = {"<->": "l2", "<=>": "cosine", "<#>": "ip", "<+>": "l1"}
+
+
 async def _post_migration(m: Migration) -> None:
-    """RuVector-only features, applied only when the target exposes them."""
+    """RuVector-only features, applied only when the target extension owns their functions.
+
+    Optional by nature: a missing function or a failing call is a warning, never a failure of a
+    migration whose data is already verified.
+    """
     post = m.spec.post_migration
-    wanted = []
-    if post.register_collections:
+    wanted: list[str] = []
+    if post.register_collections or post.tiers is not None or post.integrity_policy is not None:
         wanted.append("ruvector_register_collection")
     if post.tiers is not None:
         wanted.append("ruvector_set_tiers")
@@ -1001,17 +1009,72 @@ async def _post_migration(m: Migration) -> None:
         wanted.append("ruvector_integrity_policy_set")
     if not wanted:
         return
-    present = {
-        row["proname"]
-        for row in await m.session.fetch(
-            "SELECT proname FROM pg_catalog.pg_proc WHERE proname = ANY($1::text[])", wanted
-        )
-    }
+    rows = await m.session.fetch(
+        """
+        SELECT p.proname, n.nspname FROM pg_catalog.pg_proc p
+          JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+          JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid = p.oid
+          JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid AND d.deptype = 'e'
+         WHERE e.extname = $1 AND p.proname = ANY($2::text[])
+        """,
+        m.spec.target.extension,
+        wanted,
+    )
+    functions = {row["proname"]: qualify(row["nspname"], row["proname"]) for row in rows}
     for name in wanted:
-        if name not in present:
-            warn(m.status, f"postMigration: the target has no {name}(); skipped")
-            m.reporter.warning(f"postMigration: the target has no {name}(); skipped")
-    # Registering collections needs the real RuVector; the calls are added with the operator issue.
+        if name not in functions:
+            _warn(m, f"postMigration: target {m.spec.target.extension} has no {name}(); skipped")
+    if "ruvector_register_collection" not in functions:
+        return
+    dims = {
+        (table.name, column.name): column.dims
+        for table in (m.status.inventory.tables if m.status.inventory else [])
+        for column in table.columns
+    }
+    seen: set[tuple[str, str, str]] = set()
+    for probe in m.facts.probes:
+        key = (probe.after.schema, probe.after.table, probe.after.column)
+        if key in seen:
+            continue
+        seen.add(key)
+        collection = f"{probe.after.table}_{probe.after.column}"[:63]
+        calls: list[tuple[str, str, tuple[Any, ...]]] = [
+            (
+                "ruvector_register_collection",
+                "$1, $2, $3, $4, $5, $6",
+                (
+                    collection,
+                    probe.after.schema,
+                    probe.after.table,
+                    probe.after.column,
+                    dims.get((f"{probe.after.schema}.{probe.after.table}", probe.after.column)),
+                    METRICS.get(probe.after.operator, "l2"),
+                ),
+            )
+        ]
+        if post.tiers is not None and "ruvector_set_tiers" in functions:
+            tiers = post.tiers
+            calls.append(("ruvector_set_tiers", "$1, $2, $3, $4", (collection, *_tier_hours(tiers))))
+        if post.integrity_policy is not None and "ruvector_integrity_policy_set" in functions:
+            policy = json.dumps(post.integrity_policy)
+            calls.append(
+                ("ruvector_integrity_policy_set", "$1, $2, $3::pg_catalog.jsonb", (collection, "default", policy))
+            )
+        for function, placeholders, arguments in calls:
+            try:
+                async with m.session.transaction():
+                    await m.session.execute(f"SELECT {functions[function]}({placeholders})", *arguments)
+            except asyncpg.PostgresError as error:
+                _warn(m, f"postMigration: {function}({collection}) failed: {error}")
+
+
+def _tier_hours(tiers: Any) -> tuple[int, int, int]:
+    return tiers.hot_hours, tiers.warm_hours, tiers.cold_hours
+
+
+def _warn(m: Migration, message: str) -> None:
+    warn(m.status, message)
+    m.reporter.warning(message)
 
 
 def _latency(measurement: IndexMeasurement | None) -> LatencyMs | None:
