@@ -69,7 +69,7 @@ from .measure import (
 from .plan import MigrationPlan, PlanningError, Statement, build_plan
 from .sql import ConnectionParams, DatabaseUnavailable, connect, qualify, quote_ident, set_local_timeouts
 from .status import fail, hold, record_timing, set_condition, set_phase, summarize, warn
-from .surface import MappingError, TargetSurface, discover, map_type, source_library
+from .surface import MappingError, TargetSurface, discover, map_type, method_kind, source_library
 from .vocabulary import (
     ADVISORY_LOCK_KEY,
     Approval,
@@ -1031,8 +1031,16 @@ async def _post_migration(m: Migration) -> None:
         for table in (m.status.inventory.tables if m.status.inventory else [])
         for column in table.columns
     }
+    # One collection per column; its metric comes from the index RuVector's search would use:
+    # a whole-table HNSW index first, then any other, by name.
+    methods = {r["name"]: r["method"] for r in m.facts.rebuilds}
+
+    def preference(probe: Probe) -> tuple[bool, bool, str]:
+        kind = method_kind(methods.get(probe.index, ""))
+        return probe.after.predicate is not None, kind != "hnsw", probe.index
+
     seen: set[tuple[str, str, str]] = set()
-    for probe in m.facts.probes:
+    for probe in sorted(m.facts.probes, key=preference):
         key = (probe.after.schema, probe.after.table, probe.after.column)
         if key in seen:
             continue
