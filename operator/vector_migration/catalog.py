@@ -482,15 +482,20 @@ async def _index_column_refs(conn: asyncpg.Connection, index_oid: int) -> list[i
     return [row["refobjsubid"] for row in rows]
 
 
+# The objects an extension owns ($1: the extension's oid), as a CTE named "members".
+_MEMBERS = """
+    WITH members AS (
+        SELECT classid, objid FROM pg_catalog.pg_depend
+         WHERE refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND refobjid = $1 AND deptype = 'e'
+    )
+"""
+
+
 async def _read_dependents(conn: asyncpg.Connection, inv: SourceInventory) -> None:
     """Objects that depend on the source extension's members, other than what the swap handles."""
     rows = await conn.fetch(
-        """
-        WITH members AS (
-            SELECT classid, objid FROM pg_catalog.pg_depend
-             WHERE refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
-               AND refobjid = $1 AND deptype = 'e'
-        )
+        _MEMBERS
+        + """
         SELECT DISTINCT d.classid::pg_catalog.regclass::text AS catalog, d.objid::bigint AS objid, d.objsubid,
                pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid) AS description,
                (SELECT ev_class::bigint FROM pg_catalog.pg_rewrite r
@@ -534,12 +539,8 @@ async def _read_dependents(conn: asyncpg.Connection, inv: SourceInventory) -> No
 async def _read_views(conn: asyncpg.Connection, inv: SourceInventory) -> None:
     """Views and materialized views over vector columns or source objects, and views over those."""
     seed_rows = await conn.fetch(
-        """
-        WITH members AS (
-            SELECT classid, objid FROM pg_catalog.pg_depend
-             WHERE refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
-               AND refobjid = $1 AND deptype = 'e'
-        )
+        _MEMBERS
+        + """
         SELECT DISTINCT r.ev_class::bigint AS oid
           FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
          WHERE d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass

@@ -632,6 +632,22 @@ async def _convert(
     return tables
 
 
+async def _begin_bounded_transaction(m: Migration) -> Any:
+    """Start a transaction whose lock waits, statements and index builds are bounded by the spec."""
+    conn = m.session
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        await set_local_timeouts(conn, m.spec.lock_timeout, m.spec.statement_timeout)
+        await conn.execute(
+            "SELECT pg_catalog.set_config('maintenance_work_mem', $1, true)", m.spec.reindex.maintenance_work_mem
+        )
+    except BaseException:
+        await _rollback(transaction)
+        raise
+    return transaction
+
+
 def _transaction_failure(error: BaseException, progress: _Progress, spec: VectorMigrationSpec, what: str) -> Outcome:
     """The outcome of a converting transaction that raised (after it was rolled back)."""
     if isinstance(error, asyncpg.LockNotAvailableError):
@@ -673,13 +689,8 @@ async def run_swap(m: Migration) -> Outcome:
     plan, inventory, surface = facts.plan, facts.inventory, facts.surface
 
     progress = _Progress()
-    transaction = conn.transaction()
-    await transaction.start()
+    transaction = await _begin_bounded_transaction(m)
     try:
-        await set_local_timeouts(conn, m.spec.lock_timeout, m.spec.statement_timeout)
-        await conn.execute(
-            "SELECT pg_catalog.set_config('maintenance_work_mem', $1, true)", m.spec.reindex.maintenance_work_mem
-        )
         progress.step = "re-plan"
         fresh = await read_inventory(conn, m.spec, inventory.server, inventory.source, count_rows=False)
         replanned = build_plan(
@@ -1177,13 +1188,8 @@ async def run_rollback(m: Migration) -> Outcome:
     statements += [Statement("restore-index", index.definition) for index in saved_indexes]
 
     progress = _Progress()
-    transaction = conn.transaction()
-    await transaction.start()
+    transaction = await _begin_bounded_transaction(m)
     try:
-        await set_local_timeouts(conn, m.spec.lock_timeout, m.spec.statement_timeout)
-        await conn.execute(
-            "SELECT pg_catalog.set_config('maintenance_work_mem', $1, true)", m.spec.reindex.maintenance_work_mem
-        )
         mode = backwards.facts.checksum_mode
         tables = await _convert(backwards, statements, inventory, surface, mode, progress)
         progress.step = "journal"

@@ -106,29 +106,26 @@ def render_script(surface: Surface) -> str:
         "norm": ("vector_norm", t, "float8"),
         "typmod": ("vector", f"{t}, integer, boolean", t),
     }
+    io_functions = ("in", "out", "typmod_in", "recv", "send")
+
+    def c_function(name: str) -> str:
+        symbol, arguments, returns = c_functions[name]
+        return (
+            f"CREATE FUNCTION {f}{name}({arguments}) RETURNS {returns} "
+            f"AS 'MODULE_PATHNAME', '{symbol}' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;"
+        )
+
     lines = [
         f"-- {STANDIN_LABEL}.",
         f"-- Surface: {surface.description}.",
         f'\\echo Use "CREATE EXTENSION {surface.extension}" to load this file. \\quit',
         "",
         f"CREATE TYPE {t};",
-    ]
-    for name, (symbol, arguments, returns) in c_functions.items():
-        if name in ("in", "out", "typmod_in", "recv", "send"):
-            lines.append(
-                f"CREATE FUNCTION {f}{name}({arguments}) RETURNS {returns} "
-                f"AS 'MODULE_PATHNAME', '{symbol}' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;"
-            )
-    lines.append(
+        *(c_function(name) for name in io_functions),
         f"CREATE TYPE {t} (INPUT = {f}in, OUTPUT = {f}out, TYPMOD_IN = {f}typmod_in, "
-        f"RECEIVE = {f}recv, SEND = {f}send, STORAGE = external);"
-    )
-    for name, (symbol, arguments, returns) in c_functions.items():
-        if name not in ("in", "out", "typmod_in", "recv", "send"):
-            lines.append(
-                f"CREATE FUNCTION {f}{name}({arguments}) RETURNS {returns} "
-                f"AS 'MODULE_PATHNAME', '{symbol}' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;"
-            )
+        f"RECEIVE = {f}recv, SEND = {f}send, STORAGE = external);",
+        *(c_function(name) for name in c_functions if name not in io_functions),
+    ]
     lines += [
         # The identity cast with a length coercion function is what enforces ruvector(N)'s dims.
         f"CREATE CAST ({t} AS {t}) WITH FUNCTION {f}typmod({t}, integer, boolean) AS IMPLICIT;",
