@@ -281,3 +281,35 @@ async def test_a_lost_connection_is_retried(
 
     assert killed == [True]
     assert status.phase is Phase.SUCCEEDED, status.message
+
+
+async def test_a_role_that_cannot_drop_pgvector_is_told_before_anything_changes(
+    database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    await create_rich_database(conn)
+    # An application role that owns its tables but not the extension (a superuser created it).
+    await conn.execute(
+        f"""
+        DROP ROLE IF EXISTS vmig_app_{database.dbname};
+        CREATE ROLE vmig_app_{database.dbname} LOGIN;
+        GRANT CREATE ON DATABASE {database.dbname} TO vmig_app_{database.dbname};
+        ALTER TABLE items OWNER TO vmig_app_{database.dbname};
+        """
+    )
+    before = await snapshot(conn)
+    app = ConnectionParams(host=database.host, dbname=database.dbname, user=f"vmig_app_{database.dbname}")
+
+    status = await run(migration(app, manifest(), backup_dir))
+
+    assert status.phase is Phase.FAILED
+    assert condition(status, "Stalled").reason == Reason.INSUFFICIENT_PRIVILEGE
+    role = f"vmig_app_{database.dbname}"
+    # every problem in one message, each saying what to fix
+    assert f"creating extension ruvector_standin needs a superuser (it is not trusted); role {role} is not one" in (
+        status.message
+    )
+    assert f'role {role} must own Odd Schema.Mixed "Quoted" Table; must own public.empty_vectors' in status.message
+    assert "must own public.category_a" in status.message  # the view it would recreate
+    assert "must own extension vector to drop it" in status.message
+    assert "public.items" not in status.message  # it does own that one
+    assert await snapshot(conn) == before

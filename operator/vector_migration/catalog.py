@@ -282,7 +282,8 @@ async def read_inventory(
     await _read_dependents(conn, inventory)
     await _read_settings(conn, inventory)
     await _check_privileges(conn, inventory)
-    for schema, table in inventory.tables() if count_rows else []:
+    # Counting needs read access a refused role may lack; with blockers the checklist stops anyway.
+    for schema, table in inventory.tables() if count_rows and not inventory.blockers else []:
         inventory.row_counts[(schema, table)] = await conn.fetchval(
             f"SELECT pg_catalog.count(*) FROM {qualify(schema, table)}"
         )

@@ -48,6 +48,7 @@ from .api import (
 from .backup import BackupError, run_backup
 from .catalog import (
     MIN_SERVER_VERSION_NUM,
+    Blocker,
     SourceInventory,
     VectorColumn,
     available_versions,
@@ -288,15 +289,19 @@ async def run_checklist(m: Migration) -> Outcome:
         )
     version = m.spec.target.version or await default_version(conn, target) or ""
     needs_superuser, trusted = versions.get(version, (True, False))
-    if needs_superuser and not trusted and not server.superuser:
-        return Fail(
-            Reason.INSUFFICIENT_PRIVILEGE,
-            f"creating extension {target} needs a superuser (it is not trusted); role {server.user} is not one",
-        )
 
     m.reporter.progress("inventory", note="reading the catalog")
     inventory = await read_inventory(conn, m.spec, server, source)
     m.reporter.task_done("inventory")
+    if needs_superuser and not trusted and not server.superuser:
+        # Reported together with every other problem, so one run lists all a person must fix.
+        inventory.blockers.insert(
+            0,
+            Blocker(
+                Reason.INSUFFICIENT_PRIVILEGE,
+                f"creating extension {target} needs a superuser (it is not trusted); role {server.user} is not one",
+            ),
+        )
     for message in inventory.warnings:
         warn(m.status, message)
     if inventory.blockers:
