@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 
 from vector_migration.api import VectorMigration, parse_manifest
+from vector_migration.backup import LocalBackup
 from vector_migration.engine import Migration
 from vector_migration.sql import ConnectionParams
 
@@ -149,7 +150,7 @@ def migration(params: ConnectionParams, resource: VectorMigration, backup_dir: P
         name=resource.metadata.name,
         spec=resource.spec,
         params=params,
-        backup_dir=backup_dir,
+        backup=LocalBackup(backup_dir),
         **kwargs,
     )
 

@@ -15,6 +15,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from .sql import ConnectionParams, password_file
 from .vocabulary import BackupScope
@@ -32,6 +33,49 @@ class BackupResult:
 
 class BackupError(RuntimeError):
     """The dump or its check failed; the message is safe to show (no secrets)."""
+
+
+class BackupPending(RuntimeError):
+    """The backup is running elsewhere (a Job); ask again later."""
+
+
+@dataclass(frozen=True)
+class BackupRequest:
+    """What to dump: everything the runtime needs besides the connection."""
+
+    migration: str
+    archive_name: str
+    scope: BackupScope
+    tables: list[tuple[str, str]]
+    server_major: int
+
+
+class BackupRuntime(Protocol):
+    """Where a backup runs: here (pg_dump as a child process) or in a Kubernetes Job."""
+
+    async def backup(self, params: ConnectionParams, request: BackupRequest) -> BackupResult:
+        """Return a verified archive, raise BackupPending while it runs, BackupError when it failed."""
+        ...
+
+
+@dataclass(frozen=True)
+class LocalBackup:
+    """pg_dump and pg_restore run here, into a directory."""
+
+    directory: Path
+    pg_bin_dirs: tuple[Path, ...] = ()
+
+    async def backup(self, params: ConnectionParams, request: BackupRequest) -> BackupResult:
+        """Dump now and check the archive."""
+        return await run_backup(
+            params,
+            self.directory,
+            request.archive_name,
+            request.scope,
+            request.tables,
+            request.server_major,
+            list(self.pg_bin_dirs),
+        )
 
 
 def find_client(name: str, server_major: int, extra_dirs: list[Path]) -> Path:

@@ -21,6 +21,7 @@ from rich.table import Table
 
 from . import __version__
 from .api import SpecError, VectorMigration, VectorMigrationStatus, load_manifest
+from .backup import LocalBackup
 from .engine import Migration, run
 from .sql import ConnectionError_, ConnectionParams, parse_database_url
 from .vocabulary import Phase, Reason
@@ -196,8 +197,7 @@ def _migrate(args: argparse.Namespace) -> int:
             name=resource.metadata.name,
             spec=resource.spec,
             params=params,
-            backup_dir=args.backup_dir,
-            pg_bin_dirs=args.pg_bin_dir,
+            backup=LocalBackup(args.backup_dir, tuple(args.pg_bin_dir)),
             reporter=reporter,
             approved_hash=args.approve,
             generation=resource.metadata.generation,

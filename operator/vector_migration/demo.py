@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.panel import Panel
 
 from .api import VectorMigration, parse_manifest
+from .backup import LocalBackup
 from .cli import RichReporter, finish
 from .engine import Migration, run
 from .sql import ConnectionParams, quote_ident
@@ -193,8 +194,7 @@ def run_demo(*, surface: str, rows: int, workdir: Path) -> int:
                 name=resource.metadata.name,
                 spec=resource.spec,
                 params=database,
-                backup_dir=workdir.resolve() / "backups",
-                pg_bin_dirs=[server.bin_dir],
+                backup=LocalBackup(workdir.resolve() / "backups", (server.bin_dir,)),
                 reporter=reporter,
             )
             status = asyncio.run(run(migration, give_up_on=frozenset({Reason.MIGRATION_LOCKED})))

@@ -45,7 +45,7 @@ from .api import (
     VectorMigrationStatus,
     Verification,
 )
-from .backup import BackupError, run_backup
+from .backup import BackupError, BackupPending, BackupRequest, BackupRuntime, LocalBackup
 from .catalog import (
     MIN_SERVER_VERSION_NUM,
     Blocker,
@@ -190,8 +190,7 @@ class Migration:
     spec: VectorMigrationSpec
     params: ConnectionParams
     status: VectorMigrationStatus = field(default_factory=VectorMigrationStatus)
-    backup_dir: Path = Path("backups")
-    pg_bin_dirs: list[Path] = field(default_factory=list)
+    backup: BackupRuntime = field(default_factory=lambda: LocalBackup(Path("backups")))
     reporter: Reporter = field(default_factory=SilentReporter)
     approved_hash: str | None = None
     generation: int | None = None
@@ -518,18 +517,20 @@ async def run_backup_phase(m: Migration) -> Outcome:
     inventory = m.facts.inventory
     if inventory is None:
         return Advance(Phase.CHECKLIST, "re-reading the database before the backup")
-    archive = f"{inventory.server.database}-{m.name}-{(m.status.plan_hash or 'plan')[7:15]}.dump"
+    request = BackupRequest(
+        migration=m.name,
+        archive_name=_safe_file_name(
+            f"{inventory.server.database}-{m.name}-{(m.status.plan_hash or 'plan')[7:15]}.dump"
+        ),
+        scope=m.spec.backup.scope,
+        tables=inventory.tables(),
+        server_major=inventory.server.version_num // 10000,
+    )
     m.reporter.progress("backup", note=f"pg_dump {m.spec.backup.scope.value}")
     try:
-        result = await run_backup(
-            m.params,
-            m.backup_dir,
-            _safe_file_name(archive),
-            m.spec.backup.scope,
-            inventory.tables(),
-            inventory.server.version_num // 10000,
-            m.pg_bin_dirs,
-        )
+        result = await m.backup.backup(m.params, request)
+    except BackupPending as pending:
+        return Wait(Reason.IN_PROGRESS, str(pending), delay=5.0)
     except BackupError as error:
         set_condition(m.status, ConditionType.BACKUP_COMPLETED, False, Reason.BACKUP_FAILED, str(error))
         return Fail(Reason.BACKUP_FAILED, f"backup failed, nothing was changed: {error}")
