@@ -1,0 +1,214 @@
+"""Kubernetes objects the operator creates, as pure functions of the resource: tested as data.
+
+Names are deterministic (derived from the resource and the plan), so creating them again after
+a restart finds the existing object instead of making a second one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+from .api import VectorMigration
+from .vocabulary import API_GROUP, API_VERSION, KIND, BackupScope
+
+MANAGED_BY = "vector-migration-operator"
+LABEL_MIGRATION = f"{API_GROUP}/migration"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+
+# Paths inside the backup container; the script reads them from the environment, never from argv.
+PASSWORD_DIR = "/var/run/secrets/database"  # noqa: S105 - a mount path, not a password
+BACKUP_DIR = "/backup"
+SCRATCH_DIR = "/tmp"  # noqa: S108 - an emptyDir, because the root filesystem is read-only
+
+# The backup container's script. Credentials: the Secret's password key is mounted as a file and
+# turned into a libpq password file with sed (no argv, no environment variable carries it).
+# The archive is written under a .partial name and renamed once complete; its table of contents
+# must list TABLE DATA for every vector table; size and sha256 go to the termination message.
+BACKUP_SCRIPT = r"""set -eu
+umask 077
+{ printf '*:*:*:*:'; sed -e 's/\\/\\\\/g' -e 's/:/\\:/g' "$PASSWORD_DIR/password"; echo; } > "$SCRATCH_DIR/pgpass"
+export PGPASSFILE="$SCRATCH_DIR/pgpass"
+pg_dump --format=custom --no-password --file="$BACKUP_DIR/$ARCHIVE.partial" "$@"
+mv "$BACKUP_DIR/$ARCHIVE.partial" "$BACKUP_DIR/$ARCHIVE"
+pg_restore --list "$BACKUP_DIR/$ARCHIVE" > "$SCRATCH_DIR/toc"
+printf '%s\n' "$EXPECTED_TABLES" | while IFS= read -r table; do
+  [ -z "$table" ] || grep -qF " TABLE DATA $table " "$SCRATCH_DIR/toc" || {
+    echo "archive has no TABLE DATA for $table" >&2; exit 3; }
+done
+size=$(wc -c < "$BACKUP_DIR/$ARCHIVE" | tr -d ' ')
+sum=$(sha256sum "$BACKUP_DIR/$ARCHIVE" | cut -d ' ' -f 1)
+printf '{"location":"%s","sizeBytes":%s,"sha256":"%s"}' "$BACKUP_DIR/$ARCHIVE" "$size" "$sum" > "$TERMINATION_LOG"
+"""
+
+RESTRICTED_CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+POSTGRES_UID = 999  # the postgres user of the official image, which can write the archive
+
+
+def object_name(resource_name: str, suffix: str) -> str:
+    """A DNS-1123 name for a child object, at most 63 characters, stable for the same inputs."""
+    name = f"{resource_name}-{suffix}"
+    if len(name) <= 63:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[: 63 - len(suffix) - 10].rstrip('-')}-{digest}-{suffix}"
+
+
+def labels(resource: VectorMigration, component: str) -> dict[str, str]:
+    """Labels every child carries, so `kubectl get jobs -l ruvector.dev/migration=NAME` finds them."""
+    return {
+        "app.kubernetes.io/name": "vector-migration",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        LABEL_COMPONENT: component,
+        LABEL_MIGRATION: resource.metadata.name,
+    }
+
+
+def owner_reference(resource: VectorMigration) -> dict[str, Any]:
+    """Makes the child garbage-collected with the resource."""
+    uid = (resource.metadata.model_extra or {}).get("uid")
+    if not uid:
+        raise ValueError("the resource has no metadata.uid (was it read from the API server?)")
+    return {
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "kind": KIND,
+        "name": resource.metadata.name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def backup_volume(resource: VectorMigration) -> dict[str, Any]:
+    """The volume the archive is written to: the spec's, else a claim named after the resource."""
+    if resource.spec.backup.volume:
+        return dict(resource.spec.backup.volume)
+    return {"persistentVolumeClaim": {"claimName": object_name(resource.metadata.name, "backup")}}
+
+
+def build_backup_job(
+    resource: VectorMigration,
+    *,
+    secret_name: str,
+    connection: dict[str, str],
+    archive_name: str,
+    tables: list[tuple[str, str]],
+    server_major: int,
+    plan_hash: str,
+) -> dict[str, Any]:
+    """The Job that dumps the database and checks the archive."""
+    spec = resource.spec
+    pattern_args = (
+        [f"--table={_pattern(schema)}.{_pattern(table)}" for schema, table in tables]
+        if spec.backup.scope is BackupScope.VECTOR_TABLES
+        else []
+    )
+    env = [{"name": key, "value": value} for key, value in sorted(connection.items()) if value]
+    env += [
+        {"name": "ARCHIVE", "value": archive_name},
+        {"name": "EXPECTED_TABLES", "value": "".join(f"{schema} {table}\n" for schema, table in tables)},
+        {"name": "PASSWORD_DIR", "value": PASSWORD_DIR},
+        {"name": "BACKUP_DIR", "value": BACKUP_DIR},
+        {"name": "SCRATCH_DIR", "value": SCRATCH_DIR},
+        {"name": "TERMINATION_LOG", "value": "/dev/termination-log"},
+    ]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": object_name(resource.metadata.name, f"backup-{plan_hash.removeprefix('sha256:')[:8]}"),
+            "namespace": resource.metadata.namespace,
+            "labels": labels(resource, "backup"),
+            "ownerReferences": [owner_reference(resource)],
+        },
+        "spec": {
+            "backoffLimit": 0,  # a failed dump is not fixed by running it again unchanged
+            "activeDeadlineSeconds": 6 * 3600,  # a dump that hangs must end as a failure someone sees
+            "ttlSecondsAfterFinished": 7 * 24 * 3600,  # the Job (not the archive) is kept a week for inspection
+            "template": {
+                "metadata": {"labels": labels(resource, "backup")},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": POSTGRES_UID,
+                        "runAsGroup": POSTGRES_UID,
+                        "fsGroup": POSTGRES_UID,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [
+                        {
+                            "name": "pg-dump",
+                            "image": spec.backup.image or f"postgres:{server_major}",
+                            "command": ["/bin/sh", "-c", BACKUP_SCRIPT, "backup", *pattern_args],
+                            "env": env,
+                            "securityContext": RESTRICTED_CONTAINER_SECURITY,
+                            "terminationMessagePolicy": "File",
+                            "volumeMounts": [
+                                {"name": "backup", "mountPath": BACKUP_DIR},
+                                {"name": "scratch", "mountPath": SCRATCH_DIR},
+                                {"name": "database-password", "mountPath": PASSWORD_DIR, "readOnly": True},
+                            ],
+                        }
+                    ],
+                    "volumes": [
+                        {"name": "backup", **backup_volume(resource)},
+                        {"name": "scratch", "emptyDir": {"sizeLimit": "64Mi"}},
+                        {
+                            "name": "database-password",
+                            "secret": {
+                                "secretName": secret_name,
+                                "items": [{"key": "password", "path": "password"}],
+                                "defaultMode": 0o400,
+                            },
+                        },
+                    ],
+                },
+            },
+        },
+    }
+
+
+def build_plan_configmap(resource: VectorMigration, plan: dict[str, Any]) -> dict[str, Any]:
+    """The full plan for a person to review before approving its hash."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": object_name(resource.metadata.name, "plan"),
+            "namespace": resource.metadata.namespace,
+            "labels": labels(resource, "plan"),
+            "annotations": {f"{API_GROUP}/plan-hash": str(plan.get("planHash", ""))},
+            "ownerReferences": [owner_reference(resource)],
+        },
+        "data": {
+            "planHash": str(plan.get("planHash", "")),
+            "plan.json": json.dumps(plan, indent=2, sort_keys=True),
+            "statements.sql": "\n".join(
+                f"-- {s['step']}\n{s['sql']};" for s in plan.get("swapTransaction", []) + plan.get("afterCommit", [])
+            )
+            + "\n",
+        },
+    }
+
+
+def _pattern(name: str) -> str:
+    """A pg_dump --table pattern matching exactly this name: quoted, so wildcards are literal."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def is_dns_label(name: str) -> bool:
+    """Whether a name is a valid DNS-1123 label (what Job and ConfigMap names must be)."""
+    return len(name) <= 63 and bool(_DNS_LABEL.match(name))

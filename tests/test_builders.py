@@ -1,0 +1,214 @@
+"""The objects the operator creates, tested as data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from vector_migration.api import VectorMigration, parse_manifest
+from vector_migration.builders import (
+    BACKUP_SCRIPT,
+    build_backup_job,
+    build_plan_configmap,
+    is_dns_label,
+    object_name,
+)
+
+
+def resource(**spec: object) -> VectorMigration:
+    return parse_manifest(
+        {
+            "apiVersion": "ruvector.dev/v1alpha1",
+            "kind": "VectorMigration",
+            "metadata": {"name": "shop", "namespace": "apps", "uid": "1234-abcd", "generation": 3},
+            "spec": spec,
+        }
+    )
+
+
+def backup_job(**spec: object) -> dict:
+    return build_backup_job(
+        resource(**spec),
+        secret_name="shop-app",
+        connection={"PGHOST": "shop-rw", "PGPORT": "5432", "PGDATABASE": "app", "PGUSER": "app"},
+        archive_name="app-shop-abcd.dump",
+        tables=[("public", "items"), ("Odd Schema", 'Mixed "Quoted"')],
+        server_major=17,
+        plan_hash="sha256:0123456789abcdef",
+    )
+
+
+def test_the_backup_job_runs_restricted_and_once() -> None:
+    job = backup_job()
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+
+    assert job["metadata"]["name"] == "shop-backup-01234567"
+    assert job["metadata"]["ownerReferences"][0]["uid"] == "1234-abcd"
+    assert job["metadata"]["labels"]["ruvector.dev/migration"] == "shop"
+    assert job["spec"]["backoffLimit"] == 0
+    assert job["spec"]["activeDeadlineSeconds"] > 0 and job["spec"]["ttlSecondsAfterFinished"] > 0
+    assert pod["restartPolicy"] == "Never"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["image"] == "postgres:17"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["backup"] == {"name": "backup", "persistentVolumeClaim": {"claimName": "shop-backup"}}
+    assert "emptyDir" in volumes["scratch"]
+    assert volumes["database-password"]["secret"]["items"] == [{"key": "password", "path": "password"}]
+
+
+def test_the_password_is_neither_an_argument_nor_an_environment_variable() -> None:
+    job = backup_job()
+    container = job["spec"]["template"]["spec"]["containers"][0]
+
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert "PGPASSWORD" not in env
+    assert not any("valueFrom" in e for e in container["env"])
+    assert env["PGHOST"] == "shop-rw" and env["PGUSER"] == "app"
+    assert all("password" not in argument.lower() or argument == BACKUP_SCRIPT for argument in container["command"])
+
+
+def test_vector_tables_scope_passes_exact_quoted_patterns() -> None:
+    job = backup_job(backup={"scope": "VectorTables", "volume": {"emptyDir": {}}, "image": "registry.local/pg:17.2"})
+    container = job["spec"]["template"]["spec"]["containers"][0]
+
+    assert container["command"][4:] == ['--table="public"."items"', '--table="Odd Schema"."Mixed ""Quoted"""']
+    assert container["image"] == "registry.local/pg:17.2"
+    assert {"name": "backup", "emptyDir": {}} in job["spec"]["template"]["spec"]["volumes"]
+
+
+def test_child_names_are_dns_labels_even_for_long_resource_names() -> None:
+    long_name = "a" * 60
+    for suffix in ("plan", "backup", "backup-01234567"):
+        name = object_name(long_name, suffix)
+        assert is_dns_label(name), name
+        assert name.endswith(suffix)
+    assert object_name(long_name, "plan") != object_name("a" * 59 + "b", "plan")
+
+
+def test_the_plan_configmap_holds_the_plan_and_its_hash() -> None:
+    plan = {
+        "planHash": "sha256:feedbeef",
+        "swapTransaction": [{"step": "lock", "sql": 'LOCK TABLE "public"."items" IN ACCESS EXCLUSIVE MODE'}],
+        "afterCommit": [],
+    }
+
+    configmap = build_plan_configmap(resource(), plan)
+
+    assert configmap["metadata"]["name"] == "shop-plan"
+    assert configmap["data"]["planHash"] == "sha256:feedbeef"
+    assert json.loads(configmap["data"]["plan.json"]) == plan
+    assert configmap["data"]["statements.sql"] == '-- lock\nLOCK TABLE "public"."items" IN ACCESS EXCLUSIVE MODE;\n'
+
+
+@pytest.mark.parametrize("password", ["plain", "with:colon", "back\\slash", "sp ace$and'quote"])
+def test_the_backup_script_writes_a_password_file_libpq_reads_back(tmp_path: Path, password: str) -> None:
+    """Run the script's first lines with a stand-in pg_dump that prints the password file it was given."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "password").write_text(password)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "pg_dump").write_text('#!/bin/sh\ncat "$PGPASSFILE" >&2\nexit 9\n')
+    (bin_dir / "pg_dump").chmod(0o755)
+    env = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "PASSWORD_DIR": str(secrets),
+        "SCRATCH_DIR": str(tmp_path),
+        "BACKUP_DIR": str(tmp_path),
+        "ARCHIVE": "x.dump",
+        "EXPECTED_TABLES": "",
+        "TERMINATION_LOG": str(tmp_path / "termination"),
+    }
+
+    result = subprocess.run(["/bin/sh", "-c", BACKUP_SCRIPT, "backup"], env=env, capture_output=True, text=True)
+
+    assert result.returncode == 9
+    escaped = password.replace("\\", "\\\\").replace(":", "\\:")
+    assert result.stderr == f"*:*:*:*:{escaped}\n"
+    assert oct((tmp_path / "pgpass").stat().st_mode & 0o777) == "0o600"
+
+
+async def run_backup_container(job: dict, secret: dict[str, str], root: Path, pg_bin: Path) -> tuple[int, str]:
+    """A stand-in for the kubelet: run the Job's container command here, with its volumes as directories."""
+    import asyncio
+
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    mounts = {"PASSWORD_DIR": root / "secret", "BACKUP_DIR": root / "backup", "SCRATCH_DIR": root / "scratch"}
+    for key, directory in mounts.items():
+        directory.mkdir(parents=True, exist_ok=True)
+        env[key] = str(directory)
+    (mounts["PASSWORD_DIR"] / "password").write_text(secret["password"])
+    env["TERMINATION_LOG"] = str(root / "termination-log")
+    env["PATH"] = f"{pg_bin}:{os.environ['PATH']}"
+    process = await asyncio.create_subprocess_exec(
+        *container["command"], env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    _, stderr = await process.communicate()
+    return process.returncode or 0, stderr.decode()
+
+
+async def test_the_backup_job_dumps_a_real_database_and_reports_its_fingerprint(
+    postgres, database, conn, tmp_path: Path
+) -> None:
+    from tests.scenarios import create_rich_database
+
+    await create_rich_database(conn)
+    job = build_backup_job(
+        resource(),
+        secret_name="db",
+        connection={"PGHOST": database.host, "PGDATABASE": database.dbname, "PGUSER": "postgres"},
+        archive_name="test.dump",
+        tables=[("public", "items"), ("Odd Schema", 'Mixed "Quoted" Table')],
+        server_major=18,
+        plan_hash="sha256:00000000",
+    )
+
+    # The embedded server trusts local sockets, so the password file is written but not checked here.
+    code, stderr = await run_backup_container(job, {"password": "job-secret"}, tmp_path, postgres.bin_dir)
+
+    assert code == 0, stderr
+    report = json.loads((tmp_path / "termination-log").read_text())
+    archive = tmp_path / "backup" / "test.dump"
+    assert report["sizeBytes"] == archive.stat().st_size
+    import hashlib
+
+    assert report["sha256"] == hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert not (tmp_path / "backup" / "test.dump.partial").exists()
+
+
+async def test_the_backup_job_fails_when_a_vector_table_is_missing_from_the_archive(
+    postgres, database, conn, tmp_path: Path
+) -> None:
+    from tests.scenarios import create_rich_database
+
+    await create_rich_database(conn)
+    job = build_backup_job(
+        resource(backup={"scope": "VectorTables"}),
+        secret_name="db",
+        connection={"PGHOST": database.host, "PGDATABASE": database.dbname, "PGUSER": "postgres"},
+        archive_name="test.dump",
+        tables=[("public", "items")],
+        server_major=18,
+        plan_hash="sha256:00000000",
+    )
+    # Expect a table the dump was not asked for: the table-of-contents check must catch it.
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    for variable in container["env"]:
+        if variable["name"] == "EXPECTED_TABLES":
+            variable["value"] += "public empty_vectors\n"
+
+    code, stderr = await run_backup_container(job, {"password": "unused"}, tmp_path, postgres.bin_dir)
+
+    assert code == 3
+    assert "archive has no TABLE DATA for public empty_vectors" in stderr
+    assert not (tmp_path / "termination-log").exists()
