@@ -313,3 +313,31 @@ async def test_a_role_that_cannot_drop_pgvector_is_told_before_anything_changes(
     assert "must own extension vector to drop it" in status.message
     assert "public.items" not in status.message  # it does own that one
     assert await snapshot(conn) == before
+
+
+@pytest.mark.parametrize("phase", [Phase.REINDEX, Phase.VERIFY])
+async def test_a_run_that_starts_after_the_swap_with_no_memory_reads_the_journal(
+    phase: Phase, database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    """As after an operator restart: the status says Reindex or Verify, the process knows nothing."""
+    from vector_migration.engine import close_session, open_session, step
+
+    await create_rich_database(conn)
+    first = migration(database, manifest(), backup_dir)
+    assert await open_session(first) is None
+    while first.status.phase is not Phase.REINDEX:
+        await step(first)
+    await close_session(first)
+    indexes = await conn.fetchval("SELECT count(*) FROM pg_indexes WHERE indexdef LIKE '%ruhnsw%'")
+    await conn.execute("DROP INDEX items_l2")  # the index verify must notice
+
+    restarted = migration(database, manifest(), backup_dir)
+    restarted.status.phase = phase
+    status = await run(restarted)
+
+    if phase is Phase.REINDEX:  # the reindex rebuilds what is missing, then verify passes
+        assert status.phase is Phase.SUCCEEDED, status.message
+        assert await conn.fetchval("SELECT count(*) FROM pg_indexes WHERE indexdef LIKE '%ruhnsw%'") == indexes
+    else:  # verify alone must not pass vacuously: it knows which indexes the swap planned
+        assert status.phase is Phase.ROLLED_BACK
+        assert "index items_l2 is missing" in status.message

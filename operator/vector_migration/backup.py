@@ -48,6 +48,8 @@ class BackupRequest:
     scope: BackupScope
     tables: list[tuple[str, str]]
     server_major: int
+    plan_hash: str = ""
+    database_bytes: int = 0
 
 
 class BackupRuntime(Protocol):

@@ -40,6 +40,7 @@ class ServerFacts:
     user: str
     superuser: bool
     can_create_database: bool
+    database_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,8 @@ async def read_server(conn: asyncpg.Connection) -> ServerFacts:
                pg_catalog.current_setting('server_version') AS version,
                pg_catalog.current_database() AS database,
                d.oid::bigint AS database_oid,
-               r.rolname AS username, r.rolsuper AS superuser, r.rolcreatedb AS createdb
+               r.rolname AS username, r.rolsuper AS superuser, r.rolcreatedb AS createdb,
+               pg_catalog.pg_database_size(d.oid) AS database_bytes
           FROM pg_catalog.pg_roles r, pg_catalog.pg_database d
          WHERE r.rolname = current_user AND d.datname = pg_catalog.current_database()
         """
@@ -197,6 +199,7 @@ async def read_server(conn: asyncpg.Connection) -> ServerFacts:
         user=row["username"],
         superuser=row["superuser"],
         can_create_database=row["superuser"] or row["createdb"],
+        database_bytes=row["database_bytes"],
     )
 
 

@@ -180,6 +180,7 @@ class RunFacts:
     rebuilds: list[dict[str, Any]] = field(default_factory=list)
     replans: int = 0
     failure: Fail | None = None
+    swap_loaded: bool = False  # rebuilds and probes hold what the swap recorded
 
 
 @dataclass
@@ -525,6 +526,8 @@ async def run_backup_phase(m: Migration) -> Outcome:
         scope=m.spec.backup.scope,
         tables=inventory.tables(),
         server_major=inventory.server.version_num // 10000,
+        plan_hash=m.status.plan_hash or "",
+        database_bytes=inventory.server.database_bytes,
     )
     m.reporter.progress("backup", note=f"pg_dump {m.spec.backup.scope.value}")
     try:
@@ -684,6 +687,9 @@ async def run_swap(m: Migration) -> Outcome:
     """Convert every column and swap the extension in one transaction, proven by checksums."""
     conn = m.session
     entries = await journal.read(conn, m.name)
+    if journal.VERIFIED in entries:
+        m.status = VectorMigrationStatus.model_validate(entries[journal.VERIFIED].detail["status"])
+        return Advance(Phase.SUCCEEDED, "already migrated and verified; nothing to do")
     if journal.SWAPPED in entries:
         _restore_from_journal(m, entries[journal.SWAPPED])
         return Advance(Phase.REINDEX, "the swap had already committed")
@@ -716,6 +722,7 @@ async def run_swap(m: Migration) -> Outcome:
         record_timing(m.status, "writeBlockedSeconds", progress.blocked_seconds)
         progress.step = "journal"
         facts.rebuilds = [_rebuild_record(r) for r in plan.rebuilds]
+        facts.swap_loaded = True
         await journal.record(conn, m.name, journal.SWAPPED, plan.plan_hash, _journal_detail(m))
         progress.step = "commit"
         await transaction.commit()
@@ -798,6 +805,7 @@ def _restore_from_journal(m: Migration, entry: journal.JournalEntry) -> None:
     for message in saved.warnings:
         warn(m.status, message)
     m.facts.rebuilds = list(entry.detail["rebuilds"])
+    m.facts.swap_loaded = True
     m.facts.probes = [
         Probe(
             index=p["index"],
@@ -852,9 +860,31 @@ async def _index_progress(m: Migration, statement: str | None) -> AsyncIterator[
         m.reporter.task_done(f"index {label}")
 
 
+async def _swap_facts(m: Migration) -> Outcome | None:
+    """Make sure the facts recorded with the swap are loaded; an Outcome when they cannot be.
+
+    A run that starts in Reindex or Verify (an operator restarted, a status read back) has an
+    empty memory: without this, there would be nothing to rebuild and nothing to measure, and
+    verification would pass vacuously.
+    """
+    if m.facts.swap_loaded:
+        return None
+    entries = await journal.read(m.session, m.name)
+    if journal.VERIFIED in entries:
+        m.status = VectorMigrationStatus.model_validate(entries[journal.VERIFIED].detail["status"])
+        return Advance(Phase.SUCCEEDED, "already migrated and verified; nothing to do")
+    if journal.SWAPPED not in entries:
+        return Advance(Phase.CHECKLIST, "no committed swap is recorded; starting from the checklist")
+    _restore_from_journal(m, entries[journal.SWAPPED])
+    return None
+
+
 async def run_reindex(m: Migration) -> Outcome:
     """Build every index the swap left for after the commit; repair INVALID leftovers."""
     conn = m.session
+    missing = await _swap_facts(m)
+    if missing is not None:
+        return missing
     built = 0
     for rebuild in m.facts.rebuilds:
         state = await _index_state(conn, rebuild["schema"], rebuild["name"])
@@ -918,6 +948,9 @@ async def _index_state(conn: asyncpg.Connection, schema: str, name: str) -> tupl
 async def run_verify(m: Migration) -> Outcome:
     """Prove the result: data equal, source gone, indexes valid and used, recall and latency held."""
     conn = m.session
+    missing = await _swap_facts(m)
+    if missing is not None:
+        return missing
     spec = m.spec.verify
     problems: list[tuple[Reason, str]] = []
     verification = m.status.verification or Verification(k=spec.k)

@@ -15,6 +15,11 @@ PLURAL = "vectormigrations"
 SINGULAR = "vectormigration"
 SHORT_NAME = "vmig"
 
+# Annotations a person sets on a VectorMigration.
+ANNOTATION_APPROVE = f"{API_GROUP}/approve"  # value: the plan hash being approved
+ANNOTATION_PAUSED = f"{API_GROUP}/paused"  # "true" holds the migration between phases
+ANNOTATION_DELETE_BACKUP = f"{API_GROUP}/delete-backup"  # "true": the backup claim goes with the resource
+
 # Schema and table the engine keeps in the migrated database: the record of what is done,
 # which outlives any status patch that a crash may lose.
 JOURNAL_SCHEMA = "vector_migration"
@@ -136,4 +141,6 @@ class Reason(StrEnum):
     RECALL_DROPPED = "RecallDropped"
     LATENCY_REGRESSED = "LatencyRegressed"
     INVALID_SPEC = "InvalidSpec"
+    SECRET_UNAVAILABLE = "SecretUnavailable"  # noqa: S105 - a condition reason, not a secret
+    PAUSED = "Paused"
     INTERNAL_ERROR = "InternalError"

@@ -1,0 +1,88 @@
+"""kopf registration: thin handlers that call the reconciler and translate its outcome.
+
+Every handler reads the resource, calls one function, writes the status it returns, posts an
+Event when the phase changes, and maps the outcome onto kopf's control flow: TemporaryError to
+come back (next phase, or a wait with backoff), PermanentError for a failure a person must fix.
+Handlers return nothing, because kopf would store a return value in the resource's status.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import kopf
+
+from .api import VectorMigrationStatus
+from .engine import Fail, Outcome
+from .kube import Credentials, KubeClient
+from .reconciler import OperatorState, next_step, write_status
+from .reconciler import reconcile as reconcile_migration
+from .vocabulary import API_GROUP, API_VERSION, PLURAL, Phase
+
+RESOURCE = (API_GROUP, API_VERSION, PLURAL)
+KOPF_PREFIX = f"kopf.{API_GROUP}"
+LoginFunction = Callable[..., Any]
+
+
+def default_login(**kwargs: Any) -> Any:
+    """In a pod: the service account; elsewhere: KUBECONFIG."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
+def build_registry(login: LoginFunction = default_login) -> kopf.OperatorRegistry:
+    """A registry with every handler of the operator (a fresh one per operator run and per test)."""
+    registry = kopf.OperatorRegistry()
+    state = OperatorState()
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        # kopf's bookkeeping lives in annotations under a prefix of its own: status holds only our
+        # fields, and the annotations a person sets (ruvector.dev/approve, .../paused) stay part of
+        # what kopf compares, so changing them triggers a reconciliation.
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=KOPF_PREFIX, key="last-handled-configuration"
+        )
+        # Events are posted deliberately (one per phase change and failure), never from log lines.
+        settings.posting.level = logging.CRITICAL + 10
+
+    @kopf.on.login(registry=registry)
+    def authenticate(**kwargs: Any) -> Any:
+        info = login(**kwargs)
+        if info is not None:
+            state.client = KubeClient(Credentials.from_kopf(info))
+        return info
+
+    @kopf.on.cleanup(registry=registry)
+    async def shutdown(**_: Any) -> None:
+        await state.close()
+
+    @kopf.on.resume(*RESOURCE, registry=registry)
+    @kopf.on.create(*RESOURCE, registry=registry)
+    @kopf.on.update(*RESOURCE, registry=registry)
+    async def reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        async def progress(before: Phase, status: VectorMigrationStatus, outcome: Outcome) -> None:
+            await write_status(state.client, body, status)
+            if status.phase != before:
+                failed = status.phase in (Phase.FAILED, Phase.ROLLED_BACK)
+                reason = outcome.reason.value if isinstance(outcome, Fail) else status.phase.value
+                kopf.event(body, type="Warning" if failed else "Normal", reason=reason, message=status.message[:1000])
+
+        result = await reconcile_migration(state, body, progress)
+        for key, value in result.status.items():
+            patch.status[key] = value
+        action, detail = next_step(result.outcome)
+        if action == "wait":
+            raise kopf.TemporaryError(str(result.status.get("message", "")), delay=float(detail or 5.0))
+        if action == "fail":
+            raise kopf.PermanentError(str(detail))
+
+    @kopf.on.delete(*RESOURCE, registry=registry)
+    async def release(uid: str, **_: Any) -> None:
+        # kopf runs this only after any reconciliation in flight has returned, so a swap
+        # transaction has committed or rolled back by now; Jobs go with their owner reference.
+        await state.forget(uid)
+
+    return registry

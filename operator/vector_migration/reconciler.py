@@ -1,0 +1,220 @@
+"""One reconciliation of a VectorMigration resource: the resource in, a status and an outcome out.
+
+This is the glue between the Kubernetes resource and the engine: it resolves credentials from
+the Secret, keeps one engine run per resource in memory between reconciliations (so the facts
+the checklist learned are not read twice), honours the pause and approval annotations, and
+publishes the plan. It does not import kopf; controller.py maps outcomes onto kopf's errors.
+After an operator restart the memory is empty: the engine then reads the database's journal,
+so nothing finished is repeated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from .api import VectorMigration, VectorMigrationStatus, describe_validation_error
+from .builders import build_plan_configmap
+from .engine import Advance, Fail, Hold, Migration, Outcome, Wait, apply, close_session, open_session, step
+from .job_backup import JobBackup
+from .kube import KubeClient, KubeError, path
+from .sql import ConnectionError_, params_from_secret
+from .status import fail, hold, set_phase
+from .vocabulary import ANNOTATION_APPROVE, ANNOTATION_PAUSED, API_GROUP, API_VERSION, PLURAL, Phase, Reason
+
+
+@dataclass
+class OperatorState:
+    """What the operator keeps in memory: the API client and the engine run of each resource."""
+
+    client: KubeClient | None = None
+    runs: dict[str, Migration] = field(default_factory=dict)
+
+    async def forget(self, uid: str) -> None:
+        """Close a resource's database session (releasing its migration lock) and drop its run."""
+        run = self.runs.pop(uid, None)
+        if run is not None:
+            await close_session(run)
+
+    async def close(self) -> None:
+        """Close every session and the API client."""
+        for uid in list(self.runs):
+            await self.forget(uid)
+        if self.client is not None:
+            await self.client.close()
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    """The status to write, the outcome that decides what happens next, and the phase change."""
+
+    status: dict[str, Any]
+    outcome: Outcome
+    previous_phase: Phase
+    phase: Phase
+
+
+def _status_of(body: Mapping[str, Any]) -> VectorMigrationStatus:
+    raw = dict(body.get("status") or {})
+    raw.pop("kopf", None)
+    try:
+        return VectorMigrationStatus.model_validate(raw)
+    except ValidationError:
+        return VectorMigrationStatus()  # unreadable status: the journal in the database still knows
+
+
+def _dump(status: VectorMigrationStatus) -> dict[str, Any]:
+    return status.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+
+def _done(status: VectorMigrationStatus, outcome: Outcome, previous: Phase) -> Reconciled:
+    return Reconciled(_dump(status), outcome, previous, status.phase)
+
+
+Progress = Callable[[Phase, VectorMigrationStatus, Outcome], Awaitable[None]]
+
+
+async def reconcile(state: OperatorState, body: Mapping[str, Any], on_progress: Progress) -> Reconciled:
+    """Run phases back to back until the migration waits, holds for a person, fails or is done.
+
+    ``on_progress`` is called after every phase change (and after the last step), so the status
+    a user watches moves with the migration rather than at the end of a long reconciliation.
+    """
+    meta = body.get("metadata") or {}
+    uid, namespace, name = str(meta.get("uid")), str(meta.get("namespace")), str(meta.get("name"))
+    annotations = meta.get("annotations") or {}
+    generation = meta.get("generation")
+    if state.client is not None and uid not in state.runs:
+        # The event's body can be older than the object (events queue up behind a long
+        # reconciliation; a status patch can be lost): with nothing in memory, read the live status.
+        live = await state.client.get(path(f"{API_GROUP}/{API_VERSION}", PLURAL, namespace, name))
+        if live is not None:
+            body = {**body, "status": live.get("status")}
+    current = _status_of(body)
+    previous = current.phase
+    try:
+        resource = VectorMigration.model_validate(
+            {key: body[key] for key in ("apiVersion", "kind", "metadata", "spec")}
+        )
+    except ValidationError as error:
+        invalid = Fail(Reason.INVALID_SPEC, describe_validation_error(error))
+        fail(current, invalid.reason, invalid.message, generation)
+        return _done(current, invalid, previous)
+    if state.client is None:
+        return _done(current, Wait(Reason.IN_PROGRESS, "the operator has not logged in yet", 2.0), previous)
+
+    run = state.runs.get(uid)
+    if run is not None and run.generation != generation:
+        await state.forget(uid)  # a changed spec: plan again from what the database says
+        run = None
+    if run is None:
+        if current.phase is Phase.FAILED and current.observed_generation != generation:
+            current = VectorMigrationStatus()  # the spec changed after a failure: try again from the start
+        prepared = await _prepare(state, resource, current, namespace, name, generation)
+        if isinstance(prepared, Fail):
+            fail(current, prepared.reason, prepared.message, generation)
+            return _done(current, prepared, previous)
+        run = state.runs[uid] = prepared
+
+    run.approved_hash = annotations.get(ANNOTATION_APPROVE)
+    if run.status.phase.terminal:
+        await state.forget(uid)
+        return _done(run.status, Hold(Reason.SUCCEEDED, run.status.message), previous)
+    if str(annotations.get(ANNOTATION_PAUSED, "")).lower() == "true":
+        await close_session(run)
+        paused = Hold(Reason.PAUSED, f"paused by the annotation {ANNOTATION_PAUSED} in phase {run.status.phase.value}")
+        hold(run.status, paused.reason, paused.message, generation)
+        return _done(run.status, paused, previous)
+
+    outcome: Outcome = Advance(run.status.phase)
+    if run.status.phase is Phase.PENDING:
+        set_phase(run.status, Phase.CHECKLIST, "checking the database", generation)
+        await on_progress(Phase.PENDING, run.status, outcome)
+    while isinstance(outcome, Advance) and not run.status.phase.terminal:
+        before = run.status.phase
+        opened = await open_session(run) if run.conn is None else None
+        if opened is not None:
+            apply(run, opened)
+            outcome = opened
+        else:
+            outcome = await step(run)
+        if run.status.phase != before or not isinstance(outcome, Advance):
+            await on_progress(before, run.status, outcome)
+    if isinstance(outcome, Hold) and run.facts.plan is not None:
+        await _publish_plan(state.client, resource, run)
+    if isinstance(outcome, Hold | Fail) or run.status.phase.terminal:
+        await close_session(run)  # between phases that wait on people, hold no lock and no connection
+    if isinstance(outcome, Wait) and outcome.reason is Reason.DATABASE_UNAVAILABLE:
+        await close_session(run)
+    if run.status.phase.terminal:
+        state.runs.pop(uid, None)
+    return _done(run.status, outcome, previous)
+
+
+async def _prepare(
+    state: OperatorState,
+    resource: VectorMigration,
+    status: VectorMigrationStatus,
+    namespace: str,
+    name: str,
+    generation: int | None,
+) -> Migration | Fail:
+    """An engine run for the resource, with credentials from its Secret."""
+    assert state.client is not None  # noqa: S101 - checked by the caller
+    secret_ref = resource.spec.database.secret_ref
+    if secret_ref is None:
+        return Fail(Reason.INVALID_SPEC, "spec.database.secretRef is required when the operator runs a migration")
+    try:
+        data = await state.client.secret_data(namespace, secret_ref.name)
+    except KubeError as error:
+        return Fail(Reason.SECRET_UNAVAILABLE, f"cannot read secret {namespace}/{secret_ref.name}: {error}")
+    if data is None:
+        return Fail(Reason.SECRET_UNAVAILABLE, f"secret {namespace}/{secret_ref.name} does not exist")
+    try:
+        params = params_from_secret(data, resource.spec.database.ssl_mode)
+    except ConnectionError_ as error:
+        return Fail(Reason.SECRET_UNAVAILABLE, f"secret {namespace}/{secret_ref.name}: {error}")
+    return Migration(
+        name=f"{namespace}/{name}",
+        spec=resource.spec,
+        params=params,
+        status=status,
+        backup=JobBackup(state.client, resource, secret_ref.name),
+        generation=generation,
+    )
+
+
+async def _publish_plan(client: KubeClient, resource: VectorMigration, run: Migration) -> None:
+    """The full plan in a ConfigMap, for a person to read before approving its hash."""
+    assert run.facts.plan is not None  # noqa: S101 - checked by the caller
+    configmap = build_plan_configmap(resource, run.facts.plan.as_document())
+    namespace = resource.metadata.namespace or "default"
+    existing = await client.create(path("v1", "configmaps", namespace), configmap)
+    if existing.get("data") != configmap["data"]:
+        await client.patch(
+            path("v1", "configmaps", namespace, configmap["metadata"]["name"]),
+            {"metadata": {"annotations": configmap["metadata"]["annotations"]}, "data": configmap["data"]},
+        )
+
+
+def next_step(outcome: Outcome) -> tuple[str, float | str | None]:
+    """What the controller does next: ("wait", delay), ("fail", message) or ("stop", None)."""
+    if isinstance(outcome, Wait):
+        return "wait", outcome.delay
+    if isinstance(outcome, Fail):
+        return "fail", outcome.message
+    return "stop", None
+
+
+async def write_status(client: KubeClient | None, body: Mapping[str, Any], status: VectorMigrationStatus) -> None:
+    """Patch the status subresource now (kopf would write it only when the handler returns)."""
+    if client is None:
+        return
+    meta = body.get("metadata") or {}
+    await client.patch(
+        path(f"{API_GROUP}/{API_VERSION}", PLURAL, meta.get("namespace"), meta.get("name")) + "/status",
+        {"status": _dump(status)},
+    )

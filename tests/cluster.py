@@ -1,0 +1,249 @@
+"""A Kubernetes API for the operator tests: kmock's stateful emulator, plus stand-ins for what it lacks.
+
+kmock serves the API (objects, watch streams, status subresources) but runs no controllers. Two
+stand-ins, labelled as such, fill in: `JobRunner` plays the Job controller and the kubelet (it
+runs a Job's container command here, with the Job's environment and its volumes as directories,
+then records a Pod with the termination message and the Job's final status), and the operator's
+login points at the emulator's URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import kmock
+import kopf
+
+from vector_migration.controller import build_registry
+
+RESOURCES = {
+    "ruvector.dev/v1alpha1/vectormigrations": {
+        "kind": "VectorMigration",
+        "namespaced": True,
+        "subresources": {"status"},
+    },
+    "apiextensions.k8s.io/v1/customresourcedefinitions": {"kind": "CustomResourceDefinition", "namespaced": False},
+    "v1/namespaces": {"kind": "Namespace", "namespaced": False},
+    "v1/events": {"kind": "Event", "namespaced": True},
+    "v1/secrets": {"kind": "Secret", "namespaced": True},
+    "v1/configmaps": {"kind": "ConfigMap", "namespaced": True},
+    "v1/pods": {"kind": "Pod", "namespaced": True, "subresources": {"status"}},
+    "v1/persistentvolumeclaims": {"kind": "PersistentVolumeClaim", "namespaced": True},
+    "batch/v1/jobs": {"kind": "Job", "namespaced": True, "subresources": {"status"}},
+}
+VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
+VMIG = "/apis/ruvector.dev/v1alpha1/namespaces/{namespace}/vectormigrations"
+
+
+class Cluster:
+    """HTTP access to the emulator, as kubectl would use it."""
+
+    def __init__(self, emulator: kmock.KubernetesEmulator) -> None:
+        self.emulator = emulator
+        self.url = str(emulator.url)
+        self.http = aiohttp.ClientSession(base_url=self.url)
+
+    async def request(self, method: str, url: str, body: Any = None, content_type: str | None = None) -> Any:
+        headers = {"Content-Type": content_type} if content_type else None
+        async with self.http.request(method, url, json=body, headers=headers) as response:
+            if response.status == 404:
+                return None
+            response.raise_for_status()
+            return await response.json(content_type=None)
+
+    async def apply_secret(self, name: str, data: dict[str, str], namespace: str = "default") -> None:
+        encoded = {key: base64.b64encode(value.encode()).decode() for key, value in data.items()}
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace},
+            "data": encoded,
+        }
+        await self.request("POST", f"/api/v1/namespaces/{namespace}/secrets", body)
+
+    async def apply(self, resource: dict[str, Any]) -> None:
+        namespace = resource["metadata"].setdefault("namespace", "default")
+        # The emulator assigns no resourceVersion, and kopf guards its finalizer patch with a JSON-patch
+        # "test" on it; a real API server sets one on create.
+        resource["metadata"].setdefault("resourceVersion", "1")
+        resource["metadata"].setdefault("uid", f"uid-{namespace}-{resource['metadata']['name']}")  # likewise
+        resource["metadata"].setdefault("generation", 1)
+        await self.request("POST", VMIG.format(namespace=namespace), resource)
+
+    async def get(self, name: str, namespace: str = "default") -> dict[str, Any] | None:
+        result: dict[str, Any] | None = await self.request("GET", f"{VMIG.format(namespace=namespace)}/{name}")
+        return result
+
+    async def annotate(self, name: str, annotations: dict[str, str], namespace: str = "default") -> None:
+        await self.request(
+            "PATCH",
+            f"{VMIG.format(namespace=namespace)}/{name}",
+            {"metadata": {"annotations": annotations}},
+            "application/merge-patch+json",
+        )
+
+    async def delete(self, name: str, namespace: str = "default") -> None:
+        await self.request("DELETE", f"{VMIG.format(namespace=namespace)}/{name}")
+
+    async def list(self, api: str, plural: str, namespace: str = "default") -> list[dict[str, Any]]:
+        prefix = f"/api/{api}" if "/" not in api else f"/apis/{api}"
+        body = await self.request("GET", f"{prefix}/namespaces/{namespace}/{plural}")
+        return list((body or {}).get("items", []))
+
+    async def wait_for(
+        self, name: str, done: Callable[[dict[str, Any]], bool], timeout: float = 60.0, namespace: str = "default"
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        last: dict[str, Any] | None = None
+        while time.monotonic() < deadline:
+            last = await self.get(name, namespace)
+            if last is not None and done(last):
+                return last
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"timed out; last seen: {(last or {}).get('status')}")
+
+    def traffic(self) -> str:
+        """Every request the API server received, URL and body, as text (for secret scanning)."""
+        return "\n".join(f"{request.method} {request.url}\n{request.text}" for request in self.emulator)
+
+    def posted_events(self) -> list[dict[str, Any]]:
+        """Events the operator posted. The emulator cannot generateName, so it stores only the first;
+        the requests it received are the record of what was posted."""
+        return [
+            request.data
+            for request in self.emulator
+            if request.method == "POST" and request.url.path.endswith("/events")
+        ]
+
+
+def phase(resource: dict[str, Any]) -> str | None:
+    return (resource.get("status") or {}).get("phase")
+
+
+def condition(resource: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in (resource.get("status") or {}).get("conditions", []) if c["type"] == kind), {})
+
+
+class JobRunner:
+    """STAND-IN for the Job controller and the kubelet: runs each new Job's container command here."""
+
+    def __init__(
+        self, cluster: Cluster, root: Path, pg_bin: Path, fail: Callable[[dict[str, Any]], str | None]
+    ) -> None:
+        self.cluster, self.root, self.pg_bin, self.fail = cluster, root, pg_bin, fail
+        self.started: list[str] = []
+
+    async def run_forever(self) -> None:
+        while True:
+            for job in await self.cluster.list("batch/v1", "jobs"):
+                name = job["metadata"]["name"]
+                if name not in self.started and not job.get("status"):
+                    self.started.append(name)
+                    await self._run(job)
+            await asyncio.sleep(0.2)
+
+    async def _run(self, job: dict[str, Any]) -> None:
+        namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
+        pod = job["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        env = {e["name"]: e["value"] for e in container.get("env", [])}
+        workdir = self.root / name
+        termination = workdir / "termination-log"
+        for volume in pod["volumes"]:
+            mount = next(m for m in container["volumeMounts"] if m["name"] == volume["name"])
+            directory = workdir / volume["name"]
+            if "persistentVolumeClaim" in volume:  # a claim is one directory, shared by every Job that mounts it
+                directory = self.root / "claims" / volume["persistentVolumeClaim"]["claimName"]
+            directory.mkdir(parents=True, exist_ok=True)
+            if "secret" in volume:
+                secret = await self.cluster.request(
+                    "GET", f"/api/v1/namespaces/{namespace}/secrets/{volume['secret']['secretName']}"
+                )
+                for item in volume["secret"]["items"]:
+                    (directory / item["path"]).write_bytes(base64.b64decode(secret["data"][item["key"]]))
+            for key, value in list(env.items()):
+                if value == mount["mountPath"]:
+                    env[key] = str(directory)
+        env["TERMINATION_LOG"] = str(termination)
+        env["PATH"] = f"{self.pg_bin}:{os.environ['PATH']}"
+        injected = self.fail(job)
+        if injected is None:
+            process = await asyncio.create_subprocess_exec(
+                *container["command"], env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            )
+            _, stderr = await process.communicate()
+            code, error = process.returncode or 0, stderr.decode().strip()
+        else:
+            code, error = 1, injected
+        message = termination.read_text() if code == 0 and termination.exists() else error[-1000:]
+        await self.cluster.request(
+            "POST",
+            f"/api/v1/namespaces/{namespace}/pods",
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": f"{name}-run", "namespace": namespace, "labels": {"job-name": name}},
+                "status": {"containerStatuses": [{"name": container["name"], "state": {"terminated": {
+                    "exitCode": code, "message": message}}}]},
+            },
+        )  # fmt: skip
+        status: dict[str, Any] = {"succeeded": 1} if code == 0 else {
+            "failed": 1,
+            "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": message}],
+        }  # fmt: skip
+        await self.cluster.request(
+            "PATCH",
+            f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}/status",
+            {"status": status},
+            "application/merge-patch+json",
+        )
+
+
+@contextlib.asynccontextmanager
+async def running_cluster(
+    root: Path, pg_bin: Path, fail_job: Callable[[dict[str, Any]], str | None] = lambda job: None
+) -> AsyncIterator[tuple[Cluster, JobRunner]]:
+    async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator):
+        for resource, info in RESOURCES.items():
+            emulator.resources[resource] = kmock.ResourceInfo(**info, verbs=VERBS)
+        cluster = Cluster(emulator)
+        runner = JobRunner(cluster, root, pg_bin, fail_job)
+        task = asyncio.create_task(runner.run_forever())
+        try:
+            yield cluster, runner
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await cluster.http.close()
+
+
+@contextlib.asynccontextmanager
+async def running_operator(cluster: Cluster) -> AsyncIterator[None]:
+    """The operator, in this process, logged in to the emulator."""
+
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return kopf.ConnectionInfo(server=cluster.url, insecure=True)
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        kopf.operator(registry=build_registry(login=login), clusterwide=True, standalone=True, stop_flag=stop)
+    )
+    try:
+        await asyncio.sleep(0.5)
+        yield
+    finally:
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=20)
+
+
+Waiter = Callable[[dict[str, Any]], Awaitable[bool]]
