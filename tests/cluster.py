@@ -49,7 +49,9 @@ class Cluster:
     def __init__(self, emulator: kmock.KubernetesEmulator) -> None:
         self.emulator = emulator
         self.url = str(emulator.url)
-        self.http = aiohttp.ClientSession(base_url=self.url)
+        # One connection per request: after an operator stops, a pooled keep-alive connection to the
+        # emulator was seen to hang forever; kubectl does not share a pool with the operator either.
+        self.http = aiohttp.ClientSession(base_url=self.url, connector=aiohttp.TCPConnector(force_close=True))
 
     async def request(self, method: str, url: str, body: Any = None, content_type: str | None = None) -> Any:
         headers = {"Content-Type": content_type} if content_type else None

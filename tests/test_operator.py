@@ -62,3 +62,161 @@ async def test_apply_and_the_migration_becomes_ready(
     after = await snapshot(conn)
     assert after.rows == before.rows
     assert "ruvector_standin" in after.extensions and "vector" not in after.extensions
+
+
+async def test_manual_approval_needs_the_current_plan_hash(
+    postgres: EmbeddedPostgres, database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    await create_rich_database(conn)
+    before = await snapshot(conn)
+    async with running_cluster(tmp_path, postgres.bin_dir) as (cluster, _), running_operator(cluster):
+        await cluster.apply_secret("shop-app", secret_for(database))
+        await cluster.apply(migration(approval="Manual", backup={"enabled": False}))
+        waiting = await cluster.wait_for("shop", lambda r: phase(r) == "AwaitingApproval")
+        plan_hash = waiting["status"]["planHash"]
+        plans = await cluster.list("v1", "configmaps")
+        assert [(c["metadata"]["name"], c["data"]["planHash"]) for c in plans] == [("shop-plan", plan_hash)]
+        assert 'DROP EXTENSION "vector" RESTRICT' in plans[0]["data"]["statements.sql"]
+
+        await cluster.annotate("shop", {"ruvector.dev/approve": "sha256:0000000000000000"})
+        stale = await cluster.wait_for("shop", lambda r: "is stale" in r["status"].get("message", ""))
+        assert phase(stale) == "AwaitingApproval"
+        assert await snapshot(conn) == before
+
+        await cluster.annotate("shop", {"ruvector.dev/approve": plan_hash})
+        done = await cluster.wait_for("shop", lambda r: phase(r) in ("Succeeded", "Failed"))
+        assert phase(done) == "Succeeded", done["status"]["message"]
+    assert (await snapshot(conn)).rows == before.rows
+
+
+async def test_a_dry_run_publishes_the_plan_and_changes_nothing(
+    postgres: EmbeddedPostgres, database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    await create_rich_database(conn)
+    before = await snapshot(conn)
+    async with running_cluster(tmp_path, postgres.bin_dir) as (cluster, runner), running_operator(cluster):
+        await cluster.apply_secret("shop-app", secret_for(database))
+        await cluster.apply(migration(dryRun=True))
+        held = await cluster.wait_for("shop", lambda r: condition(r, "Ready").get("reason") == "DryRun")
+        assert phase(held) == "Checklist"
+        assert condition(held, "ChecklistPassed")["status"] == "True"
+        assert [c["metadata"]["name"] for c in await cluster.list("v1", "configmaps")] == ["shop-plan"]
+        assert runner.started == []
+    assert await snapshot(conn) == before
+
+
+async def test_pause_holds_between_phases_and_resume_continues(
+    postgres: EmbeddedPostgres, database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    await create_rich_database(conn)
+    before = await snapshot(conn)
+    async with running_cluster(tmp_path, postgres.bin_dir) as (cluster, _), running_operator(cluster):
+        await cluster.apply_secret("shop-app", secret_for(database))
+        resource = migration(backup={"enabled": False})
+        resource["metadata"]["annotations"] = {"ruvector.dev/paused": "true"}
+        await cluster.apply(resource)
+        paused = await cluster.wait_for("shop", lambda r: condition(r, "Reconciling").get("reason") == "Paused")
+        assert "paused by the annotation ruvector.dev/paused" in paused["status"]["message"]
+        assert await snapshot(conn) == before
+
+        await cluster.annotate("shop", {"ruvector.dev/paused": "false"})
+        done = await cluster.wait_for("shop", lambda r: phase(r) in ("Succeeded", "Failed"))
+        assert phase(done) == "Succeeded", done["status"]["message"]
+
+
+async def test_a_failed_backup_job_stops_before_the_swap(
+    postgres: EmbeddedPostgres, database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    await create_rich_database(conn)
+    before = await snapshot(conn)
+
+    def disk_full(job: dict[str, Any]) -> str:
+        return "pg_dump: error: could not write to output file: No space left on device"
+
+    async with (
+        running_cluster(tmp_path, postgres.bin_dir, fail_job=disk_full) as (cluster, _),
+        running_operator(cluster),
+    ):
+        await cluster.apply_secret("shop-app", secret_for(database))
+        await cluster.apply(migration())
+        failed = await cluster.wait_for("shop", lambda r: phase(r) in ("Succeeded", "Failed"))
+        assert phase(failed) == "Failed"
+        assert condition(failed, "Stalled")["status"] == "True"
+        assert condition(failed, "Stalled")["reason"] == "BackupFailed"
+        assert "No space left on device" in failed["status"]["message"]
+        assert condition(failed, "BackupCompleted")["status"] == "False"
+        assert ("Warning", "BackupFailed") in [(e["type"], e["reason"]) for e in cluster.posted_events()]
+    assert await snapshot(conn) == before
+
+
+async def test_a_missing_secret_stalls_with_a_reason_and_leaks_nothing(
+    postgres: EmbeddedPostgres, database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    await create_rich_database(conn)
+    before = await snapshot(conn)
+    async with running_cluster(tmp_path, postgres.bin_dir) as (cluster, _), running_operator(cluster):
+        await cluster.apply_secret("other-secret", secret_for(database))
+        await cluster.apply(migration())
+        stalled = await cluster.wait_for("shop", lambda r: phase(r) == "Failed")
+        assert condition(stalled, "Stalled")["reason"] == "SecretUnavailable"
+        assert stalled["status"]["message"] == "secret default/shop-app does not exist"
+
+        await cluster.apply_secret("broken", {"password": PASSWORD})  # no host, no dbname
+        await cluster.apply(migration("broken", database={"secretRef": {"name": "broken"}}))
+        broken = await cluster.wait_for("broken", lambda r: phase(r) == "Failed")
+        assert (
+            broken["status"]["message"]
+            == "secret default/broken: secret lacks key(s) host, dbname, user (or a 'uri' key)"
+        )
+        assert PASSWORD not in cluster.traffic().replace(_encoded(PASSWORD), "")
+    assert await snapshot(conn) == before
+
+
+def _encoded(secret: str) -> str:
+    import base64
+
+    return base64.b64encode(secret.encode()).decode()
+
+
+async def test_an_operator_restart_continues_without_repeating_finished_work(
+    postgres: EmbeddedPostgres, database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    await create_rich_database(conn)
+    before = await snapshot(conn)
+    async with running_cluster(tmp_path, postgres.bin_dir) as (cluster, runner):
+        async with running_operator(cluster):
+            await cluster.apply_secret("shop-app", secret_for(database))
+            await cluster.apply(migration(approval="Manual"))
+            waiting = await cluster.wait_for("shop", lambda r: phase(r) == "AwaitingApproval")
+        # the operator is gone; a person approves meanwhile; a new operator process starts
+        await cluster.annotate("shop", {"ruvector.dev/approve": waiting["status"]["planHash"]})
+        async with running_operator(cluster):
+            done = await cluster.wait_for("shop", lambda r: phase(r) in ("Succeeded", "Failed"))
+        assert phase(done) == "Succeeded", done["status"]["message"]
+        assert len(runner.started) == 1  # the verified backup was not taken twice
+    assert (await snapshot(conn)).rows == before.rows
+    assert await conn.fetchval("SELECT count(*) FROM vector_migration.journal WHERE event = 'swapped'") == 1
+
+
+async def test_deleting_a_waiting_migration_releases_it_and_changes_nothing(
+    postgres: EmbeddedPostgres, database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    await create_rich_database(conn)
+    before = await snapshot(conn)
+    async with running_cluster(tmp_path, postgres.bin_dir) as (cluster, _), running_operator(cluster):
+        await cluster.apply_secret("shop-app", secret_for(database))
+        await cluster.apply(migration(approval="Manual", backup={"enabled": False}))
+        await cluster.wait_for("shop", lambda r: phase(r) == "AwaitingApproval")
+
+        await cluster.delete("shop")
+
+        for _ in range(100):
+            if await cluster.get("shop") is None:
+                break
+            import asyncio
+
+            await asyncio.sleep(0.1)
+        assert await cluster.get("shop") is None
+    assert await snapshot(conn) == before
+    locks = await conn.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+    assert locks == 0

@@ -123,6 +123,19 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--workdir", type=Path, default=Path(".demo"), help="where the demo keeps its files")
     demo.set_defaults(handler=_demo)
 
+    operator = commands.add_parser("operator", help="run the Kubernetes operator (kopf)")
+    scope = operator.add_mutually_exclusive_group(required=True)
+    scope.add_argument("-n", "--namespace", action="append", default=[], help="watch this namespace (repeatable)")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
+    operator.add_argument(
+        "--standalone", action="store_true", help="no peering: for exactly one replica (else replicas coordinate)"
+    )
+    operator.add_argument(
+        "--priority", type=int, default=0, help="peering priority; replicas need distinct ones (equal ones freeze)"
+    )
+    operator.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf's liveness endpoint")
+    operator.set_defaults(handler=_operator)
+
     crd = commands.add_parser("crd", help="print the CustomResourceDefinition generated from the models")
     crd.set_defaults(handler=_crd)
     return parser
@@ -267,6 +280,24 @@ def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     return run_demo(surface=args.surface, rows=args.rows, workdir=args.workdir)
+
+
+def _operator(args: argparse.Namespace) -> int:
+    import kopf
+
+    from .controller import build_registry
+
+    asyncio.run(
+        kopf.operator(
+            registry=build_registry(),
+            clusterwide=args.all_namespaces,
+            namespaces=list(args.namespace),
+            standalone=args.standalone,
+            priority=args.priority,
+            liveness_endpoint=args.liveness,
+        )
+    )
+    return EXIT_OK
 
 
 def _crd(args: argparse.Namespace) -> int:
