@@ -23,6 +23,7 @@ import kmock
 import kopf
 
 from vector_migration.controller import build_registry
+from vector_migration.metrics import OperatorMetrics
 
 RESOURCES = {
     "ruvector.dev/v1alpha1/vectormigrations": {
@@ -229,7 +230,7 @@ async def running_cluster(
 
 
 @contextlib.asynccontextmanager
-async def running_operator(cluster: Cluster) -> AsyncIterator[None]:
+async def running_operator(cluster: Cluster, metrics: OperatorMetrics | None = None) -> AsyncIterator[None]:
     """The operator, in this process, logged in to the emulator."""
 
     def login(**_: Any) -> kopf.ConnectionInfo:
@@ -237,7 +238,9 @@ async def running_operator(cluster: Cluster) -> AsyncIterator[None]:
 
     stop = asyncio.Event()
     task = asyncio.create_task(
-        kopf.operator(registry=build_registry(login=login), clusterwide=True, standalone=True, stop_flag=stop)
+        kopf.operator(
+            registry=build_registry(login=login, metrics=metrics), clusterwide=True, standalone=True, stop_flag=stop
+        )
     )
     try:
         await asyncio.sleep(0.5)

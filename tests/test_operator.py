@@ -6,10 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 
 from tests.cluster import condition, phase, running_cluster, running_operator
 from tests.scenarios import create_rich_database, snapshot
 from vector_migration.demo import EmbeddedPostgres
+from vector_migration.metrics import OperatorMetrics
 from vector_migration.sql import ConnectionParams
 
 PASSWORD = "Kx9-distinctive-Pa55word"
@@ -39,7 +41,11 @@ async def test_apply_and_the_migration_becomes_ready(
 ) -> None:
     await create_rich_database(conn)
     before = await snapshot(conn)
-    async with running_cluster(tmp_path, postgres.bin_dir) as (cluster, runner), running_operator(cluster):
+    metrics = OperatorMetrics()
+    async with (
+        running_cluster(tmp_path, postgres.bin_dir) as (cluster, runner),
+        running_operator(cluster, metrics),
+    ):
         await cluster.apply_secret("shop-app", secret_for(database))
         await cluster.apply(migration())
 
@@ -58,6 +64,14 @@ async def test_apply_and_the_migration_becomes_ready(
             ("Normal", "Checklist"), ("Normal", "Backup"), ("Normal", "Swap"), ("Normal", "Reindex"),
             ("Normal", "Verify"), ("Normal", "Succeeded"),
         ]  # fmt: skip
+        scraped = metrics.registry.get_sample_value
+        assert scraped("vector_migration_migrations", {"phase": "Succeeded"}) == 1
+        assert scraped("vector_migration_migrations", {"phase": "Verify"}) == 0
+        for ended in ("Checklist", "Backup", "Swap", "Reindex", "Verify"):
+            assert scraped("vector_migration_phase_duration_seconds_count", {"phase": ended}) == 1, ended
+        assert scraped("vector_migration_phase_duration_seconds_sum", {"phase": "Swap"}) == pytest.approx(
+            done["status"]["timings"]["swapSeconds"], abs=0.01
+        )
         assert PASSWORD not in cluster.traffic()
     after = await snapshot(conn)
     assert after.rows == before.rows
@@ -133,9 +147,10 @@ async def test_a_failed_backup_job_stops_before_the_swap(
     def disk_full(job: dict[str, Any]) -> str:
         return "pg_dump: error: could not write to output file: No space left on device"
 
+    metrics = OperatorMetrics()
     async with (
         running_cluster(tmp_path, postgres.bin_dir, fail_job=disk_full) as (cluster, _),
-        running_operator(cluster),
+        running_operator(cluster, metrics),
     ):
         await cluster.apply_secret("shop-app", secret_for(database))
         await cluster.apply(migration())
@@ -146,6 +161,8 @@ async def test_a_failed_backup_job_stops_before_the_swap(
         assert "No space left on device" in failed["status"]["message"]
         assert condition(failed, "BackupCompleted")["status"] == "False"
         assert ("Warning", "BackupFailed") in [(e["type"], e["reason"]) for e in cluster.posted_events()]
+        assert metrics.registry.get_sample_value("vector_migration_failures_total", {"reason": "BackupFailed"}) == 1
+        assert metrics.registry.get_sample_value("vector_migration_migrations", {"phase": "Failed"}) == 1
     assert await snapshot(conn) == before
 
 

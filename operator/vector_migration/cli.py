@@ -134,6 +134,7 @@ def _parser() -> argparse.ArgumentParser:
         "--priority", type=int, default=0, help="peering priority; replicas need distinct ones (equal ones freeze)"
     )
     operator.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf's liveness endpoint")
+    operator.add_argument("--metrics-port", type=int, default=9090, help="serve Prometheus /metrics here (0: off)")
     operator.set_defaults(handler=_operator)
 
     crd = commands.add_parser("crd", help="print the CustomResourceDefinition generated from the models")
@@ -286,10 +287,14 @@ def _operator(args: argparse.Namespace) -> int:
     import kopf
 
     from .controller import build_registry
+    from .metrics import OperatorMetrics
 
+    metrics = OperatorMetrics()
+    if args.metrics_port:
+        metrics.serve(args.metrics_port)
     asyncio.run(
         kopf.operator(
-            registry=build_registry(),
+            registry=build_registry(metrics=metrics),
             clusterwide=args.all_namespaces,
             namespaces=list(args.namespace),
             standalone=args.standalone,

@@ -17,9 +17,11 @@ import kopf
 from .api import VectorMigrationStatus
 from .engine import Fail, Outcome
 from .kube import Credentials, KubeClient
+from .metrics import OperatorMetrics
 from .reconciler import OperatorState, next_step, write_status
 from .reconciler import reconcile as reconcile_migration
-from .vocabulary import API_GROUP, API_VERSION, PLURAL, Phase
+from .status import timing_key
+from .vocabulary import API_GROUP, API_VERSION, PLURAL, ConditionType, Phase
 
 RESOURCE = (API_GROUP, API_VERSION, PLURAL)
 KOPF_PREFIX = f"kopf.{API_GROUP}"
@@ -31,10 +33,13 @@ def default_login(**kwargs: Any) -> Any:
     return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
 
-def build_registry(login: LoginFunction = default_login) -> kopf.OperatorRegistry:
+def build_registry(
+    login: LoginFunction = default_login, metrics: OperatorMetrics | None = None
+) -> kopf.OperatorRegistry:
     """A registry with every handler of the operator (a fresh one per operator run and per test)."""
     registry = kopf.OperatorRegistry()
     state = OperatorState()
+    metrics = metrics or OperatorMetrics()
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -62,15 +67,21 @@ def build_registry(login: LoginFunction = default_login) -> kopf.OperatorRegistr
     @kopf.on.resume(*RESOURCE, registry=registry)
     @kopf.on.create(*RESOURCE, registry=registry)
     @kopf.on.update(*RESOURCE, registry=registry)
-    async def reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    async def reconcile(body: kopf.Body, patch: kopf.Patch, uid: str, **_: Any) -> None:
         async def progress(before: Phase, status: VectorMigrationStatus, outcome: Outcome) -> None:
             await write_status(state.client, body, status)
+            metrics.observe(uid, before, status.phase, status.timings.get(timing_key(before)), None)
             if status.phase != before:
                 failed = status.phase in (Phase.FAILED, Phase.ROLLED_BACK)
                 reason = outcome.reason.value if isinstance(outcome, Fail) else status.phase.value
                 kopf.event(body, type="Warning" if failed else "Normal", reason=reason, message=status.message[:1000])
 
         result = await reconcile_migration(state, body, progress)
+        failure = None
+        if result.phase != result.previous_phase and result.phase in (Phase.FAILED, Phase.ROLLED_BACK):
+            stalled = [c for c in result.status.get("conditions", []) if c.get("type") == ConditionType.STALLED.value]
+            failure = str(stalled[0].get("reason")) if stalled else "Unknown"
+        metrics.observe(uid, result.previous_phase, result.phase, None, failure)
         for key, value in result.status.items():
             patch.status[key] = value
         action, detail = next_step(result.outcome)
@@ -84,5 +95,6 @@ def build_registry(login: LoginFunction = default_login) -> kopf.OperatorRegistr
         # kopf runs this only after any reconciliation in flight has returned, so a swap
         # transaction has committed or rolled back by now; Jobs go with their owner reference.
         await state.forget(uid)
+        metrics.forget(uid)
 
     return registry

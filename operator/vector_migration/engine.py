@@ -69,7 +69,7 @@ from .measure import (
 )
 from .plan import MigrationPlan, PlanningError, Statement, build_plan
 from .sql import ConnectionParams, DatabaseUnavailable, connect, qualify, quote_ident, set_local_timeouts
-from .status import fail, hold, record_timing, set_condition, set_phase, summarize, warn
+from .status import fail, hold, record_timing, set_condition, set_phase, summarize, timing_key, warn
 from .surface import MappingError, TargetSurface, discover, map_type, method_kind, source_library
 from .vocabulary import (
     ADVISORY_LOCK_KEY,
@@ -1300,7 +1300,7 @@ async def step(m: Migration) -> Outcome:
         outcome = await function(m)
     except (DatabaseUnavailable, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as error:
         outcome = Wait(Reason.DATABASE_UNAVAILABLE, f"{m.status.phase.value}: {error}")
-    key = f"{m.status.phase.value[0].lower()}{m.status.phase.value[1:]}Seconds"
+    key = timing_key(m.status.phase)
     if not isinstance(outcome, Wait):
         m.status.timings[key] = round(m.status.timings.get(key, 0.0) + time.perf_counter() - started, 3)
     if isinstance(outcome, Fail) and m.status.phase in _ROLLBACK_AFTER:

@@ -95,6 +95,11 @@ def hold(status: VectorMigrationStatus, reason: Reason, message: str, generation
     summarize(status, reason, message, generation)
 
 
+def timing_key(phase: Phase) -> str:
+    """The key of a phase's seconds in status.timings: Swap -> swapSeconds."""
+    return f"{phase.value[0].lower()}{phase.value[1:]}Seconds"
+
+
 def record_timing(status: VectorMigrationStatus, name: str, seconds: float) -> None:
     """Seconds spent in a phase or step, rounded for people."""
     status.timings[name] = round(seconds, 3)
