@@ -87,3 +87,32 @@ async def test_nothing_is_rolled_back_when_no_swap_committed(
     finally:
         await close_session(m)
     assert outcome.reason == Reason.NOTHING_TO_ROLL_BACK  # type: ignore[union-attr]
+
+
+async def test_a_spec_changed_after_the_swap_stops_without_rolling_back(
+    database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    await create_rich_database(conn)
+    before = await snapshot(conn)
+    first = migration(database, manifest(), backup_dir)
+    assert await open_session(first) is None
+    while first.status.phase is not Phase.VERIFY:
+        await step(first)
+    await close_session(first)
+
+    # The resource is edited (here: the reindex mode); the next reconciliation reads it.
+    edited = migration(database, manifest(reindex={"mode": "Concurrent"}), backup_dir)
+    edited.status = first.status.model_copy(deep=True)
+    status = await run(edited)
+
+    assert status.phase is Phase.FAILED
+    assert condition(status, "Stalled").reason == Reason.SPEC_CHANGED_AFTER_SWAP
+    assert status.message.startswith("spec.reindex changed after the swap committed")
+    after = await snapshot(conn)
+    assert after.rows == before.rows
+    assert "ruvector_standin" in after.extensions and "vector" not in after.extensions
+
+    # Putting the spec back lets the same migration finish.
+    restored = migration(database, manifest(), backup_dir)
+    restored.status = first.status.model_copy(deep=True)
+    assert (await run(restored)).phase is Phase.SUCCEEDED

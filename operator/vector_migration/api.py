@@ -80,7 +80,7 @@ class TableSelection(ApiModel):
     """One table, as schema.table (schema defaults to public), and optionally some of its columns."""
 
     name: Annotated[str, Field(min_length=1, max_length=260)]
-    columns: list[Annotated[str, Field(min_length=1, max_length=63)]] = Field(default_factory=list)
+    columns: list[Annotated[str, Field(min_length=1, max_length=63)]] = Field(default_factory=list, max_length=100)
 
     def qualified(self) -> tuple[str, str]:
         """Split the name into (schema, table); a quoted part may contain dots."""
@@ -107,7 +107,7 @@ class BackupSpec(ApiModel):
     scope: BackupScope = BackupScope.FULL
     # Any Kubernetes volume source (the operator mounts it into the backup Job); a PVC by default.
     volume: dict[str, Any] | None = None
-    image: str | None = None
+    image: Annotated[str | None, Field(max_length=512)] = None
 
 
 class ReindexSpec(ApiModel):
@@ -115,7 +115,7 @@ class ReindexSpec(ApiModel):
 
     mode: ReindexMode = ReindexMode.ATOMIC
     maintenance_work_mem: Annotated[str, Field(pattern=_MEMORY)] = "1GB"
-    parameters: dict[str, int | str] = Field(default_factory=dict)
+    parameters: dict[str, int | str] = Field(default_factory=dict, max_length=32)
 
     @field_validator("parameters")
     @classmethod
@@ -169,7 +169,8 @@ class VectorMigrationSpec(ApiModel):
     strategy: Strategy = Strategy.IN_PLACE
     source: SourceSpec = Field(default_factory=SourceSpec)
     target: TargetSpec = Field(default_factory=TargetSpec)
-    tables: list[TableSelection] = Field(default_factory=list)
+    # Bounded lists and strings keep the CRD's CEL rules within the API server's cost budget.
+    tables: list[TableSelection] = Field(default_factory=list, max_length=1000)
     backup: BackupSpec = Field(default_factory=BackupSpec)
     approval: Approval = Approval.AUTOMATIC
     dry_run: bool = False
@@ -181,16 +182,30 @@ class VectorMigrationSpec(ApiModel):
     post_migration: PostMigrationSpec = Field(default_factory=PostMigrationSpec)
 
 
+# What a person may still change once the swap has started: the approval gate, what to do on a
+# failure, and the optional features applied after verify. Everything else describes the migration
+# already under way; the CRD rejects a change to it and the engine stops if one slips through.
+SPEC_MUTABLE_AFTER_SWAP = frozenset({"approval", "rollback", "postMigration"})
+
+
+def frozen_spec(spec: VectorMigrationSpec) -> dict[str, Any]:
+    """The part of a spec that may not change after the swap started (free-form volume excluded)."""
+    document = spec.model_dump(by_alias=True, mode="json")
+    frozen = {key: value for key, value in document.items() if key not in SPEC_MUTABLE_AFTER_SWAP}
+    frozen["backup"] = {key: value for key, value in frozen["backup"].items() if key != "volume"}
+    return frozen
+
+
 # ---------------------------------------------------------------------------------------- status
 
 
 class Condition(ApiModel):
     """A Kubernetes condition."""
 
-    type: str
+    type: Annotated[str, Field(max_length=316)]
     status: Literal["True", "False", "Unknown"]
-    reason: Annotated[str, Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")]
-    message: str = ""
+    reason: Annotated[str, Field(max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")]
+    message: Annotated[str, Field(max_length=32768)] = ""
     last_transition_time: str
     observed_generation: int | None = None
 
@@ -307,7 +322,7 @@ class VectorMigrationStatus(ApiModel):
     """What the engine observed and did."""
 
     phase: Phase = Phase.PENDING
-    conditions: list[Condition] = Field(default_factory=list)
+    conditions: list[Condition] = Field(default_factory=list, max_length=32)
     observed_generation: int | None = None
     plan_hash: str | None = None
     inventory: Inventory | None = None

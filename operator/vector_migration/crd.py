@@ -11,8 +11,8 @@ from typing import Any
 
 import yaml
 
-from .api import VectorMigrationSpec, VectorMigrationStatus
-from .vocabulary import API_GROUP, API_VERSION, KIND, PLURAL, SHORT_NAME, SINGULAR
+from .api import SPEC_MUTABLE_AFTER_SWAP, VectorMigrationSpec, VectorMigrationStatus
+from .vocabulary import API_GROUP, API_VERSION, KIND, PLURAL, SHORT_NAME, SINGULAR, ConditionType, Phase
 
 _KEEP = {
     "type",
@@ -31,7 +31,13 @@ _KEEP = {
     "required",
     "additionalProperties",
     "format",
+    "minItems",
+    "maxItems",
+    "maxProperties",
 }
+
+# Phases in which the swap has started (or is done): the spec then describes work under way.
+_SWAP_STARTED_PHASES = (Phase.SWAP, Phase.REINDEX, Phase.VERIFY, Phase.SUCCEEDED, Phase.ROLLING_BACK, Phase.ROLLED_BACK)
 
 
 def structural(schema: dict[str, Any], definitions: dict[str, Any]) -> dict[str, Any]:
@@ -87,9 +93,64 @@ def _model_schema(model: type[VectorMigrationSpec] | type[VectorMigrationStatus]
     return structural(raw, definitions)
 
 
+def default_nested_objects(node: dict[str, Any]) -> dict[str, Any]:
+    """Give every optional sub-object ``default: {}``, so the API server fills in its defaults.
+
+    Then ``kubectl get -o yaml`` shows the effective spec, and CEL rules can read nested fields
+    without guarding each parent.
+    """
+    for child in (node.get("properties") or {}).values():
+        if child.get("type") == "object" and "properties" in child:
+            default_nested_objects(child)
+            if not child.get("required") and not child.get("nullable"):
+                child.setdefault("default", {})
+    return node
+
+
+def _has_free_form(node: dict[str, Any]) -> bool:
+    if node.get("x-kubernetes-preserve-unknown-fields"):
+        return True
+    return any(_has_free_form(child) for child in (node.get("properties") or {}).values())
+
+
+def _unchanged(node: dict[str, Any], path: str, skip: frozenset[str] = frozenset()) -> list[str]:
+    """CEL terms saying that every field under ``path`` equals its old value (free-form maps excluded)."""
+    terms = []
+    for name, child in node["properties"].items():
+        field = f"{path}.{name}"
+        if name in skip or child.get("x-kubernetes-preserve-unknown-fields"):
+            continue
+        if "properties" in child and "default" in child and _has_free_form(child):
+            terms += _unchanged(child, field)
+        else:
+            new, old = f"self.{field}", f"oldSelf.{field}"
+            terms.append(f"(has({new}) == has({old}) && (!has({new}) || {new} == {old}))")
+    return terms
+
+
+def spec_frozen_after_swap_rule(spec_schema: dict[str, Any]) -> dict[str, Any]:
+    """The root CEL rule: once the swap has started, only the fields people steer may change."""
+    phases = ", ".join(f"'{phase.value}'" for phase in _SWAP_STARTED_PHASES)
+    swapped = ConditionType.EXTENSION_SWAPPED.value
+    started = (
+        f"has(oldSelf.status) && ((has(oldSelf.status.phase) && oldSelf.status.phase in [{phases}]) || "
+        f"(has(oldSelf.status.conditions) && oldSelf.status.conditions.exists(c, c.type == '{swapped}' && "
+        f"c.status == 'True')))"
+    )
+    unchanged = " && ".join(_unchanged(spec_schema, "spec", SPEC_MUTABLE_AFTER_SWAP))
+    mutable = ", ".join(sorted(SPEC_MUTABLE_AFTER_SWAP))
+    return {
+        "rule": f"!({started}) || ({unchanged})",
+        "message": f"spec cannot change once the swap has started (except {mutable}); "
+        "create a new VectorMigration for a new migration",
+        "reason": "FieldValueForbidden",
+        "fieldPath": ".spec",
+    }
+
+
 def crd_document() -> dict[str, Any]:
     """The CRD as a dictionary."""
-    spec_schema = _model_schema(VectorMigrationSpec)
+    spec_schema = default_nested_objects(_model_schema(VectorMigrationSpec))
     status_schema = _model_schema(VectorMigrationStatus)
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -120,6 +181,7 @@ def crd_document() -> dict[str, Any]:
                         "openAPIV3Schema": {
                             "type": "object",
                             "description": "Moves a PostgreSQL database from pgvector to RuVector, losing nothing.",
+                            "x-kubernetes-validations": [spec_frozen_after_swap_rule(spec_schema)],
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},

@@ -31,6 +31,7 @@ import asyncpg
 
 from . import journal
 from .api import (
+    SPEC_MUTABLE_AFTER_SWAP,
     BackupStatus,
     ColumnInventory,
     DependentInventory,
@@ -44,6 +45,7 @@ from .api import (
     VectorMigrationSpec,
     VectorMigrationStatus,
     Verification,
+    frozen_spec,
 )
 from .backup import BackupError, BackupPending, BackupRequest, BackupRuntime, LocalBackup
 from .catalog import (
@@ -778,6 +780,7 @@ def _journal_detail(m: Migration) -> dict[str, Any]:
     return {
         "source": {"extension": source.name, "version": source.version, "schema": source.schema} if source else None,
         "checksumMode": m.facts.checksum_mode,
+        "spec": frozen_spec(m.spec),
         "status": m.status.model_dump(by_alias=True, mode="json"),
         "rebuilds": m.facts.rebuilds,
         "probes": [
@@ -875,6 +878,15 @@ async def _swap_facts(m: Migration) -> Outcome | None:
         return Advance(Phase.SUCCEEDED, "already migrated and verified; nothing to do")
     if journal.SWAPPED not in entries:
         return Advance(Phase.CHECKLIST, "no committed swap is recorded; starting from the checklist")
+    swapped_with = entries[journal.SWAPPED].detail.get("spec")
+    if swapped_with is not None and swapped_with != frozen_spec(m.spec):
+        now = frozen_spec(m.spec)
+        changed = sorted(key for key in now.keys() | swapped_with.keys() if now.get(key) != swapped_with.get(key))
+        return Fail(
+            Reason.SPEC_CHANGED_AFTER_SWAP,
+            f"spec.{', spec.'.join(changed)} changed after the swap committed; only "
+            f"{', '.join(sorted(SPEC_MUTABLE_AFTER_SWAP))} may change now. Restore the previous values to continue.",
+        )
     _restore_from_journal(m, entries[journal.SWAPPED])
     return None
 
@@ -1284,6 +1296,8 @@ PHASES: dict[Phase, PhaseFunction] = {
 
 # Failures after the swap committed, which rollback.onFailure: Automatic undoes.
 _ROLLBACK_AFTER = (Phase.REINDEX, Phase.VERIFY)
+# ...except a spec changed under a swapped database: the person who changed it decides, not the engine.
+_NO_ROLLBACK = frozenset({Reason.SPEC_CHANGED_AFTER_SWAP})
 
 
 async def step(m: Migration) -> Outcome:
@@ -1303,7 +1317,7 @@ async def step(m: Migration) -> Outcome:
     key = timing_key(m.status.phase)
     if not isinstance(outcome, Wait):
         m.status.timings[key] = round(m.status.timings.get(key, 0.0) + time.perf_counter() - started, 3)
-    if isinstance(outcome, Fail) and m.status.phase in _ROLLBACK_AFTER:
+    if isinstance(outcome, Fail) and m.status.phase in _ROLLBACK_AFTER and outcome.reason not in _NO_ROLLBACK:
         m.facts.failure = outcome
         if m.spec.rollback.on_failure is RollbackPolicy.AUTOMATIC:
             outcome = Advance(Phase.ROLLING_BACK, f"{outcome.message} Rolling back (rollback.onFailure: Automatic).")

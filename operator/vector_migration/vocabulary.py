@@ -141,6 +141,7 @@ class Reason(StrEnum):
     RECALL_DROPPED = "RecallDropped"
     LATENCY_REGRESSED = "LatencyRegressed"
     INVALID_SPEC = "InvalidSpec"
+    SPEC_CHANGED_AFTER_SWAP = "SpecChangedAfterSwap"
     SECRET_UNAVAILABLE = "SecretUnavailable"  # noqa: S105 - a condition reason, not a secret
     PAUSED = "Paused"
     INTERNAL_ERROR = "InternalError"

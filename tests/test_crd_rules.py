@@ -1,0 +1,71 @@
+"""The CRD's CEL rule, evaluated by a CEL interpreter on the objects an API server would compare.
+
+The objects are what the API server stores after defaulting: the models' full dump.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import celpy
+import pytest
+
+from vector_migration.api import VectorMigration
+from vector_migration.crd import crd_document
+
+
+def stored(phase: str | None = None, swapped: bool = False, **spec: Any) -> dict[str, Any]:
+    document = {
+        "apiVersion": "ruvector.dev/v1alpha1",
+        "kind": "VectorMigration",
+        "metadata": {"name": "shop"},
+        "spec": {"target": {"extension": "ruvector"}, "tables": [{"name": "public.items"}], **spec},
+    }
+    resource = VectorMigration.model_validate(document).model_dump(by_alias=True, mode="json", exclude_none=True)
+    status: dict[str, Any] = {}
+    if phase:
+        status["phase"] = phase
+    if swapped:
+        status["conditions"] = [
+            {"type": "ExtensionSwapped", "status": "True", "reason": "Completed", "lastTransitionTime": "x"}
+        ]
+    return {**resource, "status": status} if status else resource
+
+
+def admitted(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    schema = crd_document()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    (rule,) = schema["x-kubernetes-validations"]
+    environment = celpy.Environment()
+    program = environment.program(environment.compile(rule["rule"]))
+    return bool(program.evaluate({"self": celpy.json_to_cel(new), "oldSelf": celpy.json_to_cel(old)}))
+
+
+@pytest.mark.parametrize("phase", [None, "Checklist", "Backup", "AwaitingApproval"])
+def test_before_the_swap_the_whole_spec_may_change(phase: str | None) -> None:
+    assert admitted(stored(phase), stored(phase, target={"extension": "ruvector", "version": "2.0.0"}))
+    assert admitted(stored(phase), stored(phase, tables=[{"name": "public.other"}]))
+
+
+@pytest.mark.parametrize("phase", ["Swap", "Reindex", "Verify", "Succeeded", "RollingBack", "RolledBack"])
+def test_once_the_swap_started_what_the_migration_is_may_not_change(phase: str) -> None:
+    assert not admitted(stored(phase), stored(phase, target={"extension": "ruvector", "version": "2.0.0"}))
+    assert not admitted(stored(phase), stored(phase, tables=[{"name": "public.other"}]))
+    assert not admitted(stored(phase), stored(phase, backup={"scope": "VectorTables"}))
+    assert not admitted(stored(phase), stored(phase, reindex={"mode": "Concurrent"}))
+
+
+def test_a_failed_migration_whose_swap_committed_is_frozen_too() -> None:
+    assert not admitted(stored("Failed", swapped=True), stored("Failed", swapped=True, strategy="Rebuild"))
+    assert admitted(stored("Failed"), stored("Failed", strategy="Rebuild"))
+
+
+def test_people_still_steer_approval_rollback_and_post_migration_features() -> None:
+    old = stored("Verify", approval="Manual")
+    assert admitted(old, stored("Verify", approval="Automatic"))
+    assert admitted(old, stored("Verify", approval="Manual", rollback={"onFailure": "Manual"}))
+    assert admitted(old, stored("Verify", approval="Manual", postMigration={"registerCollections": True}))
+    assert admitted(old, stored("Verify", approval="Manual", backup={"volume": {"emptyDir": {}}}))
+
+
+def test_status_updates_with_the_same_spec_pass() -> None:
+    assert admitted(stored("Swap"), stored("Reindex"))
