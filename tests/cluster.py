@@ -96,6 +96,13 @@ class Cluster:
     async def delete(self, name: str, namespace: str = "default") -> None:
         await self.request("DELETE", f"{VMIG.format(namespace=namespace)}/{name}")
 
+    async def wait_until_gone(self, name: str, timeout: float = 30.0, namespace: str = "default") -> None:
+        deadline = time.monotonic() + timeout
+        while await self.get(name, namespace) is not None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name} is still there after {timeout}s")
+            await asyncio.sleep(0.1)
+
     async def list(self, api: str, plural: str, namespace: str = "default") -> list[dict[str, Any]]:
         prefix = f"/api/{api}" if "/" not in api else f"/apis/{api}"
         body = await self.request("GET", f"{prefix}/namespaces/{namespace}/{plural}")
@@ -116,6 +123,14 @@ class Cluster:
     def traffic(self) -> str:
         """Every request the API server received, URL and body, as text (for secret scanning)."""
         return "\n".join(f"{request.method} {request.url}\n{request.text}" for request in self.emulator)
+
+    async def eventually(self, check: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Events and metrics follow the status write by a moment: wait for them."""
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                raise AssertionError("the expected event or metric did not appear")
+            await asyncio.sleep(0.1)
 
     def posted_events(self) -> list[dict[str, Any]]:
         """Events the operator posted. The emulator cannot generateName, so it stores only the first;
@@ -143,10 +158,11 @@ class JobRunner:
     ) -> None:
         self.cluster, self.root, self.pg_bin, self.fail = cluster, root, pg_bin, fail
         self.started: list[str] = []
+        self.enabled = True  # False: Jobs stay pending, as on a cluster without room for their pods
 
     async def run_forever(self) -> None:
         while True:
-            for job in await self.cluster.list("batch/v1", "jobs"):
+            for job in await self.cluster.list("batch/v1", "jobs") if self.enabled else []:
                 name = job["metadata"]["name"]
                 if name not in self.started and not job.get("status"):
                     self.started.append(name)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
-from tests.cluster import condition, phase, running_cluster, running_operator
+from tests.cluster import JobRunner, condition, phase, running_cluster, running_operator
 from tests.scenarios import create_rich_database, snapshot
 from vector_migration.demo import EmbeddedPostgres
 from vector_migration.metrics import OperatorMetrics
@@ -59,13 +62,14 @@ async def test_apply_and_the_migration_becomes_ready(
         jobs = await cluster.list("batch/v1", "jobs")
         assert [j["metadata"]["name"] for j in jobs] == runner.started
         assert jobs[0]["metadata"]["ownerReferences"][0]["kind"] == "VectorMigration"
+        await cluster.eventually(lambda: len(cluster.posted_events()) >= 6)
         events = [(e["type"], e["reason"]) for e in cluster.posted_events()]
         assert events == [
             ("Normal", "Checklist"), ("Normal", "Backup"), ("Normal", "Swap"), ("Normal", "Reindex"),
             ("Normal", "Verify"), ("Normal", "Succeeded"),
         ]  # fmt: skip
         scraped = metrics.registry.get_sample_value
-        assert scraped("vector_migration_migrations", {"phase": "Succeeded"}) == 1
+        await cluster.eventually(lambda: scraped("vector_migration_migrations", {"phase": "Succeeded"}) == 1)
         assert scraped("vector_migration_migrations", {"phase": "Verify"}) == 0
         for ended in ("Checklist", "Backup", "Swap", "Reindex", "Verify"):
             assert scraped("vector_migration_phase_duration_seconds_count", {"phase": ended}) == 1, ended
@@ -160,8 +164,14 @@ async def test_a_failed_backup_job_stops_before_the_swap(
         assert condition(failed, "Stalled")["reason"] == "BackupFailed"
         assert "No space left on device" in failed["status"]["message"]
         assert condition(failed, "BackupCompleted")["status"] == "False"
-        assert ("Warning", "BackupFailed") in [(e["type"], e["reason"]) for e in cluster.posted_events()]
-        assert metrics.registry.get_sample_value("vector_migration_failures_total", {"reason": "BackupFailed"}) == 1
+        await cluster.eventually(
+            lambda: ("Warning", "BackupFailed") in [(e["type"], e["reason"]) for e in cluster.posted_events()]
+        )
+        await cluster.eventually(
+            lambda: (
+                metrics.registry.get_sample_value("vector_migration_failures_total", {"reason": "BackupFailed"}) == 1
+            )
+        )
         assert metrics.registry.get_sample_value("vector_migration_migrations", {"phase": "Failed"}) == 1
     assert await snapshot(conn) == before
 
@@ -222,18 +232,103 @@ async def test_deleting_a_waiting_migration_releases_it_and_changes_nothing(
     before = await snapshot(conn)
     async with running_cluster(tmp_path, postgres.bin_dir) as (cluster, _), running_operator(cluster):
         await cluster.apply_secret("shop-app", secret_for(database))
-        await cluster.apply(migration(approval="Manual", backup={"enabled": False}))
+        await cluster.apply(migration(approval="Manual"))
         await cluster.wait_for("shop", lambda r: phase(r) == "AwaitingApproval")
 
         await cluster.delete("shop")
 
-        for _ in range(100):
-            if await cluster.get("shop") is None:
-                break
-            import asyncio
-
-            await asyncio.sleep(0.1)
-        assert await cluster.get("shop") is None
+        await cluster.wait_until_gone("shop")
+        # the verified backup outlives the resource
+        claims = await cluster.list("v1", "persistentvolumeclaims")
+        assert [c["metadata"]["name"] for c in claims] == ["shop-backup"]
     assert await snapshot(conn) == before
-    locks = await conn.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
-    assert locks == 0
+    assert await conn.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
+
+
+async def test_deleting_during_the_backup_stops_before_the_swap_and_can_take_the_backup_along(
+    postgres: EmbeddedPostgres, database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    await create_rich_database(conn)
+    before = await snapshot(conn)
+    async with running_cluster(tmp_path, postgres.bin_dir) as (cluster, runner), running_operator(cluster):
+        runner.enabled = False  # the backup Job's pod never gets scheduled
+        await cluster.apply_secret("shop-app", secret_for(database))
+        resource = migration()
+        resource["metadata"]["annotations"] = {"ruvector.dev/delete-backup": "true"}
+        await cluster.apply(resource)
+        await cluster.wait_for("shop", lambda r: "backup Job" in (r.get("status") or {}).get("message", ""))
+
+        await cluster.delete("shop")
+        await cluster.wait_until_gone("shop")
+        runner.enabled = True  # too late: nothing may swap now
+
+        assert await cluster.list("v1", "persistentvolumeclaims") == []
+        await cluster.eventually(
+            lambda: ("Normal", "BackupDeleted") in [(e["type"], e["reason"]) for e in cluster.posted_events()]
+        )
+    assert await snapshot(conn) == before
+
+
+async def test_deleting_while_the_swap_waits_for_a_lock_leaves_the_database_as_it_was(
+    postgres: EmbeddedPostgres, database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    await create_rich_database(conn)
+    before = await snapshot(conn)
+    application = await asyncpg.connect(host=database.host, user=database.user, database=database.dbname)
+    async with running_cluster(tmp_path, postgres.bin_dir) as (cluster, _), running_operator(cluster):
+        await cluster.apply_secret("shop-app", secret_for(database))
+        await cluster.apply(migration(backup={"enabled": False}, lockTimeout="2s"))
+        async with application.transaction():
+            await application.execute("LOCK TABLE items IN ACCESS SHARE MODE")  # a long read holds the table
+            await cluster.wait_for("shop", lambda r: phase(r) == "Swap")
+
+            await cluster.delete("shop")  # while the swap transaction waits for its lock
+
+            await cluster.wait_until_gone("shop")
+        await application.close()
+    assert await snapshot(conn) == before
+    assert await conn.fetchval("SELECT to_regclass('vector_migration.journal')") is None  # never committed
+
+
+@contextlib.asynccontextmanager
+async def held_in(stop_in: str, runner: JobRunner, database: ConnectionParams) -> AsyncIterator[None]:
+    """Something the application does that keeps the migration inside one phase until released."""
+    if stop_in == "Backup":  # the backup Job's pod is not scheduled yet
+        runner.enabled = False
+        yield
+        runner.enabled = True
+        return
+    application = await asyncpg.connect(host=database.host, user=database.user, database=database.dbname)
+    try:
+        async with application.transaction(isolation="repeatable_read"):
+            if stop_in == "Swap":  # a long read holds a vector table: the swap waits for its lock
+                await application.execute("LOCK TABLE items IN ACCESS SHARE MODE")
+            else:  # an old snapshot: CREATE INDEX CONCURRENTLY waits for it to end
+                await application.fetchval("SELECT 1")
+            yield
+    finally:
+        await application.close()
+
+
+@pytest.mark.parametrize("stop_in", ["Backup", "Swap", "Reindex"])
+async def test_an_operator_stopped_in_the_middle_of_a_phase_finishes_the_migration_once(
+    stop_in: str, postgres: EmbeddedPostgres, database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    await create_rich_database(conn)
+    before = await snapshot(conn)
+    async with running_cluster(tmp_path, postgres.bin_dir) as (cluster, runner):
+        async with held_in(stop_in, runner, database):
+            async with running_operator(cluster):
+                await cluster.apply_secret("shop-app", secret_for(database))
+                await cluster.apply(migration(reindex={"mode": "Concurrent"}, lockTimeout="30s"))
+                await cluster.wait_for("shop", lambda r: phase(r) == stop_in)
+                await asyncio.sleep(1.0)  # well inside the phase: a Job pending, a lock or a snapshot awaited
+            stopped = await cluster.get("shop")
+            assert stopped is not None and phase(stopped) == stop_in
+        async with running_operator(cluster):
+            done = await cluster.wait_for("shop", lambda r: phase(r) in ("Succeeded", "Failed", "RolledBack"))
+        assert phase(done) == "Succeeded", done["status"]["message"]
+        assert condition(done, "Ready")["status"] == "True"
+        assert len(runner.started) == 1  # one backup, taken once
+    assert (await snapshot(conn)).rows == before.rows
+    assert await conn.fetchval("SELECT count(*) FROM vector_migration.journal WHERE event = 'swapped'") == 1

@@ -20,6 +20,7 @@ from .kube import Credentials, KubeClient
 from .metrics import OperatorMetrics
 from .reconciler import OperatorState, next_step, write_status
 from .reconciler import reconcile as reconcile_migration
+from .reconciler import release as release_migration
 from .status import timing_key
 from .vocabulary import API_GROUP, API_VERSION, PLURAL, ConditionType, Phase
 
@@ -91,10 +92,11 @@ def build_registry(
             raise kopf.PermanentError(str(detail))
 
     @kopf.on.delete(*RESOURCE, registry=registry)
-    async def release(uid: str, **_: Any) -> None:
+    async def release(body: kopf.Body, uid: str, **_: Any) -> None:
         # kopf runs this only after any reconciliation in flight has returned, so a swap
-        # transaction has committed or rolled back by now; Jobs go with their owner reference.
-        await state.forget(uid)
+        # transaction has committed or rolled back by now.
+        for kind, reason, message in await release_migration(state, body):
+            kopf.event(body, type=kind, reason=reason, message=message)
         metrics.forget(uid)
 
     return registry

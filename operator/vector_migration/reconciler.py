@@ -17,13 +17,22 @@ from typing import Any
 from pydantic import ValidationError
 
 from .api import VectorMigration, VectorMigrationStatus, describe_validation_error
-from .builders import build_plan_configmap
+from .builders import build_plan_configmap, object_name
 from .engine import Advance, Fail, Hold, Migration, Outcome, Wait, apply, close_session, open_session, step
 from .job_backup import JobBackup
 from .kube import KubeClient, KubeError, path
 from .sql import ConnectionError_, params_from_secret
 from .status import fail, hold, set_phase
-from .vocabulary import ANNOTATION_APPROVE, ANNOTATION_PAUSED, API_GROUP, API_VERSION, PLURAL, Phase, Reason
+from .vocabulary import (
+    ANNOTATION_APPROVE,
+    ANNOTATION_DELETE_BACKUP,
+    ANNOTATION_PAUSED,
+    API_GROUP,
+    API_VERSION,
+    PLURAL,
+    Phase,
+    Reason,
+)
 
 
 @dataclass
@@ -135,6 +144,9 @@ async def reconcile(state: OperatorState, body: Mapping[str, Any], on_progress: 
         await on_progress(Phase.PENDING, run.status, outcome)
     while isinstance(outcome, Advance) and not run.status.phase.terminal:
         before = run.status.phase
+        if before not in _FINISH_WHEN_DELETED and await _being_deleted(state.client, namespace, name):
+            outcome = Hold(Reason.DELETED, f"the resource is being deleted; stopped before {before.value}")
+            break
         opened = await open_session(run) if run.conn is None else None
         if opened is not None:
             apply(run, opened)
@@ -143,7 +155,7 @@ async def reconcile(state: OperatorState, body: Mapping[str, Any], on_progress: 
             outcome = await step(run)
         if run.status.phase != before or not isinstance(outcome, Advance):
             await on_progress(before, run.status, outcome)
-    if isinstance(outcome, Hold) and run.facts.plan is not None:
+    if isinstance(outcome, Hold) and outcome.reason is not Reason.DELETED and run.facts.plan is not None:
         await _publish_plan(state.client, resource, run)
     if isinstance(outcome, Hold | Fail) or run.status.phase.terminal:
         await close_session(run)  # between phases that wait on people, hold no lock and no connection
@@ -152,6 +164,38 @@ async def reconcile(state: OperatorState, body: Mapping[str, Any], on_progress: 
     if run.status.phase.terminal:
         state.runs.pop(uid, None)
     return _done(run.status, outcome, previous)
+
+
+# Deleting a resource stops its migration at the next phase boundary, except that a committed swap
+# still gets its indexes (or its rollback): the tables are not left without what the application had.
+_FINISH_WHEN_DELETED = frozenset({Phase.REINDEX, Phase.ROLLING_BACK})
+
+
+async def _being_deleted(client: KubeClient, namespace: str, name: str) -> bool:
+    live = await client.get(path(f"{API_GROUP}/{API_VERSION}", PLURAL, namespace, name))
+    return live is None or bool((live.get("metadata") or {}).get("deletionTimestamp"))
+
+
+async def release(state: OperatorState, body: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """What deletion does once any reconciliation in flight has returned; the events to post.
+
+    The database session closes (its migration lock goes with it); owned Jobs and the plan
+    ConfigMap go with their owner reference; the backup stays unless the resource says otherwise.
+    """
+    meta = body.get("metadata") or {}
+    await state.forget(str(meta.get("uid")))
+    if str((meta.get("annotations") or {}).get(ANNOTATION_DELETE_BACKUP, "")).lower() != "true":
+        return []
+    namespace, name = str(meta.get("namespace")), str(meta.get("name"))
+    volume = ((body.get("spec") or {}).get("backup") or {}).get("volume")
+    if volume:
+        return [("Warning", Reason.BACKUP_KEPT.value, f"{ANNOTATION_DELETE_BACKUP} is set, but the backup is on a "
+                 "volume the operator did not create (spec.backup.volume); delete it yourself")]  # fmt: skip
+    if state.client is None:
+        return []
+    claim = object_name(name, "backup")
+    await state.client.delete(path("v1", "persistentvolumeclaims", namespace, claim))
+    return [("Normal", Reason.BACKUP_DELETED.value, f"deleted the backup claim {claim} ({ANNOTATION_DELETE_BACKUP})")]
 
 
 async def _prepare(

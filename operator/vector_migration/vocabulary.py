@@ -144,4 +144,7 @@ class Reason(StrEnum):
     SPEC_CHANGED_AFTER_SWAP = "SpecChangedAfterSwap"
     SECRET_UNAVAILABLE = "SecretUnavailable"  # noqa: S105 - a condition reason, not a secret
     PAUSED = "Paused"
+    DELETED = "Deleted"
+    BACKUP_DELETED = "BackupDeleted"
+    BACKUP_KEPT = "BackupKept"
     INTERNAL_ERROR = "InternalError"
