@@ -42,6 +42,8 @@ RESOURCES = {
 }
 VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
 VMIG = "/apis/ruvector.dev/v1alpha1/namespaces/{namespace}/vectormigrations"
+HARNESS_AGENT = "test-harness (kubectl and kubelet stand-ins)"
+_VERBS = {"GET": "get", "POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}
 
 
 class Cluster:
@@ -52,7 +54,11 @@ class Cluster:
         self.url = str(emulator.url)
         # One connection per request: after an operator stops, a pooled keep-alive connection to the
         # emulator was seen to hang forever; kubectl does not share a pool with the operator either.
-        self.http = aiohttp.ClientSession(base_url=self.url, connector=aiohttp.TCPConnector(force_close=True))
+        self.http = aiohttp.ClientSession(
+            base_url=self.url,
+            connector=aiohttp.TCPConnector(force_close=True),
+            headers={"User-Agent": HARNESS_AGENT},  # tells the harness's requests from the operator's
+        )
 
     async def request(self, method: str, url: str, body: Any = None, content_type: str | None = None) -> Any:
         headers = {"Content-Type": content_type} if content_type else None
@@ -131,6 +137,23 @@ class Cluster:
             if time.monotonic() > deadline:
                 raise AssertionError("the expected event or metric did not appear")
             await asyncio.sleep(0.1)
+
+    def operator_requests(self) -> set[tuple[str, str, str, str | None]]:
+        """(API group, resource, verb, object name) of every request the operator made, as RBAC sees them."""
+        seen = set()
+        for request in self.emulator:
+            if (
+                request.headers.get("User-Agent") == HARNESS_AGENT
+                or request.resource is None
+                or not request.resource.plural
+            ):
+                continue  # the harness, or discovery (non-resource URLs every account may read)
+            verb = _VERBS[str(request.method.value).upper()]
+            if verb == "get" and request.name is None:
+                verb = "watch" if request.params.get("watch") in ("true", "1") else "list"
+            resource = request.resource.plural + (f"/{request.subresource}" if request.subresource else "")
+            seen.add((request.resource.group, resource, verb, request.name))
+        return seen
 
     def posted_events(self) -> list[dict[str, Any]]:
         """Events the operator posted. The emulator cannot generateName, so it stores only the first;

@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from tests.chart import assert_allowed_by_the_chart
 from tests.cluster import JobRunner, condition, phase, running_cluster, running_operator
 from tests.scenarios import create_rich_database, snapshot
 from vector_migration.demo import EmbeddedPostgres
@@ -76,6 +77,7 @@ async def test_apply_and_the_migration_becomes_ready(
         assert scraped("vector_migration_phase_duration_seconds_sum", {"phase": "Swap"}) == pytest.approx(
             done["status"]["timings"]["swapSeconds"], abs=0.01
         )
+        assert_allowed_by_the_chart(cluster.operator_requests())
         assert PASSWORD not in cluster.traffic()
     after = await snapshot(conn)
     assert after.rows == before.rows
@@ -104,6 +106,7 @@ async def test_manual_approval_needs_the_current_plan_hash(
         await cluster.annotate("shop", {"ruvector.dev/approve": plan_hash})
         done = await cluster.wait_for("shop", lambda r: phase(r) in ("Succeeded", "Failed"))
         assert phase(done) == "Succeeded", done["status"]["message"]
+        assert_allowed_by_the_chart(cluster.operator_requests())
     assert (await snapshot(conn)).rows == before.rows
 
 
@@ -263,6 +266,7 @@ async def test_deleting_during_the_backup_stops_before_the_swap_and_can_take_the
         runner.enabled = True  # too late: nothing may swap now
 
         assert await cluster.list("v1", "persistentvolumeclaims") == []
+        assert_allowed_by_the_chart(cluster.operator_requests())
         await cluster.eventually(
             lambda: ("Normal", "BackupDeleted") in [(e["type"], e["reason"]) for e in cluster.posted_events()]
         )

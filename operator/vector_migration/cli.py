@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -127,11 +129,19 @@ def _parser() -> argparse.ArgumentParser:
     scope = operator.add_mutually_exclusive_group(required=True)
     scope.add_argument("-n", "--namespace", action="append", default=[], help="watch this namespace (repeatable)")
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
-    operator.add_argument(
-        "--standalone", action="store_true", help="no peering: for exactly one replica (else replicas coordinate)"
+    peering = operator.add_mutually_exclusive_group()
+    peering.add_argument(
+        "--peering",
+        metavar="NAME",
+        default="vector-migration-operator",
+        help="kopf peering object through which replicas keep one active (default: %(default)s)",
     )
+    peering.add_argument("--standalone", action="store_true", help="no peering: only for exactly one process")
     operator.add_argument(
-        "--priority", type=int, default=0, help="peering priority; replicas need distinct ones (equal ones freeze)"
+        "--priority",
+        type=int,
+        default=None,
+        help="peering priority (default: derived from the pod name, so replicas differ; equal ones freeze)",
     )
     operator.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf's liveness endpoint")
     operator.add_argument("--metrics-port", type=int, default=9090, help="serve Prometheus /metrics here (0: off)")
@@ -283,6 +293,16 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(surface=args.surface, rows=args.rows, workdir=args.workdir)
 
 
+def peering_priority(pod_name: str) -> int:
+    """A priority that differs between replicas: kopf freezes every peer when two priorities are equal.
+
+    Pods of one Deployment have distinct names; a hash spreads them over 31 bits, so a tie
+    (and with it a frozen operator) is a one-in-two-billion event, and the same pod keeps its
+    priority across restarts of its container.
+    """
+    return int.from_bytes(hashlib.sha256(pod_name.encode()).digest()[:4], "big") >> 1
+
+
 def _operator(args: argparse.Namespace) -> int:
     import kopf
 
@@ -298,7 +318,8 @@ def _operator(args: argparse.Namespace) -> int:
             clusterwide=args.all_namespaces,
             namespaces=list(args.namespace),
             standalone=args.standalone,
-            priority=args.priority,
+            peering_name=None if args.standalone else args.peering,
+            priority=args.priority if args.priority is not None else peering_priority(socket.gethostname()),
             liveness_endpoint=args.liveness,
         )
     )

@@ -53,6 +53,9 @@ def build_registry(
         )
         # Events are posted deliberately (one per phase change and failure), never from log lines.
         settings.posting.level = logging.CRITICAL + 10
+        # No watching of CRDs and namespaces: the CRD is installed before the operator (Helm's crds/),
+        # the namespaces are named, and the ServiceAccount needs no cluster-wide read access for it.
+        settings.scanning.disabled = True
 
     @kopf.on.login(registry=registry)
     def authenticate(**kwargs: Any) -> Any:

@@ -15,6 +15,8 @@ from urllib.parse import quote
 
 import aiohttp
 
+from . import __version__
+
 
 class KubeError(RuntimeError):
     """An API call failed; the message carries the status and the server's reason, no bodies."""
@@ -68,7 +70,8 @@ class KubeClient:
 
     async def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            headers = {"Accept": "application/json"}
+            # audit logs and API priority-and-fairness see who is calling
+            headers = {"Accept": "application/json", "User-Agent": f"vector-migration-operator/{__version__}"}
             if self.credentials.token:
                 headers["Authorization"] = f"Bearer {self.credentials.token}"
             context: ssl.SSLContext | bool = False if self.credentials.insecure else ssl.create_default_context()
