@@ -194,6 +194,8 @@ async def test_a_dry_run_changes_nothing_and_publishes_the_plan(
     assert status.phase is Phase.CHECKLIST
     assert condition(status, "ChecklistPassed").status == "True"
     assert condition(status, "Ready").reason == Reason.DRY_RUN
+    assert condition(status, "Ready").status == "True"  # what was asked (a plan) is done
+    assert status.phase is Phase.CHECKLIST  # and nothing was migrated
     assert status.plan_hash and status.plan_hash.startswith("sha256:")
     assert await snapshot(conn) == before
     assert not backup_dir.exists()

@@ -13,6 +13,7 @@ import pytest
 
 from tests.chart import assert_allowed_by_the_chart
 from tests.cluster import JobRunner, condition, phase, running_cluster, running_operator
+from tests.gitops import argo_health, kstatus, kubectl_wait_ready
 from tests.scenarios import create_rich_database, snapshot
 from vector_migration.demo import EmbeddedPostgres
 from vector_migration.metrics import OperatorMetrics
@@ -59,6 +60,7 @@ async def test_apply_and_the_migration_becomes_ready(
         assert condition(done, "Ready")["status"] == "True"
         assert condition(done, "Stalled")["status"] == "False"
         assert condition(done, "BackupCompleted")["status"] == "True"
+        assert (argo_health(done)[0], kstatus(done), kubectl_wait_ready(done)) == ("Healthy", "Current", True)
         assert done["status"]["backup"]["location"] == f"pvc/shop-backup/{database.dbname}-default_shop-2ff5a404.dump"
         jobs = await cluster.list("batch/v1", "jobs")
         assert [j["metadata"]["name"] for j in jobs] == runner.started
@@ -94,6 +96,8 @@ async def test_manual_approval_needs_the_current_plan_hash(
         await cluster.apply(migration(approval="Manual", backup={"enabled": False}))
         waiting = await cluster.wait_for("shop", lambda r: phase(r) == "AwaitingApproval")
         plan_hash = waiting["status"]["planHash"]
+        assert argo_health(waiting) == ("Suspended", f"AwaitingApproval: {waiting['status']['message']}")
+        assert (kstatus(waiting), kubectl_wait_ready(waiting)) == ("InProgress", False)
         plans = await cluster.list("v1", "configmaps")
         assert [(c["metadata"]["name"], c["data"]["planHash"]) for c in plans] == [("shop-plan", plan_hash)]
         assert 'DROP EXTENSION "vector" RESTRICT' in plans[0]["data"]["statements.sql"]
@@ -120,6 +124,7 @@ async def test_a_dry_run_publishes_the_plan_and_changes_nothing(
         await cluster.apply(migration(dryRun=True))
         held = await cluster.wait_for("shop", lambda r: condition(r, "Ready").get("reason") == "DryRun")
         assert phase(held) == "Checklist"
+        assert (argo_health(held)[0], kstatus(held), kubectl_wait_ready(held)) == ("Healthy", "Current", True)
         assert condition(held, "ChecklistPassed")["status"] == "True"
         assert [c["metadata"]["name"] for c in await cluster.list("v1", "configmaps")] == ["shop-plan"]
         assert runner.started == []
@@ -138,6 +143,7 @@ async def test_pause_holds_between_phases_and_resume_continues(
         await cluster.apply(resource)
         paused = await cluster.wait_for("shop", lambda r: condition(r, "Reconciling").get("reason") == "Paused")
         assert "paused by the annotation ruvector.dev/paused" in paused["status"]["message"]
+        assert (argo_health(paused)[0], kstatus(paused)) == ("Suspended", "InProgress")
         assert await snapshot(conn) == before
 
         await cluster.annotate("shop", {"ruvector.dev/paused": "false"})
@@ -167,6 +173,8 @@ async def test_a_failed_backup_job_stops_before_the_swap(
         assert condition(failed, "Stalled")["reason"] == "BackupFailed"
         assert "No space left on device" in failed["status"]["message"]
         assert condition(failed, "BackupCompleted")["status"] == "False"
+        assert argo_health(failed) == ("Degraded", f"BackupFailed: {failed['status']['message']}")
+        assert (kstatus(failed), kubectl_wait_ready(failed)) == ("Failed", False)
         await cluster.eventually(
             lambda: ("Warning", "BackupFailed") in [(e["type"], e["reason"]) for e in cluster.posted_events()]
         )
@@ -190,6 +198,7 @@ async def test_a_missing_secret_stalls_with_a_reason_and_leaks_nothing(
         stalled = await cluster.wait_for("shop", lambda r: phase(r) == "Failed")
         assert condition(stalled, "Stalled")["reason"] == "SecretUnavailable"
         assert stalled["status"]["message"] == "secret default/shop-app does not exist"
+        assert argo_health(stalled) == ("Degraded", "SecretUnavailable: secret default/shop-app does not exist")
 
         await cluster.apply_secret("broken", {"password": PASSWORD})  # no host, no dbname
         await cluster.apply(migration("broken", database={"secretRef": {"name": "broken"}}))

@@ -67,7 +67,13 @@ def set_phase(status: VectorMigrationStatus, phase: Phase, message: str, generat
 
 def summarize(status: VectorMigrationStatus, reason: Reason, message: str, generation: int | None = None) -> None:
     """Ready/Reconciling/Stalled from the phase: success is Ready; a terminal failure is Stalled."""
-    if status.phase is Phase.SUCCEEDED:
+    if reason is Reason.DRY_RUN:
+        # A dry run has done what its spec asks (a checked plan, published): kubectl wait and
+        # GitOps health checks may move on, while phase and reason say that nothing was migrated.
+        set_condition(status, ConditionType.READY, True, reason, message, generation)
+        set_condition(status, ConditionType.RECONCILING, False, reason, "", generation)
+        set_condition(status, ConditionType.STALLED, False, reason, "", generation)
+    elif status.phase is Phase.SUCCEEDED:
         set_condition(status, ConditionType.READY, True, Reason.SUCCEEDED, message, generation)
         set_condition(status, ConditionType.RECONCILING, False, Reason.SUCCEEDED, "", generation)
         set_condition(status, ConditionType.STALLED, False, Reason.SUCCEEDED, "", generation)
