@@ -14,10 +14,10 @@ CHART = ROOT / "charts" / "vector-migration-operator"
 RELEASE, NAMESPACE = "vmo", "operators"
 
 
-def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def render(values: dict[str, Any] | None = None, namespace: str = NAMESPACE) -> list[dict[str, Any]]:
     """Every object the chart renders for these values (NOTES.txt left out)."""
     chart = helm.Chart.load(CHART)
-    manifests = chart.render(values or {}, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    manifests = chart.render(values or {}, name=RELEASE, namespace=namespace, is_install=True)
     return [
         document
         for name, text in sorted(manifests.items())
