@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit crd clean
+.PHONY: demo test lint typecheck unit crd e2e clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ test: lint typecheck unit
 
 crd: $(STAMP)
 	$(BIN)/vector-migration crd > crds/vectormigration.yaml
+	cp crds/vectormigration.yaml charts/vector-migration-operator/crds/vectormigration.yaml
+
+e2e: $(STAMP)
+	tests/e2e/run.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo
