@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,13 @@ def migration(name: str = "shop", **spec: Any) -> dict[str, Any]:
 
 
 async def test_apply_and_the_migration_becomes_ready(
-    postgres: EmbeddedPostgres, database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path
+    postgres: EmbeddedPostgres,
+    database: ConnectionParams,
+    conn: asyncpg.Connection,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     await create_rich_database(conn)
     before = await snapshot(conn)
     metrics = OperatorMetrics()

@@ -71,7 +71,7 @@ def build_registry(
     @kopf.on.resume(*RESOURCE, registry=registry)
     @kopf.on.create(*RESOURCE, registry=registry)
     @kopf.on.update(*RESOURCE, registry=registry)
-    async def reconcile(body: kopf.Body, patch: kopf.Patch, uid: str, **_: Any) -> None:
+    async def reconcile(body: kopf.Body, patch: kopf.Patch, uid: str, retry: int, **_: Any) -> None:
         async def progress(before: Phase, status: VectorMigrationStatus, outcome: Outcome) -> None:
             await write_status(state.client, body, status)
             metrics.observe(uid, before, status.phase, status.timings.get(timing_key(before)), None)
@@ -88,7 +88,7 @@ def build_registry(
         metrics.observe(uid, result.previous_phase, result.phase, None, failure)
         for key, value in result.status.items():
             patch.status[key] = value
-        action, detail = next_step(result.outcome)
+        action, detail = next_step(result.outcome, retry)
         if action == "wait":
             raise kopf.TemporaryError(str(result.status.get("message", "")), delay=float(detail or 5.0))
         if action == "fail":

@@ -244,9 +244,20 @@ async def _publish_plan(client: KubeClient, resource: VectorMigration, run: Migr
         )
 
 
-def next_step(outcome: Outcome) -> tuple[str, float | str | None]:
-    """What the controller does next: ("wait", delay), ("fail", message) or ("stop", None)."""
+# Waits that are retries of something that failed (a lock held by the application, a database
+# away) back off exponentially; waits on progress elsewhere (a running Job) keep their pace.
+_BACKOFF_REASONS = frozenset({Reason.LOCK_TIMEOUT, Reason.MIGRATION_LOCKED, Reason.DATABASE_UNAVAILABLE})
+MAX_RETRY_DELAY = 300.0
+
+
+def next_step(outcome: Outcome, retry: int = 0) -> tuple[str, float | str | None]:
+    """What the controller does next: ("wait", delay), ("fail", message) or ("stop", None).
+
+    ``retry`` counts the consecutive retries so far (kopf's handler ``retry``).
+    """
     if isinstance(outcome, Wait):
+        if outcome.reason in _BACKOFF_REASONS:
+            return "wait", min(outcome.delay * 2 ** min(retry, 10), MAX_RETRY_DELAY)
         return "wait", outcome.delay
     if isinstance(outcome, Fail):
         return "fail", outcome.message
