@@ -39,6 +39,7 @@ RESOURCES = {
     "v1/pods": {"kind": "Pod", "namespaced": True, "subresources": {"status"}},
     "v1/persistentvolumeclaims": {"kind": "PersistentVolumeClaim", "namespaced": True},
     "batch/v1/jobs": {"kind": "Job", "namespaced": True, "subresources": {"status"}},
+    "kopf.dev/v1/clusterkopfpeerings": {"kind": "ClusterKopfPeering", "namespaced": False},
 }
 VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
 VMIG = "/apis/ruvector.dev/v1alpha1/namespaces/{namespace}/vectormigrations"
@@ -86,6 +87,11 @@ class Cluster:
         resource["metadata"].setdefault("uid", f"uid-{namespace}-{resource['metadata']['name']}")  # likewise
         resource["metadata"].setdefault("generation", 1)
         await self.request("POST", VMIG.format(namespace=namespace), resource)
+
+    async def create_peering(self, name: str) -> None:
+        """The ClusterKopfPeering the chart installs, through which replicas keep one active."""
+        body = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}}
+        await self.request("POST", "/apis/kopf.dev/v1/clusterkopfpeerings", body)
 
     async def get(self, name: str, namespace: str = "default") -> dict[str, Any] | None:
         result: dict[str, Any] | None = await self.request("GET", f"{VMIG.format(namespace=namespace)}/{name}")
@@ -269,8 +275,10 @@ async def running_cluster(
 
 
 @contextlib.asynccontextmanager
-async def running_operator(cluster: Cluster, metrics: OperatorMetrics | None = None) -> AsyncIterator[None]:
-    """The operator, in this process, logged in to the emulator."""
+async def running_operator(
+    cluster: Cluster, metrics: OperatorMetrics | None = None, peering: tuple[str, int] | None = None
+) -> AsyncIterator[None]:
+    """The operator, in this process, logged in to the emulator; standalone unless given (peering name, priority)."""
 
     def login(**_: Any) -> kopf.ConnectionInfo:
         return kopf.ConnectionInfo(server=cluster.url, insecure=True)
@@ -278,7 +286,12 @@ async def running_operator(cluster: Cluster, metrics: OperatorMetrics | None = N
     stop = asyncio.Event()
     task = asyncio.create_task(
         kopf.operator(
-            registry=build_registry(login=login, metrics=metrics), clusterwide=True, standalone=True, stop_flag=stop
+            registry=build_registry(login=login, metrics=metrics),
+            clusterwide=True,
+            standalone=peering is None,
+            peering_name=peering[0] if peering else None,
+            priority=peering[1] if peering else None,
+            stop_flag=stop,
         )
     )
     try:

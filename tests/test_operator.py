@@ -19,6 +19,7 @@ from tests.scenarios import create_rich_database, snapshot
 from vector_migration.demo import EmbeddedPostgres
 from vector_migration.metrics import OperatorMetrics
 from vector_migration.sql import ConnectionParams
+from vector_migration.vocabulary import Phase
 
 PASSWORD = "Kx9-distinctive-Pa55word"
 
@@ -350,4 +351,34 @@ async def test_an_operator_stopped_in_the_middle_of_a_phase_finishes_the_migrati
         assert condition(done, "Ready")["status"] == "True"
         assert len(runner.started) == 1  # one backup, taken once
     assert (await snapshot(conn)).rows == before.rows
+    assert await conn.fetchval("SELECT count(*) FROM vector_migration.journal WHERE event = 'swapped'") == 1
+
+
+async def test_of_two_replicas_only_the_higher_priority_reconciles_and_the_other_takes_over(
+    postgres: EmbeddedPostgres, database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    await create_rich_database(conn)
+    active, standby = OperatorMetrics(), OperatorMetrics()
+
+    def seen_by(metrics: OperatorMetrics) -> float:
+        return sum(
+            metrics.registry.get_sample_value("vector_migration_migrations", {"phase": p.value}) or 0 for p in Phase
+        )
+
+    async with running_cluster(tmp_path, postgres.bin_dir) as (cluster, runner):
+        peering = "vmo-vector-migration-operator"  # the name the chart gives it for release "vmo"
+        await cluster.create_peering(peering)
+        async with running_operator(cluster, standby, peering=(peering, 100)):
+            async with running_operator(cluster, active, peering=(peering, 200)):
+                await asyncio.sleep(3)  # the replicas find each other through the peering object
+                await cluster.apply_secret("shop-app", secret_for(database))
+                await cluster.apply(migration())
+                done = await cluster.wait_for("shop", lambda r: phase(r) in ("Succeeded", "Failed", "RolledBack"))
+                assert phase(done) == "Succeeded", done["status"]["message"]
+                await cluster.eventually(lambda: seen_by(active) == 1)
+                assert seen_by(standby) == 0  # paused in favour of the higher priority
+            # the active replica is gone: the standby resumes and adopts the finished migration
+            await cluster.eventually(lambda: seen_by(standby) == 1, timeout=30)
+        assert len(runner.started) == 1
+        assert_allowed_by_the_chart(cluster.operator_requests())
     assert await conn.fetchval("SELECT count(*) FROM vector_migration.journal WHERE event = 'swapped'") == 1
