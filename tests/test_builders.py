@@ -14,6 +14,7 @@ from vector_migration.builders import (
     BACKUP_SCRIPT,
     build_backup_job,
     build_plan_configmap,
+    build_restore_job,
     is_dns_label,
     object_name,
 )
@@ -212,3 +213,79 @@ async def test_the_backup_job_fails_when_a_vector_table_is_missing_from_the_arch
     assert code == 3
     assert "archive has no TABLE DATA for public empty_vectors" in stderr
     assert not (tmp_path / "termination-log").exists()
+
+
+def restore_job(sha256: str = "ab" * 32, **spec: object) -> dict:
+    return build_restore_job(
+        resource(**spec),
+        secret_name="shop-app",
+        connection={"PGHOST": "shop-rw", "PGDATABASE": "app", "PGUSER": "app"},
+        archive_name="app-shop-abcd.dump",
+        sha256=sha256,
+        server_major=17,
+        keep_schema="vector_migration",
+    )
+
+
+def test_the_restore_job_restores_once_in_one_transaction_reading_the_archive_only() -> None:
+    job = restore_job()
+    container = job["spec"]["template"]["spec"]["containers"][0]
+
+    assert job["metadata"]["name"] == "shop-restore-abababab"
+    assert job["metadata"]["labels"]["app.kubernetes.io/component"] == "restore"
+    assert job["spec"]["backoffLimit"] == 0  # a failed restore is not fixed by running it again unchanged
+    assert container["command"][3:] == [
+        "restore", "--clean", "--if-exists", "--single-transaction", "--exit-on-error", "--no-password",
+        "--exclude-schema=vector_migration",
+    ]  # fmt: skip
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["backup"]["readOnly"] is True and mounts["database-password"]["readOnly"] is True
+    assert {"name": "EXPECTED_SHA256", "value": "ab" * 32} in container["env"]
+    assert "PGPASSWORD" not in {e["name"] for e in container["env"]}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+async def test_the_restore_job_brings_back_the_archived_rows_and_refuses_a_changed_archive(
+    postgres, database, conn, tmp_path: Path
+) -> None:
+    import hashlib
+
+    from tests.scenarios import create_rich_database
+
+    await create_rich_database(conn)
+    rows = await conn.fetchval("SELECT count(*) FROM items")
+    backup = build_backup_job(
+        resource(),
+        secret_name="db",
+        connection={"PGHOST": database.host, "PGDATABASE": database.dbname, "PGUSER": "postgres"},
+        archive_name="test.dump",
+        tables=[("public", "items")],
+        server_major=18,
+        plan_hash="sha256:00000000",
+    )
+    assert (await run_backup_container(backup, {"password": "unused"}, tmp_path, postgres.bin_dir))[0] == 0
+    archive = tmp_path / "backup" / "test.dump"
+    await conn.execute("DELETE FROM items WHERE id % 2 = 0")  # something to undo
+
+    def restore(sha256: str) -> dict:
+        job = build_restore_job(
+            resource(),
+            secret_name="db",
+            connection={"PGHOST": database.host, "PGDATABASE": database.dbname, "PGUSER": "postgres"},
+            archive_name="test.dump",
+            sha256=sha256,
+            server_major=18,
+            keep_schema="vector_migration",
+        )
+        return job
+
+    (tmp_path / "termination-log").unlink()
+    code, stderr = await run_backup_container(restore("00" * 32), {"password": "unused"}, tmp_path, postgres.bin_dir)
+    assert code == 3 and "changed since it was verified" in stderr
+    assert await conn.fetchval("SELECT count(*) FROM items") < rows  # nothing restored
+
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    code, stderr = await run_backup_container(restore(digest), {"password": "unused"}, tmp_path, postgres.bin_dir)
+    assert code == 0, stderr
+    assert await conn.fetchval("SELECT count(*) FROM items") == rows
+    assert json.loads((tmp_path / "termination-log").read_text())["sha256"] == digest

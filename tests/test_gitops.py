@@ -55,3 +55,14 @@ def test_the_flux_example_waits_for_vector_migrations() -> None:
     checks = kustomization["spec"]["healthChecks"]
     assert {(c["apiVersion"], c["kind"]) for c in checks} == {(f"{API_GROUP}/{API_VERSION}", KIND)}
     assert kustomization["spec"]["prune"] is False
+
+
+def test_a_rollback_waiting_for_consent_to_restore_is_suspended() -> None:
+    waiting = resource(
+        observedGeneration=1,
+        phase="RollingBack",
+        conditions=[condition("Ready", "False", "RestoreNeedsConsent", "consent with sha256:…"),
+                    condition("Reconciling", "True", "RestoreNeedsConsent", "consent with sha256:…"),
+                    condition("Stalled", "False", "RestoreNeedsConsent")],
+    )  # fmt: skip
+    assert argo_health(waiting) == ("Suspended", "RestoreNeedsConsent: consent with sha256:…")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import asyncpg
@@ -116,3 +117,47 @@ async def test_a_spec_changed_after_the_swap_stops_without_rolling_back(
     restored = migration(database, manifest(), backup_dir)
     restored.status = first.status.model_copy(deep=True)
     assert (await run(restored)).phase is Phase.SUCCEEDED
+
+
+async def test_a_swap_that_cannot_be_reversed_in_sql_is_restored_from_the_backup_with_consent(
+    database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    await create_rich_database(conn)
+    before = await snapshot(conn)
+    resource = manifest()
+    first = migration(database, resource, backup_dir)
+    assert await open_session(first) is None
+    while first.status.phase is not Phase.VERIFY:
+        await step(first)
+    # After the swap the application creates a function on the new type: the SQL way back would
+    # have to drop it, so it is refused. Then verification fails.
+    await conn.execute("CREATE FUNCTION public.first_dim(v public.ruvector) RETURNS int LANGUAGE sql AS 'SELECT 1'")
+    await conn.execute("DROP INDEX items_l2")
+
+    held = await run(first)
+
+    assert held.phase is Phase.ROLLING_BACK
+    assert condition(held, "RolledBack").reason == Reason.RESTORE_NEEDS_CONSENT
+    assert "loses every write made since" in held.message
+    found = re.search(r"consent with (sha256:[0-9a-f]{16})", held.message)
+    assert found is not None, held.message
+    assert "ruvector_standin" in (await snapshot(conn)).extensions  # nothing is restored without consent
+
+    wrong = migration(database, resource, backup_dir, restore_consent="sha256:0000000000000000")
+    wrong.status = held.model_copy(deep=True)
+    still = await run(wrong)
+    assert still.phase is Phase.ROLLING_BACK and "is not for this archive" in still.message
+
+    consented = migration(database, resource, backup_dir, restore_consent=found.group(1))
+    consented.status = still.model_copy(deep=True)
+    done = await run(consented)
+
+    assert done.phase is Phase.ROLLED_BACK, done.message
+    assert condition(done, "RolledBack").reason == Reason.RESTORED
+    assert "every table equals its pre-migration checksum" in done.message
+    assert "ruvector_standin stays installed" in done.message  # the function made after the backup uses it
+    after = await snapshot(conn)
+    assert (after.rows, after.indexes, after.views) == (before.rows, before.indexes, before.views)
+    assert "vector" in after.extensions
+    events = await conn.fetch("SELECT event FROM vector_migration.journal")
+    assert [e["event"] for e in events] == ["rolled_back"]

@@ -1,6 +1,7 @@
 -- Argo CD health check for ruvector.dev/VectorMigration.
 -- Reads the conditions the operator writes (kstatus conventions): Stalled=True is Degraded,
--- Ready=True is Healthy, a migration waiting on a person (approval, pause) is Suspended,
+-- Ready=True is Healthy, a migration waiting on a person (approval, pause, consent to a restore)
+-- is Suspended,
 -- anything else is Progressing. Install: argocd-cm.yaml in this folder.
 local health = {}
 local status = obj.status
@@ -27,13 +28,14 @@ local function describe(condition)
   return text
 end
 local stalled, ready, reconciling = conditions["Stalled"], conditions["Ready"], conditions["Reconciling"]
+local waiting_on_a_person = { AwaitingApproval = true, Paused = true, RestoreNeedsConsent = true }
 if stalled ~= nil and stalled.status == "True" then
   health.status = "Degraded"
   health.message = describe(stalled)
 elseif ready ~= nil and ready.status == "True" then
   health.status = "Healthy"
   health.message = describe(ready)
-elseif reconciling ~= nil and (reconciling.reason == "AwaitingApproval" or reconciling.reason == "Paused") then
+elseif reconciling ~= nil and waiting_on_a_person[reconciling.reason] then
   health.status = "Suspended"
   health.message = describe(reconciling)
 else

@@ -52,11 +52,26 @@ class BackupRequest:
     database_bytes: int = 0
 
 
+@dataclass(frozen=True)
+class RestoreRequest:
+    """Which archive to restore, and what must not be touched."""
+
+    migration: str
+    location: str  # as recorded when the backup was taken
+    sha256: str  # the archive must still be the one that was verified
+    server_major: int
+    keep_schema: str  # the migration journal: it records the restore, so the restore must not rewind it
+
+
 class BackupRuntime(Protocol):
     """Where a backup runs: here (pg_dump as a child process) or in a Kubernetes Job."""
 
     async def backup(self, params: ConnectionParams, request: BackupRequest) -> BackupResult:
         """Return a verified archive, raise BackupPending while it runs, BackupError when it failed."""
+        ...
+
+    async def restore(self, params: ConnectionParams, request: RestoreRequest) -> None:
+        """Restore the archive in one transaction; BackupPending while it runs, BackupError when it failed."""
         ...
 
 
@@ -78,6 +93,10 @@ class LocalBackup:
             request.server_major,
             list(self.pg_bin_dirs),
         )
+
+    async def restore(self, params: ConnectionParams, request: RestoreRequest) -> None:
+        """Restore now, after checking the archive is the one that was verified."""
+        await run_restore(params, Path(request.location), request, list(self.pg_bin_dirs))
 
 
 def find_client(name: str, server_major: int, extra_dirs: list[Path]) -> Path:
@@ -143,11 +162,47 @@ async def run_backup(
     missing = [f"{schema}.{table}" for schema, table in tables if f"{schema}.{table}" not in entries]
     if missing:
         raise BackupError(f"archive {final} has no TABLE DATA for {', '.join(missing)}")
+    return BackupResult(str(final), final.stat().st_size, _sha256(final), entries)
+
+
+def restore_arguments(keep_schema: str) -> list[str]:
+    """pg_restore's options for a rollback: everything in the archive, replaced in one transaction.
+
+    --clean --if-exists drops each archived object before recreating it (objects created after
+    the backup stay, as does the migration journal); --single-transaction with --exit-on-error
+    makes any failure leave the database exactly as it was.
+    """
+    return [
+        "--clean",
+        "--if-exists",
+        "--single-transaction",
+        "--exit-on-error",
+        "--no-password",
+        f"--exclude-schema={keep_schema}",
+    ]
+
+
+async def run_restore(
+    params: ConnectionParams, archive: Path, request: RestoreRequest, pg_bin_dirs: list[Path]
+) -> None:
+    """pg_restore the archive into the database, if it is still the archive that was verified."""
+    if not archive.is_file():
+        raise BackupError(f"archive {archive} is gone")
+    if _sha256(archive) != request.sha256:
+        raise BackupError(f"archive {archive} changed since it was verified (sha256 differs); not restoring it")
+    pg_restore = find_client("pg_restore", request.server_major, pg_bin_dirs)
+    with password_file(params) as passfile:
+        env = {**_base_environment(), **params.libpq_environment(passfile)}
+        arguments = [str(pg_restore), *restore_arguments(request.keep_schema), f"--dbname={params.dbname}"]
+        await _run([*arguments, str(archive)], env, "pg_restore")
+
+
+def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with final.open("rb") as handle:
+    with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
-    return BackupResult(str(final), final.stat().st_size, digest.hexdigest(), entries)
+    return digest.hexdigest()
 
 
 def _pattern(name: str) -> str:
@@ -167,7 +222,10 @@ async def _run(arguments: list[str], env: dict[str, str], what: str) -> str:
     stdout, stderr = await process.communicate()
     if process.returncode != 0:
         detail = stderr.decode(errors="replace").strip().splitlines()
-        raise BackupError(f"{what} exited with {process.returncode}: {detail[-1] if detail else 'no message'}")
+        # The line that says what went wrong, not the "Command was:" echo that follows it.
+        errors = [line for line in detail if "error" in line.lower()]
+        reason = errors[0] if errors else (detail[-1] if detail else "no message")
+        raise BackupError(f"{what} exited with {process.returncode}: {reason}")
     return stdout.decode(errors="replace")
 
 

@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from .api import VectorMigration
+from .backup import restore_arguments
 from .vocabulary import API_GROUP, API_VERSION, KIND, BackupScope
 
 MANAGED_BY = "vector-migration-operator"
@@ -23,15 +24,20 @@ PASSWORD_DIR = "/var/run/secrets/database"  # noqa: S105 - a mount path, not a p
 BACKUP_DIR = "/backup"
 SCRATCH_DIR = "/tmp"  # noqa: S108 - an emptyDir, because the root filesystem is read-only
 
-# The backup container's script. Credentials: the Secret's password key is mounted as a file and
-# turned into a libpq password file with sed (no argv, no environment variable carries it).
-# The archive is written under a .partial name and renamed once complete; its table of contents
-# must list TABLE DATA for every vector table; size and sha256 go to the termination message.
-BACKUP_SCRIPT = r"""set -eu
+# Both scripts start by turning the Secret's password key, mounted as a file, into a libpq
+# password file (sed escapes what the format reserves; no argv, no environment variable carries it).
+_WRITE_PGPASS = r"""set -eu
 umask 077
 { printf '*:*:*:*:'; sed -e 's/\\/\\\\/g' -e 's/:/\\:/g' "$PASSWORD_DIR/password"; echo; } > "$SCRATCH_DIR/pgpass"
 export PGPASSFILE="$SCRATCH_DIR/pgpass"
-pg_dump --format=custom --no-password --file="$BACKUP_DIR/$ARCHIVE.partial" "$@"
+"""
+
+# The backup container's script: the archive is written under a .partial name and renamed once
+# complete; its table of contents must list TABLE DATA for every vector table; size and sha256 go
+# to the termination message.
+BACKUP_SCRIPT = (
+    _WRITE_PGPASS
+    + r"""pg_dump --format=custom --no-password --file="$BACKUP_DIR/$ARCHIVE.partial" "$@"
 mv "$BACKUP_DIR/$ARCHIVE.partial" "$BACKUP_DIR/$ARCHIVE"
 pg_restore --list "$BACKUP_DIR/$ARCHIVE" > "$SCRATCH_DIR/toc"
 printf '%s\n' "$EXPECTED_TABLES" | while IFS= read -r table; do
@@ -42,6 +48,21 @@ size=$(wc -c < "$BACKUP_DIR/$ARCHIVE" | tr -d ' ')
 sum=$(sha256sum "$BACKUP_DIR/$ARCHIVE" | cut -d ' ' -f 1)
 printf '{"location":"%s","sizeBytes":%s,"sha256":"%s"}' "$BACKUP_DIR/$ARCHIVE" "$size" "$sum" > "$TERMINATION_LOG"
 """
+)
+
+# The restore container's script: the archive must still be the verified one (sha256), then
+# pg_restore runs with the options in "$@" (backup.restore_arguments: one transaction, clean).
+RESTORE_SCRIPT = (
+    _WRITE_PGPASS
+    + r"""archive="$BACKUP_DIR/$ARCHIVE"
+[ -f "$archive" ] || { echo "archive $archive is gone" >&2; exit 2; }
+sum=$(sha256sum "$archive" | cut -d ' ' -f 1)
+[ "$sum" = "$EXPECTED_SHA256" ] || {
+  echo "archive $archive changed since it was verified (sha256 differs); not restoring it" >&2; exit 3; }
+pg_restore "$@" --dbname="$PGDATABASE" "$archive"
+printf '{"restored":"%s","sha256":"%s"}' "$archive" "$sum" > "$TERMINATION_LOG"
+"""
+)
 
 RESTRICTED_CONTAINER_SECURITY = {
     "allowPrivilegeEscalation": False,
@@ -111,10 +132,62 @@ def build_backup_job(
         if spec.backup.scope is BackupScope.VECTOR_TABLES
         else []
     )
-    env = [{"name": key, "value": value} for key, value in sorted(connection.items()) if value]
-    env += [
-        {"name": "ARCHIVE", "value": archive_name},
-        {"name": "EXPECTED_TABLES", "value": "".join(f"{schema} {table}\n" for schema, table in tables)},
+    return _database_job(
+        resource,
+        component="backup",
+        name=object_name(resource.metadata.name, f"backup-{plan_hash.removeprefix('sha256:')[:8]}"),
+        container="pg-dump",
+        image=spec.backup.image or f"postgres:{server_major}",
+        command=["/bin/sh", "-c", BACKUP_SCRIPT, "backup", *pattern_args],
+        env={
+            **connection,
+            "ARCHIVE": archive_name,
+            "EXPECTED_TABLES": "".join(f"{schema} {table}\n" for schema, table in tables),
+        },
+        secret_name=secret_name,
+        archive_read_only=False,
+    )
+
+
+def build_restore_job(
+    resource: VectorMigration,
+    *,
+    secret_name: str,
+    connection: dict[str, str],
+    archive_name: str,
+    sha256: str,
+    server_major: int,
+    keep_schema: str,
+) -> dict[str, Any]:
+    """The Job that restores a verified archive in one transaction (the rollback of last resort)."""
+    return _database_job(
+        resource,
+        component="restore",
+        name=object_name(resource.metadata.name, f"restore-{sha256[:8]}"),
+        container="pg-restore",
+        image=resource.spec.backup.image or f"postgres:{server_major}",
+        command=["/bin/sh", "-c", RESTORE_SCRIPT, "restore", *restore_arguments(keep_schema)],
+        env={**connection, "ARCHIVE": archive_name, "EXPECTED_SHA256": sha256},
+        secret_name=secret_name,
+        archive_read_only=True,  # a restore only reads the archive: it cannot damage the one copy
+    )
+
+
+def _database_job(
+    resource: VectorMigration,
+    *,
+    component: str,
+    name: str,
+    container: str,
+    image: str,
+    command: list[str],
+    env: dict[str, str],
+    secret_name: str,
+    archive_read_only: bool,
+) -> dict[str, Any]:
+    """A Job that runs one PostgreSQL client script against the database, restricted and once."""
+    variables = [{"name": key, "value": value} for key, value in sorted(env.items()) if value]
+    variables += [
         {"name": "PASSWORD_DIR", "value": PASSWORD_DIR},
         {"name": "BACKUP_DIR", "value": BACKUP_DIR},
         {"name": "SCRATCH_DIR", "value": SCRATCH_DIR},
@@ -124,17 +197,17 @@ def build_backup_job(
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": object_name(resource.metadata.name, f"backup-{plan_hash.removeprefix('sha256:')[:8]}"),
+            "name": name,
             "namespace": resource.metadata.namespace,
-            "labels": labels(resource, "backup"),
+            "labels": labels(resource, component),
             "ownerReferences": [owner_reference(resource)],
         },
         "spec": {
-            "backoffLimit": 0,  # a failed dump is not fixed by running it again unchanged
-            "activeDeadlineSeconds": 6 * 3600,  # a dump that hangs must end as a failure someone sees
+            "backoffLimit": 0,  # a failed dump or restore is not fixed by running it again unchanged
+            "activeDeadlineSeconds": 6 * 3600,  # one that hangs must end as a failure someone sees
             "ttlSecondsAfterFinished": 7 * 24 * 3600,  # the Job (not the archive) is kept a week for inspection
             "template": {
-                "metadata": {"labels": labels(resource, "backup")},
+                "metadata": {"labels": labels(resource, component)},
                 "spec": {
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,
@@ -147,14 +220,14 @@ def build_backup_job(
                     },
                     "containers": [
                         {
-                            "name": "pg-dump",
-                            "image": spec.backup.image or f"postgres:{server_major}",
-                            "command": ["/bin/sh", "-c", BACKUP_SCRIPT, "backup", *pattern_args],
-                            "env": env,
+                            "name": container,
+                            "image": image,
+                            "command": command,
+                            "env": variables,
                             "securityContext": RESTRICTED_CONTAINER_SECURITY,
                             "terminationMessagePolicy": "File",
                             "volumeMounts": [
-                                {"name": "backup", "mountPath": BACKUP_DIR},
+                                {"name": "backup", "mountPath": BACKUP_DIR, "readOnly": archive_read_only},
                                 {"name": "scratch", "mountPath": SCRATCH_DIR},
                                 {"name": "database-password", "mountPath": PASSWORD_DIR, "readOnly": True},
                             ],

@@ -112,6 +112,12 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("--backup-dir", type=Path, default=Path("backups"), help="where pg_dump writes (./backups)")
     migrate.add_argument("--pg-bin-dir", type=Path, action="append", default=[], help="where pg_dump/pg_restore are")
     migrate.add_argument("--approve", metavar="PLAN_HASH", help="approve this plan hash (spec.approval: Manual)")
+    migrate.add_argument(
+        "--restore",
+        metavar="TOKEN",
+        help="consent to restoring the backup with this token when a swap cannot be reversed in SQL "
+        "(loses every write made since the backup; the token is in the message that asks for it)",
+    )
     migrate.set_defaults(handler=_migrate)
 
     demo = commands.add_parser("demo", help="migrate a seeded embedded PostgreSQL to a RuVector stand-in")
@@ -224,6 +230,7 @@ def _migrate(args: argparse.Namespace) -> int:
             backup=LocalBackup(args.backup_dir, tuple(args.pg_bin_dir)),
             reporter=reporter,
             approved_hash=args.approve,
+            restore_consent=args.restore,
             generation=resource.metadata.generation,
         )
         status = asyncio.run(

@@ -47,7 +47,7 @@ from .api import (
     Verification,
     frozen_spec,
 )
-from .backup import BackupError, BackupPending, BackupRequest, BackupRuntime, LocalBackup
+from .backup import BackupError, BackupPending, BackupRequest, BackupRuntime, LocalBackup, RestoreRequest
 from .catalog import (
     MIN_SERVER_VERSION_NUM,
     Blocker,
@@ -71,10 +71,11 @@ from .measure import (
 )
 from .plan import MigrationPlan, PlanningError, Statement, build_plan
 from .sql import ConnectionParams, DatabaseUnavailable, connect, qualify, quote_ident, set_local_timeouts
-from .status import fail, hold, record_timing, set_condition, set_phase, summarize, timing_key, warn
+from .status import condition, fail, hold, record_timing, set_condition, set_phase, summarize, timing_key, warn
 from .surface import MappingError, TargetSurface, discover, map_type, method_kind, source_library
 from .vocabulary import (
     ADVISORY_LOCK_KEY,
+    JOURNAL_SCHEMA,
     Approval,
     ConditionType,
     Phase,
@@ -196,6 +197,9 @@ class Migration:
     backup: BackupRuntime = field(default_factory=lambda: LocalBackup(Path("backups")))
     reporter: Reporter = field(default_factory=SilentReporter)
     approved_hash: str | None = None
+    # A person's consent to restore the verified backup (its restore_token), when the swap cannot
+    # be reversed in SQL: a restore loses every write made since the backup, so never automatic.
+    restore_consent: str | None = None
     generation: int | None = None
     facts: RunFacts = field(default_factory=RunFacts)
     conn: asyncpg.Connection | None = None
@@ -774,6 +778,13 @@ def _rebuild_record(rebuild: Any) -> dict[str, Any]:
     }
 
 
+def _vector_tables(columns: list[VectorColumn]) -> list[list[Any]]:
+    tables: dict[tuple[str, str], list[str]] = {}
+    for column in columns:
+        tables.setdefault((column.schema, column.table), []).append(column.column)
+    return [[schema, table, sorted(names)] for (schema, table), names in sorted(tables.items())]
+
+
 def _journal_detail(m: Migration) -> dict[str, Any]:
     inventory = m.facts.inventory
     source = inventory.source if inventory else None
@@ -781,6 +792,8 @@ def _journal_detail(m: Migration) -> dict[str, Any]:
         "source": {"extension": source.name, "version": source.version, "schema": source.schema} if source else None,
         "checksumMode": m.facts.checksum_mode,
         "spec": frozen_spec(m.spec),
+        # the vector tables by (schema, table, columns): display names like "a.b.c" are ambiguous
+        "tables": _vector_tables(inventory.columns if inventory else []),
         "status": m.status.model_dump(by_alias=True, mode="json"),
         "rebuilds": m.facts.rebuilds,
         "probes": [
@@ -1200,7 +1213,128 @@ def _inventory_model(inventory: SourceInventory, plan: MigrationPlan, surface: T
 
 
 async def run_rollback(m: Migration) -> Outcome:
-    """Undo a committed swap: the same proven conversion, from the target back to the source.
+    """Undo a committed swap: in SQL when possible, else (with a person's consent) from the backup.
+
+    The SQL way runs the same proven conversion from the target back to the source. When that
+    cannot be done, the verified backup can be restored, replacing every object in the archive
+    with its content at backup time: that loses the writes made since, so it waits for a person
+    to consent to that exact archive (its restore token).
+    """
+    conn = m.session
+    entries = await journal.read(conn, m.name)
+    if journal.SWAPPED not in entries:
+        return Fail(Reason.NOTHING_TO_ROLL_BACK, "nothing to roll back: no committed swap is recorded")
+    swapped = entries[journal.SWAPPED]
+    saved = VectorMigrationStatus.model_validate(swapped.detail["status"])
+    backup = saved.backup if saved.backup and saved.backup.verified else m.status.backup
+    if backup is not None and backup.verified and m.restore_consent == restore_token(backup):
+        return await _restore_backup(m, swapped, saved, backup)
+    outcome = await _reverse_in_sql(m, swapped, saved)
+    if isinstance(outcome, Fail) and outcome.reason is Reason.ROLLBACK_FAILED:
+        return _ask_for_restore(m, backup, outcome.message)
+    return outcome
+
+
+def restore_token(backup: BackupStatus) -> str:
+    """What a person gives to consent to restoring this archive: the start of its sha256."""
+    return f"sha256:{backup.sha256[:16]}"
+
+
+def _ask_for_restore(m: Migration, backup: BackupStatus | None, why: str) -> Outcome:
+    if backup is None or not backup.verified:
+        return Fail(Reason.ROLLBACK_FAILED, f"{why}; there is no verified backup to restore")
+    token = restore_token(backup)
+    stale = (
+        f" The consent given ({m.restore_consent}) is not for this archive." if m.restore_consent not in (None, token)
+        else ""
+    )  # fmt: skip
+    message = (
+        f"{why}. The verified backup {backup.location} can be restored instead: that replaces every object "
+        f"in it with its content at backup time and loses every write made since. To restore it, consent "
+        f"with {token}.{stale}"
+    )
+    set_condition(m.status, ConditionType.ROLLED_BACK, False, Reason.RESTORE_NEEDS_CONSENT, message, m.generation)
+    return Hold(Reason.RESTORE_NEEDS_CONSENT, message)
+
+
+async def _restore_backup(
+    m: Migration, swapped: journal.JournalEntry, saved: VectorMigrationStatus, backup: BackupStatus
+) -> Outcome:
+    """Restore the archive (one transaction, by the runtime), then record and check what came back."""
+    conn = m.session
+    server = await read_server(conn)
+    request = RestoreRequest(
+        migration=m.name,
+        location=backup.location,
+        sha256=backup.sha256,
+        server_major=server.version_num // 10000,
+        keep_schema=JOURNAL_SCHEMA,
+    )
+    try:
+        await m.backup.restore(m.params, request)
+    except BackupPending as pending:
+        return Wait(Reason.IN_PROGRESS, str(pending), delay=5.0)
+    except BackupError as error:
+        return Fail(Reason.RESTORE_FAILED, f"restoring {backup.location} failed, nothing changed: {error}")
+    original = swapped.detail.get("source") or {}
+    source = await read_extension(conn, original.get("extension", m.spec.source.extension))
+    if source is None:
+        return Fail(Reason.RESTORE_FAILED, f"after the restore, {original.get('extension')} is not installed")
+    tables = []
+    mode = (saved.verification.checksum_mode if saved.verification else None) or NORMALIZED
+    before = {t.name: t for t in (saved.verification.tables if saved.verification else [])}
+    for schema, table, columns in swapped.detail.get("tables", []):
+        now = await table_checksum(conn, schema, table, set(columns), mode)
+        recorded = before.get(f"{schema}.{table}")
+        tables.append(
+            TableVerification(
+                name=f"{schema}.{table}",
+                rows_before=recorded.rows_before if recorded else -1,
+                rows_after=now.rows,
+                checksum_before=recorded.checksum_before if recorded else "unrecorded",
+                checksum_after=now.checksum,
+            )
+        )
+    async with conn.transaction():
+        await conn.execute(
+            f"DELETE FROM {journal.JOURNAL} WHERE migration = $1 AND event <> $2", m.name, journal.ROLLED_BACK
+        )
+        await journal.record(
+            conn, m.name, journal.ROLLED_BACK, swapped.plan_hash,
+            {"restoredFrom": backup.location, "tables": [t.model_dump() for t in tables]},
+        )  # fmt: skip
+    left = await _drop_unused_extension(m, m.spec.target.extension)
+    unchanged = all((t.rows_before, t.checksum_before) == (t.rows_after, t.checksum_after) for t in tables)
+    message = (
+        f"restored {backup.location} (sha256 {backup.sha256[:12]}…): {source.name} {source.version} is back; "
+        + ("every table equals its pre-migration checksum" if unchanged else
+           "some tables differ from their pre-migration checksums: writes made between the backup and the swap "
+           "are gone, as consented")
+        + left
+    )  # fmt: skip
+    set_condition(m.status, ConditionType.ROLLED_BACK, True, Reason.RESTORED, message, m.generation)
+    set_condition(m.status, ConditionType.EXTENSION_SWAPPED, False, Reason.ROLLED_BACK, message, m.generation)
+    return Advance(Phase.ROLLED_BACK, message)
+
+
+async def _drop_unused_extension(m: Migration, name: str) -> str:
+    """Drop the target extension if nothing uses it any more (RESTRICT); else say why it stays."""
+    conn = m.session
+    if await read_extension(conn, name) is None:
+        return ""
+    try:
+        async with conn.transaction():
+            await conn.execute(f"DROP EXTENSION {quote_ident(name)} RESTRICT")
+    except asyncpg.DependentObjectsStillExistError as error:
+        detail = (error.detail or "").splitlines()
+        warning = f"{name} stays installed: objects created after the backup use it ({'; '.join(detail[:3])})"
+        warn(m.status, warning)
+        return f"; {warning}"
+    return f"; {name} dropped"
+
+
+async def _reverse_in_sql(m: Migration, swapped: journal.JournalEntry, saved: VectorMigrationStatus) -> Outcome:
+    """The conversion from the target back to the source, with the indexes saved before the migration.
 
     The reverse plan is derived exactly as the forward one (the target's objects are read, the
     source's surface is probed, columns and views are mapped back), except that the indexes are
@@ -1209,17 +1343,10 @@ async def run_rollback(m: Migration) -> Outcome:
     migration starts from the beginning.
     """
     conn = m.session
-    entries = await journal.read(conn, m.name)
-    if journal.SWAPPED not in entries:
-        return Fail(Reason.NOTHING_TO_ROLL_BACK, "nothing to roll back: no committed swap is recorded")
-    swapped = entries[journal.SWAPPED]
     original = swapped.detail.get("source") or {}
-    saved = VectorMigrationStatus.model_validate(swapped.detail["status"])
     target = await read_extension(conn, m.spec.target.extension)
     if target is None or not original:
-        return Fail(
-            Reason.ROLLBACK_FAILED, f"extension {m.spec.target.extension} is not installed; restore from backup"
-        )
+        return Fail(Reason.ROLLBACK_FAILED, f"cannot roll back in SQL: extension {m.spec.target.extension} is gone")
     reverse = m.spec.model_copy(deep=True)
     reverse.source.extension, reverse.target.extension = target.name, original["extension"]
     reverse.target.version, reverse.target.target_schema = original["version"], original["schema"]
@@ -1327,11 +1454,22 @@ async def step(m: Migration) -> Outcome:
                 f"{outcome.message} The migrated data is intact on the target; rollback.onFailure is Manual.",
             )
     apply(m, outcome)
-    if m.status.phase is Phase.ROLLED_BACK and m.facts.failure is not None:
-        # Rolled back is not healthy: Stalled with the reason the migration failed for.
-        m.status.message = f"{m.facts.failure.message} Rolled back: {m.status.message}."
-        summarize(m.status, m.facts.failure.reason, m.status.message, m.generation)
+    if m.status.phase is Phase.ROLLED_BACK and isinstance(outcome, Advance):
+        # Rolled back is not healthy: Stalled with the reason the migration failed for (remembered
+        # by this run, or recorded in the failed phase's condition when an earlier run saw it).
+        failure = m.facts.failure or _recorded_failure(m.status)
+        if failure.message:
+            m.status.message = f"{failure.message} Rolled back: {m.status.message}."
+        summarize(m.status, failure.reason, m.status.message, m.generation)
     return outcome
+
+
+def _recorded_failure(status: VectorMigrationStatus) -> Fail:
+    for kind in (ConditionType.VERIFIED, ConditionType.INDEXES_REBUILT):
+        recorded = condition(status, kind)
+        if recorded is not None and recorded.status == "False" and recorded.reason in Reason.__members__.values():
+            return Fail(Reason(recorded.reason), recorded.message)
+    return Fail(Reason.ROLLED_BACK, "")
 
 
 def apply(m: Migration, outcome: Outcome) -> None:

@@ -1,4 +1,4 @@
-"""The operator's backup runtime: a Kubernetes Job running pg_dump, read back from its termination message."""
+"""The operator's backup runtime: Jobs running pg_dump or pg_restore, read back from their termination message."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from .api import VectorMigration
-from .backup import BackupError, BackupPending, BackupRequest, BackupResult
-from .builders import build_backup_job, labels, object_name
+from .backup import BackupError, BackupPending, BackupRequest, BackupResult, RestoreRequest
+from .builders import build_backup_job, build_restore_job, labels, object_name
 from .kube import KubeClient, KubeError, path
 from .sql import ConnectionParams
 
@@ -26,35 +26,61 @@ class JobBackup:
 
     async def backup(self, params: ConnectionParams, request: BackupRequest) -> BackupResult:
         """Start the Job, or read how it ended."""
-        namespace = self.resource.metadata.namespace or "default"
-        if params.password is None:
-            raise BackupError(f"secret {self.secret_name} has no 'password' key, which the backup Job mounts")
         job = build_backup_job(
             self.resource,
             secret_name=self.secret_name,
-            connection={
-                "PGHOST": params.host or "",
-                "PGPORT": str(params.port or ""),
-                "PGDATABASE": params.dbname or "",
-                "PGUSER": params.user or "",
-                "PGSSLMODE": params.sslmode or "",
-            },
+            connection=self._connection(params),
             archive_name=request.archive_name,
             tables=request.tables,
             server_major=request.server_major,
             plan_hash=request.plan_hash,
         )
+        report = await self._run_job("backup", job, request.database_bytes)
+        return BackupResult(
+            location=f"{self._volume_description()}/{PurePosixPath(report['location']).name}",
+            size_bytes=int(report["sizeBytes"]),
+            sha256=str(report["sha256"]),
+            table_entries=(),
+        )
+
+    async def restore(self, params: ConnectionParams, request: RestoreRequest) -> None:
+        """Start the restore Job (once per archive: backoffLimit 0), or read how it ended."""
+        job = build_restore_job(
+            self.resource,
+            secret_name=self.secret_name,
+            connection=self._connection(params),
+            archive_name=PurePosixPath(request.location).name,
+            sha256=request.sha256,
+            server_major=request.server_major,
+            keep_schema=request.keep_schema,
+        )
+        await self._run_job("restore", job, None)
+
+    def _connection(self, params: ConnectionParams) -> dict[str, str]:
+        if params.password is None:
+            raise BackupError(f"secret {self.secret_name} has no 'password' key, which the Jobs mount")
+        return {
+            "PGHOST": params.host or "",
+            "PGPORT": str(params.port or ""),
+            "PGDATABASE": params.dbname or "",
+            "PGUSER": params.user or "",
+            "PGSSLMODE": params.sslmode or "",
+        }
+
+    async def _run_job(self, what: str, job: dict[str, Any], claim_bytes: int | None) -> dict[str, Any]:
+        """Create the Job if it does not exist; its report (termination message) once it succeeded."""
+        namespace = self.resource.metadata.namespace or "default"
         name = job["metadata"]["name"]
         try:
             existing = await self.client.get(path("batch/v1", "jobs", namespace, name))
             if existing is None:
-                if not self.resource.spec.backup.volume:
-                    await self._ensure_claim(namespace, request.database_bytes)
+                if claim_bytes is not None and not self.resource.spec.backup.volume:
+                    await self._ensure_claim(namespace, claim_bytes)
                 await self.client.create(path("batch/v1", "jobs", namespace), job)
-                raise BackupPending(f"backup Job {name} started")
-            return await self._result(namespace, name, existing)
+                raise BackupPending(f"{what} Job {name} started")
+            return await self._report(what, namespace, name, existing)
         except KubeError as error:
-            raise BackupError(f"backup Job {name}: {error}") from None
+            raise BackupError(f"{what} Job {name}: {error}") from None
 
     async def _ensure_claim(self, namespace: str, database_bytes: int) -> None:
         """The default archive volume: a claim twice the database's size, not owned by the resource.
@@ -74,31 +100,25 @@ class JobBackup:
         }
         await self.client.create(path("v1", "persistentvolumeclaims", namespace), claim)
 
-    async def _result(self, namespace: str, name: str, job: dict[str, Any]) -> BackupResult:
+    async def _report(self, what: str, namespace: str, name: str, job: dict[str, Any]) -> dict[str, Any]:
         status: dict[str, Any] = job.get("status") or {}
         for condition in status.get("conditions") or []:
             if condition.get("type") == "Failed" and condition.get("status") == "True":
                 raise BackupError(
-                    f"backup Job {name} failed ({condition.get('reason', 'Failed')}): {condition.get('message', '')}"
+                    f"{what} Job {name} failed ({condition.get('reason', 'Failed')}): {condition.get('message', '')}"
                 )
         if status.get("failed"):
-            raise BackupError(f"backup Job {name} failed")
+            raise BackupError(f"{what} Job {name} failed")
         if not status.get("succeeded"):
-            raise BackupPending(f"backup Job {name} is running")
+            raise BackupPending(f"{what} Job {name} is running")
         pods = await self.client.list(path("v1", "pods", namespace), label_selector=f"job-name={name}")
         for pod in pods:
             for container in (pod.get("status") or {}).get("containerStatuses") or []:
                 message = ((container.get("state") or {}).get("terminated") or {}).get("message")
                 if message:
-                    report = json.loads(message)
-                    claim = self._volume_description()
-                    return BackupResult(
-                        location=f"{claim}/{PurePosixPath(report['location']).name}",
-                        size_bytes=int(report["sizeBytes"]),
-                        sha256=str(report["sha256"]),
-                        table_entries=(),
-                    )
-        raise BackupError(f"backup Job {name} succeeded but its pod reported no archive")
+                    report: dict[str, Any] = json.loads(message)
+                    return report
+        raise BackupError(f"{what} Job {name} succeeded but its pod reported nothing")
 
     def _volume_description(self) -> str:
         volume = self.resource.spec.backup.volume

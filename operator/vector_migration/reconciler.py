@@ -27,6 +27,7 @@ from .vocabulary import (
     ANNOTATION_APPROVE,
     ANNOTATION_DELETE_BACKUP,
     ANNOTATION_PAUSED,
+    ANNOTATION_RESTORE,
     API_GROUP,
     API_VERSION,
     PLURAL,
@@ -129,6 +130,7 @@ async def reconcile(state: OperatorState, body: Mapping[str, Any], on_progress: 
         run = state.runs[uid] = prepared
 
     run.approved_hash = annotations.get(ANNOTATION_APPROVE)
+    run.restore_consent = annotations.get(ANNOTATION_RESTORE)
     if run.status.phase.terminal:
         await state.forget(uid)
         return _done(run.status, Hold(Reason.SUCCEEDED, run.status.message), previous)

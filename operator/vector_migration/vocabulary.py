@@ -19,6 +19,7 @@ SHORT_NAME = "vmig"
 ANNOTATION_APPROVE = f"{API_GROUP}/approve"  # value: the plan hash being approved
 ANNOTATION_PAUSED = f"{API_GROUP}/paused"  # "true" holds the migration between phases
 ANNOTATION_DELETE_BACKUP = f"{API_GROUP}/delete-backup"  # "true": the backup claim goes with the resource
+ANNOTATION_RESTORE = f"{API_GROUP}/restore"  # the restore token of the backup a person consents to restore
 
 # Schema and table the engine keeps in the migrated database: the record of what is done,
 # which outlives any status patch that a crash may lose.
@@ -134,6 +135,9 @@ class Reason(StrEnum):
     SWAP_FAILED = "SwapFailed"
     REINDEX_FAILED = "ReindexFailed"
     ROLLBACK_FAILED = "RollbackFailed"
+    RESTORE_NEEDS_CONSENT = "RestoreNeedsConsent"
+    RESTORE_FAILED = "RestoreFailed"
+    RESTORED = "Restored"
     ROLLED_BACK = "RolledBack"
     NOTHING_TO_ROLL_BACK = "NothingToRollBack"
     VERIFICATION_FAILED = "VerificationFailed"
