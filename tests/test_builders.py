@@ -138,6 +138,24 @@ def test_the_backup_script_writes_a_password_file_libpq_reads_back(tmp_path: Pat
     assert oct((tmp_path / "pgpass").stat().st_mode & 0o777) == "0o600"
 
 
+def job_connection(database) -> dict[str, str]:
+    """The embedded server's connection as a Job's PG* variables (it trusts local sockets)."""
+    return {"PGHOST": database.host, "PGDATABASE": database.dbname, "PGUSER": "postgres"}
+
+
+def real_backup_job(database, tables: list[tuple[str, str]], **spec: object) -> dict:
+    """A backup Job aimed at the test database, writing test.dump."""
+    return build_backup_job(
+        resource(**spec),
+        secret_name="db",
+        connection=job_connection(database),
+        archive_name="test.dump",
+        tables=tables,
+        server_major=18,
+        plan_hash="sha256:00000000",
+    )
+
+
 async def run_backup_container(job: dict, secret: dict[str, str], root: Path, pg_bin: Path) -> tuple[int, str]:
     """A stand-in for the kubelet: run the Job's container command here, with its volumes as directories."""
     import asyncio
@@ -164,15 +182,7 @@ async def test_the_backup_job_dumps_a_real_database_and_reports_its_fingerprint(
     from tests.scenarios import create_rich_database
 
     await create_rich_database(conn)
-    job = build_backup_job(
-        resource(),
-        secret_name="db",
-        connection={"PGHOST": database.host, "PGDATABASE": database.dbname, "PGUSER": "postgres"},
-        archive_name="test.dump",
-        tables=[("public", "items"), ("Odd Schema", 'Mixed "Quoted" Table')],
-        server_major=18,
-        plan_hash="sha256:00000000",
-    )
+    job = real_backup_job(database, [("public", "items"), ("Odd Schema", 'Mixed "Quoted" Table')])
 
     # The embedded server trusts local sockets, so the password file is written but not checked here.
     code, stderr = await run_backup_container(job, {"password": "job-secret"}, tmp_path, postgres.bin_dir)
@@ -193,15 +203,7 @@ async def test_the_backup_job_fails_when_a_vector_table_is_missing_from_the_arch
     from tests.scenarios import create_rich_database
 
     await create_rich_database(conn)
-    job = build_backup_job(
-        resource(backup={"scope": "VectorTables"}),
-        secret_name="db",
-        connection={"PGHOST": database.host, "PGDATABASE": database.dbname, "PGUSER": "postgres"},
-        archive_name="test.dump",
-        tables=[("public", "items")],
-        server_major=18,
-        plan_hash="sha256:00000000",
-    )
+    job = real_backup_job(database, [("public", "items")], backup={"scope": "VectorTables"})
     # Expect a table the dump was not asked for: the table-of-contents check must catch it.
     container = job["spec"]["template"]["spec"]["containers"][0]
     for variable in container["env"]:
@@ -254,30 +256,21 @@ async def test_the_restore_job_brings_back_the_archived_rows_and_refuses_a_chang
 
     await create_rich_database(conn)
     rows = await conn.fetchval("SELECT count(*) FROM items")
-    backup = build_backup_job(
-        resource(),
-        secret_name="db",
-        connection={"PGHOST": database.host, "PGDATABASE": database.dbname, "PGUSER": "postgres"},
-        archive_name="test.dump",
-        tables=[("public", "items")],
-        server_major=18,
-        plan_hash="sha256:00000000",
-    )
+    backup = real_backup_job(database, [("public", "items")])
     assert (await run_backup_container(backup, {"password": "unused"}, tmp_path, postgres.bin_dir))[0] == 0
     archive = tmp_path / "backup" / "test.dump"
     await conn.execute("DELETE FROM items WHERE id % 2 = 0")  # something to undo
 
     def restore(sha256: str) -> dict:
-        job = build_restore_job(
+        return build_restore_job(
             resource(),
             secret_name="db",
-            connection={"PGHOST": database.host, "PGDATABASE": database.dbname, "PGUSER": "postgres"},
+            connection=job_connection(database),
             archive_name="test.dump",
             sha256=sha256,
             server_major=18,
             keep_schema="vector_migration",
         )
-        return job
 
     (tmp_path / "termination-log").unlink()
     code, stderr = await run_backup_container(restore("00" * 32), {"password": "unused"}, tmp_path, postgres.bin_dir)
