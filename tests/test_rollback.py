@@ -161,3 +161,30 @@ async def test_a_swap_that_cannot_be_reversed_in_sql_is_restored_from_the_backup
     assert "vector" in after.extensions
     events = await conn.fetch("SELECT event FROM vector_migration.journal")
     assert [e["event"] for e in events] == ["rolled_back"]
+
+
+async def test_a_recall_drop_after_the_swap_is_measured_against_the_baseline_and_rolled_back(
+    database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    await create_rich_database(conn)
+    before = await snapshot(conn)
+    m = migration(database, manifest(), backup_dir)
+    assert await open_session(m) is None
+    while m.status.phase is not Phase.VERIFY:
+        await step(m)
+    # Between the reindex and the verify, the IVFFlat index is rebuilt with 200 lists for 600 rows,
+    # and searches probe one list: exact neighbours now often sit in lists that are not probed.
+    await conn.execute("DROP INDEX items_cosine_ivf")
+    await conn.execute(
+        "CREATE INDEX items_cosine_ivf ON items USING ruivfflat (embedding public.ruvector_cosine_ops)"
+        " WITH (lists = 200)"
+    )
+
+    await m.session.execute("SET ivfflat.probes = 1")
+    status = await run(m)
+
+    assert status.phase is Phase.ROLLED_BACK
+    assert condition(status, "Stalled").reason == Reason.RECALL_DROPPED
+    measured = {i.name: i for i in status.verification.indexes}["items_cosine_ivf"]
+    assert measured.recall_before == 1.0 and measured.recall_after < 0.9
+    assert (await snapshot(conn)).rows == before.rows

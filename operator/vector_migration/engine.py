@@ -809,6 +809,11 @@ def _journal_detail(m: Migration) -> dict[str, Any]:
     }
 
 
+def _measurement(recorded: dict[str, Any]) -> IndexMeasurement:
+    truth = recorded.get("truth")
+    return IndexMeasurement(**{**recorded, "truth": tuple(tuple(pair) for pair in truth) if truth else None})
+
+
 def _restore_from_journal(m: Migration, entry: journal.JournalEntry) -> None:
     """Take the facts recorded with the swap: what to rebuild, what to measure, what was before."""
     saved = VectorMigrationStatus.model_validate(entry.detail["status"])
@@ -828,7 +833,7 @@ def _restore_from_journal(m: Migration, entry: journal.JournalEntry) -> None:
             table_rows=p["tableRows"],
             after=IndexTarget(**p["after"]),
             queries=list(p["queries"]),
-            baseline=IndexMeasurement(**p["baseline"]) if p["baseline"] else None,
+            baseline=_measurement(p["baseline"]) if p["baseline"] else None,
         )
         for p in entry.detail["probes"]
     ]
@@ -998,7 +1003,8 @@ async def run_verify(m: Migration) -> Outcome:
         m.reporter.progress("verify", position, len(m.facts.probes), f"measuring {probe.index}")
         if not probe.queries:
             continue
-        after = await measure_index(conn, probe.after, probe.queries, spec.k)
+        truth = probe.baseline.truth if probe.baseline else None
+        after = await measure_index(conn, probe.after, probe.queries, spec.k, truth)
         entry = by_name.setdefault(probe.index, IndexVerification(name=probe.index, queries=len(probe.queries)))
         entry.recall_after = after.recall
         entry.latency_after = _latency(after)

@@ -22,6 +22,9 @@ SAMPLE_SEED = 20_240_601  # TABLESAMPLE REPEATABLE seed: the same data gives the
 WARM_UP_QUERIES = 5
 # Below this many queries a tail percentile is one or two samples, i.e. noise: judge the median.
 TAIL_PERCENTILE_MIN_QUERIES = 50
+# Source and target may round a distance differently in its last bits: within this (relative and
+# absolute) margin of exact search's k-th distance, a result is a true neighbour.
+DISTANCE_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,10 @@ class IndexMeasurement:
     p99_ms: float
     usable: bool
     used_by_planner: bool
+    # Exact search's answer per query: how many neighbours it found (k, or fewer rows) and the
+    # distance of the farthest. Verification after the swap reuses it: the checksums prove the
+    # rows are the same, so the true neighbours are too, and a second exact scan would only cost.
+    truth: tuple[tuple[int, float], ...] | None = None
 
     @property
     def judged_percentile(self) -> tuple[str, float]:
@@ -159,29 +166,45 @@ async def sample_queries(conn: asyncpg.Connection, target: IndexTarget, count: i
     return values
 
 
-async def measure_index(conn: asyncpg.Connection, target: IndexTarget, queries: list[str], k: int) -> IndexMeasurement:
-    """Recall@k of the index against exact search, and index-scan latency, on the same queries."""
+async def measure_index(
+    conn: asyncpg.Connection,
+    target: IndexTarget,
+    queries: list[str],
+    k: int,
+    truth: tuple[tuple[int, float], ...] | None = None,
+) -> IndexMeasurement:
+    """Recall@k of the index against exact search, and index-scan latency, on the same queries.
+
+    A result counts as a true neighbour when it is no farther than exact search's k-th one
+    (rows tied at that distance are all correct answers). ``truth`` is exact search's answer
+    measured before, on the same rows; without it, exact search runs here first.
+    """
     where = f"WHERE {quote_ident(target.column)} IS NOT NULL"
     if target.predicate:
         where += f" AND ({target.predicate})"
     distance = f"{quote_ident(target.column)} {operator_ref(target.operator_schema, target.operator)} "
     distance += f"$1::pg_catalog.text::{target.type_sql}"
-    body = f"SELECT ctid FROM {qualify(target.schema, target.table)} {where} ORDER BY {distance} LIMIT {int(k)}"
+    body = (
+        f"SELECT ({distance})::pg_catalog.float8 FROM {qualify(target.schema, target.table)} {where} "
+        f"ORDER BY {distance} LIMIT {int(k)}"
+    )
     # Distinct texts, and custom plans: a prepared statement otherwise keeps the generic plan it
     # made under the other mode's settings (a sequential scan timed as if it were the index).
     exact_query = f"/* vector-migration: exact */ {body}"
     index_query = f"/* vector-migration: index */ {body}"
     recalls: list[float] = []
     latencies: list[float] = []
-    async with conn.transaction():
-        await _set_local(
-            conn,
-            plan_cache_mode="force_custom_plan",
-            enable_indexscan="off",
-            enable_bitmapscan="off",
-            enable_indexonlyscan="off",
-        )
-        exact = [{row[0] for row in await conn.fetch(exact_query, vector)} for vector in queries]
+    if truth is None or len(truth) != len(queries):
+        async with conn.transaction():
+            await _set_local(
+                conn,
+                plan_cache_mode="force_custom_plan",
+                enable_indexscan="off",
+                enable_bitmapscan="off",
+                enable_indexonlyscan="off",
+            )
+            exact = [[row[0] for row in await conn.fetch(exact_query, vector)] for vector in queries]
+        truth = tuple((len(found), max(found, default=0.0)) for found in exact)
     async with conn.transaction():
         # Forbidding sequential scans makes the planner use the index whenever it can serve the query.
         await _set_local(conn, plan_cache_mode="force_custom_plan", enable_seqscan="off")
@@ -189,12 +212,13 @@ async def measure_index(conn: asyncpg.Connection, target: IndexTarget, queries: 
         usable = _plan_uses(plan, target.index_name)
         for vector in queries[:WARM_UP_QUERIES]:
             await conn.fetch(index_query, vector)  # untimed: the first scans load caches, not the index's speed
-        for vector, truth in zip(queries, exact, strict=True):
+        for vector, (expected, farthest) in zip(queries, truth, strict=True):
             started = time.perf_counter()
-            found = {row[0] for row in await conn.fetch(index_query, vector)}
+            found = [row[0] for row in await conn.fetch(index_query, vector)]
             latencies.append((time.perf_counter() - started) * 1000)
-            if truth:
-                recalls.append(len(found & truth) / len(truth))
+            if expected:
+                within = farthest + abs(farthest) * DISTANCE_TOLERANCE + DISTANCE_TOLERANCE
+                recalls.append(min(expected, sum(1 for d in found if d <= within)) / expected)
     default_plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {body}", queries[0]) if queries else None
     return IndexMeasurement(
         queries=len(queries),
@@ -204,6 +228,7 @@ async def measure_index(conn: asyncpg.Connection, target: IndexTarget, queries: 
         p99_ms=_percentile(latencies, 99),
         usable=usable,
         used_by_planner=_plan_uses(default_plan, target.index_name),
+        truth=truth,
     )
 
 

