@@ -16,8 +16,8 @@ demo: $(STAMP)
 	$(BIN)/vector-migration demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check operator tests
-	$(BIN)/ruff format --check operator tests
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff format --check operator tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy operator/vector_migration

@@ -274,22 +274,35 @@ def chart(result: dict[str, Any], path: Path) -> None:
     figure.savefig(path, dpi=110)
 
 
-async def main(rows: int, dims: int, work: Path) -> dict[str, Any]:
-    """Every measurement, in one run on one server."""
+def median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The run whose total is the median: one run's numbers, consistent with each other."""
+    ordered = sorted(runs, key=lambda run: float(run[key]))
+    return {**ordered[len(ordered) // 2], "all_" + key: [round(float(run[key]), 3) for run in runs]}
+
+
+async def main(rows: int, dims: int, work: Path, repeats: int) -> dict[str, Any]:
+    """Every measurement, on one server; each migration `repeats` times, the median run reported."""
     work.mkdir(parents=True, exist_ok=True)
     server = EmbeddedPostgres(work / "pgdata")
     try:
         print(f"seeding {rows:,} x {dims} ...", flush=True)
         seeded = await seed(server, rows, dims)
-        print(f"  {seeded:.1f}s; raw SQL floor ...", flush=True)
-        floor = await raw_floor(server, dims)
-        print(f"  {floor['total_s']:.1f}s; engine Atomic ...", flush=True)
-        atomic = await engine_run(server, "Atomic", work)
-        print(f"  {atomic['wall_s']:.1f}s; engine Concurrent ...", flush=True)
-        concurrent = await engine_run(server, "Concurrent", work)
-        print(f"  {concurrent['wall_s']:.1f}s; backup ...", flush=True)
+        print(f"  {seeded:.1f}s", flush=True)
+        floors, atomics, concurrents = [], [], []
+        for attempt in range(1, repeats + 1):
+            floors.append(await raw_floor(server, dims))
+            atomics.append(await engine_run(server, "Atomic", work))
+            concurrents.append(await engine_run(server, "Concurrent", work))
+            last = f"floor {floors[-1]['total_s']:.1f}s, Atomic {atomics[-1]['wall_s']:.1f}s"
+            print(f"  run {attempt}/{repeats}: {last}, Concurrent {concurrents[-1]['wall_s']:.1f}s", flush=True)
+        floor = median_run(floors, "total_s")
+        conversion_floor = sorted(run["conversion_s"] for run in floors)[len(floors) // 2]
+        atomic = median_run(atomics, "wall_s")
+        concurrent = median_run(concurrents, "wall_s")
+        blocked = sorted(run["timings"]["writeBlockedSeconds"] for run in concurrents)[len(concurrents) // 2]
+        print("  backup ...", flush=True)
         backup = await backup_cost(server, work)
-        print(f"  {backup:.1f}s; operator ...", flush=True)
+        print("  operator ...", flush=True)
         operator = await operator_costs(server)
     finally:
         server.stop()
@@ -297,6 +310,7 @@ async def main(rows: int, dims: int, work: Path) -> dict[str, Any]:
         "date": datetime.date.today().isoformat(),
         "rows": rows,
         "dims": dims,
+        "repeats": repeats,
         "machine": machine(),
         "seed_s": seeded,
         "floor": floor,
@@ -306,7 +320,7 @@ async def main(rows: int, dims: int, work: Path) -> dict[str, Any]:
         "inplace_vs_floor": atomic["wall_s"] / floor["total_s"],
         "inplace_work_vs_floor": (atomic["timings"]["swapSeconds"] + atomic["timings"].get("reindexSeconds", 0.0))
         / floor["total_s"],
-        "concurrent_lock_vs_conversion_floor": concurrent["timings"]["writeBlockedSeconds"] / floor["conversion_s"],
+        "concurrent_lock_vs_conversion_floor": blocked / conversion_floor,
         "verify_share": atomic["timings"]["verifySeconds"] / atomic["wall_s"],
         "parallel_lock_window_s": None,
         "parallel_note": "the Parallel strategy is not built yet (issue 5)",
@@ -340,8 +354,9 @@ if __name__ == "__main__":
     parser.add_argument("--dims", type=int, default=384)
     parser.add_argument("--work", type=Path, default=ROOT / ".bench")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each migration; the median is reported")
     args = parser.parse_args()
-    outcome = asyncio.run(main(args.rows, args.dims, args.work))
+    outcome = asyncio.run(main(args.rows, args.dims, args.work, args.repeats))
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / outcome["date"]
     stem.with_suffix(".json").write_text(json.dumps(outcome, indent=2, sort_keys=True) + "\n")

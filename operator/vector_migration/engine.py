@@ -60,6 +60,7 @@ from .catalog import (
     read_server,
 )
 from .measure import (
+    BINARY,
     NORMALIZED,
     TEXT,
     IndexMeasurement,
@@ -67,6 +68,8 @@ from .measure import (
     measure_index,
     prints_identically,
     sample_queries,
+    send_function,
+    sends_identically,
     table_checksum,
 )
 from .plan import MigrationPlan, PlanningError, Statement, build_plan
@@ -438,18 +441,30 @@ def _scratch_database_name(database: str) -> str:
     return "vmig_probe_" + hashlib.sha256(database.encode()).hexdigest()[:16]
 
 
-async def _value_samples(conn: asyncpg.Connection, column: VectorColumn) -> list[str]:
+async def _value_samples(conn: asyncpg.Connection, column: VectorColumn) -> list[tuple[str, bytes]]:
+    """Up to 200 values of a column, as printed and as sent by the source type."""
+    send = await send_function(conn, qualify(column.type_schema, column.type_name))
+    sent = f"{send}({quote_ident(column.column)})" if send else "NULL::pg_catalog.bytea"
     rows = await conn.fetch(
-        f"SELECT {quote_ident(column.column)}::pg_catalog.text FROM {column.qualified_table} "
+        f"SELECT {quote_ident(column.column)}::pg_catalog.text, {sent} FROM {column.qualified_table} "
         f"WHERE {quote_ident(column.column)} IS NOT NULL LIMIT 200"
     )
-    return [row[0] for row in rows]
+    return [(row[0], row[1]) for row in rows]
 
 
 async def _choose_checksum_mode(
-    m: Migration, conn: asyncpg.Connection, surface: TargetSurface, samples: dict[VectorColumn, list[str]]
+    m: Migration,
+    conn: asyncpg.Connection,
+    surface: TargetSurface,
+    samples: dict[VectorColumn, list[tuple[str, bytes]]],
 ) -> None:
-    """Text checksums when the target prints sampled values exactly as the source does."""
+    """The cheapest checksum the samples show to be valid: binary, else text, else parsed values.
+
+    Binary when the target sends every sampled value exactly as the source did, text when it
+    prints them exactly as the source did. A wrong choice cannot pass unnoticed: a checksum
+    that differs rolls the swap back, and it is retried once with parsed values.
+    """
+    binary = True
     for column, values in samples.items():
         try:
             target_type = map_type(surface, column)
@@ -458,10 +473,12 @@ async def _choose_checksum_mode(
             return  # the planner reports the unmapped column
         type_sql = qualify(target_type.schema, target_type.name)
         async with conn.transaction():
-            if not await prints_identically(conn, values, type_sql):
+            if not await prints_identically(conn, [text for text, _ in values], type_sql):
                 m.facts.checksum_mode = NORMALIZED
                 return
-    m.facts.checksum_mode = TEXT
+            binary = binary and all(sent is not None for _, sent in values)
+            binary = binary and await sends_identically(conn, values, type_sql)
+    m.facts.checksum_mode = BINARY if binary else TEXT
 
 
 def _create_extension_sql(spec: VectorMigrationSpec, target: str, schema: str) -> str:
@@ -741,10 +758,10 @@ async def run_swap(m: Migration) -> Outcome:
         return Advance(Phase.CHECKLIST, f"{error}; nothing changed, re-planning")
     except _DataMismatch as error:
         await _rollback(transaction)
-        if facts.checksum_mode == TEXT:
-            # The target printed some value differently from the sample: compare parsed values instead.
-            facts.checksum_mode = NORMALIZED
-            return Advance(Phase.SWAP, f"text checksums differ ({error}); retrying with value checksums")
+        if facts.checksum_mode in (BINARY, TEXT):
+            # The target sent or printed some value differently from the sample: compare parsed values.
+            cheap, facts.checksum_mode = facts.checksum_mode, NORMALIZED
+            return Advance(Phase.SWAP, f"{cheap} checksums differ ({error}); retrying with value checksums")
         return Fail(Reason.DATA_MISMATCH, f"content changed during conversion ({error}); the swap rolled back")
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
         await _rollback(transaction)

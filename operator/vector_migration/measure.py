@@ -81,8 +81,12 @@ def normalized_vector(column_sql: str) -> str:
     )
 
 
+BINARY = "binary"
 TEXT = "text"
 NORMALIZED = "normalized"
+# The marker a NULL vector hashes as in binary mode: a send function's output for any vector is
+# longer (a header and at least one element), so no value hashes like NULL.
+_NULL_BYTES = "'\\x00'::pg_catalog.bytea"
 
 
 async def table_checksum(
@@ -91,23 +95,37 @@ async def table_checksum(
     """Count rows and sum a 64-bit hash of each row's content.
 
     A row's hash chains its vector columns onto the hash of its other columns, so moving a
-    vector to another row changes the sum. Mode "text" hashes each vector's text form as
-    printed (cheap: about a tenth of parsing it), valid when source and target print values
-    identically; "normalized" hashes the float4[] the text parses to, valid for any printing.
+    vector to another row changes the sum. How a vector is hashed depends on ``mode``:
+    "binary" hashes its binary send form (cheapest: no float formatting), valid when source and
+    target send sampled values identically; "text" its text form as printed (about a tenth of
+    the cost of parsing it), valid when both print values identically; "normalized" the
+    float4[] the text parses to, valid for any printing.
     """
     columns = await conn.fetch(
         """
-        SELECT a.attname FROM pg_catalog.pg_attribute a
+        SELECT a.attname, sn.nspname AS send_schema, sp.proname AS send_name
+          FROM pg_catalog.pg_attribute a
+          JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+          LEFT JOIN pg_catalog.pg_proc sp ON sp.oid = t.typsend
+          LEFT JOIN pg_catalog.pg_namespace sn ON sn.oid = sp.pronamespace
          WHERE a.attrelid = $1::pg_catalog.regclass AND a.attnum > 0 AND NOT a.attisdropped
          ORDER BY a.attnum
         """,
         qualify(schema, table),
     )
     plain = [quote_ident(r["attname"]) for r in columns if r["attname"] not in vector_columns]
-    vectors = [quote_ident(r["attname"]) for r in columns if r["attname"] in vector_columns]
     row_hash = f"pg_catalog.hashtextextended(ROW({', '.join(plain)})::pg_catalog.text, 0)"
-    for vector in vectors:
-        text = f"{vector}::pg_catalog.text" if mode == TEXT else f"{normalized_vector(vector)}::pg_catalog.text"
+    for record in columns:
+        if record["attname"] not in vector_columns:
+            continue
+        vector = quote_ident(record["attname"])
+        if mode == BINARY and record["send_name"]:
+            sent = f"{qualify(record['send_schema'], record['send_name'])}({vector})"
+            row_hash = f"pg_catalog.hashbyteaextended(COALESCE({sent}, {_NULL_BYTES}), {row_hash})"
+            continue
+        text = (
+            f"{vector}::pg_catalog.text" if mode in (TEXT, BINARY) else f"{normalized_vector(vector)}::pg_catalog.text"
+        )
         # NULL hashes as a marker no vector prints as, so NULL and a value differ.
         row_hash = f"pg_catalog.hashtextextended(COALESCE({text}, 'NULL'), {row_hash})"
     record = await conn.fetchrow(
@@ -118,6 +136,40 @@ async def table_checksum(
         """
     )
     return TableChecksum(rows=record["rows"], checksum=_fold(int(record["total"])))
+
+
+async def send_function(conn: asyncpg.Connection, type_sql: str) -> str | None:
+    """The qualified binary send function of a type, if it has one."""
+    record = await conn.fetchrow(
+        """
+        SELECT n.nspname, p.proname FROM pg_catalog.pg_type t
+          JOIN pg_catalog.pg_proc p ON p.oid = t.typsend
+          JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+         WHERE t.oid = $1::pg_catalog.regtype
+        """,
+        type_sql,
+    )
+    return qualify(record["nspname"], record["proname"]) if record else None
+
+
+async def sends_identically(conn: asyncpg.Connection, samples: list[tuple[str, bytes]], target_type_sql: str) -> bool:
+    """Whether the target's send form of every sampled value equals the source's send form of it."""
+    send = await send_function(conn, target_type_sql)
+    if send is None:
+        return False
+    if not samples:
+        return True
+    differing: int = await conn.fetchval(
+        f"""
+        SELECT pg_catalog.count(*)
+          FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.bytea[]))
+               AS s(value, sent)
+         WHERE {send}(s.value::{target_type_sql}) IS DISTINCT FROM s.sent
+        """,
+        [text for text, _ in samples],
+        [sent for _, sent in samples],
+    )
+    return differing == 0
 
 
 async def prints_identically(conn: asyncpg.Connection, samples: list[str], target_type_sql: str) -> bool:
