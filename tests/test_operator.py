@@ -158,6 +158,39 @@ async def test_pause_holds_between_phases_and_resume_continues(
         assert phase(done) == "Succeeded", done["status"]["message"]
 
 
+async def test_the_rollback_annotation_undoes_a_succeeded_migration(
+    postgres: EmbeddedPostgres, database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    await create_rich_database(conn)
+    before = await snapshot(conn)
+    async with running_cluster(tmp_path, postgres.bin_dir) as (cluster, _), running_operator(cluster):
+        await cluster.apply_secret("shop-app", secret_for(database))
+        await cluster.apply(migration(backup={"enabled": False}))
+        done = await cluster.wait_for("shop", lambda r: phase(r) in ("Succeeded", "Failed"))
+        assert phase(done) == "Succeeded", done["status"]["message"]
+
+        await cluster.annotate("shop", {"ruvector.dev/rollback": "true"})
+        undone = await cluster.wait_for("shop", lambda r: phase(r) in ("RolledBack", "Failed"))
+
+        assert phase(undone) == "RolledBack", undone["status"]["message"]
+        assert condition(undone, "RolledBack")["status"] == "True"
+        assert (condition(undone, "Ready")["status"], condition(undone, "Ready")["reason"]) == (
+            "True",
+            "RollbackRequested",
+        )
+        assert (argo_health(undone)[0], kstatus(undone)) == ("Healthy", "Current")
+        await cluster.eventually(
+            lambda: {("Normal", "RollingBack"), ("Normal", "RolledBack")} <= set(_event_reasons(cluster))
+        )
+    after = await snapshot(conn)
+    assert (after.rows, after.indexes) == (before.rows, before.indexes)
+    assert "vector" in after.extensions and "ruvector_standin" not in after.extensions
+
+
+def _event_reasons(cluster: Any) -> list[tuple[str, str]]:
+    return [(e["type"], e["reason"]) for e in cluster.posted_events()]
+
+
 async def test_a_failed_backup_job_stops_before_the_swap(
     postgres: EmbeddedPostgres, database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import asyncpg
 import pytest
 
 from tests.scenarios import condition, create_rich_database, index_facts, manifest, migration, snapshot
+from vector_migration.api import VectorMigrationStatus
 from vector_migration.engine import close_session, open_session, run, step
 from vector_migration.sql import ConnectionParams
 from vector_migration.vocabulary import Phase, Reason
@@ -188,3 +190,39 @@ async def test_a_recall_drop_after_the_swap_is_measured_against_the_baseline_and
     measured = {i.name: i for i in status.verification.indexes}["items_cosine_ivf"]
     assert measured.recall_before == 1.0 and measured.recall_after < 0.9
     assert (await snapshot(conn)).rows == before.rows
+
+
+@pytest.mark.parametrize("target", ["ruvector_standin", "ruvector_v2_standin"])
+async def test_a_succeeded_migration_is_rolled_back_on_request_from_the_command_line(
+    target: str, database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    from tests.test_command_line import MANIFEST, url, write
+    from vector_migration.cli import main
+
+    await create_rich_database(conn)
+    before = await snapshot(conn)
+    indexes_before = await index_facts(conn)
+    document = {**MANIFEST, "spec": {**MANIFEST["spec"], "target": {"extension": target}}}  # type: ignore[dict-item]
+    manifest_file, status_file = write(tmp_path, document), tmp_path / "status.json"
+    common = ["-f", str(manifest_file), "--database-url", url(database), "--status-out", str(status_file)]
+    assert await asyncio.to_thread(main, ["migrate", *common, "--backup-dir", str(tmp_path / "b")]) == 0
+    assert target in (await snapshot(conn)).extensions
+
+    code = await asyncio.to_thread(main, ["rollback", *common])
+
+    status = VectorMigrationStatus.model_validate_json(status_file.read_text())
+    assert code == 0, status.message
+    assert status.phase is Phase.ROLLED_BACK
+    # Asked for and done: the resource is where its owner wants it, so Ready, not Stalled.
+    assert (condition(status, "Ready").status, condition(status, "Ready").reason) == ("True", "RollbackRequested")
+    assert condition(status, "Stalled").status == "False"
+    assert "every table equals its pre-migration checksum" in status.message
+    after = await snapshot(conn)
+    assert (after.rows, after.indexes, after.views) == (before.rows, before.indexes, before.views)
+    assert await index_facts(conn) == indexes_before
+    assert "vector" in after.extensions and target not in after.extensions
+
+    # A second rollback finds nothing to undo and says so.
+    assert await asyncio.to_thread(main, ["rollback", *common]) == 1
+    again = VectorMigrationStatus.model_validate_json(status_file.read_text())
+    assert condition(again, "Stalled").reason == Reason.NOTHING_TO_ROLL_BACK

@@ -26,7 +26,7 @@ from .api import SpecError, VectorMigration, VectorMigrationStatus, load_manifes
 from .backup import LocalBackup
 from .engine import Migration, run
 from .sql import ConnectionError_, ConnectionParams, parse_database_url
-from .vocabulary import Phase, Reason
+from .vocabulary import ConditionType, Phase, Reason
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_HELD = 0, 1, 2, 3
 DATABASE_URL_ENV = "DATABASE_URL"
@@ -119,6 +119,19 @@ def _parser() -> argparse.ArgumentParser:
         "(loses every write made since the backup; the token is in the message that asks for it)",
     )
     migrate.set_defaults(handler=_migrate)
+
+    rollback = commands.add_parser(
+        "rollback", help="undo a migration's committed swap (in SQL; from the backup only with --restore)"
+    )
+    database_options(rollback)
+    rollback.add_argument("--status-out", type=Path, help="write the final status as JSON")
+    rollback.add_argument("--pg-bin-dir", type=Path, action="append", default=[], help="where pg_restore is")
+    rollback.add_argument(
+        "--restore",
+        metavar="TOKEN",
+        help="consent to restoring the backup with this token when the swap cannot be reversed in SQL",
+    )
+    rollback.set_defaults(handler=_rollback)
 
     demo = commands.add_parser("demo", help="migrate a seeded embedded PostgreSQL to a RuVector stand-in")
     demo.add_argument(
@@ -239,12 +252,37 @@ def _migrate(args: argparse.Namespace) -> int:
     return finish(console, status, args.status_out)
 
 
+def _rollback(args: argparse.Namespace) -> int:
+    console = Console(stderr=True, soft_wrap=True)
+    loaded = _load(args, console)
+    if loaded is None:
+        return EXIT_USAGE
+    resource, params = loaded
+    with RichReporter(console) as reporter:
+        migration = Migration(
+            name=resource.metadata.name,
+            spec=resource.spec,
+            params=params,
+            status=VectorMigrationStatus(phase=Phase.ROLLING_BACK),
+            backup=LocalBackup(Path("backups"), tuple(args.pg_bin_dir)),
+            reporter=reporter,
+            restore_consent=args.restore,
+            rollback_requested=True,
+            generation=resource.metadata.generation,
+        )
+        status = asyncio.run(
+            run(migration, give_up_on=frozenset({Reason.MIGRATION_LOCKED, Reason.DATABASE_UNAVAILABLE}))
+        )
+    return finish(console, status, args.status_out)
+
+
 def finish(console: Console, status: VectorMigrationStatus, status_out: Path | None) -> int:
     """Print the summary, write --status-out, and choose the exit code."""
     if status_out is not None:
         status_out.write_text(status.model_dump_json(by_alias=True, indent=2, exclude_none=True) + "\n")
     print_summary(Console(soft_wrap=False, width=max(Console().width, 120)), status)
-    if status.phase is Phase.SUCCEEDED:
+    ready = next((c for c in status.conditions if c.type == ConditionType.READY.value), None)
+    if status.phase is Phase.SUCCEEDED or (status.phase is Phase.ROLLED_BACK and ready and ready.status == "True"):
         console.print(f"[green]✔ {status.message}[/]")
         return EXIT_OK
     if status.phase in (Phase.FAILED, Phase.ROLLED_BACK):

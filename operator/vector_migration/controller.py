@@ -76,7 +76,8 @@ def build_registry(
             await write_status(state.client, body, status)
             metrics.observe(uid, before, status.phase, status.timings.get(timing_key(before)), None)
             if status.phase != before:
-                failed = status.phase in (Phase.FAILED, Phase.ROLLED_BACK)
+                stalled = next((c for c in status.conditions if c.type == ConditionType.STALLED.value), None)
+                failed = stalled is not None and stalled.status == "True"
                 reason = outcome.reason.value if isinstance(outcome, Fail) else status.phase.value
                 kopf.event(body, type="Warning" if failed else "Normal", reason=reason, message=status.message[:1000])
 

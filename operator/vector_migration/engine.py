@@ -203,6 +203,8 @@ class Migration:
     # A person's consent to restore the verified backup (its restore_token), when the swap cannot
     # be reversed in SQL: a restore loses every write made since the backup, so never automatic.
     restore_consent: str | None = None
+    # A person asked to undo a succeeded migration (the rollback annotation, or the rollback command).
+    rollback_requested: bool = False
     generation: int | None = None
     facts: RunFacts = field(default_factory=RunFacts)
     conn: asyncpg.Connection | None = None
@@ -262,6 +264,8 @@ async def run_checklist(m: Migration) -> Outcome:
     entries = await journal.read(conn, m.name)
     if journal.VERIFIED in entries:
         m.status = VectorMigrationStatus.model_validate(entries[journal.VERIFIED].detail["status"])
+        if m.rollback_requested:
+            return Advance(Phase.ROLLING_BACK, "migrated and verified; rolling back as requested")
         return Advance(Phase.SUCCEEDED, "already migrated and verified; nothing to do")
     if journal.SWAPPED in entries:
         _restore_from_journal(m, entries[journal.SWAPPED])
@@ -1480,11 +1484,20 @@ async def step(m: Migration) -> Outcome:
     if m.status.phase is Phase.ROLLED_BACK and isinstance(outcome, Advance):
         # Rolled back is not healthy: Stalled with the reason the migration failed for (remembered
         # by this run, or recorded in the failed phase's condition when an earlier run saw it).
-        failure = m.facts.failure or _recorded_failure(m.status)
+        requested = Fail(Reason.ROLLBACK_REQUESTED, "") if m.rollback_requested else None
+        failure = m.facts.failure or requested or _recorded_failure(m.status)
         if failure.message:
             m.status.message = f"{failure.message} Rolled back: {m.status.message}."
         summarize(m.status, failure.reason, m.status.message, m.generation)
     return outcome
+
+
+def request_rollback(m: Migration, by: str) -> bool:
+    """Turn a succeeded migration into one rolling back, when a person asked; whether it did."""
+    if not m.rollback_requested or m.status.phase is not Phase.SUCCEEDED:
+        return False
+    set_phase(m.status, Phase.ROLLING_BACK, f"rollback requested by {by}", m.generation)
+    return True
 
 
 def _recorded_failure(status: VectorMigrationStatus) -> Fail:
@@ -1518,6 +1531,7 @@ async def run(
     another migration's lock; an operator should).
     """
     waits = 0
+    request_rollback(m, "the caller")
     try:
         while not m.status.phase.terminal:
             if m.conn is None:

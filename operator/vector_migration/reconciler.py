@@ -18,7 +18,19 @@ from pydantic import ValidationError
 
 from .api import VectorMigration, VectorMigrationStatus, describe_validation_error
 from .builders import build_plan_configmap, object_name
-from .engine import Advance, Fail, Hold, Migration, Outcome, Wait, apply, close_session, open_session, step
+from .engine import (
+    Advance,
+    Fail,
+    Hold,
+    Migration,
+    Outcome,
+    Wait,
+    apply,
+    close_session,
+    open_session,
+    request_rollback,
+    step,
+)
 from .job_backup import JobBackup
 from .kube import KubeClient, KubeError, path
 from .sql import ConnectionError_, params_from_secret
@@ -28,6 +40,7 @@ from .vocabulary import (
     ANNOTATION_DELETE_BACKUP,
     ANNOTATION_PAUSED,
     ANNOTATION_RESTORE,
+    ANNOTATION_ROLLBACK,
     API_GROUP,
     API_VERSION,
     PLURAL,
@@ -131,6 +144,9 @@ async def reconcile(state: OperatorState, body: Mapping[str, Any], on_progress: 
 
     run.approved_hash = annotations.get(ANNOTATION_APPROVE)
     run.restore_consent = annotations.get(ANNOTATION_RESTORE)
+    run.rollback_requested = str(annotations.get(ANNOTATION_ROLLBACK, "")).lower() == "true"
+    if request_rollback(run, f"the annotation {ANNOTATION_ROLLBACK}"):
+        await on_progress(Phase.SUCCEEDED, run.status, Advance(Phase.ROLLING_BACK))
     if run.status.phase.terminal:
         await state.forget(uid)
         return _done(run.status, Hold(Reason.SUCCEEDED, run.status.message), previous)

@@ -67,9 +67,10 @@ def set_phase(status: VectorMigrationStatus, phase: Phase, message: str, generat
 
 def summarize(status: VectorMigrationStatus, reason: Reason, message: str, generation: int | None = None) -> None:
     """Ready/Reconciling/Stalled from the phase: success is Ready; a terminal failure is Stalled."""
-    if reason is Reason.DRY_RUN:
+    if reason is Reason.DRY_RUN or (status.phase is Phase.ROLLED_BACK and reason is Reason.ROLLBACK_REQUESTED):
         # A dry run has done what its spec asks (a checked plan, published): kubectl wait and
         # GitOps health checks may move on, while phase and reason say that nothing was migrated.
+        # A rollback a person asked for, once done, is likewise the state the resource asks for.
         set_condition(status, ConditionType.READY, True, reason, message, generation)
         set_condition(status, ConditionType.RECONCILING, False, reason, "", generation)
         set_condition(status, ConditionType.STALLED, False, reason, "", generation)

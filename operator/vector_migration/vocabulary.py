@@ -20,6 +20,7 @@ ANNOTATION_APPROVE = f"{API_GROUP}/approve"  # value: the plan hash being approv
 ANNOTATION_PAUSED = f"{API_GROUP}/paused"  # "true" holds the migration between phases
 ANNOTATION_DELETE_BACKUP = f"{API_GROUP}/delete-backup"  # "true": the backup claim goes with the resource
 ANNOTATION_RESTORE = f"{API_GROUP}/restore"  # the restore token of the backup a person consents to restore
+ANNOTATION_ROLLBACK = f"{API_GROUP}/rollback"  # "true": undo a succeeded migration
 
 # Schema and table the engine keeps in the migrated database: the record of what is done,
 # which outlives any status patch that a crash may lose.
@@ -139,6 +140,7 @@ class Reason(StrEnum):
     RESTORE_FAILED = "RestoreFailed"
     RESTORED = "Restored"
     ROLLED_BACK = "RolledBack"
+    ROLLBACK_REQUESTED = "RollbackRequested"
     NOTHING_TO_ROLL_BACK = "NothingToRollBack"
     VERIFICATION_FAILED = "VerificationFailed"
     DATA_MISMATCH = "DataMismatch"
