@@ -128,5 +128,5 @@ def test_the_database_url_can_come_from_the_environment(
 def test_other_strategies_are_refused_clearly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from vector_migration.api import parse_manifest
 
-    resource = parse_manifest({**MANIFEST, "spec": {"strategy": "Parallel"}})
-    assert resource.spec.strategy == "Parallel"  # accepted by the API, refused by the engine (next test file)
+    resource = parse_manifest({**MANIFEST, "spec": {"strategy": "Rebuild"}})
+    assert resource.spec.strategy == "Rebuild"  # accepted by the API, refused by the engine (next test file)

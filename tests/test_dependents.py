@@ -82,9 +82,9 @@ async def test_strategies_not_built_yet_are_refused_before_anything_changes(
     await create_rich_database(conn)
     before = await snapshot(conn)
 
-    status = await run(migration(database, manifest(strategy="Parallel"), backup_dir))
+    status = await run(migration(database, manifest(strategy="Rebuild"), backup_dir))
 
     assert status.phase is Phase.FAILED
     assert status.conditions[0].reason == Reason.UNSUPPORTED_STRATEGY
-    assert "strategy Parallel is not implemented yet; use InPlace" in status.message
+    assert "strategy Rebuild is not implemented yet; use InPlace or Parallel" in status.message
     assert await snapshot(conn) == before

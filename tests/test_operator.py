@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -189,6 +190,47 @@ async def test_the_rollback_annotation_undoes_a_succeeded_migration(
 
 def _event_reasons(cluster: Any) -> list[tuple[str, str]]:
     return [(e["type"], e["reason"]) for e in cluster.posted_events()]
+
+
+async def test_a_parallel_cutover_publishes_its_weight_and_waits_for_promotion(
+    postgres: EmbeddedPostgres, database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    from tests.test_parallel import EMBEDDING_TYPE, create_shop, docs_before
+
+    await create_shop(conn)
+    before = await docs_before(conn)
+    async with running_cluster(tmp_path, postgres.bin_dir) as (cluster, _), running_operator(cluster):
+        await cluster.apply_secret("shop-app", secret_for(database))
+        await cluster.apply(
+            migration(
+                strategy="Parallel",
+                backup={"enabled": False},
+                parallel={"keepOldFor": "0s"},
+                cutover={"steps": [{"setWeight": 50}, {"pause": {}}]},
+            )
+        )
+        paused = await cluster.wait_for(
+            "shop", lambda r: condition(r, "Reconciling").get("reason") == "AwaitingPromotion" or phase(r) == "Failed"
+        )
+        assert phase(paused) == "Cutover", paused["status"]["message"]
+        assert paused["status"]["cutover"]["weight"] == 50
+        assert (argo_health(paused)[0], kstatus(paused)) == ("Suspended", "InProgress")
+        configmaps = {c["metadata"]["name"]: c for c in await cluster.list("v1", "configmaps")}
+        routing = configmaps["shop-cutover"]["data"]
+        assert routing["weight"] == "50"
+        assert json.loads(routing["tables.json"]) == {"public.docs": "public.docs_vmig_shadow"}
+
+        await cluster.annotate("shop", {"ruvector.dev/promote": "true"})
+        done = await cluster.wait_for("shop", lambda r: phase(r) in ("Succeeded", "Failed", "RolledBack"))
+
+        assert phase(done) == "Succeeded", done["status"]["message"]
+        assert done["status"]["parallel"]["lockWindowSeconds"] < 1.0
+        assert "ruvector.dev/promote" not in (done["metadata"].get("annotations") or {})  # consumed
+        configmaps = {c["metadata"]["name"]: c for c in await cluster.list("v1", "configmaps")}
+        assert configmaps["shop-cutover"]["data"]["weight"] == "100"
+        assert_allowed_by_the_chart(cluster.operator_requests())
+    assert await docs_before(conn) == before
+    assert await conn.fetchval(EMBEDDING_TYPE) == "ruvector(8)"
 
 
 async def test_a_failed_backup_job_stops_before_the_swap(

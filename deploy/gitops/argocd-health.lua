@@ -1,6 +1,6 @@
 -- Argo CD health check for ruvector.dev/VectorMigration.
 -- Reads the conditions the operator writes (kstatus conventions): Stalled=True is Degraded,
--- Ready=True is Healthy, a migration waiting on a person (approval, pause, consent to a restore)
+-- Ready=True is Healthy, a migration waiting on a person (approval, pause, consent to a restore, promotion of a cutover pause)
 -- is Suspended,
 -- anything else is Progressing. Install: argocd-cm.yaml in this folder.
 local health = {}
@@ -28,7 +28,9 @@ local function describe(condition)
   return text
 end
 local stalled, ready, reconciling = conditions["Stalled"], conditions["Ready"], conditions["Reconciling"]
-local waiting_on_a_person = { AwaitingApproval = true, Paused = true, RestoreNeedsConsent = true }
+local waiting_on_a_person = {
+  AwaitingApproval = true, Paused = true, RestoreNeedsConsent = true, AwaitingPromotion = true,
+}
 if stalled ~= nil and stalled.status == "True" then
   health.status = "Degraded"
   health.message = describe(stalled)

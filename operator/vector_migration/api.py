@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from .vocabulary import (
@@ -146,6 +146,41 @@ class RollbackSpec(ApiModel):
     on_failure: RollbackPolicy = RollbackPolicy.AUTOMATIC
 
 
+class ParallelSpec(ApiModel):
+    """The Parallel strategy's backfill pace and how long the replaced tables are kept."""
+
+    batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = 5_000
+    # None: as fast as the database allows; a number bounds the backfill's load on a busy primary.
+    rows_per_second: Annotated[int | None, Field(ge=1)] = None
+    # The replaced pgvector tables stay (kept in sync, so a swap back loses nothing) this long.
+    keep_old_for: Annotated[str, Field(pattern=_DURATION)] = "24h"
+
+
+class PauseSpec(ApiModel):
+    """A pause between cutover steps: for a duration, or (no duration) until promoted."""
+
+    duration: Annotated[str | None, Field(pattern=_DURATION)] = None
+
+
+class CutoverStep(ApiModel):
+    """One step of the cutover: route a share of reads to the new tables, or pause."""
+
+    set_weight: Annotated[int | None, Field(ge=0, le=100)] = None
+    pause: PauseSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_action(self) -> CutoverStep:
+        if (self.set_weight is None) == (self.pause is None):
+            raise ValueError("a cutover step has exactly one of setWeight and pause")
+        return self
+
+
+class CutoverSpec(ApiModel):
+    """Steps between a verified shadow and the finalize (Argo Rollouts' canary steps, for reads)."""
+
+    steps: list[CutoverStep] = Field(default_factory=list, max_length=50)
+
+
 class TierSpec(ApiModel):
     """RuVector tiered storage thresholds, in hours."""
 
@@ -179,13 +214,15 @@ class VectorMigrationSpec(ApiModel):
     reindex: ReindexSpec = Field(default_factory=ReindexSpec)
     verify: VerifySpec = Field(default_factory=VerifySpec)
     rollback: RollbackSpec = Field(default_factory=RollbackSpec)
+    parallel: ParallelSpec = Field(default_factory=ParallelSpec)
+    cutover: CutoverSpec = Field(default_factory=CutoverSpec)
     post_migration: PostMigrationSpec = Field(default_factory=PostMigrationSpec)
 
 
 # What a person may still change once the swap has started: the approval gate, what to do on a
 # failure, and the optional features applied after verify. Everything else describes the migration
 # already under way; the CRD rejects a change to it and the engine stops if one slips through.
-SPEC_MUTABLE_AFTER_SWAP = frozenset({"approval", "rollback", "postMigration"})
+SPEC_MUTABLE_AFTER_SWAP = frozenset({"approval", "rollback", "postMigration", "cutover"})
 
 
 def frozen_spec(spec: VectorMigrationSpec) -> dict[str, Any]:
@@ -318,6 +355,34 @@ class Verification(ApiModel):
     passed: bool | None = None
 
 
+class ShadowTableStatus(ApiModel):
+    """One table of a Parallel migration: its shadow and the backfill's progress."""
+
+    name: str
+    shadow: str
+    rows_copied: int = 0
+    rows_total: int = 0
+    backfilled: bool = False
+
+
+class ParallelStatus(ApiModel):
+    """Where a Parallel migration's shadow tables are, and what the finalize did."""
+
+    tables: list[ShadowTableStatus] = Field(default_factory=list)
+    lock_window_seconds: float | None = None
+    old_tables: list[str] = Field(default_factory=list)
+    drop_old_after: str | None = None
+    old_tables_dropped: bool = False
+
+
+class CutoverStatus(ApiModel):
+    """The cutover's current step and the share of reads routed to the new tables."""
+
+    step: int = 0
+    weight: int = 0
+    step_started_at: str | None = None
+
+
 class VectorMigrationStatus(ApiModel):
     """What the engine observed and did."""
 
@@ -328,6 +393,8 @@ class VectorMigrationStatus(ApiModel):
     inventory: Inventory | None = None
     backup: BackupStatus | None = None
     verification: Verification | None = None
+    parallel: ParallelStatus | None = None
+    cutover: CutoverStatus | None = None
     # Seconds spent in each phase, and the write-blocking window of the swap.
     timings: dict[str, float] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)

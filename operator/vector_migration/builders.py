@@ -11,9 +11,9 @@ import json
 import re
 from typing import Any
 
-from .api import VectorMigration
+from .api import VectorMigration, VectorMigrationStatus
 from .backup import restore_arguments
-from .vocabulary import API_GROUP, API_VERSION, KIND, BackupScope
+from .vocabulary import API_GROUP, API_VERSION, KIND, BackupScope, Phase
 
 MANAGED_BY = "vector-migration-operator"
 LABEL_MIGRATION = f"{API_GROUP}/migration"
@@ -270,6 +270,35 @@ def build_plan_configmap(resource: VectorMigration, plan: dict[str, Any]) -> dic
                 f"-- {s['step']}\n{s['sql']};" for s in plan.get("swapTransaction", []) + plan.get("afterCommit", [])
             )
             + "\n",
+        },
+    }
+
+
+def build_cutover_configmap(resource: VectorMigration, status: VectorMigrationStatus) -> dict[str, Any]:
+    """What applications (or a proxy) read to route a share of reads to the new tables.
+
+    ``weight`` is the percentage of reads to send to the new tables; ``tables`` maps each
+    application table to the table that holds its migrated copy until the finalize (after it,
+    the application's own name).
+    """
+    cutover = status.cutover
+    parallel = status.parallel
+    finalized = status.phase is Phase.SUCCEEDED
+    tables = {t.name: (t.name if finalized else t.shadow) for t in (parallel.tables if parallel else [])}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": object_name(resource.metadata.name, "cutover"),
+            "namespace": resource.metadata.namespace,
+            "labels": labels(resource, "cutover"),
+            "ownerReferences": [owner_reference(resource)],
+        },
+        "data": {
+            "weight": str(100 if finalized else (cutover.weight if cutover else 0)),
+            "step": str(cutover.step if cutover else 0),
+            "phase": status.phase.value,
+            "tables.json": json.dumps(tables, sort_keys=True),
         },
     }
 

@@ -113,6 +113,9 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("--pg-bin-dir", type=Path, action="append", default=[], help="where pg_dump/pg_restore are")
     migrate.add_argument("--approve", metavar="PLAN_HASH", help="approve this plan hash (spec.approval: Manual)")
     migrate.add_argument(
+        "--promote", action="store_true", help="end the current indefinite cutover pause (strategy Parallel)"
+    )
+    migrate.add_argument(
         "--restore",
         metavar="TOKEN",
         help="consent to restoring the backup with this token when a swap cannot be reversed in SQL "
@@ -244,6 +247,7 @@ def _migrate(args: argparse.Namespace) -> int:
             reporter=reporter,
             approved_hash=args.approve,
             restore_consent=args.restore,
+            promote=args.promote,
             generation=resource.metadata.generation,
         )
         status = asyncio.run(

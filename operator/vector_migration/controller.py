@@ -89,6 +89,8 @@ def build_registry(
         metrics.observe(uid, result.previous_phase, result.phase, None, failure)
         for key, value in result.status.items():
             patch.status[key] = value
+        for annotation in result.consumed_annotations:
+            patch.metadata.annotations[annotation] = None  # acted on once; it must not act again
         action, detail = next_step(result.outcome, retry)
         if action == "wait":
             raise kopf.TemporaryError(str(result.status.get("message", "")), delay=float(detail or 5.0))

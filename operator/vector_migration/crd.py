@@ -37,7 +37,17 @@ _KEEP = {
 }
 
 # Phases in which the swap has started (or is done): the spec then describes work under way.
-_SWAP_STARTED_PHASES = (Phase.SWAP, Phase.REINDEX, Phase.VERIFY, Phase.SUCCEEDED, Phase.ROLLING_BACK, Phase.ROLLED_BACK)
+_SWAP_STARTED_PHASES = (
+    Phase.SWAP,
+    Phase.BACKFILL,
+    Phase.REINDEX,
+    Phase.VERIFY,
+    Phase.CUTOVER,
+    Phase.FINALIZE,
+    Phase.SUCCEEDED,
+    Phase.ROLLING_BACK,
+    Phase.ROLLED_BACK,
+)
 
 
 def structural(schema: dict[str, Any], definitions: dict[str, Any]) -> dict[str, Any]:

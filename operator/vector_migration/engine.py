@@ -205,6 +205,10 @@ class Migration:
     restore_consent: str | None = None
     # A person asked to undo a succeeded migration (the rollback annotation, or the rollback command).
     rollback_requested: bool = False
+    # A person ended the current indefinite cutover pause; consumed by the step it releases, so a
+    # promotion left in place cannot release the next pause too.
+    promote: bool = False
+    promote_consumed: bool = False
     generation: int | None = None
     facts: RunFacts = field(default_factory=RunFacts)
     conn: asyncpg.Connection | None = None
@@ -266,14 +270,14 @@ async def run_checklist(m: Migration) -> Outcome:
         m.status = VectorMigrationStatus.model_validate(entries[journal.VERIFIED].detail["status"])
         if m.rollback_requested:
             return Advance(Phase.ROLLING_BACK, "migrated and verified; rolling back as requested")
-        return Advance(Phase.SUCCEEDED, "already migrated and verified; nothing to do")
+        return Advance(Phase.SUCCEEDED, await _finished(m))
     if journal.SWAPPED in entries:
         _restore_from_journal(m, entries[journal.SWAPPED])
         return Advance(Phase.REINDEX, "the swap had already committed; continuing with the reindex")
-    if m.spec.strategy is not Strategy.IN_PLACE:
+    if m.spec.strategy is Strategy.REBUILD:
         return Fail(
             Reason.UNSUPPORTED_STRATEGY,
-            f"strategy {m.spec.strategy.value} is not implemented yet; use InPlace",
+            f"strategy {m.spec.strategy.value} is not implemented yet; use InPlace or Parallel",
         )
     server = await read_server(conn)
     if server.version_num < MIN_SERVER_VERSION_NUM:
@@ -338,6 +342,12 @@ async def run_checklist(m: Migration) -> Outcome:
         return Fail(error.reason, str(error))
     for message in plan.warnings:
         warn(m.status, message)
+    if m.spec.strategy is Strategy.PARALLEL:
+        from .parallel import check_tables
+
+        blockers = await check_tables(conn, inventory, surface)
+        if blockers:
+            return Fail(blockers[0].reason, "; ".join(b.message for b in blockers))
     m.facts.inventory, m.facts.surface, m.facts.plan = inventory, surface, plan
     m.status.plan_hash = plan.plan_hash
     m.status.inventory = _inventory_model(inventory, plan, surface)
@@ -531,6 +541,19 @@ async def _baseline(
         probes.append(Probe(index.name, rows, after, queries, baseline))
     m.reporter.task_done("baseline")
     return probes
+
+
+async def _finished(m: Migration) -> str:
+    """A finished migration run again: nothing to do, except a Parallel one's old tables once due."""
+    if m.spec.strategy is Strategy.PARALLEL:
+        from .parallel import drop_old_tables, seconds_until_old_tables_go
+
+        remaining = seconds_until_old_tables_go(m.status)
+        if remaining == 0:
+            return await drop_old_tables(m)
+        if remaining is not None:
+            return f"migrated and verified; the old tables stay for {remaining:.0f}s more (parallel.keepOldFor)"
+    return "already migrated and verified; nothing to do"
 
 
 def _after_backup(m: Migration) -> Phase:
@@ -1019,9 +1042,43 @@ async def run_verify(m: Migration) -> Outcome:
                     f"index {rebuild['name']} is missing, INVALID or not on {rebuild['method']}",
                 )
             )
+    problems += await _judge_probes(m, m.facts.probes, verification)
+    verification.passed = not problems
+    m.status.verification = verification
+    if problems:
+        message = "; ".join(text for _, text in problems)
+        set_condition(m.status, ConditionType.VERIFIED, False, problems[0][0], message, m.generation)
+        backup = f" The pre-migration backup is {m.status.backup.location}." if m.status.backup else ""
+        return Fail(problems[0][0], f"verification failed: {message}.{backup}")
+    await _post_migration(m)
+    recalls = [v.recall_after for v in verification.indexes if v.recall_after is not None]
+    message = (
+        f"{sum(t.rows_after or 0 for t in verification.tables)} rows in {len(verification.tables)} table(s) equal "
+        f"before and after; {len(m.facts.rebuilds)} index(es) valid"
+        + (f"; lowest recall@{spec.k} {min(recalls):.3f}" if recalls else "")
+    )
+    set_condition(m.status, ConditionType.VERIFIED, True, Reason.PASSED, message, m.generation)
+    final = m.status.model_copy(deep=True)
+    set_phase(final, Phase.SUCCEEDED, message, m.generation)
+    # Recorded before the status says Succeeded: a re-run finds it and does nothing.
+    await journal.record(
+        conn,
+        m.name,
+        journal.VERIFIED,
+        m.status.plan_hash or "",
+        {"status": final.model_dump(by_alias=True, mode="json")},
+    )
+    return Advance(Phase.SUCCEEDED, message)
+
+
+async def _judge_probes(m: Migration, probes: list[Probe], verification: Verification) -> list[tuple[Reason, str]]:
+    """Measure each probe's index now; what fell below the baseline's recall or above its latency bound."""
+    conn = m.session
+    spec = m.spec.verify
+    problems: list[tuple[Reason, str]] = []
     by_name = {v.name: v for v in verification.indexes}
-    for position, probe in enumerate(m.facts.probes):
-        m.reporter.progress("verify", position, len(m.facts.probes), f"measuring {probe.index}")
+    for position, probe in enumerate(probes):
+        m.reporter.progress("verify", position, len(probes), f"measuring {probe.index}")
         if not probe.queries:
             continue
         truth = probe.baseline.truth if probe.baseline else None
@@ -1064,32 +1121,7 @@ async def run_verify(m: Migration) -> Outcome:
                 )
     verification.indexes = list(by_name.values())
     m.reporter.task_done("verify")
-    verification.passed = not problems
-    m.status.verification = verification
-    if problems:
-        message = "; ".join(text for _, text in problems)
-        set_condition(m.status, ConditionType.VERIFIED, False, problems[0][0], message, m.generation)
-        backup = f" The pre-migration backup is {m.status.backup.location}." if m.status.backup else ""
-        return Fail(problems[0][0], f"verification failed: {message}.{backup}")
-    await _post_migration(m)
-    recalls = [v.recall_after for v in verification.indexes if v.recall_after is not None]
-    message = (
-        f"{sum(t.rows_after or 0 for t in verification.tables)} rows in {len(verification.tables)} table(s) equal "
-        f"before and after; {len(m.facts.rebuilds)} index(es) valid"
-        + (f"; lowest recall@{spec.k} {min(recalls):.3f}" if recalls else "")
-    )
-    set_condition(m.status, ConditionType.VERIFIED, True, Reason.PASSED, message, m.generation)
-    final = m.status.model_copy(deep=True)
-    set_phase(final, Phase.SUCCEEDED, message, m.generation)
-    # Recorded before the status says Succeeded: a re-run finds it and does nothing.
-    await journal.record(
-        conn,
-        m.name,
-        journal.VERIFIED,
-        m.status.plan_hash or "",
-        {"status": final.model_dump(by_alias=True, mode="json")},
-    )
-    return Advance(Phase.SUCCEEDED, message)
+    return problems
 
 
 METRICS = {"<->": "l2", "<=>": "cosine", "<#>": "ip", "<+>": "l1"}
@@ -1448,16 +1480,27 @@ PHASES: dict[Phase, PhaseFunction] = {
     Phase.ROLLING_BACK: run_rollback,
 }
 
-# Failures after the swap committed, which rollback.onFailure: Automatic undoes.
-_ROLLBACK_AFTER = (Phase.REINDEX, Phase.VERIFY)
+# Failures after the swap committed (or, for Parallel, the shadows exist), which
+# rollback.onFailure: Automatic undoes.
+_ROLLBACK_AFTER = (Phase.BACKFILL, Phase.REINDEX, Phase.VERIFY, Phase.CUTOVER, Phase.FINALIZE)
+# Where a Parallel migration can be aborted on request: the application still runs on pgvector.
+_ABORTABLE = frozenset({Phase.BACKFILL, Phase.REINDEX, Phase.VERIFY, Phase.CUTOVER})
 # ...except a spec changed under a swapped database: the person who changed it decides, not the engine.
 _NO_ROLLBACK = frozenset({Reason.SPEC_CHANGED_AFTER_SWAP})
+
+
+def _phases(m: Migration) -> dict[Phase, PhaseFunction]:
+    if m.spec.strategy is Strategy.PARALLEL:
+        from .parallel import PARALLEL_PHASES  # the Parallel strategy builds on this module's phases
+
+        return PARALLEL_PHASES
+    return PHASES
 
 
 async def step(m: Migration) -> Outcome:
     """Run the current phase once and apply its outcome to the status."""
     phase = m.status.phase
-    function = PHASES.get(phase)
+    function = _phases(m).get(phase)
     if function is None:
         return Hold(Reason.IN_PROGRESS, f"phase {phase.value} has no engine step")
     if phase is Phase.PENDING:
@@ -1494,7 +1537,10 @@ async def step(m: Migration) -> Outcome:
 
 def request_rollback(m: Migration, by: str) -> bool:
     """Turn a succeeded migration into one rolling back, when a person asked; whether it did."""
-    if not m.rollback_requested or m.status.phase is not Phase.SUCCEEDED:
+    if not m.rollback_requested:
+        return False
+    abortable = m.spec.strategy is Strategy.PARALLEL and m.status.phase in _ABORTABLE
+    if m.status.phase is not Phase.SUCCEEDED and not abortable:
         return False
     set_phase(m.status, Phase.ROLLING_BACK, f"rollback requested by {by}", m.generation)
     return True
@@ -1545,6 +1591,9 @@ async def run(
                 outcome = await step(m)
             if isinstance(outcome, Hold):
                 break
+            if isinstance(outcome, Wait) and outcome.reason is Reason.CUTOVER_PAUSED:
+                await sleep(outcome.delay)  # a pause the spec asks for is not a failure to retry
+                continue
             if isinstance(outcome, Wait):
                 waits += 1
                 if outcome.reason in (Reason.DATABASE_UNAVAILABLE,):

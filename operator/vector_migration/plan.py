@@ -69,6 +69,15 @@ class IndexRebuild:
     opclass: TargetOpclass
     definition: str
     concurrent: bool
+    tail: str = ""  # WITH (...), TABLESPACE and WHERE clauses, as in the definition
+
+    def definition_on(self, schema: str, table: str, name: str, *, concurrently: bool) -> str:
+        """The same index on another table (a Parallel migration's shadow) under another name."""
+        return (
+            f"CREATE INDEX{' CONCURRENTLY' if concurrently else ''} {quote_ident(name)} "
+            f"ON {qualify(schema, table)} USING {quote_ident(self.method)} "
+            f"({quote_ident(self.saved.column)} {qualify(self.opclass.schema, self.opclass.name)}){self.tail}"
+        )
 
 
 @dataclass(frozen=True)
@@ -269,12 +278,9 @@ def _rebuild(
     )
     tablespace = f" TABLESPACE {quote_ident(index.tablespace)}" if index.tablespace else ""
     predicate = f" WHERE {index.predicate}" if index.predicate else ""
-    definition = (
-        f"CREATE INDEX{' CONCURRENTLY' if concurrent else ''} {quote_ident(index.name)} "
-        f"ON {qualify(index.table_schema, index.table)} USING {quote_ident(method)} "
-        f"({quote_ident(index.column)} {qualify(opclass.schema, opclass.name)}){with_clause}{tablespace}{predicate}"
-    )
-    return IndexRebuild(index, method, opclass, definition, concurrent)
+    rebuild = IndexRebuild(index, method, opclass, "", concurrent, f"{with_clause}{tablespace}{predicate}")
+    definition = rebuild.definition_on(index.table_schema, index.table, index.name, concurrently=concurrent)
+    return IndexRebuild(index, method, opclass, definition, concurrent, rebuild.tail)
 
 
 def _carry_setting(

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .api import VectorMigration, VectorMigrationStatus, describe_validation_error
-from .builders import build_plan_configmap, object_name
+from .builders import build_cutover_configmap, build_plan_configmap, object_name
 from .engine import (
     Advance,
     Fail,
@@ -33,12 +33,14 @@ from .engine import (
 )
 from .job_backup import JobBackup
 from .kube import KubeClient, KubeError, path
+from .parallel import drop_old_tables, seconds_until_old_tables_go
 from .sql import ConnectionError_, params_from_secret
 from .status import fail, hold, set_phase
 from .vocabulary import (
     ANNOTATION_APPROVE,
     ANNOTATION_DELETE_BACKUP,
     ANNOTATION_PAUSED,
+    ANNOTATION_PROMOTE,
     ANNOTATION_RESTORE,
     ANNOTATION_ROLLBACK,
     API_GROUP,
@@ -78,6 +80,8 @@ class Reconciled:
     outcome: Outcome
     previous_phase: Phase
     phase: Phase
+    # Annotations the engine acted on and that must not act again (the promotion of one pause).
+    consumed_annotations: tuple[str, ...] = ()
 
 
 def _status_of(body: Mapping[str, Any]) -> VectorMigrationStatus:
@@ -93,8 +97,10 @@ def _dump(status: VectorMigrationStatus) -> dict[str, Any]:
     return status.model_dump(by_alias=True, mode="json", exclude_none=True)
 
 
-def _done(status: VectorMigrationStatus, outcome: Outcome, previous: Phase) -> Reconciled:
-    return Reconciled(_dump(status), outcome, previous, status.phase)
+def _done(
+    status: VectorMigrationStatus, outcome: Outcome, previous: Phase, consumed: tuple[str, ...] = ()
+) -> Reconciled:
+    return Reconciled(_dump(status), outcome, previous, status.phase, consumed)
 
 
 Progress = Callable[[Phase, VectorMigrationStatus, Outcome], Awaitable[None]]
@@ -145,11 +151,13 @@ async def reconcile(state: OperatorState, body: Mapping[str, Any], on_progress: 
     run.approved_hash = annotations.get(ANNOTATION_APPROVE)
     run.restore_consent = annotations.get(ANNOTATION_RESTORE)
     run.rollback_requested = str(annotations.get(ANNOTATION_ROLLBACK, "")).lower() == "true"
+    run.promote = str(annotations.get(ANNOTATION_PROMOTE, "")).lower() == "true"
     if request_rollback(run, f"the annotation {ANNOTATION_ROLLBACK}"):
         await on_progress(Phase.SUCCEEDED, run.status, Advance(Phase.ROLLING_BACK))
     if run.status.phase.terminal:
+        kept = await _old_tables(state, run)
         await state.forget(uid)
-        return _done(run.status, Hold(Reason.SUCCEEDED, run.status.message), previous)
+        return _done(run.status, kept or Hold(Reason.SUCCEEDED, run.status.message), previous)
     if str(annotations.get(ANNOTATION_PAUSED, "")).lower() == "true":
         await close_session(run)
         paused = Hold(Reason.PAUSED, f"paused by the annotation {ANNOTATION_PAUSED} in phase {run.status.phase.value}")
@@ -175,13 +183,39 @@ async def reconcile(state: OperatorState, body: Mapping[str, Any], on_progress: 
             await on_progress(before, run.status, outcome)
     if isinstance(outcome, Hold) and outcome.reason is not Reason.DELETED and run.facts.plan is not None:
         await _publish_plan(state.client, resource, run)
+    if run.status.cutover is not None:
+        await _apply_configmap(state.client, build_cutover_configmap(resource, run.status))
+    consumed = (ANNOTATION_PROMOTE,) if run.promote_consumed else ()
+    run.promote_consumed = False
     if isinstance(outcome, Hold | Fail) or run.status.phase.terminal:
         await close_session(run)  # between phases that wait on people, hold no lock and no connection
     if isinstance(outcome, Wait) and outcome.reason is Reason.DATABASE_UNAVAILABLE:
         await close_session(run)
     if run.status.phase.terminal:
         state.runs.pop(uid, None)
-    return _done(run.status, outcome, previous)
+        if isinstance(outcome, Advance):
+            outcome = await _old_tables(state, run) or outcome
+    return _done(run.status, outcome, previous, consumed)
+
+
+async def _old_tables(state: OperatorState, run: Migration) -> Outcome | None:
+    """A succeeded Parallel migration keeps its old tables for keepOldFor: come back to drop them then."""
+    if run.status.phase is not Phase.SUCCEEDED:
+        return None
+    remaining = seconds_until_old_tables_go(run.status)
+    if remaining is None:
+        return None
+    if remaining > 0:
+        return Wait(Reason.OLD_TABLES_KEPT, f"the old tables go in {remaining:.0f}s", delay=min(remaining, 3600.0))
+    opened = await open_session(run) if run.conn is None else None
+    if opened is not None:
+        return opened
+    try:
+        message = await drop_old_tables(run)
+    finally:
+        await close_session(run)
+    set_phase(run.status, Phase.SUCCEEDED, f"{run.status.message}; {message}", run.generation)
+    return None
 
 
 # Deleting a resource stops its migration at the next phase boundary, except that a committed swap
@@ -252,13 +286,17 @@ async def _prepare(
 async def _publish_plan(client: KubeClient, resource: VectorMigration, run: Migration) -> None:
     """The full plan in a ConfigMap, for a person to read before approving its hash."""
     assert run.facts.plan is not None  # noqa: S101 - checked by the caller
-    configmap = build_plan_configmap(resource, run.facts.plan.as_document())
-    namespace = resource.metadata.namespace or "default"
+    await _apply_configmap(client, build_plan_configmap(resource, run.facts.plan.as_document()))
+
+
+async def _apply_configmap(client: KubeClient, configmap: dict[str, Any]) -> None:
+    """Create a ConfigMap, or bring an existing one's annotations and data up to date."""
+    namespace = configmap["metadata"]["namespace"] or "default"
     existing = await client.create(path("v1", "configmaps", namespace), configmap)
     if existing.get("data") != configmap["data"]:
         await client.patch(
             path("v1", "configmaps", namespace, configmap["metadata"]["name"]),
-            {"metadata": {"annotations": configmap["metadata"]["annotations"]}, "data": configmap["data"]},
+            {"metadata": {"annotations": configmap["metadata"].get("annotations", {})}, "data": configmap["data"]},
         )
 
 

@@ -20,6 +20,7 @@ ANNOTATION_APPROVE = f"{API_GROUP}/approve"  # value: the plan hash being approv
 ANNOTATION_PAUSED = f"{API_GROUP}/paused"  # "true" holds the migration between phases
 ANNOTATION_DELETE_BACKUP = f"{API_GROUP}/delete-backup"  # "true": the backup claim goes with the resource
 ANNOTATION_RESTORE = f"{API_GROUP}/restore"  # the restore token of the backup a person consents to restore
+ANNOTATION_PROMOTE = f"{API_GROUP}/promote"  # "true": end the current indefinite cutover pause (consumed)
 ANNOTATION_ROLLBACK = f"{API_GROUP}/rollback"  # "true": undo a succeeded migration
 
 # Schema and table the engine keeps in the migrated database: the record of what is done,
@@ -40,8 +41,11 @@ class Phase(StrEnum):
     BACKUP = "Backup"
     AWAITING_APPROVAL = "AwaitingApproval"
     SWAP = "Swap"
+    BACKFILL = "Backfill"
     REINDEX = "Reindex"
     VERIFY = "Verify"
+    CUTOVER = "Cutover"
+    FINALIZE = "Finalize"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     ROLLING_BACK = "RollingBack"
@@ -100,6 +104,8 @@ class ConditionType(StrEnum):
     EXTENSION_SWAPPED = "ExtensionSwapped"
     INDEXES_REBUILT = "IndexesRebuilt"
     VERIFIED = "Verified"
+    SHADOW_SYNCED = "ShadowSynced"
+    FINALIZED = "Finalized"
     ROLLED_BACK = "RolledBack"
 
 
@@ -116,12 +122,17 @@ class Reason(StrEnum):
     DRY_RUN = "DryRun"
     AWAITING_APPROVAL = "AwaitingApproval"
     SUCCEEDED = "Succeeded"
+    CUTOVER_PAUSED = "CutoverPaused"
+    AWAITING_PROMOTION = "AwaitingPromotion"
+    OLD_TABLES_KEPT = "OldTablesKept"
     # retryable
     LOCK_TIMEOUT = "LockTimeout"
     MIGRATION_LOCKED = "MigrationLocked"
     DATABASE_UNAVAILABLE = "DatabaseUnavailable"
     # needs a person
     UNSUPPORTED_STRATEGY = "UnsupportedStrategy"
+    ANALYSIS_FAILED = "AnalysisFailed"
+    ABORTED = "Aborted"
     UNSUPPORTED_SERVER = "UnsupportedServer"
     SOURCE_EXTENSION_MISSING = "SourceExtensionMissing"
     TARGET_EXTENSION_UNAVAILABLE = "TargetExtensionUnavailable"

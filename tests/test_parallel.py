@@ -1,0 +1,260 @@
+"""The Parallel strategy: the application writes through backfill, cutover and finalize, and loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests.scenarios import DIMS, condition, manifest, migration, parse_vector
+from vector_migration.engine import run
+from vector_migration.sql import ConnectionParams
+from vector_migration.vocabulary import Phase, Reason
+
+SHOP = f"""
+CREATE EXTENSION vector;
+CREATE TABLE categories (id int PRIMARY KEY, name text);
+INSERT INTO categories SELECT i, 'c' || i FROM generate_series(1, 5) i;
+CREATE TABLE docs (
+    id bigserial PRIMARY KEY,
+    category int REFERENCES categories (id),
+    title text NOT NULL,
+    embedding vector({DIMS})
+);
+SELECT setseed(0.3);
+INSERT INTO docs (category, title, embedding)
+SELECT 1 + i % 5, 'doc ' || i, (SELECT array_agg(random()::real) FROM generate_series(1, {DIMS}) WHERE i > 0)::vector
+  FROM generate_series(1, 3000) i;
+CREATE INDEX docs_title ON docs (title);
+CREATE INDEX docs_l2 ON docs USING hnsw (embedding vector_l2_ops) WITH (m = 12, ef_construction = 40);
+CREATE INDEX docs_cosine ON docs USING ivfflat (embedding vector_cosine_ops) WITH (lists = 8);
+CREATE ROLE vmig_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON docs TO vmig_app;
+-- The application's own record of every change it committed, written in the same transaction.
+CREATE TABLE changes (seq bigserial PRIMARY KEY, op text, doc_id bigint, embedding text);
+"""
+
+
+async def create_shop(conn: asyncpg.Connection) -> None:
+    exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = 'vmig_app'")
+    await conn.execute(SHOP.replace("CREATE ROLE vmig_app;", "") if exists else SHOP)
+    # IVFFlat with 8 lists probing 1 has noisy recall (0.7-0.9 on 20 queries, differing between two
+    # builds of the same rows); probing half the lists makes the comparison about the migration.
+    database = await conn.fetchval("SELECT current_database()")
+    await conn.execute(f'ALTER DATABASE "{database}" SET ivfflat.probes = 4')
+
+
+def a_vector(rng: random.Random) -> str:
+    return "[" + ",".join(f"{rng.random():.4f}" for _ in range(DIMS)) + "]"
+
+
+@contextlib.asynccontextmanager
+async def application_writing(database: ConnectionParams) -> AsyncIterator[list[int]]:
+    """Inserts, updates and deletes, one transaction each, logged in `changes`, until the block ends.
+
+    The application names its table, never its type, and sends vectors as untyped text: the same
+    statements work before and after the column becomes ruvector (no prepared-statement cache).
+    """
+    writer = await asyncpg.connect(
+        host=database.host, user=database.user, database=database.dbname, statement_cache_size=0
+    )
+    rng = random.Random(7)
+    committed = [0]
+    stop = asyncio.Event()
+
+    async def write() -> None:
+        while not stop.is_set():
+            op = rng.choice(["insert", "insert", "update", "delete"])
+            vector = a_vector(rng)
+            try:
+                async with writer.transaction():
+                    if op == "insert":
+                        doc = await writer.fetchval(
+                            "INSERT INTO docs (category, title, embedding) VALUES (2, 'new', $1) RETURNING id", vector
+                        )
+                    else:
+                        doc = await writer.fetchval("SELECT id FROM docs ORDER BY random() LIMIT 1")
+                        if op == "update":
+                            await writer.execute("UPDATE docs SET embedding = $2 WHERE id = $1", doc, vector)
+                        else:
+                            await writer.execute("DELETE FROM docs WHERE id = $1", doc)
+                    await writer.execute(
+                        "INSERT INTO changes (op, doc_id, embedding) VALUES ($1, $2, $3)",
+                        op, doc, None if op == "delete" else vector,
+                    )  # fmt: skip
+                committed[0] += 1
+            except asyncpg.LockNotAvailableError:
+                pass  # never raised: the application sets no lock_timeout; kept to show the intent
+            await asyncio.sleep(0.002)
+
+    task = asyncio.create_task(write())
+    try:
+        yield committed
+    finally:
+        stop.set()
+        await task
+        await writer.close()
+
+
+async def final_equals_every_committed_change(conn: asyncpg.Connection, before: dict[int, str | None]) -> None:
+    """Replay the application's log over the table as it was: the result must be the table now."""
+    expected = {doc: parse_vector(text) for doc, text in before.items()}
+    for change in await conn.fetch("SELECT op, doc_id, embedding FROM changes ORDER BY seq"):
+        if change["op"] == "delete":
+            expected.pop(change["doc_id"], None)
+        else:
+            expected[change["doc_id"]] = parse_vector(change["embedding"])
+    rows = await conn.fetch("SELECT id, embedding::text AS embedding FROM docs")
+    actual = {row["id"]: parse_vector(row["embedding"]) for row in rows}
+    assert len(rows) == len(actual)  # every row once
+    assert actual.keys() == expected.keys()
+    for doc, vector in expected.items():
+        assert vector is not None and actual[doc] == pytest.approx(vector, abs=1e-6), doc
+
+
+async def docs_before(conn: asyncpg.Connection) -> dict[int, str | None]:
+    return {r["id"]: r["embedding"] for r in await conn.fetch("SELECT id, embedding::text AS embedding FROM docs")}
+
+
+EMBEDDING_TYPE = """
+    SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+     WHERE attrelid = 'docs'::regclass AND attname = 'embedding'
+"""
+PARALLEL = {
+    "strategy": "Parallel",
+    "backup": {"enabled": False},
+    "parallel": {"batchSize": 250, "keepOldFor": "0s"},
+}
+
+
+async def test_the_application_writes_throughout_and_every_committed_change_is_there_once(
+    database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    await create_shop(conn)
+    before = await docs_before(conn)
+    resource = manifest(
+        **PARALLEL, cutover={"steps": [{"setWeight": 25}, {"pause": {"duration": "1s"}}, {"setWeight": 100}]}
+    )
+    m = migration(database, resource, backup_dir)
+
+    async with application_writing(database) as committed:
+        status = await run(m)
+        during = committed[0]
+        await asyncio.sleep(0.3)  # and on, against the new table
+
+    assert status.phase is Phase.SUCCEEDED, status.message
+    assert during > 50 and committed[0] > during
+    await final_equals_every_committed_change(conn, before)
+    assert status.parallel is not None and status.parallel.lock_window_seconds is not None
+    assert status.parallel.lock_window_seconds < 1.0
+    assert status.parallel.old_tables_dropped
+    assert status.cutover is not None and status.cutover.weight == 100
+    assert condition(status, "ShadowSynced").status == "True"
+    assert condition(status, "Ready").status == "True"
+    assert await conn.fetchval(EMBEDDING_TYPE) == "ruvector(8)"
+    indexes = {
+        r["indexname"]: r["indexdef"] for r in await conn.fetch("SELECT * FROM pg_indexes WHERE tablename = 'docs'")
+    }
+    assert set(indexes) == {"docs_pkey", "docs_title", "docs_l2", "docs_cosine"}
+    assert "USING ruhnsw" in indexes["docs_l2"] and "m='12'" in indexes["docs_l2"].replace(" ", "")
+    extensions = {r["extname"] for r in await conn.fetch("SELECT extname FROM pg_extension")}
+    assert "vector" not in extensions and "ruvector_standin" in extensions
+    leftovers = await conn.fetch(
+        "SELECT relname FROM pg_class WHERE relname LIKE '%vmig_shadow%' OR relname LIKE '%pgvector_old%'"
+    )
+    assert leftovers == []
+    assert await conn.fetchval("SELECT has_table_privilege('vmig_app', 'docs', 'INSERT')")
+    assert (
+        await conn.fetchval(
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = 'docs'::regclass AND contype = 'f' AND convalidated"
+        )
+        == 1
+    )
+    # The sequence moved with the table: a new row still gets the next id.
+    assert await conn.fetchval("INSERT INTO docs (title) VALUES ('after') RETURNING id") > max(before)
+
+
+@pytest.mark.parametrize("abort_at", [1, 2])
+async def test_an_abort_at_a_cutover_step_drops_the_shadows_and_leaves_the_tables_untouched(
+    abort_at: int, database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    await create_shop(conn)
+    before = await docs_before(conn)
+    steps = [{"setWeight": 25}, {"pause": {}}, {"setWeight": 75}, {"pause": {}}]
+    resource = manifest(**PARALLEL, cutover={"steps": steps})
+    m = migration(database, resource, backup_dir)
+    held = await run(m)
+    assert held.phase is Phase.CUTOVER, held.message
+    assert condition(held, "Reconciling").reason == Reason.AWAITING_PROMOTION
+    assert (held.cutover.step, held.cutover.weight) == (1, 25)  # type: ignore[union-attr]
+    if abort_at == 2:
+        m.promote = True
+        held = await run(m)
+        assert (held.cutover.step, held.cutover.weight) == (3, 75)  # type: ignore[union-attr]
+        assert m.promote_consumed and not m.promote
+
+    m.rollback_requested = True
+    done = await run(m)
+
+    assert done.phase is Phase.ROLLED_BACK, done.message
+    assert "never touched" in done.message
+    assert condition(done, "Ready").reason == Reason.ROLLBACK_REQUESTED
+    assert await docs_before(conn) == before
+    assert await conn.fetchval("SELECT count(*) FROM pg_class WHERE relname LIKE '%vmig%'") == 0
+    assert await conn.fetchval("SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal") == 0
+    extensions = {r["extname"] for r in await conn.fetch("SELECT extname FROM pg_extension")}
+    assert "vector" in extensions and "ruvector_standin" not in extensions
+
+
+async def test_a_rollback_after_the_finalize_swaps_back_with_the_writes_made_since(
+    database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    await create_shop(conn)
+    before = await docs_before(conn)
+    resource = manifest(**{**PARALLEL, "parallel": {"keepOldFor": "1h"}})
+    first = await run(migration(database, resource, backup_dir))
+    assert first.phase is Phase.SUCCEEDED, first.message
+    assert first.parallel is not None and not first.parallel.old_tables_dropped
+    async with application_writing(database) as committed:  # on the new tables, mirrored to the old
+        while committed[0] < 40:  # noqa: ASYNC110 - polling a plain counter the writer bumps
+            await asyncio.sleep(0.05)
+
+    m = migration(database, resource, backup_dir, rollback_requested=True)
+    m.status = first.model_copy(deep=True)
+    done = await run(m)
+
+    assert done.phase is Phase.ROLLED_BACK, done.message
+    assert "no write lost" in done.message
+    await final_equals_every_committed_change(conn, before)
+    assert await conn.fetchval(EMBEDDING_TYPE) == "vector(8)"
+    indexes = {r["indexname"] for r in await conn.fetch("SELECT indexname FROM pg_indexes WHERE tablename = 'docs'")}
+    assert indexes == {"docs_pkey", "docs_title", "docs_l2", "docs_cosine"}
+    extensions = {r["extname"] for r in await conn.fetch("SELECT extname FROM pg_extension")}
+    assert "vector" in extensions and "ruvector_standin" not in extensions
+
+
+async def test_a_target_whose_names_collide_cannot_run_beside_the_source(
+    database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    await create_shop(conn)
+    status = await run(migration(database, manifest("ruvector_v2_standin", **PARALLEL), backup_dir))
+    assert status.phase is Phase.FAILED
+    assert condition(status, "Stalled").reason == Reason.UNSUPPORTED_STRATEGY
+    assert "names collide" in status.message and "use InPlace" in status.message
+
+
+async def test_a_table_read_by_a_view_is_refused_naming_the_view(
+    database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    await create_shop(conn)
+    await conn.execute("CREATE VIEW recent_docs AS SELECT id, embedding FROM docs WHERE id > 100")
+    status = await run(migration(database, manifest(**PARALLEL), backup_dir))
+    assert status.phase is Phase.FAILED
+    assert condition(status, "Stalled").reason == Reason.BLOCKING_DEPENDENT
+    assert "recent_docs" in status.message
+    assert await conn.fetchval("SELECT count(*) FROM pg_class WHERE relname LIKE '%vmig%'") == 0
