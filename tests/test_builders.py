@@ -13,6 +13,7 @@ from vector_migration.api import VectorMigration, parse_manifest
 from vector_migration.builders import (
     BACKUP_SCRIPT,
     build_backup_job,
+    build_cutover_configmap,
     build_plan_configmap,
     build_restore_job,
     is_dns_label,
@@ -108,6 +109,28 @@ def test_the_plan_configmap_holds_the_plan_and_its_hash() -> None:
     assert configmap["data"]["planHash"] == "sha256:feedbeef"
     assert json.loads(configmap["data"]["plan.json"]) == plan
     assert configmap["data"]["statements.sql"] == '-- lock\nLOCK TABLE "public"."items" IN ACCESS EXCLUSIVE MODE;\n'
+
+
+def test_the_cutover_configmap_routes_reads_to_the_shadows_until_the_finalize() -> None:
+    from vector_migration.api import CutoverStatus, ParallelStatus, ShadowTableStatus, VectorMigrationStatus
+    from vector_migration.vocabulary import Phase
+
+    status = VectorMigrationStatus(
+        phase=Phase.CUTOVER,
+        cutover=CutoverStatus(step=1, weight=25),
+        parallel=ParallelStatus(tables=[ShadowTableStatus(name="public.docs", shadow="public.docs_vmig_shadow")]),
+    )
+
+    during = build_cutover_configmap(resource(strategy="Parallel"), status)
+    status.phase = Phase.SUCCEEDED
+    after = build_cutover_configmap(resource(strategy="Parallel"), status)
+
+    assert during["metadata"]["name"] == "shop-cutover"
+    assert during["metadata"]["ownerReferences"][0]["uid"] == "1234-abcd"
+    assert (during["data"]["weight"], during["data"]["step"]) == ("25", "1")
+    assert json.loads(during["data"]["tables.json"]) == {"public.docs": "public.docs_vmig_shadow"}
+    assert after["data"]["weight"] == "100"
+    assert json.loads(after["data"]["tables.json"]) == {"public.docs": "public.docs"}
 
 
 @pytest.mark.parametrize("password", ["plain", "with:colon", "back\\slash", "sp ace$and'quote"])
