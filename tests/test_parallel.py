@@ -258,3 +258,32 @@ async def test_a_table_read_by_a_view_is_refused_naming_the_view(
     assert condition(status, "Stalled").reason == Reason.BLOCKING_DEPENDENT
     assert "recent_docs" in status.message
     assert await conn.fetchval("SELECT count(*) FROM pg_class WHERE relname LIKE '%vmig%'") == 0
+
+
+async def test_quoted_mixed_case_names_move_through_a_shadow(
+    database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    await conn.execute(
+        f"""
+        CREATE EXTENSION vector;
+        CREATE SCHEMA "Odd Schema";
+        CREATE TABLE "Odd Schema"."Mixed ""Quoted"" Table" (
+            "Row Id" int, "select" text, "Embedding Vec" vector({DIMS}), PRIMARY KEY ("select", "Row Id"));
+        INSERT INTO "Odd Schema"."Mixed ""Quoted"" Table"
+        SELECT i, 'r' || (i % 3), (SELECT array_agg(random()::real) FROM generate_series(1, {DIMS}) WHERE i > 0)::vector
+          FROM generate_series(1, 700) i;
+        CREATE INDEX "L1 Index" ON "Odd Schema"."Mixed ""Quoted"" Table" USING hnsw ("Embedding Vec" vector_l1_ops);
+        """
+    )
+    table = '"Odd Schema"."Mixed ""Quoted"" Table"'
+    before = await conn.fetch(f'SELECT "Row Id", "select", "Embedding Vec"::text AS v FROM {table} ORDER BY 1')
+
+    status = await run(migration(database, manifest(**{**PARALLEL, "parallel": {"batchSize": 100}}), backup_dir))
+
+    assert status.phase is Phase.SUCCEEDED, status.message
+    after = await conn.fetch(f'SELECT "Row Id", "select", "Embedding Vec"::text AS v FROM {table} ORDER BY 1')
+    assert after == before
+    method = await conn.fetchval(
+        """SELECT am.amname FROM pg_class c JOIN pg_am am ON am.oid = c.relam WHERE c.relname = 'L1 Index'"""
+    )
+    assert method == "ruhnsw"

@@ -1521,7 +1521,13 @@ async def step(m: Migration) -> Outcome:
         else:
             outcome = Fail(
                 outcome.reason,
-                f"{outcome.message} The migrated data is intact on the target; rollback.onFailure is Manual.",
+                f"{outcome.message} "
+                + (
+                    "The application's tables are untouched and the shadows stay for inspection"
+                    if m.spec.strategy is Strategy.PARALLEL and m.status.phase is not Phase.FINALIZE
+                    else "The migrated data is intact on the target"
+                )
+                + "; rollback.onFailure is Manual.",
             )
     apply(m, outcome)
     if m.status.phase is Phase.ROLLED_BACK and isinstance(outcome, Advance):

@@ -64,7 +64,7 @@ from .engine import (
 )
 from .measure import IndexTarget, table_checksum
 from .plan import ColumnConversion, MigrationPlan
-from .sql import qualify, quote_ident
+from .sql import qualify, quote_ident, quote_literal
 from .status import now, record_timing, set_condition
 from .surface import TargetSurface, concurrent_build_bug
 from .vocabulary import JOURNAL_SCHEMA, ConditionType, Phase, Reason
@@ -312,11 +312,8 @@ async def _create_shadow(
         )
     ]
     await conn.execute(f"CREATE TABLE {shadow} (LIKE {source} INCLUDING ALL)")
-    await conn.execute(
-        f"COMMENT ON TABLE {shadow} IS 'vector-migration {m.name}: shadow of {schema}.{table} (Parallel strategy)'"
-        if "'" not in m.name + schema + table
-        else f"COMMENT ON TABLE {shadow} IS 'vector-migration shadow (Parallel strategy)'"
-    )
+    note = f"vector-migration {m.name}: shadow of {schema}.{table} (Parallel strategy); dropped when it is done"
+    await conn.execute(f"COMMENT ON TABLE {shadow} IS {quote_literal(note)}")
     # LIKE copied every index; the ones on vector columns are rebuilt on the target's methods.
     copied = await conn.fetch(
         """
