@@ -233,30 +233,27 @@ def _print_plan(console: Console, document: dict[str, Any], status: VectorMigrat
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    console = Console(stderr=True, soft_wrap=True)
-    loaded = _load(args, console)
-    if loaded is None:
-        return EXIT_USAGE
-    resource, params = loaded
-    with RichReporter(console) as reporter:
-        migration = Migration(
-            name=resource.metadata.name,
-            spec=resource.spec,
-            params=params,
-            backup=LocalBackup(args.backup_dir, tuple(args.pg_bin_dir)),
-            reporter=reporter,
-            approved_hash=args.approve,
-            restore_consent=args.restore,
-            promote=args.promote,
-            generation=resource.metadata.generation,
-        )
-        status = asyncio.run(
-            run(migration, give_up_on=frozenset({Reason.MIGRATION_LOCKED, Reason.DATABASE_UNAVAILABLE}))
-        )
-    return finish(console, status, args.status_out)
+    return _drive(
+        args,
+        backup_dir=args.backup_dir,
+        approved_hash=args.approve,
+        restore_consent=args.restore,
+        promote=args.promote,
+    )
 
 
 def _rollback(args: argparse.Namespace) -> int:
+    return _drive(
+        args,
+        backup_dir=Path("backups"),
+        status=VectorMigrationStatus(phase=Phase.ROLLING_BACK),
+        restore_consent=args.restore,
+        rollback_requested=True,
+    )
+
+
+def _drive(args: argparse.Namespace, backup_dir: Path, **run_options: Any) -> int:
+    """Run the engine on the manifest's migration until it ends or waits for a person."""
     console = Console(stderr=True, soft_wrap=True)
     loaded = _load(args, console)
     if loaded is None:
@@ -267,12 +264,10 @@ def _rollback(args: argparse.Namespace) -> int:
             name=resource.metadata.name,
             spec=resource.spec,
             params=params,
-            status=VectorMigrationStatus(phase=Phase.ROLLING_BACK),
-            backup=LocalBackup(Path("backups"), tuple(args.pg_bin_dir)),
+            backup=LocalBackup(backup_dir, tuple(args.pg_bin_dir)),
             reporter=reporter,
-            restore_consent=args.restore,
-            rollback_requested=True,
             generation=resource.metadata.generation,
+            **run_options,
         )
         status = asyncio.run(
             run(migration, give_up_on=frozenset({Reason.MIGRATION_LOCKED, Reason.DATABASE_UNAVAILABLE}))
