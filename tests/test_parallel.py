@@ -121,6 +121,16 @@ async def docs_before(conn: asyncpg.Connection) -> dict[int, str | None]:
     return {r["id"]: r["embedding"] for r in await conn.fetch("SELECT id, embedding::text AS embedding FROM docs")}
 
 
+async def installed_extensions(conn: asyncpg.Connection) -> set[str]:
+    return {r["extname"] for r in await conn.fetch("SELECT extname FROM pg_extension")}
+
+
+async def docs_indexes(conn: asyncpg.Connection) -> dict[str, str]:
+    return {
+        r["indexname"]: r["indexdef"] for r in await conn.fetch("SELECT * FROM pg_indexes WHERE tablename = 'docs'")
+    }
+
+
 EMBEDDING_TYPE = """
     SELECT format_type(atttypid, atttypmod) FROM pg_attribute
      WHERE attrelid = 'docs'::regclass AND attname = 'embedding'
@@ -157,12 +167,10 @@ async def test_the_application_writes_throughout_and_every_committed_change_is_t
     assert condition(status, "ShadowSynced").status == "True"
     assert condition(status, "Ready").status == "True"
     assert await conn.fetchval(EMBEDDING_TYPE) == "ruvector(8)"
-    indexes = {
-        r["indexname"]: r["indexdef"] for r in await conn.fetch("SELECT * FROM pg_indexes WHERE tablename = 'docs'")
-    }
+    indexes = await docs_indexes(conn)
     assert set(indexes) == {"docs_pkey", "docs_title", "docs_l2", "docs_cosine"}
     assert "USING ruhnsw" in indexes["docs_l2"] and "m='12'" in indexes["docs_l2"].replace(" ", "")
-    extensions = {r["extname"] for r in await conn.fetch("SELECT extname FROM pg_extension")}
+    extensions = await installed_extensions(conn)
     assert "vector" not in extensions and "ruvector_standin" in extensions
     leftovers = await conn.fetch(
         "SELECT relname FROM pg_class WHERE relname LIKE '%vmig_shadow%' OR relname LIKE '%pgvector_old%'"
@@ -207,7 +215,7 @@ async def test_an_abort_at_a_cutover_step_drops_the_shadows_and_leaves_the_table
     assert await docs_before(conn) == before
     assert await conn.fetchval("SELECT count(*) FROM pg_class WHERE relname LIKE '%vmig%'") == 0
     assert await conn.fetchval("SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal") == 0
-    extensions = {r["extname"] for r in await conn.fetch("SELECT extname FROM pg_extension")}
+    extensions = await installed_extensions(conn)
     assert "vector" in extensions and "ruvector_standin" not in extensions
 
 
@@ -232,9 +240,8 @@ async def test_a_rollback_after_the_finalize_swaps_back_with_the_writes_made_sin
     assert "no write lost" in done.message
     await final_equals_every_committed_change(conn, before)
     assert await conn.fetchval(EMBEDDING_TYPE) == "vector(8)"
-    indexes = {r["indexname"] for r in await conn.fetch("SELECT indexname FROM pg_indexes WHERE tablename = 'docs'")}
-    assert indexes == {"docs_pkey", "docs_title", "docs_l2", "docs_cosine"}
-    extensions = {r["extname"] for r in await conn.fetch("SELECT extname FROM pg_extension")}
+    assert set(await docs_indexes(conn)) == {"docs_pkey", "docs_title", "docs_l2", "docs_cosine"}
+    extensions = await installed_extensions(conn)
     assert "vector" in extensions and "ruvector_standin" not in extensions
 
 

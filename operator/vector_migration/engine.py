@@ -1058,17 +1058,21 @@ async def run_verify(m: Migration) -> Outcome:
         + (f"; lowest recall@{spec.k} {min(recalls):.3f}" if recalls else "")
     )
     set_condition(m.status, ConditionType.VERIFIED, True, Reason.PASSED, message, m.generation)
+    await record_success(m, message)
+    return Advance(Phase.SUCCEEDED, message)
+
+
+async def record_success(m: Migration, message: str) -> None:
+    """Journal the succeeded status before the status says so: a re-run finds it and does nothing."""
     final = m.status.model_copy(deep=True)
     set_phase(final, Phase.SUCCEEDED, message, m.generation)
-    # Recorded before the status says Succeeded: a re-run finds it and does nothing.
     await journal.record(
-        conn,
+        m.session,
         m.name,
         journal.VERIFIED,
         m.status.plan_hash or "",
         {"status": final.model_dump(by_alias=True, mode="json")},
     )
-    return Advance(Phase.SUCCEEDED, message)
 
 
 async def _judge_probes(m: Migration, probes: list[Probe], verification: Verification) -> list[tuple[Reason, str]]:

@@ -24,7 +24,7 @@ import asyncio
 import hashlib
 import time
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -58,6 +58,7 @@ from .engine import (
     _restore_from_journal,
     _rollback,
     _transaction_failure,
+    record_success,
     run_awaiting_approval,
     run_backup_phase,
     run_checklist,
@@ -65,7 +66,7 @@ from .engine import (
 from .measure import IndexTarget, table_checksum
 from .plan import ColumnConversion, MigrationPlan
 from .sql import qualify, quote_ident, quote_literal
-from .status import now, record_timing, set_condition
+from .status import now, record_timing, seconds_since, set_condition
 from .surface import TargetSurface, concurrent_build_bug
 from .vocabulary import JOURNAL_SCHEMA, ConditionType, Phase, Reason
 
@@ -391,30 +392,19 @@ async def _create_shadow(
         option = " WITH GRANT OPTION" if grantable == "true" else ""
         await conn.execute(f"GRANT {privilege} ON {shadow} TO {who}{option}")
     await conn.execute(f"ALTER TABLE {shadow} OWNER TO {quote_ident(owner_and_grants['owner'])}")
-    sequences = [
-        [r["attname"], r["sequence"]]
-        for r in await conn.fetch(
-            """
-            SELECT a.attname, pg_catalog.pg_get_serial_sequence($1, a.attname) AS sequence, a.attidentity
-              FROM pg_catalog.pg_attribute a
-             WHERE a.attrelid = $1::pg_catalog.regclass AND a.attnum > 0 AND NOT a.attisdropped
-               AND pg_catalog.pg_get_serial_sequence($1, a.attname) IS NOT NULL AND a.attidentity = ''
-            """,
-            source,
-        )
-    ]
-    identities = [
-        [r["attname"], r["sequence"]]
-        for r in await conn.fetch(
-            """
-            SELECT a.attname, pg_catalog.pg_get_serial_sequence($1, a.attname) AS sequence
-              FROM pg_catalog.pg_attribute a
-             WHERE a.attrelid = $1::pg_catalog.regclass AND a.attnum > 0 AND NOT a.attisdropped
-               AND a.attidentity <> ''
-            """,
-            source,
-        )
-    ]
+    # Owned sequences (serial) move to the new table; identity columns got a sequence of their own
+    # from LIKE, which continues from the old one at the finalize.
+    owned = await conn.fetch(
+        """
+        SELECT a.attname, pg_catalog.pg_get_serial_sequence($1, a.attname) AS sequence, a.attidentity <> '' AS identity
+          FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid = $1::pg_catalog.regclass AND a.attnum > 0 AND NOT a.attisdropped
+           AND pg_catalog.pg_get_serial_sequence($1, a.attname) IS NOT NULL
+        """,
+        source,
+    )
+    sequences = [[r["attname"], r["sequence"]] for r in owned if not r["identity"]]
+    identities = [[r["attname"], r["sequence"]] for r in owned if r["identity"]]
     vector_indexes = []
     for rebuild in plan.rebuilds:
         if (rebuild.saved.table_schema, rebuild.saved.table) != (schema, table):
@@ -452,18 +442,20 @@ def _tables(entry: journal.JournalEntry) -> list[ShadowTable]:
     return [ShadowTable(**t) for t in entry.detail["shadows"]]
 
 
-async def _entries(m: Migration) -> dict[str, journal.JournalEntry]:
-    return await journal.read(m.session, m.name)
-
-
-def _load(m: Migration, entries: dict[str, journal.JournalEntry]) -> list[ShadowTable] | None:
+async def _recorded(m: Migration) -> tuple[dict[str, journal.JournalEntry], list[ShadowTable] | None]:
+    """The journal, and the shadow tables it records (None before they exist), with the facts loaded."""
+    entries = await journal.read(m.session, m.name)
     prepared = entries.get(PREPARED)
     if prepared is None:
-        return None
+        return entries, None
     if not m.facts.swap_loaded:
         _restore_from_journal(m, prepared)
         set_condition(m.status, ConditionType.EXTENSION_SWAPPED, False, Reason.IN_PROGRESS, "", m.generation)
-    return _tables(prepared)
+    return entries, _tables(prepared)
+
+
+# A phase after the shadows were made, run where the journal records none: plan again from the start.
+_START_OVER = Advance(Phase.CHECKLIST, "no shadow tables are recorded; starting from the checklist")
 
 
 # ------------------------------------------------------------------------------------- phases
@@ -472,9 +464,8 @@ def _load(m: Migration, entries: dict[str, journal.JournalEntry]) -> list[Shadow
 async def run_prepare(m: Migration) -> Outcome:
     """Create the target beside the source, a shadow per table and the sync triggers: one transaction."""
     conn = m.session
-    entries = await _entries(m)
-    if PREPARED in entries:
-        _load(m, entries)
+    _, shadows = await _recorded(m)
+    if shadows is not None:
         return Advance(Phase.BACKFILL, "the shadow tables already exist; continuing with the backfill")
     if m.spec.backup.enabled and not (m.status.backup and m.status.backup.verified):
         return Fail(Reason.BACKUP_FAILED, "no verified backup; nothing changes without one while backup is enabled")
@@ -531,10 +522,9 @@ async def run_prepare(m: Migration) -> Outcome:
 async def run_backfill(m: Migration) -> Outcome:
     """Copy the existing rows into the shadows in keyset batches; the cursor commits with each batch."""
     conn = m.session
-    entries = await _entries(m)
-    tables = _load(m, entries)
+    entries, tables = await _recorded(m)
     if tables is None:
-        return Advance(Phase.CHECKLIST, "no shadow tables are recorded; starting from the checklist")
+        return _START_OVER
     cursors: dict[str, Any] = dict(entries[BACKFILL].detail["tables"]) if BACKFILL in entries else {}
     spec = m.spec.parallel
     parallel = m.status.parallel or ParallelStatus()
@@ -609,9 +599,9 @@ def _batch_sql(table: ShadowTable) -> str:
 async def run_shadow_reindex(m: Migration) -> Outcome:
     """CREATE INDEX CONCURRENTLY on the shadows: the application's writes never wait for a build."""
     conn = m.session
-    tables = _load(m, await _entries(m))
+    _, tables = await _recorded(m)
     if tables is None:
-        return Advance(Phase.CHECKLIST, "no shadow tables are recorded; starting from the checklist")
+        return _START_OVER
     built = 0
     for table in tables:
         for index in table.vector_indexes:
@@ -638,26 +628,22 @@ async def run_shadow_reindex(m: Migration) -> Outcome:
     return Advance(Phase.VERIFY, message)
 
 
-async def _compare(m: Migration, pairs: list[tuple[ShadowTable, str, str]]) -> list[TableVerification]:
-    """Rows and checksums of each (table, relation a, relation b) in one snapshot, while writes go on."""
+async def _checksum_pair(m: Migration, table: ShadowTable, left: str, right: str) -> TableVerification:
+    """Rows and checksums of two relations holding one table's rows (original and copy), as seen now."""
     conn = m.session
     mode = (m.status.verification.checksum_mode if m.status.verification else None) or m.facts.checksum_mode
-    out = []
-    async with conn.transaction(isolation="repeatable_read", readonly=True):
-        for table, a, b in pairs:
-            names = set(table.vector_columns)
-            left = await table_checksum(conn, table.schema, a, names, mode)
-            right = await table_checksum(conn, table.schema, b, names, mode)
-            out.append(
-                TableVerification(
-                    name=table.name,
-                    rows_before=left.rows,
-                    rows_after=right.rows,
-                    checksum_before=left.checksum,
-                    checksum_after=right.checksum,
-                )
-            )
-    return out
+    names = set(table.vector_columns)
+    a = await table_checksum(conn, table.schema, left, names, mode)
+    b = await table_checksum(conn, table.schema, right, names, mode)
+    return TableVerification(
+        name=table.name, rows_before=a.rows, rows_after=b.rows, checksum_before=a.checksum, checksum_after=b.checksum
+    )
+
+
+async def _compare(m: Migration, pairs: list[tuple[ShadowTable, str, str]]) -> list[TableVerification]:
+    """Rows and checksums of each (table, relation a, relation b) in one snapshot, while writes go on."""
+    async with m.session.transaction(isolation="repeatable_read", readonly=True):
+        return [await _checksum_pair(m, table, a, b) for table, a, b in pairs]
 
 
 async def _analyse(m: Migration, tables: list[ShadowTable], relation: str) -> list[tuple[Reason, str]]:
@@ -699,10 +685,9 @@ async def _analyse(m: Migration, tables: list[ShadowTable], relation: str) -> li
 
 async def run_shadow_verify(m: Migration) -> Outcome:
     """Prove the shadows while the application still runs on pgvector."""
-    entries = await _entries(m)
-    tables = _load(m, entries)
+    _, tables = await _recorded(m)
     if tables is None:
-        return Advance(Phase.CHECKLIST, "no shadow tables are recorded; starting from the checklist")
+        return _START_OVER
     problems = await _analyse(m, tables, "shadow")
     if problems:
         message = "; ".join(text for _, text in problems)
@@ -719,9 +704,9 @@ async def run_shadow_verify(m: Migration) -> Outcome:
 
 async def run_cutover(m: Migration) -> Outcome:
     """Walk the cutover steps: publish weights, pause, and re-run the analysis before each next step."""
-    tables = _load(m, await _entries(m))
+    _, tables = await _recorded(m)
     if tables is None:
-        return Advance(Phase.CHECKLIST, "no shadow tables are recorded; starting from the checklist")
+        return _START_OVER
     cutover = m.status.cutover = m.status.cutover or CutoverStatus()
     steps = m.spec.cutover.steps
     while cutover.step < len(steps):
@@ -762,10 +747,9 @@ async def run_cutover(m: Migration) -> Outcome:
 async def run_finalize(m: Migration) -> Outcome:
     """Swap every shadow in under its table's name in one short transaction; keep the old tables in sync."""
     conn = m.session
-    entries = await _entries(m)
-    tables = _load(m, entries)
+    entries, tables = await _recorded(m)
     if tables is None:
-        return Advance(Phase.CHECKLIST, "no shadow tables are recorded; starting from the checklist")
+        return _START_OVER
     if FINALIZED not in entries:
         progress = _Progress()
         transaction = await _begin_bounded_transaction(m)
@@ -780,7 +764,7 @@ async def run_finalize(m: Migration) -> Outcome:
             keep = timedelta(seconds=_seconds(m.spec.parallel.keep_old_for))
             parallel = m.status.parallel or ParallelStatus()
             parallel.old_tables = [f"{t.schema}.{t.old}" for t in tables]
-            parallel.drop_old_after = (datetime.now(UTC) + keep).strftime("%Y-%m-%dT%H:%M:%SZ")
+            parallel.drop_old_after = now(later_by=keep)
             parallel.lock_window_seconds = round(progress.blocked_seconds, 4)
             m.status.parallel = parallel
             await journal.record(
@@ -806,9 +790,9 @@ async def run_finalize(m: Migration) -> Outcome:
     )
     set_condition(m.status, ConditionType.EXTENSION_SWAPPED, True, Reason.COMPLETED, message, m.generation)
     set_condition(m.status, ConditionType.VERIFIED, True, Reason.PASSED, message, m.generation)
-    if _due(parallel):
+    if seconds_until_old_tables_go(m.status) == 0:
         message += "; " + await drop_old_tables(m, tables)
-    await _record_success(m, message)
+    await record_success(m, message)
     return Advance(Phase.SUCCEEDED, message)
 
 
@@ -860,40 +844,19 @@ async def _index_names(conn: asyncpg.Connection, relation: str) -> list[str]:
     return [row["relname"] for row in rows]
 
 
-async def _record_success(m: Migration, message: str) -> None:
-    from .status import set_phase
-
-    final = m.status.model_copy(deep=True)
-    set_phase(final, Phase.SUCCEEDED, message, m.generation)
-    await journal.record(
-        m.session,
-        m.name,
-        journal.VERIFIED,
-        m.status.plan_hash or "",
-        {"status": final.model_dump(by_alias=True, mode="json")},
-    )
-
-
-def _due(parallel: ParallelStatus) -> bool:
-    if parallel.old_tables_dropped or parallel.drop_old_after is None:
-        return False
-    return datetime.now(UTC) >= datetime.strptime(parallel.drop_old_after, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-
-
 def seconds_until_old_tables_go(status: VectorMigrationStatus) -> float | None:
     """For a succeeded Parallel migration still keeping its old tables: seconds until they may go."""
     parallel = status.parallel
     if parallel is None or parallel.old_tables_dropped or parallel.drop_old_after is None:
         return None
-    due = datetime.strptime(parallel.drop_old_after, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    return max(0.0, (due - datetime.now(UTC)).total_seconds())
+    return max(0.0, -seconds_since(parallel.drop_old_after))
 
 
 async def drop_old_tables(m: Migration, tables: list[ShadowTable] | None = None) -> str:
     """After keepOldFor: drop the reverse triggers, the old tables (RESTRICT), then the source extension."""
     conn = m.session
     if tables is None:
-        entries = await _entries(m)
+        entries = await journal.read(conn, m.name)
         if PREPARED not in entries or OLD_DROPPED in entries:
             return "the old tables are already gone"
         tables = _tables(entries[PREPARED])
@@ -917,8 +880,7 @@ async def drop_old_tables(m: Migration, tables: list[ShadowTable] | None = None)
 async def run_parallel_rollback(m: Migration) -> Outcome:
     """Before the finalize: drop the shadows. After it: swap back (the old tables are in sync), then drop them."""
     conn = m.session
-    entries = await _entries(m)
-    tables = _load(m, entries)
+    entries, tables = await _recorded(m)
     if tables is None:
         return Fail(Reason.NOTHING_TO_ROLL_BACK, "nothing to roll back: no shadow tables are recorded")
     if OLD_DROPPED in entries:
@@ -978,20 +940,11 @@ class _Unequal(RuntimeError):
 
 
 async def _equal_under_lock(m: Migration, table: ShadowTable) -> TableVerification:
-    conn = m.session
-    mode = (m.status.verification.checksum_mode if m.status.verification else None) or m.facts.checksum_mode
-    names = set(table.vector_columns)
-    new = await table_checksum(conn, table.schema, table.table, names, mode)
-    old = await table_checksum(conn, table.schema, table.old, names, mode)
-    if (new.rows, new.checksum) != (old.rows, old.checksum):
-        raise _Unequal(f"{table.name}: {new.rows} rows/{new.checksum} vs {old.rows} rows/{old.checksum}")
-    return TableVerification(
-        name=table.name,
-        rows_before=new.rows,
-        rows_after=old.rows,
-        checksum_before=new.checksum,
-        checksum_after=old.checksum,
-    )
+    pair = await _checksum_pair(m, table, table.table, table.old)
+    if (pair.rows_before, pair.checksum_before) != (pair.rows_after, pair.checksum_after):
+        new, old = f"{pair.rows_before} rows/{pair.checksum_before}", f"{pair.rows_after} rows/{pair.checksum_after}"
+        raise _Unequal(f"{table.name}: {new} vs {old}")
+    return pair
 
 
 # ------------------------------------------------------------------------------------- helpers
@@ -1007,10 +960,7 @@ def _seconds(duration: str) -> float:
 
 
 def _age(stamp: str | None) -> float:
-    if stamp is None:
-        return 0.0
-    started = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    return (datetime.now(UTC) - started).total_seconds()
+    return 0.0 if stamp is None else seconds_since(stamp)
 
 
 PARALLEL_PHASES: dict[Phase, PhaseFunction] = {

@@ -7,15 +7,22 @@ always derived the same way.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from .api import Condition, VectorMigrationStatus
 from .vocabulary import ConditionType, Phase, Reason
 
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # RFC 3339 UTC with second precision, as Kubernetes writes times
 
-def now() -> str:
-    """RFC 3339 UTC timestamp with second precision, as Kubernetes writes them."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+def now(later_by: timedelta = timedelta(0)) -> str:
+    """The time now (or ``later_by`` from now) as Kubernetes writes timestamps."""
+    return (datetime.now(UTC) + later_by).strftime(TIME_FORMAT)
+
+
+def seconds_since(stamp: str) -> float:
+    """Seconds from a timestamp written by :func:`now` until now (negative when it is ahead)."""
+    return (datetime.now(UTC) - datetime.strptime(stamp, TIME_FORMAT).replace(tzinfo=UTC)).total_seconds()
 
 
 def set_condition(
