@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.scenarios import create_rich_database, snapshot
-from vector_migration.cli import main
+from vector_migration.cli import EXIT_USAGE, main
 from vector_migration.sql import ConnectionParams
 
 MANIFEST = {
@@ -125,8 +125,12 @@ def test_the_database_url_can_come_from_the_environment(
     assert "cannot connect to app@" in capsys.readouterr().err
 
 
-def test_other_strategies_are_refused_clearly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from vector_migration.api import parse_manifest
+def test_a_rebuild_without_a_backup_is_refused_naming_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = {**MANIFEST, "spec": {**MANIFEST["spec"], "strategy": "Rebuild", "backup": {"enabled": False}}}
 
-    resource = parse_manifest({**MANIFEST, "spec": {"strategy": "Rebuild"}})
-    assert resource.spec.strategy == "Rebuild"  # accepted by the API, refused by the engine (next test file)
+    code = main(["plan", "-f", str(write(tmp_path, manifest)), "--database-url", "postgresql://app@/db"])
+
+    assert code == EXIT_USAGE
+    assert "strategy Rebuild requires backup.enabled: true" in capsys.readouterr().err

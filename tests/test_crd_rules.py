@@ -69,3 +69,27 @@ def test_people_still_steer_approval_rollback_and_post_migration_features() -> N
 
 def test_status_updates_with_the_same_spec_pass() -> None:
     assert admitted(stored("Swap"), stored("Reindex"))
+
+
+def spec_rules_admit(spec: dict[str, Any]) -> list[str]:
+    """The messages of the spec's own CEL rules that reject a (defaulted) spec."""
+    schema = crd_document()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    environment = celpy.Environment()
+    rejected = []
+    for rule in schema["x-kubernetes-validations"]:
+        program = environment.program(environment.compile(rule["rule"]))
+        if not program.evaluate({"self": celpy.json_to_cel(spec)}):
+            rejected.append(rule["message"])
+    return rejected
+
+
+def test_rebuild_without_a_backup_is_rejected_by_the_api_server_and_by_the_models() -> None:
+    defaulted = stored()["spec"]
+    assert spec_rules_admit({**defaulted, "strategy": "Rebuild"}) == []
+    rejected = spec_rules_admit(
+        {**defaulted, "strategy": "Rebuild", "backup": {**defaulted["backup"], "enabled": False}}
+    )
+    assert rejected == ["strategy Rebuild requires backup.enabled: true"]
+    assert spec_rules_admit({**defaulted, "backup": {**defaulted["backup"], "enabled": False}}) == []
+    with pytest.raises(ValueError, match=r"strategy Rebuild requires backup\.enabled"):
+        stored(strategy="Rebuild", backup={"enabled": False})

@@ -74,17 +74,3 @@ async def test_a_generated_column_using_the_type_is_named_before_anything_change
     assert "(generated column) uses the source extension" in status.message
     assert "items" in status.message
     assert await snapshot(conn) == before
-
-
-async def test_strategies_not_built_yet_are_refused_before_anything_changes(
-    database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
-) -> None:
-    await create_rich_database(conn)
-    before = await snapshot(conn)
-
-    status = await run(migration(database, manifest(strategy="Rebuild"), backup_dir))
-
-    assert status.phase is Phase.FAILED
-    assert status.conditions[0].reason == Reason.UNSUPPORTED_STRATEGY
-    assert "strategy Rebuild is not implemented yet; use InPlace or Parallel" in status.message
-    assert await snapshot(conn) == before

@@ -200,6 +200,18 @@ class PostMigrationSpec(ApiModel):
 class VectorMigrationSpec(ApiModel):
     """What the user asks for."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.strategy != 'Rebuild' || self.backup.enabled",
+                    "message": "strategy Rebuild requires backup.enabled: true",
+                    "fieldPath": ".backup.enabled",
+                }
+            ]
+        }
+    )
+
     database: DatabaseSpec = Field(default_factory=DatabaseSpec)
     strategy: Strategy = Strategy.IN_PLACE
     source: SourceSpec = Field(default_factory=SourceSpec)
@@ -217,6 +229,16 @@ class VectorMigrationSpec(ApiModel):
     parallel: ParallelSpec = Field(default_factory=ParallelSpec)
     cutover: CutoverSpec = Field(default_factory=CutoverSpec)
     post_migration: PostMigrationSpec = Field(default_factory=PostMigrationSpec)
+
+    @model_validator(mode="after")
+    def _rebuild_keeps_a_backup(self) -> VectorMigrationSpec:
+        if self.strategy is Strategy.REBUILD and not self.backup.enabled:
+            raise ValueError(REBUILD_NEEDS_BACKUP)
+        return self
+
+
+# Rebuild empties each table inside its transaction; a verified dump is the second copy it insists on.
+REBUILD_NEEDS_BACKUP = "strategy Rebuild requires backup.enabled: true (a verified dump before tables are emptied)"
 
 
 # What a person may still change once the swap has started: the approval gate, what to do on a

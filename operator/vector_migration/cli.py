@@ -110,6 +110,12 @@ def _parser() -> argparse.ArgumentParser:
     database_options(migrate)
     migrate.add_argument("--status-out", type=Path, help="write the final status as JSON")
     migrate.add_argument("--backup-dir", type=Path, default=Path("backups"), help="where pg_dump writes (./backups)")
+    migrate.add_argument(
+        "--scratch-dir",
+        type=Path,
+        default=None,
+        help="where strategy Rebuild exports the tables during its transaction (the system temp directory)",
+    )
     migrate.add_argument("--pg-bin-dir", type=Path, action="append", default=[], help="where pg_dump/pg_restore are")
     migrate.add_argument("--approve", metavar="PLAN_HASH", help="approve this plan hash (spec.approval: Manual)")
     migrate.add_argument(
@@ -167,6 +173,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     operator.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf's liveness endpoint")
     operator.add_argument("--metrics-port", type=int, default=9090, help="serve Prometheus /metrics here (0: off)")
+    operator.add_argument(
+        "--scratch-dir",
+        type=Path,
+        default=None,
+        help="where strategy Rebuild exports the tables during its transaction (the system temp directory)",
+    )
     operator.set_defaults(handler=_operator)
 
     crd = commands.add_parser("crd", help="print the CustomResourceDefinition generated from the models")
@@ -236,6 +248,7 @@ def _migrate(args: argparse.Namespace) -> int:
     return _drive(
         args,
         backup_dir=args.backup_dir,
+        **({"scratch": args.scratch_dir} if args.scratch_dir else {}),
         approved_hash=args.approve,
         restore_consent=args.restore,
         promote=args.promote,
@@ -358,7 +371,7 @@ def _operator(args: argparse.Namespace) -> int:
         metrics.serve(args.metrics_port)
     asyncio.run(
         kopf.operator(
-            registry=build_registry(metrics=metrics),
+            registry=build_registry(metrics=metrics, scratch=args.scratch_dir),
             clusterwide=args.all_namespaces,
             namespaces=list(args.namespace),
             standalone=args.standalone,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -35,11 +36,11 @@ def default_login(**kwargs: Any) -> Any:
 
 
 def build_registry(
-    login: LoginFunction = default_login, metrics: OperatorMetrics | None = None
+    login: LoginFunction = default_login, metrics: OperatorMetrics | None = None, scratch: Path | None = None
 ) -> kopf.OperatorRegistry:
     """A registry with every handler of the operator (a fresh one per operator run and per test)."""
     registry = kopf.OperatorRegistry()
-    state = OperatorState()
+    state = OperatorState(scratch=scratch)
     metrics = metrics or OperatorMetrics()
 
     @kopf.on.startup(registry=registry)

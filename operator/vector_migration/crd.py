@@ -33,6 +33,7 @@ _KEEP = {
     "format",
     "minItems",
     "maxItems",
+    "x-kubernetes-validations",
     "maxProperties",
 }
 

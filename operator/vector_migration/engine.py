@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -29,7 +30,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from . import journal
+from . import journal, table_copy
 from .api import (
     SPEC_MUTABLE_AFTER_SWAP,
     BackupStatus,
@@ -76,6 +77,7 @@ from .plan import MigrationPlan, PlanningError, Statement, build_plan
 from .sql import ConnectionParams, DatabaseUnavailable, connect, qualify, quote_ident, set_local_timeouts
 from .status import condition, fail, hold, record_timing, set_condition, set_phase, summarize, timing_key, warn
 from .surface import MappingError, TargetSurface, discover, map_type, method_kind, source_library
+from .table_copy import COPY_TEXT, copy_format
 from .vocabulary import (
     ADVISORY_LOCK_KEY,
     JOURNAL_SCHEMA,
@@ -182,6 +184,7 @@ class RunFacts:
     plan: MigrationPlan | None = None
     source_library: str | None = None
     checksum_mode: str = NORMALIZED
+    copy_format: str = COPY_TEXT  # Rebuild's export format, fixed at the checklist with the plan
     probes: list[Probe] = field(default_factory=list)
     rebuilds: list[dict[str, Any]] = field(default_factory=list)
     replans: int = 0
@@ -198,6 +201,8 @@ class Migration:
     params: ConnectionParams
     status: VectorMigrationStatus = field(default_factory=VectorMigrationStatus)
     backup: BackupRuntime = field(default_factory=lambda: LocalBackup(Path("backups")))
+    # Where Rebuild's export files live during its swap transaction (as large as the tables).
+    scratch: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
     reporter: Reporter = field(default_factory=SilentReporter)
     approved_hash: str | None = None
     # A person's consent to restore the verified backup (its restore_token), when the swap cannot
@@ -274,11 +279,6 @@ async def run_checklist(m: Migration) -> Outcome:
     if journal.SWAPPED in entries:
         _restore_from_journal(m, entries[journal.SWAPPED])
         return Advance(Phase.REINDEX, "the swap had already committed; continuing with the reindex")
-    if m.spec.strategy is Strategy.REBUILD:
-        return Fail(
-            Reason.UNSUPPORTED_STRATEGY,
-            f"strategy {m.spec.strategy.value} is not implemented yet; use InPlace or Parallel",
-        )
     server = await read_server(conn)
     if server.version_num < MIN_SERVER_VERSION_NUM:
         return Fail(Reason.UNSUPPORTED_SERVER, f"PostgreSQL {server.version} is too old; RuVector needs 14 or newer")
@@ -330,6 +330,7 @@ async def run_checklist(m: Migration) -> Outcome:
         surface = await probe_surface(m, inventory, target_schema, server.can_create_database)
     except _ProbeFailed as error:
         return Fail(error.reason, str(error))
+    m.facts.copy_format = copy_format(m.facts.checksum_mode)
     try:
         plan = build_plan(
             inventory,
@@ -337,6 +338,7 @@ async def run_checklist(m: Migration) -> Outcome:
             m.spec,
             target_schema=target_schema,
             target_installed=await read_extension(conn, target) is not None,
+            copy_format=m.facts.copy_format,
         )
     except PlanningError as error:
         return Fail(error.reason, str(error))
@@ -346,6 +348,10 @@ async def run_checklist(m: Migration) -> Outcome:
         from .parallel import check_tables
 
         blockers = await check_tables(conn, inventory, surface)
+        if blockers:
+            return Fail(blockers[0].reason, "; ".join(b.message for b in blockers))
+    if m.spec.strategy is Strategy.REBUILD:
+        blockers = await table_copy.check_tables(conn, inventory, m.scratch, m.facts.checksum_mode)
         if blockers:
             return Fail(blockers[0].reason, "; ".join(b.message for b in blockers))
     m.facts.inventory, m.facts.surface, m.facts.plan = inventory, surface, plan
@@ -632,6 +638,7 @@ class _Progress:
     step: str = "begin"
     started: float = field(default_factory=time.perf_counter)
     locked_at: float | None = None
+    exported_bytes: int = 0
 
     @property
     def blocked_seconds(self) -> float:
@@ -645,6 +652,7 @@ async def _convert(
     surface: TargetSurface,
     mode: str,
     progress: _Progress,
+    exports: Path | None = None,
 ) -> list[TableVerification]:
     """Run a plan's statements inside the caller's transaction, checksumming every table under the lock.
 
@@ -657,6 +665,9 @@ async def _convert(
         progress.step = statement.step
         m.reporter.progress("swap", number - 1, len(statements), statement.step)
         building = statement.step in ("build-index", "restore-index")
+        if statement.step in ("export", "import"):
+            await _copy(m, statement, exports, progress)
+            continue
         async with _index_progress(m, statement.sql if building else None):
             await conn.execute(statement.sql)
         if statement.step == "create-target-extension":
@@ -689,6 +700,27 @@ async def _convert(
                 f"{schema}.{table}: {was.rows} rows/{was.checksum} before, {after.rows} rows/{after.checksum} after"
             )
     return tables
+
+
+async def _copy(m: Migration, statement: Statement, exports: Path | None, progress: _Progress) -> None:
+    """One Rebuild COPY step: the table named in the plan's statement, out to or in from its file."""
+    if exports is None:
+        raise _PlanDrift("the plan copies tables but this run has no export area")
+    inventory = m.facts.inventory
+    named = [
+        (schema, table)
+        for schema, table in (inventory.tables() if inventory else [])
+        if statement.sql.startswith(f"COPY {qualify(schema, table)} ")
+    ]
+    if len(named) != 1:
+        raise _PlanDrift(f"the plan's {statement.sql!r} names none of the migration's tables")
+    schema, table = named[0]
+    fmt = m.facts.copy_format
+    if statement.step == "export":
+        size = await table_copy.export_table(m.session, exports, schema, table, fmt)
+        progress.exported_bytes += size
+    else:
+        await table_copy.import_table(m.session, exports, schema, table, fmt)
 
 
 async def _begin_bounded_transaction(m: Migration) -> Any:
@@ -761,10 +793,13 @@ async def run_swap(m: Migration) -> Outcome:
             m.spec,
             target_schema=_target_schema(m, inventory),
             target_installed=await read_extension(conn, surface.extension) is not None,
+            copy_format=facts.copy_format,
         )
         if fresh.blockers or replanned.plan_hash != m.status.plan_hash:
             raise _PlanDrift(f"the database changed since the checklist (plan {replanned.plan_hash})")
-        tables = await _convert(m, list(plan.swap), inventory, surface, facts.checksum_mode, progress)
+        rebuilding = m.spec.strategy is Strategy.REBUILD
+        with table_copy.export_area(m.scratch, m.name) if rebuilding else contextlib.nullcontext() as exports:
+            tables = await _convert(m, list(plan.swap), inventory, surface, facts.checksum_mode, progress, exports)
         verification = m.status.verification or Verification(k=m.spec.verify.k)
         verification.tables = tables
         verification.checksum_mode = facts.checksum_mode
@@ -797,6 +832,11 @@ async def run_swap(m: Migration) -> Outcome:
     message = (
         f"{inventory.source.name} → {surface.extension} ({plan.route} route); "
         f"writes blocked {m.status.timings['writeBlockedSeconds']:.2f}s; checksums equal"
+        + (
+            f"; {progress.exported_bytes} bytes exported and imported ({facts.copy_format} COPY)"
+            if m.spec.strategy is Strategy.REBUILD
+            else ""
+        )
     )
     set_condition(m.status, ConditionType.EXTENSION_SWAPPED, True, Reason.COMPLETED, message, m.generation)
     return Advance(Phase.REINDEX, message)
@@ -1414,6 +1454,7 @@ async def _reverse_in_sql(m: Migration, swapped: journal.JournalEntry, saved: Ve
     reverse.source.extension, reverse.target.extension = target.name, original["extension"]
     reverse.target.version, reverse.target.target_schema = original["version"], original["schema"]
     reverse.tables, reverse.reindex.mode = [], ReindexMode.ATOMIC
+    reverse.strategy = Strategy.IN_PLACE  # converting back in place needs no scratch space, whatever went forward
     backwards = Migration(name=m.name, spec=reverse, params=m.params, reporter=m.reporter, conn=conn)
     server = await read_server(conn)
     inventory = await read_inventory(conn, reverse, server, target, count_rows=False)

@@ -34,7 +34,7 @@ from .surface import (
     map_type,
     method_kind,
 )
-from .vocabulary import Reason, ReindexMode
+from .vocabulary import Reason, ReindexMode, Strategy
 
 FLOAT4_ARRAY = "_float4"  # pg_type.typname of real[]
 GRANTABLE_PRIVILEGES = frozenset(
@@ -145,8 +145,13 @@ def build_plan(
     *,
     target_schema: str,
     target_installed: bool,
+    copy_format: str = "text",
 ) -> MigrationPlan:
-    """Derive the ordered swap statements and index rebuilds from the facts."""
+    """Derive the ordered swap statements and index rebuilds from the facts.
+
+    For strategy Rebuild the tables are exported (``copy_format``) and emptied right after the
+    lock, converted while empty, and imported before the index builds.
+    """
     warnings: list[str] = []
     try:
         conversions = tuple(_conversion(inventory, surface, column) for column in inventory.columns)
@@ -167,6 +172,15 @@ def build_plan(
     )
     create_target = _create_extension(spec, surface, target_schema)
     drop_source = Statement("drop-source-extension", f"DROP EXTENSION {quote_ident(inventory.source.name)} RESTRICT")
+    rebuilding = spec.strategy is Strategy.REBUILD
+    empty_tables = [
+        statement
+        for s, t in tables
+        for statement in (
+            Statement("export", f"COPY {qualify(s, t)} TO STDOUT (FORMAT {copy_format})"),
+            Statement("empty-table", f"TRUNCATE ONLY {qualify(s, t)}"),
+        )
+    ]
     statements: list[Statement] = []
     if target_schema != inventory.source.schema:
         statements.append(Statement("target-schema", f"CREATE SCHEMA IF NOT EXISTS {quote_ident(target_schema)}"))
@@ -176,12 +190,14 @@ def build_plan(
         if tables:
             statements.append(lock)
         statements += _drop_dependents(inventory)
+        statements += empty_tables if rebuilding else []
         statements += [_alter_columns(conversions, s, t, stage="direct") for s, t in tables]
         statements.append(drop_source)
     else:
         if tables:
             statements.append(lock)
         statements += _drop_dependents(inventory)
+        statements += empty_tables if rebuilding else []
         statements += [_alter_columns(conversions, s, t, stage="to-intermediate") for s, t in tables]
         statements.append(drop_source)
         statements.append(create_target)
@@ -189,6 +205,9 @@ def build_plan(
     for view in inventory.views:
         statements += _recreate_view(view)
     statements += [Statement("carry-setting", c.statement) for c in settings if c.statement]
+    if rebuilding:
+        copy_in = [Statement("import", f"COPY {qualify(s, t)} FROM STDIN (FORMAT {copy_format})") for s, t in tables]
+        statements += copy_in
     statements += [Statement("build-index", r.definition) for r in rebuilds if not r.concurrent]
     return MigrationPlan(
         route=route,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -57,6 +58,7 @@ class OperatorState:
 
     client: KubeClient | None = None
     runs: dict[str, Migration] = field(default_factory=dict)
+    scratch: Path | None = None  # where Rebuild exports tables (the chart mounts an emptyDir)
 
     async def forget(self, uid: str) -> None:
         """Close a resource's database session (releasing its migration lock) and drop its run."""
@@ -273,7 +275,7 @@ async def _prepare(
         params = params_from_secret(data, resource.spec.database.ssl_mode)
     except ConnectionError_ as error:
         return Fail(Reason.SECRET_UNAVAILABLE, f"secret {namespace}/{secret_ref.name}: {error}")
-    return Migration(
+    migration = Migration(
         name=f"{namespace}/{name}",
         spec=resource.spec,
         params=params,
@@ -281,6 +283,9 @@ async def _prepare(
         backup=JobBackup(state.client, resource, secret_ref.name),
         generation=generation,
     )
+    if state.scratch is not None:
+        migration.scratch = state.scratch
+    return migration
 
 
 async def _publish_plan(client: KubeClient, resource: VectorMigration, run: Migration) -> None:

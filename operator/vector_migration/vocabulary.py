@@ -140,6 +140,7 @@ class Reason(StrEnum):
     UNSUPPORTED_COLUMN = "UnsupportedColumn"
     UNMAPPED_INDEX = "UnmappedIndex"
     BLOCKING_DEPENDENT = "BlockingDependent"
+    INSUFFICIENT_SCRATCH_SPACE = "InsufficientScratchSpace"
     TABLE_NOT_FOUND = "TableNotFound"
     INCOMPLETE_SELECTION = "IncompleteSelection"
     PLAN_CHANGED = "PlanChanged"
