@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit crd e2e bench clean
+.PHONY: demo test lint typecheck unit crd e2e bench reliability clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test: lint typecheck unit
 crd: $(STAMP)
 	$(BIN)/vector-migration crd > crds/vectormigration.yaml
 	cp crds/vectormigration.yaml charts/vector-migration-operator/crds/vectormigration.yaml
+
+# The fault-injection matrix, writing docs/reliability.md from what it observed.
+reliability: $(STAMP)
+	VMIG_WRITE_RELIABILITY_REPORT=1 $(BIN)/pytest -q tests/reliability --ignore=tests/reliability/test_report.py
 
 e2e: $(STAMP)
 	tests/e2e/run.sh

@@ -135,6 +135,18 @@ async def index_facts(conn: asyncpg.Connection) -> dict[str, tuple[str, str, tup
     return {r["relname"]: (r["amname"], r["opcname"], tuple(sorted(r["options"])), r["predicate"]) for r in rows}
 
 
+async def fail_every(conn: asyncpg.Connection, command_tag: str, message: str) -> None:
+    """A real failure inside the database: every statement with this command tag raises (an event trigger)."""
+    await conn.execute(
+        f"""
+        CREATE FUNCTION public.injected_failure() RETURNS event_trigger LANGUAGE plpgsql
+          AS $$ BEGIN RAISE EXCEPTION '{message}'; END $$;
+        CREATE EVENT TRIGGER injected_failure ON ddl_command_end WHEN TAG IN ('{command_tag}')
+          EXECUTE FUNCTION public.injected_failure();
+        """
+    )
+
+
 def manifest(target: str = "ruvector_standin", **spec: Any) -> VectorMigration:
     document: dict[str, Any] = {
         "apiVersion": "ruvector.dev/v1alpha1",

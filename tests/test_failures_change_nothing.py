@@ -8,7 +8,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.scenarios import condition, create_rich_database, manifest, migration, snapshot
+from tests.scenarios import condition, create_rich_database, fail_every, manifest, migration, snapshot
 from vector_migration.engine import run
 from vector_migration.sql import ConnectionParams
 from vector_migration.vocabulary import ADVISORY_LOCK_KEY, Phase, Reason
@@ -24,14 +24,7 @@ async def test_a_failure_in_the_middle_of_the_swap_rolls_everything_back(
     await create_rich_database(conn)
     # A real failure inside the swap transaction, after every column has been converted and
     # pgvector dropped: the first target index build raises.
-    await conn.execute(
-        """
-        CREATE FUNCTION public.injected_failure() RETURNS event_trigger LANGUAGE plpgsql
-          AS $$ BEGIN RAISE EXCEPTION 'injected failure while building an index'; END $$;
-        CREATE EVENT TRIGGER injected_failure ON ddl_command_end WHEN TAG IN ('CREATE INDEX')
-          EXECUTE FUNCTION public.injected_failure();
-        """
-    )
+    await fail_every(conn, "CREATE INDEX", "injected failure while building an index")
     before = await snapshot(conn)
 
     status = await run(migration(database, manifest(), backup_dir))

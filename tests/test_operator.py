@@ -88,7 +88,10 @@ async def test_apply_and_the_migration_becomes_ready(
             done["status"]["timings"]["swapSeconds"], abs=0.01
         )
         assert_allowed_by_the_chart(cluster.operator_requests())
+        # The password is in the Secret and nowhere else: not in any request the operator made (status,
+        # events, ConfigMaps, Job specs) and not in any log line, kopf's DEBUG ones included.
         assert PASSWORD not in cluster.traffic()
+        assert caplog.text and PASSWORD not in caplog.text
     after = await snapshot(conn)
     assert after.rows == before.rows
     assert "ruvector_standin" in after.extensions and "vector" not in after.extensions

@@ -7,7 +7,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.scenarios import condition, create_rich_database, index_facts, manifest, migration, snapshot
+from tests.scenarios import condition, create_rich_database, fail_every, index_facts, manifest, migration, snapshot
 from vector_migration import engine
 from vector_migration.engine import run
 from vector_migration.sql import ConnectionParams
@@ -129,14 +129,7 @@ async def test_a_failure_after_the_import_brings_back_the_old_storage(
 ) -> None:
     await create_rich_database(conn)
     # Raised by the first index build, which comes after every table was emptied and imported.
-    await conn.execute(
-        """
-        CREATE FUNCTION public.injected_failure() RETURNS event_trigger LANGUAGE plpgsql
-          AS $$ BEGIN RAISE EXCEPTION 'injected failure after the import'; END $$;
-        CREATE EVENT TRIGGER injected_failure ON ddl_command_end WHEN TAG IN ('CREATE INDEX')
-          EXECUTE FUNCTION public.injected_failure();
-        """
-    )
+    await fail_every(conn, "CREATE INDEX", "injected failure after the import")
     before = await snapshot(conn)
     node_before, _ = await table_storage(conn, "items")
 

@@ -156,12 +156,15 @@ async def run_backup(
     with password_file(params) as passfile:
         env = {**_base_environment(), **params.libpq_environment(passfile)}
         await _run(arguments, env, "pg_dump")
+        listing = await _run([str(pg_restore), "--list", str(partial)], env, "pg_restore --list")
+        entries = tuple(f"{schema}.{table}" for schema, table in tables if _has_table_data(listing, schema, table))
+        missing = [f"{schema}.{table}" for schema, table in tables if f"{schema}.{table}" not in entries]
+        if missing:
+            raise BackupError(f"archive {partial} has no TABLE DATA for {', '.join(missing)}")
+        # The table of contents comes first in the archive, so a cut one still lists every table:
+        # read every data block back to the end before trusting it.
+        await _run([str(pg_restore), f"--file={os.devnull}", str(partial)], env, "pg_restore (reading every block)")
         os.replace(partial, final)  # an archive under its final name is always a complete one
-        listing = await _run([str(pg_restore), "--list", str(final)], env, "pg_restore --list")
-    entries = tuple(f"{schema}.{table}" for schema, table in tables if _has_table_data(listing, schema, table))
-    missing = [f"{schema}.{table}" for schema, table in tables if f"{schema}.{table}" not in entries]
-    if missing:
-        raise BackupError(f"archive {final} has no TABLE DATA for {', '.join(missing)}")
     return BackupResult(str(final), final.stat().st_size, _sha256(final), entries)
 
 

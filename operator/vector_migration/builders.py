@@ -32,18 +32,20 @@ umask 077
 export PGPASSFILE="$SCRATCH_DIR/pgpass"
 """
 
-# The backup container's script: the archive is written under a .partial name and renamed once
-# complete; its table of contents must list TABLE DATA for every vector table; size and sha256 go
-# to the termination message.
+# The backup container's script: the archive is written under a .partial name; its table of
+# contents must list TABLE DATA for every vector table, and every data block must read back to the
+# end (a cut archive keeps its table of contents, which is written first); only then is it renamed
+# to its final name. Size and sha256 go to the termination message.
 BACKUP_SCRIPT = (
     _WRITE_PGPASS
     + r"""pg_dump --format=custom --no-password --file="$BACKUP_DIR/$ARCHIVE.partial" "$@"
-mv "$BACKUP_DIR/$ARCHIVE.partial" "$BACKUP_DIR/$ARCHIVE"
-pg_restore --list "$BACKUP_DIR/$ARCHIVE" > "$SCRATCH_DIR/toc"
+pg_restore --list "$BACKUP_DIR/$ARCHIVE.partial" > "$SCRATCH_DIR/toc"
 printf '%s\n' "$EXPECTED_TABLES" | while IFS= read -r table; do
   [ -z "$table" ] || grep -qF " TABLE DATA $table " "$SCRATCH_DIR/toc" || {
     echo "archive has no TABLE DATA for $table" >&2; exit 3; }
 done
+pg_restore --file=/dev/null "$BACKUP_DIR/$ARCHIVE.partial"
+mv "$BACKUP_DIR/$ARCHIVE.partial" "$BACKUP_DIR/$ARCHIVE"
 size=$(wc -c < "$BACKUP_DIR/$ARCHIVE" | tr -d ' ')
 sum=$(sha256sum "$BACKUP_DIR/$ARCHIVE" | cut -d ' ' -f 1)
 printf '{"location":"%s","sizeBytes":%s,"sha256":"%s"}' "$BACKUP_DIR/$ARCHIVE" "$size" "$sum" > "$TERMINATION_LOG"

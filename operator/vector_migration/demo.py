@@ -67,12 +67,20 @@ class EmbeddedPostgres:
     def restart(self) -> None:
         """Restart the server (fast shutdown: open sessions are terminated), waiting until it accepts connections."""
         import subprocess
+        import tempfile
 
-        subprocess.run(
-            [str(self.bin_dir / "pg_ctl"), "restart", "-D", str(self.pgdata), "-m", "fast", "-w"],
-            check=True,
-            capture_output=True,
-        )
+        # As root, the wheel runs the server as a user of its own; pg_ctl must run as that user too.
+        # The new postmaster logs to a file: one inheriting a pipe would keep this call waiting.
+        owner = getattr(self.server, "system_user", None)
+        pg_ctl = [str(self.bin_dir / "pg_ctl"), "restart", "-D", str(self.pgdata), "-m", "fast", "-w"]
+        with tempfile.TemporaryFile() as output:
+            subprocess.run(
+                [*pg_ctl, "-l", str(self.pgdata / "restart.log")],
+                check=True,
+                stdout=output,
+                stderr=output,
+                **({"user": owner} if owner else {}),
+            )
 
     def stop(self) -> None:
         """Stop the server."""

@@ -1,0 +1,86 @@
+"""What the fault scenarios share: driving a migration to a point, holding locks and snapshots, finding its session."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import asyncpg
+
+from vector_migration.engine import Migration, open_session, step
+from vector_migration.sql import ConnectionParams
+from vector_migration.vocabulary import Phase
+
+
+async def no_sleep(_: float) -> None:
+    return None
+
+
+async def plain(database: ConnectionParams) -> asyncpg.Connection:
+    return await asyncpg.connect(host=database.host, user=database.user, database=database.dbname)
+
+
+async def until(condition_met: Callable[[], Awaitable[Any]], seconds: float = 20.0) -> Any:
+    """Poll until the condition returns something truthy; fail the test after ``seconds``."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        value = await condition_met()
+        if value:
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError("the awaited state never came")
+
+
+async def advance_to(m: Migration, phase: Phase) -> None:
+    """Step a migration until its status says ``phase`` (the next step would run it)."""
+    assert await open_session(m) is None
+    for _ in range(20):
+        if m.status.phase is phase:
+            return
+        await step(m)
+    raise AssertionError(f"never reached {phase.value}; at {m.status.phase.value}: {m.status.message}")
+
+
+@contextlib.asynccontextmanager
+async def old_snapshot_held(database: ConnectionParams) -> AsyncIterator[asyncpg.Connection]:
+    """An application transaction holding a snapshot: CREATE INDEX CONCURRENTLY waits for it to end."""
+    holder = await plain(database)
+    transaction = holder.transaction(isolation="repeatable_read")
+    await transaction.start()
+    await holder.fetchval("SELECT count(*) FROM pg_class")
+    try:
+        yield holder
+    finally:
+        with contextlib.suppress(Exception):
+            await transaction.rollback()
+        with contextlib.suppress(Exception):
+            await holder.close()
+
+
+@contextlib.asynccontextmanager
+async def row_locked(database: ConnectionParams, table: str = "items") -> AsyncIterator[asyncpg.Connection]:
+    """An application transaction that updated a row and has not committed: LOCK TABLE waits for it."""
+    holder = await plain(database)
+    transaction = holder.transaction()
+    await transaction.start()
+    await holder.execute(f"UPDATE {table} SET id = id WHERE id = (SELECT min(id) FROM {table})")
+    try:
+        yield holder
+    finally:
+        with contextlib.suppress(Exception):
+            await transaction.rollback()
+        with contextlib.suppress(Exception):
+            await holder.close()
+
+
+async def migration_backend(conn: asyncpg.Connection, query_like: str, *, active: bool = True) -> int | None:
+    """The pid of the migration's session while it runs (or, not ``active``, last ran) a matching statement."""
+    pid: int | None = await conn.fetchval(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'vector-migration' AND query ILIKE $1 "
+        "AND (state = 'active' OR NOT $2) AND datname = current_database() ORDER BY backend_start LIMIT 1",
+        query_like,
+        active,
+    )
+    return pid
