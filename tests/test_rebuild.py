@@ -164,3 +164,25 @@ async def test_tables_rebuild_cannot_empty_are_refused_with_what_to_do(
     assert f"{refusal} on public.orders" in status.message
     assert "use InPlace" in status.message
     assert await snapshot(conn) == before
+
+
+@pytest.mark.parametrize("target", ["ruvector_standin", "ruvector_script_standin"])
+async def test_a_rebuild_is_rolled_back_on_request_to_the_rows_it_started_with(
+    target: str, database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    await create_rich_database(conn)
+    before = await snapshot(conn)
+    indexes_before = await index_facts(conn)
+    resource = manifest(target, strategy="Rebuild")
+    migrated = await run(migration(database, resource, tmp_path / "b", scratch=tmp_path / "s"))
+    assert migrated.phase is Phase.SUCCEEDED, migrated.message
+
+    status = await run(migration(database, resource, tmp_path / "b", scratch=tmp_path / "s", rollback_requested=True))
+
+    assert status.phase is Phase.ROLLED_BACK, status.message
+    assert (condition(status, "Ready").status, condition(status, "Ready").reason) == ("True", "RollbackRequested")
+    assert "every table equals its pre-migration checksum" in status.message
+    after = await snapshot(conn)
+    assert (after.rows, after.views) == (before.rows, before.views)
+    assert await index_facts(conn) == indexes_before
+    assert "vector" in after.extensions and target not in after.extensions
