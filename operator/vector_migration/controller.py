@@ -17,7 +17,7 @@ import kopf
 
 from .api import VectorMigrationStatus
 from .engine import Fail, Outcome
-from .kube import Credentials, KubeClient
+from .kube import Credentials, KubeClient, KubeError
 from .metrics import OperatorMetrics
 from .reconciler import OperatorState, next_step, write_status
 from .reconciler import reconcile as reconcile_migration
@@ -82,7 +82,15 @@ def build_registry(
                 reason = outcome.reason.value if isinstance(outcome, Fail) else status.phase.value
                 kopf.event(body, type="Warning" if failed else "Normal", reason=reason, message=status.message[:1000])
 
-        result = await reconcile_migration(state, body, progress)
+        try:
+            result = await reconcile_migration(state, body, progress)
+        except KubeError as error:
+            if not error.transient:
+                raise
+            # A conflict, throttling or an API server restart: what the engine did is in its journal
+            # and in this run's memory, so the next attempt continues; ask again in seconds, not kopf's
+            # default minute for unexpected errors.
+            raise kopf.TemporaryError(f"the Kubernetes API answered: {error}; trying again", delay=3.0) from None
         failure = None
         if result.phase != result.previous_phase and result.phase in (Phase.FAILED, Phase.ROLLED_BACK):
             stalled = [c for c in result.status.get("conditions", []) if c.get("type") == ConditionType.STALLED.value]

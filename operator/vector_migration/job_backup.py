@@ -80,6 +80,8 @@ class JobBackup:
                 raise BackupPending(f"{what} Job {name} started")
             return await self._report(what, namespace, name, existing)
         except KubeError as error:
+            if error.transient:  # the API server said "not now": the next reconciliation asks again
+                raise BackupPending(f"{what} Job {name}: {error}; trying again") from None
             raise BackupError(f"{what} Job {name}: {error}") from None
 
     async def _ensure_claim(self, namespace: str, database_bytes: int) -> None:

@@ -17,6 +17,10 @@ import aiohttp
 
 from . import __version__
 
+# Answers that say "not now" rather than "no": a conflict, throttling, an overloaded or restarting
+# API server, or no answer at all (status 0). The same call made again later can succeed.
+TRANSIENT_STATUSES = frozenset({0, 409, 429, 500, 502, 503, 504})
+
 
 class KubeError(RuntimeError):
     """An API call failed; the message carries the status and the server's reason, no bodies."""
@@ -24,6 +28,11 @@ class KubeError(RuntimeError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+    @property
+    def transient(self) -> bool:
+        """Whether retrying the same call later may succeed (else a person must change something)."""
+        return self.status in TRANSIENT_STATUSES
 
 
 @dataclass(frozen=True)
@@ -92,15 +101,25 @@ class KubeClient:
 
     async def _request(self, method: str, url: str, **kwargs: Any) -> dict[str, Any] | None:
         http = await self._http()
-        async with http.request(method, url.lstrip("/"), **kwargs) as response:
-            if response.status == 404:
-                return None
+        try:
+            async with http.request(method, url.lstrip("/"), **kwargs) as response:
+                return await self._answer(method, url, response)
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise KubeError(0, f"{method} {url}: no answer ({type(error).__name__})") from None
+
+    @staticmethod
+    async def _answer(method: str, url: str, response: aiohttp.ClientResponse) -> dict[str, Any] | None:
+        if response.status == 404:
+            return None
+        try:
             body = await response.json(content_type=None) if response.content_length != 0 else {}
-            if response.status >= 400:
-                reason = body.get("reason") if isinstance(body, dict) else None
-                message = body.get("message") if isinstance(body, dict) else None
-                raise KubeError(response.status, f"{method} {url}: {response.status} {reason or ''} {message or ''}")
-            return body if isinstance(body, dict) else {}
+        except ValueError:
+            body = {}  # an error page from a proxy in front of the API server, say
+        if response.status >= 400:
+            reason = body.get("reason") if isinstance(body, dict) else None
+            message = body.get("message") if isinstance(body, dict) else None
+            raise KubeError(response.status, f"{method} {url}: {response.status} {reason or ''} {message or ''}")
+        return body if isinstance(body, dict) else {}
 
     async def get(self, url: str) -> dict[str, Any] | None:
         """Read an object; None when it does not exist."""

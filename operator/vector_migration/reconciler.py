@@ -268,6 +268,8 @@ async def _prepare(
     try:
         data = await state.client.secret_data(namespace, secret_ref.name)
     except KubeError as error:
+        if error.transient:
+            raise  # the API server said "not now": the handler retries shortly
         return Fail(Reason.SECRET_UNAVAILABLE, f"cannot read secret {namespace}/{secret_ref.name}: {error}")
     if data is None:
         return Fail(Reason.SECRET_UNAVAILABLE, f"secret {namespace}/{secret_ref.name} does not exist")

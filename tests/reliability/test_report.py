@@ -8,7 +8,12 @@ from tests.reliability.report import REPORT, SCENARIOS, documented_ids
 
 
 def test_the_report_lists_every_declared_scenario_and_no_other() -> None:
-    for module in ("test_interruptions", "test_hostile_conditions", "test_parallel_interruptions"):
+    for module in (
+        "test_interruptions",
+        "test_hostile_conditions",
+        "test_parallel_interruptions",
+        "test_api_faults",
+    ):
         importlib.import_module(f"tests.reliability.{module}")  # declares its scenarios
 
     assert documented_ids() == sorted(SCENARIOS), "run `make reliability` to regenerate docs/reliability.md"
