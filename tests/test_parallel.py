@@ -193,3 +193,25 @@ async def test_quoted_mixed_case_names_move_through_a_shadow(
         """SELECT am.amname FROM pg_class c JOIN pg_am am ON am.oid = c.relam WHERE c.relname = 'L1 Index'"""
     )
     assert method == "ruhnsw"
+
+
+async def test_a_parallel_run_resumed_with_no_memory_compares_with_the_proven_checksums(
+    database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    from tests.reliability.harness import advance_to
+    from vector_migration.engine import close_session
+
+    await create_shop(conn)
+    before = await docs_before(conn)
+    resource = manifest(**PARALLEL)
+    first = migration(database, resource, backup_dir)
+    await advance_to(first, Phase.BACKFILL)
+    await close_session(first)  # an operator restart: only the status and the journal remain
+
+    status = await run(migration(database, resource, backup_dir, status=first.status.model_copy(deep=True)))
+
+    assert status.phase is Phase.SUCCEEDED, status.message
+    # the binary form the checklist's samples proved valid, read back from the journal (not the slow
+    # parsed form a run without memory would otherwise fall back to)
+    assert status.verification is not None and status.verification.checksum_mode == "binary"
+    assert await docs_before(conn) == before

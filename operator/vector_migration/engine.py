@@ -910,6 +910,7 @@ def _restore_from_journal(m: Migration, entry: journal.JournalEntry) -> None:
     for message in saved.warnings:
         warn(m.status, message)
     m.facts.rebuilds = list(entry.detail["rebuilds"])
+    m.facts.checksum_mode = entry.detail.get("checksumMode") or NORMALIZED  # what the samples proved valid
     m.facts.swap_loaded = True
     m.facts.probes = [
         Probe(
@@ -1001,44 +1002,49 @@ async def run_reindex(m: Migration) -> Outcome:
         return missing
     built = 0
     for rebuild in m.facts.rebuilds:
-        state = await _index_state(conn, rebuild["schema"], rebuild["name"])
-        if state is not None and state[0] and state[1] == rebuild["method"]:
-            continue
-        attempts = 0
-        while True:
-            attempts += 1
-            if state is not None:
-                # An INVALID index is what a failed CREATE INDEX CONCURRENTLY leaves; drop it and build again.
-                await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {qualify(rebuild['schema'], rebuild['name'])}")
-            try:
-                await conn.execute(
-                    "SELECT pg_catalog.set_config('maintenance_work_mem', $1, false)",
-                    m.spec.reindex.maintenance_work_mem,
-                )
-                await conn.execute(
-                    "SELECT pg_catalog.set_config('statement_timeout', $1, false)", m.spec.statement_timeout
-                )
-                async with _index_progress(m, rebuild["definition"]):
-                    await conn.execute(rebuild["definition"])
-                built += 1
-                break
-            except asyncpg.PostgresError as error:
-                state = await _index_state(conn, rebuild["schema"], rebuild["name"])
-                if attempts >= 3:
-                    set_condition(m.status, ConditionType.INDEXES_REBUILT, False, Reason.REINDEX_FAILED, str(error))
-                    return Fail(
-                        Reason.REINDEX_FAILED,
-                        f"building index {rebuild['name']} failed {attempts} times ({error}); the data is migrated "
-                        "and intact, the index is not",
-                    )
-                m.reporter.warning(f"building {rebuild['name']} failed ({error}); retrying")
-            finally:
-                await conn.execute("RESET maintenance_work_mem; RESET statement_timeout")
+        result = await build_index(m, rebuild["schema"], rebuild["name"], rebuild["definition"], rebuild["method"])
+        if isinstance(result, Fail):
+            return Fail(result.reason, f"{result.message}; the data is migrated and intact, the index is not")
+        built += result
     total = len(m.facts.rebuilds)
     message = f"{total} index(es) on the target access methods ({built} built after the swap)"
     set_condition(m.status, ConditionType.INDEXES_REBUILT, True, Reason.COMPLETED, message, m.generation)
     await journal.record(conn, m.name, journal.REINDEXED, m.status.plan_hash or "", {"built": built})
     return Advance(Phase.VERIFY, message)
+
+
+async def build_index(m: Migration, schema: str, name: str, definition: str, method: str | None = None) -> Fail | bool:
+    """Build one index outside the swap transaction: whether it was built now (False: a valid one was there).
+
+    An INVALID index (what an interrupted CREATE INDEX CONCURRENTLY leaves) or one on another
+    access method is dropped and built again; each build is bounded by statementTimeout and gets
+    three attempts, after which the Fail says why.
+    """
+    conn = m.session
+    state = await _index_state(conn, schema, name)
+    if state is not None and state[0] and (method is None or state[1] == method):
+        return False
+    attempts = 0
+    while True:
+        attempts += 1
+        if state is not None:
+            await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {qualify(schema, name)}")
+        try:
+            await conn.execute(
+                "SELECT pg_catalog.set_config('maintenance_work_mem', $1, false)", m.spec.reindex.maintenance_work_mem
+            )
+            await conn.execute("SELECT pg_catalog.set_config('statement_timeout', $1, false)", m.spec.statement_timeout)
+            async with _index_progress(m, definition):
+                await conn.execute(definition)
+            return True
+        except asyncpg.PostgresError as error:
+            state = await _index_state(conn, schema, name)
+            if attempts >= 3:
+                set_condition(m.status, ConditionType.INDEXES_REBUILT, False, Reason.REINDEX_FAILED, str(error))
+                return Fail(Reason.REINDEX_FAILED, f"building index {name} failed {attempts} times ({error})")
+            m.reporter.warning(f"building {name} failed ({error}); retrying")
+        finally:
+            await conn.execute("RESET maintenance_work_mem; RESET statement_timeout")
 
 
 async def _index_state(conn: asyncpg.Connection, schema: str, name: str) -> tuple[bool, str] | None:

@@ -50,7 +50,6 @@ from .engine import (
     Wait,
     _begin_bounded_transaction,
     _drop_unused_extension,
-    _index_progress,
     _index_state,
     _journal_detail,
     _judge_probes,
@@ -58,12 +57,13 @@ from .engine import (
     _restore_from_journal,
     _rollback,
     _transaction_failure,
+    build_index,
     record_success,
     run_awaiting_approval,
     run_backup_phase,
     run_checklist,
 )
-from .measure import IndexTarget, table_checksum
+from .measure import BINARY, NORMALIZED, TEXT, IndexTarget, table_checksum
 from .plan import ColumnConversion, MigrationPlan
 from .sql import qualify, quote_ident, quote_literal
 from .status import now, record_timing, seconds_since, set_condition
@@ -598,31 +598,16 @@ def _batch_sql(table: ShadowTable) -> str:
 
 async def run_shadow_reindex(m: Migration) -> Outcome:
     """CREATE INDEX CONCURRENTLY on the shadows: the application's writes never wait for a build."""
-    conn = m.session
     _, tables = await _recorded(m)
     if tables is None:
         return _START_OVER
     built = 0
     for table in tables:
         for index in table.vector_indexes:
-            state = await _index_state(conn, table.schema, index["name"])
-            if state is not None and state[0]:
-                continue
-            if state is not None:  # INVALID: what an interrupted CONCURRENTLY build leaves
-                await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {qualify(table.schema, index['name'])}")
-            try:
-                await conn.execute(
-                    "SELECT pg_catalog.set_config('maintenance_work_mem', $1, false)",
-                    m.spec.reindex.maintenance_work_mem,
-                )
-                async with _index_progress(m, index["definition"]):
-                    await conn.execute(index["definition"])
-                built += 1
-            except asyncpg.PostgresError as error:
-                set_condition(m.status, ConditionType.INDEXES_REBUILT, False, Reason.REINDEX_FAILED, str(error))
-                return Fail(Reason.REINDEX_FAILED, f"building {index['name']} on the shadow failed: {error}")
-            finally:
-                await conn.execute("RESET maintenance_work_mem")
+            result = await build_index(m, table.schema, index["name"], index["definition"])
+            if isinstance(result, Fail):
+                return Fail(result.reason, f"{result.message} on the shadow; the application's tables are untouched")
+            built += result
     message = f"{built} index(es) built concurrently on the shadow tables; the application never waited"
     set_condition(m.status, ConditionType.INDEXES_REBUILT, True, Reason.COMPLETED, message, m.generation)
     return Advance(Phase.VERIFY, message)
@@ -631,7 +616,7 @@ async def run_shadow_reindex(m: Migration) -> Outcome:
 async def _checksum_pair(m: Migration, table: ShadowTable, left: str, right: str) -> TableVerification:
     """Rows and checksums of two relations holding one table's rows (original and copy), as seen now."""
     conn = m.session
-    mode = (m.status.verification.checksum_mode if m.status.verification else None) or m.facts.checksum_mode
+    mode = m.facts.checksum_mode
     names = set(table.vector_columns)
     a = await table_checksum(conn, table.schema, left, names, mode)
     b = await table_checksum(conn, table.schema, right, names, mode)
@@ -646,19 +631,29 @@ async def _compare(m: Migration, pairs: list[tuple[ShadowTable, str, str]]) -> l
         return [await _checksum_pair(m, table, a, b) for table, a, b in pairs]
 
 
+def _unequal(table: TableVerification) -> bool:
+    return (table.rows_before, table.checksum_before) != (table.rows_after, table.checksum_after)
+
+
 async def _analyse(m: Migration, tables: list[ShadowTable], relation: str) -> list[tuple[Reason, str]]:
     """The checks a verify and every cutover step run: equal content, valid indexes, recall, latency."""
     conn = m.session
     pairs = [(t, t.table, t.shadow) if relation == "shadow" else (t, t.old, t.table) for t in tables]
     compared = await _compare(m, pairs)
+    if m.facts.checksum_mode in (BINARY, TEXT) and any(_unequal(t) for t in compared):
+        # The two types sent or printed some value differently: compare parsed values before
+        # calling it a difference (the swap does the same).
+        m.facts.checksum_mode = NORMALIZED
+        compared = await _compare(m, pairs)
     verification = m.status.verification or Verification(k=m.spec.verify.k)
     verification.tables = compared
+    verification.checksum_mode = m.facts.checksum_mode
     m.status.verification = verification
     problems: list[tuple[Reason, str]] = [
         (Reason.DATA_MISMATCH, f"{t.name}: {t.rows_before} rows/{t.checksum_before} in the original, "
                                f"{t.rows_after} rows/{t.checksum_after} in the copy")
         for t in compared
-        if (t.rows_before, t.checksum_before) != (t.rows_after, t.checksum_after)
+        if _unequal(t)
     ]  # fmt: skip
     for table in tables:
         for index in table.vector_indexes:
@@ -941,7 +936,10 @@ class _Unequal(RuntimeError):
 
 async def _equal_under_lock(m: Migration, table: ShadowTable) -> TableVerification:
     pair = await _checksum_pair(m, table, table.table, table.old)
-    if (pair.rows_before, pair.checksum_before) != (pair.rows_after, pair.checksum_after):
+    if _unequal(pair) and m.facts.checksum_mode in (BINARY, TEXT):
+        m.facts.checksum_mode = NORMALIZED  # a difference of form is not a difference of value
+        pair = await _checksum_pair(m, table, table.table, table.old)
+    if _unequal(pair):
         new, old = f"{pair.rows_before} rows/{pair.checksum_before}", f"{pair.rows_after} rows/{pair.checksum_after}"
         raise _Unequal(f"{table.name}: {new} vs {old}")
     return pair
