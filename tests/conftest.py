@@ -41,3 +41,23 @@ async def conn(database: ConnectionParams) -> AsyncIterator[asyncpg.Connection]:
 @pytest.fixture
 def backup_dir(tmp_path: Path) -> Path:
     return tmp_path / "backups"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """After a full, green run: the chart grants the operator nothing that no test saw it use.
+
+    Each operator test checks that every request it saw is allowed by the chart's ClusterRole; this
+    is the converse, over all of them, so a grant without a use fails the run (least privilege).
+    """
+    from tests.chart import OBSERVED_REQUESTS, unused_grants
+
+    selected = session.config.invocation_params.args
+    full_run = not any(not arg.startswith("-") for arg in selected) and not session.config.option.keyword
+    if exitstatus != 0 or not full_run or not OBSERVED_REQUESTS:
+        return
+    unused = unused_grants(OBSERVED_REQUESTS)
+    if unused:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"RBAC: the chart grants what no operator test used: {', '.join(unused)}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -9,6 +9,7 @@ from pathlib import Path
 import asyncpg
 import kmock
 
+from tests.chart import assert_allowed_by_the_chart
 from tests.cluster import condition, phase, running_cluster, running_operator
 from tests.reliability.report import observe, rows_lost, scenario
 from tests.scenarios import create_rich_database, snapshot
@@ -18,6 +19,7 @@ from vector_migration.sql import ConnectionParams
 
 VMIGS = kmock.resource("ruvector.dev", "v1alpha1", "vectormigrations")
 JOBS = kmock.resource("batch", "v1", "jobs")
+CLAIMS = kmock.resource("", "v1", "persistentvolumeclaims")
 
 
 @scenario(
@@ -38,6 +40,7 @@ async def test_status_writes_answered_with_errors(
         await cluster.apply(migration())
         done = await cluster.wait_for("shop", lambda r: phase(r) in ("Succeeded", "Failed"), timeout=120)
         refused = [len(list(reaction)) for reaction in refusals]
+        assert_allowed_by_the_chart(cluster.operator_requests())
 
     lost = rows_lost(before.rows, (await snapshot(conn)).rows)
     assert phase(done) == "Succeeded", done["status"]["message"]
@@ -48,7 +51,7 @@ async def test_status_writes_answered_with_errors(
 
 @scenario(
     "api-errors-creating-the-backup-job",
-    "the API server answers the backup Job's creation with 503 (having stored it, as when an answer is lost)",
+    "the API server answers the creation of the backup claim and Job with 503 (having stored them: a lost answer)",
     "the backup phase waits and looks again (BackupPending), finds the Job and goes on; it does not fail; Succeeded",
 )
 async def test_job_creation_answered_with_errors(
@@ -57,16 +60,18 @@ async def test_job_creation_answered_with_errors(
     await create_rich_database(conn)
     before = await snapshot(conn)
     async with running_cluster(tmp_path, postgres.bin_dir) as (cluster, _), running_operator(cluster):
-        creates = cluster.emulator["post", JOBS]
-        refusal = creates[0:1] << 503
+        refusal = cluster.emulator["post", JOBS][0:1] << 503
+        # and the backup claim's creation the same way: the operator reads back the claim it finds
+        claim_refusal = cluster.emulator["post", CLAIMS][0:1] << 503
         await cluster.apply_secret("shop-app", secret_for(database))
         await cluster.apply(migration())
         done = await cluster.wait_for("shop", lambda r: phase(r) in ("Succeeded", "Failed"), timeout=120)
-        refused_creations = len(list(refusal))
+        refused_creations = len(list(refusal)) + len(list(claim_refusal))
+        assert_allowed_by_the_chart(cluster.operator_requests())
 
     lost = rows_lost(before.rows, (await snapshot(conn)).rows)
     assert phase(done) == "Succeeded", done["status"]["message"]
-    assert refused_creations == 1
+    assert refused_creations == 2
     assert lost == 0
     observe("api-errors-creating-the-backup-job", f"creation answered 503, Job found later; {phase(done)}", lost)
 

@@ -49,7 +49,7 @@ Each line names the code that needs it.
 # reconciler.write_status: progress while a reconciliation runs
 - apiGroups: ["ruvector.dev"]
   resources: ["vectormigrations/status"]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
 # owner references with blockOwnerDeletion on the Jobs and ConfigMaps the operator creates
 - apiGroups: ["ruvector.dev"]
   resources: ["vectormigrations/finalizers"]
