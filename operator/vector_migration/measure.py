@@ -128,14 +128,24 @@ async def table_checksum(
         )
         # NULL hashes as a marker no vector prints as, so NULL and a value differ.
         row_hash = f"pg_catalog.hashtextextended(COALESCE({text}, 'NULL'), {row_hash})"
-    record = await conn.fetchrow(
+    # Read through COPY: PostgreSQL plans a COPY's query in parallel, but not a query run through
+    # the extended protocol's Execute, and this full scan is where the swap's lock is held: with two
+    # workers it takes 0.15 s instead of 0.25 s for 100,000 x 384 here (the same sum either way).
+    answer = bytearray()
+
+    async def collect(chunk: bytes) -> None:
+        answer.extend(chunk)
+
+    await conn.copy_from_query(
         f"""
-        SELECT pg_catalog.count(*) AS rows,
-               COALESCE(pg_catalog.sum(({row_hash})::pg_catalog.numeric), 0) AS total
+        SELECT pg_catalog.count(*),
+               COALESCE(pg_catalog.sum(({row_hash})::pg_catalog.numeric), 0)
           FROM {qualify(schema, table)}
-        """
+        """,
+        output=collect,
     )
-    return TableChecksum(rows=record["rows"], checksum=_fold(int(record["total"])))
+    rows, total = answer.decode().strip().split("\t")
+    return TableChecksum(rows=int(rows), checksum=_fold(int(total)))
 
 
 async def send_function(conn: asyncpg.Connection, type_sql: str) -> str | None:
