@@ -222,7 +222,15 @@ async def _run(arguments: list[str], env: dict[str, str], what: str) -> str:
     process = await asyncio.create_subprocess_exec(
         *arguments, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
-    stdout, stderr = await process.communicate()
+    try:
+        stdout, stderr = await process.communicate()
+    except BaseException:
+        # Stopped (Ctrl-C, a cancelled reconciliation): a dump left running would go on writing the
+        # .partial file the next attempt writes too.
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+        raise
     if process.returncode != 0:
         detail = stderr.decode(errors="replace").strip().splitlines()
         # The line that says what went wrong, not the "Command was:" echo that follows it.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import time
 from pathlib import Path
@@ -310,3 +311,40 @@ async def test_a_spec_edited_after_the_swap(
     assert resumed.phase is Phase.SUCCEEDED, resumed.message
     assert lost == 0
     observe("spec-edited-after-swap", "Failed with SpecChangedAfterSwap; Succeeded once restored", lost)
+
+
+@scenario(
+    "operator-stopped-mid-backup",
+    "the operator stops while pg_dump is writing the archive",
+    "pg_dump is stopped with it (no process left writing the .partial file); the next run dumps again; Succeeded",
+)
+async def test_operator_stopped_while_pg_dump_runs(
+    postgres: EmbeddedPostgres, database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    await create_rich_database(conn)
+    before = await snapshot(conn)
+    wrappers, started = tmp_path / "bin", tmp_path / "pg_dump.pid"
+    wrappers.mkdir()
+    real = postgres.bin_dir / "pg_dump"
+    (wrappers / "pg_dump").write_text(  # a slow dump: long enough to be stopped in the middle
+        f'#!/bin/sh\nif [ "$1" = "--version" ]; then exec "{real}" --version; fi\n'
+        f'echo $$ > "{started}"; sleep 3; exec "{real}" "$@"\n'
+    )
+    (wrappers / "pg_dump").chmod(0o755)
+    first = migration(database, manifest(), tmp_path / "backups")
+    first.backup = LocalBackup(tmp_path / "backups", (wrappers,))
+    running = asyncio.create_task(run(first, sleep=no_sleep))
+    await until(lambda: asyncio.sleep(0, result=started.exists()))
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
+    pid = int(started.read_text())
+    left_running = Path(f"/proc/{pid}").exists()  # running, or a zombie nobody waited for
+
+    status = await run(migration(database, manifest(), tmp_path / "backups"), sleep=no_sleep)
+
+    lost = rows_lost(before.rows, (await snapshot(conn)).rows)
+    assert not left_running
+    assert status.phase is Phase.SUCCEEDED, status.message
+    assert lost == 0
+    observe("operator-stopped-mid-backup", f"pg_dump stopped with the operator; then {status.phase.value}", lost)
