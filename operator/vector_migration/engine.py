@@ -765,6 +765,20 @@ def _transaction_failure(error: BaseException, progress: _Progress, spec: Vector
     )
 
 
+def ready_to_change(m: Migration, what: str) -> Outcome | tuple[MigrationPlan, SourceInventory, TargetSurface]:
+    """The plan the first change to the database follows, or why that change cannot start now.
+
+    Not without a verified backup while one is required (a person must act), and not without a
+    plan in this run's memory (plan again first).
+    """
+    if m.spec.backup.enabled and not (m.status.backup and m.status.backup.verified):
+        return Fail(Reason.BACKUP_FAILED, f"no verified backup; {what} never runs without one while backup is enabled")
+    facts = m.facts
+    if facts.plan is None or facts.inventory is None or facts.surface is None:
+        return Advance(Phase.CHECKLIST, f"re-planning before {what}")
+    return facts.plan, facts.inventory, facts.surface
+
+
 async def run_swap(m: Migration) -> Outcome:
     """Convert every column and swap the extension in one transaction, proven by checksums."""
     conn = m.session
@@ -775,12 +789,11 @@ async def run_swap(m: Migration) -> Outcome:
     if journal.SWAPPED in entries:
         _restore_from_journal(m, entries[journal.SWAPPED])
         return Advance(Phase.REINDEX, "the swap had already committed")
-    if m.spec.backup.enabled and not (m.status.backup and m.status.backup.verified):
-        return Fail(Reason.BACKUP_FAILED, "no verified backup; the swap never runs without one while backup is enabled")
+    ready = ready_to_change(m, "the swap")
+    if not isinstance(ready, tuple):
+        return ready
+    plan, inventory, surface = ready
     facts = m.facts
-    if facts.plan is None or facts.inventory is None or facts.surface is None:
-        return Advance(Phase.CHECKLIST, "re-planning before the swap")
-    plan, inventory, surface = facts.plan, facts.inventory, facts.surface
 
     progress = _Progress()
     transaction = await _begin_bounded_transaction(m)

@@ -58,6 +58,7 @@ from .engine import (
     _rollback,
     _transaction_failure,
     build_index,
+    ready_to_change,
     record_success,
     run_awaiting_approval,
     run_backup_phase,
@@ -467,12 +468,11 @@ async def run_prepare(m: Migration) -> Outcome:
     _, shadows = await _recorded(m)
     if shadows is not None:
         return Advance(Phase.BACKFILL, "the shadow tables already exist; continuing with the backfill")
-    if m.spec.backup.enabled and not (m.status.backup and m.status.backup.verified):
-        return Fail(Reason.BACKUP_FAILED, "no verified backup; nothing changes without one while backup is enabled")
+    ready = ready_to_change(m, "creating the shadow tables")
+    if not isinstance(ready, tuple):
+        return ready
+    plan, inventory, surface = ready
     facts = m.facts
-    if facts.plan is None or facts.inventory is None or facts.surface is None:
-        return Advance(Phase.CHECKLIST, "re-planning before creating the shadow tables")
-    plan, inventory, surface = facts.plan, facts.inventory, facts.surface
     progress = _Progress()
     transaction = await _begin_bounded_transaction(m)
     try:
