@@ -33,6 +33,13 @@ async def until(condition_met: Callable[[], Awaitable[Any]], seconds: float = 20
     raise AssertionError("the awaited state never came")
 
 
+async def stop(running: asyncio.Task[Any]) -> None:
+    """The operator process stops mid-run: its task is cancelled, its session closes, an open transaction aborts."""
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
+
+
 async def advance_to(m: Migration, phase: Phase) -> None:
     """Step a migration until its status says ``phase`` (the next step would run it)."""
     assert await open_session(m) is None

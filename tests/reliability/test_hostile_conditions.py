@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import statistics
 import time
 from pathlib import Path
@@ -12,7 +11,7 @@ import asyncpg
 import pytest
 
 from tests.application import application_writing, create_shop, docs_before, final_equals_every_committed_change
-from tests.reliability.harness import advance_to, migration_backend, no_sleep, until
+from tests.reliability.harness import advance_to, migration_backend, no_sleep, stop, until
 from tests.reliability.report import declare, observe, rows_lost, scenario
 from tests.scenarios import condition, create_rich_database, fail_every, manifest, migration, snapshot
 from vector_migration.backup import LocalBackup
@@ -335,9 +334,7 @@ async def test_operator_stopped_while_pg_dump_runs(
     first.backup = LocalBackup(tmp_path / "backups", (wrappers,))
     running = asyncio.create_task(run(first, sleep=no_sleep))
     await until(lambda: asyncio.sleep(0, result=started.exists()))
-    running.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await running
+    await stop(running)
     pid = int(started.read_text())
     left_running = Path(f"/proc/{pid}").exists()  # running, or a zombie nobody waited for
 

@@ -8,7 +8,6 @@ what it held before.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from tests.reliability.harness import (
     old_snapshot_held,
     plain,
     row_locked,
+    stop,
     until,
 )
 from tests.reliability.report import declare, observe, rows_lost, scenario
@@ -94,9 +94,7 @@ async def test_operator_stopped_in_the_middle_of_the_swap(
         first = migration(database, resource, backup_dir)
         running = asyncio.create_task(run(first, sleep=no_sleep))
         await until(lambda: migration_backend(conn, "LOCK TABLE%"))
-        running.cancel()  # the operator process stops: its session closes, the transaction aborts
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
+        await stop(running)
         assert "vector" in (await snapshot(conn)).extensions
         assert rows_lost(before.rows, (await snapshot(conn)).rows) == 0
 
@@ -122,9 +120,7 @@ async def test_operator_stopped_in_the_middle_of_the_reindex(
         running = asyncio.create_task(run(first, sleep=no_sleep))
         await until(lambda: migration_backend(conn, "CREATE INDEX CONCURRENTLY%"))
         await until(lambda: conn.fetchval("SELECT count(*) FROM pg_index WHERE NOT indisvalid"))
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
+        await stop(running)
         # the cancelled build leaves its INVALID index behind, as a crash would
         left = await conn.fetchval("SELECT count(*) FROM pg_index WHERE NOT indisvalid")
 
