@@ -94,6 +94,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command")
 
+    def scratch_option(command: argparse.ArgumentParser) -> None:
+        command.add_argument(
+            "--scratch-dir",
+            type=Path,
+            default=None,
+            help="where strategy Rebuild exports the tables during its transaction (the system temp directory)",
+        )
+
     def database_options(command: argparse.ArgumentParser) -> None:
         command.add_argument("-f", "--file", type=Path, required=True, help="VectorMigration manifest (YAML)")
         command.add_argument(
@@ -110,12 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     database_options(migrate)
     migrate.add_argument("--status-out", type=Path, help="write the final status as JSON")
     migrate.add_argument("--backup-dir", type=Path, default=Path("backups"), help="where pg_dump writes (./backups)")
-    migrate.add_argument(
-        "--scratch-dir",
-        type=Path,
-        default=None,
-        help="where strategy Rebuild exports the tables during its transaction (the system temp directory)",
-    )
+    scratch_option(migrate)
     migrate.add_argument("--pg-bin-dir", type=Path, action="append", default=[], help="where pg_dump/pg_restore are")
     migrate.add_argument("--approve", metavar="PLAN_HASH", help="approve this plan hash (spec.approval: Manual)")
     migrate.add_argument(
@@ -173,12 +176,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     operator.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf's liveness endpoint")
     operator.add_argument("--metrics-port", type=int, default=9090, help="serve Prometheus /metrics here (0: off)")
-    operator.add_argument(
-        "--scratch-dir",
-        type=Path,
-        default=None,
-        help="where strategy Rebuild exports the tables during its transaction (the system temp directory)",
-    )
+    scratch_option(operator)
     operator.set_defaults(handler=_operator)
 
     crd = commands.add_parser("crd", help="print the CustomResourceDefinition generated from the models")

@@ -704,17 +704,9 @@ async def _convert(
 
 async def _copy(m: Migration, statement: Statement, exports: Path | None, progress: _Progress) -> None:
     """One Rebuild COPY step: the table named in the plan's statement, out to or in from its file."""
-    if exports is None:
+    if exports is None or statement.table is None:
         raise _PlanDrift("the plan copies tables but this run has no export area")
-    inventory = m.facts.inventory
-    named = [
-        (schema, table)
-        for schema, table in (inventory.tables() if inventory else [])
-        if statement.sql.startswith(f"COPY {qualify(schema, table)} ")
-    ]
-    if len(named) != 1:
-        raise _PlanDrift(f"the plan's {statement.sql!r} names none of the migration's tables")
-    schema, table = named[0]
+    schema, table = statement.table
     fmt = m.facts.copy_format
     if statement.step == "export":
         size = await table_copy.export_table(m.session, exports, schema, table, fmt)
@@ -795,6 +787,7 @@ async def run_swap(m: Migration) -> Outcome:
     plan, inventory, surface = ready
     facts = m.facts
 
+    rebuilding = m.spec.strategy is Strategy.REBUILD
     progress = _Progress()
     transaction = await _begin_bounded_transaction(m)
     try:
@@ -810,7 +803,6 @@ async def run_swap(m: Migration) -> Outcome:
         )
         if fresh.blockers or replanned.plan_hash != m.status.plan_hash:
             raise _PlanDrift(f"the database changed since the checklist (plan {replanned.plan_hash})")
-        rebuilding = m.spec.strategy is Strategy.REBUILD
         with table_copy.export_area(m.scratch, m.name) if rebuilding else contextlib.nullcontext() as exports:
             tables = await _convert(m, list(plan.swap), inventory, surface, facts.checksum_mode, progress, exports)
         verification = m.status.verification or Verification(k=m.spec.verify.k)
@@ -845,11 +837,7 @@ async def run_swap(m: Migration) -> Outcome:
     message = (
         f"{inventory.source.name} → {surface.extension} ({plan.route} route); "
         f"writes blocked {m.status.timings['writeBlockedSeconds']:.2f}s; checksums equal"
-        + (
-            f"; {progress.exported_bytes} bytes exported and imported ({facts.copy_format} COPY)"
-            if m.spec.strategy is Strategy.REBUILD
-            else ""
-        )
+        + (f"; {progress.exported_bytes} bytes exported and imported ({facts.copy_format} COPY)" if rebuilding else "")
     )
     set_condition(m.status, ConditionType.EXTENSION_SWAPPED, True, Reason.COMPLETED, message, m.generation)
     return Advance(Phase.REINDEX, message)

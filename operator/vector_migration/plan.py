@@ -48,6 +48,8 @@ class Statement:
 
     step: str
     sql: str
+    # (schema, table) of a Rebuild COPY step, which the engine runs through asyncpg's COPY API
+    table: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -177,7 +179,7 @@ def build_plan(
         statement
         for s, t in tables
         for statement in (
-            Statement("export", f"COPY {qualify(s, t)} TO STDOUT (FORMAT {copy_format})"),
+            Statement("export", f"COPY {qualify(s, t)} TO STDOUT (FORMAT {copy_format})", (s, t)),
             Statement("empty-table", f"TRUNCATE ONLY {qualify(s, t)}"),
         )
     ]
@@ -206,8 +208,9 @@ def build_plan(
         statements += _recreate_view(view)
     statements += [Statement("carry-setting", c.statement) for c in settings if c.statement]
     if rebuilding:
-        copy_in = [Statement("import", f"COPY {qualify(s, t)} FROM STDIN (FORMAT {copy_format})") for s, t in tables]
-        statements += copy_in
+        statements += [
+            Statement("import", f"COPY {qualify(s, t)} FROM STDIN (FORMAT {copy_format})", (s, t)) for s, t in tables
+        ]
     statements += [Statement("build-index", r.definition) for r in rebuilds if not r.concurrent]
     return MigrationPlan(
         route=route,
