@@ -51,35 +51,35 @@ async def advance_to(m: Migration, phase: Phase) -> None:
 
 
 @contextlib.asynccontextmanager
-async def old_snapshot_held(database: ConnectionParams) -> AsyncIterator[asyncpg.Connection]:
+async def open_application_transaction(
+    database: ConnectionParams, statement: str, isolation: str = "read_committed"
+) -> AsyncIterator[asyncpg.Connection]:
+    """An application session inside a transaction that ran ``statement`` and stays open until the block ends."""
+    holder = await plain(database)
+    transaction = holder.transaction(isolation=isolation)
+    await transaction.start()
+    await holder.execute(statement)
+    try:
+        yield holder
+    finally:
+        with contextlib.suppress(Exception):
+            await transaction.rollback()
+        with contextlib.suppress(Exception):
+            await holder.close()
+
+
+def old_snapshot_held(database: ConnectionParams) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
     """An application transaction holding a snapshot: CREATE INDEX CONCURRENTLY waits for it to end."""
-    holder = await plain(database)
-    transaction = holder.transaction(isolation="repeatable_read")
-    await transaction.start()
-    await holder.fetchval("SELECT count(*) FROM pg_class")
-    try:
-        yield holder
-    finally:
-        with contextlib.suppress(Exception):
-            await transaction.rollback()
-        with contextlib.suppress(Exception):
-            await holder.close()
+    return open_application_transaction(database, "SELECT count(*) FROM pg_class", isolation="repeatable_read")
 
 
-@contextlib.asynccontextmanager
-async def row_locked(database: ConnectionParams, table: str = "items") -> AsyncIterator[asyncpg.Connection]:
+def row_locked(
+    database: ConnectionParams, table: str = "items"
+) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
     """An application transaction that updated a row and has not committed: LOCK TABLE waits for it."""
-    holder = await plain(database)
-    transaction = holder.transaction()
-    await transaction.start()
-    await holder.execute(f"UPDATE {table} SET id = id WHERE id = (SELECT min(id) FROM {table})")
-    try:
-        yield holder
-    finally:
-        with contextlib.suppress(Exception):
-            await transaction.rollback()
-        with contextlib.suppress(Exception):
-            await holder.close()
+    return open_application_transaction(
+        database, f"UPDATE {table} SET id = id WHERE id = (SELECT min(id) FROM {table})"
+    )
 
 
 async def migration_backend(conn: asyncpg.Connection, query_like: str, *, active: bool = True) -> int | None:
