@@ -9,6 +9,7 @@ lost row or duplicated row does not.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -239,49 +240,31 @@ async def measure_index(
 
     A result counts as a true neighbour when it is no farther than exact search's k-th one
     (rows tied at that distance are all correct answers). ``truth`` is exact search's answer
-    measured before, on the same rows; without it, exact search runs here first.
+    measured before, on the same rows; without it, exact search runs here, after the index's.
     """
-    where = f"WHERE {quote_ident(target.column)} IS NOT NULL"
-    if target.predicate:
-        where += f" AND ({target.predicate})"
-    distance = f"{quote_ident(target.column)} {operator_ref(target.operator_schema, target.operator)} "
-    distance += f"$1::pg_catalog.text::{target.type_sql}"
-    body = (
-        f"SELECT ({distance})::pg_catalog.float8 FROM {qualify(target.schema, target.table)} {where} "
-        f"ORDER BY {distance} LIMIT {int(k)}"
-    )
-    # Distinct texts, and custom plans: a prepared statement otherwise keeps the generic plan it
-    # made under the other mode's settings (a sequential scan timed as if it were the index).
-    exact_query = f"/* vector-migration: exact */ {body}"
-    index_query = f"/* vector-migration: index */ {body}"
-    recalls: list[float] = []
+    searched = _Search(target, k)
     latencies: list[float] = []
-    if truth is None or len(truth) != len(queries):
-        async with conn.transaction():
-            await _set_local(
-                conn,
-                plan_cache_mode="force_custom_plan",
-                enable_indexscan="off",
-                enable_bitmapscan="off",
-                enable_indexonlyscan="off",
-            )
-            exact = [[row[0] for row in await conn.fetch(exact_query, vector)] for vector in queries]
-        truth = tuple((len(found), max(found, default=0.0)) for found in exact)
+    answers: list[list[float]] = []
     async with conn.transaction():
         # Forbidding sequential scans makes the planner use the index whenever it can serve the query.
         await _set_local(conn, plan_cache_mode="force_custom_plan", enable_seqscan="off")
-        plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {body}", queries[0]) if queries else None
+        plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {searched.body}", queries[0]) if queries else None
         usable = _plan_uses(plan, target.index_name)
         for vector in queries[:WARM_UP_QUERIES]:
-            await conn.fetch(index_query, vector)  # untimed: the first scans load caches, not the index's speed
-        for vector, (expected, farthest) in zip(queries, truth, strict=True):
+            # untimed: the first scans load caches, not the index's speed
+            await conn.fetch(searched.index_query, vector)
+        for vector in queries:
             started = time.perf_counter()
-            found = [row[0] for row in await conn.fetch(index_query, vector)]
+            answers.append([row[0] for row in await conn.fetch(searched.index_query, vector)])
             latencies.append((time.perf_counter() - started) * 1000)
-            if expected:
-                within = farthest + abs(farthest) * DISTANCE_TOLERANCE + DISTANCE_TOLERANCE
-                recalls.append(min(expected, sum(1 for d in found if d <= within)) / expected)
-    default_plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {body}", queries[0]) if queries else None
+    if truth is None or len(truth) != len(queries):
+        truth = await _exact_search(conn, searched, queries, answers)
+    recalls = [
+        min(expected, sum(1 for d in found if d <= _within(farthest))) / expected
+        for (expected, farthest), found in zip(truth, answers, strict=True)
+        if expected
+    ]
+    default_plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {searched.body}", queries[0]) if queries else None
     return IndexMeasurement(
         queries=len(queries),
         recall=round(statistics.fmean(recalls), 4) if recalls else None,
@@ -292,6 +275,81 @@ async def measure_index(
         used_by_planner=_plan_uses(default_plan, target.index_name),
         truth=truth,
     )
+
+
+class _Search:
+    """The SQL of one index's k-nearest-neighbour search, by the index and exactly."""
+
+    def __init__(self, target: IndexTarget, k: int) -> None:
+        self.k = k
+        column = quote_ident(target.column)
+        self.rows = f"FROM {qualify(target.schema, target.table)} WHERE {column} IS NOT NULL"
+        if target.predicate:
+            self.rows += f" AND ({target.predicate})"
+        self.operator = operator_ref(target.operator_schema, target.operator)
+        self.type_sql = target.type_sql
+        distance = f"{column} {self.operator} $1::pg_catalog.text::{target.type_sql}"
+        self.body = f"SELECT ({distance})::pg_catalog.float8 {self.rows} ORDER BY {distance} LIMIT {int(k)}"
+        # Distinct texts, and custom plans: a prepared statement otherwise keeps the generic plan it
+        # made under the other mode's settings (a sequential scan timed as if it were the index).
+        self.index_query = f"/* vector-migration: index */ {self.body}"
+        self.exact_query = f"/* vector-migration: exact */ {self.body}"
+        # The candidates of every bounded query in one scan. The table's rows are read in a
+        # subquery, so the partial index's predicate sees the table's columns and nothing else.
+        self.bounded_query = (
+            f"/* vector-migration: exact, bounded */ SELECT q.n, (t.v {self.operator} q.v)::pg_catalog.float8 "
+            f"FROM (SELECT {column} AS v {self.rows}) AS t, "
+            f"ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]::{target.type_sql}[]), "
+            f"pg_catalog.unnest($2::pg_catalog.float8[])) WITH ORDINALITY AS q(v, bound, n) "
+            f"WHERE (t.v {self.operator} q.v) <= q.bound"
+        )
+
+
+async def _exact_search(
+    conn: asyncpg.Connection, searched: _Search, queries: list[str], answers: list[list[float]]
+) -> tuple[tuple[int, float], ...]:
+    """Exact search's answer per query (how many neighbours, the farthest's distance).
+
+    The index's answer bounds it: the index returned k real rows, so the true k-th neighbour is
+    no farther than the index's k-th. One scan of the table keeps, for all such queries at once,
+    the rows within their bounds, and PostgreSQL can run it in parallel: 0.67 s for 100 queries
+    over 100,000 x 384 here, against 4.8 s for a scan per query. A query the index answered with
+    fewer than k rows, or with a distance that is not a number, has no bound: it gets its own scan.
+    """
+    k = searched.k
+    bounded = [i for i, found in enumerate(answers) if len(found) >= k and all(math.isfinite(d) for d in found)]
+    found_within: dict[int, list[float]] = {i: [] for i in bounded}
+    async with conn.transaction():
+        await _set_local(
+            conn,
+            plan_cache_mode="force_custom_plan",
+            enable_indexscan="off",
+            enable_bitmapscan="off",
+            enable_indexonlyscan="off",
+            # The planner expects a third of all (row, query) pairs back, and so a serial plan;
+            # a bounded search returns about k rows per query, which costs a parallel plan nothing.
+            parallel_tuple_cost="0",
+        )
+        if bounded:
+            rows = await conn.fetch(
+                searched.bounded_query,
+                [queries[i] for i in bounded],
+                [_within(max(answers[i])) for i in bounded],
+            )
+            for n, distance in rows:
+                found_within[bounded[n - 1]].append(distance)
+        truth: list[tuple[int, float]] = []
+        for i, vector in enumerate(queries):
+            nearest = sorted(found_within.get(i, []))[:k]
+            if len(nearest) < k:  # unbounded, or (floating point aside) the bound held fewer than k
+                nearest = [row[0] for row in await conn.fetch(searched.exact_query, vector)]
+            truth.append((len(nearest), max(nearest, default=0.0)))
+    return tuple(truth)
+
+
+def _within(farthest: float) -> float:
+    """The distance up to which a result counts as being as near as ``farthest``."""
+    return farthest + abs(farthest) * DISTANCE_TOLERANCE + DISTANCE_TOLERANCE
 
 
 async def _set_local(conn: asyncpg.Connection, **settings: str) -> None:
