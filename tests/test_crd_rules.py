@@ -93,3 +93,15 @@ def test_rebuild_without_a_backup_is_rejected_by_the_api_server_and_by_the_model
     assert spec_rules_admit({**defaulted, "backup": {**defaulted["backup"], "enabled": False}}) == []
     with pytest.raises(ValueError, match=r"strategy Rebuild requires backup\.enabled"):
         stored(strategy="Rebuild", backup={"enabled": False})
+
+
+def test_column_types_outside_a_rebuild_are_rejected_by_the_api_server_and_by_the_models() -> None:
+    defaulted = stored()["spec"]
+    half = {"columnTypes": [{"table": "public.notes", "column": "summary", "type": "ruvector"}]}
+    assert spec_rules_admit({**defaulted, "strategy": "Rebuild", "rebuild": half}) == []
+    assert spec_rules_admit({**defaulted, "strategy": "InPlace", "rebuild": half}) == [
+        "rebuild.columnTypes requires strategy: Rebuild"
+    ]
+    assert spec_rules_admit({**defaulted, "strategy": "Parallel", "rebuild": {"columnTypes": []}}) == []
+    with pytest.raises(ValueError, match=r"rebuild\.columnTypes requires strategy: Rebuild"):
+        stored(strategy="Parallel", rebuild=half)

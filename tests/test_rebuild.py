@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from tests.scenarios import condition, create_rich_database, fail_every, index_facts, manifest, migration, snapshot
+from tests.scenarios import (
+    condition,
+    create_rich_database,
+    fail_every,
+    index_facts,
+    manifest,
+    migration,
+    parse_vector,
+    snapshot,
+)
 from vector_migration import engine
 from vector_migration.engine import run
 from vector_migration.sql import ConnectionParams
@@ -186,3 +196,110 @@ async def test_a_rebuild_is_rolled_back_on_request_to_the_rows_it_started_with(
     assert (after.rows, after.views) == (before.rows, before.views)
     assert await index_facts(conn) == indexes_before
     assert "vector" in after.extensions and target not in after.extensions
+
+
+# A halfvec column the stand-ins have no 16-bit type for, with an HNSW index on it, beside a
+# plain vector column that keeps the default mapping.
+HALF_PRECISION_TABLE = """
+CREATE EXTENSION vector;
+CREATE TABLE notes (id int PRIMARY KEY, small halfvec(4), full_size vector(4));
+INSERT INTO notes SELECT i, ARRAY[i / 7.0, 0.1, -2.5, 1e-3 * i]::real[]::halfvec, ARRAY[i, 1, 2, 3]::real[]::vector
+  FROM generate_series(1, 300) i;
+CREATE INDEX notes_small ON notes USING hnsw (small halfvec_l2_ops);
+"""
+HALF_INTO_FULL = {"columnTypes": [{"table": "public.notes", "column": "small", "type": "ruvector"}]}
+
+
+async def column_types(conn: asyncpg.Connection) -> dict[str, str]:
+    rows = await conn.fetch(
+        "SELECT attname, format_type(atttypid, atttypmod) AS type FROM pg_attribute"
+        " WHERE attrelid = 'notes'::regclass AND attnum > 0 AND NOT attisdropped"
+    )
+    return {r["attname"]: r["type"] for r in rows}
+
+
+async def index_method_and_opclass(conn: asyncpg.Connection) -> tuple[str, str]:
+    row = await conn.fetchrow(
+        "SELECT am.amname, opc.opcname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+        " JOIN pg_am am ON am.oid = c.relam JOIN pg_opclass opc ON opc.oid = i.indclass[0]"
+        " WHERE c.relname = 'notes_small'"
+    )
+    return row["amname"], row["opcname"]
+
+
+def as_float32(text: str) -> tuple[float, ...]:
+    values = parse_vector(text) or ()
+    return struct.unpack(f"{len(values)}f", struct.pack(f"{len(values)}f", *values))
+
+
+async def values_as_floats(conn: asyncpg.Connection) -> dict[int, tuple[tuple[float, ...], ...]]:
+    """Each row's vectors as the 32-bit floats they print, whatever their type."""
+    rows = await conn.fetch("SELECT id, small::text, full_size::text FROM notes ORDER BY id")
+    return {r["id"]: (as_float32(r["small"]), as_float32(r["full_size"])) for r in rows}
+
+
+async def test_a_rebuild_gives_a_column_the_type_the_spec_names_and_a_rollback_gives_back_its_own(
+    database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    await conn.execute(HALF_PRECISION_TABLE)
+    values_before = await values_as_floats(conn)
+    resource = manifest(strategy="Rebuild", rebuild=HALF_INTO_FULL)
+
+    status = await run(migration(database, resource, tmp_path / "b", scratch=tmp_path / "s"))
+
+    assert status.phase is Phase.SUCCEEDED, status.message
+    assert await column_types(conn) == {"id": "integer", "small": "ruvector(4)", "full_size": "ruvector(4)"}
+    assert await values_as_floats(conn) == values_before
+    assert await index_method_and_opclass(conn) == ("ruhnsw", "ruvector_l2_ops")
+    assert status.verification is not None
+    assert [(t.rows_before, t.checksum_before) for t in status.verification.tables] == [
+        (t.rows_after, t.checksum_after) for t in status.verification.tables
+    ]
+
+    rolled_back = await run(
+        migration(database, resource, tmp_path / "b", scratch=tmp_path / "s", rollback_requested=True)
+    )
+
+    assert rolled_back.phase is Phase.ROLLED_BACK, rolled_back.message
+    assert "every table equals its pre-migration checksum" in rolled_back.message
+    assert await column_types(conn) == {"id": "integer", "small": "halfvec(4)", "full_size": "vector(4)"}
+    assert await values_as_floats(conn) == values_before
+    assert await index_method_and_opclass(conn) == ("hnsw", "halfvec_l2_ops")
+
+
+@pytest.mark.parametrize(
+    ("column_type", "refusal"),
+    [
+        (
+            {"table": "notes", "column": "full_size", "type": "halfvec"},
+            "rebuild.columnTypes: column public.notes.full_size is vector, and halfvec would not hold every one "
+            "of its values exactly",
+        ),
+        (
+            {"table": "notes", "column": "small", "type": "rusparsevec"},
+            "rebuild.columnTypes: column public.notes.small is halfvec, and rusparsevec would not hold every one "
+            "of its values exactly",
+        ),
+        (
+            {"table": "notes", "column": "small", "type": "ruhalfvec"},
+            "column public.notes.small: rebuild.columnTypes asks for type ruhalfvec, which target extension "
+            "ruvector_standin does not offer (it offers ruvector)",
+        ),
+        (
+            {"table": "notes", "column": "id", "type": "ruvector"},
+            "rebuild.columnTypes: public.notes.id is not a vector column being migrated",
+        ),
+    ],
+)
+async def test_a_column_type_that_would_round_or_names_no_vector_column_is_refused_before_anything_changes(
+    column_type: dict[str, str], refusal: str, database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    await conn.execute(HALF_PRECISION_TABLE)
+    before = await snapshot(conn)
+    resource = manifest(strategy="Rebuild", rebuild={"columnTypes": [column_type]})
+
+    status = await run(migration(database, resource, tmp_path / "b", scratch=tmp_path / "s"))
+
+    assert status.phase is Phase.FAILED
+    assert refusal in status.message
+    assert await snapshot(conn) == before

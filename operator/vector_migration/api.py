@@ -94,10 +94,53 @@ class TableSelection(ApiModel):
     @field_validator("name")
     @classmethod
     def _name_parses(cls, value: str) -> str:
-        parts = split_qualified_name(value)
-        if len(parts) not in (1, 2) or any(not part for part in parts):
-            raise ValueError(f"{value!r} must be 'table' or 'schema.table' (double-quote parts with dots)")
-        return value
+        return table_name(value)
+
+
+def table_name(value: str) -> str:
+    """A table name as the spec writes it: 'table' or 'schema.table', refused otherwise."""
+    parts = split_qualified_name(value)
+    if len(parts) not in (1, 2) or any(not part for part in parts):
+        raise ValueError(f"{value!r} must be 'table' or 'schema.table' (double-quote parts with dots)")
+    return value
+
+
+class ColumnType(ApiModel):
+    """One vector column re-created with a target type of the user's choosing (strategy Rebuild)."""
+
+    table: Annotated[str, Field(min_length=1, max_length=260)]
+    column: Annotated[str, Field(min_length=1, max_length=63)]
+    type: Annotated[str, Field(min_length=1, max_length=63)]
+
+    def key(self) -> tuple[str, str, str]:
+        """(schema, table, column); the schema defaults to public."""
+        schema, table = TableSelection(name=self.table).qualified()
+        return schema, table, self.column
+
+    @field_validator("table")
+    @classmethod
+    def _table_parses(cls, value: str) -> str:
+        return table_name(value)
+
+
+class RebuildSpec(ApiModel):
+    """Strategy Rebuild: columns whose target type is not the one of the same kind (the default)."""
+
+    # Only types that hold every source value exactly are accepted (halfvec into a 32-bit vector
+    # type, say); the checklist refuses the rest, naming the column.
+    column_types: list[ColumnType] = Field(default_factory=list, max_length=1000)
+
+    def requested_types(self) -> dict[tuple[str, str, str], str]:
+        """(schema, table, column) -> the target type name asked for."""
+        return {entry.key(): entry.type for entry in self.column_types}
+
+    @model_validator(mode="after")
+    def _each_column_once(self) -> RebuildSpec:
+        keys = [entry.key() for entry in self.column_types]
+        repeated = sorted({".".join(key) for key in keys if keys.count(key) > 1})
+        if repeated:
+            raise ValueError(f"columnTypes names {', '.join(repeated)} more than once")
+        return self
 
 
 class BackupSpec(ApiModel):
@@ -197,6 +240,12 @@ class PostMigrationSpec(ApiModel):
     integrity_policy: dict[str, Any] | None = None
 
 
+# Rebuild empties each table inside its transaction; a verified dump is the second copy it insists on.
+REBUILD_NEEDS_BACKUP = "strategy Rebuild requires backup.enabled: true (a verified dump before tables are emptied)"
+# Only Rebuild re-creates the tables; InPlace and Parallel keep each column's kind of type.
+COLUMN_TYPES_NEED_REBUILD = "rebuild.columnTypes requires strategy: Rebuild"
+
+
 class VectorMigrationSpec(ApiModel):
     """What the user asks for."""
 
@@ -207,7 +256,13 @@ class VectorMigrationSpec(ApiModel):
                     "rule": "self.strategy != 'Rebuild' || self.backup.enabled",
                     "message": "strategy Rebuild requires backup.enabled: true",
                     "fieldPath": ".backup.enabled",
-                }
+                },
+                {
+                    "rule": "self.strategy == 'Rebuild' || !has(self.rebuild) || !has(self.rebuild.columnTypes)"
+                    " || size(self.rebuild.columnTypes) == 0",
+                    "message": COLUMN_TYPES_NEED_REBUILD,
+                    "fieldPath": ".rebuild.columnTypes",
+                },
             ]
         }
     )
@@ -227,6 +282,7 @@ class VectorMigrationSpec(ApiModel):
     verify: VerifySpec = Field(default_factory=VerifySpec)
     rollback: RollbackSpec = Field(default_factory=RollbackSpec)
     parallel: ParallelSpec = Field(default_factory=ParallelSpec)
+    rebuild: RebuildSpec = Field(default_factory=RebuildSpec)
     cutover: CutoverSpec = Field(default_factory=CutoverSpec)
     post_migration: PostMigrationSpec = Field(default_factory=PostMigrationSpec)
 
@@ -234,11 +290,9 @@ class VectorMigrationSpec(ApiModel):
     def _rebuild_keeps_a_backup(self) -> VectorMigrationSpec:
         if self.strategy is Strategy.REBUILD and not self.backup.enabled:
             raise ValueError(REBUILD_NEEDS_BACKUP)
+        if self.rebuild.column_types and self.strategy is not Strategy.REBUILD:
+            raise ValueError(COLUMN_TYPES_NEED_REBUILD)
         return self
-
-
-# Rebuild empties each table inside its transaction; a verified dump is the second copy it insists on.
-REBUILD_NEEDS_BACKUP = "strategy Rebuild requires backup.enabled: true (a verified dump before tables are emptied)"
 
 
 # What a person may still change once the swap has started: the approval gate, what to do on a

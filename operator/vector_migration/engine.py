@@ -23,7 +23,7 @@ import contextlib
 import json
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -73,7 +73,7 @@ from .measure import (
     sends_identically,
     table_checksum,
 )
-from .plan import MigrationPlan, PlanningError, Statement, build_plan
+from .plan import ColumnKey, MigrationPlan, PlanningError, Statement, build_plan, column_key
 from .sql import ConnectionParams, DatabaseUnavailable, connect, qualify, quote_ident, set_local_timeouts
 from .status import condition, fail, hold, record_timing, set_condition, set_phase, summarize, timing_key, warn
 from .surface import MappingError, TargetSurface, discover, map_type, method_kind, source_library
@@ -190,6 +190,13 @@ class RunFacts:
     replans: int = 0
     failure: Fail | None = None
     swap_loaded: bool = False  # rebuilds and probes hold what the swap recorded
+    # The target type of some columns: a rollback's, each column's type before the migration;
+    # None takes the spec's rebuild.columnTypes.
+    column_types: dict[ColumnKey, str] | None = None
+
+    def requested_types(self, spec: VectorMigrationSpec) -> Mapping[ColumnKey, str]:
+        """The target type asked for per column: this run's own, else the spec's."""
+        return self.column_types if self.column_types is not None else spec.rebuild.requested_types()
 
 
 @dataclass
@@ -485,9 +492,10 @@ async def _choose_checksum_mode(
     that differs rolls the swap back, and it is retried once with parsed values.
     """
     binary = True
+    requested = m.facts.requested_types(m.spec)
     for column, values in samples.items():
         try:
-            target_type = map_type(surface, column)
+            target_type = map_type(surface, column, requested.get(column_key(column)))
         except MappingError:
             m.facts.checksum_mode = NORMALIZED
             return  # the planner reports the unmapped column
@@ -1461,15 +1469,35 @@ async def _reverse_in_sql(m: Migration, swapped: journal.JournalEntry, saved: Ve
     reverse.source.extension, reverse.target.extension = target.name, original["extension"]
     reverse.target.version, reverse.target.target_schema = original["version"], original["schema"]
     reverse.tables, reverse.reindex.mode = [], ReindexMode.ATOMIC
+    reverse.rebuild.column_types = []  # the types to go back to come from the saved inventory below
     reverse.strategy = Strategy.IN_PLACE  # converting back in place needs no scratch space, whatever went forward
     backwards = Migration(name=m.name, spec=reverse, params=m.params, reporter=m.reporter, conn=conn)
     server = await read_server(conn)
     inventory = await read_inventory(conn, reverse, server, target, count_rows=False)
     if inventory.blockers:
         return Fail(Reason.ROLLBACK_FAILED, "cannot roll back: " + "; ".join(b.message for b in inventory.blockers))
+    # Every column goes back to exactly the type it had: a halfvec column given a 32-bit type by
+    # rebuild.columnTypes becomes halfvec again, not the 32-bit type's own counterpart.
+    saved_types = {
+        (saved_table.name, column.name): column.type
+        for saved_table in (saved.inventory.tables if saved.inventory else [])
+        for column in saved_table.columns
+    }
+    backwards.facts.column_types = {
+        column_key(c): saved_types[(f"{c.schema}.{c.table}", c.column)]
+        for c in inventory.columns
+        if (f"{c.schema}.{c.table}", c.column) in saved_types
+    }
     try:
         surface = await probe_surface(backwards, inventory, original["schema"], server.can_create_database)
-        plan = build_plan(inventory, surface, reverse, target_schema=original["schema"], target_installed=False)
+        plan = build_plan(
+            inventory,
+            surface,
+            reverse,
+            target_schema=original["schema"],
+            target_installed=False,
+            column_types=backwards.facts.column_types,
+        )
     except (_ProbeFailed, PlanningError) as error:
         return Fail(Reason.ROLLBACK_FAILED, f"cannot roll back: {error}")
     saved_indexes = saved.inventory.indexes if saved.inventory else []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .api import VectorMigrationSpec
@@ -30,6 +31,7 @@ from .surface import (
     TargetSurface,
     TargetType,
     concurrent_build_bug,
+    holds_exactly,
     map_index,
     map_type,
     method_kind,
@@ -148,15 +150,21 @@ def build_plan(
     target_schema: str,
     target_installed: bool,
     copy_format: str = "text",
+    column_types: Mapping[ColumnKey, str] | None = None,
 ) -> MigrationPlan:
     """Derive the ordered swap statements and index rebuilds from the facts.
 
     For strategy Rebuild the tables are exported (``copy_format``) and emptied right after the
-    lock, converted while empty, and imported before the index builds.
+    lock, converted while empty, and imported before the index builds. ``column_types`` names
+    the target type of some columns (a rollback: the types they had); by default the spec's
+    ``rebuild.columnTypes``, checked against the columns found.
     """
     warnings: list[str] = []
+    requested = requested_types(inventory, spec) if column_types is None else column_types
     try:
-        conversions = tuple(_conversion(inventory, surface, column) for column in inventory.columns)
+        conversions = tuple(
+            _conversion(inventory, surface, column, requested.get(column_key(column))) for column in inventory.columns
+        )
         types_by_column = {(c.column.schema, c.column.table, c.column.column): c.target_type for c in conversions}
         rebuilds = tuple(_rebuild(surface, index, types_by_column, spec, warnings) for index in inventory.indexes)
     except MappingError as error:
@@ -231,8 +239,42 @@ def _create_extension(spec: VectorMigrationSpec, surface: TargetSurface, schema:
     )
 
 
-def _conversion(inventory: SourceInventory, surface: TargetSurface, column: VectorColumn) -> ColumnConversion:
-    target_type = map_type(surface, column)
+ColumnKey = tuple[str, str, str]  # (schema, table, column)
+
+
+def column_key(column: VectorColumn) -> ColumnKey:
+    """How the spec and the saved inventory name a column."""
+    return column.schema, column.table, column.column
+
+
+def requested_types(inventory: SourceInventory, spec: VectorMigrationSpec) -> dict[ColumnKey, str]:
+    """The spec's ``rebuild.columnTypes``, checked against the columns found.
+
+    Each must name a column being migrated and a type that holds every one of its values exactly
+    (a rebuild that rounds values would pass no checksum).
+    """
+    requested = spec.rebuild.requested_types()
+    columns = {column_key(c): c for c in inventory.columns}
+    for key, type_name in requested.items():
+        column = columns.get(key)
+        if column is None:
+            raise PlanningError(
+                Reason.TABLE_NOT_FOUND,
+                f"rebuild.columnTypes: {'.'.join(key)} is not a {inventory.source.name} column being migrated",
+            )
+        if not holds_exactly(column.type_name, type_name):
+            raise PlanningError(
+                Reason.UNSUPPORTED_COLUMN,
+                f"rebuild.columnTypes: column {column.display} is {column.type_name}, and {type_name} would not "
+                f"hold every one of its values exactly",
+            )
+    return requested
+
+
+def _conversion(
+    inventory: SourceInventory, surface: TargetSurface, column: VectorColumn, requested: str | None
+) -> ColumnConversion:
+    target_type = map_type(surface, column, requested)
     type_sql = qualify(target_type.schema, target_type.name)
     if target_type.has_typmod and column.dims:
         type_sql += f"({column.dims})"

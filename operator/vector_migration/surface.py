@@ -246,9 +246,27 @@ def _type_candidates(type_name: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys((type_name, *forward, *backward)))
 
 
-def map_type(surface: TargetSurface, column: VectorColumn) -> TargetType:
-    """The target type that holds a source column's values."""
+# Source type -> target type names that hold every one of its values exactly although of another
+# kind: a 16-bit float is a 32-bit float without rounding, so halfvec fits a dense vector type.
+EXACT_WIDENINGS = {"halfvec": TYPE_CANDIDATES["vector"]}
+
+
+def holds_exactly(source_type: str, target_type: str) -> bool:
+    """Whether a column of ``source_type`` may become ``target_type`` without any value changing."""
+    return target_type in _type_candidates(source_type) or target_type in EXACT_WIDENINGS.get(source_type, ())
+
+
+def map_type(surface: TargetSurface, column: VectorColumn, requested: str | None = None) -> TargetType:
+    """The target type that holds a source column's values: ``requested`` if named, else the same kind."""
     by_name = {t.name: t for t in surface.types}
+    if requested is not None:
+        if requested in by_name:
+            return by_name[requested]
+        raise MappingError(
+            Reason.UNSUPPORTED_COLUMN,
+            f"column {column.display}: rebuild.columnTypes asks for type {requested}, which target extension "
+            f"{surface.extension} does not offer (it offers {', '.join(sorted(by_name)) or 'no types'})",
+        )
     for candidate in _type_candidates(column.type_name):
         if candidate in by_name:
             return by_name[candidate]
