@@ -97,16 +97,27 @@ async def create_database(admin: ConnectionParams, name: str) -> None:
         await conn.close()
 
 
+def clustered_embeddings_sql(dims: int, centres: int) -> str:
+    """SQL that defines ``pg_temp.embedding(i)``: a vector near one of ``centres`` random centres.
+
+    Real embeddings cluster by topic; uniform noise in many dimensions does not, and an HNSW
+    index over it finds a third of the true neighbours, which measures the data, not the index.
+    Row i belongs to centre i mod ``centres``.
+    """
+    return f"""
+CREATE TEMP TABLE centres AS
+  SELECT c, array_agg(random()::real ORDER BY d) AS v
+    FROM generate_series(0, {centres - 1}) c, generate_series(1, {dims}) d GROUP BY c;
+CREATE FUNCTION pg_temp.embedding(i bigint) RETURNS real[] LANGUAGE sql AS $$
+  SELECT array_agg(ct.v[d] + ((random() - 0.5) * 0.25)::real ORDER BY d)
+    FROM generate_series(1, {dims}) d, centres ct WHERE ct.c = i % {centres} $$;
+"""
+
+
 SEED_SQL = """
 CREATE EXTENSION vector;
 SELECT setseed(0.42);
--- 32 cluster centres: real embeddings cluster by topic, and HNSW recall on clustered data is realistic.
-CREATE TEMP TABLE centres AS
-  SELECT c, array_agg(random()::real ORDER BY d) AS v
-    FROM generate_series(1, 32) c, generate_series(1, {dims}) d GROUP BY c;
-CREATE FUNCTION pg_temp.embedding(i int) RETURNS real[] LANGUAGE sql AS $$
-  SELECT array_agg(ct.v[d] + ((random() - 0.5) * 0.25)::real ORDER BY d)
-    FROM generate_series(1, {dims}) d, centres ct WHERE ct.c = 1 + i % 32 $$;
+{embeddings}
 
 CREATE TABLE documents (id bigint PRIMARY KEY, title text NOT NULL, published date, embedding vector({dims}));
 INSERT INTO documents SELECT i, 'Document ' || i, date '2026-01-01' + (i % 300), pg_temp.embedding(i)::vector
@@ -149,6 +160,7 @@ async def seed(params: ConnectionParams, rows: int) -> None:
         await conn.execute("DROP ROLE IF EXISTS demo_reader")
         await conn.execute(
             SEED_SQL.format(
+                embeddings=clustered_embeddings_sql(DIMS, centres=32),
                 dims=DIMS,
                 documents=documents,
                 products=products,
