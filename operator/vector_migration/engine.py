@@ -194,7 +194,7 @@ class RunFacts:
     # None takes the spec's rebuild.columnTypes.
     column_types: dict[ColumnKey, str] | None = None
 
-    def requested_types(self, spec: VectorMigrationSpec) -> Mapping[ColumnKey, str]:
+    def chosen_column_types(self, spec: VectorMigrationSpec) -> Mapping[ColumnKey, str]:
         """The target type asked for per column: this run's own, else the spec's."""
         return self.column_types if self.column_types is not None else spec.rebuild.requested_types()
 
@@ -492,7 +492,7 @@ async def _choose_checksum_mode(
     that differs rolls the swap back, and it is retried once with parsed values.
     """
     binary = True
-    requested = m.facts.requested_types(m.spec)
+    requested = m.facts.chosen_column_types(m.spec)
     for column, values in samples.items():
         try:
             target_type = map_type(surface, column, requested.get(column_key(column)))

@@ -160,12 +160,12 @@ def build_plan(
     ``rebuild.columnTypes``, checked against the columns found.
     """
     warnings: list[str] = []
-    requested = requested_types(inventory, spec) if column_types is None else column_types
+    requested = checked_column_types(inventory, spec) if column_types is None else column_types
     try:
         conversions = tuple(
             _conversion(inventory, surface, column, requested.get(column_key(column))) for column in inventory.columns
         )
-        types_by_column = {(c.column.schema, c.column.table, c.column.column): c.target_type for c in conversions}
+        types_by_column = {column_key(c.column): c.target_type for c in conversions}
         rebuilds = tuple(_rebuild(surface, index, types_by_column, spec, warnings) for index in inventory.indexes)
     except MappingError as error:
         raise PlanningError(error.reason, str(error)) from None
@@ -247,7 +247,7 @@ def column_key(column: VectorColumn) -> ColumnKey:
     return column.schema, column.table, column.column
 
 
-def requested_types(inventory: SourceInventory, spec: VectorMigrationSpec) -> dict[ColumnKey, str]:
+def checked_column_types(inventory: SourceInventory, spec: VectorMigrationSpec) -> dict[ColumnKey, str]:
     """The spec's ``rebuild.columnTypes``, checked against the columns found.
 
     Each must name a column being migrated and a type that holds every one of its values exactly
