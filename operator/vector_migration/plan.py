@@ -319,7 +319,7 @@ _BUILTIN_TYPES = {"real[]": "pg_catalog.float4[]", "text": "pg_catalog.text"}
 def _rebuild(
     surface: TargetSurface,
     index: SavedIndex,
-    types_by_column: dict[tuple[str, str, str], TargetType],
+    types_by_column: dict[ColumnKey, TargetType],
     spec: VectorMigrationSpec,
     warnings: list[str],
 ) -> IndexRebuild:
