@@ -29,7 +29,7 @@ test: lint typecheck unit
 
 crd: $(STAMP)
 	$(BIN)/vector-migration crd > crds/vectormigration.yaml
-	cp crds/vectormigration.yaml charts/vector-migration-operator/crds/vectormigration.yaml
+	cp crds/vectormigration.yaml charts/vector-migration-operator/files/crds/vectormigration.yaml
 
 # The fault-injection matrix, writing docs/reliability.md from what it observed.
 reliability: $(STAMP)

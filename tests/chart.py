@@ -12,6 +12,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "vector-migration-operator"
 RELEASE, NAMESPACE = "vmo", "operators"
+OPERATOR_ROLE = f"{RELEASE}-vector-migration-operator"  # the operator's own (Cluster)Roles, not the aggregated ones
 
 
 def render(values: dict[str, Any] | None = None, namespace: str = NAMESPACE) -> list[dict[str, Any]]:
@@ -32,7 +33,10 @@ def of_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 
 def rules(objects: list[dict[str, Any]], kind: str, namespace: str | None = None) -> Iterator[dict[str, Any]]:
+    """The rules the operator's ServiceAccount is bound to (the roles aggregated for people are not)."""
     for role in of_kind(objects, kind):
+        if role["metadata"]["name"] != OPERATOR_ROLE:
+            continue
         if namespace is None or role["metadata"].get("namespace") == namespace:
             yield from role["rules"]
 

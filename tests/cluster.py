@@ -1,10 +1,15 @@
 """A Kubernetes API for the operator tests: kmock's stateful emulator, plus stand-ins for what it lacks.
 
-kmock serves the API (objects, watch streams, status subresources) but runs no controllers. Two
-stand-ins, labelled as such, fill in: `JobRunner` plays the Job controller and the kubelet (it
-runs a Job's container command here, with the Job's environment and its volumes as directories,
-then records a Pod with the termination message and the Job's final status), and the operator's
-login points at the emulator's URL.
+kmock serves the API (objects, watch streams, status subresources) but runs no controllers. The
+emulator is served over TLS with a private CA, as a real API server is, and the operator logs in
+through the official client's own loaders (a kubeconfig by default; a service-account directory
+or client certificates where a test asks). Stand-ins, labelled as such, fill in the rest:
+- `PrivateCA` plays the cluster's certificate authority (trustme);
+- `Authenticator` plays the API server's authentication: a request without a token it issued or
+  a client certificate its CA signed gets 401, as from a real API server;
+- `JobRunner` plays the Job controller and the kubelet (it runs a Job's container command here,
+  with the Job's environment and its volumes as directories, then records a Pod with the
+  termination message and the Job's final status).
 """
 
 from __future__ import annotations
@@ -13,16 +18,23 @@ import asyncio
 import base64
 import contextlib
 import os
+import secrets
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
+import aiohttp.test_utils
+import aiohttp.web
 import kmock
 import kopf
+import trustme
+import yaml
 
-from vector_migration.controller import build_registry
+from vector_migration.controller import LoginFunction, build_registry
+from vector_migration.kube import kubeconfig_configuration
 from vector_migration.metrics import OperatorMetrics
 
 RESOURCES = {
@@ -47,19 +59,144 @@ HARNESS_AGENT = "test-harness (kubectl and kubelet stand-ins)"
 _VERBS = {"GET": "get", "POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}
 
 
-class Cluster:
-    """HTTP access to the emulator, as kubectl would use it."""
+class PrivateCA:
+    """STAND-IN for the cluster's certificate authority: it signs the API server's certificate and clients'."""
 
-    def __init__(self, emulator: kmock.KubernetesEmulator) -> None:
+    def __init__(self) -> None:
+        self.ca = trustme.CA(organization_name="vector-migration tests")
+        self.serving = self.ca.issue_cert("127.0.0.1", "localhost")
+
+    def server_context(self) -> ssl.SSLContext:
+        """The API server's side: its certificate, and client certificates checked when offered."""
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.serving.configure_cert(context)
+        self.ca.configure_trust(context)
+        context.verify_mode = ssl.CERT_OPTIONAL  # a token or a certificate, as on a real API server
+        return context
+
+    def client_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        self.ca.configure_trust(context)
+        return context
+
+    def pem(self) -> bytes:
+        return self.ca.cert_pem.bytes()
+
+    def client_certificate(self, user: str) -> tuple[bytes, bytes]:
+        """(certificate, private key) PEM for a user, as `kubectl certificate approve` would hand out."""
+        issued = self.ca.issue_cert(f"{user}@users.test")
+        return b"".join(blob.bytes() for blob in issued.cert_chain_pems), issued.private_key_pem.bytes()
+
+
+class Authenticator:
+    """STAND-IN for the API server's authentication: bearer tokens it issued, or a verified client certificate."""
+
+    def __init__(self) -> None:
+        self.tokens: set[str] = set()
+        self.rejected = 0
+
+    def issue(self) -> str:
+        token = secrets.token_urlsafe(24)
+        self.tokens.add(token)
+        return token
+
+    def revoke(self, token: str) -> None:
+        self.tokens.discard(token)
+
+    def accepts(self, request: aiohttp.web.BaseRequest) -> bool:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and token in self.tokens:
+            return True
+        return bool(request.transport and request.transport.get_extra_info("peercert"))
+
+
+def _api_server(context: ssl.SSLContext, authenticator: Authenticator) -> type[aiohttp.test_utils.RawTestServer]:
+    """The emulator's HTTP server class, serving TLS and refusing unauthenticated requests with 401."""
+
+    class ApiServer(aiohttp.test_utils.RawTestServer):
+        def __init__(self, handler: Any, **kwargs: Any) -> None:
+            async def authenticated(request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+                if authenticator.accepts(request):
+                    response: aiohttp.web.StreamResponse = await handler(request)
+                    return response
+                authenticator.rejected += 1
+                status = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Unauthorized",
+                          "message": "Unauthorized", "code": 401}  # fmt: skip
+                return aiohttp.web.json_response(status, status=401)
+
+            super().__init__(authenticated, **kwargs)
+
+        async def start_server(self, loop: asyncio.AbstractEventLoop | None = None, **kwargs: Any) -> None:
+            await super().start_server(loop=loop, ssl=context, **kwargs)
+
+    return ApiServer
+
+
+class Cluster:
+    """HTTPS access to the emulator, as kubectl would use it, and the logins a pod or a person has."""
+
+    def __init__(self, emulator: kmock.KubernetesEmulator, ca: PrivateCA, authenticator: Authenticator, root: Path):
         self.emulator = emulator
-        self.url = str(emulator.url)
+        self.url = str(emulator.url).rstrip("/")
+        self.ca, self.authenticator, self.root = ca, authenticator, root
         # One connection per request: after an operator stops, a pooled keep-alive connection to the
         # emulator was seen to hang forever; kubectl does not share a pool with the operator either.
         self.http = aiohttp.ClientSession(
             base_url=self.url,
-            connector=aiohttp.TCPConnector(force_close=True),
-            headers={"User-Agent": HARNESS_AGENT},  # tells the harness's requests from the operator's
+            connector=aiohttp.TCPConnector(force_close=True, ssl=ca.client_context()),
+            headers={
+                "User-Agent": HARNESS_AGENT,  # tells the harness's requests from the operator's
+                "Authorization": f"Bearer {authenticator.issue()}",
+            },
         )
+
+    def kubeconfig(
+        self,
+        ca: Literal["data", "file"] = "data",
+        auth: Literal["token", "certificate"] = "token",
+        name: str = "kubeconfig",
+    ) -> Path:
+        """A kubeconfig file for this cluster, as a cloud CLI or `kind get kubeconfig` writes one."""
+        directory = self.root / name
+        directory.mkdir(parents=True, exist_ok=True)
+        cluster: dict[str, str] = {"server": self.url}
+        if ca == "data":
+            cluster["certificate-authority-data"] = base64.b64encode(self.ca.pem()).decode()
+        else:
+            (directory / "ca.crt").write_bytes(self.ca.pem())
+            cluster["certificate-authority"] = str(directory / "ca.crt")
+        user: dict[str, str] = {}
+        if auth == "token":
+            user["token"] = self.authenticator.issue()
+        else:
+            certificate, key = self.ca.client_certificate("operator")
+            user["client-certificate-data"] = base64.b64encode(certificate).decode()
+            user["client-key-data"] = base64.b64encode(key).decode()
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "test", "cluster": cluster}],
+            "users": [{"name": "operator", "user": user}],
+            "contexts": [{"name": "test", "context": {"cluster": "test", "user": "operator"}}],
+            "current-context": "test",
+        }
+        path = directory / "config"
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    def service_account(self, name: str = "serviceaccount") -> tuple[Path, dict[str, str]]:
+        """A pod's service-account directory (token, ca.crt, namespace) and the environment a pod has."""
+        directory = self.root / name
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "token").write_text(self.authenticator.issue())
+        (directory / "ca.crt").write_bytes(self.ca.pem())
+        (directory / "namespace").write_text("default")
+        host, _, port = self.url.removeprefix("https://").rpartition(":")
+        return directory, {"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port}
+
+    def default_login(self) -> LoginFunction:
+        path = self.kubeconfig()
+        return lambda: kubeconfig_configuration(str(path))
 
     async def request(self, method: str, url: str, body: Any = None, content_type: str | None = None) -> Any:
         headers = {"Content-Type": content_type} if content_type else None
@@ -259,10 +396,12 @@ class JobRunner:
 async def running_cluster(
     root: Path, pg_bin: Path, fail_job: Callable[[dict[str, Any]], str | None] = lambda job: None
 ) -> AsyncIterator[tuple[Cluster, JobRunner]]:
-    async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator):
+    ca, authenticator = PrivateCA(), Authenticator()
+    server = _api_server(ca.server_context(), authenticator)
+    async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator, server_cls=server):
         for resource, info in RESOURCES.items():
             emulator.resources[resource] = kmock.ResourceInfo(**info, verbs=VERBS)
-        cluster = Cluster(emulator)
+        cluster = Cluster(emulator, ca, authenticator, root / "cluster")
         runner = JobRunner(cluster, root, pg_bin, fail_job)
         task = asyncio.create_task(runner.run_forever())
         try:
@@ -276,17 +415,19 @@ async def running_cluster(
 
 @contextlib.asynccontextmanager
 async def running_operator(
-    cluster: Cluster, metrics: OperatorMetrics | None = None, peering: tuple[str, int] | None = None
+    cluster: Cluster,
+    metrics: OperatorMetrics | None = None,
+    peering: tuple[str, int] | None = None,
+    login: LoginFunction | None = None,
 ) -> AsyncIterator[None]:
-    """The operator, in this process, logged in to the emulator; standalone unless given (peering name, priority)."""
+    """The operator, in this process, logged in to the emulator; standalone unless given (peering name, priority).
 
-    def login(**_: Any) -> kopf.ConnectionInfo:
-        return kopf.ConnectionInfo(server=cluster.url, insecure=True)
-
+    It logs in as a person's kubeconfig would have it (the CA's data, a token) unless given a login.
+    """
     stop = asyncio.Event()
     task = asyncio.create_task(
         kopf.operator(
-            registry=build_registry(login=login, metrics=metrics),
+            registry=build_registry(login=login or cluster.default_login(), metrics=metrics),
             clusterwide=True,
             standalone=peering is None,
             peering_name=peering[0] if peering else None,

@@ -11,6 +11,10 @@ import pytest
 import yaml
 
 from tests.chart import CHART, NAMESPACE, ROOT, allows, of_kind, render, rules
+from tests.crd_conformance import violations
+from vector_migration.api import JobDefaults, VectorMigration
+from vector_migration.builders import build_backup_job
+from vector_migration.crd import crd_document
 
 KUBERNETES = "1.31.0"  # the oldest minor the chart is validated against (kubeVersion allows >=1.28)
 MATRIX: dict[str, dict[str, Any]] = {
@@ -25,6 +29,24 @@ MATRIX: dict[str, dict[str, Any]] = {
         "watchNamespaces": ["shop"],
         "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
         "networkPolicy": {"enabled": True, "postgresPorts": [5432, 6432]},
+    },
+    "openshift": {"podSecurityContext": {"runAsUser": None, "runAsGroup": None}},
+    "extras": {
+        "extraArgs": ["--log-level=debug"],
+        "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy.internal:3128"}],
+        "extraVolumes": [{"name": "ca", "configMap": {"name": "corporate-ca"}}],
+        "extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/ssl/corporate", "readOnly": True}],
+        "logging": {"format": "json"},
+    },
+    "renamed": {"fullnameOverride": "vmig", "nameOverride": "vmig-operator"},
+    "crds managed elsewhere": {"crds": {"create": False}, "rbac": {"aggregateToDefaultRoles": False}},
+    "air-gapped jobs": {
+        "jobs": {
+            "imageRepository": "registry.internal/mirror/postgres",
+            "imagePullSecrets": [{"name": "mirror-pull"}],
+            "nodeSelector": {"pool": "batch"},
+            "tolerations": [{"key": "batch", "operator": "Exists", "effect": "NoSchedule"}],
+        }
     },
 }
 # Kinds kubernetes-validate knows; the others are custom resources checked by their own tests.
@@ -54,7 +76,8 @@ def test_the_pod_runs_restricted(values: dict[str, Any]) -> None:
     pod = deployment["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert isinstance(pod["securityContext"]["runAsUser"], int) and pod["securityContext"]["runAsUser"] > 0
+    uid = pod["securityContext"].get("runAsUser", 10001)  # absent: the platform assigns one (OpenShift)
+    assert isinstance(uid, int) and uid > 0
     for container in pod["containers"]:
         security = container["securityContext"]
         assert security["allowPrivilegeEscalation"] is False
@@ -79,19 +102,113 @@ def test_the_image_tag_defaults_to_the_app_version_which_is_the_package_version(
 
 
 def test_the_chart_ships_the_same_crd_as_the_repository() -> None:
-    assert (CHART / "crds" / "vectormigration.yaml").read_text() == (ROOT / "crds" / "vectormigration.yaml").read_text()
+    shipped = CHART / "files" / "crds" / "vectormigration.yaml"
+    assert shipped.read_text() == (ROOT / "crds" / "vectormigration.yaml").read_text()
+
+
+def test_the_crd_is_a_template_that_upgrades_and_outlives_the_release() -> None:
+    (crd,) = of_kind(render(), "CustomResourceDefinition")
+    assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    assert crd["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+    assert crd["spec"] == crd_document()["spec"]
+    assert violations(crd) == []
+    assert of_kind(render(MATRIX["crds managed elsewhere"]), "CustomResourceDefinition") == []
+    (unkept,) = of_kind(render({"crds": {"keep": False}}), "CustomResourceDefinition")
+    assert "annotations" not in unkept["metadata"]
+
+
+def test_people_with_view_and_edit_get_vectormigrations_too() -> None:
+    roles = {r["metadata"]["name"]: r for r in of_kind(render(), "ClusterRole")}
+    view, edit = roles["vmo-vector-migration-operator-view"], roles["vmo-vector-migration-operator-edit"]
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert allows(view["rules"], "ruvector.dev", "vectormigrations", "watch")
+    assert not allows(view["rules"], "ruvector.dev", "vectormigrations", "patch")
+    assert {"aggregate-to-edit", "aggregate-to-admin"} <= {
+        key.rsplit("/", 1)[-1] for key, value in edit["metadata"]["labels"].items() if value == "true"
+    }
+    assert allows(edit["rules"], "ruvector.dev", "vectormigrations", "patch")  # approve, promote, pause
+    assert not allows(edit["rules"], "ruvector.dev", "vectormigrations/status", "patch")  # only the operator
+    assert [r["metadata"]["name"] for r in of_kind(render(MATRIX["crds managed elsewhere"]), "ClusterRole")] == [
+        "vmo-vector-migration-operator"
+    ]
+
+
+def test_extra_arguments_environment_and_volumes_reach_the_operator() -> None:
+    (deployment,) = of_kind(render(MATRIX["extras"]), "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"][-1] == "--log-level=debug" and "--log-format=json" in container["args"]
+    assert {"name": "HTTPS_PROXY", "value": "http://proxy.internal:3128"} in container["env"]
+    assert {"name": "ca", "configMap": {"name": "corporate-ca"}} in pod["volumes"]
+    assert {"name": "ca", "mountPath": "/etc/ssl/corporate", "readOnly": True} in container["volumeMounts"]
+
+
+def test_on_openshift_the_fixed_ids_can_go_and_the_pod_stays_restricted() -> None:
+    (deployment,) = of_kind(render(MATRIX["openshift"]), "Deployment")
+    security = deployment["spec"]["template"]["spec"]["securityContext"]
+    assert "runAsUser" not in security and "runAsGroup" not in security
+    assert security["runAsNonRoot"] is True and security["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def test_names_follow_the_overrides() -> None:
+    objects = render(MATRIX["renamed"])
+    (deployment,) = of_kind(objects, "Deployment")
+    assert deployment["metadata"]["name"] == "vmig"
+    assert deployment["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == "vmig-operator"
+    assert {o["metadata"]["name"] for o in of_kind(objects, "ServiceAccount")} == {"vmig"}
+
+
+def _job_defaults(values: dict[str, Any]) -> JobDefaults:
+    (deployment,) = of_kind(render(values), "Deployment")
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    return JobDefaults.model_validate_json(env["VMIG_JOB_DEFAULTS"])
+
+
+def test_the_jobs_take_the_charts_defaults_and_a_spec_overrides_them() -> None:
+    defaults = _job_defaults(MATRIX["air-gapped jobs"])
+    resource = VectorMigration.model_validate(
+        {
+            "apiVersion": "ruvector.dev/v1alpha1",
+            "kind": "VectorMigration",
+            "metadata": {"name": "shop", "namespace": "shop", "uid": "u-1"},
+            "spec": {"target": {"extension": "ruvector"}, "backup": {"nodeSelector": {"pool": "db"}}},
+        }
+    )
+    job = build_backup_job(
+        resource,
+        defaults=defaults,
+        secret_name="shop-app",
+        connection={"PGHOST": "db"},
+        archive_name="a.dump",
+        tables=[],
+        server_major=17,
+        plan_hash="sha256:0123456789abcdef",
+    )
+    pod = job["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == "registry.internal/mirror/postgres:17"
+    assert pod["containers"][0]["resources"]["requests"] == {"cpu": "100m", "memory": "256Mi"}  # a quota admits it
+    assert pod["imagePullSecrets"] == [{"name": "mirror-pull"}]
+    assert pod["tolerations"] == [{"key": "batch", "operator": "Exists", "effect": "NoSchedule"}]
+    assert pod["nodeSelector"] == {"pool": "db"}  # the spec's, not the chart's
+    kubernetes_validate.validate(job, KUBERNETES, strict=True)
 
 
 def test_watching_every_namespace_takes_a_cluster_role_and_a_list_takes_roles_only() -> None:
     everywhere = render()
-    assert [r["metadata"]["name"] for r in of_kind(everywhere, "ClusterRole")] == ["vmo-vector-migration-operator"]
+    assert sorted(r["metadata"]["name"] for r in of_kind(everywhere, "ClusterRole")) == [
+        "vmo-vector-migration-operator", "vmo-vector-migration-operator-edit", "vmo-vector-migration-operator-view",
+    ]  # fmt: skip
     assert of_kind(everywhere, "Role") == []
     assert (
         "--all-namespaces" in of_kind(everywhere, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
     )
 
     listed = render(MATRIX["namespaced"])
-    assert of_kind(listed, "ClusterRole") == [] and of_kind(listed, "ClusterRoleBinding") == []
+    assert sorted(r["metadata"]["name"] for r in of_kind(listed, "ClusterRole")) == [
+        "vmo-vector-migration-operator-edit",
+        "vmo-vector-migration-operator-view",
+    ]  # aggregated for people; the operator itself has nothing cluster-wide
+    assert of_kind(listed, "ClusterRoleBinding") == []
     assert sorted(r["metadata"]["namespace"] for r in of_kind(listed, "Role")) == ["team-a", "team-b"]
     bindings = of_kind(listed, "RoleBinding")
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]

@@ -79,6 +79,11 @@ async def test_apply_and_the_migration_becomes_ready(
             ("Normal", "Checklist"), ("Normal", "Backup"), ("Normal", "Swap"), ("Normal", "Reindex"),
             ("Normal", "Verify"), ("Normal", "Succeeded"),
         ]  # fmt: skip
+        # `kubectl describe` shows who reported them (its "From" column), not kopf's defaults
+        assert {(e["source"]["component"], e["reportingComponent"]) for e in cluster.posted_events()} == {
+            ("vector-migration-operator", "vector-migration-operator")
+        }
+        assert done["metadata"]["finalizers"] == ["ruvector.dev/finalizer"]
         scraped = metrics.registry.get_sample_value
         await cluster.eventually(lambda: scraped("vector_migration_migrations", {"phase": "Succeeded"}) == 1)
         assert scraped("vector_migration_migrations", {"phase": "Verify"}) == 0
@@ -105,7 +110,11 @@ async def test_manual_approval_needs_the_current_plan_hash(
     async with running_cluster(tmp_path, postgres.bin_dir) as (cluster, _), running_operator(cluster):
         await cluster.apply_secret("shop-app", secret_for(database))
         await cluster.apply(migration(approval="Manual", backup={"enabled": False}))
-        waiting = await cluster.wait_for("shop", lambda r: phase(r) == "AwaitingApproval")
+        # The phase moves to AwaitingApproval a moment before the approval step reports its hold:
+        # wait for the condition GitOps tools read, as a person would with kubectl wait.
+        waiting = await cluster.wait_for(
+            "shop", lambda r: condition(r, "Reconciling").get("reason") == "AwaitingApproval"
+        )
         plan_hash = waiting["status"]["planHash"]
         assert argo_health(waiting) == ("Suspended", f"AwaitingApproval: {waiting['status']['message']}")
         assert (kstatus(waiting), kubectl_wait_ready(waiting)) == ("InProgress", False)
@@ -347,6 +356,29 @@ async def test_deleting_a_waiting_migration_releases_it_and_changes_nothing(
         assert [c["metadata"]["name"] for c in claims] == ["shop-backup"]
     assert await snapshot(conn) == before
     assert await conn.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
+
+
+async def test_a_resource_an_older_release_reconciled_is_not_stuck_when_deleted(
+    postgres: EmbeddedPostgres, database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    await create_rich_database(conn)
+    async with running_cluster(tmp_path, postgres.bin_dir) as (cluster, _), running_operator(cluster):
+        await cluster.apply_secret("shop-app", secret_for(database))
+        resource = migration(dryRun=True)
+        resource["metadata"]["finalizers"] = ["kopf.zalando.org/KopfFinalizerMarker"]  # kopf's default, before 0.2
+        await cluster.apply(resource)
+        # kopf swaps the finalizers when the handler returns, a moment after the status is written
+        await cluster.wait_for(
+            "shop",
+            lambda r: (
+                condition(r, "Ready").get("status") == "True"
+                and r["metadata"].get("finalizers") == ["ruvector.dev/finalizer"]
+            ),
+        )
+
+        await cluster.delete("shop")
+
+        await cluster.wait_until_gone("shop")
 
 
 async def test_deleting_during_the_backup_stops_before_the_swap_and_can_take_the_backup_along(

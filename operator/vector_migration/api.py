@@ -30,6 +30,9 @@ from .vocabulary import (
 _DURATION = r"^[0-9]+(us|ms|s|min|h|d)?$"
 # Memory spellings accepted for maintenance_work_mem.
 _MEMORY = r"^[0-9]+(kB|MB|GB|TB)$"
+# Durations and sizes are short; a bound lets the API server price the CRD's CEL rule, which
+# compares them, within its cost budget (an unbounded string costs as much as a 3 MB request).
+_SETTING_LENGTH = 24
 # An index storage parameter value: a number or a bare word (on/off); never SQL.
 _PARAMETER_VALUE = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
 _PARAMETER_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -143,7 +146,30 @@ class RebuildSpec(ApiModel):
         return self
 
 
-class BackupSpec(ApiModel):
+class JobPlacement(ApiModel):
+    """Where the backup and restore Jobs run and what they may use.
+
+    Each field left unset takes the operator's default (the chart's `jobs` values), so a
+    ResourceQuota that requires requests admits the Jobs.
+    """
+
+    # A core/v1 ResourceRequirements (requests, limits).
+    resources: dict[str, Any] | None = None
+    node_selector: dict[str, Annotated[str, Field(max_length=253)]] | None = Field(default=None, max_length=32)
+    # core/v1 Tolerations.
+    tolerations: list[dict[str, Any]] | None = Field(default=None, max_length=32)
+    image_pull_secrets: list[SecretRef] | None = Field(default=None, max_length=16)
+
+
+class JobDefaults(JobPlacement):
+    """The operator's defaults for its Jobs (the chart renders them from `jobs` into VMIG_JOB_DEFAULTS)."""
+
+    # Where PostgreSQL's client image comes from, tagged with the server's major version: a mirror
+    # in an air-gapped registry, say. spec.backup.image overrides it with a whole image name.
+    image_repository: Annotated[str, Field(min_length=1, max_length=512)] = "postgres"
+
+
+class BackupSpec(JobPlacement):
     """The pre-migration dump; the swap never runs without a verified one while enabled."""
 
     enabled: bool = True
@@ -157,7 +183,7 @@ class ReindexSpec(ApiModel):
     """How target indexes are built. Parameters override saved index storage parameters."""
 
     mode: ReindexMode = ReindexMode.ATOMIC
-    maintenance_work_mem: Annotated[str, Field(pattern=_MEMORY)] = "1GB"
+    maintenance_work_mem: Annotated[str, Field(pattern=_MEMORY, max_length=_SETTING_LENGTH)] = "1GB"
     parameters: dict[str, int | str] = Field(default_factory=dict, max_length=32)
 
     @field_validator("parameters")
@@ -196,13 +222,13 @@ class ParallelSpec(ApiModel):
     # None: as fast as the database allows; a number bounds the backfill's load on a busy primary.
     rows_per_second: Annotated[int | None, Field(ge=1)] = None
     # The replaced pgvector tables stay (kept in sync, so a swap back loses nothing) this long.
-    keep_old_for: Annotated[str, Field(pattern=_DURATION)] = "24h"
+    keep_old_for: Annotated[str, Field(pattern=_DURATION, max_length=_SETTING_LENGTH)] = "24h"
 
 
 class PauseSpec(ApiModel):
     """A pause between cutover steps: for a duration, or (no duration) until promoted."""
 
-    duration: Annotated[str | None, Field(pattern=_DURATION)] = None
+    duration: Annotated[str | None, Field(pattern=_DURATION, max_length=_SETTING_LENGTH)] = None
 
 
 class CutoverStep(ApiModel):
@@ -276,8 +302,8 @@ class VectorMigrationSpec(ApiModel):
     backup: BackupSpec = Field(default_factory=BackupSpec)
     approval: Approval = Approval.AUTOMATIC
     dry_run: bool = False
-    lock_timeout: Annotated[str, Field(pattern=_DURATION)] = "5s"
-    statement_timeout: Annotated[str, Field(pattern=_DURATION)] = "6h"
+    lock_timeout: Annotated[str, Field(pattern=_DURATION, max_length=_SETTING_LENGTH)] = "5s"
+    statement_timeout: Annotated[str, Field(pattern=_DURATION, max_length=_SETTING_LENGTH)] = "6h"
     reindex: ReindexSpec = Field(default_factory=ReindexSpec)
     verify: VerifySpec = Field(default_factory=VerifySpec)
     rollback: RollbackSpec = Field(default_factory=RollbackSpec)
@@ -319,7 +345,7 @@ class Condition(ApiModel):
     status: Literal["True", "False", "Unknown"]
     reason: Annotated[str, Field(max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")]
     message: Annotated[str, Field(max_length=32768)] = ""
-    last_transition_time: str
+    last_transition_time: Annotated[str, Field(json_schema_extra={"format": "date-time"})]
     observed_generation: int | None = None
 
 
@@ -463,7 +489,12 @@ class VectorMigrationStatus(ApiModel):
     """What the engine observed and did."""
 
     phase: Phase = Phase.PENDING
-    conditions: list[Condition] = Field(default_factory=list, max_length=32)
+    # A list keyed by type (kubectl and server-side apply merge conditions by it, as for a Deployment's).
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        max_length=32,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
     observed_generation: int | None = None
     plan_hash: str | None = None
     inventory: Inventory | None = None

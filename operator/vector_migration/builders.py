@@ -11,7 +11,7 @@ import json
 import re
 from typing import Any
 
-from .api import VectorMigration, VectorMigrationStatus
+from .api import JobDefaults, JobPlacement, VectorMigration, VectorMigrationStatus
 from .backup import restore_arguments
 from .vocabulary import API_GROUP, API_VERSION, KIND, BackupScope, Phase
 
@@ -120,6 +120,7 @@ def backup_volume(resource: VectorMigration) -> dict[str, Any]:
 def build_backup_job(
     resource: VectorMigration,
     *,
+    defaults: JobDefaults | None = None,
     secret_name: str,
     connection: dict[str, str],
     archive_name: str,
@@ -139,7 +140,8 @@ def build_backup_job(
         component="backup",
         name=object_name(resource.metadata.name, f"backup-{plan_hash.removeprefix('sha256:')[:8]}"),
         container="pg-dump",
-        image=spec.backup.image or f"postgres:{server_major}",
+        image=_image(resource, defaults or JobDefaults(), server_major),
+        defaults=defaults or JobDefaults(),
         command=["/bin/sh", "-c", BACKUP_SCRIPT, "backup", *pattern_args],
         env={
             **connection,
@@ -154,6 +156,7 @@ def build_backup_job(
 def build_restore_job(
     resource: VectorMigration,
     *,
+    defaults: JobDefaults | None = None,
     secret_name: str,
     connection: dict[str, str],
     archive_name: str,
@@ -167,12 +170,33 @@ def build_restore_job(
         component="restore",
         name=object_name(resource.metadata.name, f"restore-{sha256[:8]}"),
         container="pg-restore",
-        image=resource.spec.backup.image or f"postgres:{server_major}",
+        image=_image(resource, defaults or JobDefaults(), server_major),
+        defaults=defaults or JobDefaults(),
         command=["/bin/sh", "-c", RESTORE_SCRIPT, "restore", *restore_arguments(keep_schema)],
         env={**connection, "ARCHIVE": archive_name, "EXPECTED_SHA256": sha256},
         secret_name=secret_name,
         archive_read_only=True,  # a restore only reads the archive: it cannot damage the one copy
     )
+
+
+def _image(resource: VectorMigration, defaults: JobDefaults, server_major: int) -> str:
+    """The spec's image, else PostgreSQL's client image for the server's major version from the default repository."""
+    return resource.spec.backup.image or f"{defaults.image_repository}:{server_major}"
+
+
+def job_placement(spec: JobPlacement, defaults: JobPlacement) -> dict[str, Any]:
+    """The pod fields a Job's placement sets: each from the spec when it says, else the operator's default."""
+    placement: dict[str, Any] = {}
+    node_selector = spec.node_selector if spec.node_selector is not None else defaults.node_selector
+    if node_selector:
+        placement["nodeSelector"] = dict(node_selector)
+    tolerations = spec.tolerations if spec.tolerations is not None else defaults.tolerations
+    if tolerations:
+        placement["tolerations"] = [dict(toleration) for toleration in tolerations]
+    pull_secrets = spec.image_pull_secrets if spec.image_pull_secrets is not None else defaults.image_pull_secrets
+    if pull_secrets:
+        placement["imagePullSecrets"] = [{"name": secret.name} for secret in pull_secrets]
+    return placement
 
 
 def _database_job(
@@ -182,6 +206,7 @@ def _database_job(
     name: str,
     container: str,
     image: str,
+    defaults: JobDefaults,
     command: list[str],
     env: dict[str, str],
     secret_name: str,
@@ -213,6 +238,7 @@ def _database_job(
                 "spec": {
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,
+                    **job_placement(resource.spec.backup, defaults),
                     "securityContext": {
                         "runAsNonRoot": True,
                         "runAsUser": POSTGRES_UID,
@@ -228,6 +254,7 @@ def _database_job(
                             "env": variables,
                             "securityContext": RESTRICTED_CONTAINER_SECURITY,
                             "terminationMessagePolicy": "File",
+                            **_resources(resource.spec.backup, defaults),
                             "volumeMounts": [
                                 {"name": "backup", "mountPath": BACKUP_DIR, "readOnly": archive_read_only},
                                 {"name": "scratch", "mountPath": SCRATCH_DIR},
@@ -251,6 +278,11 @@ def _database_job(
             },
         },
     }
+
+
+def _resources(spec: JobPlacement, defaults: JobPlacement) -> dict[str, Any]:
+    resources = spec.resources if spec.resources is not None else defaults.resources
+    return {"resources": dict(resources)} if resources else {}
 
 
 def build_plan_configmap(resource: VectorMigration, plan: dict[str, Any]) -> dict[str, Any]:

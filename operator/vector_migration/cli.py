@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import socket
 import sys
@@ -176,6 +177,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     operator.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf's liveness endpoint")
     operator.add_argument("--metrics-port", type=int, default=9090, help="serve Prometheus /metrics here (0: off)")
+    operator.add_argument(
+        "--log-format",
+        choices=["plain", "json"],
+        default="plain",
+        help="plain: timestamp, logger, level, message; json: one object a line for log collectors",
+    )
+    operator.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], default="info", help="(default: info)"
+    )
     scratch_option(operator)
     operator.set_defaults(handler=_operator)
 
@@ -358,18 +368,30 @@ def peering_priority(pod_name: str) -> int:
     return int.from_bytes(hashlib.sha256(pod_name.encode()).digest()[:4], "big") >> 1
 
 
+JOB_DEFAULTS_ENV = "VMIG_JOB_DEFAULTS"
+
+
 def _operator(args: argparse.Namespace) -> int:
     import kopf
+    from pydantic import ValidationError
 
+    from .api import JobDefaults, describe_validation_error
     from .controller import build_registry
     from .metrics import OperatorMetrics
 
+    try:
+        job_defaults = JobDefaults.model_validate_json(os.environ.get(JOB_DEFAULTS_ENV) or "{}")
+    except ValidationError as error:
+        sys.stderr.write(f"error: {JOB_DEFAULTS_ENV}: {describe_validation_error(error)}\n")
+        return EXIT_USAGE
+    kopf.configure(log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL)
+    logging.getLogger().setLevel(args.log_level.upper())
     metrics = OperatorMetrics()
     if args.metrics_port:
         metrics.serve(args.metrics_port)
     asyncio.run(
         kopf.operator(
-            registry=build_registry(metrics=metrics, scratch=args.scratch_dir),
+            registry=build_registry(metrics=metrics, scratch=args.scratch_dir, job_defaults=job_defaults),
             clusterwide=args.all_namespaces,
             namespaces=list(args.namespace),
             standalone=args.standalone,

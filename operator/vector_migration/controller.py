@@ -9,38 +9,71 @@ Handlers return nothing, because kopf would store a return value in the resource
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import kopf
+from kubernetes.client import Configuration
 
-from .api import VectorMigrationStatus
+from .api import JobDefaults, VectorMigrationStatus
 from .engine import Fail, Outcome
-from .kube import Credentials, KubeClient, KubeError
+from .kube import KubeClient, KubeError, load_configuration, login_of
 from .metrics import OperatorMetrics
 from .reconciler import OperatorState, next_step, write_status
 from .reconciler import reconcile as reconcile_migration
 from .reconciler import release as release_migration
 from .status import timing_key
-from .vocabulary import API_GROUP, API_VERSION, PLURAL, ConditionType, Phase
+from .vocabulary import API_GROUP, API_VERSION, COMPONENT, FINALIZER, LEGACY_FINALIZER, PLURAL, ConditionType, Phase
 
 RESOURCE = (API_GROUP, API_VERSION, PLURAL)
 KOPF_PREFIX = f"kopf.{API_GROUP}"
-LoginFunction = Callable[..., Any]
+# The official client's login: by default the service account in a pod, else the kubeconfig.
+LoginFunction = Callable[[], Configuration]
+# Watches end on the server's side after this long (then kopf starts the next one at once), and a
+# watch that has said nothing for longer than the client timeout is taken for a dropped connection
+# (a load balancer or NAT that forgot it silently) and opened again.
+WATCH_SERVER_TIMEOUT = 300.0
+WATCH_CLIENT_TIMEOUT = WATCH_SERVER_TIMEOUT + 30.0
+WATCH_CONNECT_TIMEOUT = 10.0
 
 
-def default_login(**kwargs: Any) -> Any:
-    """In a pod: the service account; elsewhere: KUBECONFIG."""
-    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+def connection_info(configuration: Configuration) -> kopf.ConnectionInfo:
+    """Kopf's credentials from the official client's: its watch and our calls log in alike."""
+    login = login_of(configuration)
+    return kopf.ConnectionInfo(
+        server=login.server,
+        ca_path=login.ca_path,
+        insecure=login.insecure,
+        scheme=login.scheme,
+        token=login.token,
+        certificate_path=login.certificate_path,
+        private_key_path=login.private_key_path,
+    )
+
+
+def _drop_legacy_finalizer(body: kopf.RawBody) -> None:
+    """Remove kopf's default finalizer from a resource an older release reconciled."""
+    finalizers: list[str] = (body.get("metadata") or {}).get("finalizers") or []
+    while LEGACY_FINALIZER in finalizers:
+        finalizers.remove(LEGACY_FINALIZER)
+
+
+def _forget_legacy_finalizer(body: kopf.Body, patch: kopf.Patch) -> None:
+    if LEGACY_FINALIZER in (body.metadata.get("finalizers") or []):
+        patch.fns.append(_drop_legacy_finalizer)
 
 
 def build_registry(
-    login: LoginFunction = default_login, metrics: OperatorMetrics | None = None, scratch: Path | None = None
+    login: LoginFunction = load_configuration,
+    metrics: OperatorMetrics | None = None,
+    scratch: Path | None = None,
+    job_defaults: JobDefaults | None = None,
 ) -> kopf.OperatorRegistry:
     """A registry with every handler of the operator (a fresh one per operator run and per test)."""
     registry = kopf.OperatorRegistry()
-    state = OperatorState(scratch=scratch)
+    state = OperatorState(scratch=scratch, job_defaults=job_defaults or JobDefaults())
     metrics = metrics or OperatorMetrics()
 
     @kopf.on.startup(registry=registry)
@@ -57,13 +90,21 @@ def build_registry(
         # No watching of CRDs and namespaces: the CRD is installed before the operator (Helm's crds/),
         # the namespaces are named, and the ServiceAccount needs no cluster-wide read access for it.
         settings.scanning.disabled = True
+        settings.persistence.finalizer = FINALIZER
+        settings.posting.reporting_component = COMPONENT
+        settings.posting.reporting_instance = socket.gethostname()  # the pod's name
+        settings.posting.event_name_prefix = f"{COMPONENT}-"
+        settings.watching.server_timeout = WATCH_SERVER_TIMEOUT
+        settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT
+        settings.watching.connect_timeout = WATCH_CONNECT_TIMEOUT
 
     @kopf.on.login(registry=registry)
-    def authenticate(**kwargs: Any) -> Any:
-        info = login(**kwargs)
-        if info is not None:
-            state.client = KubeClient(Credentials.from_kopf(info))
-        return info
+    def authenticate(**_: Any) -> kopf.ConnectionInfo:
+        # One configuration for the operator's life: the official client re-reads a rotated token
+        # file (or re-runs an exec plugin) when it is due, and kopf logs in again through here after a 401.
+        if state.client is None:
+            state.client = KubeClient(login())
+        return connection_info(state.client.configuration)
 
     @kopf.on.cleanup(registry=registry)
     async def shutdown(**_: Any) -> None:
@@ -73,6 +114,8 @@ def build_registry(
     @kopf.on.create(*RESOURCE, registry=registry)
     @kopf.on.update(*RESOURCE, registry=registry)
     async def reconcile(body: kopf.Body, patch: kopf.Patch, uid: str, retry: int, **_: Any) -> None:
+        _forget_legacy_finalizer(body, patch)
+
         async def progress(before: Phase, status: VectorMigrationStatus, outcome: Outcome) -> None:
             await write_status(state.client, body, status)
             metrics.observe(uid, before, status.phase, status.timings.get(timing_key(before)), None)
@@ -107,7 +150,8 @@ def build_registry(
             raise kopf.PermanentError(str(detail))
 
     @kopf.on.delete(*RESOURCE, registry=registry)
-    async def release(body: kopf.Body, uid: str, **_: Any) -> None:
+    async def release(body: kopf.Body, patch: kopf.Patch, uid: str, **_: Any) -> None:
+        _forget_legacy_finalizer(body, patch)
         # kopf runs this only after any reconciliation in flight has returned, so a swap
         # transaction has committed or rolled back by now.
         for kind, reason, message in await release_migration(state, body):

@@ -12,7 +12,17 @@ from typing import Any
 import yaml
 
 from .api import SPEC_MUTABLE_AFTER_SWAP, VectorMigrationSpec, VectorMigrationStatus
-from .vocabulary import API_GROUP, API_VERSION, KIND, PLURAL, SHORT_NAME, SINGULAR, ConditionType, Phase
+from .vocabulary import (
+    API_GROUP,
+    API_VERSION,
+    CATEGORIES,
+    KIND,
+    PLURAL,
+    SHORT_NAME,
+    SINGULAR,
+    ConditionType,
+    Phase,
+)
 
 _KEEP = {
     "type",
@@ -34,6 +44,8 @@ _KEEP = {
     "minItems",
     "maxItems",
     "x-kubernetes-validations",
+    "x-kubernetes-list-type",
+    "x-kubernetes-list-map-keys",
     "maxProperties",
 }
 
@@ -91,6 +103,11 @@ def structural(schema: dict[str, Any], definitions: dict[str, Any]) -> dict[str,
     ):
         node.pop("additionalProperties", None)
         node["x-kubernetes-preserve-unknown-fields"] = True
+    if "properties" in node and node.get("additionalProperties") is False:
+        # A closed object in pydantic (extra="forbid"). The API server forbids additionalProperties
+        # beside properties (it prunes unknown fields instead, and kubectl's field validation
+        # reports them), so the object is left open here and stays closed in the models.
+        del node["additionalProperties"]
     if node.get("default") is None:
         node.pop("default", None)
     if "const" in schema:
@@ -159,6 +176,20 @@ def spec_frozen_after_swap_rule(spec_schema: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+_READY = '.status.conditions[?(@.type=="Ready")]'
+# `kubectl get vmig` shows what a person checks first; `-o wide` (priority 1) adds what was asked for.
+PRINTER_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Ready", "type": "string", "jsonPath": f"{_READY}.status"},
+    {"name": "Reason", "type": "string", "jsonPath": f"{_READY}.reason"},
+    {"name": "Message", "type": "string", "jsonPath": ".status.message"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {"name": "Strategy", "type": "string", "jsonPath": ".spec.strategy", "priority": 1},
+    {"name": "Target", "type": "string", "jsonPath": ".spec.target.extension", "priority": 1},
+    {"name": "Plan", "type": "string", "jsonPath": ".status.planHash", "priority": 1},
+]
+
+
 def crd_document() -> dict[str, Any]:
     """The CRD as a dictionary."""
     spec_schema = default_nested_objects(_model_schema(VectorMigrationSpec))
@@ -169,7 +200,14 @@ def crd_document() -> dict[str, Any]:
         "metadata": {"name": f"{PLURAL}.{API_GROUP}"},
         "spec": {
             "group": API_GROUP,
-            "names": {"kind": KIND, "plural": PLURAL, "singular": SINGULAR, "shortNames": [SHORT_NAME]},
+            "names": {
+                "kind": KIND,
+                "listKind": f"{KIND}List",
+                "plural": PLURAL,
+                "singular": SINGULAR,
+                "shortNames": [SHORT_NAME],
+                "categories": list(CATEGORIES),
+            },
             "scope": "Namespaced",
             "versions": [
                 {
@@ -177,17 +215,7 @@ def crd_document() -> dict[str, Any]:
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": [
-                        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-                        {"name": "Strategy", "type": "string", "jsonPath": ".spec.strategy"},
-                        {
-                            "name": "Ready",
-                            "type": "string",
-                            "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
-                        },
-                        {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 0},
-                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                    ],
+                    "additionalPrinterColumns": PRINTER_COLUMNS,
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",

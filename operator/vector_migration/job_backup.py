@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from .api import VectorMigration
+from .api import JobDefaults, VectorMigration
 from .backup import BackupError, BackupPending, BackupRequest, BackupResult, RestoreRequest
 from .builders import build_backup_job, build_restore_job, labels, object_name
-from .kube import KubeClient, KubeError, path
+from .kube import KubeClient, KubeError
 from .sql import ConnectionParams
 
 MIN_CLAIM_BYTES = 1 << 30
@@ -23,11 +23,13 @@ class JobBackup:
     client: KubeClient
     resource: VectorMigration
     secret_name: str
+    defaults: JobDefaults = field(default_factory=JobDefaults)
 
     async def backup(self, params: ConnectionParams, request: BackupRequest) -> BackupResult:
         """Start the Job, or read how it ended."""
         job = build_backup_job(
             self.resource,
+            defaults=self.defaults,
             secret_name=self.secret_name,
             connection=self._connection(params),
             archive_name=request.archive_name,
@@ -47,6 +49,7 @@ class JobBackup:
         """Start the restore Job (once per archive: backoffLimit 0), or read how it ended."""
         job = build_restore_job(
             self.resource,
+            defaults=self.defaults,
             secret_name=self.secret_name,
             connection=self._connection(params),
             archive_name=PurePosixPath(request.location).name,
@@ -72,11 +75,11 @@ class JobBackup:
         namespace = self.resource.metadata.namespace or "default"
         name = job["metadata"]["name"]
         try:
-            existing = await self.client.get(path("batch/v1", "jobs", namespace, name))
+            existing = await self.client.read_job(namespace, name)
             if existing is None:
                 if claim_bytes is not None and not self.resource.spec.backup.volume:
                     await self._ensure_claim(namespace, claim_bytes)
-                await self.client.create(path("batch/v1", "jobs", namespace), job)
+                await self.client.create_job(job)
                 raise BackupPending(f"{what} Job {name} started")
             return await self._report(what, namespace, name, existing)
         except KubeError as error:
@@ -100,7 +103,7 @@ class JobBackup:
             },
             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": str(size)}}},
         }
-        await self.client.create(path("v1", "persistentvolumeclaims", namespace), claim)
+        await self.client.create_claim(claim)
 
     async def _report(self, what: str, namespace: str, name: str, job: dict[str, Any]) -> dict[str, Any]:
         status: dict[str, Any] = job.get("status") or {}
@@ -113,7 +116,7 @@ class JobBackup:
             raise BackupError(f"{what} Job {name} failed")
         if not status.get("succeeded"):
             raise BackupPending(f"{what} Job {name} is running")
-        pods = await self.client.list(path("v1", "pods", namespace), label_selector=f"job-name={name}")
+        pods = await self.client.list_pods(namespace, f"job-name={name}")
         for pod in pods:
             for container in (pod.get("status") or {}).get("containerStatuses") or []:
                 message = ((container.get("state") or {}).get("terminated") or {}).get("message")

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .api import VectorMigration, VectorMigrationStatus, describe_validation_error
+from .api import JobDefaults, VectorMigration, VectorMigrationStatus, describe_validation_error
 from .builders import build_cutover_configmap, build_plan_configmap, object_name
 from .engine import (
     Advance,
@@ -33,7 +33,7 @@ from .engine import (
     step,
 )
 from .job_backup import JobBackup
-from .kube import KubeClient, KubeError, path
+from .kube import KubeClient, KubeError
 from .parallel import drop_old_tables, seconds_until_old_tables_go
 from .sql import ConnectionError_, params_from_secret
 from .status import fail, hold, set_phase
@@ -44,9 +44,6 @@ from .vocabulary import (
     ANNOTATION_PROMOTE,
     ANNOTATION_RESTORE,
     ANNOTATION_ROLLBACK,
-    API_GROUP,
-    API_VERSION,
-    PLURAL,
     Phase,
     Reason,
 )
@@ -59,6 +56,7 @@ class OperatorState:
     client: KubeClient | None = None
     runs: dict[str, Migration] = field(default_factory=dict)
     scratch: Path | None = None  # where Rebuild exports tables (the chart mounts an emptyDir)
+    job_defaults: JobDefaults = field(default_factory=JobDefaults)  # the chart's `jobs` values
 
     async def forget(self, uid: str) -> None:
         """Close a resource's database session (releasing its migration lock) and drop its run."""
@@ -121,7 +119,7 @@ async def reconcile(state: OperatorState, body: Mapping[str, Any], on_progress: 
     if state.client is not None and uid not in state.runs:
         # The event's body can be older than the object (events queue up behind a long
         # reconciliation; a status patch can be lost): with nothing in memory, read the live status.
-        live = await state.client.get(path(f"{API_GROUP}/{API_VERSION}", PLURAL, namespace, name))
+        live = await state.client.read_migration(namespace, name)
         if live is not None:
             body = {**body, "status": live.get("status")}
     current = _status_of(body)
@@ -186,7 +184,7 @@ async def reconcile(state: OperatorState, body: Mapping[str, Any], on_progress: 
     if isinstance(outcome, Hold) and outcome.reason is not Reason.DELETED and run.facts.plan is not None:
         await _publish_plan(state.client, resource, run)
     if run.status.cutover is not None:
-        await _apply_configmap(state.client, build_cutover_configmap(resource, run.status))
+        await state.client.apply_configmap(build_cutover_configmap(resource, run.status))
     consumed = (ANNOTATION_PROMOTE,) if run.promote_consumed else ()
     run.promote_consumed = False
     if isinstance(outcome, Hold | Fail) or run.status.phase.terminal:
@@ -226,7 +224,7 @@ _FINISH_WHEN_DELETED = frozenset({Phase.REINDEX, Phase.ROLLING_BACK})
 
 
 async def _being_deleted(client: KubeClient, namespace: str, name: str) -> bool:
-    live = await client.get(path(f"{API_GROUP}/{API_VERSION}", PLURAL, namespace, name))
+    live = await client.read_migration(namespace, name)
     return live is None or bool((live.get("metadata") or {}).get("deletionTimestamp"))
 
 
@@ -248,7 +246,7 @@ async def release(state: OperatorState, body: Mapping[str, Any]) -> list[tuple[s
     if state.client is None:
         return []
     claim = object_name(name, "backup")
-    await state.client.delete(path("v1", "persistentvolumeclaims", namespace, claim))
+    await state.client.delete_claim(namespace, claim)
     return [("Normal", Reason.BACKUP_DELETED.value, f"deleted the backup claim {claim} ({ANNOTATION_DELETE_BACKUP})")]
 
 
@@ -282,7 +280,7 @@ async def _prepare(
         spec=resource.spec,
         params=params,
         status=status,
-        backup=JobBackup(state.client, resource, secret_ref.name),
+        backup=JobBackup(state.client, resource, secret_ref.name, state.job_defaults),
         generation=generation,
     )
     if state.scratch is not None:
@@ -293,18 +291,7 @@ async def _prepare(
 async def _publish_plan(client: KubeClient, resource: VectorMigration, run: Migration) -> None:
     """The full plan in a ConfigMap, for a person to read before approving its hash."""
     assert run.facts.plan is not None  # noqa: S101 - checked by the caller
-    await _apply_configmap(client, build_plan_configmap(resource, run.facts.plan.as_document()))
-
-
-async def _apply_configmap(client: KubeClient, configmap: dict[str, Any]) -> None:
-    """Create a ConfigMap, or bring an existing one's annotations and data up to date."""
-    namespace = configmap["metadata"]["namespace"] or "default"
-    existing = await client.create(path("v1", "configmaps", namespace), configmap)
-    if existing.get("data") != configmap["data"]:
-        await client.patch(
-            path("v1", "configmaps", namespace, configmap["metadata"]["name"]),
-            {"metadata": {"annotations": configmap["metadata"].get("annotations", {})}, "data": configmap["data"]},
-        )
+    await client.apply_configmap(build_plan_configmap(resource, run.facts.plan.as_document()))
 
 
 # Waits that are retries of something that failed (a lock held by the application, a database
@@ -332,7 +319,4 @@ async def write_status(client: KubeClient | None, body: Mapping[str, Any], statu
     if client is None:
         return
     meta = body.get("metadata") or {}
-    await client.patch(
-        path(f"{API_GROUP}/{API_VERSION}", PLURAL, meta.get("namespace"), meta.get("name")) + "/status",
-        {"status": _dump(status)},
-    )
+    await client.patch_migration_status(str(meta.get("namespace")), str(meta.get("name")), _dump(status))

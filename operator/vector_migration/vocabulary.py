@@ -14,6 +14,15 @@ KIND = "VectorMigration"
 PLURAL = "vectormigrations"
 SINGULAR = "vectormigration"
 SHORT_NAME = "vmig"
+CATEGORIES = ("all", PLURAL)  # `kubectl get all` lists migrations beside the Jobs they start
+
+# Who the operator is, to the API server and to `kubectl describe` (an Event's "From" column).
+COMPONENT = "vector-migration-operator"
+# The finalizer that holds a resource until its deletion handler has released the database.
+FINALIZER = f"{API_GROUP}/finalizer"
+# kopf's default finalizer, which resources created by releases before 0.2 carry; it is removed
+# when they are next reconciled or deleted, so they are never stuck in Terminating.
+LEGACY_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
 
 # Annotations a person sets on a VectorMigration.
 ANNOTATION_APPROVE = f"{API_GROUP}/approve"  # value: the plan hash being approved

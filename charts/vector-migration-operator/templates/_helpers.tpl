@@ -1,14 +1,24 @@
-{{/* The release's full name, at most 63 characters (a DNS label). */}}
+{{/* The chart's name, or nameOverride. */}}
+{{- define "vmo.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The release's full name, at most 63 characters (a DNS label); fullnameOverride replaces it. */}}
 {{- define "vmo.fullname" -}}
-{{- if contains .Chart.Name .Release.Name -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := include "vmo.name" . -}}
+{{- if contains $name .Release.Name -}}
 {{- .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
 {{- define "vmo.selectorLabels" -}}
-app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/name: {{ include "vmo.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
@@ -78,4 +88,10 @@ Each line names the code that needs it.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
+{{- end -}}
+
+{{/* The operator's defaults for its Jobs, as JSON (vector_migration.api.JobDefaults). */}}
+{{- define "vmo.jobDefaults" -}}
+{{- $jobs := .Values.jobs -}}
+{{- dict "imageRepository" $jobs.imageRepository "imagePullSecrets" $jobs.imagePullSecrets "resources" $jobs.resources "nodeSelector" $jobs.nodeSelector "tolerations" $jobs.tolerations | toJson -}}
 {{- end -}}
