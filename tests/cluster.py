@@ -339,7 +339,8 @@ class JobRunner:
         namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
         pod = job["spec"]["template"]["spec"]
         container = pod["containers"][0]
-        env = {e["name"]: e["value"] for e in container.get("env", [])}
+        declared = {e["name"]: e["value"] for e in container.get("env", [])}
+        env = dict(declared)
         workdir = self.root / name
         termination = workdir / "termination-log"
         for volume in pod["volumes"]:
@@ -354,9 +355,10 @@ class JobRunner:
                 )
                 for item in volume["secret"]["items"]:
                     (directory / item["path"]).write_bytes(base64.b64decode(secret["data"][item["key"]]))
-            for key, value in list(env.items()):
-                if value == mount["mountPath"]:
-                    env[key] = str(directory)
+            for key, value in declared.items():  # as the Job declares them: a mount's path, or a file of a Secret's
+                under = "secret" in volume and value.startswith(mount["mountPath"] + "/")
+                if value == mount["mountPath"] or under:
+                    env[key] = str(directory) + value.removeprefix(mount["mountPath"])
         env["TERMINATION_LOG"] = str(termination)
         env["PATH"] = f"{self.pg_bin}:{os.environ['PATH']}"
         injected = self.fail(job)

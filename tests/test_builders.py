@@ -7,6 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import kubernetes_validate
 import pytest
 
 from vector_migration.api import VectorMigration, parse_manifest
@@ -65,6 +66,31 @@ def test_the_backup_job_runs_restricted_and_once() -> None:
     assert volumes["backup"] == {"name": "backup", "persistentVolumeClaim": {"claimName": "shop-backup"}}
     assert "emptyDir" in volumes["scratch"]
     assert volumes["database-password"]["secret"]["items"] == [{"key": "password", "path": "password"}]
+
+
+def test_a_database_ca_is_mounted_for_libpq_and_the_restore_gets_it_too() -> None:
+    for job in (
+        build_backup_job(
+            resource(), ca=("shop-db-ca", "ca.crt"), secret_name="shop-app", connection={"PGSSLMODE": "verify-full"},
+            archive_name="a.dump", tables=[], server_major=17, plan_hash="sha256:0123456789abcdef",
+        ),
+        build_restore_job(
+            resource(), ca=("shop-db-ca", "ca.crt"), secret_name="shop-app", connection={"PGSSLMODE": "verify-full"},
+            archive_name="a.dump", sha256="ab" * 32, server_major=17, keep_schema="vector_migration_keep",
+        ),
+    ):  # fmt: skip
+        pod = job["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["PGSSLROOTCERT"] == "/var/run/secrets/database-ca/ca.crt"
+        assert {"name": "database-ca", "mountPath": "/var/run/secrets/database-ca", "readOnly": True} in container[
+            "volumeMounts"
+        ]
+        (volume,) = [v for v in pod["volumes"] if v["name"] == "database-ca"]
+        assert volume["secret"]["secretName"] == "shop-db-ca"
+        assert volume["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
+        kubernetes_validate.validate(job, "1.31.0", strict=True)
+    assert "PGSSLROOTCERT" not in {e["name"] for e in backup_job()["spec"]["template"]["spec"]["containers"][0]["env"]}
 
 
 def test_the_password_is_neither_an_argument_nor_an_environment_variable() -> None:

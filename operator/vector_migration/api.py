@@ -58,11 +58,22 @@ class SecretRef(ApiModel):
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 
 
+class SecretKeyRef(ApiModel):
+    """A key of a Secret in the resource's namespace."""
+
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+    key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")] = "ca.crt"
+
+
 class DatabaseSpec(ApiModel):
     """How to reach the database. The command line takes a URL instead of the Secret."""
 
     secret_ref: SecretRef | None = None
     ssl_mode: SslMode | None = None
+    # The CA that signed the server's certificate, for sslMode verify-ca/verify-full: a Secret key
+    # (CloudNativePG's <cluster>-ca Secret holds ca.crt). Unset: a ca.crt key in secretRef's Secret,
+    # if it has one. The operator's sessions and the backup Jobs trust it alike.
+    ca_secret_ref: SecretKeyRef | None = None
 
 
 class SourceSpec(ApiModel):

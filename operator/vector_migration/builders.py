@@ -21,6 +21,7 @@ LABEL_COMPONENT = "app.kubernetes.io/component"
 
 # Paths inside the backup container; the script reads them from the environment, never from argv.
 PASSWORD_DIR = "/var/run/secrets/database"  # noqa: S105 - a mount path, not a password
+CA_DIR = "/var/run/secrets/database-ca"  # the database server's CA, when one is given
 BACKUP_DIR = "/backup"
 SCRATCH_DIR = "/tmp"  # noqa: S108 - an emptyDir, because the root filesystem is read-only
 
@@ -121,6 +122,7 @@ def build_backup_job(
     resource: VectorMigration,
     *,
     defaults: JobDefaults | None = None,
+    ca: tuple[str, str] | None = None,
     secret_name: str,
     connection: dict[str, str],
     archive_name: str,
@@ -142,6 +144,7 @@ def build_backup_job(
         container="pg-dump",
         image=_image(resource, defaults or JobDefaults(), server_major),
         defaults=defaults or JobDefaults(),
+        ca=ca,
         command=["/bin/sh", "-c", BACKUP_SCRIPT, "backup", *pattern_args],
         env={
             **connection,
@@ -157,6 +160,7 @@ def build_restore_job(
     resource: VectorMigration,
     *,
     defaults: JobDefaults | None = None,
+    ca: tuple[str, str] | None = None,
     secret_name: str,
     connection: dict[str, str],
     archive_name: str,
@@ -172,6 +176,7 @@ def build_restore_job(
         container="pg-restore",
         image=_image(resource, defaults or JobDefaults(), server_major),
         defaults=defaults or JobDefaults(),
+        ca=ca,
         command=["/bin/sh", "-c", RESTORE_SCRIPT, "restore", *restore_arguments(keep_schema)],
         env={**connection, "ARCHIVE": archive_name, "EXPECTED_SHA256": sha256},
         secret_name=secret_name,
@@ -207,12 +212,15 @@ def _database_job(
     container: str,
     image: str,
     defaults: JobDefaults,
+    ca: tuple[str, str] | None,
     command: list[str],
     env: dict[str, str],
     secret_name: str,
     archive_read_only: bool,
 ) -> dict[str, Any]:
     """A Job that runs one PostgreSQL client script against the database, restricted and once."""
+    if ca is not None:
+        env = {**env, "PGSSLROOTCERT": f"{CA_DIR}/ca.crt"}  # libpq verifies the server against it
     variables = [{"name": key, "value": value} for key, value in sorted(env.items()) if value]
     variables += [
         {"name": "PASSWORD_DIR", "value": PASSWORD_DIR},
@@ -259,6 +267,7 @@ def _database_job(
                                 {"name": "backup", "mountPath": BACKUP_DIR, "readOnly": archive_read_only},
                                 {"name": "scratch", "mountPath": SCRATCH_DIR},
                                 {"name": "database-password", "mountPath": PASSWORD_DIR, "readOnly": True},
+                                *_ca_mounts(ca),
                             ],
                         }
                     ],
@@ -273,11 +282,25 @@ def _database_job(
                                 "defaultMode": 0o400,
                             },
                         },
+                        *_ca_volumes(ca),
                     ],
                 },
             },
         },
     }
+
+
+def _ca_mounts(ca: tuple[str, str] | None) -> list[dict[str, Any]]:
+    return [] if ca is None else [{"name": "database-ca", "mountPath": CA_DIR, "readOnly": True}]
+
+
+def _ca_volumes(ca: tuple[str, str] | None) -> list[dict[str, Any]]:
+    """The CA's key of its Secret as the file ca.crt (a certificate, not a secret: readable by the group)."""
+    if ca is None:
+        return []
+    secret, key = ca
+    items = [{"key": key, "path": "ca.crt"}]
+    return [{"name": "database-ca", "secret": {"secretName": secret, "items": items, "defaultMode": 0o444}}]
 
 
 def _resources(spec: JobPlacement, defaults: JobPlacement) -> dict[str, Any]:

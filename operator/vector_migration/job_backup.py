@@ -24,12 +24,14 @@ class JobBackup:
     resource: VectorMigration
     secret_name: str
     defaults: JobDefaults = field(default_factory=JobDefaults)
+    ca: tuple[str, str] | None = None  # (Secret, key) of the database server's CA, mounted for libpq
 
     async def backup(self, params: ConnectionParams, request: BackupRequest) -> BackupResult:
         """Start the Job, or read how it ended."""
         job = build_backup_job(
             self.resource,
             defaults=self.defaults,
+            ca=self.ca,
             secret_name=self.secret_name,
             connection=self._connection(params),
             archive_name=request.archive_name,
@@ -50,6 +52,7 @@ class JobBackup:
         job = build_restore_job(
             self.resource,
             defaults=self.defaults,
+            ca=self.ca,
             secret_name=self.secret_name,
             connection=self._connection(params),
             archive_name=PurePosixPath(request.location).name,
@@ -62,13 +65,8 @@ class JobBackup:
     def _connection(self, params: ConnectionParams) -> dict[str, str]:
         if params.password is None:
             raise BackupError(f"secret {self.secret_name} has no 'password' key, which the Jobs mount")
-        return {
-            "PGHOST": params.host or "",
-            "PGPORT": str(params.port or ""),
-            "PGDATABASE": params.dbname or "",
-            "PGUSER": params.user or "",
-            "PGSSLMODE": params.sslmode or "",
-        }
+        # The operator's own file paths mean nothing in the Job's pod: its CA is mounted (ca).
+        return {key: value for key, value in params.libpq_environment(None).items() if key != "PGSSLROOTCERT"}
 
     async def _run_job(self, what: str, job: dict[str, Any], claim_bytes: int | None) -> dict[str, Any]:
         """Create the Job if it does not exist; its report (termination message) once it succeeded."""

@@ -263,16 +263,23 @@ async def _prepare(
     secret_ref = resource.spec.database.secret_ref
     if secret_ref is None:
         return Fail(Reason.INVALID_SPEC, "spec.database.secretRef is required when the operator runs a migration")
+    credentials = await _secret(state.client, namespace, secret_ref.name)
+    if isinstance(credentials, Fail):
+        return credentials
+    ca = _ca_source(resource, credentials)
+    ca_pem: str | None = None
+    if ca is not None:
+        holder = credentials if ca[0] == secret_ref.name else await _secret(state.client, namespace, ca[0])
+        if isinstance(holder, Fail):
+            return holder
+        if ca[1] not in holder:
+            return Fail(
+                Reason.SECRET_UNAVAILABLE,
+                f"secret {namespace}/{ca[0]} has no key {ca[1]!r} (spec.database.caSecretRef)",
+            )
+        ca_pem = holder[ca[1]]
     try:
-        data = await state.client.secret_data(namespace, secret_ref.name)
-    except KubeError as error:
-        if error.transient:
-            raise  # the API server said "not now": the handler retries shortly
-        return Fail(Reason.SECRET_UNAVAILABLE, f"cannot read secret {namespace}/{secret_ref.name}: {error}")
-    if data is None:
-        return Fail(Reason.SECRET_UNAVAILABLE, f"secret {namespace}/{secret_ref.name} does not exist")
-    try:
-        params = params_from_secret(data, resource.spec.database.ssl_mode)
+        params = params_from_secret(credentials, resource.spec.database.ssl_mode, ca_pem)
     except ConnectionError_ as error:
         return Fail(Reason.SECRET_UNAVAILABLE, f"secret {namespace}/{secret_ref.name}: {error}")
     migration = Migration(
@@ -280,12 +287,35 @@ async def _prepare(
         spec=resource.spec,
         params=params,
         status=status,
-        backup=JobBackup(state.client, resource, secret_ref.name, state.job_defaults),
+        backup=JobBackup(state.client, resource, secret_ref.name, state.job_defaults, ca),
         generation=generation,
     )
     if state.scratch is not None:
         migration.scratch = state.scratch
     return migration
+
+
+async def _secret(client: KubeClient, namespace: str, name: str) -> dict[str, str] | Fail:
+    """A Secret's decoded data, or the failure a person fixes; a transient answer raises (the handler retries)."""
+    try:
+        data = await client.secret_data(namespace, name)
+    except KubeError as error:
+        if error.transient:
+            raise
+        return Fail(Reason.SECRET_UNAVAILABLE, f"cannot read secret {namespace}/{name}: {error}")
+    if data is None:
+        return Fail(Reason.SECRET_UNAVAILABLE, f"secret {namespace}/{name} does not exist")
+    return data
+
+
+def _ca_source(resource: VectorMigration, credentials: dict[str, str]) -> tuple[str, str] | None:
+    """(Secret, key) of the server's CA: spec.database.caSecretRef, else the credentials' own ca.crt."""
+    database = resource.spec.database
+    if database.ca_secret_ref is not None:
+        return database.ca_secret_ref.name, database.ca_secret_ref.key
+    if "ca.crt" in credentials and database.secret_ref is not None:
+        return database.secret_ref.name, "ca.crt"
+    return None
 
 
 async def _publish_plan(client: KubeClient, resource: VectorMigration, run: Migration) -> None:

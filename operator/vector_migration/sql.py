@@ -10,16 +10,18 @@ validated by the API models.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
+import ssl as ssl_module
 import stat
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
+from asyncpg import connect_utils
 
 # Pinned on every session: a function or operator planted in a user-writable schema cannot
 # shadow a catalog one (the CVE-2018-1058 class). Every object is schema-qualified instead.
@@ -55,36 +57,65 @@ def operator_ref(schema: str, operator: str) -> str:
     return f"OPERATOR({quote_ident(schema)}.{operator})"
 
 
+# libpq connection settings asyncpg does not implement. In a URL, asyncpg would send them to the
+# server as run-time settings, which fails later and less clearly; they are refused by name.
+LIBPQ_SETTINGS_NOT_HONOURED = frozenset({
+    "options", "connect_timeout", "client_encoding", "fallback_application_name", "keepalives",
+    "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout", "hostaddr",
+    "sslcompression", "sslcrldir", "sslsni", "sslcertmode", "requirepeer", "gssencmode", "channel_binding",
+    "require_auth", "gssdelegation", "replication", "load_balance_hosts", "sslkeylogfile",
+    "min_protocol_version", "max_protocol_version",
+})  # fmt: skip
+_VERIFYING_MODES = ("require", "verify-ca", "verify-full")
+
+
 @dataclass(frozen=True)
 class ConnectionParams:
-    """libpq connection parameters; the password is never part of repr() or str()."""
+    """libpq connection parameters as the driver resolved them; the password is never part of repr() or str()."""
 
-    host: str | None = None
+    host: str | None = None  # the first host: a name, an address or a socket directory
     port: int | None = None
     dbname: str | None = None
     user: str | None = None
     password: str | None = field(default=None, repr=False)
     sslmode: str | None = None
+    # Every (host, port) the connection may try, in order (libpq's multi-host lists); empty: host and port.
+    hosts: tuple[tuple[str, int | None], ...] = ()
+    target_session_attrs: str | None = None
+    sslrootcert: str | None = None  # a CA file, for this process's children (pg_dump, pg_restore) too
+    # The TLS settings the driver built (CA, client certificate), or one built from a Secret's CA.
+    ssl_context: ssl_module.SSLContext | None = field(default=None, repr=False, compare=False)
 
     def describe(self) -> str:
         """A secret-free description for messages and logs."""
-        where = self.host or "localhost"
-        port = f":{self.port}" if self.port else ""
-        return f"{self.user or '(default user)'}@{where}{port}/{self.dbname or '(default database)'}"
+        addresses = self.hosts or ((self.host or "localhost", self.port),)
+        where = ",".join(f"{host}:{port}" if port else host for host, port in addresses)
+        return f"{self.user or '(default user)'}@{where}/{self.dbname or '(default database)'}"
 
     def with_database(self, dbname: str) -> ConnectionParams:
         """The same server, another database."""
-        return ConnectionParams(self.host, self.port, dbname, self.user, self.password, self.sslmode)
+        return dataclasses.replace(self, dbname=dbname)
+
+    def ssl_argument(self) -> ssl_module.SSLContext | str | None:
+        """What asyncpg's ``ssl`` takes: the context when the mode verifies or requires TLS, else the mode."""
+        if self.ssl_context is not None and self.sslmode in _VERIFYING_MODES:
+            return self.ssl_context
+        return self.sslmode
 
     def libpq_environment(self, passfile: Path | None) -> dict[str, str]:
         """Environment for pg_dump/pg_restore: parameters as PG* variables, the password only in a file."""
+        addresses = self.hosts or ((self.host or "", self.port),)
+        hosts = ",".join(host for host, _ in addresses)
+        ports = ",".join(str(port or "") for _, port in addresses).strip(",")
         env: dict[str, str] = {}
         for key, value in (
-            ("PGHOST", self.host),
-            ("PGPORT", str(self.port) if self.port else None),
+            ("PGHOST", hosts),
+            ("PGPORT", ports),
             ("PGDATABASE", self.dbname),
             ("PGUSER", self.user),
             ("PGSSLMODE", self.sslmode),
+            ("PGTARGETSESSIONATTRS", self.target_session_attrs),
+            ("PGSSLROOTCERT", self.sslrootcert),
         ):
             if value:
                 env[key] = value
@@ -98,70 +129,122 @@ class ConnectionError_(ValueError):
 
 
 def parse_database_url(url: str, sslmode: str | None = None) -> ConnectionParams:
-    """Parse a postgresql:// URL (host may be a socket directory given as ?host=/path)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("postgres", "postgresql"):
-        raise ConnectionError_("database URL must start with postgresql://")
-    query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    """Resolve a postgresql:// URL as the driver does.
+
+    That takes in libpq's PG* variables, passfile and service file, multi-host lists,
+    target_session_attrs, sslrootcert/sslcert/sslkey. A setting the driver cannot honour is
+    refused by name; nothing is silently dropped.
+    """
     try:
-        port = parts.port
-    except ValueError:
-        raise ConnectionError_("database URL has an invalid port") from None
-    host = unquote(parts.hostname) if parts.hostname else query.get("host")
-    if "port" in query and port is None:
-        if not query["port"].isdigit():
-            raise ConnectionError_("database URL has an invalid port")
-        port = int(query["port"])
+        # asyncpg's own resolution (private, hence the pinned minor in pyproject.toml): the very
+        # code that will connect, so what is described, checked and dumped is what is connected to.
+        addresses, resolved = connect_utils._parse_connect_dsn_and_args(
+            dsn=url, host=None, port=None, user=None, password=None, passfile=None, database=None,
+            ssl=sslmode, service=None, servicefile=None, direct_tls=None, server_settings=None,
+            target_session_attrs=None, krbsrvname=None, gsslib=None,
+        )  # fmt: skip
+    except (ValueError, asyncpg.ClientConfigurationError, OSError) as error:
+        raise ConnectionError_(f"database URL: {_one_line(error, url)}") from None
+    refused = sorted(set(resolved.server_settings or {}) & LIBPQ_SETTINGS_NOT_HONOURED)
+    if refused:
+        raise ConnectionError_(
+            f"database URL: {', '.join(refused)}: a libpq setting the driver (asyncpg) cannot honour; remove it"
+        )
+    hosts = tuple(_address(address) for address in addresses)
+    mode = resolved.sslmode.name.replace("_", "-") if resolved.sslmode is not None else None
+    query = parse_qs(urlsplit(url).query)
+    rootcert = query["sslrootcert"][-1] if query.get("sslrootcert") else os.environ.get("PGSSLROOTCERT")
     return ConnectionParams(
-        host=host,
-        port=port,
-        dbname=unquote(parts.path.lstrip("/")) or query.get("dbname"),
-        user=unquote(parts.username) if parts.username else query.get("user"),
-        password=unquote(parts.password) if parts.password else query.get("password"),
-        sslmode=sslmode or query.get("sslmode"),
+        host=hosts[0][0] if hosts else None,
+        port=hosts[0][1] if hosts else None,
+        dbname=resolved.database,
+        user=resolved.user,
+        password=resolved.password,
+        sslmode=mode if (sslmode or mode != "prefer" or rootcert) else None,
+        hosts=hosts if len(hosts) > 1 else (),
+        target_session_attrs=(
+            resolved.target_session_attrs.value if resolved.target_session_attrs.value != "any" else None
+        ),
+        sslrootcert=rootcert,
+        ssl_context=resolved.ssl if isinstance(resolved.ssl, ssl_module.SSLContext) else None,
     )
 
 
-def params_from_secret(data: dict[str, str], sslmode: str | None = None) -> ConnectionParams:
-    """Connection parameters from a Secret's decoded keys (CloudNativePG's app-secret layout)."""
+def _address(address: tuple[str, int] | str) -> tuple[str, int | None]:
+    """A (host, port) from the driver's address: a TCP pair, or a socket file path ".../.s.PGSQL.<port>"."""
+    if isinstance(address, tuple):
+        return address[0], address[1]
+    directory, _, name = address.rpartition("/")
+    port = name.removeprefix(".s.PGSQL.")
+    return directory or "/", int(port) if port.isdigit() else None
+
+
+def _one_line(error: BaseException, url: str) -> str:
+    """The driver's message on one line, without the password the URL may hold."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    password = urlsplit(url).password
+    return text.replace(password, "********") if password else text
+
+
+def server_ca_context(ca_pem: str, sslmode: str | None) -> ssl_module.SSLContext:
+    """TLS that trusts one CA (a Secret's ca.crt); host names are checked under verify-full only."""
+    context = ssl_module.create_default_context(cadata=ca_pem)
+    context.check_hostname = sslmode == "verify-full"
+    return context
+
+
+def params_from_secret(data: dict[str, str], sslmode: str | None = None, ca_pem: str | None = None) -> ConnectionParams:
+    """Connection parameters from a Secret's decoded keys (CloudNativePG's app-secret layout).
+
+    With a CA (the Secret's own ``ca.crt`` or one from spec.database.caSecretRef), the server's
+    certificate is verified against it; libpq does the same under ``require`` when it has a root
+    certificate, so ``require`` verifies the CA too, and ``verify-full`` the host name as well.
+    """
     if data.get("uri"):
         params = parse_database_url(data["uri"], sslmode)
         if params.password is None and data.get("password"):
-            params = ConnectionParams(
-                params.host, params.port, params.dbname, params.user, data["password"], params.sslmode
-            )
+            params = dataclasses.replace(params, password=data["password"])
+    else:
+        missing = [key for key in ("host", "dbname") if not data.get(key)]
+        if not (data.get("user") or data.get("username")):
+            missing.append("user")
+        if missing:
+            raise ConnectionError_(f"secret lacks key(s) {', '.join(missing)} (or a 'uri' key)")
+        port = data.get("port")
+        if port is not None and not port.isdigit():
+            raise ConnectionError_("secret key 'port' is not a number")
+        params = ConnectionParams(
+            host=data["host"],
+            port=int(port) if port else None,
+            dbname=data["dbname"],
+            user=data.get("user") or data.get("username"),
+            password=data.get("password"),
+            sslmode=sslmode,
+        )
+    if ca_pem is None:
         return params
-    missing = [key for key in ("host", "dbname") if not data.get(key)]
-    if not (data.get("user") or data.get("username")):
-        missing.append("user")
-    if missing:
-        raise ConnectionError_(f"secret lacks key(s) {', '.join(missing)} (or a 'uri' key)")
-    port = data.get("port")
-    if port is not None and not port.isdigit():
-        raise ConnectionError_("secret key 'port' is not a number")
-    return ConnectionParams(
-        host=data["host"],
-        port=int(port) if port else None,
-        dbname=data["dbname"],
-        user=data.get("user") or data.get("username"),
-        password=data.get("password"),
-        sslmode=sslmode,
-    )
+    mode = params.sslmode or "verify-full"  # a CA given and no mode: verify, as CloudNativePG's clients do
+    if mode not in _VERIFYING_MODES:
+        raise ConnectionError_(f"a CA is given but sslMode is {mode}, which would not use it")
+    try:
+        context = server_ca_context(ca_pem, mode)
+    except (ssl_module.SSLError, ValueError) as error:
+        raise ConnectionError_(f"the CA certificate cannot be read: {_one_line(error, '')}") from None
+    return dataclasses.replace(params, sslmode=mode, ssl_context=context)
 
 
 async def connect(params: ConnectionParams, *, timeout: float = 10.0) -> asyncpg.Connection:
     """Open a session with the pinned search_path; failures name the server, never the password."""
-    ssl: Any = None
-    if params.sslmode in ("require", "verify-ca", "verify-full", "prefer", "allow", "disable"):
-        ssl = params.sslmode
+    addresses = params.hosts or ((params.host, params.port),)
     try:
         return await asyncpg.connect(
-            host=params.host,
-            port=params.port,
+            host=[host for host, _ in addresses] if params.hosts else params.host,
+            port=[port for _, port in addresses] if params.hosts else params.port,
             database=params.dbname,
             user=params.user,
             password=params.password,
-            ssl=ssl,
+            ssl=params.ssl_argument(),
+            target_session_attrs=params.target_session_attrs,
             timeout=timeout,
             server_settings={"search_path": PINNED_SEARCH_PATH, "application_name": APPLICATION_NAME},
         )
