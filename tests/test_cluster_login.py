@@ -52,7 +52,7 @@ async def test_in_a_pod_the_service_account_runs_a_whole_migration_over_tls(
 
         assert phase(done) == "Succeeded", done["status"]["message"]
         assert condition(done, "Ready")["status"] == "True"
-        assert runner.started == ["shop-backup-2ff5a404"]  # the Job was created through the same login
+        assert runner.started == ["shop-backup-17252dab"]  # the Job was created through the same login
         assert cluster.authenticator.rejected == 0
     assert (await snapshot(conn)).rows == before.rows
 

@@ -69,7 +69,7 @@ async def test_apply_and_the_migration_becomes_ready(
         assert condition(done, "Stalled")["status"] == "False"
         assert condition(done, "BackupCompleted")["status"] == "True"
         assert (argo_health(done)[0], kstatus(done), kubectl_wait_ready(done)) == ("Healthy", "Current", True)
-        assert done["status"]["backup"]["location"] == f"pvc/shop-backup/{database.dbname}-default_shop-2ff5a404.dump"
+        assert done["status"]["backup"]["location"] == f"pvc/shop-backup/{database.dbname}-default_shop-17252dab.dump"
         jobs = await cluster.list("batch/v1", "jobs")
         assert [j["metadata"]["name"] for j in jobs] == runner.started
         assert jobs[0]["metadata"]["ownerReferences"][0]["kind"] == "VectorMigration"

@@ -163,6 +163,8 @@ class SourceInventory:
     settings: list[SavedSetting] = field(default_factory=list)
     dependents: list[Dependent] = field(default_factory=list)
     row_counts: dict[tuple[str, str], int] = field(default_factory=dict)
+    # The role owning each migrated table: statements that may run its code run as it.
+    owners: dict[tuple[str, str], str] = field(default_factory=dict)
     blockers: list[Blocker] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     # (relation oid, column number or 0) of columns and indexes already refused with a blocker
@@ -280,6 +282,7 @@ async def read_inventory(
         casts=await read_casts(conn, list(source_types)),
     )
     await _read_columns(conn, spec, inventory)
+    await _read_owners(conn, inventory)
     await _read_indexes(conn, inventory)
     await _read_views(conn, inventory)
     await _read_dependents(conn, inventory)
@@ -291,6 +294,18 @@ async def read_inventory(
             f"SELECT pg_catalog.count(*) FROM {qualify(schema, table)}"
         )
     return inventory
+
+
+async def _read_owners(conn: asyncpg.Connection, inv: SourceInventory) -> None:
+    rows = await conn.fetch(
+        """
+        SELECT n.nspname, c.relname, pg_catalog.pg_get_userbyid(c.relowner) AS owner
+          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.oid = ANY($1::pg_catalog.oid[])
+        """,
+        sorted({column.table_oid for column in inv.columns}),
+    )
+    inv.owners = {(row["nspname"], row["relname"]): row["owner"] for row in rows}
 
 
 async def _read_columns(conn: asyncpg.Connection, spec: VectorMigrationSpec, inv: SourceInventory) -> None:

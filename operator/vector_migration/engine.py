@@ -74,7 +74,15 @@ from .measure import (
     table_checksum,
 )
 from .plan import ColumnKey, MigrationPlan, PlanningError, Statement, build_plan, column_key
-from .sql import ConnectionParams, DatabaseUnavailable, connect, qualify, quote_ident, set_local_timeouts
+from .sql import (
+    ConnectionParams,
+    DatabaseUnavailable,
+    connect,
+    qualify,
+    quote_ident,
+    run_as_role,
+    set_local_timeouts,
+)
 from .status import condition, fail, hold, record_timing, set_condition, set_phase, summarize, timing_key, warn
 from .surface import MappingError, TargetSurface, discover, map_type, method_kind, source_library
 from .table_copy import COPY_TEXT, copy_format
@@ -677,7 +685,10 @@ async def _convert(
             await _copy(m, statement, exports, progress)
             continue
         async with _index_progress(m, statement.sql if building else None):
-            await conn.execute(statement.sql)
+            if statement.run_as:
+                await run_as_role(conn, statement.run_as, statement.sql)
+            else:
+                await conn.execute(statement.sql)
         if statement.step == "create-target-extension":
             real = await discover(conn, surface.extension, m.facts.source_library, collides=surface.collides)
             if real.summary() != surface.summary():

@@ -52,6 +52,14 @@ class Statement:
     sql: str
     # (schema, table) of a Rebuild COPY step, which the engine runs through asyncpg's COPY API
     table: tuple[str, str] | None = None
+    # The role whose code the statement may run (a table's CHECK constraints, generated columns,
+    # index expressions and predicates, TRUNCATE triggers; a materialized view's query): it runs as
+    # that role, in a SECURITY DEFINER function the role's code cannot SET ROLE out of.
+    run_as: str | None = None
+
+    def hashed(self) -> list[str]:
+        """What the plan hash covers of this statement (the role only when it switches)."""
+        return [self.step, self.sql, *([self.run_as] if self.run_as else [])]
 
 
 @dataclass(frozen=True)
@@ -115,7 +123,7 @@ class MigrationPlan:
         """A stable digest of what will run: the same database and spec give the same hash."""
         document = {
             "route": self.route,
-            "swap": [[s.step, s.sql] for s in self.swap],
+            "swap": [s.hashed() for s in self.swap],
             "concurrent": [r.definition for r in self.concurrent_rebuilds],
             "surface": self.surface,
         }
@@ -128,7 +136,9 @@ class MigrationPlan:
             "planHash": self.plan_hash,
             "route": self.route,
             "target": self.surface,
-            "swapTransaction": [{"step": s.step, "sql": s.sql} for s in self.swap],
+            "swapTransaction": [
+                {"step": s.step, "sql": s.sql, **({"runAs": s.run_as} if s.run_as else {})} for s in self.swap
+            ],
             "afterCommit": [{"step": "reindex-concurrently", "sql": r.definition} for r in self.concurrent_rebuilds],
             "warnings": list(self.warnings),
         }
@@ -188,7 +198,7 @@ def build_plan(
         for s, t in tables
         for statement in (
             Statement("export", f"COPY {qualify(s, t)} TO STDOUT (FORMAT {copy_format})", (s, t)),
-            Statement("empty-table", f"TRUNCATE ONLY {qualify(s, t)}"),
+            Statement("empty-table", f"TRUNCATE ONLY {qualify(s, t)}", run_as=inventory.owners.get((s, t))),
         )
     ]
     statements: list[Statement] = []
@@ -201,17 +211,25 @@ def build_plan(
             statements.append(lock)
         statements += _drop_dependents(inventory)
         statements += empty_tables if rebuilding else []
-        statements += [_alter_columns(conversions, s, t, stage="direct") for s, t in tables]
+        statements += [
+            _alter_columns(conversions, s, t, stage="direct", owner=inventory.owners.get((s, t))) for s, t in tables
+        ]
         statements.append(drop_source)
     else:
         if tables:
             statements.append(lock)
         statements += _drop_dependents(inventory)
         statements += empty_tables if rebuilding else []
-        statements += [_alter_columns(conversions, s, t, stage="to-intermediate") for s, t in tables]
+        statements += [
+            _alter_columns(conversions, s, t, stage="to-intermediate", owner=inventory.owners.get((s, t)))
+            for s, t in tables
+        ]
         statements.append(drop_source)
         statements.append(create_target)
-        statements += [_alter_columns(conversions, s, t, stage="from-intermediate") for s, t in tables]
+        statements += [
+            _alter_columns(conversions, s, t, stage="from-intermediate", owner=inventory.owners.get((s, t)))
+            for s, t in tables
+        ]
     for view in inventory.views:
         statements += _recreate_view(view)
     statements += [Statement("carry-setting", c.statement) for c in settings if c.statement]
@@ -288,7 +306,9 @@ def _conversion(
     return ColumnConversion(column, target_type, type_sql, path)
 
 
-def _alter_columns(conversions: tuple[ColumnConversion, ...], schema: str, table: str, *, stage: str) -> Statement:
+def _alter_columns(
+    conversions: tuple[ColumnConversion, ...], schema: str, table: str, *, stage: str, owner: str | None
+) -> Statement:
     """One ALTER TABLE per table, so a table with several vector columns is rewritten once.
 
     stage "direct": source type straight to the target type (both installed at once);
@@ -310,7 +330,7 @@ def _alter_columns(conversions: tuple[ColumnConversion, ...], schema: str, table
             via = "" if conversion.cast_path == "direct" else f"::{intermediate}"
             clauses.append(f"ALTER COLUMN {name} TYPE {target} USING {name}{via}::{target}")
     step = "convert-to-intermediate" if stage == "to-intermediate" else "convert-columns"
-    return Statement(step, f"ALTER TABLE {qualify(schema, table)} " + ", ".join(clauses))
+    return Statement(step, f"ALTER TABLE {qualify(schema, table)} " + ", ".join(clauses), run_as=owner)
 
 
 _BUILTIN_TYPES = {"real[]": "pg_catalog.float4[]", "text": "pg_catalog.text"}
@@ -398,7 +418,8 @@ def _recreate_view(view: SavedView) -> list[Statement]:
     if view.materialized:
         create += " WITH DATA" if view.populated else " WITH NO DATA"
     statements = [
-        Statement("recreate-dependent", create),
+        # CREATE MATERIALIZED VIEW runs the view's query: as its owner, who then owns it as before
+        Statement("recreate-dependent", create, run_as=view.owner if view.materialized else None),
         Statement("recreate-dependent", f"ALTER {kind} {name} OWNER TO {quote_ident(view.owner)}"),
     ]
     statements += [Statement("recreate-dependent", definition) for definition in view.index_definitions]

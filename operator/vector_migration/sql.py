@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import os
 import ssl as ssl_module
 import stat
@@ -266,6 +267,34 @@ async def set_local_timeouts(conn: asyncpg.Connection, lock_timeout: str, statem
     """
     await conn.execute("SELECT pg_catalog.set_config('lock_timeout', $1, true)", lock_timeout)
     await conn.execute("SELECT pg_catalog.set_config('statement_timeout', $1, true)", statement_timeout)
+
+
+async def run_as_role(conn: asyncpg.Connection, role: str, statement: str) -> None:
+    """Run one statement as ``role``, so the role's own code it evaluates cannot use our privileges.
+
+    A table owner's code (a CHECK constraint, a generated column, an index expression, a
+    materialized view's query) runs with the privileges of whoever runs the statement. PostgreSQL's
+    own maintenance commands switch to the table's owner in a security-restricted operation for
+    this reason (CVE-2022-1552). SQL cannot enter that state, and ``SET ROLE`` alone is escaped by
+    a ``RESET ROLE`` in the owner's code; but SET ROLE and SET SESSION AUTHORIZATION are refused
+    inside a SECURITY DEFINER function. So the statement runs inside a transient one, owned by
+    the role, with a pinned search_path, created and dropped in a savepoint of the caller's
+    transaction (nobody else ever sees it).
+    """
+    if role == await conn.fetchval("SELECT pg_catalog.current_user()"):
+        await conn.execute(statement)
+        return
+    function = f"pg_temp.{quote_ident('vector_migration_as_' + hashlib.sha256(role.encode()).hexdigest()[:16])}"
+    signature = f"{function}(pg_catalog.text)"
+    async with conn.transaction():
+        await conn.execute(
+            f"CREATE FUNCTION {signature} RETURNS void LANGUAGE plpgsql SECURITY DEFINER "
+            "SET search_path = pg_catalog, pg_temp AS $body$ BEGIN EXECUTE $1; END $body$"
+        )
+        await conn.execute(f"REVOKE ALL ON FUNCTION {signature} FROM PUBLIC")
+        await conn.execute(f"ALTER FUNCTION {signature} OWNER TO {quote_ident(role)}")
+        await conn.execute(f"SELECT {function}($1)", statement)
+        await conn.execute(f"DROP FUNCTION {signature}")
 
 
 @contextlib.asynccontextmanager
