@@ -6,12 +6,13 @@ rejected so a typo in a manifest is an error naming the field, never a silently 
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from .vocabulary import (
@@ -30,6 +31,34 @@ from .vocabulary import (
 _DURATION = r"^[0-9]+(us|ms|s|min|h|d)?$"
 # Memory spellings accepted for maintenance_work_mem.
 _MEMORY = r"^[0-9]+(kB|MB|GB|TB)$"
+_DURATION_MS = {"us": 0.001, "ms": 1, "s": 1_000, "min": 60_000, "h": 3_600_000, "d": 86_400_000, "": 1}
+_MEMORY_KB = {"kB": 1, "MB": 1 << 10, "GB": 1 << 20, "TB": 1 << 30}
+PG_INT_MAX = (1 << 31) - 1  # PostgreSQL keeps lock_timeout, statement_timeout and maintenance_work_mem in an int
+
+
+def _at_most_ms(limit: float, described: str) -> AfterValidator:
+    """A duration (PostgreSQL's spelling; no unit is milliseconds) no longer than ``limit`` ms."""
+
+    def check(value: str | None) -> str | None:
+        if value is not None:
+            number, unit = re.fullmatch(r"([0-9]+)([a-z]*)", value).groups()  # type: ignore[union-attr]
+            if int(number) * _DURATION_MS[unit] > limit:
+                raise ValueError(f"at most {described}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _at_most_kb(value: str) -> str:
+    number, unit = re.fullmatch(r"([0-9]+)([a-zA-Z]+)", value).groups()  # type: ignore[union-attr]
+    if int(number) * _MEMORY_KB[unit] > PG_INT_MAX:
+        raise ValueError("at most 2147483647kB (PostgreSQL's limit)")
+    return value
+
+
+_PG_DURATION = _at_most_ms(PG_INT_MAX, "2147483647ms, about 24 days (PostgreSQL's limit)")
+_LONG_DURATION = _at_most_ms(3650 * 86_400_000, "3650d")
+
 # Durations and sizes are short; a bound lets the API server price the CRD's CEL rule, which
 # compares them, within its cost budget (an unbounded string costs as much as a 3 MB request).
 _SETTING_LENGTH = 24
@@ -194,7 +223,9 @@ class ReindexSpec(ApiModel):
     """How target indexes are built. Parameters override saved index storage parameters."""
 
     mode: ReindexMode = ReindexMode.ATOMIC
-    maintenance_work_mem: Annotated[str, Field(pattern=_MEMORY, max_length=_SETTING_LENGTH)] = "1GB"
+    maintenance_work_mem: Annotated[
+        str, Field(pattern=_MEMORY, max_length=_SETTING_LENGTH), AfterValidator(_at_most_kb)
+    ] = "1GB"
     parameters: dict[str, int | str] = Field(default_factory=dict, max_length=32)
 
     @field_validator("parameters")
@@ -233,13 +264,13 @@ class ParallelSpec(ApiModel):
     # None: as fast as the database allows; a number bounds the backfill's load on a busy primary.
     rows_per_second: Annotated[int | None, Field(ge=1)] = None
     # The replaced pgvector tables stay (kept in sync, so a swap back loses nothing) this long.
-    keep_old_for: Annotated[str, Field(pattern=_DURATION, max_length=_SETTING_LENGTH)] = "24h"
+    keep_old_for: Annotated[str, Field(pattern=_DURATION, max_length=_SETTING_LENGTH), _LONG_DURATION] = "24h"
 
 
 class PauseSpec(ApiModel):
     """A pause between cutover steps: for a duration, or (no duration) until promoted."""
 
-    duration: Annotated[str | None, Field(pattern=_DURATION, max_length=_SETTING_LENGTH)] = None
+    duration: Annotated[str | None, Field(pattern=_DURATION, max_length=_SETTING_LENGTH), _LONG_DURATION] = None
 
 
 class CutoverStep(ApiModel):
@@ -313,8 +344,8 @@ class VectorMigrationSpec(ApiModel):
     backup: BackupSpec = Field(default_factory=BackupSpec)
     approval: Approval = Approval.AUTOMATIC
     dry_run: bool = False
-    lock_timeout: Annotated[str, Field(pattern=_DURATION, max_length=_SETTING_LENGTH)] = "5s"
-    statement_timeout: Annotated[str, Field(pattern=_DURATION, max_length=_SETTING_LENGTH)] = "6h"
+    lock_timeout: Annotated[str, Field(pattern=_DURATION, max_length=_SETTING_LENGTH), _PG_DURATION] = "5s"
+    statement_timeout: Annotated[str, Field(pattern=_DURATION, max_length=_SETTING_LENGTH), _PG_DURATION] = "6h"
     reindex: ReindexSpec = Field(default_factory=ReindexSpec)
     verify: VerifySpec = Field(default_factory=VerifySpec)
     rollback: RollbackSpec = Field(default_factory=RollbackSpec)
@@ -520,13 +551,28 @@ class VectorMigrationStatus(ApiModel):
 
 
 class ObjectMeta(BaseModel):
-    """The part of Kubernetes metadata the engine reads; the rest is kept as given."""
+    """Kubernetes object metadata: the fields the engine reads, and the others an API server sets.
 
-    model_config = ConfigDict(extra="allow")
+    A field Kubernetes does not know (a typo) is refused, as `kubectl apply --validate=strict` does.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, alias_generator=to_camel)
 
     name: Annotated[str, Field(min_length=1, max_length=253)]
-    namespace: str | None = None
+    namespace: Annotated[str | None, Field(max_length=63)] = None
     generation: int | None = None
+    uid: str | None = None
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+    generate_name: str | None = None
+    resource_version: str | None = None
+    creation_timestamp: str | None = None
+    deletion_timestamp: str | None = None
+    deletion_grace_period_seconds: int | None = None
+    finalizers: list[str] | None = None
+    owner_references: list[dict[str, Any]] | None = None
+    managed_fields: list[dict[str, Any]] | None = None
+    self_link: str | None = None
 
 
 class VectorMigration(ApiModel):
@@ -543,21 +589,55 @@ class SpecError(ValueError):
     """A manifest that is not a valid VectorMigration; the message names the field."""
 
 
+MAX_MANIFEST_BYTES = 1 << 20  # kubectl's own limit on an object is 1.5 MiB (etcd's); a migration needs far less
+
+
+class _ManifestLoader(yaml.SafeLoader):
+    """YAML without aliases: a manifest needs none, and expanding them is how a small file becomes a huge one."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(
+                None, None, f"aliases (*{event.anchor}) are not accepted in a manifest", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
 def load_manifest(path: Path) -> VectorMigration:
-    """Read a VectorMigration manifest, turning validation errors into one readable line each."""
+    """Read a VectorMigration manifest, turning every problem into one readable line."""
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as error:
-        raise SpecError(f"{path}: cannot read manifest: {error}") from error
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_MANIFEST_BYTES + 1)
+    except OSError as error:
+        raise SpecError(f"{path}: cannot read manifest: {error.strerror or error}") from None
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise SpecError(f"{path}: the manifest is larger than {MAX_MANIFEST_BYTES // 1024} KiB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise SpecError(f"{path}: not UTF-8 at byte {error.start}") from None
+    try:
+        document = yaml.load(text, Loader=_ManifestLoader)  # noqa: S506 - a SafeLoader, aliases refused
+    except yaml.YAMLError as error:
+        raise SpecError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
     if not isinstance(document, dict):
         raise SpecError(f"{path}: expected a VectorMigration object, found {type(document).__name__}")
     return parse_manifest(document, origin=str(path))
 
 
 def parse_manifest(document: dict[str, Any], origin: str = "manifest") -> VectorMigration:
-    """Validate a manifest already parsed from YAML or JSON."""
+    """Validate a manifest already parsed from YAML or JSON, strictly, as the API server would.
+
+    Strict JSON validation: "20" is not a number and "no" not a boolean (the API server refuses
+    both; pydantic's lax mode would coerce them).
+    """
     try:
-        return VectorMigration.model_validate(document)
+        encoded = json.dumps(document, default=str)
+    except (TypeError, ValueError) as error:
+        raise SpecError(f"{origin}: {error}") from None
+    try:
+        return VectorMigration.model_validate_json(encoded, strict=True)
     except ValidationError as error:
         raise SpecError(f"{origin}: {describe_validation_error(error)}") from None
 

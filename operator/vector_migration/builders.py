@@ -98,7 +98,7 @@ def labels(resource: VectorMigration, component: str) -> dict[str, str]:
 
 def owner_reference(resource: VectorMigration) -> dict[str, Any]:
     """Makes the child garbage-collected with the resource."""
-    uid = (resource.metadata.model_extra or {}).get("uid")
+    uid = resource.metadata.uid
     if not uid:
         raise ValueError("the resource has no metadata.uid (was it read from the API server?)")
     return {

@@ -19,8 +19,10 @@ from typing import Any
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__
 from .api import SpecError, VectorMigration, VectorMigrationStatus, load_manifest
@@ -40,9 +42,9 @@ class RichReporter:
         self.console = console
         self.bars = Progress(
             SpinnerColumn(),
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
-            TextColumn("{task.fields[note]}"),
+            TextColumn("{task.fields[note]}", markup=False),
             TimeElapsedColumn(),
             console=console,
             transient=True,
@@ -74,7 +76,7 @@ class RichReporter:
 
     def warning(self, message: str) -> None:
         """Print a warning."""
-        self.console.print(f"[yellow]! {message}[/]")
+        self.console.print(f"[yellow]! {escape(message)}[/]")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,7 +200,7 @@ def _load(args: argparse.Namespace, console: Console) -> tuple[VectorMigration, 
     try:
         resource = load_manifest(args.file)
     except SpecError as error:
-        console.print(f"[red]error:[/] {error}")
+        console.print(f"[red]error:[/] {escape(str(error))}")
         return None
     url = args.database_url or os.environ.get(DATABASE_URL_ENV)
     if not url:
@@ -207,7 +209,7 @@ def _load(args: argparse.Namespace, console: Console) -> tuple[VectorMigration, 
     try:
         params = parse_database_url(url, resource.spec.database.ssl_mode)
     except ConnectionError_ as error:
-        console.print(f"[red]error:[/] {error}")
+        console.print(f"[red]error:[/] {escape(str(error))}")
         return None
     return resource, params
 
@@ -223,7 +225,7 @@ def _plan(args: argparse.Namespace) -> int:
     migration = Migration(name=resource.metadata.name, spec=resource.spec, params=params)
     status = asyncio.run(run(migration, give_up_on=frozenset({Reason.MIGRATION_LOCKED, Reason.DATABASE_UNAVAILABLE})))
     if status.phase is Phase.FAILED:
-        console.print(f"[red]checklist failed:[/] {status.message}")
+        console.print(f"[red]checklist failed:[/] {escape(status.message)}")
         return EXIT_FAILED
     plan = migration.facts.plan
     document: dict[str, Any] = plan.as_document() if plan else {}
@@ -239,17 +241,19 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _print_plan(console: Console, document: dict[str, Any], status: VectorMigrationStatus) -> None:
-    console.print(f"[bold]Plan {document.get('planHash')}[/] (route: {document.get('route')})")
+    console.print(
+        f"[bold]Plan {escape(str(document.get('planHash')))}[/] (route: {escape(str(document.get('route')))})"
+    )
     for warning in status.warnings:
-        console.print(f"[yellow]! {warning}[/]")
+        console.print(f"[yellow]! {escape(str(warning))}[/]")
     console.print("[bold]In one transaction:[/]")
     for number, statement in enumerate(document.get("swapTransaction", []), start=1):
-        console.print(f"  {number:>3}. [dim]{statement['step']}[/]  {statement['sql']}", soft_wrap=True)
+        console.print(f"  {number:>3}. [dim]{escape(statement['step'])}[/]  {escape(statement['sql'])}", soft_wrap=True)
     after = document.get("afterCommit", [])
     if after:
         console.print("[bold]After commit:[/]")
         for statement in after:
-            console.print(f"       {statement['sql']}", soft_wrap=True)
+            console.print(f"       {escape(statement['sql'])}", soft_wrap=True)
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -303,12 +307,12 @@ def finish(console: Console, status: VectorMigrationStatus, status_out: Path | N
     print_summary(Console(soft_wrap=False, width=max(Console().width, 120)), status)
     ready = next((c for c in status.conditions if c.type == ConditionType.READY.value), None)
     if status.phase is Phase.SUCCEEDED or (status.phase is Phase.ROLLED_BACK and ready and ready.status == "True"):
-        console.print(f"[green]✔ {status.message}[/]")
+        console.print(f"[green]✔ {escape(status.message)}[/]")
         return EXIT_OK
     if status.phase in (Phase.FAILED, Phase.ROLLED_BACK):
-        console.print(f"[red]✘ {status.message}[/]")
+        console.print(f"[red]✘ {escape(status.message)}[/]")
         return EXIT_FAILED
-    console.print(f"[yellow]⏸ {status.message}[/]")
+    console.print(f"[yellow]⏸ {escape(status.message)}[/]")
     return EXIT_OK if "dry run" in status.message else EXIT_HELD
 
 
@@ -322,7 +326,7 @@ def print_summary(console: Console, status: VectorMigrationStatus) -> None:
         for row in verification.tables:
             equal = (row.rows_before, row.checksum_before) == (row.rows_after, row.checksum_after)
             table.add_row(
-                row.name,
+                Text(row.name),
                 str(row.rows_before),
                 str(row.rows_after),
                 row.checksum_before,
@@ -336,7 +340,7 @@ def print_summary(console: Console, status: VectorMigrationStatus) -> None:
             table.add_column(column, overflow="fold")
         for index in verification.indexes:
             table.add_row(
-                index.name,
+                Text(index.name),
                 str(index.queries),
                 _number(index.recall_before),
                 _number(index.recall_after),

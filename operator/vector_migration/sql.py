@@ -183,7 +183,10 @@ def _address(address: tuple[str, int] | str) -> tuple[str, int | None]:
 def _one_line(error: BaseException, url: str) -> str:
     """The driver's message on one line, without the password the URL may hold."""
     text = " ".join(str(error).split()) or type(error).__name__
-    password = urlsplit(url).password
+    try:
+        password = urlsplit(url).password
+    except ValueError:  # a URL even the standard library cannot split (an unclosed IPv6 bracket)
+        return text
     return text.replace(password, "********") if password else text
 
 
