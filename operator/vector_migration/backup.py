@@ -154,8 +154,9 @@ async def run_backup(
     if scope is BackupScope.VECTOR_TABLES:
         arguments += [f"--table={_pattern(schema)}.{_pattern(table)}" for schema, table in tables]
     with password_file(params) as passfile:
-        env = {**_base_environment(), **params.libpq_environment(passfile)}
-        await _run(arguments, env, "pg_dump")
+        env = {**_base_environment(), **params.libpq_environment(passfile.path if passfile else None)}
+        inherit = passfile.inherit if passfile else ()
+        await _run(arguments, env, "pg_dump", inherit)
         listing = await _run([str(pg_restore), "--list", str(partial)], env, "pg_restore --list")
         entries = tuple(f"{schema}.{table}" for schema, table in tables if _has_table_data(listing, schema, table))
         missing = [f"{schema}.{table}" for schema, table in tables if f"{schema}.{table}" not in entries]
@@ -195,9 +196,9 @@ async def run_restore(
         raise BackupError(f"archive {archive} changed since it was verified (sha256 differs); not restoring it")
     pg_restore = find_client("pg_restore", request.server_major, pg_bin_dirs)
     with password_file(params) as passfile:
-        env = {**_base_environment(), **params.libpq_environment(passfile)}
+        env = {**_base_environment(), **params.libpq_environment(passfile.path if passfile else None)}
         arguments = [str(pg_restore), *restore_arguments(request.keep_schema), f"--dbname={params.dbname}"]
-        await _run([*arguments, str(archive)], env, "pg_restore")
+        await _run([*arguments, str(archive)], env, "pg_restore", passfile.inherit if passfile else ())
 
 
 def _sha256(path: Path) -> str:
@@ -218,9 +219,9 @@ def _base_environment() -> dict[str, str]:
     return {key: os.environ[key] for key in keep if key in os.environ}
 
 
-async def _run(arguments: list[str], env: dict[str, str], what: str) -> str:
+async def _run(arguments: list[str], env: dict[str, str], what: str, inherit: tuple[int, ...] = ()) -> str:
     process = await asyncio.create_subprocess_exec(
-        *arguments, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        *arguments, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, pass_fds=inherit
     )
     try:
         stdout, stderr = await process.communicate()

@@ -311,11 +311,26 @@ async def session(params: ConnectionParams) -> AsyncIterator[asyncpg.Connection]
             await conn.close()
 
 
-@contextlib.contextmanager
-def password_file(params: ConnectionParams) -> Iterator[Path | None]:
-    """A libpq password file (mode 0600) for child processes, removed afterwards.
+@dataclass(frozen=True)
+class PasswordFile:
+    """A libpq password file for child processes: its path, and the descriptors they must inherit."""
 
-    libpq documents PGPASSWORD as visible through ps; a password file is not.
+    path: Path
+    inherit: tuple[int, ...] = ()
+
+
+STALE_PREFIX = "vmig-pgpass-"
+
+
+@contextlib.contextmanager
+def password_file(params: ConnectionParams) -> Iterator[PasswordFile | None]:
+    """The password for pg_dump/pg_restore, written to no disk where the system allows.
+
+    libpq documents PGPASSWORD as visible through ps, so children get a password file. On Linux it
+    is an anonymous memory file (memfd, mode 0600) that the child inherits and reads through
+    /proc/self/fd: nothing reaches a disk, and nothing outlives a killed run. Elsewhere it is a
+    file in a private directory (0700) named after this process, removed afterwards; a later run
+    removes the directories of runs that were killed before they could.
     """
     if not params.password:
         yield None
@@ -324,15 +339,55 @@ def password_file(params: ConnectionParams) -> Iterator[Path | None]:
     def escape(value: str) -> str:
         return value.replace("\\", "\\\\").replace(":", "\\:")
 
-    handle, name = tempfile.mkstemp(prefix="vmig-pgpass-")
-    path = Path(name)
+    # Wildcards: the file lives only as long as one child process aimed at one server.
+    content = f"*:*:*:*:{escape(params.password)}\n".encode()
+    if hasattr(os, "memfd_create"):
+        descriptor = os.memfd_create("vmig-pgpass", 0)
+        try:
+            os.fchmod(descriptor, stat.S_IRUSR | stat.S_IWUSR)
+            os.write(descriptor, content)
+            yield PasswordFile(Path(f"/proc/self/fd/{descriptor}"), (descriptor,))
+        finally:
+            os.close(descriptor)
+        return
+    remove_stale_password_files()
+    directory = Path(tempfile.mkdtemp(prefix=f"{STALE_PREFIX}{os.getpid()}-"))
     try:
-        os.fchmod(handle, stat.S_IRUSR | stat.S_IWUSR)
-        # Wildcards: the file lives only as long as one child process aimed at one server.
-        line = "*:*:*:*"
-        os.write(handle, f"{line}:{escape(params.password)}\n".encode())
-        os.close(handle)
-        yield path
+        path = directory / "pgpass"
+        handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
+        try:
+            os.write(handle, content)
+        finally:
+            os.close(handle)
+        yield PasswordFile(path)
     finally:
         with contextlib.suppress(OSError):
-            path.unlink()
+            (directory / "pgpass").unlink()
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+
+
+def remove_stale_password_files(root: Path | None = None) -> list[Path]:
+    """Remove the password directories of runs of this tool that were killed; the ones removed."""
+    removed = []
+    for directory in (root or Path(tempfile.gettempdir())).glob(f"{STALE_PREFIX}*-*"):
+        pid = directory.name.removeprefix(STALE_PREFIX).split("-", 1)[0]
+        if not pid.isdigit() or directory.stat().st_uid != os.getuid() or _alive(int(pid)):
+            continue
+        for child in directory.iterdir():
+            with contextlib.suppress(OSError):
+                child.unlink()
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+            removed.append(directory)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
