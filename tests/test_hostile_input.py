@@ -7,6 +7,7 @@ No database is needed to refuse any of these: each is refused before a connectio
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import asyncpg
 import pytest
 import yaml
 
+from tests.scenarios import create_rich_database
 from tests.test_command_line import MANIFEST, url
 from vector_migration.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 from vector_migration.sql import ConnectionParams
@@ -47,6 +49,9 @@ def one_line(capsys: pytest.CaptureFixture[str]) -> str:
         (spec(reindex={"maintenanceWorkMem": "99999999TB"}), "spec.reindex.maintenanceWorkMem"),
         (spec(strategy="Parallel", parallel={"keepOldFor": "9999999999d"}), "spec.parallel.keepOldFor"),
         ({**MANIFEST, "metadata": {"name": "cli", "lables": {"a": "b"}}}, "metadata.lables: unknown field"),
+        (spec(target={"extension": 'ruvector"x'}), "spec.target.extension"),
+        (spec(target={"extension": "ruvector", "version": '1.0"; DROP'}), "spec.target.version"),
+        (spec(reindex={"parameters": {"m": 10**12}}), "spec.reindex.parameters"),
     ],
 )
 def test_a_value_the_api_server_would_refuse_is_refused_by_name(
@@ -82,13 +87,14 @@ def test_a_huge_manifest_is_not_read_in_full(tmp_path: Path, capsys: pytest.Capt
         "postgresql://app@[::1/db",  # an unclosed IPv6 bracket
         "postgresql://app@localhost:99999999999/db",
         "postgresql://app@localhost/db?sslmode=verify-ful",
+        "postgresql://app@/d%00b?host=/nonexistent",
         "mysql://app@localhost/db",
     ],
 )
-def test_a_database_url_that_cannot_be_used_is_one_line(
+def test_a_database_url_that_cannot_be_used_is_refused_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str
 ) -> None:
-    assert run(tmp_path, yaml.safe_dump(MANIFEST).encode(), url) in (EXIT_USAGE, EXIT_FAILED)
+    assert run(tmp_path, yaml.safe_dump(MANIFEST).encode(), url) == EXIT_USAGE
     one_line(capsys)
 
 
@@ -112,3 +118,31 @@ async def test_names_that_look_like_markup_are_printed_as_text(
     path.write_text(yaml.safe_dump(missing))
     assert await asyncio.to_thread(main, ["plan", "-f", str(path), "--database-url", url(database)]) != EXIT_OK
     assert "[/]" in one_line(capsys)
+
+
+async def test_plan_against_a_locked_table_fails_in_about_lock_timeout_naming_the_holder(
+    database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await create_rich_database(conn)
+    application = await asyncpg.connect(
+        host=database.host,
+        user=database.user,
+        database=database.dbname,
+        server_settings={"application_name": "shop-api"},
+    )
+    path = tmp_path / "migration.yaml"
+    path.write_text(yaml.safe_dump(spec(lockTimeout="1s", statementTimeout="20s")))
+    try:
+        async with application.transaction():
+            await application.execute("LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
+            started = time.monotonic()
+            plan = asyncio.to_thread(main, ["plan", "-f", str(path), "--database-url", url(database)])
+            code = await asyncio.wait_for(plan, timeout=30)  # unbounded, it would wait as long as the lock
+            elapsed = time.monotonic() - started
+    finally:
+        await application.close()
+
+    assert code == EXIT_FAILED
+    error = one_line(capsys)
+    assert "lockTimeout (1s)" in error and "items held by shop-api" in error
+    assert elapsed < 10

@@ -65,6 +65,9 @@ _SETTING_LENGTH = 24
 # An index storage parameter value: a number or a bare word (on/off); never SQL.
 _PARAMETER_VALUE = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
 _PARAMETER_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# An extension's name as its control file spells it, and a version as ALTER EXTENSION takes it.
+_EXTENSION_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+_EXTENSION_VERSION = r"^[A-Za-z0-9_][A-Za-z0-9_.+~-]*$"
 
 
 class ApiModel(BaseModel):
@@ -108,14 +111,14 @@ class DatabaseSpec(ApiModel):
 class SourceSpec(ApiModel):
     """The extension being migrated away from."""
 
-    extension: Annotated[str, Field(min_length=1, max_length=63)] = "vector"
+    extension: Annotated[str, Field(min_length=1, max_length=63, pattern=_EXTENSION_NAME)] = "vector"
 
 
 class TargetSpec(ApiModel):
     """The extension being migrated to; schema defaults to the source extension's schema."""
 
-    extension: Annotated[str, Field(min_length=1, max_length=63)] = "ruvector"
-    version: Annotated[str | None, Field(max_length=63)] = None
+    extension: Annotated[str, Field(min_length=1, max_length=63, pattern=_EXTENSION_NAME)] = "ruvector"
+    version: Annotated[str | None, Field(max_length=63, pattern=_EXTENSION_VERSION)] = None
     target_schema: Annotated[str | None, Field(alias="schema", min_length=1, max_length=63)] = None
 
 
@@ -236,6 +239,8 @@ class ReindexSpec(ApiModel):
                 raise ValueError(f"index parameter name {name!r} must be a lower-case identifier")
             if not _PARAMETER_VALUE.match(str(setting)):
                 raise ValueError(f"index parameter {name} value {setting!r} must be a number or a word")
+            if isinstance(setting, int) and not 0 <= setting <= PG_INT_MAX:
+                raise ValueError(f"index parameter {name} value {setting} is outside 0..{PG_INT_MAX}")
         return value
 
 

@@ -223,7 +223,9 @@ def _plan(args: argparse.Namespace) -> int:
     resource.spec.dry_run = True
     resource.spec.backup.enabled = False
     migration = Migration(name=resource.metadata.name, spec=resource.spec, params=params)
-    status = asyncio.run(run(migration, give_up_on=frozenset({Reason.MIGRATION_LOCKED, Reason.DATABASE_UNAVAILABLE})))
+    # A plan reports a locked table at once (after lockTimeout) rather than retrying like a migration.
+    reasons = frozenset({Reason.MIGRATION_LOCKED, Reason.DATABASE_UNAVAILABLE, Reason.LOCK_TIMEOUT})
+    status = asyncio.run(run(migration, give_up_on=reasons))
     if status.phase is Phase.FAILED:
         console.print(f"[red]checklist failed:[/] {escape(status.message)}")
         return EXIT_FAILED

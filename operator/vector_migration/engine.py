@@ -284,6 +284,60 @@ async def close_session(m: Migration) -> None:
 
 async def run_checklist(m: Migration) -> Outcome:
     """Read the database, refuse what cannot be migrated, plan, and take the baseline."""
+    return await bounded_reads(m, "checklist", _checklist)
+
+
+async def bounded_reads(m: Migration, what: str, phase: PhaseFunction) -> Outcome:
+    """A phase whose every statement waits at most lockTimeout for a lock and runs at most statementTimeout.
+
+    The swap bounds its own transaction; this bounds the phases that only read (or change nothing
+    they keep), so a table the application holds locked delays them by lockTimeout, not forever.
+    """
+    conn = m.session
+    await conn.execute(
+        "SELECT pg_catalog.set_config('lock_timeout', $1, false),"
+        " pg_catalog.set_config('statement_timeout', $2, false)",
+        m.spec.lock_timeout,
+        m.spec.statement_timeout,
+    )
+    try:
+        return await phase(m)
+    except asyncpg.LockNotAvailableError:
+        held = await _lock_holders(conn)
+        return Wait(
+            Reason.LOCK_TIMEOUT,
+            f"the {what} waited longer than lockTimeout ({m.spec.lock_timeout}) for a lock"
+            + (f": {held}" if held else "")
+            + "; nothing changed",
+            delay=10.0,
+        )
+    except asyncpg.QueryCanceledError:
+        return Fail(
+            Reason.STATEMENT_TIMEOUT,
+            f"a statement of the {what} ran longer than statementTimeout ({m.spec.statement_timeout}); nothing changed",
+        )
+    finally:
+        with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            await conn.execute("RESET lock_timeout; RESET statement_timeout")
+
+
+async def _lock_holders(conn: asyncpg.Connection) -> str:
+    """Who holds tables locked against reads: relation, application name and backend pid."""
+    rows = await conn.fetch(
+        """
+        SELECT DISTINCT l.relation::pg_catalog.regclass::pg_catalog.text AS relation, a.pid,
+               COALESCE(NULLIF(a.application_name, ''), '(no application_name)') AS application
+          FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+         WHERE l.granted AND l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock'
+           AND l.pid <> pg_catalog.pg_backend_pid()
+           AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
+         ORDER BY 1, 2
+        """
+    )
+    return ", ".join(f"{r['relation']} held by {r['application']} (pid {r['pid']})" for r in rows)
+
+
+async def _checklist(m: Migration) -> Outcome:
     conn = m.session
     entries = await journal.read(conn, m.name)
     if journal.VERIFIED in entries:
@@ -1087,6 +1141,10 @@ async def _index_state(conn: asyncpg.Connection, schema: str, name: str) -> tupl
 
 async def run_verify(m: Migration) -> Outcome:
     """Prove the result: data equal, source gone, indexes valid and used, recall and latency held."""
+    return await bounded_reads(m, "verification", _verify)
+
+
+async def _verify(m: Migration) -> Outcome:
     conn = m.session
     missing = await _swap_facts(m)
     if missing is not None:

@@ -152,6 +152,16 @@ def parse_database_url(url: str, sslmode: str | None = None) -> ConnectionParams
             f"database URL: {', '.join(refused)}: a libpq setting the driver (asyncpg) cannot honour; remove it"
         )
     hosts = tuple(_address(address) for address in addresses)
+    for _, port in hosts:
+        if port is not None and not 0 < port < 65536:
+            raise ConnectionError_(f"database URL: port {port} is not between 1 and 65535")
+    for what, value in (
+        ("database name", resolved.database),
+        ("user", resolved.user),
+        ("host", hosts[0][0] if hosts else None),
+    ):
+        if value and "\x00" in value:
+            raise ConnectionError_(f"database URL: the {what} contains a NUL byte")
     mode = resolved.sslmode.name.replace("_", "-") if resolved.sslmode is not None else None
     query = parse_qs(urlsplit(url).query)
     rootcert = query["sslrootcert"][-1] if query.get("sslrootcert") else os.environ.get("PGSSLROOTCERT")

@@ -139,6 +139,7 @@ class Reason(StrEnum):
     MIGRATION_LOCKED = "MigrationLocked"
     DATABASE_UNAVAILABLE = "DatabaseUnavailable"
     # needs a person
+    STATEMENT_TIMEOUT = "StatementTimeout"
     UNSUPPORTED_STRATEGY = "UnsupportedStrategy"
     ANALYSIS_FAILED = "AnalysisFailed"
     ABORTED = "Aborted"
