@@ -7,6 +7,8 @@ No database is needed to refuse any of these: each is refused before a connectio
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,8 @@ from typing import Any
 import asyncpg
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.scenarios import create_rich_database
 from tests.test_command_line import MANIFEST, url
@@ -146,3 +150,48 @@ async def test_plan_against_a_locked_table_fails_in_about_lock_timeout_naming_th
     error = one_line(capsys)
     assert "lockTimeout (1s)" in error and "items held by shop-api" in error
     assert elapsed < 10
+
+
+def _yaml_values() -> st.SearchStrategy[Any]:
+    scalars = st.one_of(
+        st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=30), st.binary(max_size=8)
+    )
+    return st.recursive(
+        scalars,
+        lambda children: st.one_of(
+            st.lists(children, max_size=4), st.dictionaries(st.text(max_size=12), children, max_size=4)
+        ),
+        max_leaves=20,
+    )
+
+
+# Keys a manifest has, so generated documents reach the deeper validation, not only the top level.
+_KEYS = st.sampled_from([
+    "apiVersion", "kind", "metadata", "spec", "name", "target", "extension", "tables", "verify",
+    "sampleQueries", "lockTimeout", "reindex", "parameters", "strategy", "backup",
+])  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    content=st.one_of(
+        st.binary(max_size=300),
+        _yaml_values().map(lambda value: yaml.safe_dump(value, allow_unicode=True).encode()),
+        st.dictionaries(_KEYS, _yaml_values(), max_size=6).map(lambda d: yaml.safe_dump({**MANIFEST, **d}).encode()),
+        st.dictionaries(_KEYS, _yaml_values(), max_size=6).map(
+            lambda d: yaml.safe_dump({**MANIFEST, "spec": {**MANIFEST["spec"], **d}}).encode()  # type: ignore[dict-item]
+        ),
+    )
+)
+def test_any_bytes_through_plan_give_a_result_or_one_line_never_a_traceback(
+    tmp_path_factory: pytest.TempPathFactory, content: bytes
+) -> None:
+    tmp_path = tmp_path_factory.mktemp("fuzz")
+    errors = io.StringIO()
+    with contextlib.redirect_stderr(errors), contextlib.redirect_stdout(io.StringIO()):
+        code = run(tmp_path, content)
+
+    # 2: refused as bad input; 1: a valid manifest met the database URL, which leads nowhere here
+    assert code in (EXIT_USAGE, EXIT_FAILED)
+    text = errors.getvalue().strip()
+    assert "Traceback" not in text and len(text.splitlines()) == 1, text

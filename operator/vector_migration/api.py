@@ -647,11 +647,17 @@ def parse_manifest(document: dict[str, Any], origin: str = "manifest") -> Vector
         raise SpecError(f"{origin}: {describe_validation_error(error)}") from None
 
 
+def _printable(part: object) -> str:
+    """A path element as text on one line: a key with control characters or odd spacing is quoted."""
+    text = str(part)
+    return text if text.isprintable() and text.strip() == text and text else repr(text)
+
+
 def describe_validation_error(error: ValidationError) -> str:
     """One line per problem, each naming the field by its manifest path."""
     problems = []
     for item in error.errors():
-        location = ".".join(str(part) for part in item["loc"])
+        location = ".".join(_printable(part) for part in item["loc"])
         if item["type"] == "extra_forbidden":
             problems.append(f"{location}: unknown field")
         else:
