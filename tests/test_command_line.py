@@ -10,8 +10,10 @@ import asyncpg
 import pytest
 import yaml
 
+from tests.reliability.harness import migration_backend, old_snapshot_held, plain, until
 from tests.scenarios import create_rich_database, snapshot
 from vector_migration.cli import EXIT_USAGE, main
+from vector_migration.demo import EmbeddedPostgres
 from vector_migration.sql import ConnectionParams
 
 MANIFEST = {
@@ -134,3 +136,27 @@ def test_a_rebuild_without_a_backup_is_refused_naming_the_field(
 
     assert code == EXIT_USAGE
     assert "strategy Rebuild requires backup.enabled: true" in capsys.readouterr().err
+
+
+async def test_migrate_reconnects_after_the_server_restarts_and_finishes_from_the_journal(
+    postgres: EmbeddedPostgres, database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    await create_rich_database(conn)
+    before = await snapshot(conn)
+    manifest = {**MANIFEST, "spec": {**MANIFEST["spec"], "reindex": {"mode": "Concurrent"}}}  # type: ignore[dict-item]
+    arguments = ["migrate", "-f", str(write(tmp_path, manifest)), "--database-url", url(database),
+                 "--backup-dir", str(tmp_path / "b"), "--status-out", str(tmp_path / "status.json")]  # fmt: skip
+
+    async with old_snapshot_held(database):  # the concurrent build waits for it: a window to restart in
+        running = asyncio.create_task(asyncio.to_thread(main, arguments))
+        await until(lambda: migration_backend(conn, "CREATE INDEX CONCURRENTLY%"))
+        await asyncio.to_thread(postgres.restart)
+    code = await asyncio.wait_for(running, timeout=120)
+
+    assert code == 0, (tmp_path / "status.json").read_text()
+    inspector = await plain(database)
+    try:
+        assert (await snapshot(inspector)).rows == before.rows
+        assert await inspector.fetchval("SELECT count(*) FROM pg_index WHERE NOT indisvalid") == 0
+    finally:
+        await inspector.close()

@@ -38,7 +38,10 @@ def migration(name: str = "shop", **spec: Any) -> dict[str, Any]:
         "spec": {
             "database": {"secretRef": {"name": "shop-app"}},
             "target": {"extension": "ruvector_standin"},
-            "verify": {"sampleQueries": 10, "k": 5},
+            # The latency gate compares one burst of queries against a baseline taken minutes earlier,
+            # so load on a 2-core machine can fail a healthy migration (the verification issue);
+            # these tests are about the operator, so the gate gets room that noise cannot use up.
+            "verify": {"sampleQueries": 10, "k": 5, "latencySlackMs": 50},
             **spec,
         },
     }

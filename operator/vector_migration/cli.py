@@ -105,6 +105,15 @@ def _parser() -> argparse.ArgumentParser:
             help="where strategy Rebuild exports the tables during its transaction (the system temp directory)",
         )
 
+    def reconnect_option(command: argparse.ArgumentParser) -> None:
+        command.add_argument(
+            "--reconnect-for",
+            type=float,
+            default=300.0,
+            metavar="SECONDS",
+            help="after a lost connection (a restart, a failover), reconnect with backoff for this long (300)",
+        )
+
     def database_options(command: argparse.ArgumentParser) -> None:
         command.add_argument("-f", "--file", type=Path, required=True, help="VectorMigration manifest (YAML)")
         command.add_argument(
@@ -122,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("--status-out", type=Path, help="write the final status as JSON")
     migrate.add_argument("--backup-dir", type=Path, default=Path("backups"), help="where pg_dump writes (./backups)")
     scratch_option(migrate)
+    reconnect_option(migrate)
     migrate.add_argument("--pg-bin-dir", type=Path, action="append", default=[], help="where pg_dump/pg_restore are")
     migrate.add_argument("--approve", metavar="PLAN_HASH", help="approve this plan hash (spec.approval: Manual)")
     migrate.add_argument(
@@ -141,6 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     database_options(rollback)
     rollback.add_argument("--status-out", type=Path, help="write the final status as JSON")
     rollback.add_argument("--pg-bin-dir", type=Path, action="append", default=[], help="where pg_restore is")
+    reconnect_option(rollback)
     rollback.add_argument(
         "--restore",
         metavar="TOKEN",
@@ -296,9 +307,8 @@ def _drive(args: argparse.Namespace, backup_dir: Path, **run_options: Any) -> in
             generation=resource.metadata.generation,
             **run_options,
         )
-        status = asyncio.run(
-            run(migration, give_up_on=frozenset({Reason.MIGRATION_LOCKED, Reason.DATABASE_UNAVAILABLE}))
-        )
+        give_up_on = frozenset({Reason.MIGRATION_LOCKED, Reason.DATABASE_UNAVAILABLE})
+        status = asyncio.run(run(migration, give_up_on=give_up_on, reconnect_for=args.reconnect_for))
     return finish(console, status, args.status_out)
 
 

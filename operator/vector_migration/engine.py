@@ -1724,14 +1724,20 @@ async def run(
     *,
     max_waits: int = 3,
     give_up_on: frozenset[Reason] = frozenset(),
+    reconnect_for: float = 0.0,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> VectorMigrationStatus:
     """Drive phases until success, failure or a hold; retry waits with backoff a bounded number of times.
 
     Waits whose reason is in ``give_up_on`` fail at once (a command line should not sit out
-    another migration's lock; an operator should).
+    another migration's lock; an operator should). With ``reconnect_for`` seconds, a connection
+    lost after it was made (a server restart, a failover) is tried again with backoff until that
+    deadline, whatever ``give_up_on`` says: the journal tells the new session what is done. A
+    database that was never reached is still given up on at once (a wrong URL is no outage).
     """
     waits = 0
+    connected = False
+    lost_since: float | None = None
     request_rollback(m, "the caller")
     try:
         while not m.status.phase.terminal:
@@ -1741,9 +1747,18 @@ async def run(
                     outcome: Outcome = opened
                     apply(m, outcome)
                 else:
+                    connected, lost_since = True, None
                     outcome = await step(m)
             else:
                 outcome = await step(m)
+            if isinstance(outcome, Wait) and outcome.reason is Reason.DATABASE_UNAVAILABLE and connected:
+                await close_session(m)
+                lost_since = lost_since or time.monotonic()
+                if time.monotonic() - lost_since < reconnect_for:
+                    m.reporter.warning(f"{outcome.message}; reconnecting (for up to {reconnect_for:.0f}s)")
+                    await sleep(min(2.0 * 2 ** min(waits, 4), 30.0))
+                    waits += 1
+                    continue
             if isinstance(outcome, Hold):
                 break
             if isinstance(outcome, Wait) and outcome.reason is Reason.CUTOVER_PAUSED:
