@@ -92,3 +92,36 @@ async def test_a_table_owner_stays_an_ordinary_role_through_a_migration(
         == 1
     )
     await conn.execute(f"DROP OWNED BY {ATTACKER} CASCADE")
+
+
+# The same owner's partial index, whose predicate the checklist's sampling would evaluate. A predicate
+# must be IMMUTABLE, and an IMMUTABLE function may not change anything itself; it calls one that may.
+PARTIAL_INDEX = """
+CREATE FUNCTION public.looks_harmless(value boolean) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $fn$
+BEGIN RETURN public.escalate(value); END $fn$;
+CREATE INDEX documents_recent ON public.documents USING hnsw (embedding vector_l2_ops)
+    WHERE public.looks_harmless(id > 100);
+"""
+
+
+async def test_plan_does_not_evaluate_a_table_owners_predicate_with_its_privileges(
+    database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await arrange_as_the_owner(conn, database)
+    owner = await asyncpg.connect(host=database.host, user=ATTACKER, database=database.dbname)
+    try:
+        await owner.execute(PARTIAL_INDEX)
+    finally:
+        await owner.close()
+
+    code = await asyncio.to_thread(
+        main, ["plan", "-f", str(write(tmp_path, MANIFEST)), "--database-url", url(database)]
+    )
+
+    assert code == EXIT_OK
+    assert not await is_superuser(conn)
+    printed = capsys.readouterr()
+    assert "index documents_recent is not measured: its predicate calls public.looks_harmless(boolean)" in (
+        (printed.out + printed.err).replace("\n", "")
+    )
+    await conn.execute(f"DROP OWNED BY {ATTACKER} CASCADE")

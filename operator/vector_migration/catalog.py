@@ -296,6 +296,36 @@ async def read_inventory(
     return inventory
 
 
+async def untrusted_code(conn: asyncpg.Connection, relation_oid: int) -> list[str]:
+    """Functions an index's predicate or expressions call that would run with this session's privileges.
+
+    Counted: those neither a superuser nor this role owns, called directly or through an operator.
+    pg_depend records every function and operator an index's expressions and predicate use.
+    SECURITY DEFINER functions run as their owner whoever calls them, so they are not counted.
+    """
+    rows = await conn.fetch(
+        """
+        WITH used AS (
+            SELECT d.refobjid AS function FROM pg_catalog.pg_depend d
+             WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = $1
+               AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+            UNION
+            SELECT o.oprcode::pg_catalog.oid FROM pg_catalog.pg_depend d
+              JOIN pg_catalog.pg_operator o ON o.oid = d.refobjid
+             WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = $1
+               AND d.refclassid = 'pg_catalog.pg_operator'::pg_catalog.regclass
+        )
+        SELECT DISTINCT p.oid::pg_catalog.regprocedure::pg_catalog.text AS function, r.rolname AS owner
+          FROM used JOIN pg_catalog.pg_proc p ON p.oid = used.function
+          JOIN pg_catalog.pg_roles r ON r.oid = p.proowner
+         WHERE NOT r.rolsuper AND NOT p.prosecdef AND r.rolname <> CURRENT_USER
+         ORDER BY 1
+        """,
+        relation_oid,
+    )
+    return [f"{row['function']} (owned by {row['owner']})" for row in rows]
+
+
 async def _read_owners(conn: asyncpg.Connection, inv: SourceInventory) -> None:
     rows = await conn.fetch(
         """
