@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -64,18 +65,22 @@ async def is_superuser(conn: asyncpg.Connection) -> bool:
     return bool(await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = $1", ATTACKER))
 
 
-@pytest.mark.parametrize("reindex", ["Atomic", "Concurrent"])
+@pytest.mark.parametrize(
+    "how",
+    [{"reindex": {"mode": "Atomic"}}, {"reindex": {"mode": "Concurrent"}}, {"strategy": "Rebuild"}],
+    ids=["InPlace Atomic", "InPlace Concurrent", "Rebuild"],
+)
 async def test_a_table_owner_stays_an_ordinary_role_through_a_migration(
-    database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path, reindex: str
+    database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path, how: dict[str, Any]
 ) -> None:
     await arrange_as_the_owner(conn, database)
     assert await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")  # we are a superuser
     before = await snapshot(conn)
-    manifest = {**MANIFEST, "spec": {**MANIFEST["spec"], "reindex": {"mode": reindex}}}  # type: ignore[dict-item]
+    manifest = {**MANIFEST, "spec": {**MANIFEST["spec"], **how}}  # type: ignore[dict-item]
 
     code = await asyncio.to_thread(
         main, ["migrate", "-f", str(write(tmp_path, manifest)), "--database-url", url(database),
-               "--backup-dir", str(tmp_path / "backups")],
+               "--backup-dir", str(tmp_path / "backups"), "--scratch-dir", str(tmp_path / "scratch")],
     )  # fmt: skip
 
     assert code == EXIT_OK

@@ -792,7 +792,7 @@ async def _copy(m: Migration, statement: Statement, exports: Path | None, progre
         size = await table_copy.export_table(m.session, exports, schema, table, fmt)
         progress.exported_bytes += size
     else:
-        await table_copy.import_table(m.session, exports, schema, table, fmt)
+        await table_copy.import_table(m.session, exports, schema, table, fmt, statement.run_as)
 
 
 async def _begin_bounded_transaction(m: Migration) -> Any:

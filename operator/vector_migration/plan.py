@@ -235,7 +235,13 @@ def build_plan(
     statements += [Statement("carry-setting", c.statement) for c in settings if c.statement]
     if rebuilding:
         statements += [
-            Statement("import", f"COPY {qualify(s, t)} FROM STDIN (FORMAT {copy_format})", (s, t)) for s, t in tables
+            Statement(
+                "import",
+                f"COPY {qualify(s, t)} FROM STDIN (FORMAT {copy_format})",
+                (s, t),
+                run_as=inventory.owners.get((s, t)),
+            )
+            for s, t in tables
         ]
     statements += [Statement("build-index", r.definition) for r in rebuilds if not r.concurrent]
     return MigrationPlan(

@@ -27,7 +27,7 @@ import asyncpg
 
 from .catalog import Blocker, SourceInventory
 from .measure import BINARY
-from .sql import qualify, quote_ident
+from .sql import qualify, quote_ident, run_as_role
 from .vocabulary import Reason
 
 COPY_BINARY = "binary"
@@ -77,12 +77,18 @@ async def export_table(conn: asyncpg.Connection, directory: Path, schema: str, t
     return path.stat().st_size
 
 
-async def import_table(conn: asyncpg.Connection, directory: Path, schema: str, table: str, fmt: str) -> None:
+async def import_table(
+    conn: asyncpg.Connection, directory: Path, schema: str, table: str, fmt: str, owner: str | None = None
+) -> None:
     """COPY the export file back into the (emptied, converted) table with the table's own triggers held off.
 
     The rows are the ones the table already held, so an application trigger (an updated_at stamp,
     an audit row) must not fire for them again. Each enabled trigger is disabled for the import
     and then given back exactly its previous firing mode, inside the same transaction.
+
+    COPY evaluates the table's CHECK constraints and defaults with this session's privileges. When
+    another role owns the table, the rows go through a temporary table first and reach the table
+    in an INSERT run as that role (sql.run_as_role), so its code never runs with ours.
     """
     relation = qualify(schema, table)
     triggers = await conn.fetch(
@@ -95,10 +101,38 @@ async def import_table(conn: asyncpg.Connection, directory: Path, schema: str, t
     )
     for trigger in triggers:
         await conn.execute(f"ALTER TABLE {relation} DISABLE TRIGGER {quote_ident(trigger['tgname'])}")
-    await conn.copy_to_table(table, schema_name=schema, source=export_file(directory, schema, table), format=fmt)
+    source = export_file(directory, schema, table)
+    if owner is None or owner == await conn.fetchval("SELECT pg_catalog.current_user()"):
+        await conn.copy_to_table(table, schema_name=schema, source=source, format=fmt)
+    else:
+        await _import_as(conn, owner, relation, source, fmt)
     enable = {"O": "ENABLE", "R": "ENABLE REPLICA", "A": "ENABLE ALWAYS"}
     for trigger in triggers:
         await conn.execute(f"ALTER TABLE {relation} {enable[trigger['mode']]} TRIGGER {quote_ident(trigger['tgname'])}")
+
+
+async def _import_as(conn: asyncpg.Connection, owner: str, relation: str, source: Path, fmt: str) -> None:
+    """COPY into a temporary table of the same columns (no constraints), then INSERT as the owner."""
+    columns = [
+        quote_ident(name)
+        for name in await conn.fetchval(
+            """
+            SELECT pg_catalog.array_agg(attname ORDER BY attnum) FROM pg_catalog.pg_attribute
+             WHERE attrelid = $1::pg_catalog.regclass AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
+            """,
+            relation,
+        )
+    ]
+    staging = "vector_migration_import"
+    temporary = f"pg_temp.{quote_ident(staging)}"
+    listed = ", ".join(columns)
+    await conn.execute(f"CREATE TEMPORARY TABLE {quote_ident(staging)} ON COMMIT DROP AS "
+                       f"SELECT {listed} FROM {relation} WITH NO DATA")  # fmt: skip
+    await conn.copy_to_table(staging, schema_name="pg_temp", source=source, format=fmt)
+    await conn.execute(f"GRANT SELECT ON {temporary} TO {quote_ident(owner)}")
+    insert = f"INSERT INTO {relation} ({listed}) OVERRIDING SYSTEM VALUE SELECT {listed} FROM {temporary}"
+    await run_as_role(conn, owner, insert)
+    await conn.execute(f"DROP TABLE {temporary}")
 
 
 async def check_tables(
