@@ -130,3 +130,23 @@ async def test_plan_does_not_evaluate_a_table_owners_predicate_with_its_privileg
         (printed.out + printed.err).replace("\n", "")
     )
     await conn.execute(f"DROP OWNED BY {ATTACKER} CASCADE")
+
+
+async def test_a_table_owner_stays_an_ordinary_role_through_a_parallel_migration(
+    database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    await arrange_as_the_owner(conn, database)
+    await conn.execute("DROP MATERIALIZED VIEW public.document_vectors")  # Parallel refuses tables read by views
+    before = await snapshot(conn)
+    manifest = {**MANIFEST, "spec": {**MANIFEST["spec"], "strategy": "Parallel"}}  # type: ignore[dict-item]
+
+    code = await asyncio.to_thread(
+        main, ["migrate", "-f", str(write(tmp_path, manifest)), "--database-url", url(database),
+               "--backup-dir", str(tmp_path / "backups")],
+    )  # fmt: skip
+
+    assert code == EXIT_OK
+    assert not await is_superuser(conn)
+    after = await snapshot(conn)  # the old table stays for keepOldFor, beside the migrated one
+    assert after.rows["public.documents"] == before.rows["public.documents"]
+    await conn.execute(f"DROP OWNED BY {ATTACKER} CASCADE")

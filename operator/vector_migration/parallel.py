@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import secrets
 import time
 from dataclasses import asdict, dataclass
 from datetime import timedelta
@@ -534,7 +535,7 @@ async def run_backfill(m: Migration) -> Outcome:
         shown = progress.setdefault(
             table.name, ShadowTableStatus(name=table.name, shadow=f"{table.schema}.{table.shadow}")
         )
-        statement = _batch_sql(table)
+        statement = await _batch_statement(conn, table)
         while not cursor["done"]:
             started = time.perf_counter()
             async with conn.transaction():
@@ -561,6 +562,35 @@ async def run_backfill(m: Migration) -> Outcome:
     m.status.parallel = parallel
     total = sum(c["copied"] for c in cursors.values())
     return Advance(Phase.REINDEX, f"backfilled {total} row(s) into {len(tables)} shadow table(s)")
+
+
+async def _batch_statement(conn: asyncpg.Connection, table: ShadowTable) -> str:
+    """The batch to run: as it is when this role owns the table, else through a function run as the owner.
+
+    Inserting into the shadow evaluates its CHECK constraints and defaults, the table owner's code;
+    the owner's SECURITY DEFINER function runs it with the owner's privileges, and PostgreSQL
+    refuses SET ROLE inside it (see sql.run_as_role). The function lives in this session's pg_temp,
+    seen by no other session and gone with this one; a reconnected run creates it again.
+    """
+    statement = _batch_sql(table)
+    owner = await conn.fetchval(
+        "SELECT pg_catalog.pg_get_userbyid(relowner) FROM pg_catalog.pg_class WHERE oid = $1::pg_catalog.regclass",
+        qualify(table.schema, table.table),
+    )
+    if owner == await conn.fetchval("SELECT pg_catalog.current_user()"):
+        return statement
+    function = f"pg_temp.{quote_ident('vector_migration_batch_' + _short(table.schema, table.table))}"
+    signature = f"{function}(pg_catalog.text[], pg_catalog.int4)"
+    tag = "$vmig_" + secrets.token_hex(8) + "$"
+    await conn.execute(
+        f"CREATE OR REPLACE FUNCTION {signature}"
+        " RETURNS TABLE (copied_rows pg_catalog.int8, last_key pg_catalog.text[])"
+        f" LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS {tag}"
+        f" #variable_conflict use_column\n BEGIN RETURN QUERY {statement}; END {tag}"
+    )
+    await conn.execute(f"REVOKE ALL ON FUNCTION {signature} FROM PUBLIC")
+    await conn.execute(f"ALTER FUNCTION {signature} OWNER TO {quote_ident(owner)}")
+    return f"SELECT copied_rows AS rows, last_key AS last FROM {function}($1, $2)"
 
 
 def _batch_sql(table: ShadowTable) -> str:
