@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
+import signal
 import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import pytest
+import yaml
 
 from tests.scenarios import create_rich_database
+from tests.test_command_line import MANIFEST
 from vector_migration.api import BackupScope
 from vector_migration.backup import run_backup
 from vector_migration.demo import EmbeddedPostgres
@@ -95,3 +101,41 @@ def test_a_killed_runs_password_directory_is_removed_by_the_next_run(tmp_path: P
     assert remove_stale_password_files(tmp_path) == [stale]
 
     assert not stale.exists() and live.exists()
+
+
+async def test_a_run_killed_mid_dump_leaves_no_copy_of_the_password(
+    postgres: EmbeddedPostgres, database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    await create_rich_database(conn)
+    secret = "Kill9-Pa55word-nowhere"
+    # A pg_dump that says it started, then takes its time: the moment to kill the command line.
+    slow = tmp_path / "bin"
+    slow.mkdir()
+    started = tmp_path / "pg_dump-started"
+    real = postgres.bin_dir / "pg_dump"
+    (slow / "pg_dump").write_text(
+        f'#!/bin/sh\nif [ "$1" = "--version" ]; then exec "{real}" --version; fi\n'
+        f'touch "{started}"\nsleep 60\nexec "{real}" "$@"\n'
+    )
+    (slow / "pg_dump").chmod(0o755)
+    manifest = tmp_path / "migration.yaml"
+    manifest.write_text(yaml.safe_dump(MANIFEST))
+    url = f"postgresql://{database.user}:{secret}@/{database.dbname}?host={database.host}"
+    command = [sys.executable, "-m", "vector_migration.cli", "migrate", "-f", str(manifest),
+               "--backup-dir", str(tmp_path / "backups"), "--pg-bin-dir", str(slow)]  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        *command, env={**os.environ, "DATABASE_URL": url}, start_new_session=True,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not started.exists():
+            assert process.returncode is None and time.monotonic() < deadline, "pg_dump never started"
+            await asyncio.sleep(0.1)
+        os.killpg(process.pid, signal.SIGKILL)  # the command line and its pg_dump, as an OOM kill would
+        await process.wait()
+    finally:
+        if process.returncode is None:
+            os.killpg(process.pid, signal.SIGKILL)
+
+    assert files_holding(secret, tmp_path) == []
