@@ -61,6 +61,14 @@ async def arrange_as_the_owner(conn: asyncpg.Connection, database: ConnectionPar
         await owner.close()
 
 
+async def migrate(database: ConnectionParams, tmp_path: Path, spec: dict[str, Any]) -> int:
+    """`vector-migration migrate` with the test manifest and these spec fields; its exit code."""
+    manifest = {**MANIFEST, "spec": {**MANIFEST["spec"], **spec}}  # type: ignore[dict-item]
+    arguments = ["migrate", "-f", str(write(tmp_path, manifest)), "--database-url", url(database),
+                 "--backup-dir", str(tmp_path / "backups"), "--scratch-dir", str(tmp_path / "scratch")]  # fmt: skip
+    return await asyncio.to_thread(main, arguments)
+
+
 async def is_superuser(conn: asyncpg.Connection) -> bool:
     return bool(await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = $1", ATTACKER))
 
@@ -76,12 +84,8 @@ async def test_a_table_owner_stays_an_ordinary_role_through_a_migration(
     await arrange_as_the_owner(conn, database)
     assert await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")  # we are a superuser
     before = await snapshot(conn)
-    manifest = {**MANIFEST, "spec": {**MANIFEST["spec"], **how}}  # type: ignore[dict-item]
 
-    code = await asyncio.to_thread(
-        main, ["migrate", "-f", str(write(tmp_path, manifest)), "--database-url", url(database),
-               "--backup-dir", str(tmp_path / "backups"), "--scratch-dir", str(tmp_path / "scratch")],
-    )  # fmt: skip
+    code = await migrate(database, tmp_path, how)
 
     assert code == EXIT_OK
     assert not await is_superuser(conn)
@@ -109,44 +113,13 @@ CREATE INDEX documents_recent ON public.documents USING hnsw (embedding vector_l
 """
 
 
-async def test_plan_does_not_evaluate_a_table_owners_predicate_with_its_privileges(
-    database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    await arrange_as_the_owner(conn, database)
+async def arrange_partial_index(database: ConnectionParams) -> None:
     owner = await asyncpg.connect(host=database.host, user=ATTACKER, database=database.dbname)
     try:
         await owner.execute(PARTIAL_INDEX)
     finally:
         await owner.close()
 
-    code = await asyncio.to_thread(
-        main, ["plan", "-f", str(write(tmp_path, MANIFEST)), "--database-url", url(database)]
-    )
 
-    assert code == EXIT_OK
-    assert not await is_superuser(conn)
-    printed = capsys.readouterr()
-    assert "index documents_recent is not measured: its predicate calls public.looks_harmless(boolean)" in (
-        (printed.out + printed.err).replace("\n", "")
-    )
-    await conn.execute(f"DROP OWNED BY {ATTACKER} CASCADE")
-
-
-async def test_a_table_owner_stays_an_ordinary_role_through_a_parallel_migration(
-    database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path
-) -> None:
-    await arrange_as_the_owner(conn, database)
-    await conn.execute("DROP MATERIALIZED VIEW public.document_vectors")  # Parallel refuses tables read by views
-    before = await snapshot(conn)
-    manifest = {**MANIFEST, "spec": {**MANIFEST["spec"], "strategy": "Parallel"}}  # type: ignore[dict-item]
-
-    code = await asyncio.to_thread(
-        main, ["migrate", "-f", str(write(tmp_path, manifest)), "--database-url", url(database),
-               "--backup-dir", str(tmp_path / "backups")],
-    )  # fmt: skip
-
-    assert code == EXIT_OK
-    assert not await is_superuser(conn)
-    after = await snapshot(conn)  # the old table stays for keepOldFor, beside the migrated one
-    assert after.rows["public.documents"] == before.rows["public.documents"]
-    await conn.execute(f"DROP OWNED BY {ATTACKER} CASCADE")
+# Parallel, Rebuild and `plan` against the same owner are rows of the fault matrix:
+# tests/reliability/test_hostile_world.py.
