@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import secrets
 import time
 from dataclasses import asdict, dataclass
 from datetime import timedelta
@@ -67,7 +66,7 @@ from .engine import (
 )
 from .measure import BINARY, NORMALIZED, TEXT, IndexTarget, table_checksum
 from .plan import ColumnConversion, MigrationPlan
-from .sql import qualify, quote_ident, quote_literal
+from .sql import create_owner_function, is_current_role, qualify, quote_ident, quote_literal
 from .status import now, record_timing, seconds_since, set_condition
 from .surface import TargetSurface, concurrent_build_bug
 from .vocabulary import JOURNAL_SCHEMA, ConditionType, Phase, Reason
@@ -577,19 +576,16 @@ async def _batch_statement(conn: asyncpg.Connection, table: ShadowTable) -> str:
         "SELECT pg_catalog.pg_get_userbyid(relowner) FROM pg_catalog.pg_class WHERE oid = $1::pg_catalog.regclass",
         qualify(table.schema, table.table),
     )
-    if owner == await conn.fetchval("SELECT pg_catalog.current_user()"):
+    if await is_current_role(conn, owner):
         return statement
-    function = f"pg_temp.{quote_ident('vector_migration_batch_' + _short(table.schema, table.table))}"
-    signature = f"{function}(pg_catalog.text[], pg_catalog.int4)"
-    tag = "$vmig_" + secrets.token_hex(8) + "$"
-    await conn.execute(
-        f"CREATE OR REPLACE FUNCTION {signature}"
-        " RETURNS TABLE (copied_rows pg_catalog.int8, last_key pg_catalog.text[])"
-        f" LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS {tag}"
-        f" #variable_conflict use_column\n BEGIN RETURN QUERY {statement}; END {tag}"
+    function = await create_owner_function(
+        conn,
+        owner,
+        "vector_migration_batch_" + _short(table.schema, table.table),
+        "pg_catalog.text[], pg_catalog.int4",
+        "TABLE (copied_rows pg_catalog.int8, last_key pg_catalog.text[])",
+        f" #variable_conflict use_column\n BEGIN RETURN QUERY {statement}; END ",
     )
-    await conn.execute(f"REVOKE ALL ON FUNCTION {signature} FROM PUBLIC")
-    await conn.execute(f"ALTER FUNCTION {signature} OWNER TO {quote_ident(owner)}")
     return f"SELECT copied_rows AS rows, last_key AS last FROM {function}($1, $2)"
 
 

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import hashlib
 import os
+import secrets
 import ssl as ssl_module
 import stat
 import tempfile
@@ -282,32 +283,52 @@ async def set_local_timeouts(conn: asyncpg.Connection, lock_timeout: str, statem
     await conn.execute("SELECT pg_catalog.set_config('statement_timeout', $1, true)", statement_timeout)
 
 
+async def is_current_role(conn: asyncpg.Connection, role: str) -> bool:
+    """Whether the session already runs as ``role`` (its code then gains nothing by running as us)."""
+    return bool(role == await conn.fetchval("SELECT pg_catalog.current_user()"))
+
+
+async def create_owner_function(
+    conn: asyncpg.Connection, role: str, name: str, arguments: str, returns: str, body: str
+) -> str:
+    """A plpgsql SECURITY DEFINER function ``pg_temp.<name>(arguments)`` owned by ``role``; its qualified name.
+
+    A table owner's code (a CHECK constraint, a default, an index expression, a materialized
+    view's query) runs with the privileges of whoever runs the statement. PostgreSQL's own
+    maintenance commands switch to the table's owner in a security-restricted operation for this
+    reason (CVE-2022-1552). SQL cannot enter that state, and ``SET ROLE`` alone is escaped by a
+    ``RESET ROLE`` in the owner's code; but SET ROLE and SET SESSION AUTHORIZATION are refused
+    inside a SECURITY DEFINER function. So such statements run inside one owned by the role, with a
+    pinned search_path, in this session's pg_temp: no other session ever sees it.
+    """
+    function = f"pg_temp.{quote_ident(name)}"
+    signature = f"{function}({arguments})"
+    tag = "$vmig_" + secrets.token_hex(8) + "$"  # a dollar quote the body cannot contain by chance
+    if tag in body:
+        raise ValueError("the function body contains its own quote")
+    await conn.execute(
+        f"CREATE OR REPLACE FUNCTION {signature} RETURNS {returns} LANGUAGE plpgsql SECURITY DEFINER"
+        f" SET search_path = pg_catalog, pg_temp AS {tag}{body}{tag}"
+    )
+    await conn.execute(f"REVOKE ALL ON FUNCTION {signature} FROM PUBLIC")
+    await conn.execute(f"ALTER FUNCTION {signature} OWNER TO {quote_ident(role)}")
+    return function
+
+
 async def run_as_role(conn: asyncpg.Connection, role: str, statement: str) -> None:
     """Run one statement as ``role``, so the role's own code it evaluates cannot use our privileges.
 
-    A table owner's code (a CHECK constraint, a generated column, an index expression, a
-    materialized view's query) runs with the privileges of whoever runs the statement. PostgreSQL's
-    own maintenance commands switch to the table's owner in a security-restricted operation for
-    this reason (CVE-2022-1552). SQL cannot enter that state, and ``SET ROLE`` alone is escaped by
-    a ``RESET ROLE`` in the owner's code; but SET ROLE and SET SESSION AUTHORIZATION are refused
-    inside a SECURITY DEFINER function. So the statement runs inside a transient one, owned by
-    the role, with a pinned search_path, created and dropped in a savepoint of the caller's
-    transaction (nobody else ever sees it).
+    The function (create_owner_function) is created and dropped in a savepoint of the caller's
+    transaction.
     """
-    if role == await conn.fetchval("SELECT pg_catalog.current_user()"):
+    if await is_current_role(conn, role):
         await conn.execute(statement)
         return
-    function = f"pg_temp.{quote_ident('vector_migration_as_' + hashlib.sha256(role.encode()).hexdigest()[:16])}"
-    signature = f"{function}(pg_catalog.text)"
+    name = "vector_migration_as_" + hashlib.sha256(role.encode()).hexdigest()[:16]
     async with conn.transaction():
-        await conn.execute(
-            f"CREATE FUNCTION {signature} RETURNS void LANGUAGE plpgsql SECURITY DEFINER "
-            "SET search_path = pg_catalog, pg_temp AS $body$ BEGIN EXECUTE $1; END $body$"
-        )
-        await conn.execute(f"REVOKE ALL ON FUNCTION {signature} FROM PUBLIC")
-        await conn.execute(f"ALTER FUNCTION {signature} OWNER TO {quote_ident(role)}")
+        function = await create_owner_function(conn, role, name, "pg_catalog.text", "void", " BEGIN EXECUTE $1; END ")
         await conn.execute(f"SELECT {function}($1)", statement)
-        await conn.execute(f"DROP FUNCTION {signature}")
+        await conn.execute(f"DROP FUNCTION {function}(pg_catalog.text)")
 
 
 @contextlib.asynccontextmanager

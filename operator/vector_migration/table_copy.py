@@ -27,7 +27,7 @@ import asyncpg
 
 from .catalog import Blocker, SourceInventory
 from .measure import BINARY
-from .sql import qualify, quote_ident, run_as_role
+from .sql import is_current_role, qualify, quote_ident, run_as_role
 from .vocabulary import Reason
 
 COPY_BINARY = "binary"
@@ -102,7 +102,7 @@ async def import_table(
     for trigger in triggers:
         await conn.execute(f"ALTER TABLE {relation} DISABLE TRIGGER {quote_ident(trigger['tgname'])}")
     source = export_file(directory, schema, table)
-    if owner is None or owner == await conn.fetchval("SELECT pg_catalog.current_user()"):
+    if owner is None or await is_current_role(conn, owner):
         await conn.copy_to_table(table, schema_name=schema, source=source, format=fmt)
     else:
         await _import_as(conn, owner, relation, source, fmt)
