@@ -36,14 +36,18 @@ _MEMORY_KB = {"kB": 1, "MB": 1 << 10, "GB": 1 << 20, "TB": 1 << 30}
 PG_INT_MAX = (1 << 31) - 1  # PostgreSQL keeps lock_timeout, statement_timeout and maintenance_work_mem in an int
 
 
+def duration_ms(duration: str) -> float:
+    """A duration in the API's (PostgreSQL's) spelling in milliseconds; a bare number is milliseconds."""
+    number, unit = re.fullmatch(r"([0-9]+)([a-z]*)", duration).groups()  # type: ignore[union-attr]
+    return int(number) * _DURATION_MS[unit]
+
+
 def _at_most_ms(limit: float, described: str) -> AfterValidator:
-    """A duration (PostgreSQL's spelling; no unit is milliseconds) no longer than ``limit`` ms."""
+    """A duration no longer than ``limit`` ms."""
 
     def check(value: str | None) -> str | None:
-        if value is not None:
-            number, unit = re.fullmatch(r"([0-9]+)([a-z]*)", value).groups()  # type: ignore[union-attr]
-            if int(number) * _DURATION_MS[unit] > limit:
-                raise ValueError(f"at most {described}")
+        if value is not None and duration_ms(value) > limit:
+            raise ValueError(f"at most {described}")
         return value
 
     return AfterValidator(check)

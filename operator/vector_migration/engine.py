@@ -82,7 +82,7 @@ from .sql import (
     qualify,
     quote_ident,
     run_as_role,
-    set_local_timeouts,
+    set_timeouts,
 )
 from .status import condition, fail, hold, record_timing, set_condition, set_phase, summarize, timing_key, warn
 from .surface import MappingError, TargetSurface, discover, map_type, method_kind, source_library
@@ -295,12 +295,7 @@ async def bounded_reads(m: Migration, what: str, phase: PhaseFunction) -> Outcom
     they keep), so a table the application holds locked delays them by lockTimeout, not forever.
     """
     conn = m.session
-    await conn.execute(
-        "SELECT pg_catalog.set_config('lock_timeout', $1, false),"
-        " pg_catalog.set_config('statement_timeout', $2, false)",
-        m.spec.lock_timeout,
-        m.spec.statement_timeout,
-    )
+    await set_timeouts(conn, m.spec.lock_timeout, m.spec.statement_timeout, local=False)
     try:
         return await phase(m)
     except asyncpg.LockNotAvailableError:
@@ -801,7 +796,7 @@ async def _begin_bounded_transaction(m: Migration) -> Any:
     transaction = conn.transaction()
     await transaction.start()
     try:
-        await set_local_timeouts(conn, m.spec.lock_timeout, m.spec.statement_timeout)
+        await set_timeouts(conn, m.spec.lock_timeout, m.spec.statement_timeout)
         await conn.execute(
             "SELECT pg_catalog.set_config('maintenance_work_mem', $1, true)", m.spec.reindex.maintenance_work_mem
         )

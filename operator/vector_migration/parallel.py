@@ -37,6 +37,7 @@ from .api import (
     TableVerification,
     VectorMigrationStatus,
     Verification,
+    duration_ms,
 )
 from .catalog import Blocker, SourceInventory, read_extension
 from .engine import (
@@ -752,7 +753,7 @@ async def run_cutover(m: Migration) -> Outcome:
                 )
             m.promote, m.promote_consumed = False, True
         elif current.pause is not None:
-            remaining = _seconds(current.pause.duration or "0") - _age(cutover.step_started_at)
+            remaining = duration_ms(current.pause.duration or "0") / 1000 - _age(cutover.step_started_at)
             if remaining > 0:
                 return Wait(
                     Reason.CUTOVER_PAUSED,
@@ -782,7 +783,7 @@ async def run_finalize(m: Migration) -> Outcome:
             for table in tables:
                 progress.step = f"swap {table.name}"
                 await _swap_names(conn, table, forward=True)
-            keep = timedelta(seconds=_seconds(m.spec.parallel.keep_old_for))
+            keep = timedelta(milliseconds=duration_ms(m.spec.parallel.keep_old_for))
             parallel = m.status.parallel or ParallelStatus()
             parallel.old_tables = [f"{t.schema}.{t.old}" for t in tables]
             parallel.drop_old_after = now(later_by=keep)
@@ -972,15 +973,6 @@ async def _equal_under_lock(m: Migration, table: ShadowTable) -> TableVerificati
 
 
 # ------------------------------------------------------------------------------------- helpers
-
-
-_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0, "": 1e-3}
-
-
-def _seconds(duration: str) -> float:
-    """A PostgreSQL-style duration (the API's spelling) in seconds; a bare number is milliseconds."""
-    digits = duration.rstrip("abcdefghijklmnopqrstuvwxyz")
-    return int(digits) * _UNITS[duration[len(digits) :]]
 
 
 def _age(stamp: str | None) -> float:

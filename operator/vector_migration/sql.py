@@ -274,13 +274,16 @@ class DatabaseUnavailable(RuntimeError):
     """The database could not be reached; retrying may help."""
 
 
-async def set_local_timeouts(conn: asyncpg.Connection, lock_timeout: str, statement_timeout: str) -> None:
-    """Bound how long a statement waits for locks and runs, for this transaction only.
+async def set_timeouts(
+    conn: asyncpg.Connection, lock_timeout: str, statement_timeout: str, *, local: bool = True
+) -> None:
+    """Bound how long a statement waits for locks and runs: for this transaction only, or the session.
 
-    SET LOCAL so the bound dies with the transaction and never leaks into a pooled session.
+    SET LOCAL by default, so the bound dies with the transaction and never leaks into a pooled
+    session; a session-wide bound is reset by its caller (RESET lock_timeout, statement_timeout).
     """
-    await conn.execute("SELECT pg_catalog.set_config('lock_timeout', $1, true)", lock_timeout)
-    await conn.execute("SELECT pg_catalog.set_config('statement_timeout', $1, true)", statement_timeout)
+    await conn.execute("SELECT pg_catalog.set_config('lock_timeout', $1, $2)", lock_timeout, local)
+    await conn.execute("SELECT pg_catalog.set_config('statement_timeout', $1, $2)", statement_timeout, local)
 
 
 async def is_current_role(conn: asyncpg.Connection, role: str) -> bool:
