@@ -180,11 +180,12 @@ async def reconcile(state: OperatorState, body: Mapping[str, Any], on_progress: 
         else:
             outcome = await step(run)
         if run.status.phase != before or not isinstance(outcome, Advance):
+            if run.status.cutover is not None:
+                # Routing first: whoever reads a status that says "paused at 50%" finds the ConfigMap at 50%.
+                await state.client.apply_configmap(build_cutover_configmap(resource, run.status))
             await on_progress(before, run.status, outcome)
     if isinstance(outcome, Hold) and outcome.reason is not Reason.DELETED and run.facts.plan is not None:
         await _publish_plan(state.client, resource, run)
-    if run.status.cutover is not None:
-        await state.client.apply_configmap(build_cutover_configmap(resource, run.status))
     consumed = (ANNOTATION_PROMOTE,) if run.promote_consumed else ()
     run.promote_consumed = False
     if isinstance(outcome, Hold | Fail) or run.status.phase.terminal:
