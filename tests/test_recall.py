@@ -33,7 +33,7 @@ INSERT INTO docs VALUES (0, 1, 0, array_fill(0::real, ARRAY[{DIMS}])::vector);
 -- Deliberately poor indexes: a sparse graph searched narrowly, and one list of fifty probed.
 CREATE INDEX docs_l2 ON docs USING hnsw (v vector_l2_ops) WITH (m = 4, ef_construction = 8);
 CREATE INDEX docs_cosine ON docs USING ivfflat (v vector_cosine_ops) WITH (lists = 50);
-CREATE INDEX docs_ip_some ON docs USING hnsw (v vector_ip_ops) WHERE n > 4;
+CREATE INDEX docs_ip_some ON docs USING hnsw (v vector_ip_ops) WITH (m = 4, ef_construction = 8) WHERE n > 4;
 """
 
 INDEXES = {
