@@ -36,10 +36,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the emulator harness in tests/ serves the operator measurement
 
 from vector_migration.api import parse_manifest  # noqa: E402
-from vector_migration.backup import LocalBackup  # noqa: E402
+from vector_migration.database.backup import LocalBackup  # noqa: E402
+from vector_migration.database.sql import ConnectionParams, quote_ident  # noqa: E402
 from vector_migration.demo import EmbeddedPostgres, clustered_embeddings_sql, create_database  # noqa: E402
-from vector_migration.engine import Migration, run  # noqa: E402
-from vector_migration.sql import ConnectionParams, quote_ident  # noqa: E402
+from vector_migration.engine.legacy import Migration, run  # noqa: E402
 from vector_migration.vocabulary import Phase  # noqa: E402
 
 TARGET = "ruvector_standin"
@@ -183,7 +183,7 @@ async def engine_run(
 
 async def backup_cost(server: EmbeddedPostgres, work: Path) -> float:
     """pg_dump -Fc of the dataset and its check, as the backup phase runs them."""
-    from vector_migration.backup import run_backup
+    from vector_migration.database.backup import run_backup
     from vector_migration.vocabulary import BackupScope
 
     params = await fresh_copy(server, "bench_backup")

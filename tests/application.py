@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 
 from tests.scenarios import DIMS, parse_vector
-from vector_migration.sql import ConnectionParams
+from vector_migration.database.sql import ConnectionParams
 
 SHOP = f"""
 CREATE EXTENSION vector;

@@ -33,9 +33,9 @@ import kopf
 import trustme
 import yaml
 
-from vector_migration.controller import LoginFunction, build_registry
-from vector_migration.kube import kubeconfig_configuration
-from vector_migration.metrics import OperatorMetrics
+from vector_migration.kube.client import kubeconfig_configuration
+from vector_migration.kube.controller import LoginFunction, build_registry
+from vector_migration.kube.metrics import OperatorMetrics
 
 RESOURCES = {
     "ruvector.dev/v1alpha1/vectormigrations": {

@@ -9,8 +9,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from vector_migration.database.sql import ConnectionParams
 from vector_migration.demo import EmbeddedPostgres, create_database
-from vector_migration.sql import ConnectionParams
 
 _numbers = itertools.count(1)
 

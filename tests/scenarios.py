@@ -14,9 +14,9 @@ from typing import Any
 import asyncpg
 
 from vector_migration.api import VectorMigration, parse_manifest
-from vector_migration.backup import LocalBackup
-from vector_migration.engine import Migration
-from vector_migration.sql import ConnectionParams
+from vector_migration.database.backup import LocalBackup
+from vector_migration.database.sql import ConnectionParams
+from vector_migration.engine.legacy import Migration
 
 DIMS = 8
 

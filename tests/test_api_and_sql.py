@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from vector_migration.api import SpecError, TableSelection, parse_manifest, split_qualified_name
-from vector_migration.crd import crd_document, render_crd
-from vector_migration.sql import params_from_secret, parse_database_url, quote_ident, quote_literal
+from vector_migration.database.sql import params_from_secret, parse_database_url, quote_ident, quote_literal
+from vector_migration.kube.crd import crd_document, render_crd
 
 ROOT = Path(__file__).resolve().parent.parent
 

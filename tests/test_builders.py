@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 
 from vector_migration.api import VectorMigration, parse_manifest
-from vector_migration.builders import (
+from vector_migration.kube.builders import (
     BACKUP_SCRIPT,
     build_backup_job,
     build_cutover_configmap,

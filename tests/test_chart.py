@@ -13,8 +13,8 @@ import yaml
 from tests.chart import CHART, NAMESPACE, ROOT, allows, of_kind, render, rules
 from tests.crd_conformance import violations
 from vector_migration.api import JobDefaults, VectorMigration
-from vector_migration.builders import build_backup_job
-from vector_migration.crd import crd_document
+from vector_migration.kube.builders import build_backup_job
+from vector_migration.kube.crd import crd_document
 
 KUBERNETES = "1.31.0"  # the oldest minor the chart is validated against (kubeVersion allows >=1.28)
 MATRIX: dict[str, dict[str, Any]] = {

@@ -5,7 +5,14 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from vector_migration.measure import BINARY, NORMALIZED, TEXT, prints_identically, sends_identically, table_checksum
+from vector_migration.database.measure import (
+    BINARY,
+    NORMALIZED,
+    TEXT,
+    prints_identically,
+    sends_identically,
+    table_checksum,
+)
 
 MODES = [BINARY, TEXT, NORMALIZED]
 

@@ -18,10 +18,10 @@ import pytest
 from tests.cluster import Cluster, condition, phase, running_cluster, running_operator
 from tests.scenarios import create_rich_database, snapshot
 from tests.test_operator import migration, secret_for
-from vector_migration.controller import LoginFunction
+from vector_migration.database.sql import ConnectionParams
 from vector_migration.demo import EmbeddedPostgres, create_database
-from vector_migration.kube import in_cluster_configuration, kubeconfig_configuration
-from vector_migration.sql import ConnectionParams
+from vector_migration.kube.client import in_cluster_configuration, kubeconfig_configuration
+from vector_migration.kube.controller import LoginFunction
 
 
 def service_account_login(

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.crd_conformance import violations
-from vector_migration.crd import crd_document
+from vector_migration.kube.crd import crd_document
 
 
 def schema_of(crd: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import celpy
 import pytest
 
 from vector_migration.api import VectorMigration
-from vector_migration.crd import crd_document
+from vector_migration.kube.crd import crd_document
 
 
 def stored(phase: str | None = None, swapped: bool = False, **spec: Any) -> dict[str, Any]:

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 
 from tests.scenarios import create_rich_database
 from tests.test_command_line import MANIFEST, url
-from vector_migration.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
-from vector_migration.sql import ConnectionParams
+from vector_migration.cli.commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
+from vector_migration.database.sql import ConnectionParams
 
 NOWHERE = "postgresql://app@/db?host=/nonexistent-vmig-socket-dir"
 

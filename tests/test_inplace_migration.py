@@ -8,8 +8,8 @@ import asyncpg
 import pytest
 
 from tests.scenarios import condition, create_rich_database, index_facts, manifest, migration, snapshot
-from vector_migration.engine import run
-from vector_migration.sql import ConnectionParams
+from vector_migration.database.sql import ConnectionParams
+from vector_migration.engine.legacy import run
 from vector_migration.vocabulary import Phase
 
 # extension -> (type, hnsw method, ivfflat method, opclass prefix)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import urllib.request
 
-from vector_migration.metrics import OperatorMetrics
+from vector_migration.kube.metrics import OperatorMetrics
 from vector_migration.vocabulary import Phase
 
 

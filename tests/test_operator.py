@@ -17,9 +17,9 @@ from tests.chart import assert_allowed_by_the_chart
 from tests.cluster import JobRunner, condition, phase, running_cluster, running_operator
 from tests.gitops import argo_health, kstatus, kubectl_wait_ready
 from tests.scenarios import create_rich_database, snapshot
+from vector_migration.database.sql import ConnectionParams
 from vector_migration.demo import EmbeddedPostgres
-from vector_migration.metrics import OperatorMetrics
-from vector_migration.sql import ConnectionParams
+from vector_migration.kube.metrics import OperatorMetrics
 from vector_migration.vocabulary import Phase
 
 PASSWORD = "Kx9-distinctive-Pa55word"

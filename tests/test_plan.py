@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from vector_migration.api import VectorMigrationSpec
-from vector_migration.catalog import (
+from vector_migration.database.catalog import (
     InstalledExtension,
     SavedIndex,
     SavedSetting,
@@ -11,8 +11,8 @@ from vector_migration.catalog import (
     SourceInventory,
     VectorColumn,
 )
-from vector_migration.plan import build_plan
-from vector_migration.surface import TargetOpclass, TargetSurface, TargetType
+from vector_migration.database.surface import TargetOpclass, TargetSurface, TargetType
+from vector_migration.engine.plan import build_plan
 
 SERVER = ServerFacts(180006, "18.6", "shop", 1, "app", False, False)
 PGVECTOR = InstalledExtension(10, "vector", "0.8.6", "public")

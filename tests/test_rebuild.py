@@ -18,10 +18,10 @@ from tests.scenarios import (
     parse_vector,
     snapshot,
 )
-from vector_migration import engine
-from vector_migration.engine import run
-from vector_migration.sql import ConnectionParams
-from vector_migration.table_copy import COPY_TEXT
+from vector_migration.database.sql import ConnectionParams
+from vector_migration.database.table_copy import COPY_TEXT
+from vector_migration.engine import legacy as engine
+from vector_migration.engine.legacy import run
 from vector_migration.vocabulary import Phase, Reason
 
 # What Rebuild must carry that a plain COPY round trip would lose or change: an application

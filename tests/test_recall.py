@@ -13,7 +13,7 @@ import math
 import asyncpg
 import pytest
 
-from vector_migration.measure import IndexTarget, measure_index
+from vector_migration.database.measure import IndexTarget, measure_index
 
 K = 10
 DIMS = 16

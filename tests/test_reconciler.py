@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from vector_migration.engine import Fail, Hold, Wait
-from vector_migration.reconciler import MAX_RETRY_DELAY, next_step
+from vector_migration.engine.legacy import Fail, Hold, Wait
+from vector_migration.kube.reconciler import MAX_RETRY_DELAY, next_step
 from vector_migration.vocabulary import Reason
 
 

@@ -11,8 +11,8 @@ import pytest
 
 from tests.scenarios import condition, create_rich_database, index_facts, manifest, migration, snapshot
 from vector_migration.api import VectorMigrationStatus
-from vector_migration.engine import close_session, open_session, run, step
-from vector_migration.sql import ConnectionParams
+from vector_migration.database.sql import ConnectionParams
+from vector_migration.engine.legacy import close_session, open_session, run, step
 from vector_migration.vocabulary import Phase, Reason
 
 
@@ -197,7 +197,7 @@ async def test_a_succeeded_migration_is_rolled_back_on_request_from_the_command_
     target: str, database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path
 ) -> None:
     from tests.test_command_line import MANIFEST, url, write
-    from vector_migration.cli import main
+    from vector_migration.cli.commands import main
 
     await create_rich_database(conn)
     before = await snapshot(conn)

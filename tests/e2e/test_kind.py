@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from tests.chart import CHART, ROOT, render
-from vector_migration import standin
+from vector_migration.demo import standin
 
 CLUSTER = os.environ.get("E2E_CLUSTER", "vmig-e2e")
 OPERATOR_IMAGE = "vector-migration-operator:e2e"

@@ -9,8 +9,8 @@ from typing import Any
 
 import asyncpg
 
-from vector_migration.engine import Migration, open_session, step
-from vector_migration.sql import ConnectionParams
+from vector_migration.database.sql import ConnectionParams
+from vector_migration.engine.legacy import Migration, open_session, step
 from vector_migration.vocabulary import Phase
 
 

@@ -14,8 +14,8 @@ from tests.cluster import condition, phase, running_cluster, running_operator
 from tests.reliability.report import observe, rows_lost, scenario
 from tests.scenarios import create_rich_database, snapshot
 from tests.test_operator import migration, secret_for
+from vector_migration.database.sql import ConnectionParams
 from vector_migration.demo import EmbeddedPostgres
-from vector_migration.sql import ConnectionParams
 
 VMIGS = kmock.resource("ruvector.dev", "v1alpha1", "vectormigrations")
 JOBS = kmock.resource("batch", "v1", "jobs")

@@ -14,10 +14,10 @@ from tests.application import application_writing, create_shop, docs_before, fin
 from tests.reliability.harness import advance_to, migration_backend, no_sleep, stop, until
 from tests.reliability.report import declare, observe, rows_lost, scenario
 from tests.scenarios import condition, create_rich_database, fail_every, manifest, migration, snapshot
-from vector_migration.backup import LocalBackup
+from vector_migration.database.backup import LocalBackup
+from vector_migration.database.sql import ConnectionParams
 from vector_migration.demo import EmbeddedPostgres
-from vector_migration.engine import close_session, run
-from vector_migration.sql import ConnectionParams
+from vector_migration.engine.legacy import close_session, run
 from vector_migration.vocabulary import Phase, Reason
 
 # ------------------------------------------------------------------------------------- backups

@@ -29,8 +29,7 @@ from typing import Any
 
 import asyncpg
 
-from . import journal
-from .api import (
+from ...api import (
     CutoverStatus,
     ParallelStatus,
     ShadowTableStatus,
@@ -39,8 +38,12 @@ from .api import (
     Verification,
     duration_ms,
 )
-from .catalog import Blocker, SourceInventory, read_extension
-from .engine import (
+from ...database import journal
+from ...database.catalog import Blocker, SourceInventory, read_extension
+from ...database.measure import BINARY, NORMALIZED, TEXT, IndexTarget, table_checksum
+from ...database.sql import create_owner_function, is_current_role, qualify, quote_ident, quote_literal
+from ...database.surface import TargetSurface, concurrent_build_bug
+from ...engine.legacy import (
     Advance,
     Fail,
     Hold,
@@ -65,12 +68,9 @@ from .engine import (
     run_backup_phase,
     run_checklist,
 )
-from .measure import BINARY, NORMALIZED, TEXT, IndexTarget, table_checksum
-from .plan import ColumnConversion, MigrationPlan
-from .sql import create_owner_function, is_current_role, qualify, quote_ident, quote_literal
-from .status import now, record_timing, seconds_since, set_condition
-from .surface import TargetSurface, concurrent_build_bug
-from .vocabulary import JOURNAL_SCHEMA, ConditionType, Phase, Reason
+from ...engine.plan import ColumnConversion, MigrationPlan
+from ...status import now, record_timing, seconds_since, set_condition
+from ...vocabulary import JOURNAL_SCHEMA, ConditionType, Phase, Reason
 
 PREPARED = "parallel_prepared"
 BACKFILL = "parallel_backfill"

@@ -11,8 +11,8 @@ from typing import Any
 
 import yaml
 
-from .api import SPEC_MUTABLE_AFTER_SWAP, VectorMigrationSpec, VectorMigrationStatus
-from .vocabulary import (
+from ..api import SPEC_MUTABLE_AFTER_SWAP, VectorMigrationSpec, VectorMigrationStatus
+from ..vocabulary import (
     API_GROUP,
     API_VERSION,
     CATEGORIES,

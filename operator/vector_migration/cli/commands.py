@@ -24,12 +24,12 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn
 from rich.table import Table
 from rich.text import Text
 
-from . import __version__
-from .api import SpecError, VectorMigration, VectorMigrationStatus, load_manifest
-from .backup import LocalBackup
-from .engine import Migration, run
-from .sql import ConnectionError_, ConnectionParams, parse_database_url
-from .vocabulary import ConditionType, Phase, Reason
+from .. import __version__
+from ..api import SpecError, VectorMigration, VectorMigrationStatus, load_manifest
+from ..database.backup import LocalBackup
+from ..database.sql import ConnectionError_, ConnectionParams, parse_database_url
+from ..engine.legacy import Migration, run
+from ..vocabulary import ConditionType, Phase, Reason
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_HELD = 0, 1, 2, 3
 DATABASE_URL_ENV = "DATABASE_URL"
@@ -369,7 +369,7 @@ def _number(value: float | None) -> str:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from ..demo import run_demo
 
     return run_demo(surface=args.surface, rows=args.rows, workdir=args.workdir)
 
@@ -391,9 +391,9 @@ def _operator(args: argparse.Namespace) -> int:
     import kopf
     from pydantic import ValidationError
 
-    from .api import JobDefaults, describe_validation_error
-    from .controller import build_registry
-    from .metrics import OperatorMetrics
+    from ..api import JobDefaults, describe_validation_error
+    from ..kube.controller import build_registry
+    from ..kube.metrics import OperatorMetrics
 
     try:
         job_defaults = JobDefaults.model_validate_json(os.environ.get(JOB_DEFAULTS_ENV) or "{}")
@@ -420,7 +420,7 @@ def _operator(args: argparse.Namespace) -> int:
 
 
 def _crd(args: argparse.Namespace) -> int:
-    from .crd import render_crd
+    from ..kube.crd import render_crd
 
     sys.stdout.write(render_crd())
     return EXIT_OK

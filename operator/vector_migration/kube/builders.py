@@ -11,9 +11,9 @@ import json
 import re
 from typing import Any
 
-from .api import JobDefaults, JobPlacement, VectorMigration, VectorMigrationStatus
-from .backup import restore_arguments
-from .vocabulary import API_GROUP, API_VERSION, KIND, BackupScope, Phase
+from ..api import JobDefaults, JobPlacement, VectorMigration, VectorMigrationStatus
+from ..database.backup import restore_arguments
+from ..vocabulary import API_GROUP, API_VERSION, KIND, BackupScope, Phase
 
 MANAGED_BY = "vector-migration-operator"
 LABEL_MIGRATION = f"{API_GROUP}/migration"

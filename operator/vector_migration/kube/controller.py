@@ -17,15 +17,15 @@ from typing import Any
 import kopf
 from kubernetes.client import Configuration
 
-from .api import JobDefaults, VectorMigrationStatus
-from .engine import Fail, Outcome
-from .kube import KubeClient, KubeError, load_configuration, login_of
+from ..api import JobDefaults, VectorMigrationStatus
+from ..engine.legacy import Fail, Outcome
+from ..status import timing_key
+from ..vocabulary import API_GROUP, API_VERSION, COMPONENT, FINALIZER, LEGACY_FINALIZER, PLURAL, ConditionType, Phase
+from .client import KubeClient, KubeError, load_configuration, login_of
 from .metrics import OperatorMetrics
 from .reconciler import OperatorState, next_step, write_status
 from .reconciler import reconcile as reconcile_migration
 from .reconciler import release as release_migration
-from .status import timing_key
-from .vocabulary import API_GROUP, API_VERSION, COMPONENT, FINALIZER, LEGACY_FINALIZER, PLURAL, ConditionType, Phase
 
 RESOURCE = (API_GROUP, API_VERSION, PLURAL)
 KOPF_PREFIX = f"kopf.{API_GROUP}"

@@ -29,8 +29,8 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.config.incluster_config import InClusterConfigLoader
 
-from . import __version__
-from .vocabulary import API_GROUP, API_VERSION, PLURAL
+from .. import __version__
+from ..vocabulary import API_GROUP, API_VERSION, PLURAL
 
 # Answers that say "not now" rather than "no": a conflict, throttling, an overloaded or restarting
 # API server, or no answer at all (status 0). The same call made again later can succeed.

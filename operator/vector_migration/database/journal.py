@@ -13,8 +13,8 @@ from typing import Any
 
 import asyncpg
 
+from ..vocabulary import JOURNAL_SCHEMA, JOURNAL_TABLE
 from .sql import qualify, quote_ident
-from .vocabulary import JOURNAL_SCHEMA, JOURNAL_TABLE
 
 JOURNAL = qualify(JOURNAL_SCHEMA, JOURNAL_TABLE)
 

@@ -17,9 +17,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .api import JobDefaults, VectorMigration, VectorMigrationStatus, describe_validation_error
-from .builders import build_cutover_configmap, build_plan_configmap, object_name
-from .engine import (
+from ..api import JobDefaults, VectorMigration, VectorMigrationStatus, describe_validation_error
+from ..database.sql import ConnectionError_, params_from_secret
+from ..engine.legacy import (
     Advance,
     Fail,
     Hold,
@@ -32,12 +32,9 @@ from .engine import (
     request_rollback,
     step,
 )
-from .job_backup import JobBackup
-from .kube import KubeClient, KubeError
-from .parallel import drop_old_tables, seconds_until_old_tables_go
-from .sql import ConnectionError_, params_from_secret
-from .status import fail, hold, set_phase
-from .vocabulary import (
+from ..status import fail, hold, set_phase
+from ..strategies.parallel.legacy import drop_old_tables, seconds_until_old_tables_go
+from ..vocabulary import (
     ANNOTATION_APPROVE,
     ANNOTATION_DELETE_BACKUP,
     ANNOTATION_PAUSED,
@@ -47,6 +44,9 @@ from .vocabulary import (
     Phase,
     Reason,
 )
+from .builders import build_cutover_configmap, build_plan_configmap, object_name
+from .client import KubeClient, KubeError
+from .jobs import JobBackup
 
 
 @dataclass

@@ -14,8 +14,8 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .api import VectorMigrationSpec
-from .catalog import (
+from ..api import VectorMigrationSpec
+from ..database.catalog import (
     KNOWN_INDEX_PARAMETERS,
     SavedIndex,
     SavedSetting,
@@ -23,8 +23,8 @@ from .catalog import (
     SourceInventory,
     VectorColumn,
 )
-from .sql import qualify, quote_ident, quote_literal
-from .surface import (
+from ..database.sql import qualify, quote_ident, quote_literal
+from ..database.surface import (
     SETTING_CANDIDATES,
     MappingError,
     TargetOpclass,
@@ -36,7 +36,7 @@ from .surface import (
     map_type,
     method_kind,
 )
-from .vocabulary import Reason, ReindexMode, Strategy
+from ..vocabulary import Reason, ReindexMode, Strategy
 
 FLOAT4_ARRAY = "_float4"  # pg_type.typname of real[]
 GRANTABLE_PRIVILEGES = frozenset(

@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from .api import JobDefaults, VectorMigration
-from .backup import BackupError, BackupPending, BackupRequest, BackupResult, RestoreRequest
+from ..api import JobDefaults, VectorMigration
+from ..database.backup import BackupError, BackupPending, BackupRequest, BackupResult, RestoreRequest
+from ..database.sql import ConnectionParams
 from .builders import build_backup_job, build_restore_job, labels, object_name
-from .kube import KubeClient, KubeError
-from .sql import ConnectionParams
+from .client import KubeClient, KubeError
 
 MIN_CLAIM_BYTES = 1 << 30
 

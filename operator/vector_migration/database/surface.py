@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from ..vocabulary import Reason
 from .catalog import SavedIndex, VectorColumn, owned_types, read_casts
 from .sql import quote_ident
-from .vocabulary import Reason
 
 # Source type name -> target type names that hold the same values, in order of preference.
 # RuVector's documented dense type is "ruvector"; the v2 plan keeps pgvector's names.

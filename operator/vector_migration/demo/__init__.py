@@ -18,13 +18,13 @@ import yaml
 from rich.console import Console
 from rich.panel import Panel
 
-from .api import VectorMigration, parse_manifest
-from .backup import LocalBackup
-from .cli import RichReporter, finish
-from .engine import Migration, run
-from .sql import ConnectionParams, quote_ident
+from ..api import VectorMigration, parse_manifest
+from ..cli.commands import RichReporter, finish
+from ..database.backup import LocalBackup
+from ..database.sql import ConnectionParams, quote_ident
+from ..engine.legacy import Migration, run
+from ..vocabulary import Reason
 from .standin import PUBLISHED, STANDIN_LABEL, SURFACES, Surface
-from .vocabulary import Reason
 
 SURFACE_BY_CHOICE = {
     "published": PUBLISHED,
@@ -60,7 +60,7 @@ class EmbeddedPostgres:
         """Connection parameters (a Unix socket, no password) for a database."""
         info = self.server.get_postmaster_info()
         uri: str = info.get_uri(database=dbname)
-        from .sql import parse_database_url
+        from ..database.sql import parse_database_url
 
         return parse_database_url(uri)
 

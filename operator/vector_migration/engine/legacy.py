@@ -30,8 +30,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from . import journal, table_copy
-from .api import (
+from ..api import (
     SPEC_MUTABLE_AFTER_SWAP,
     BackupStatus,
     ColumnInventory,
@@ -48,8 +47,9 @@ from .api import (
     Verification,
     frozen_spec,
 )
-from .backup import BackupError, BackupPending, BackupRequest, BackupRuntime, LocalBackup, RestoreRequest
-from .catalog import (
+from ..database import journal, table_copy
+from ..database.backup import BackupError, BackupPending, BackupRequest, BackupRuntime, LocalBackup, RestoreRequest
+from ..database.catalog import (
     MIN_SERVER_VERSION_NUM,
     Blocker,
     SourceInventory,
@@ -61,7 +61,7 @@ from .catalog import (
     read_server,
     untrusted_code,
 )
-from .measure import (
+from ..database.measure import (
     BINARY,
     NORMALIZED,
     TEXT,
@@ -74,8 +74,7 @@ from .measure import (
     sends_identically,
     table_checksum,
 )
-from .plan import ColumnKey, MigrationPlan, PlanningError, Statement, build_plan, column_key
-from .sql import (
+from ..database.sql import (
     ConnectionParams,
     DatabaseUnavailable,
     connect,
@@ -84,10 +83,10 @@ from .sql import (
     run_as_role,
     set_timeouts,
 )
-from .status import condition, fail, hold, record_timing, set_condition, set_phase, summarize, timing_key, warn
-from .surface import MappingError, TargetSurface, discover, map_type, method_kind, source_library
-from .table_copy import COPY_TEXT, copy_format
-from .vocabulary import (
+from ..database.surface import MappingError, TargetSurface, discover, map_type, method_kind, source_library
+from ..database.table_copy import COPY_TEXT, copy_format
+from ..status import condition, fail, hold, record_timing, set_condition, set_phase, summarize, timing_key, warn
+from ..vocabulary import (
     ADVISORY_LOCK_KEY,
     JOURNAL_SCHEMA,
     Approval,
@@ -98,6 +97,7 @@ from .vocabulary import (
     RollbackPolicy,
     Strategy,
 )
+from .plan import ColumnKey, MigrationPlan, PlanningError, Statement, build_plan, column_key
 
 # ------------------------------------------------------------------------------------ outcomes
 
@@ -410,7 +410,7 @@ async def _checklist(m: Migration) -> Outcome:
     for message in plan.warnings:
         warn(m.status, message)
     if m.spec.strategy is Strategy.PARALLEL:
-        from .parallel import check_tables
+        from ..strategies.parallel.legacy import check_tables
 
         blockers = await check_tables(conn, inventory, surface)
         if blockers:
@@ -568,7 +568,7 @@ async def _choose_checksum_mode(
 
 
 def _create_extension_sql(spec: VectorMigrationSpec, target: str, schema: str) -> str:
-    from .sql import quote_literal
+    from ..database.sql import quote_literal
 
     version = f" VERSION {quote_literal(spec.target.version)}" if spec.target.version else ""
     return f"CREATE EXTENSION {quote_ident(target)}{version} SCHEMA {quote_ident(schema)}"
@@ -624,7 +624,7 @@ async def _baseline(
 async def _finished(m: Migration) -> str:
     """A finished migration run again: nothing to do, except a Parallel one's old tables once due."""
     if m.spec.strategy is Strategy.PARALLEL:
-        from .parallel import drop_old_tables, seconds_until_old_tables_go
+        from ..strategies.parallel.legacy import drop_old_tables, seconds_until_old_tables_go
 
         remaining = seconds_until_old_tables_go(m.status)
         if remaining == 0:
@@ -1642,7 +1642,7 @@ _NO_ROLLBACK = frozenset({Reason.SPEC_CHANGED_AFTER_SWAP})
 
 def _phases(m: Migration) -> dict[Phase, PhaseFunction]:
     if m.spec.strategy is Strategy.PARALLEL:
-        from .parallel import PARALLEL_PHASES  # the Parallel strategy builds on this module's phases
+        from ..strategies.parallel.legacy import PARALLEL_PHASES  # the Parallel strategy builds on this module's phases
 
         return PARALLEL_PHASES
     return PHASES

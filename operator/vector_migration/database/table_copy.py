@@ -25,10 +25,10 @@ from pathlib import Path
 
 import asyncpg
 
+from ..vocabulary import Reason
 from .catalog import Blocker, SourceInventory
 from .measure import BINARY
 from .sql import is_current_role, qualify, quote_ident, run_as_role
-from .vocabulary import Reason
 
 COPY_BINARY = "binary"
 COPY_TEXT = "text"

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from .api import TableSelection, VectorMigrationSpec, split_qualified_name
+from ..api import TableSelection, VectorMigrationSpec, split_qualified_name
+from ..vocabulary import Reason
 from .sql import qualify
-from .vocabulary import Reason
 
 MIN_SERVER_VERSION_NUM = 140000  # RuVector requires PostgreSQL 14+
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from ..vocabulary import BackupScope
 from .sql import ConnectionParams, password_file
-from .vocabulary import BackupScope
 
 
 @dataclass(frozen=True)
