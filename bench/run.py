@@ -39,7 +39,8 @@ from vector_migration.api import parse_manifest  # noqa: E402
 from vector_migration.database.backup import LocalBackup  # noqa: E402
 from vector_migration.database.sql import ConnectionParams, quote_ident  # noqa: E402
 from vector_migration.demo import EmbeddedPostgres, clustered_embeddings_sql, create_database  # noqa: E402
-from vector_migration.engine.legacy import Migration, run  # noqa: E402
+from vector_migration.engine.context import Migration  # noqa: E402
+from vector_migration.engine.runner import run  # noqa: E402
 from vector_migration.vocabulary import Phase  # noqa: E402
 
 TARGET = "ruvector_standin"

@@ -16,7 +16,7 @@ import asyncpg
 from vector_migration.api import VectorMigration, parse_manifest
 from vector_migration.database.backup import LocalBackup
 from vector_migration.database.sql import ConnectionParams
-from vector_migration.engine.legacy import Migration
+from vector_migration.engine.context import Migration
 
 DIMS = 8
 

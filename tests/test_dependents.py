@@ -8,7 +8,7 @@ import asyncpg
 
 from tests.scenarios import create_rich_database, manifest, migration, snapshot
 from vector_migration.database.sql import ConnectionParams
-from vector_migration.engine.legacy import run
+from vector_migration.engine.runner import run
 from vector_migration.vocabulary import Phase, Reason
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from tests.scenarios import condition, create_rich_database, fail_every, manifest, migration, snapshot
 from vector_migration.database.sql import ConnectionParams
-from vector_migration.engine.legacy import run
+from vector_migration.engine.runner import run
 from vector_migration.vocabulary import ADVISORY_LOCK_KEY, Phase, Reason
 
 
@@ -228,7 +228,8 @@ async def test_manual_approval_waits_for_the_current_plan_hash(
 async def test_a_run_cut_off_after_the_swap_is_continued_not_repeated(
     stop_after: Phase, database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
 ) -> None:
-    from vector_migration.engine.legacy import close_session, open_session, step
+    from vector_migration.engine.context import close_session, open_session
+    from vector_migration.engine.runner import step
 
     await create_rich_database(conn)
     before = await snapshot(conn)
@@ -264,7 +265,8 @@ async def test_a_lost_connection_is_retried(
         return None
 
     m = migration(database, manifest(backup={"enabled": False}), backup_dir)
-    from vector_migration.engine.legacy import open_session, step
+    from vector_migration.engine.context import open_session
+    from vector_migration.engine.runner import step
 
     assert await open_session(m) is None
     await step(m)  # checklist
@@ -315,7 +317,8 @@ async def test_a_run_that_starts_after_the_swap_with_no_memory_reads_the_journal
     phase: Phase, database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
 ) -> None:
     """As after an operator restart: the status says Reindex or Verify, the process knows nothing."""
-    from vector_migration.engine.legacy import close_session, open_session, step
+    from vector_migration.engine.context import close_session, open_session
+    from vector_migration.engine.runner import step
 
     await create_rich_database(conn)
     first = migration(database, manifest(), backup_dir)

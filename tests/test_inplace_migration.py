@@ -9,7 +9,7 @@ import pytest
 
 from tests.scenarios import condition, create_rich_database, index_facts, manifest, migration, snapshot
 from vector_migration.database.sql import ConnectionParams
-from vector_migration.engine.legacy import run
+from vector_migration.engine.runner import run
 from vector_migration.vocabulary import Phase
 
 # extension -> (type, hnsw method, ivfflat method, opclass prefix)

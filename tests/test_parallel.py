@@ -11,7 +11,7 @@ import pytest
 from tests.application import application_writing, create_shop, docs_before, final_equals_every_committed_change
 from tests.scenarios import DIMS, condition, manifest, migration
 from vector_migration.database.sql import ConnectionParams
-from vector_migration.engine.legacy import run
+from vector_migration.engine.runner import run
 from vector_migration.vocabulary import Phase, Reason
 
 
@@ -199,7 +199,7 @@ async def test_a_parallel_run_resumed_with_no_memory_compares_with_the_proven_ch
     database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
 ) -> None:
     from tests.reliability.harness import advance_to
-    from vector_migration.engine.legacy import close_session
+    from vector_migration.engine.context import close_session
 
     await create_shop(conn)
     before = await docs_before(conn)

@@ -12,7 +12,7 @@ from vector_migration.database.catalog import (
     VectorColumn,
 )
 from vector_migration.database.surface import TargetOpclass, TargetSurface, TargetType
-from vector_migration.engine.plan import build_plan
+from vector_migration.engine.conversion import build_plan
 
 SERVER = ServerFacts(180006, "18.6", "shop", 1, "app", False, False)
 PGVECTOR = InstalledExtension(10, "vector", "0.8.6", "public")

@@ -13,8 +13,9 @@ from tests.scenarios import manifest
 from vector_migration.api import SpecError, parse_manifest
 from vector_migration.database.sql import quote_ident
 from vector_migration.demo import EmbeddedPostgres, create_database
-from vector_migration.engine.legacy import Migration, run
-from vector_migration.strategies.parallel.legacy import MAX_IDENTIFIER_BYTES, derived_name
+from vector_migration.engine.context import Migration
+from vector_migration.engine.runner import run
+from vector_migration.strategies.parallel.names import MAX_IDENTIFIER_BYTES, derived_name
 
 # PostgreSQL identifiers: any character but NUL, at most 63 bytes (longer ones are truncated by the
 # server, which the operator must never rely on), with the awkward cases always in the mix.

@@ -20,8 +20,8 @@ from tests.scenarios import (
 )
 from vector_migration.database.sql import ConnectionParams
 from vector_migration.database.table_copy import COPY_TEXT
-from vector_migration.engine import legacy as engine
-from vector_migration.engine.legacy import run
+from vector_migration.engine.runner import run
+from vector_migration.phases import checklist
 from vector_migration.vocabulary import Phase, Reason
 
 # What Rebuild must carry that a plain COPY round trip would lose or change: an application
@@ -121,7 +121,7 @@ async def test_the_text_route_carries_the_same_rows(
 ) -> None:
     # A target whose binary format differs from pgvector's (RuVector's does) is fed through text;
     # every stand-in here sends pgvector's bytes, so the text route is chosen by hand.
-    monkeypatch.setattr(engine, "copy_format", lambda _mode: COPY_TEXT)
+    monkeypatch.setattr(checklist, "copy_format", lambda _mode: COPY_TEXT)
     await create_rich_database(conn)
     before = await snapshot(conn)
 

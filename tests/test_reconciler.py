@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from vector_migration.engine.legacy import Fail, Hold, Wait
-from vector_migration.kube.reconciler import MAX_RETRY_DELAY, next_step
+from vector_migration.engine.outcomes import Fail, Hold, Wait
+from vector_migration.engine.runner import MAX_RETRY_DELAY
+from vector_migration.kube.reconciler import next_step
 from vector_migration.vocabulary import Reason
 
 

@@ -12,7 +12,8 @@ import pytest
 from tests.scenarios import condition, create_rich_database, index_facts, manifest, migration, snapshot
 from vector_migration.api import VectorMigrationStatus
 from vector_migration.database.sql import ConnectionParams
-from vector_migration.engine.legacy import close_session, open_session, run, step
+from vector_migration.engine.context import close_session, open_session
+from vector_migration.engine.runner import run, step
 from vector_migration.vocabulary import Phase, Reason
 
 

@@ -176,3 +176,54 @@ class Reason(StrEnum):
     BACKUP_DELETED = "BackupDeleted"
     BACKUP_KEPT = "BackupKept"
     INTERNAL_ERROR = "InternalError"
+
+
+class StatementKind(StrEnum):
+    """What a planned statement does; part of the plan hash, so values never change."""
+
+    TARGET_SCHEMA = "target-schema"
+    CREATE_TARGET_EXTENSION = "create-target-extension"
+    LOCK = "lock"
+    DROP_DEPENDENT = "drop-dependent"
+    DROP_INDEX = "drop-index"
+    EXPORT = "export"
+    EMPTY_TABLE = "empty-table"
+    CONVERT_TO_INTERMEDIATE = "convert-to-intermediate"
+    CONVERT_COLUMNS = "convert-columns"
+    DROP_SOURCE_EXTENSION = "drop-source-extension"
+    RECREATE_DEPENDENT = "recreate-dependent"
+    CARRY_SETTING = "carry-setting"
+    IMPORT = "import"
+    BUILD_INDEX = "build-index"
+    RESTORE_INDEX = "restore-index"
+    REINDEX_CONCURRENTLY = "reindex-concurrently"
+    # Parallel's
+    CREATE_SHADOW = "create-shadow"
+    SYNC_TRIGGER = "sync-trigger"
+    BACKFILL_BATCH = "backfill-batch"
+    VALIDATE_FOREIGN_KEY = "validate-foreign-key"
+    SWAP_NAMES = "swap-names"
+    DROP_OLD_TABLE = "drop-old-table"
+
+    @property
+    def builds_index(self) -> bool:
+        """Whether the statement builds an index (its progress is reported)."""
+        return self in (StatementKind.BUILD_INDEX, StatementKind.RESTORE_INDEX)
+
+    @property
+    def copies(self) -> bool:
+        """Whether the statement is a COPY the engine streams through a file."""
+        return self in (StatementKind.EXPORT, StatementKind.IMPORT)
+
+
+class ChecksumMode(StrEnum):
+    """How table content is compared before and after (see measure.table_checksum)."""
+
+    BINARY = "binary"  # the types' send functions: the target is proven to send the source's bytes
+    TEXT = "text"  # the types' output functions: the target is proven to print the source's text
+    NORMALIZED = "normalized"  # parsed values: always valid, slowest
+
+    @property
+    def cheap(self) -> bool:
+        """A mode chosen on samples: a difference may be one of form, checked again with parsed values."""
+        return self is not ChecksumMode.NORMALIZED

@@ -10,7 +10,8 @@ from typing import Any
 import asyncpg
 
 from vector_migration.database.sql import ConnectionParams
-from vector_migration.engine.legacy import Migration, open_session, step
+from vector_migration.engine.context import Migration, open_session
+from vector_migration.engine.runner import step
 from vector_migration.vocabulary import Phase
 
 

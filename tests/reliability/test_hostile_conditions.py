@@ -17,7 +17,8 @@ from tests.scenarios import condition, create_rich_database, fail_every, manifes
 from vector_migration.database.backup import LocalBackup
 from vector_migration.database.sql import ConnectionParams
 from vector_migration.demo import EmbeddedPostgres
-from vector_migration.engine.legacy import close_session, run
+from vector_migration.engine.context import close_session
+from vector_migration.engine.runner import run
 from vector_migration.vocabulary import Phase, Reason
 
 # ------------------------------------------------------------------------------------- backups

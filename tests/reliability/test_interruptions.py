@@ -28,7 +28,8 @@ from tests.reliability.report import declare, observe, rows_lost, scenario
 from tests.scenarios import condition, create_rich_database, manifest, migration, snapshot
 from vector_migration.database.sql import ConnectionParams
 from vector_migration.demo import EmbeddedPostgres
-from vector_migration.engine.legacy import close_session, run
+from vector_migration.engine.context import close_session
+from vector_migration.engine.runner import run
 from vector_migration.vocabulary import Phase
 
 CONCURRENT = {"reindex": {"mode": "Concurrent"}, "lockTimeout": "30s"}

@@ -12,7 +12,7 @@ from tests.reliability.harness import advance_to, migration_backend, no_sleep, r
 from tests.reliability.report import observe, scenario
 from tests.scenarios import manifest, migration
 from vector_migration.database.sql import ConnectionParams
-from vector_migration.engine.legacy import run
+from vector_migration.engine.runner import run
 from vector_migration.vocabulary import Phase
 
 # Slow enough (3,000 rows at 1,500 rows/s in batches of 100) to be caught in the middle.

@@ -28,7 +28,8 @@ from .. import __version__
 from ..api import SpecError, VectorMigration, VectorMigrationStatus, load_manifest
 from ..database.backup import LocalBackup
 from ..database.sql import ConnectionError_, ConnectionParams, parse_database_url
-from ..engine.legacy import Migration, run
+from ..engine.context import Migration
+from ..engine.runner import run
 from ..vocabulary import ConditionType, Phase, Reason
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_HELD = 0, 1, 2, 3

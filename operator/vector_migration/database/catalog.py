@@ -739,3 +739,19 @@ async def _check_privileges(conn: asyncpg.Connection, inv: SourceInventory) -> N
         problems.append("needs CREATE on the database (for the target extension and the journal schema)")
     if problems:
         inv.blockers.append(Blocker(Reason.INSUFFICIENT_PRIVILEGE, f"role {inv.server.user} " + "; ".join(problems)))
+
+
+async def index_state(conn: asyncpg.Connection, schema: str, name: str) -> tuple[bool, str] | None:
+    """(valid, access method) of an index, or None when there is none of that name."""
+    row = await conn.fetchrow(
+        """
+        SELECT i.indisvalid, am.amname FROM pg_catalog.pg_class c
+          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+          JOIN pg_catalog.pg_index i ON i.indexrelid = c.oid
+          JOIN pg_catalog.pg_am am ON am.oid = c.relam
+         WHERE n.nspname = $1 AND c.relname = $2
+        """,
+        schema,
+        name,
+    )
+    return None if row is None else (row["indisvalid"], row["amname"])

@@ -17,6 +17,8 @@ from typing import Any
 
 import asyncpg
 
+from ..api import LatencyMs
+from ..vocabulary import ChecksumMode
 from .sql import operator_ref, qualify, quote_ident
 
 SAMPLE_SEED = 20_240_601  # TABLESAMPLE REPEATABLE seed: the same data gives the same queries
@@ -82,16 +84,19 @@ def normalized_vector(column_sql: str) -> str:
     )
 
 
-BINARY = "binary"
-TEXT = "text"
-NORMALIZED = "normalized"
+# How content is compared: one vocabulary (ChecksumMode); the names stay for readability here.
+BINARY, TEXT, NORMALIZED = ChecksumMode.BINARY, ChecksumMode.TEXT, ChecksumMode.NORMALIZED
 # The marker a NULL vector hashes as in binary mode: a send function's output for any vector is
 # longer (a header and at least one element), so no value hashes like NULL.
 _NULL_BYTES = "'\\x00'::pg_catalog.bytea"
 
 
 async def table_checksum(
-    conn: asyncpg.Connection, schema: str, table: str, vector_columns: set[str], mode: str = NORMALIZED
+    conn: asyncpg.Connection,
+    schema: str,
+    table: str,
+    vector_columns: set[str],
+    mode: ChecksumMode = ChecksumMode.NORMALIZED,
 ) -> TableChecksum:
     """Count rows and sum a 64-bit hash of each row's content.
 
@@ -381,3 +386,10 @@ def _plan_uses(plan: Any, index_name: str) -> bool:
         return False
 
     return walk(document)
+
+
+def latency_ms(measurement: IndexMeasurement | None) -> LatencyMs | None:
+    """A measurement's latency percentiles as the status reports them."""
+    if measurement is None:
+        return None
+    return LatencyMs(p50=measurement.p50_ms, p95=measurement.p95_ms, p99=measurement.p99_ms)

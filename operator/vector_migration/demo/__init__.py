@@ -22,7 +22,8 @@ from ..api import VectorMigration, parse_manifest
 from ..cli.commands import RichReporter, finish
 from ..database.backup import LocalBackup
 from ..database.sql import ConnectionParams, quote_ident
-from ..engine.legacy import Migration, run
+from ..engine.context import Migration
+from ..engine.runner import run
 from ..vocabulary import Reason
 from .standin import PUBLISHED, STANDIN_LABEL, SURFACES, Surface
 

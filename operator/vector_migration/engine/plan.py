@@ -1,54 +1,30 @@
-"""The migration plan: the ordered SQL of the swap and the reindex, derived purely from facts.
+"""A plan as data: the statements a strategy will run, in order, hashed so that a person approves exactly them.
 
-``build_plan`` takes what the checklist read (the source inventory), what the target exposes
-(its discovered surface) and the spec, and returns every statement the swap will issue, in
-order. It touches no database, so the same facts always give the same plan and the same
-``plan_hash``; the swap re-derives the plan from the surface it really meets and refuses to
-proceed when the hash differs from the one approved.
+A strategy's ``plan()`` returns a :class:`StrategyPlan`; InPlace and Rebuild return the
+:class:`MigrationPlan` of the one-transaction conversion (see :mod:`.conversion`), Parallel
+returns its own, which wraps that conversion's facts and adds its shadow, backfill and finalize
+statements. The runner and the operator only ever use the protocol: the hash, the document
+published for approval, and the warnings.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from ..api import VectorMigrationSpec
-from ..database.catalog import (
-    KNOWN_INDEX_PARAMETERS,
-    SavedIndex,
-    SavedSetting,
-    SavedView,
-    SourceInventory,
-    VectorColumn,
-)
-from ..database.sql import qualify, quote_ident, quote_literal
-from ..database.surface import (
-    SETTING_CANDIDATES,
-    MappingError,
-    TargetOpclass,
-    TargetSurface,
-    TargetType,
-    concurrent_build_bug,
-    holds_exactly,
-    map_index,
-    map_type,
-    method_kind,
-)
-from ..vocabulary import Reason, ReindexMode, Strategy
-
-FLOAT4_ARRAY = "_float4"  # pg_type.typname of real[]
-GRANTABLE_PRIVILEGES = frozenset(
-    {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER", "MAINTAIN"}
-)
+from ..database.catalog import SavedIndex, SavedSetting, VectorColumn
+from ..database.sql import qualify, quote_ident
+from ..database.surface import TargetOpclass, TargetType
+from ..vocabulary import Reason, StatementKind
 
 
 @dataclass(frozen=True)
 class Statement:
     """One SQL statement of the plan, with the step it belongs to."""
 
-    step: str
+    step: StatementKind
     sql: str
     # (schema, table) of a Rebuild COPY step, which the engine runs through asyncpg's COPY API
     table: tuple[str, str] | None = None
@@ -114,6 +90,11 @@ class MigrationPlan:
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
     @property
+    def conversion(self) -> MigrationPlan:
+        """The plan itself: InPlace and Rebuild run the conversion as it is."""
+        return self
+
+    @property
     def concurrent_rebuilds(self) -> tuple[IndexRebuild, ...]:
         """Indexes built with CREATE INDEX CONCURRENTLY after the swap commits."""
         return tuple(r for r in self.rebuilds if r.concurrent)
@@ -137,9 +118,12 @@ class MigrationPlan:
             "route": self.route,
             "target": self.surface,
             "swapTransaction": [
-                {"step": s.step, "sql": s.sql, **({"runAs": s.run_as} if s.run_as else {})} for s in self.swap
+                {"step": s.step.value, "sql": s.sql, **({"runAs": s.run_as} if s.run_as else {})} for s in self.swap
             ],
-            "afterCommit": [{"step": "reindex-concurrently", "sql": r.definition} for r in self.concurrent_rebuilds],
+            "afterCommit": [
+                {"step": StatementKind.REINDEX_CONCURRENTLY.value, "sql": r.definition}
+                for r in self.concurrent_rebuilds
+            ],
             "warnings": list(self.warnings),
         }
 
@@ -152,117 +136,6 @@ class PlanningError(ValueError):
         self.reason = reason
 
 
-def build_plan(
-    inventory: SourceInventory,
-    surface: TargetSurface,
-    spec: VectorMigrationSpec,
-    *,
-    target_schema: str,
-    target_installed: bool,
-    copy_format: str = "text",
-    column_types: Mapping[ColumnKey, str] | None = None,
-) -> MigrationPlan:
-    """Derive the ordered swap statements and index rebuilds from the facts.
-
-    For strategy Rebuild the tables are exported (``copy_format``) and emptied right after the
-    lock, converted while empty, and imported before the index builds. ``column_types`` names
-    the target type of some columns (a rollback: the types they had); by default the spec's
-    ``rebuild.columnTypes``, checked against the columns found.
-    """
-    warnings: list[str] = []
-    requested = checked_column_types(inventory, spec) if column_types is None else column_types
-    try:
-        conversions = tuple(
-            _conversion(inventory, surface, column, requested.get(column_key(column))) for column in inventory.columns
-        )
-        types_by_column = {column_key(c.column): c.target_type for c in conversions}
-        rebuilds = tuple(_rebuild(surface, index, types_by_column, spec, warnings) for index in inventory.indexes)
-    except MappingError as error:
-        raise PlanningError(error.reason, str(error)) from None
-    settings = tuple(_carry_setting(inventory, surface, setting, warnings) for setting in inventory.settings)
-    if surface.shares_source_library:
-        warnings.append(
-            f"target {surface.extension} runs the source extension's own C library: it is a stand-in, not RuVector"
-        )
-    route = "intermediate" if surface.collides else "direct"
-    tables = inventory.tables()
-    lock = Statement(
-        "lock",
-        "LOCK TABLE " + ", ".join(qualify(s, t) for s, t in tables) + " IN ACCESS EXCLUSIVE MODE",
-    )
-    create_target = _create_extension(spec, surface, target_schema)
-    drop_source = Statement("drop-source-extension", f"DROP EXTENSION {quote_ident(inventory.source.name)} RESTRICT")
-    rebuilding = spec.strategy is Strategy.REBUILD
-    empty_tables = [
-        statement
-        for s, t in tables
-        for statement in (
-            Statement("export", f"COPY {qualify(s, t)} TO STDOUT (FORMAT {copy_format})", (s, t)),
-            Statement("empty-table", f"TRUNCATE ONLY {qualify(s, t)}", run_as=inventory.owners.get((s, t))),
-        )
-    ]
-    statements: list[Statement] = []
-    if target_schema != inventory.source.schema:
-        statements.append(Statement("target-schema", f"CREATE SCHEMA IF NOT EXISTS {quote_ident(target_schema)}"))
-    if route == "direct":
-        if not target_installed:
-            statements.append(create_target)
-        if tables:
-            statements.append(lock)
-        statements += _drop_dependents(inventory)
-        statements += empty_tables if rebuilding else []
-        statements += [
-            _alter_columns(conversions, s, t, stage="direct", owner=inventory.owners.get((s, t))) for s, t in tables
-        ]
-        statements.append(drop_source)
-    else:
-        if tables:
-            statements.append(lock)
-        statements += _drop_dependents(inventory)
-        statements += empty_tables if rebuilding else []
-        statements += [
-            _alter_columns(conversions, s, t, stage="to-intermediate", owner=inventory.owners.get((s, t)))
-            for s, t in tables
-        ]
-        statements.append(drop_source)
-        statements.append(create_target)
-        statements += [
-            _alter_columns(conversions, s, t, stage="from-intermediate", owner=inventory.owners.get((s, t)))
-            for s, t in tables
-        ]
-    for view in inventory.views:
-        statements += _recreate_view(view)
-    statements += [Statement("carry-setting", c.statement) for c in settings if c.statement]
-    if rebuilding:
-        statements += [
-            Statement(
-                "import",
-                f"COPY {qualify(s, t)} FROM STDIN (FORMAT {copy_format})",
-                (s, t),
-                run_as=inventory.owners.get((s, t)),
-            )
-            for s, t in tables
-        ]
-    statements += [Statement("build-index", r.definition) for r in rebuilds if not r.concurrent]
-    return MigrationPlan(
-        route=route,
-        swap=tuple(statements),
-        conversions=conversions,
-        rebuilds=rebuilds,
-        settings=settings,
-        surface=surface.summary(),
-        warnings=tuple(warnings),
-    )
-
-
-def _create_extension(spec: VectorMigrationSpec, surface: TargetSurface, schema: str) -> Statement:
-    version = f" VERSION {quote_literal(spec.target.version)}" if spec.target.version else ""
-    return Statement(
-        "create-target-extension",
-        f"CREATE EXTENSION {quote_ident(surface.extension)}{version} SCHEMA {quote_ident(schema)}",
-    )
-
-
 ColumnKey = tuple[str, str, str]  # (schema, table, column)
 
 
@@ -271,172 +144,20 @@ def column_key(column: VectorColumn) -> ColumnKey:
     return column.schema, column.table, column.column
 
 
-def checked_column_types(inventory: SourceInventory, spec: VectorMigrationSpec) -> dict[ColumnKey, str]:
-    """The spec's ``rebuild.columnTypes``, checked against the columns found.
+class StrategyPlan(Protocol):
+    """What every strategy's plan offers: its hash, its document, its warnings, and the conversion facts."""
 
-    Each must name a column being migrated and a type that holds every one of its values exactly
-    (a rebuild that rounds values would pass no checksum).
-    """
-    requested = spec.rebuild.requested_types()
-    columns = {column_key(c): c for c in inventory.columns}
-    for key, type_name in requested.items():
-        column = columns.get(key)
-        if column is None:
-            raise PlanningError(
-                Reason.TABLE_NOT_FOUND,
-                f"rebuild.columnTypes: {'.'.join(key)} is not a {inventory.source.name} column being migrated",
-            )
-        if not holds_exactly(column.type_name, type_name):
-            raise PlanningError(
-                Reason.UNSUPPORTED_COLUMN,
-                f"rebuild.columnTypes: column {column.display} is {column.type_name}, and {type_name} would not "
-                f"hold every one of its values exactly",
-            )
-    return requested
+    @property
+    def plan_hash(self) -> str:
+        """A stable digest of exactly the statements that will run."""
 
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What a person should know before approving."""
 
-def _conversion(
-    inventory: SourceInventory, surface: TargetSurface, column: VectorColumn, requested: str | None
-) -> ColumnConversion:
-    target_type = map_type(surface, column, requested)
-    type_sql = qualify(target_type.schema, target_type.name)
-    if target_type.has_typmod and column.dims:
-        type_sql += f"({column.dims})"
-    source_name, target_name = column.type_name, target_type.name
-    if not surface.collides and (source_name, target_name) in surface.casts:
-        path = "direct"
-    elif (source_name, FLOAT4_ARRAY) in inventory.casts and (FLOAT4_ARRAY, target_name) in surface.casts:
-        path = "real[]"
-    else:
-        path = "text"  # every type has I/O conversion through text: slowest, always there
-    return ColumnConversion(column, target_type, type_sql, path)
+    @property
+    def conversion(self) -> MigrationPlan:
+        """How each column and index maps to the target (the baseline and the inventory read it)."""
 
-
-def _alter_columns(
-    conversions: tuple[ColumnConversion, ...], schema: str, table: str, *, stage: str, owner: str | None
-) -> Statement:
-    """One ALTER TABLE per table, so a table with several vector columns is rewritten once.
-
-    stage "direct": source type straight to the target type (both installed at once);
-    "to-intermediate"/"from-intermediate": through real[] or text while the names collide.
-    """
-    clauses = []
-    for conversion in conversions:
-        column = conversion.column
-        if (column.schema, column.table) != (schema, table):
-            continue
-        name = quote_ident(column.column)
-        target = conversion.target_type_sql
-        intermediate = _BUILTIN_TYPES["text" if conversion.cast_path == "direct" else conversion.cast_path]
-        if stage == "to-intermediate":
-            clauses.append(f"ALTER COLUMN {name} TYPE {intermediate} USING {name}::{intermediate}")
-        elif stage == "from-intermediate":
-            clauses.append(f"ALTER COLUMN {name} TYPE {target} USING {name}::{target}")
-        else:
-            via = "" if conversion.cast_path == "direct" else f"::{intermediate}"
-            clauses.append(f"ALTER COLUMN {name} TYPE {target} USING {name}{via}::{target}")
-    step = "convert-to-intermediate" if stage == "to-intermediate" else "convert-columns"
-    return Statement(step, f"ALTER TABLE {qualify(schema, table)} " + ", ".join(clauses), run_as=owner)
-
-
-_BUILTIN_TYPES = {"real[]": "pg_catalog.float4[]", "text": "pg_catalog.text"}
-
-
-def _rebuild(
-    surface: TargetSurface,
-    index: SavedIndex,
-    types_by_column: dict[ColumnKey, TargetType],
-    spec: VectorMigrationSpec,
-    warnings: list[str],
-) -> IndexRebuild:
-    target_type = types_by_column[(index.table_schema, index.table, index.column)]
-    method, opclass = map_index(surface, index, target_type)
-    concurrent = spec.reindex.mode is ReindexMode.CONCURRENT
-    known_bug = concurrent_build_bug(surface, method)
-    if concurrent and known_bug:
-        warnings.append(f"index {index.name} is built inside the swap, not concurrently: {known_bug}")
-        concurrent = False
-    options = dict(index.options)
-    accepted = KNOWN_INDEX_PARAMETERS.get(method_kind(method), frozenset())
-    for name, value in spec.reindex.parameters.items():
-        if name in options or name in accepted:
-            options[name] = str(value)
-    with_clause = (
-        " WITH (" + ", ".join(f"{quote_ident(k)} = {quote_literal(v)}" for k, v in sorted(options.items())) + ")"
-        if options
-        else ""
-    )
-    tablespace = f" TABLESPACE {quote_ident(index.tablespace)}" if index.tablespace else ""
-    predicate = f" WHERE {index.predicate}" if index.predicate else ""
-    rebuild = IndexRebuild(index, method, opclass, "", concurrent, f"{with_clause}{tablespace}{predicate}")
-    definition = rebuild.definition_on(index.table_schema, index.table, index.name, concurrently=concurrent)
-    return IndexRebuild(index, method, opclass, definition, concurrent, rebuild.tail)
-
-
-def _carry_setting(
-    inventory: SourceInventory, surface: TargetSurface, setting: SavedSetting, warnings: list[str]
-) -> SettingCarry:
-    candidates = [
-        name
-        for name in SETTING_CANDIDATES.get(setting.name, ())
-        if name in surface.settings and (name != setting.name or surface.shares_source_library)
-    ]
-    if not candidates:
-        warnings.append(
-            f"setting {setting.name} = {setting.value} ({setting.scope}) has no counterpart in "
-            f"{surface.extension}; it is left as it is"
-        )
-        return SettingCarry(setting, None, None)
-    target_name = candidates[0]
-    if target_name == setting.name:
-        return SettingCarry(setting, target_name, None)  # the target reads the same setting
-    guc = ".".join(quote_ident(part) for part in target_name.split("."))
-    database = quote_ident(inventory.server.database)
-    if setting.role and setting.database_scoped:
-        prefix = f"ALTER ROLE {quote_ident(setting.role)} IN DATABASE {database}"
-    elif setting.role:
-        prefix = f"ALTER ROLE {quote_ident(setting.role)}"
-    else:
-        prefix = f"ALTER DATABASE {database}"
-    return SettingCarry(setting, target_name, f"{prefix} SET {guc} = {quote_literal(setting.value)}")
-
-
-def _drop_dependents(inventory: SourceInventory) -> list[Statement]:
-    statements = []
-    for view in sorted(inventory.views, key=lambda v: (-v.depth, v.schema, v.name)):
-        kind = "MATERIALIZED VIEW" if view.materialized else "VIEW"
-        statements.append(Statement("drop-dependent", f"DROP {kind} {qualify(view.schema, view.name)} RESTRICT"))
-    statements += [
-        Statement("drop-index", f"DROP INDEX {qualify(index.schema, index.name)} RESTRICT")
-        for index in inventory.indexes
-    ]
-    return statements
-
-
-def _recreate_view(view: SavedView) -> list[Statement]:
-    name = qualify(view.schema, view.name)
-    kind = "MATERIALIZED VIEW" if view.materialized else "VIEW"
-    options = ""
-    if view.options:
-        pairs = [option.split("=", 1) for option in view.options]
-        options = " WITH (" + ", ".join(f"{quote_ident(k)} = {quote_literal(v)}" for k, v in pairs) + ")"
-    create = f"CREATE {kind} {name}{options} AS {view.definition}"
-    if view.materialized:
-        create += " WITH DATA" if view.populated else " WITH NO DATA"
-    statements = [
-        # CREATE MATERIALIZED VIEW runs the view's query: as its owner, who then owns it as before
-        Statement("recreate-dependent", create, run_as=view.owner if view.materialized else None),
-        Statement("recreate-dependent", f"ALTER {kind} {name} OWNER TO {quote_ident(view.owner)}"),
-    ]
-    statements += [Statement("recreate-dependent", definition) for definition in view.index_definitions]
-    for grantee, privilege, grantable in view.grants:
-        if privilege not in GRANTABLE_PRIVILEGES:
-            raise PlanningError(
-                Reason.BLOCKING_DEPENDENT, f"view {view.schema}.{view.name} has an unknown privilege {privilege!r}"
-            )
-        who = "PUBLIC" if grantee == "PUBLIC" else quote_ident(grantee)
-        option = " WITH GRANT OPTION" if grantable else ""
-        statements.append(Statement("recreate-dependent", f"GRANT {privilege} ON {name} TO {who}{option}"))
-    if view.comment is not None:
-        statements.append(Statement("recreate-dependent", f"COMMENT ON {kind} {name} IS {quote_literal(view.comment)}"))
-    return statements
+    def as_document(self) -> dict[str, object]:
+        """The plan as data, for `vector-migration plan` and the `<name>-plan` ConfigMap."""

@@ -18,7 +18,7 @@ import kopf
 from kubernetes.client import Configuration
 
 from ..api import JobDefaults, VectorMigrationStatus
-from ..engine.legacy import Fail, Outcome
+from ..engine.outcomes import Fail, Outcome
 from ..status import timing_key
 from ..vocabulary import API_GROUP, API_VERSION, COMPONENT, FINALIZER, LEGACY_FINALIZER, PLURAL, ConditionType, Phase
 from .client import KubeClient, KubeError, load_configuration, login_of

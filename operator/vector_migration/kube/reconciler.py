@@ -19,21 +19,11 @@ from pydantic import ValidationError
 
 from ..api import JobDefaults, VectorMigration, VectorMigrationStatus, describe_validation_error
 from ..database.sql import ConnectionError_, params_from_secret
-from ..engine.legacy import (
-    Advance,
-    Fail,
-    Hold,
-    Migration,
-    Outcome,
-    Wait,
-    apply,
-    close_session,
-    open_session,
-    request_rollback,
-    step,
-)
+from ..engine.context import Migration, close_session, open_session
+from ..engine.outcomes import Advance, Fail, Hold, Outcome, Wait
+from ..engine.runner import drive, request_rollback, retry_delay
+from ..engine.strategy import strategy_of
 from ..status import fail, hold, set_phase
-from ..strategies.parallel.legacy import drop_old_tables, seconds_until_old_tables_go
 from ..vocabulary import (
     ANNOTATION_APPROVE,
     ANNOTATION_DELETE_BACKUP,
@@ -164,26 +154,23 @@ async def reconcile(state: OperatorState, body: Mapping[str, Any], on_progress: 
         hold(run.status, paused.reason, paused.message, generation)
         return _done(run.status, paused, previous)
 
-    outcome: Outcome = Advance(run.status.phase)
     if run.status.phase is Phase.PENDING:
         set_phase(run.status, Phase.CHECKLIST, "checking the database", generation)
-        await on_progress(Phase.PENDING, run.status, outcome)
-    while isinstance(outcome, Advance) and not run.status.phase.terminal:
-        before = run.status.phase
-        if before not in _FINISH_WHEN_DELETED and await _being_deleted(state.client, namespace, name):
-            outcome = Hold(Reason.DELETED, f"the resource is being deleted; stopped before {before.value}")
-            break
-        opened = await open_session(run) if run.conn is None else None
-        if opened is not None:
-            apply(run, opened)
-            outcome = opened
-        else:
-            outcome = await step(run)
-        if run.status.phase != before or not isinstance(outcome, Advance):
-            if run.status.cutover is not None:
-                # Routing first: whoever reads a status that says "paused at 50%" finds the ConfigMap at 50%.
-                await state.client.apply_configmap(build_cutover_configmap(resource, run.status))
-            await on_progress(before, run.status, outcome)
+        await on_progress(Phase.PENDING, run.status, Advance(run.status.phase))
+    client = state.client
+
+    async def deleted(phase: Phase) -> Outcome | None:
+        if phase not in _FINISH_WHEN_DELETED and await _being_deleted(client, namespace, name):
+            return Hold(Reason.DELETED, f"the resource is being deleted; stopped before {phase.value}")
+        return None
+
+    async def moved(before: Phase, outcome: Outcome) -> None:
+        if run.status.cutover is not None:
+            # Routing first: whoever reads a status that says "paused at 50%" finds the ConfigMap at 50%.
+            await client.apply_configmap(build_cutover_configmap(resource, run.status))
+        await on_progress(before, run.status, outcome)
+
+    outcome = await drive(run, stop=deleted, observe=moved)
     if isinstance(outcome, Hold) and outcome.reason is not Reason.DELETED and run.facts.plan is not None:
         await _publish_plan(state.client, resource, run)
     consumed = (ANNOTATION_PROMOTE,) if run.promote_consumed else ()
@@ -200,19 +187,20 @@ async def reconcile(state: OperatorState, body: Mapping[str, Any], on_progress: 
 
 
 async def _old_tables(state: OperatorState, run: Migration) -> Outcome | None:
-    """A succeeded Parallel migration keeps its old tables for keepOldFor: come back to drop them then."""
+    """A succeeded migration may keep something until it is due (Parallel's old tables): come back then."""
     if run.status.phase is not Phase.SUCCEEDED:
         return None
-    remaining = seconds_until_old_tables_go(run.status)
+    strategy = strategy_of(run.spec)
+    remaining = strategy.cleanup_due_in(run.status)
     if remaining is None:
         return None
     if remaining > 0:
-        return Wait(Reason.OLD_TABLES_KEPT, f"the old tables go in {remaining:.0f}s", delay=min(remaining, 3600.0))
+        return Wait(Reason.OLD_TABLES_KEPT, strategy.kept_for(remaining), delay=min(remaining, 3600.0))
     opened = await open_session(run) if run.conn is None else None
     if opened is not None:
         return opened
     try:
-        message = await drop_old_tables(run)
+        message = await strategy.clean_up(run)
     finally:
         await close_session(run)
     set_phase(run.status, Phase.SUCCEEDED, f"{run.status.message}; {message}", run.generation)
@@ -325,21 +313,14 @@ async def _publish_plan(client: KubeClient, resource: VectorMigration, run: Migr
     await client.apply_configmap(build_plan_configmap(resource, run.facts.plan.as_document()))
 
 
-# Waits that are retries of something that failed (a lock held by the application, a database
-# away) back off exponentially; waits on progress elsewhere (a running Job) keep their pace.
-_BACKOFF_REASONS = frozenset({Reason.LOCK_TIMEOUT, Reason.MIGRATION_LOCKED, Reason.DATABASE_UNAVAILABLE})
-MAX_RETRY_DELAY = 300.0
-
-
 def next_step(outcome: Outcome, retry: int = 0) -> tuple[str, float | str | None]:
     """What the controller does next: ("wait", delay), ("fail", message) or ("stop", None).
 
-    ``retry`` counts the consecutive retries so far (kopf's handler ``retry``).
+    ``retry`` counts the consecutive retries so far (kopf's handler ``retry``); the delay follows
+    the engine's one backoff rule (runner.retry_delay), the command line's too.
     """
     if isinstance(outcome, Wait):
-        if outcome.reason in _BACKOFF_REASONS:
-            return "wait", min(outcome.delay * 2 ** min(retry, 10), MAX_RETRY_DELAY)
-        return "wait", outcome.delay
+        return "wait", retry_delay(outcome, retry)
     if isinstance(outcome, Fail):
         return "fail", outcome.message
     return "stop", None

@@ -1,1 +1,11 @@
-"""strategies"""
+"""The strategies, each a unit registered under its spec value (see engine.strategy).
+
+Importing this package registers all of them; the runner does, so every entry point has them.
+"""
+
+from ..engine.strategy import register
+from .in_place import InPlace
+from .parallel import Parallel
+from .rebuild import Rebuild
+
+STRATEGIES = tuple(register(strategy) for strategy in (InPlace(), Rebuild(), Parallel()))

@@ -1,0 +1,194 @@
+"""One migration run: its inputs, what it learned, where it reports, and its database session."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import asyncpg
+
+from ..api import (
+    VectorMigrationSpec,
+    VectorMigrationStatus,
+)
+from ..database.backup import BackupRuntime, LocalBackup
+from ..database.catalog import (
+    SourceInventory,
+)
+from ..database.measure import (
+    IndexMeasurement,
+    IndexTarget,
+)
+from ..database.sql import (
+    ConnectionParams,
+    DatabaseUnavailable,
+    connect,
+)
+from ..database.surface import TargetSurface
+from ..database.table_copy import COPY_TEXT
+from ..status import warn
+from ..vocabulary import (
+    ADVISORY_LOCK_KEY,
+    ChecksumMode,
+    Phase,
+    Reason,
+)
+from .outcomes import Fail, Outcome, Wait
+from .plan import ColumnKey, StrategyPlan
+
+if TYPE_CHECKING:
+    from .records import IndexBuild
+
+
+class Reporter(Protocol):
+    """Where the engine tells a person what it is doing (a terminal, logs, events)."""
+
+    def phase_started(self, phase: Phase) -> None:
+        """A phase begins."""
+
+    def progress(self, task: str, done: int | None = None, total: int | None = None, note: str = "") -> None:
+        """A long step advanced; done/total are None when unknown."""
+
+    def task_done(self, task: str) -> None:
+        """A long step finished."""
+
+    def warning(self, message: str) -> None:
+        """Something a person should know that does not stop the migration."""
+
+
+class SilentReporter:
+    """A reporter that says nothing."""
+
+    def phase_started(self, phase: Phase) -> None:
+        """Say nothing."""
+
+    def progress(self, task: str, done: int | None = None, total: int | None = None, note: str = "") -> None:
+        """Say nothing."""
+
+    def task_done(self, task: str) -> None:
+        """Say nothing."""
+
+    def warning(self, message: str) -> None:
+        """Say nothing."""
+
+
+@dataclass
+class Probe:
+    """One index's measurement inputs: where to query after the swap, with which vectors."""
+
+    index: str
+    table_rows: int
+    after: IndexTarget
+    queries: list[str]
+    baseline: IndexMeasurement | None
+
+
+@dataclass
+class RunFacts:
+    """What this run learned; after the swap the same facts come from the journal."""
+
+    inventory: SourceInventory | None = None
+    surface: TargetSurface | None = None
+    plan: StrategyPlan | None = None
+    source_library: str | None = None
+    checksum_mode: ChecksumMode = ChecksumMode.NORMALIZED
+    copy_format: str = COPY_TEXT  # Rebuild's export format, fixed at the checklist with the plan
+    probes: list[Probe] = field(default_factory=list)
+    rebuilds: list[IndexBuild] = field(default_factory=list)
+    replans: int = 0
+    failure: Fail | None = None
+    swap_loaded: bool = False  # rebuilds and probes hold what the swap recorded
+    # The target type of some columns: a rollback's, each column's type before the migration;
+    # None takes the spec's rebuild.columnTypes.
+    column_types: dict[ColumnKey, str] | None = None
+
+    def chosen_column_types(self, spec: VectorMigrationSpec) -> Mapping[ColumnKey, str]:
+        """The target type asked for per column: this run's own, else the spec's."""
+        return self.column_types if self.column_types is not None else spec.rebuild.requested_types()
+
+
+@dataclass
+class Migration:
+    """One migration run: the spec, where the database is, the status being written."""
+
+    name: str
+    spec: VectorMigrationSpec
+    params: ConnectionParams
+    status: VectorMigrationStatus = field(default_factory=VectorMigrationStatus)
+    backup: BackupRuntime = field(default_factory=lambda: LocalBackup(Path("backups")))
+    # Where Rebuild's export files live during its swap transaction (as large as the tables).
+    scratch: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
+    reporter: Reporter = field(default_factory=SilentReporter)
+    approved_hash: str | None = None
+    # A person's consent to restore the verified backup (its restore_token), when the swap cannot
+    # be reversed in SQL: a restore loses every write made since the backup, so never automatic.
+    restore_consent: str | None = None
+    # A person asked to undo a succeeded migration (the rollback annotation, or the rollback command).
+    rollback_requested: bool = False
+    # A person ended the current indefinite cutover pause; consumed by the step it releases, so a
+    # promotion left in place cannot release the next pause too.
+    promote: bool = False
+    promote_consumed: bool = False
+    generation: int | None = None
+    facts: RunFacts = field(default_factory=RunFacts)
+    conn: asyncpg.Connection | None = None
+    sessions_opened: int = 0  # a database once reached and then lost is an outage, not a wrong URL
+
+    @property
+    def session(self) -> asyncpg.Connection:
+        """The control session (holding the migration's advisory lock)."""
+        if self.conn is None:
+            raise DatabaseUnavailable("no database session")
+        return self.conn
+
+    def warn(self, message: str) -> None:
+        """A warning for the status (once) and for whoever watches the run."""
+        warn(self.status, message)
+        self.reporter.warning(message)
+
+    def target_schema(self, inventory: SourceInventory) -> str:
+        """Where the target extension goes: the spec's schema, else the source extension's."""
+        return self.spec.target.target_schema or inventory.source.schema
+
+
+async def open_session(m: Migration) -> Outcome | None:
+    """Connect and take the per-database migration lock; an Outcome when that is not possible."""
+    try:
+        m.conn = await connect(m.params)
+    except DatabaseUnavailable as error:
+        return Wait(Reason.DATABASE_UNAVAILABLE, str(error), delay=5.0)
+    got = await m.conn.fetchval("SELECT pg_catalog.pg_try_advisory_lock($1)", ADVISORY_LOCK_KEY)
+    if not got:
+        holder = await m.conn.fetchval(
+            """
+            SELECT pid FROM pg_catalog.pg_locks
+             WHERE locktype = 'advisory' AND granted AND database = (
+                   SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
+               AND ((classid::bigint << 32) | objid::bigint) = $1
+            """,
+            ADVISORY_LOCK_KEY,
+        )
+        await close_session(m)
+        return Wait(
+            Reason.MIGRATION_LOCKED,
+            f"another migration is running on database {m.params.dbname or '(default)'} "
+            f"(it holds the migration lock, backend pid {holder}); one migration per database at a time",
+            delay=30.0,
+        )
+    m.sessions_opened += 1
+    return None
+
+
+async def close_session(m: Migration) -> None:
+    """Close the control session (which releases the advisory lock)."""
+    if m.conn is not None:
+        with contextlib.suppress(Exception):
+            await m.conn.close()
+        m.conn = None
+
+
+PhaseFunction = Callable[[Migration], Awaitable[Outcome]]

@@ -1,0 +1,342 @@
+"""The one-transaction conversion: the ordered SQL of the swap and the reindex, derived purely from facts.
+
+``build_plan`` takes what the checklist read (the source inventory), what the target exposes
+(its discovered surface) and the spec, and returns every statement the swap will issue, in
+order. It touches no database, so the same facts always give the same plan and the same
+``plan_hash``; the swap re-derives the plan from the surface it really meets and refuses to
+proceed when the hash differs from the one approved. InPlace runs it; Rebuild runs it with its
+tables emptied and refilled through COPY; a rollback runs it backwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ..api import VectorMigrationSpec
+from ..database.catalog import (
+    KNOWN_INDEX_PARAMETERS,
+    SavedIndex,
+    SavedSetting,
+    SavedView,
+    SourceInventory,
+    VectorColumn,
+)
+from ..database.ddl import UnknownPrivilege, create_extension_sql, grant_statements
+from ..database.sql import qualify, quote_ident, quote_literal
+from ..database.surface import (
+    SETTING_CANDIDATES,
+    MappingError,
+    TargetSurface,
+    TargetType,
+    concurrent_build_bug,
+    holds_exactly,
+    map_index,
+    map_type,
+    method_kind,
+)
+from ..vocabulary import Reason, ReindexMode, StatementKind
+from .plan import (
+    ColumnConversion,
+    ColumnKey,
+    IndexRebuild,
+    MigrationPlan,
+    PlanningError,
+    SettingCarry,
+    Statement,
+    column_key,
+)
+
+FLOAT4_ARRAY = "_float4"  # pg_type.typname of real[]
+
+
+def build_plan(
+    inventory: SourceInventory,
+    surface: TargetSurface,
+    spec: VectorMigrationSpec,
+    *,
+    target_schema: str,
+    target_installed: bool,
+    refill: str | None = None,
+    column_types: Mapping[ColumnKey, str] | None = None,
+) -> MigrationPlan:
+    """Derive the ordered swap statements and index rebuilds from the facts.
+
+    With ``refill`` (a COPY format: Rebuild) the tables are exported and emptied right after the
+    lock, converted while empty, and imported before the index builds, so their storage is
+    written afresh; without it the columns are converted where they are. ``column_types`` names
+    the target type of some columns (a rollback: the types they had); by default the spec's
+    ``rebuild.columnTypes``, checked against the columns found.
+    """
+    warnings: list[str] = []
+    requested = checked_column_types(inventory, spec) if column_types is None else column_types
+    try:
+        conversions = tuple(
+            _conversion(inventory, surface, column, requested.get(column_key(column))) for column in inventory.columns
+        )
+        types_by_column = {column_key(c.column): c.target_type for c in conversions}
+        rebuilds = tuple(_rebuild(surface, index, types_by_column, spec, warnings) for index in inventory.indexes)
+    except MappingError as error:
+        raise PlanningError(error.reason, str(error)) from None
+    settings = tuple(_carry_setting(inventory, surface, setting, warnings) for setting in inventory.settings)
+    if surface.shares_source_library:
+        warnings.append(
+            f"target {surface.extension} runs the source extension's own C library: it is a stand-in, not RuVector"
+        )
+    route = "intermediate" if surface.collides else "direct"
+    tables = inventory.tables()
+    lock = Statement(
+        StatementKind.LOCK,
+        "LOCK TABLE " + ", ".join(qualify(s, t) for s, t in tables) + " IN ACCESS EXCLUSIVE MODE",
+    )
+    create_target = _create_extension(spec, surface, target_schema)
+    drop_source = Statement(
+        StatementKind.DROP_SOURCE_EXTENSION, f"DROP EXTENSION {quote_ident(inventory.source.name)} RESTRICT"
+    )
+    empty_tables = (
+        [
+            statement
+            for s, t in tables
+            for statement in (
+                Statement(StatementKind.EXPORT, f"COPY {qualify(s, t)} TO STDOUT (FORMAT {refill})", (s, t)),
+                Statement(
+                    StatementKind.EMPTY_TABLE, f"TRUNCATE ONLY {qualify(s, t)}", run_as=inventory.owners.get((s, t))
+                ),
+            )
+        ]
+        if refill
+        else []
+    )
+    statements: list[Statement] = []
+    if target_schema != inventory.source.schema:
+        statements.append(
+            Statement(StatementKind.TARGET_SCHEMA, f"CREATE SCHEMA IF NOT EXISTS {quote_ident(target_schema)}")
+        )
+    if route == "direct":
+        if not target_installed:
+            statements.append(create_target)
+        if tables:
+            statements.append(lock)
+        statements += _drop_dependents(inventory)
+        statements += empty_tables
+        statements += [
+            _alter_columns(conversions, s, t, stage="direct", owner=inventory.owners.get((s, t))) for s, t in tables
+        ]
+        statements.append(drop_source)
+    else:
+        if tables:
+            statements.append(lock)
+        statements += _drop_dependents(inventory)
+        statements += empty_tables
+        statements += [
+            _alter_columns(conversions, s, t, stage="to-intermediate", owner=inventory.owners.get((s, t)))
+            for s, t in tables
+        ]
+        statements.append(drop_source)
+        statements.append(create_target)
+        statements += [
+            _alter_columns(conversions, s, t, stage="from-intermediate", owner=inventory.owners.get((s, t)))
+            for s, t in tables
+        ]
+    for view in inventory.views:
+        statements += _recreate_view(view)
+    statements += [Statement(StatementKind.CARRY_SETTING, c.statement) for c in settings if c.statement]
+    if refill:
+        statements += [
+            Statement(
+                StatementKind.IMPORT,
+                f"COPY {qualify(s, t)} FROM STDIN (FORMAT {refill})",
+                (s, t),
+                run_as=inventory.owners.get((s, t)),
+            )
+            for s, t in tables
+        ]
+    statements += [Statement(StatementKind.BUILD_INDEX, r.definition) for r in rebuilds if not r.concurrent]
+    return MigrationPlan(
+        route=route,
+        swap=tuple(statements),
+        conversions=conversions,
+        rebuilds=rebuilds,
+        settings=settings,
+        surface=surface.summary(),
+        warnings=tuple(warnings),
+    )
+
+
+def _create_extension(spec: VectorMigrationSpec, surface: TargetSurface, schema: str) -> Statement:
+    return Statement(
+        StatementKind.CREATE_TARGET_EXTENSION, create_extension_sql(surface.extension, spec.target.version, schema)
+    )
+
+
+def checked_column_types(inventory: SourceInventory, spec: VectorMigrationSpec) -> dict[ColumnKey, str]:
+    """The spec's ``rebuild.columnTypes``, checked against the columns found.
+
+    Each must name a column being migrated and a type that holds every one of its values exactly
+    (a rebuild that rounds values would pass no checksum).
+    """
+    requested = spec.rebuild.requested_types()
+    columns = {column_key(c): c for c in inventory.columns}
+    for key, type_name in requested.items():
+        column = columns.get(key)
+        if column is None:
+            raise PlanningError(
+                Reason.TABLE_NOT_FOUND,
+                f"rebuild.columnTypes: {'.'.join(key)} is not a {inventory.source.name} column being migrated",
+            )
+        if not holds_exactly(column.type_name, type_name):
+            raise PlanningError(
+                Reason.UNSUPPORTED_COLUMN,
+                f"rebuild.columnTypes: column {column.display} is {column.type_name}, and {type_name} would not "
+                f"hold every one of its values exactly",
+            )
+    return requested
+
+
+def _conversion(
+    inventory: SourceInventory, surface: TargetSurface, column: VectorColumn, requested: str | None
+) -> ColumnConversion:
+    target_type = map_type(surface, column, requested)
+    type_sql = qualify(target_type.schema, target_type.name)
+    if target_type.has_typmod and column.dims:
+        type_sql += f"({column.dims})"
+    source_name, target_name = column.type_name, target_type.name
+    if not surface.collides and (source_name, target_name) in surface.casts:
+        path = "direct"
+    elif (source_name, FLOAT4_ARRAY) in inventory.casts and (FLOAT4_ARRAY, target_name) in surface.casts:
+        path = "real[]"
+    else:
+        path = "text"  # every type has I/O conversion through text: slowest, always there
+    return ColumnConversion(column, target_type, type_sql, path)
+
+
+def _alter_columns(
+    conversions: tuple[ColumnConversion, ...], schema: str, table: str, *, stage: str, owner: str | None
+) -> Statement:
+    """One ALTER TABLE per table, so a table with several vector columns is rewritten once.
+
+    stage "direct": source type straight to the target type (both installed at once);
+    "to-intermediate"/"from-intermediate": through real[] or text while the names collide.
+    """
+    clauses = []
+    for conversion in conversions:
+        column = conversion.column
+        if (column.schema, column.table) != (schema, table):
+            continue
+        name = quote_ident(column.column)
+        target = conversion.target_type_sql
+        intermediate = _BUILTIN_TYPES["text" if conversion.cast_path == "direct" else conversion.cast_path]
+        if stage == "to-intermediate":
+            clauses.append(f"ALTER COLUMN {name} TYPE {intermediate} USING {name}::{intermediate}")
+        elif stage == "from-intermediate":
+            clauses.append(f"ALTER COLUMN {name} TYPE {target} USING {name}::{target}")
+        else:
+            via = "" if conversion.cast_path == "direct" else f"::{intermediate}"
+            clauses.append(f"ALTER COLUMN {name} TYPE {target} USING {name}{via}::{target}")
+    step = StatementKind.CONVERT_TO_INTERMEDIATE if stage == "to-intermediate" else StatementKind.CONVERT_COLUMNS
+    return Statement(step, f"ALTER TABLE {qualify(schema, table)} " + ", ".join(clauses), run_as=owner)
+
+
+_BUILTIN_TYPES = {"real[]": "pg_catalog.float4[]", "text": "pg_catalog.text"}
+
+
+def _rebuild(
+    surface: TargetSurface,
+    index: SavedIndex,
+    types_by_column: dict[ColumnKey, TargetType],
+    spec: VectorMigrationSpec,
+    warnings: list[str],
+) -> IndexRebuild:
+    target_type = types_by_column[(index.table_schema, index.table, index.column)]
+    method, opclass = map_index(surface, index, target_type)
+    concurrent = spec.reindex.mode is ReindexMode.CONCURRENT
+    known_bug = concurrent_build_bug(surface, method)
+    if concurrent and known_bug:
+        warnings.append(f"index {index.name} is built inside the swap, not concurrently: {known_bug}")
+        concurrent = False
+    options = dict(index.options)
+    accepted = KNOWN_INDEX_PARAMETERS.get(method_kind(method), frozenset())
+    for name, value in spec.reindex.parameters.items():
+        if name in options or name in accepted:
+            options[name] = str(value)
+    with_clause = (
+        " WITH (" + ", ".join(f"{quote_ident(k)} = {quote_literal(v)}" for k, v in sorted(options.items())) + ")"
+        if options
+        else ""
+    )
+    tablespace = f" TABLESPACE {quote_ident(index.tablespace)}" if index.tablespace else ""
+    predicate = f" WHERE {index.predicate}" if index.predicate else ""
+    rebuild = IndexRebuild(index, method, opclass, "", concurrent, f"{with_clause}{tablespace}{predicate}")
+    definition = rebuild.definition_on(index.table_schema, index.table, index.name, concurrently=concurrent)
+    return IndexRebuild(index, method, opclass, definition, concurrent, rebuild.tail)
+
+
+def _carry_setting(
+    inventory: SourceInventory, surface: TargetSurface, setting: SavedSetting, warnings: list[str]
+) -> SettingCarry:
+    candidates = [
+        name
+        for name in SETTING_CANDIDATES.get(setting.name, ())
+        if name in surface.settings and (name != setting.name or surface.shares_source_library)
+    ]
+    if not candidates:
+        warnings.append(
+            f"setting {setting.name} = {setting.value} ({setting.scope}) has no counterpart in "
+            f"{surface.extension}; it is left as it is"
+        )
+        return SettingCarry(setting, None, None)
+    target_name = candidates[0]
+    if target_name == setting.name:
+        return SettingCarry(setting, target_name, None)  # the target reads the same setting
+    guc = ".".join(quote_ident(part) for part in target_name.split("."))
+    database = quote_ident(inventory.server.database)
+    if setting.role and setting.database_scoped:
+        prefix = f"ALTER ROLE {quote_ident(setting.role)} IN DATABASE {database}"
+    elif setting.role:
+        prefix = f"ALTER ROLE {quote_ident(setting.role)}"
+    else:
+        prefix = f"ALTER DATABASE {database}"
+    return SettingCarry(setting, target_name, f"{prefix} SET {guc} = {quote_literal(setting.value)}")
+
+
+def _drop_dependents(inventory: SourceInventory) -> list[Statement]:
+    statements = []
+    for view in sorted(inventory.views, key=lambda v: (-v.depth, v.schema, v.name)):
+        kind = "MATERIALIZED VIEW" if view.materialized else "VIEW"
+        statements.append(
+            Statement(StatementKind.DROP_DEPENDENT, f"DROP {kind} {qualify(view.schema, view.name)} RESTRICT")
+        )
+    statements += [
+        Statement(StatementKind.DROP_INDEX, f"DROP INDEX {qualify(index.schema, index.name)} RESTRICT")
+        for index in inventory.indexes
+    ]
+    return statements
+
+
+def _recreate_view(view: SavedView) -> list[Statement]:
+    name = qualify(view.schema, view.name)
+    kind = "MATERIALIZED VIEW" if view.materialized else "VIEW"
+    options = ""
+    if view.options:
+        pairs = [option.split("=", 1) for option in view.options]
+        options = " WITH (" + ", ".join(f"{quote_ident(k)} = {quote_literal(v)}" for k, v in pairs) + ")"
+    create = f"CREATE {kind} {name}{options} AS {view.definition}"
+    if view.materialized:
+        create += " WITH DATA" if view.populated else " WITH NO DATA"
+    statements = [
+        # CREATE MATERIALIZED VIEW runs the view's query: as its owner, who then owns it as before
+        Statement(StatementKind.RECREATE_DEPENDENT, create, run_as=view.owner if view.materialized else None),
+        Statement(StatementKind.RECREATE_DEPENDENT, f"ALTER {kind} {name} OWNER TO {quote_ident(view.owner)}"),
+    ]
+    statements += [Statement(StatementKind.RECREATE_DEPENDENT, definition) for definition in view.index_definitions]
+    try:
+        granted = grant_statements(name, view.grants)
+    except UnknownPrivilege as error:
+        raise PlanningError(
+            Reason.BLOCKING_DEPENDENT, f"view {view.schema}.{view.name} has an unknown privilege {str(error)!r}"
+        ) from None
+    statements += [Statement(StatementKind.RECREATE_DEPENDENT, grant) for grant in granted]
+    if view.comment is not None:
+        statements.append(
+            Statement(StatementKind.RECREATE_DEPENDENT, f"COMMENT ON {kind} {name} IS {quote_literal(view.comment)}")
+        )
+    return statements

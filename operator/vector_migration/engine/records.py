@@ -1,0 +1,398 @@
+"""The journal's records, typed: what each event stores, read and written in this one place.
+
+Every record carries a ``schemaVersion``. Version 1 is what the engine wrote before records were
+typed (the same fields, no version); it is still read (tests/test_journal_records.py proves it
+on rows written by that code). A record from a newer engine than this one is refused with a
+message rather than half-understood: the journal says what is done, and a misread journal could
+repeat a swap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
+
+import asyncpg
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..api import SPEC_MUTABLE_AFTER_SWAP, TableVerification, VectorMigrationStatus, frozen_spec
+from ..database import journal
+from ..database.catalog import VectorColumn
+from ..database.measure import IndexMeasurement, IndexTarget
+from ..status import set_condition, warn
+from ..vocabulary import ChecksumMode, ConditionType, Phase, Reason
+from .context import Migration, Probe
+from .outcomes import Advance, Fail, Outcome
+from .plan import IndexRebuild
+
+SCHEMA_VERSION = 2
+
+# The journal's events, by name (the names are stored: they never change).
+SWAPPED = journal.SWAPPED
+REINDEXED = journal.REINDEXED
+VERIFIED = journal.VERIFIED
+ROLLED_BACK = journal.ROLLED_BACK
+PREPARED = "parallel_prepared"
+BACKFILL = "parallel_backfill"
+FINALIZED = "parallel_finalized"
+OLD_DROPPED = "parallel_old_dropped"
+
+
+class UnreadableJournal(RuntimeError):
+    """A journal record this engine cannot read (newer, or damaged); a person must look."""
+
+
+class Record(BaseModel):
+    """What every record has: the version of its shape."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    schema_version: int = Field(1, alias="schemaVersion")  # absent: written before records were versioned
+
+
+class IndexBuild(BaseModel):
+    """An index the reindex builds (or the swap built) on the target."""
+
+    index_schema: str = Field(alias="schema")
+    name: str
+    table: str
+    method: str
+    definition: str
+    concurrent: bool
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    @classmethod
+    def of(cls, rebuild: IndexRebuild) -> IndexBuild:
+        """The record of a planned index rebuild."""
+        saved = rebuild.saved
+        return cls(
+            index_schema=saved.schema,
+            name=saved.name,
+            table=f"{saved.table_schema}.{saved.table}",
+            method=rebuild.method,
+            definition=rebuild.definition,
+            concurrent=rebuild.concurrent,
+        )
+
+
+class ProbeRecord(BaseModel):
+    """One index's measurement inputs and its baseline."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    index: str
+    table_rows: int = Field(alias="tableRows")
+    after: dict[str, Any]
+    queries: list[str]
+    baseline: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, probe: Probe) -> ProbeRecord:
+        """The record of a probe."""
+        return cls(
+            index=probe.index,
+            table_rows=probe.table_rows,
+            after=asdict(probe.after),
+            queries=probe.queries,
+            baseline=asdict(probe.baseline) if probe.baseline else None,
+        )
+
+    def probe(self) -> Probe:
+        """The probe recorded."""
+        baseline = None
+        if self.baseline is not None:
+            truth = self.baseline.get("truth")
+            baseline = IndexMeasurement(
+                **{**self.baseline, "truth": tuple(tuple(pair) for pair in truth) if truth else None}
+            )
+        return Probe(self.index, self.table_rows, IndexTarget(**self.after), list(self.queries), baseline)
+
+
+class SourceRecord(BaseModel):
+    """The source extension as it was before the swap (what a rollback restores)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    extension: str
+    version: str
+    source_schema: str = Field(alias="schema")
+
+
+class SwapRecord(Record):
+    """Recorded with the swap, in its transaction: everything the later phases and a rollback need."""
+
+    source: SourceRecord | None
+    checksum_mode: ChecksumMode = Field(ChecksumMode.NORMALIZED, alias="checksumMode")
+    spec: dict[str, Any] | None = None
+    tables: list[list[Any]] = Field(default_factory=list)  # [schema, table, [columns]]
+    status: VectorMigrationStatus
+    rebuilds: list[IndexBuild] = Field(default_factory=list)
+    probes: list[ProbeRecord] = Field(default_factory=list)
+
+
+class ShadowIndex(BaseModel):
+    """A vector index of a shadow table, and the original it replaces."""
+
+    name: str
+    original: str
+    definition: str
+    method: str
+
+
+class ShadowTable(BaseModel):
+    """One table moving through a shadow (strategy Parallel): what every later phase needs."""
+
+    table_schema: str = Field(alias="schema")
+    table: str
+    shadow: str
+    old: str
+    key: list[list[str]]  # [[column, type]] of the primary key, in key order
+    columns: list[str]  # insertable (not generated) columns
+    forward: dict[str, str]  # vector column -> SQL converting {value} to the target type
+    backward: dict[str, str]  # vector column -> SQL converting {value} back to the source type
+    vector_columns: list[str]
+    index_renames: list[list[str]]  # [[shadow index, original name]]
+    vector_indexes: list[ShadowIndex]
+    foreign_keys: list[str]  # foreign keys copied NOT VALID, validated after the backfill
+    sequences: list[list[str]]  # [[column, owned sequence]] moved to the new table at finalize
+    identities: list[list[str]]  # [[column, old identity sequence]]: the new one continues from it
+    # Version 2: the original's index names (renamed to *_pgvector_old at the finalize), and the owner.
+    original_indexes: list[str] | None = None
+    owner: str | None = None
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    @property
+    def name(self) -> str:
+        """The table as schema.table, for people."""
+        return f"{self.table_schema}.{self.table}"
+
+
+class ShadowRecord(SwapRecord):
+    """Recorded when the shadows were made (strategy Parallel), in that transaction."""
+
+    shadows: list[ShadowTable]
+    created_extension: bool = Field(False, alias="createdExtension")
+
+
+class BackfillCursor(BaseModel):
+    """How far one table's backfill got: the last key copied, committed with its batch."""
+
+    last: list[str] | None = None
+    copied: int = 0
+    done: bool = False
+
+
+class BackfillRecord(Record):
+    """Each table's backfill cursor."""
+
+    tables: dict[str, BackfillCursor] = Field(default_factory=dict)
+
+
+class FinalizeRecord(Record):
+    """Recorded with the finalize's renames: when the old tables may go, and how long writes waited."""
+
+    drop_old_after: str = Field(alias="dropOldAfter")
+    lock_window_seconds: float = Field(alias="lockWindowSeconds")
+
+
+class ReindexRecord(Record):
+    """Recorded after the reindex: how many indexes it built."""
+
+    built: int = 0
+
+
+class VerifiedRecord(Record):
+    """The succeeded status, recorded before the status says so: a re-run finds it and does nothing."""
+
+    status: VectorMigrationStatus
+
+
+class RollbackRecord(Record):
+    """Recorded with a rollback, in its transaction."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    tables: list[TableVerification] = Field(default_factory=list)
+    finalized: bool | None = None
+    restored_from: str | None = Field(None, alias="restoredFrom")
+
+
+class OldTablesDropped(Record):
+    """Recorded when a Parallel migration's old tables were dropped after keepOldFor."""
+
+
+RecordT = TypeVar("RecordT", bound=Record)
+
+
+@dataclass(frozen=True)
+class Journal:
+    """A migration's recorded events, typed; each None when the event was never recorded."""
+
+    entries: dict[str, journal.JournalEntry]
+
+    def __contains__(self, event: str) -> bool:
+        return event in self.entries
+
+    def plan_hash(self, event: str) -> str:
+        """The plan hash recorded with an event."""
+        return self.entries[event].plan_hash
+
+    def get(self, event: str, kind: type[RecordT]) -> RecordT | None:
+        """The record of an event, or None; UnreadableJournal when it cannot be read."""
+        entry = self.entries.get(event)
+        if entry is None:
+            return None
+        version = entry.detail.get("schemaVersion", 1)
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise UnreadableJournal(
+                f"the journal's {event} record has schemaVersion {version}; this vector-migration reads up to "
+                f"{SCHEMA_VERSION}: run the version that wrote it (or newer)"
+            )
+        try:
+            return kind.model_validate(entry.detail)
+        except ValidationError as error:
+            raise UnreadableJournal(f"the journal's {event} record cannot be read: {error}") from None
+
+    @property
+    def swapped(self) -> SwapRecord | None:
+        """The swap's record (InPlace, Rebuild)."""
+        return self.get(SWAPPED, SwapRecord)
+
+    @property
+    def prepared(self) -> ShadowRecord | None:
+        """The shadows' record (Parallel)."""
+        return self.get(PREPARED, ShadowRecord)
+
+    @property
+    def verified(self) -> VerifiedRecord | None:
+        """The succeeded status, when the migration was verified."""
+        return self.get(VERIFIED, VerifiedRecord)
+
+    @property
+    def backfill(self) -> BackfillRecord | None:
+        """The backfill cursors (Parallel)."""
+        return self.get(BACKFILL, BackfillRecord)
+
+    @property
+    def finalized(self) -> FinalizeRecord | None:
+        """The finalize's record (Parallel)."""
+        return self.get(FINALIZED, FinalizeRecord)
+
+
+async def read(conn: asyncpg.Connection, migration: str) -> Journal:
+    """A migration's journal."""
+    return Journal(await journal.read(conn, migration))
+
+
+async def write(conn: asyncpg.Connection, migration: str, event: str, plan_hash: str, record: Record) -> None:
+    """Record an event (inside the caller's transaction when there is one), at the current schema version."""
+    record.schema_version = SCHEMA_VERSION
+    await journal.record(conn, migration, event, plan_hash, record.model_dump(by_alias=True, mode="json"))
+
+
+async def forget_all_but_rollback(conn: asyncpg.Connection, migration: str, plan_hash: str, record: Record) -> None:
+    """A rollback's journal: every record of the migration goes, the rollback's is written (one transaction).
+
+    A later run of the migration then starts from the beginning.
+    """
+    await conn.execute(
+        f"DELETE FROM {journal.JOURNAL} WHERE migration = $1 AND event <> $2", migration, journal.ROLLED_BACK
+    )
+    await write(conn, migration, ROLLED_BACK, plan_hash, record)
+
+
+def _vector_tables(columns: list[VectorColumn]) -> list[list[Any]]:
+    tables: dict[tuple[str, str], list[str]] = {}
+    for column in columns:
+        tables.setdefault((column.schema, column.table), []).append(column.column)
+    return [[schema, table, sorted(names)] for (schema, table), names in sorted(tables.items())]
+
+
+def swap_record(m: Migration) -> SwapRecord:
+    """What the swap records of this run: the source, the checksum mode, the spec, the status, builds and probes."""
+    inventory = m.facts.inventory
+    source = inventory.source if inventory else None
+    return SwapRecord(
+        source=SourceRecord(extension=source.name, version=source.version, source_schema=source.schema)
+        if source
+        else None,
+        checksum_mode=m.facts.checksum_mode,
+        spec=frozen_spec(m.spec),
+        # the vector tables by (schema, table, columns): display names like "a.b.c" are ambiguous
+        tables=_vector_tables(inventory.columns if inventory else []),
+        status=m.status.model_copy(deep=True),
+        rebuilds=list(m.facts.rebuilds),
+        probes=[ProbeRecord.of(p) for p in m.facts.probes],
+    )
+
+
+def load_swap_record(m: Migration, record: SwapRecord, plan_hash: str) -> None:
+    """Take the facts recorded with the swap: what to rebuild, what to measure, what was before."""
+    saved = record.status
+    m.status.plan_hash = plan_hash
+    m.status.inventory = saved.inventory
+    m.status.backup = m.status.backup or saved.backup
+    m.status.verification = saved.verification
+    for key, value in saved.timings.items():
+        m.status.timings.setdefault(key, value)
+    for message in saved.warnings:
+        warn(m.status, message)
+    m.facts.rebuilds = list(record.rebuilds)
+    m.facts.checksum_mode = record.checksum_mode  # what the samples proved valid
+    m.facts.swap_loaded = True
+    m.facts.probes = [p.probe() for p in record.probes]
+    for kind in (ConditionType.CHECKLIST_PASSED, ConditionType.EXTENSION_SWAPPED):
+        set_condition(m.status, kind, True, Reason.ALREADY_DONE, "recorded in the migration journal", m.generation)
+
+
+def already_done(m: Migration, recorded: Journal) -> Outcome | None:
+    """Where a run continues when the journal says the migration was verified, or the swap committed."""
+    verified = recorded.verified
+    if verified is not None:
+        m.status = verified.status
+        return Advance(Phase.SUCCEEDED, "already migrated and verified; nothing to do")
+    swapped = recorded.swapped
+    if swapped is not None:
+        load_swap_record(m, swapped, recorded.plan_hash(SWAPPED))
+        return Advance(Phase.REINDEX, "the swap had already committed; continuing with the reindex")
+    return None
+
+
+async def ensure_swap_facts(m: Migration) -> Outcome | None:
+    """Make sure the facts recorded with the swap are loaded; an Outcome when they cannot be.
+
+    A run that starts in Reindex or Verify (an operator restarted, a status read back) has an
+    empty memory: without this, there would be nothing to rebuild and nothing to measure, and
+    verification would pass vacuously.
+    """
+    if m.facts.swap_loaded:
+        return None
+    recorded = await read(m.session, m.name)
+    verified = recorded.verified
+    if verified is not None:
+        m.status = verified.status
+        return Advance(Phase.SUCCEEDED, "already migrated and verified; nothing to do")
+    swapped = recorded.swapped
+    if swapped is None:
+        return Advance(Phase.CHECKLIST, "no committed swap is recorded; starting from the checklist")
+    changed = spec_changes(m, swapped)
+    if changed is not None:
+        return changed
+    load_swap_record(m, swapped, recorded.plan_hash(SWAPPED))
+    return None
+
+
+def spec_changes(m: Migration, record: SwapRecord) -> Fail | None:
+    """A spec changed after the swap in a way the committed swap cannot follow: the person decides."""
+    swapped_with = record.spec
+    now = frozen_spec(m.spec)
+    if swapped_with is None or swapped_with == now:
+        return None
+    changed = sorted(key for key in now.keys() | swapped_with.keys() if now.get(key) != swapped_with.get(key))
+    return Fail(
+        Reason.SPEC_CHANGED_AFTER_SWAP,
+        f"spec.{', spec.'.join(changed)} changed after the swap committed; only "
+        f"{', '.join(sorted(SPEC_MUTABLE_AFTER_SWAP))} may change now. Restore the previous values to continue.",
+    )

@@ -1,0 +1,154 @@
+"""A strategy is a unit: its phases, its checks, its plan as data, what it leaves to do after success.
+
+Like pgroll's operations, each strategy (InPlace, Rebuild, Parallel) implements one protocol in
+a module of its own under :mod:`vector_migration.strategies`, and registers itself under its
+:class:`~vector_migration.vocabulary.Strategy` value. The runner, the checklist and the operator
+look the strategy up here and call it; none of them branches on a strategy's name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from ..api import VectorMigrationSpec, VectorMigrationStatus
+from ..database.catalog import Blocker, SourceInventory
+from ..database.surface import TargetSurface
+from ..vocabulary import Phase, Strategy
+from .context import Migration, PhaseFunction
+from .conversion import build_plan
+from .plan import MigrationPlan, StrategyPlan
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    """What the checklist learned that a plan is derived from (the spec comes with the migration)."""
+
+    inventory: SourceInventory
+    surface: TargetSurface
+    target_schema: str
+    target_installed: bool
+    copy_format: str  # Rebuild's COPY format, fixed at the checklist with the plan
+
+
+class MigrationStrategy(Protocol):
+    """One way of moving the tables to the target."""
+
+    @property
+    def kind(self) -> Strategy:
+        """The spec value that selects this strategy."""
+
+    @property
+    def phases(self) -> Mapping[Phase, PhaseFunction]:
+        """Its phase table: the function run in each phase."""
+
+    @property
+    def undo_on_failure(self) -> frozenset[Phase]:
+        """Phases whose failure leaves the database changed: rollback.onFailure decides what happens."""
+
+    @property
+    def abortable(self) -> frozenset[Phase]:
+        """Phases before success in which a person's rollback request is honoured at once."""
+
+    async def check(self, m: Migration, inventory: SourceInventory, surface: TargetSurface) -> list[Blocker]:
+        """What keeps this strategy from moving these tables, each with what to do about it."""
+
+    def convert(self, m: Migration, inputs: PlanInputs) -> MigrationPlan:
+        """How every column and index maps to the target (PlanningError when one cannot)."""
+
+    async def plan(self, m: Migration, inputs: PlanInputs, conversion: MigrationPlan) -> StrategyPlan:
+        """Every statement the strategy will run, as data: hashed, published, approved, then run."""
+
+    def scratch_area(self, m: Migration) -> AbstractContextManager[Path | None]:
+        """Where the swap transaction may write files (Rebuild's exports); None when it writes none."""
+
+    def kept_after_failure(self, phase: Phase) -> str:
+        """What a failure in ``phase`` left in place, when rollback.onFailure is Manual."""
+
+    def cleanup_due_in(self, status: VectorMigrationStatus) -> float | None:
+        """Seconds until a succeeded migration's leftovers may go (0: now), None when it leaves none."""
+
+    async def clean_up(self, m: Migration) -> str:
+        """Remove a succeeded migration's leftovers once due; what was done."""
+
+    def kept_for(self, remaining: float) -> str:
+        """What stays, and for how long, while the leftovers are not yet due."""
+
+
+class ConvertingStrategy:
+    """What InPlace and Rebuild share: one transaction converts the tables, nothing is left behind."""
+
+    kind: Strategy
+    undo_on_failure = frozenset({Phase.REINDEX, Phase.VERIFY})
+    abortable: frozenset[Phase] = frozenset()
+
+    def convert(self, m: Migration, inputs: PlanInputs) -> MigrationPlan:
+        """The one-transaction conversion, columns converted where they are."""
+        return build_plan(
+            inputs.inventory,
+            inputs.surface,
+            m.spec,
+            target_schema=inputs.target_schema,
+            target_installed=inputs.target_installed,
+        )
+
+    async def plan(self, m: Migration, inputs: PlanInputs, conversion: MigrationPlan) -> StrategyPlan:
+        """The conversion is the plan: its statements are the swap's."""
+        return conversion
+
+    async def check(self, m: Migration, inventory: SourceInventory, surface: TargetSurface) -> list[Blocker]:
+        """Nothing beyond what the inventory refuses."""
+        return []
+
+    def scratch_area(self, m: Migration) -> AbstractContextManager[Path | None]:
+        """No files: the columns are converted where they are."""
+        return contextlib.nullcontext()
+
+    def kept_after_failure(self, phase: Phase) -> str:
+        """After the swap committed, the data is on the target."""
+        return "The migrated data is intact on the target"
+
+    def cleanup_due_in(self, status: VectorMigrationStatus) -> float | None:
+        """Nothing is kept after success."""
+        return None
+
+    async def clean_up(self, m: Migration) -> str:
+        """Nothing to remove."""
+        return "nothing to clean up"
+
+    def kept_for(self, remaining: float) -> str:
+        """Nothing stays."""
+        return "nothing is kept"
+
+
+_REGISTRY: dict[Strategy, MigrationStrategy] = {}
+
+
+def register(strategy: MigrationStrategy) -> MigrationStrategy:
+    """Make a strategy the one its spec value selects."""
+    _REGISTRY[strategy.kind] = strategy
+    return strategy
+
+
+class UnknownStrategy(LookupError):
+    """No strategy is registered for a spec value (vector_migration.strategies was not imported)."""
+
+
+async def replan(m: Migration, inputs: PlanInputs) -> StrategyPlan:
+    """The plan the facts give now (the swap compares its hash with the approved one)."""
+    strategy = strategy_of(m.spec)
+    return await strategy.plan(m, inputs, strategy.convert(m, inputs))
+
+
+def strategy_of(spec: VectorMigrationSpec) -> MigrationStrategy:
+    """The strategy a spec selects."""
+    try:
+        return _REGISTRY[spec.strategy]
+    except KeyError:
+        raise UnknownStrategy(
+            f"no strategy is registered for {spec.strategy.value} (import vector_migration.strategies)"
+        ) from None

@@ -1,0 +1,158 @@
+"""Learn the target's SQL surface without changing the database, and which checksum is valid."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from ..api import (
+    VectorMigrationSpec,
+)
+from ..database.catalog import (
+    SourceInventory,
+    VectorColumn,
+    read_extension,
+)
+from ..database.measure import (
+    BINARY,
+    NORMALIZED,
+    TEXT,
+    prints_identically,
+    send_function,
+    sends_identically,
+)
+from ..database.sql import (
+    connect,
+    qualify,
+    quote_ident,
+    quote_literal,
+)
+from ..database.surface import MappingError, TargetSurface, discover, map_type, source_library
+from ..engine.context import Migration
+from ..engine.plan import column_key
+from ..vocabulary import (
+    Reason,
+)
+
+
+class ProbeFailed(RuntimeError):
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+async def probe_surface(
+    m: Migration, inventory: SourceInventory, target_schema: str, can_create_database: bool
+) -> TargetSurface:
+    """Learn the target's SQL surface without changing the database.
+
+    Tried first inside a transaction that is always rolled back. When the target's names
+    collide with the source's, it cannot be created beside it, so it is created alone in a
+    scratch database instead (which needs CREATEDB), then that database is dropped. Either
+    way, sampled source values are printed through the target type to learn whether the
+    cheap text checksum is valid (see measure.table_checksum).
+    """
+    conn = m.session
+    source = inventory.source
+    target = m.spec.target.extension
+    library = m.facts.source_library = await source_library(conn, source.oid)
+    samples = {c: await _value_samples(conn, c) for c in inventory.columns}
+    installed = await read_extension(conn, target)
+    if installed is not None:
+        surface = await discover(conn, target, library, collides=False)
+        await _choose_checksum_mode(m, conn, surface, samples)
+        return surface
+    create = _create_extension_sql(m.spec, target, target_schema)
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        if target_schema != source.schema:
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(target_schema)}")
+        await conn.execute(create)
+        surface = await discover(conn, target, library, collides=False)
+        await _choose_checksum_mode(m, conn, surface, samples)
+        return surface
+    except (asyncpg.DuplicateObjectError, asyncpg.DuplicateFunctionError, asyncpg.DuplicateTableError):
+        pass  # names collide with the source's: probe alone in a scratch database below
+    except asyncpg.PostgresError as error:
+        raise ProbeFailed(Reason.TARGET_EXTENSION_UNAVAILABLE, f"CREATE EXTENSION {target} fails: {error}") from None
+    finally:
+        await transaction.rollback()
+    if not can_create_database:
+        raise ProbeFailed(
+            Reason.INSUFFICIENT_PRIVILEGE,
+            f"extension {target} uses names that collide with {source.name}'s; planning its conversion needs "
+            "CREATEDB to inspect it in a scratch database (grant CREATEDB to the migration role)",
+        )
+    scratch = _scratch_database_name(inventory.server.database)
+    await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(scratch)}")
+    await conn.execute(f"CREATE DATABASE {quote_ident(scratch)} TEMPLATE template0")
+    try:
+        probe = await connect(m.params.with_database(scratch))
+        try:
+            await probe.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(target_schema)}")
+            await probe.execute(create)
+            surface = await discover(probe, target, library, collides=True)
+            await _choose_checksum_mode(m, probe, surface, samples)
+            return surface
+        except asyncpg.PostgresError as error:
+            raise ProbeFailed(
+                Reason.TARGET_EXTENSION_UNAVAILABLE, f"CREATE EXTENSION {target} fails: {error}"
+            ) from None
+        finally:
+            await probe.close()
+    finally:
+        await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(scratch)}")
+
+
+def _scratch_database_name(database: str) -> str:
+    """A deterministic scratch database name (63 bytes at most, whatever the database is called)."""
+    import hashlib
+
+    return "vmig_probe_" + hashlib.sha256(database.encode()).hexdigest()[:16]
+
+
+async def _value_samples(conn: asyncpg.Connection, column: VectorColumn) -> list[tuple[str, bytes]]:
+    """Up to 200 values of a column, as printed and as sent by the source type."""
+    send = await send_function(conn, qualify(column.type_schema, column.type_name))
+    sent = f"{send}({quote_ident(column.column)})" if send else "NULL::pg_catalog.bytea"
+    rows = await conn.fetch(
+        f"SELECT {quote_ident(column.column)}::pg_catalog.text, {sent} FROM {column.qualified_table} "
+        f"WHERE {quote_ident(column.column)} IS NOT NULL LIMIT 200"
+    )
+    return [(row[0], row[1]) for row in rows]
+
+
+async def _choose_checksum_mode(
+    m: Migration,
+    conn: asyncpg.Connection,
+    surface: TargetSurface,
+    samples: dict[VectorColumn, list[tuple[str, bytes]]],
+) -> None:
+    """The cheapest checksum the samples show to be valid: binary, else text, else parsed values.
+
+    Binary when the target sends every sampled value exactly as the source did, text when it
+    prints them exactly as the source did. A wrong choice cannot pass unnoticed: a checksum
+    that differs rolls the swap back, and it is retried once with parsed values.
+    """
+    binary = True
+    requested = m.facts.chosen_column_types(m.spec)
+    for column, values in samples.items():
+        try:
+            target_type = map_type(surface, column, requested.get(column_key(column)))
+        except MappingError:
+            m.facts.checksum_mode = NORMALIZED
+            return  # the planner reports the unmapped column
+        type_sql = qualify(target_type.schema, target_type.name)
+        async with conn.transaction():
+            if not await prints_identically(conn, [text for text, _ in values], type_sql):
+                m.facts.checksum_mode = NORMALIZED
+                return
+            binary = binary and all(sent is not None for _, sent in values)
+            binary = binary and await sends_identically(conn, values, type_sql)
+    m.facts.checksum_mode = BINARY if binary else TEXT
+
+
+def _create_extension_sql(spec: VectorMigrationSpec, target: str, schema: str) -> str:
+
+    version = f" VERSION {quote_literal(spec.target.version)}" if spec.target.version else ""
+    return f"CREATE EXTENSION {quote_ident(target)}{version} SCHEMA {quote_ident(schema)}"

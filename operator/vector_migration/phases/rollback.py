@@ -1,0 +1,157 @@
+"""Rollback: undo a committed swap in SQL, else offer the backup."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from ..api import (
+    TableVerification,
+    VectorMigrationStatus,
+)
+from ..database.catalog import (
+    read_extension,
+    read_inventory,
+    read_server,
+)
+from ..engine import records
+from ..engine.context import Migration
+from ..engine.conversion import build_plan
+from ..engine.outcomes import Advance, Fail, Outcome
+from ..engine.plan import PlanningError, Statement, column_key
+from ..engine.records import SwapRecord
+from ..engine.transactions import (
+    DataMismatch,
+    PlanDrift,
+    Progress,
+    begin_bounded_transaction,
+    roll_back,
+    transaction_failure,
+)
+from ..status import record_timing, set_condition
+from ..vocabulary import (
+    ChecksumMode,
+    ConditionType,
+    Phase,
+    Reason,
+    ReindexMode,
+    StatementKind,
+    Strategy,
+)
+from .probe import ProbeFailed, probe_surface
+from .restore import ask_for_restore, restore_backup, restore_token
+from .swap import convert
+
+
+async def run_rollback(m: Migration) -> Outcome:
+    """Undo a committed swap: in SQL when possible, else (with a person's consent) from the backup.
+
+    The SQL way runs the same proven conversion from the target back to the source. When that
+    cannot be done, the verified backup can be restored, replacing every object in the archive
+    with its content at backup time: that loses the writes made since, so it waits for a person
+    to consent to that exact archive (its restore token).
+    """
+    conn = m.session
+    recorded = await records.read(conn, m.name)
+    swapped = recorded.swapped
+    if swapped is None:
+        return Fail(Reason.NOTHING_TO_ROLL_BACK, "nothing to roll back: no committed swap is recorded")
+    plan_hash = recorded.plan_hash(records.SWAPPED)
+    saved = swapped.status
+    backup = saved.backup if saved.backup and saved.backup.verified else m.status.backup
+    if backup is not None and backup.verified and m.restore_consent == restore_token(backup):
+        return await restore_backup(m, swapped, plan_hash, backup)
+    outcome = await _reverse_in_sql(m, swapped, plan_hash)
+    if isinstance(outcome, Fail) and outcome.reason is Reason.ROLLBACK_FAILED:
+        return ask_for_restore(m, backup, outcome.message)
+    return outcome
+
+
+async def _reverse_in_sql(m: Migration, swapped: SwapRecord, plan_hash: str) -> Outcome:
+    """The conversion from the target back to the source, with the indexes saved before the migration.
+
+    The reverse plan is derived exactly as the forward one (the target's objects are read, the
+    source's surface is probed, columns and views are mapped back), except that the indexes are
+    recreated from the definitions saved before the migration, not mapped from the target's.
+    The journal's "swapped" record is removed in the same transaction, so a later run of the
+    migration starts from the beginning.
+    """
+    conn = m.session
+    original, saved = swapped.source, swapped.status
+    target = await read_extension(conn, m.spec.target.extension)
+    if target is None or original is None:
+        return Fail(Reason.ROLLBACK_FAILED, f"cannot roll back in SQL: extension {m.spec.target.extension} is gone")
+    reverse = m.spec.model_copy(deep=True)
+    reverse.source.extension, reverse.target.extension = target.name, original.extension
+    reverse.target.version, reverse.target.target_schema = original.version, original.source_schema
+    reverse.tables, reverse.reindex.mode = [], ReindexMode.ATOMIC
+    reverse.rebuild.column_types = []  # the types to go back to come from the saved inventory below
+    reverse.strategy = Strategy.IN_PLACE  # converting back in place needs no scratch space, whatever went forward
+    backwards = Migration(name=m.name, spec=reverse, params=m.params, reporter=m.reporter, conn=conn)
+    server = await read_server(conn)
+    inventory = await read_inventory(conn, reverse, server, target, count_rows=False)
+    if inventory.blockers:
+        return Fail(Reason.ROLLBACK_FAILED, "cannot roll back: " + "; ".join(b.message for b in inventory.blockers))
+    # Every column goes back to exactly the type it had: a halfvec column given a 32-bit type by
+    # rebuild.columnTypes becomes halfvec again, not the 32-bit type's own counterpart.
+    saved_types = {
+        (saved_table.name, column.name): column.type
+        for saved_table in (saved.inventory.tables if saved.inventory else [])
+        for column in saved_table.columns
+    }
+    backwards.facts.column_types = {
+        column_key(c): saved_types[(f"{c.schema}.{c.table}", c.column)]
+        for c in inventory.columns
+        if (f"{c.schema}.{c.table}", c.column) in saved_types
+    }
+    try:
+        surface = await probe_surface(backwards, inventory, original.source_schema, server.can_create_database)
+        plan = build_plan(
+            inventory,
+            surface,
+            reverse,
+            target_schema=original.source_schema,
+            target_installed=False,
+            column_types=backwards.facts.column_types,
+        )
+    except (ProbeFailed, PlanningError) as error:
+        return Fail(Reason.ROLLBACK_FAILED, f"cannot roll back: {error}")
+    saved_indexes = saved.inventory.indexes if saved.inventory else []
+    statements = [s for s in plan.swap if s.step is not StatementKind.BUILD_INDEX]
+    statements += [Statement(StatementKind.RESTORE_INDEX, index.definition) for index in saved_indexes]
+
+    progress = Progress()
+    transaction = await begin_bounded_transaction(m)
+    try:
+        mode = backwards.facts.checksum_mode
+        tables = await convert(backwards, statements, inventory, surface, mode, progress)
+        progress.step = "journal"
+        await records.forget_all_but_rollback(conn, m.name, plan_hash, records.RollbackRecord(tables=tables))
+        progress.step = "commit"
+        await transaction.commit()
+    except DataMismatch as error:
+        await roll_back(transaction)
+        return Fail(Reason.ROLLBACK_FAILED, f"rollback would change content ({error}); it rolled back itself")
+    except (PlanDrift, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
+        await roll_back(transaction)
+        return transaction_failure(error, progress, m.spec, "rollback")
+    record_timing(m.status, "rollbackWriteBlockedSeconds", progress.blocked_seconds)
+    m.reporter.task_done("swap")
+    unchanged = _equal_to_before_migration(saved, tables, mode)
+    message = (
+        f"restored {original.extension} {original.version}: {len(tables)} table(s) converted back with "
+        f"checksums equal, {len(saved_indexes)} original index(es) recreated"
+        + ("; every table equals its pre-migration checksum" if unchanged else "")
+    )
+    set_condition(m.status, ConditionType.ROLLED_BACK, True, Reason.COMPLETED, message, m.generation)
+    set_condition(m.status, ConditionType.EXTENSION_SWAPPED, False, Reason.ROLLED_BACK, message, m.generation)
+    return Advance(Phase.ROLLED_BACK, message)
+
+
+def _equal_to_before_migration(
+    saved: VectorMigrationStatus, tables: list[TableVerification], mode: ChecksumMode
+) -> bool:
+    """Whether the rolled-back tables hold exactly what they held before the migration."""
+    if saved.verification is None or saved.verification.checksum_mode != mode:
+        return False
+    before = {t.name: (t.rows_before, t.checksum_before) for t in saved.verification.tables}
+    return all(before.get(t.name) == (t.rows_after, t.checksum_after) for t in tables)

@@ -1,0 +1,100 @@
+"""What keeps a table from moving through a shadow, each refusal with what to do about it."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from ...database.catalog import Blocker, SourceInventory
+from ...database.sql import qualify
+from ...database.surface import TargetSurface
+from ...vocabulary import Reason
+from .names import OLD_SUFFIX, OURS, SHADOW_SUFFIX, SYNC_TRIGGER, SYNC_TRUNCATE_TRIGGER, derived_name
+
+
+async def check_tables(conn: asyncpg.Connection, inventory: SourceInventory, surface: TargetSurface) -> list[Blocker]:
+    """Every table's blockers at once."""
+    blockers: list[Blocker] = []
+    if surface.collides:
+        blockers.append(
+            Blocker(
+                Reason.UNSUPPORTED_STRATEGY,
+                f"strategy Parallel needs {surface.extension} installed beside {inventory.source.name}, but their "
+                "names collide (access methods are unique per database); use InPlace",
+            )
+        )
+    for schema, table in inventory.tables():
+        blockers += await _check_table(conn, schema, table)
+    return blockers
+
+
+async def _check_table(conn: asyncpg.Connection, schema: str, table: str) -> list[Blocker]:
+    name = f"{schema}.{table}"
+    facts = await conn.fetchrow(
+        """
+        SELECT c.oid, c.relkind, c.relrowsecurity, c.relispartition,
+               EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid OR i.inhparent = c.oid)
+                   AS inherits,
+               EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
+                   AS has_primary_key,
+               ARRAY(SELECT f.conname || ' on ' || f.conrelid::pg_catalog.regclass::pg_catalog.text
+                       FROM pg_catalog.pg_constraint f WHERE f.contype = 'f' AND f.confrelid = c.oid)
+                   AS referenced_by,
+               ARRAY(SELECT t.tgname FROM pg_catalog.pg_trigger t
+                      WHERE t.tgrelid = c.oid AND NOT t.tgisinternal AND t.tgname <> ALL($3::text[]))
+                   AS triggers,
+               ARRAY(SELECT DISTINCT v.oid::pg_catalog.regclass::pg_catalog.text
+                       FROM pg_catalog.pg_depend d
+                       JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
+                       JOIN pg_catalog.pg_class v ON v.oid = r.ev_class
+                      WHERE d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+                        AND d.refobjid = c.oid AND v.oid <> c.oid)
+                   AS views
+          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = $1 AND c.relname = $2
+        """,
+        schema,
+        table,
+        [SYNC_TRIGGER, SYNC_TRUNCATE_TRIGGER],
+    )
+    if facts is None:
+        return []
+    blockers = []
+    problems = []
+    if not facts["has_primary_key"]:
+        problems.append("has no primary key (the sync trigger and the backfill find rows by it)")
+    if facts["relkind"] == "p" or facts["relispartition"] or facts["inherits"]:
+        problems.append("is partitioned or inherits (its shadow cannot take its place in the hierarchy)")
+    if facts["relrowsecurity"]:
+        problems.append("has row-level security (the shadow would need its policies)")
+    if facts["referenced_by"]:
+        problems.append(f"is referenced by foreign key(s) {', '.join(facts['referenced_by'])}")
+    if facts["triggers"]:
+        problems.append(f"has trigger(s) {', '.join(facts['triggers'])} the shadow would not carry")
+    if facts["views"]:
+        problems.append(f"is read by view(s) {', '.join(facts['views'])}, which would keep reading the old table")
+    if problems:
+        blockers.append(
+            Blocker(
+                Reason.BLOCKING_DEPENDENT,
+                f"table {name} cannot move through a shadow: it {'; it '.join(problems)}; use InPlace",
+            )
+        )
+    for suffix in (SHADOW_SUFFIX, OLD_SUFFIX):
+        derived = derived_name(table, suffix)
+        taken = await conn.fetchval("SELECT pg_catalog.to_regclass($1) IS NOT NULL", qualify(schema, derived))
+        if taken and not await ours(conn, schema, derived):
+            blockers.append(
+                Blocker(
+                    Reason.BLOCKING_DEPENDENT,
+                    f"table {name}: the name {schema}.{derived} the migration needs is taken; rename that table",
+                )
+            )
+    return blockers
+
+
+async def ours(conn: asyncpg.Connection, schema: str, table: str) -> bool:
+    """Whether a table is one this engine made (its comment says so)."""
+    comment = await conn.fetchval(
+        "SELECT pg_catalog.obj_description($1::pg_catalog.regclass, 'pg_class')", qualify(schema, table)
+    )
+    return bool(comment and comment.startswith(OURS))

@@ -1,0 +1,57 @@
+"""Cutover: the steps of the spec (weights published for the application's router, pauses), each re-analysed."""
+
+from __future__ import annotations
+
+from ...api import CutoverStatus, duration_ms
+from ...engine.context import Migration
+from ...engine.outcomes import Advance, Fail, Hold, Outcome, Wait
+from ...status import now, seconds_since, set_condition
+from ...vocabulary import ConditionType, Phase, Reason
+from .shadow import START_OVER, recorded_shadows
+from .verify import analyse
+
+
+async def run_cutover(m: Migration) -> Outcome:
+    """Walk the cutover steps: publish weights, pause, and re-run the analysis before each next step."""
+    _, tables = await recorded_shadows(m)
+    if tables is None:
+        return START_OVER
+    cutover = m.status.cutover = m.status.cutover or CutoverStatus()
+    steps = m.spec.cutover.steps
+    while cutover.step < len(steps):
+        current = steps[cutover.step]
+        if cutover.step_started_at is None:
+            cutover.step_started_at = now()
+        if current.set_weight is not None:
+            cutover.weight = current.set_weight
+            problems = await analyse(m, tables, "shadow")
+            if problems:
+                message = "; ".join(text for _, text in problems)
+                set_condition(m.status, ConditionType.VERIFIED, False, Reason.ANALYSIS_FAILED, message, m.generation)
+                return Fail(
+                    Reason.ANALYSIS_FAILED, f"cutover step {cutover.step + 1} (weight {cutover.weight}%): {message}"
+                )
+        elif current.pause is not None and current.pause.duration is None:
+            if not m.promote:
+                return Hold(
+                    Reason.AWAITING_PROMOTION,
+                    f"cutover paused at step {cutover.step + 1} of {len(steps)} with {cutover.weight}% of reads on "
+                    'the new tables; promote to go on (annotation ruvector.dev/promote: "true", or --promote)',
+                )
+            m.promote, m.promote_consumed = False, True
+        elif current.pause is not None:
+            remaining = duration_ms(current.pause.duration or "0") / 1000 - _age(cutover.step_started_at)
+            if remaining > 0:
+                return Wait(
+                    Reason.CUTOVER_PAUSED,
+                    f"cutover paused at step {cutover.step + 1} of {len(steps)} for {remaining:.0f}s more",
+                    delay=remaining,
+                )
+        cutover.step += 1
+        cutover.step_started_at = None
+    cutover.weight = 100
+    return Advance(Phase.FINALIZE, f"cutover steps done ({len(steps)}); finalizing")
+
+
+def _age(stamp: str | None) -> float:
+    return 0.0 if stamp is None else seconds_since(stamp)

@@ -1,0 +1,124 @@
+"""What Parallel's plan is derived from: each table's key, columns, indexes, constraints, grants, sequences.
+
+Read from the catalog at the checklist and again inside the transaction that creates the shadows
+(where a difference means the database changed under the approved plan). Nothing here changes
+the database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from ...database.sql import qualify
+
+
+@dataclass(frozen=True)
+class IndexFacts:
+    """One index of the original table."""
+
+    name: str
+    definition: str  # pg_get_indexdef
+    on_vector: bool  # it reads a vector column: rebuilt on the target's methods (or not at all)
+    constraint: str | None  # the constraint it backs (primary key, unique, exclusion), if any
+    constraint_definition: str | None  # pg_get_constraintdef of that constraint
+
+
+@dataclass(frozen=True)
+class TableFacts:
+    """One table as the shadow must copy it."""
+
+    schema: str
+    table: str
+    owner: str
+    key: tuple[tuple[str, str], ...]  # (column, type) of the primary key, in key order
+    columns: tuple[str, ...]  # insertable (not generated) columns, in order
+    indexes: tuple[IndexFacts, ...]  # in creation order
+    foreign_keys: tuple[tuple[str, str], ...]  # (name, definition) of the foreign keys it holds
+    grants: tuple[tuple[str, str, bool], ...]  # (grantee, privilege, grantable)
+    sequences: tuple[tuple[str, str], ...]  # (column, owned sequence) of serial columns
+    identities: tuple[tuple[str, str], ...]  # (column, identity sequence)
+
+
+async def read_table_facts(conn: asyncpg.Connection, schema: str, table: str, vector_columns: list[str]) -> TableFacts:
+    """The facts of one table (it exists: the inventory found it)."""
+    relation = qualify(schema, table)
+    key = await conn.fetch(
+        """
+        SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type
+          FROM pg_catalog.pg_index i
+          JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+         WHERE i.indrelid = $1::pg_catalog.regclass AND i.indisprimary
+         ORDER BY pg_catalog.array_position(i.indkey::pg_catalog.int2[], a.attnum)
+        """,
+        relation,
+    )
+    columns = await conn.fetch(
+        """
+        SELECT attname FROM pg_catalog.pg_attribute
+         WHERE attrelid = $1::pg_catalog.regclass AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
+         ORDER BY attnum
+        """,
+        relation,
+    )
+    indexes = await conn.fetch(
+        """
+        SELECT c.relname, pg_catalog.pg_get_indexdef(i.indexrelid) AS definition,
+               EXISTS (SELECT 1 FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_attribute a
+                         ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+                        WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = i.indexrelid
+                          AND d.refobjid = i.indrelid AND a.attname = ANY($2::text[])) AS on_vector,
+               k.conname, pg_catalog.pg_get_constraintdef(k.oid) AS constraint_definition
+          FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+          LEFT JOIN pg_catalog.pg_constraint k ON k.conindid = i.indexrelid AND k.conrelid = i.indrelid
+                AND k.contype IN ('p', 'u', 'x')
+         WHERE i.indrelid = $1::pg_catalog.regclass ORDER BY c.oid
+        """,
+        relation,
+        vector_columns,
+    )
+    foreign_keys = await conn.fetch(
+        """
+        SELECT conname, pg_catalog.pg_get_constraintdef(oid) AS definition FROM pg_catalog.pg_constraint
+         WHERE conrelid = $1::pg_catalog.regclass AND contype = 'f' ORDER BY conname
+        """,
+        relation,
+    )
+    owner_and_grants = await conn.fetchrow(
+        """
+        SELECT pg_catalog.pg_get_userbyid(c.relowner) AS owner,
+               ARRAY(SELECT ARRAY[CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee) END,
+                                  a.privilege_type, a.is_grantable::pg_catalog.text]
+                       FROM pg_catalog.aclexplode(c.relacl) a) AS grants
+          FROM pg_catalog.pg_class c WHERE c.oid = $1::pg_catalog.regclass
+        """,
+        relation,
+    )
+    owned = await conn.fetch(
+        """
+        SELECT a.attname, pg_catalog.pg_get_serial_sequence($1, a.attname) AS sequence, a.attidentity <> '' AS identity
+          FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid = $1::pg_catalog.regclass AND a.attnum > 0 AND NOT a.attisdropped
+           AND pg_catalog.pg_get_serial_sequence($1, a.attname) IS NOT NULL
+         ORDER BY a.attnum
+        """,
+        relation,
+    )
+    return TableFacts(
+        schema=schema,
+        table=table,
+        owner=owner_and_grants["owner"],
+        key=tuple((r["attname"], r["type"]) for r in key),
+        columns=tuple(r["attname"] for r in columns),
+        indexes=tuple(
+            IndexFacts(r["relname"], r["definition"], r["on_vector"], r["conname"], r["constraint_definition"])
+            for r in indexes
+        ),
+        foreign_keys=tuple((r["conname"], r["definition"].removesuffix(" NOT VALID")) for r in foreign_keys),
+        grants=tuple(
+            (grantee, privilege, grantable == "true") for grantee, privilege, grantable in owner_and_grants["grants"]
+        ),
+        sequences=tuple((r["attname"], r["sequence"]) for r in owned if not r["identity"]),
+        identities=tuple((r["attname"], r["sequence"]) for r in owned if r["identity"]),
+    )

@@ -1,0 +1,112 @@
+"""Finalize: every shadow takes its table's name in one short transaction; the old tables are kept in sync.
+
+The transaction runs the plan's finalize stage: lock the tables and their shadows, rename, move the
+sequences, install the reverse sync trigger. Its lock window does not depend on the tables' size:
+it renames, it does not copy. After ``parallel.keepOldFor`` the old tables go (the plan's last stage).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import asyncpg
+
+from ...api import ParallelStatus, VectorMigrationStatus, duration_ms
+from ...database.catalog import read_extension
+from ...engine import records
+from ...engine.context import Migration
+from ...engine.outcomes import Advance, Fail, Outcome
+from ...engine.records import ShadowTable
+from ...engine.transactions import Progress, begin_bounded_transaction, execute, roll_back, transaction_failure
+from ...phases.restore import drop_unused_extension
+from ...phases.verify import record_success
+from ...status import now, record_timing, seconds_since, set_condition
+from ...vocabulary import ConditionType, Phase, Reason, StatementKind
+from .plan import drop_old_statements, finalize_transaction
+from .shadow import START_OVER, recorded_shadows
+from .verify import analyse
+
+
+async def run_finalize(m: Migration) -> Outcome:
+    """Swap every shadow in under its table's name in one short transaction; keep the old tables in sync."""
+    conn = m.session
+    recorded, tables = await recorded_shadows(m)
+    if tables is None:
+        return START_OVER
+    if records.FINALIZED not in recorded:
+        progress = Progress()
+        transaction = await begin_bounded_transaction(m)
+        try:
+            for statement in finalize_transaction(tables):
+                progress.step = statement.step.value
+                await execute(m, statement)
+                if statement.step is StatementKind.LOCK:
+                    progress.locked_at = time.perf_counter()
+            keep = timedelta(milliseconds=duration_ms(m.spec.parallel.keep_old_for))
+            parallel = m.status.parallel or ParallelStatus()
+            parallel.old_tables = [f"{t.table_schema}.{t.old}" for t in tables]
+            parallel.drop_old_after = now(later_by=keep)
+            parallel.lock_window_seconds = round(progress.blocked_seconds, 4)
+            m.status.parallel = parallel
+            finalized = records.FinalizeRecord(
+                drop_old_after=parallel.drop_old_after, lock_window_seconds=parallel.lock_window_seconds
+            )
+            await records.write(conn, m.name, records.FINALIZED, m.status.plan_hash or "", finalized)
+            progress.step = "commit"
+            await transaction.commit()
+            parallel.lock_window_seconds = round(progress.blocked_seconds, 4)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
+            await roll_back(transaction)
+            return transaction_failure(error, progress, m.spec, "finalize")
+        record_timing(m.status, "writeBlockedSeconds", parallel.lock_window_seconds or 0.0)
+    problems = await analyse(m, tables, "final")
+    if problems:
+        message = "; ".join(text for _, text in problems)
+        set_condition(m.status, ConditionType.VERIFIED, False, problems[0][0], message, m.generation)
+        return Fail(problems[0][0], f"after the finalize: {message}")
+    parallel = m.status.parallel or ParallelStatus()
+    message = (
+        f"{len(tables)} table(s) now on {m.spec.target.extension}; writes waited {parallel.lock_window_seconds}s "
+        f"for the swap; the old tables are kept in sync until {parallel.drop_old_after}"
+    )
+    set_condition(m.status, ConditionType.EXTENSION_SWAPPED, True, Reason.COMPLETED, message, m.generation)
+    set_condition(m.status, ConditionType.VERIFIED, True, Reason.PASSED, message, m.generation)
+    if seconds_until_old_tables_go(m.status) == 0:
+        message += "; " + await drop_old_tables(m, tables)
+    await record_success(m, message)
+    return Advance(Phase.SUCCEEDED, message)
+
+
+def seconds_until_old_tables_go(status: VectorMigrationStatus) -> float | None:
+    """For a succeeded Parallel migration still keeping its old tables: seconds until they may go."""
+    parallel = status.parallel
+    if parallel is None or parallel.old_tables_dropped or parallel.drop_old_after is None:
+        return None
+    return max(0.0, -seconds_since(parallel.drop_old_after))
+
+
+async def drop_old_tables(m: Migration, tables: list[ShadowTable] | None = None) -> str:
+    """After keepOldFor: the plan's last stage (reverse triggers, old tables RESTRICT), then the source extension."""
+    conn = m.session
+    if tables is None:
+        recorded = await records.read(conn, m.name)
+        prepared = recorded.prepared
+        if prepared is None or records.OLD_DROPPED in recorded:
+            return "the old tables are already gone"
+        tables = prepared.shadows
+    async with conn.transaction():
+        for table in tables:
+            for statement in drop_old_statements(table):
+                await execute(m, statement)
+        await records.write(conn, m.name, records.OLD_DROPPED, m.status.plan_hash or "", records.OldTablesDropped())
+    parallel = m.status.parallel or ParallelStatus()
+    parallel.old_tables_dropped = True
+    m.status.parallel = parallel
+    source = m.spec.source.extension
+    left = await drop_unused_extension(m, source)
+    if await read_extension(conn, source) is None:
+        set_condition(
+            m.status, ConditionType.EXTENSION_SWAPPED, True, Reason.COMPLETED, f"{source} dropped", m.generation
+        )
+    return f"old tables dropped{left}"

@@ -1,0 +1,336 @@
+"""Parallel's plan as data: every statement of the shadows, the sync triggers, the backfill and the finalize.
+
+Derived purely from facts (the conversion's column and index mappings, each table's catalog facts),
+so the same database gives the same statements and the same hash. The phases run exactly these
+statements: the prepare transaction, each table's backfill batch, the builds after it, the
+finalize transaction, and what goes after ``parallel.keepOldFor``. A person approving the hash
+approves them; the prepare transaction derives them again and refuses to go on when they differ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from pglast import ast, parse_sql
+from pglast.stream import RawStream
+
+from ...database.ddl import UnknownPrivilege, grant_statements
+from ...database.sql import qualify, quote_ident, quote_literal
+from ...database.surface import TargetSurface, concurrent_build_bug
+from ...engine.plan import ColumnConversion, MigrationPlan, PlanningError, Statement
+from ...engine.records import ShadowIndex, ShadowTable
+from ...vocabulary import Reason, StatementKind
+from .facts import TableFacts
+from .names import INDEX_SUFFIX, OLD_SUFFIX, OURS, SHADOW_SUFFIX, derived_name
+from .sync import drop_sync, install_sync
+
+
+@dataclass(frozen=True)
+class TablePlan:
+    """One table's statements, by the phase that runs them."""
+
+    shadow: ShadowTable
+    create: tuple[Statement, ...]  # in the prepare transaction: the shadow, its indexes, grants, sync trigger
+    backfill: Statement  # one keyset batch: $1 the last key copied (text[]), $2 the batch size
+    after_backfill: tuple[Statement, ...]  # foreign keys validated, vector indexes built concurrently
+    finalize: tuple[Statement, ...]  # in the finalize transaction: the names swapped, the sync reversed
+    drop_old: tuple[Statement, ...]  # after parallel.keepOldFor
+
+
+@dataclass(frozen=True)
+class ParallelPlan:
+    """Everything a Parallel migration runs, in order, hashed."""
+
+    conversion: MigrationPlan
+    setup: tuple[Statement, ...]  # the target's schema and extension, then the originals locked
+    tables: tuple[TablePlan, ...]
+    drop_source: Statement
+    warnings: tuple[str, ...]
+
+    @property
+    def prepare(self) -> tuple[Statement, ...]:
+        """The prepare transaction, in order."""
+        return self.setup + tuple(s for t in self.tables for s in t.create)
+
+    @property
+    def finalize(self) -> tuple[Statement, ...]:
+        """The finalize transaction, in order."""
+        return tuple(finalize_transaction([t.shadow for t in self.tables]))
+
+    @property
+    def cleanup(self) -> tuple[Statement, ...]:
+        """What goes after parallel.keepOldFor, in order."""
+        return (*(s for t in self.tables for s in t.drop_old), self.drop_source)
+
+    def _stages(self) -> dict[str, list[Statement]]:
+        return {
+            "prepareTransaction": list(self.prepare),
+            "backfill": [t.backfill for t in self.tables],
+            "afterBackfill": [s for t in self.tables for s in t.after_backfill],
+            "finalizeTransaction": list(self.finalize),
+            "afterKeepOldFor": list(self.cleanup),
+        }
+
+    @property
+    def plan_hash(self) -> str:
+        """A digest of every statement of every stage, and of the target they were made for."""
+        document = {
+            "strategy": "Parallel",
+            "surface": self.conversion.surface,
+            **{stage: [s.hashed() for s in statements] for stage, statements in self._stages().items()},
+        }
+        digest = hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
+        return f"sha256:{digest[:16]}"
+
+    def as_document(self) -> dict[str, object]:
+        """The plan as data, for `vector-migration plan` and the approval ConfigMap."""
+        return {
+            "planHash": self.plan_hash,
+            "strategy": "Parallel",
+            "target": self.conversion.surface,
+            **{
+                stage: [
+                    {"step": s.step.value, "sql": s.sql, **({"runAs": s.run_as} if s.run_as else {})}
+                    for s in statements
+                ]
+                for stage, statements in self._stages().items()
+            },
+            "warnings": list(self.warnings),
+        }
+
+
+def build_parallel_plan(
+    conversion: MigrationPlan, surface: TargetSurface, tables: list[TableFacts], migration: str, source_extension: str
+) -> ParallelPlan:
+    """Derive every statement of a Parallel migration from the conversion and the tables' facts."""
+    warnings = list(conversion.warnings)
+    setup = []
+    originals = [qualify(t.schema, t.table) for t in tables]
+    if originals:
+        # CREATE TRIGGER takes this lock anyway; taken first, the plan is derived again under it.
+        setup.append(Statement(StatementKind.LOCK, f"LOCK TABLE {', '.join(originals)} IN SHARE ROW EXCLUSIVE MODE"))
+    setup += [
+        s for s in conversion.swap if s.step in (StatementKind.TARGET_SCHEMA, StatementKind.CREATE_TARGET_EXTENSION)
+    ]
+    planned = [_table_plan(conversion, surface, facts, migration, warnings) for facts in tables]
+    return ParallelPlan(
+        conversion=conversion,
+        setup=tuple(setup),
+        tables=tuple(planned),
+        drop_source=Statement(
+            StatementKind.DROP_SOURCE_EXTENSION, f"DROP EXTENSION {quote_ident(source_extension)} RESTRICT"
+        ),
+        warnings=tuple(warnings),
+    )
+
+
+def cast(conversion: ColumnConversion) -> str:
+    """SQL turning ``{value}`` of the source type into the target type, by the plan's cast path."""
+    via = {"direct": "", "real[]": "::pg_catalog.float4[]", "text": "::pg_catalog.text"}[conversion.cast_path]
+    return "{value}" + via + "::" + conversion.target_type_sql
+
+
+def _table_plan(
+    conversion: MigrationPlan, surface: TargetSurface, facts: TableFacts, migration: str, warnings: list[str]
+) -> TablePlan:
+    schema, table = facts.schema, facts.table
+    conversions = [c for c in conversion.conversions if (c.column.schema, c.column.table) == (schema, table)]
+    shadow_name = derived_name(table, SHADOW_SUFFIX)
+    renames = [[derived_name(i.constraint or i.name, INDEX_SUFFIX), i.name] for i in facts.indexes if not i.on_vector]
+    vector_indexes = []
+    for rebuild in conversion.rebuilds:
+        if (rebuild.saved.table_schema, rebuild.saved.table) != (schema, table):
+            continue
+        # A target whose concurrent build is known to be broken gets its index on the empty shadow:
+        # the backfill then fills it row by row, and no build ever locks the shadow.
+        bug = concurrent_build_bug(surface, rebuild.method)
+        if bug:
+            warnings.append(
+                f"index {rebuild.saved.name} is built on the empty shadow and filled by the backfill: {bug}"
+            )
+        name = derived_name(rebuild.saved.name, INDEX_SUFFIX)
+        definition = rebuild.definition_on(schema, shadow_name, name, concurrently=bug is None)
+        vector_indexes.append(
+            ShadowIndex(name=name, original=rebuild.saved.name, definition=definition, method=rebuild.method)
+        )
+        renames.append([name, rebuild.saved.name])
+    shadow = ShadowTable(
+        table_schema=schema,
+        table=table,
+        shadow=shadow_name,
+        old=derived_name(table, OLD_SUFFIX),
+        key=[list(pair) for pair in facts.key],
+        columns=list(facts.columns),
+        forward={c.column.column: cast(c) for c in conversions},
+        backward={
+            c.column.column: "{value}::pg_catalog.text::"
+            + qualify(c.column.type_schema, c.column.type_name)
+            + (f"({c.column.dims})" if c.column.dims else "")
+            for c in conversions
+        },
+        vector_columns=[c.column.column for c in conversions],
+        index_renames=renames,
+        vector_indexes=vector_indexes,
+        foreign_keys=[name for name, _ in facts.foreign_keys],
+        sequences=[list(pair) for pair in facts.sequences],
+        identities=[list(pair) for pair in facts.identities],
+        original_indexes=[i.name for i in facts.indexes],
+        owner=facts.owner,
+    )
+    return TablePlan(
+        shadow=shadow,
+        create=tuple(_create_shadow(shadow, facts, conversions, migration)),
+        backfill=Statement(StatementKind.BACKFILL_BATCH, batch_sql(shadow), run_as=facts.owner),
+        after_backfill=tuple(after_backfill(shadow)),
+        finalize=tuple(finalize_statements(shadow)),
+        drop_old=tuple(drop_old_statements(shadow)),
+    )
+
+
+def _create_shadow(
+    shadow: ShadowTable, facts: TableFacts, conversions: list[ColumnConversion], migration: str
+) -> list[Statement]:
+    """The shadow, empty, with the target's types, the original's other indexes, constraints and grants."""
+    schema = shadow.table_schema
+    source, target = qualify(schema, shadow.table), qualify(schema, shadow.shadow)
+    note = f"{OURS} {migration}: shadow of {schema}.{shadow.table} (Parallel strategy); dropped when it is done"
+    sql = [
+        f"CREATE TABLE {target} (LIKE {source} INCLUDING ALL EXCLUDING INDEXES)",
+        f"COMMENT ON TABLE {target} IS {quote_literal(note)}",
+    ]
+    if conversions:
+        sql.append(
+            f"ALTER TABLE {target} "
+            + ", ".join(
+                f"ALTER COLUMN {quote_ident(c.column.column)} TYPE {c.target_type_sql} "
+                f"USING {cast(c).format(value=quote_ident(c.column.column))}"
+                for c in conversions
+            )
+        )
+    for index in facts.indexes:
+        if index.on_vector:
+            continue  # rebuilt on the target's methods below (or, if not a vector index, not carried)
+        name = derived_name(index.constraint or index.name, INDEX_SUFFIX)
+        if index.constraint is not None and index.constraint_definition is not None:
+            sql.append(f"ALTER TABLE {target} ADD CONSTRAINT {quote_ident(name)} {index.constraint_definition}")
+        else:
+            sql.append(index_on(index.definition, schema, shadow.shadow, name))
+    sql += [f"ALTER TABLE {target} ADD CONSTRAINT {quote_ident(name)} {definition} NOT VALID"
+            for name, definition in facts.foreign_keys]  # fmt: skip
+    try:
+        sql += grant_statements(target, facts.grants)
+    except UnknownPrivilege as error:
+        raise PlanningError(
+            Reason.BLOCKING_DEPENDENT, f"table {shadow.name} has an unknown privilege {str(error)!r}"
+        ) from None
+    sql.append(f"ALTER TABLE {target} OWNER TO {quote_ident(facts.owner)}")
+    statements = [Statement(StatementKind.CREATE_SHADOW, text) for text in sql]
+    statements += [
+        Statement(StatementKind.BUILD_INDEX, index.definition)
+        for index in shadow.vector_indexes
+        if " CONCURRENTLY " not in index.definition
+    ]
+    statements += [Statement(StatementKind.SYNC_TRIGGER, text) for text in install_sync(shadow, forward=True)]
+    return statements
+
+
+def index_on(definition: str, schema: str, table: str, name: str) -> str:
+    """An index definition (pg_get_indexdef's) moved to another table under another name, by parsing it."""
+    statement = parse_sql(definition)[0].stmt
+    if not isinstance(statement, ast.IndexStmt):
+        raise PlanningError(Reason.BLOCKING_DEPENDENT, f"cannot read the index definition {definition!r}")
+    statement.idxname = name
+    statement.relation = ast.RangeVar(schemaname=schema, relname=table, inh=True, relpersistence="p")
+    return str(RawStream()(statement))
+
+
+def batch_sql(table: ShadowTable) -> str:
+    """One keyset batch: lock the next rows (FOR SHARE), copy them converted, return the last key.
+
+    FOR SHARE makes a concurrent DELETE or UPDATE of a row in the batch wait for the batch (then its
+    trigger applies it to the shadow), and a batch that meets a row already changed reads its newest
+    version; ON CONFLICT DO NOTHING keeps what the trigger already wrote, which is never older.
+    """
+    source = qualify(table.table_schema, table.table)
+    shadow = qualify(table.table_schema, table.shadow)
+    key = [quote_ident(column) for column, _ in table.key]
+    after = ", ".join(f"($1::pg_catalog.text[])[{n}]::{kind}" for n, (_, kind) in enumerate(table.key, start=1))
+    columns = [quote_ident(c) for c in table.columns]
+    values = [
+        table.forward[c].format(value=f"b.{quote_ident(c)}") if c in table.forward else f"b.{quote_ident(c)}"
+        for c in table.columns
+    ]
+    order = ", ".join(key)
+    return f"""
+        WITH batch AS (
+            SELECT * FROM {source}
+             WHERE $1::pg_catalog.text[] IS NULL OR ROW({order}) > ROW({after})
+             ORDER BY {order} LIMIT $2 FOR SHARE
+        ), copied AS (
+            INSERT INTO {shadow} ({", ".join(columns)}) OVERRIDING SYSTEM VALUE
+            SELECT {", ".join(values)} FROM batch b ORDER BY {", ".join(f"b.{k}" for k in key)}
+            ON CONFLICT ({order}) DO NOTHING
+        )
+        SELECT (SELECT pg_catalog.count(*) FROM batch) AS rows,
+               (SELECT ARRAY[{", ".join(f"{k}::pg_catalog.text" for k in key)}] FROM batch
+                 ORDER BY {", ".join(f"{k} DESC" for k in key)} LIMIT 1) AS last
+    """
+
+
+def after_backfill(table: ShadowTable) -> list[Statement]:
+    """Foreign keys validated (NOT VALID while the rows arrived), then the vector indexes built concurrently."""
+    shadow = qualify(table.table_schema, table.shadow)
+    statements = [
+        Statement(StatementKind.VALIDATE_FOREIGN_KEY, f"ALTER TABLE {shadow} VALIDATE CONSTRAINT {quote_ident(name)}")
+        for name in table.foreign_keys
+    ]
+    statements += [
+        Statement(StatementKind.REINDEX_CONCURRENTLY, index.definition)
+        for index in table.vector_indexes
+        if " CONCURRENTLY " in index.definition
+    ]
+    return statements
+
+
+def finalize_transaction(tables: list[ShadowTable]) -> list[Statement]:
+    """The finalize stage: every table and its shadow locked, then each table's renames."""
+    both = [qualify(t.table_schema, name) for t in tables for name in (t.table, t.shadow)]
+    lock = Statement(StatementKind.LOCK, f"LOCK TABLE {', '.join(both)} IN ACCESS EXCLUSIVE MODE")
+    return [lock, *(s for t in tables for s in finalize_statements(t))]
+
+
+def finalize_statements(table: ShadowTable) -> list[Statement]:
+    """Under the finalize's lock: the original becomes the old table, the shadow takes its name, the sync reverses."""
+    schema = table.table_schema
+    source, shadow = qualify(schema, table.table), qualify(schema, table.shadow)
+    sql = list(drop_sync(table, forward=True))
+    sql += [
+        f"ALTER INDEX {qualify(schema, name)} RENAME TO {quote_ident(derived_name(name, OLD_SUFFIX))}"
+        for name in table.original_indexes or []
+    ]
+    sql.append(f"ALTER TABLE {source} RENAME TO {quote_ident(table.old)}")
+    sql.append(f"ALTER TABLE {shadow} RENAME TO {quote_ident(table.table)}")
+    sql += [
+        f"ALTER INDEX {qualify(schema, shadow_index)} RENAME TO {quote_ident(original)}"
+        for shadow_index, original in table.index_renames
+    ]
+    sql += [
+        f"ALTER SEQUENCE {sequence} OWNED BY {source}.{quote_ident(column)}" for column, sequence in table.sequences
+    ]
+    sql += [
+        "SELECT pg_catalog.setval(pg_catalog.pg_get_serial_sequence("
+        f"{quote_literal(source)}, {quote_literal(column)}), v) FROM (SELECT pg_catalog.pg_sequence_last_value("
+        f"{quote_literal(sequence)}::pg_catalog.regclass) AS v) s WHERE v IS NOT NULL"
+        for column, sequence in table.identities
+    ]
+    statements = [Statement(StatementKind.SWAP_NAMES, text) for text in sql]
+    statements += [Statement(StatementKind.SYNC_TRIGGER, text) for text in install_sync(table, forward=False)]
+    return statements
+
+
+def drop_old_statements(table: ShadowTable) -> list[Statement]:
+    """After keepOldFor: the reverse sync goes, then the old table (RESTRICT: nothing else may use it)."""
+    sql = [*drop_sync(table, forward=False), f"DROP TABLE IF EXISTS {qualify(table.table_schema, table.old)} RESTRICT"]
+    return [Statement(StatementKind.DROP_OLD_TABLE, text) for text in sql]

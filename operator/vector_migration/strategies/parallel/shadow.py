@@ -1,0 +1,145 @@
+"""Prepare: the target beside the source, a shadow per table and the sync triggers, in one transaction.
+
+The statements are the approved plan's prepare stage. The transaction first locks the originals
+(SHARE ROW EXCLUSIVE, which CREATE TRIGGER takes anyway), then derives the plan again under that
+lock: a different hash means the database changed since the approval, and nothing is created.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import asyncpg
+
+from ...api import ParallelStatus, ShadowTableStatus
+from ...database.measure import IndexTarget
+from ...database.sql import qualify
+from ...database.surface import discover
+from ...engine import records
+from ...engine.context import Migration
+from ...engine.outcomes import Advance, Outcome
+from ...engine.records import Journal, ShadowTable
+from ...engine.transactions import (
+    PlanDrift,
+    Progress,
+    Ready,
+    begin_bounded_transaction,
+    execute,
+    ready_to_change,
+    roll_back,
+    transaction_failure,
+)
+from ...phases.swap import check_plan_unchanged, replan_after_drift
+from ...status import set_condition
+from ...vocabulary import ConditionType, Phase, Reason, StatementKind
+from .plan import ParallelPlan
+from ...database import journal
+
+# A phase after the shadows were made, run where the journal records none: plan again from the start.
+START_OVER = Advance(Phase.CHECKLIST, "no shadow tables are recorded; starting from the checklist")
+
+
+async def recorded_shadows(m: Migration) -> tuple[Journal, list[ShadowTable] | None]:
+    """The journal, and the shadow tables it records (None before they exist), with the run's facts loaded."""
+    recorded = await records.read(m.session, m.name)
+    prepared = recorded.prepared
+    if prepared is None:
+        return recorded, None
+    if not m.facts.swap_loaded:
+        records.load_swap_record(m, prepared, recorded.plan_hash(records.PREPARED))
+        set_condition(m.status, ConditionType.EXTENSION_SWAPPED, False, Reason.IN_PROGRESS, "", m.generation)
+    tables = prepared.shadows
+    if records.FINALIZED not in recorded:
+        for table in tables:
+            if table.original_indexes is None:  # schemaVersion 1: the names were read at the finalize
+                table.original_indexes = await _index_names(m.session, qualify(table.table_schema, table.table))
+    return recorded, tables
+
+
+async def _index_names(conn: asyncpg.Connection, relation: str) -> list[str]:
+    rows = await conn.fetch(
+        """
+        SELECT c.relname FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+         WHERE i.indrelid = $1::pg_catalog.regclass ORDER BY c.oid
+        """,
+        relation,
+    )
+    return [row["relname"] for row in rows]
+
+
+async def run_prepare(m: Migration) -> Outcome:
+    """Run the plan's prepare stage in one transaction, after checking the plan still holds."""
+    conn = m.session
+    _, shadows = await recorded_shadows(m)
+    if shadows is not None:
+        return Advance(Phase.BACKFILL, "the shadow tables already exist; continuing with the backfill")
+    ready = ready_to_change(m, "creating the shadow tables")
+    if not isinstance(ready, Ready):
+        return ready
+    plan = ready.plan
+    if not isinstance(plan, ParallelPlan):
+        return Advance(Phase.CHECKLIST, "re-planning before creating the shadow tables")
+    progress = Progress()
+    transaction = await begin_bounded_transaction(m)
+    try:
+        statements = list(plan.prepare)
+        locks = [s for s in statements if s.step is StatementKind.LOCK]
+        for statement in locks:
+            progress.step = "lock"
+            await execute(m, statement)
+        progress.step = "re-plan"
+        await check_plan_unchanged(m, ready)
+        await journal.ensure(conn)  # the schema the sync functions live in
+        for statement in statements:
+            if statement.step is StatementKind.LOCK:
+                continue
+            progress.step = statement.step.value
+            await execute(m, statement)
+            if statement.step is StatementKind.CREATE_TARGET_EXTENSION:
+                surface = ready.surface
+                real = await discover(conn, surface.extension, m.facts.source_library, collides=surface.collides)
+                if real.summary() != surface.summary():
+                    raise PlanDrift("the target extension differs from the one the plan was made for")
+        progress.step = "journal"
+        await _record_shadows(m, plan, ready)
+        progress.step = "commit"
+        await transaction.commit()
+    except PlanDrift as error:
+        await roll_back(transaction)
+        return replan_after_drift(m, error)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
+        await roll_back(transaction)
+        return transaction_failure(error, progress, m.spec, "shadow")
+    message = (
+        f"{len(plan.tables)} shadow table(s) with {ready.surface.extension}'s types beside the originals; "
+        "triggers keep them in sync from now on"
+    )
+    return Advance(Phase.BACKFILL, message)
+
+
+async def _record_shadows(m: Migration, plan: ParallelPlan, ready: Ready) -> None:
+    """Point the probes at the shadows, show them in the status, and journal them (in the transaction)."""
+    facts = m.facts
+    shadows = [t.shadow for t in plan.tables]
+    facts.rebuilds = []
+    facts.swap_loaded = True
+    by_original = {(t.table_schema, i.original): (t.shadow, i.name) for t in shadows for i in t.vector_indexes}
+    for probe in facts.probes:
+        shadow_table, shadow_index = by_original[(probe.after.schema, probe.index)]
+        probe.after = IndexTarget(**{**asdict(probe.after), "table": shadow_table, "index_name": shadow_index})
+    m.status.parallel = ParallelStatus(
+        tables=[
+            ShadowTableStatus(
+                name=t.name,
+                shadow=f"{t.table_schema}.{t.shadow}",
+                rows_total=ready.inventory.row_counts.get((t.table_schema, t.table), 0),
+            )
+            for t in shadows
+        ]
+    )
+    created = any(s.step is StatementKind.CREATE_TARGET_EXTENSION for s in plan.setup)
+    swapped = records.swap_record(m)
+    record = records.ShadowRecord(
+        **swapped.model_dump(by_alias=True, exclude={"schema_version"}), shadows=shadows, created_extension=created
+    )
+    await records.write(m.session, m.name, records.PREPARED, plan.plan_hash, record)

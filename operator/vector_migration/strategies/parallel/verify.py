@@ -1,0 +1,102 @@
+"""Verify and analyse: the copies equal the originals in one snapshot, indexes valid, recall and latency held.
+
+Because the sync trigger is synchronous, any snapshot sees a table and its copy equal: the
+comparison runs in one REPEATABLE READ transaction while the application goes on writing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from ...api import CutoverStatus, TableVerification, Verification
+from ...database.catalog import index_state
+from ...database.measure import IndexTarget, table_checksum
+from ...engine.context import Migration, Probe
+from ...engine.outcomes import Advance, Fail, Outcome
+from ...engine.records import ShadowTable
+from ...phases.verify import compare_content, judge_probes, unequal
+from ...status import set_condition
+from ...vocabulary import ConditionType, Phase, Reason
+from .shadow import START_OVER, recorded_shadows
+
+
+async def checksum_pair(m: Migration, table: ShadowTable, left: str, right: str) -> TableVerification:
+    """Rows and checksums of two relations holding one table's rows (original and copy), as seen now."""
+    conn = m.session
+    mode = m.facts.checksum_mode
+    names = set(table.vector_columns)
+    a = await table_checksum(conn, table.table_schema, left, names, mode)
+    b = await table_checksum(conn, table.table_schema, right, names, mode)
+    return TableVerification(
+        name=table.name, rows_before=a.rows, rows_after=b.rows, checksum_before=a.checksum, checksum_after=b.checksum
+    )
+
+
+async def analyse(m: Migration, tables: list[ShadowTable], relation: str) -> list[tuple[Reason, str]]:
+    """The checks a verify and every cutover step run: equal content, valid indexes, recall, latency.
+
+    ``relation`` "shadow" checks the shadows against the originals; "final" (after the finalize)
+    the migrated tables against the old ones.
+    """
+    pairs = [(t, t.table, t.shadow) if relation == "shadow" else (t, t.old, t.table) for t in tables]
+
+    async def in_one_snapshot() -> list[TableVerification]:
+        async with m.session.transaction(isolation="repeatable_read", readonly=True):
+            return [await checksum_pair(m, table, a, b) for table, a, b in pairs]
+
+    compared = await compare_content(m, in_one_snapshot)
+    verification = m.status.verification or Verification(k=m.spec.verify.k)
+    verification.tables = compared
+    verification.checksum_mode = m.facts.checksum_mode
+    m.status.verification = verification
+    problems: list[tuple[Reason, str]] = [
+        (Reason.DATA_MISMATCH, f"{t.name}: {t.rows_before} rows/{t.checksum_before} in the original, "
+                               f"{t.rows_after} rows/{t.checksum_after} in the copy")
+        for t in compared
+        if unequal(t)
+    ]  # fmt: skip
+    for table in tables:
+        for index in table.vector_indexes:
+            name = index.name if relation == "shadow" else index.original
+            state = await index_state(m.session, table.table_schema, name)
+            if state is None or not state[0] or state[1] != index.method:
+                problems.append(
+                    (Reason.VERIFICATION_FAILED, f"index {name} is missing, INVALID or not on {index.method}")
+                )
+    problems += await judge_probes(m, _probes_on(m, tables, relation), verification)
+    verification.passed = not problems
+    return problems
+
+
+def _probes_on(m: Migration, tables: list[ShadowTable], relation: str) -> list[Probe]:
+    """The probes, pointed at the shadows' indexes, or after the finalize at the migrated tables'."""
+    if relation == "shadow":
+        return m.facts.probes
+    originals = {(t.table_schema, i.name): (t.table, i.original) for t in tables for i in t.vector_indexes}
+    probes = []
+    for probe in m.facts.probes:
+        table_name, index_name = originals.get(
+            (probe.after.schema, probe.after.index_name), (probe.after.table, probe.index)
+        )
+        target = IndexTarget(**{**asdict(probe.after), "table": table_name, "index_name": index_name})
+        probes.append(Probe(probe.index, probe.table_rows, target, probe.queries, probe.baseline))
+    return probes
+
+
+async def run_shadow_verify(m: Migration) -> Outcome:
+    """Prove the shadows while the application still runs on pgvector."""
+    _, tables = await recorded_shadows(m)
+    if tables is None:
+        return START_OVER
+    problems = await analyse(m, tables, "shadow")
+    if problems:
+        message = "; ".join(text for _, text in problems)
+        set_condition(m.status, ConditionType.VERIFIED, False, problems[0][0], message, m.generation)
+        return Fail(problems[0][0], f"the shadow tables failed verification: {message}")
+    rows = sum(t.rows_after or 0 for t in (m.status.verification.tables if m.status.verification else []))
+    message = (
+        f"shadow tables equal to the originals in one snapshot ({rows} rows); indexes valid, recall and latency held"
+    )
+    set_condition(m.status, ConditionType.SHADOW_SYNCED, True, Reason.PASSED, message, m.generation)
+    m.status.cutover = m.status.cutover or CutoverStatus()
+    return Advance(Phase.CUTOVER, message)

@@ -1,0 +1,48 @@
+"""Rebuild: InPlace's one transaction, with each table exported, emptied and refilled through COPY.
+
+The table keeps its identity (grants, owner, triggers, policies, the foreign keys it holds) while
+its storage is written afresh. The COPY statements are part of the plan (engine.conversion with
+``refill``); the files live in a scratch directory for the length of the transaction
+(database.table_copy), and the checklist refuses tables COPY cannot carry, or too little space.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+from ..database import table_copy
+from ..database.catalog import Blocker, SourceInventory
+from ..database.surface import TargetSurface
+from ..engine.context import Migration
+from ..engine.conversion import build_plan
+from ..engine.plan import MigrationPlan
+from ..engine.strategy import ConvertingStrategy, PlanInputs
+from ..vocabulary import Strategy
+from .in_place import CONVERTING_PHASES
+
+
+class Rebuild(ConvertingStrategy):
+    """Convert the columns of emptied tables and refill them, in one transaction."""
+
+    kind = Strategy.REBUILD
+    phases = CONVERTING_PHASES
+
+    def convert(self, m: Migration, inputs: PlanInputs) -> MigrationPlan:
+        """The conversion with every table exported, emptied, and imported again."""
+        return build_plan(
+            inputs.inventory,
+            inputs.surface,
+            m.spec,
+            target_schema=inputs.target_schema,
+            target_installed=inputs.target_installed,
+            refill=inputs.copy_format,
+        )
+
+    async def check(self, m: Migration, inventory: SourceInventory, surface: TargetSurface) -> list[Blocker]:
+        """Tables COPY cannot empty and refill whole, and too little scratch space for the exports."""
+        return await table_copy.check_tables(m.session, inventory, m.scratch, m.facts.checksum_mode)
+
+    def scratch_area(self, m: Migration) -> AbstractContextManager[Path | None]:
+        """A private directory for the export files, removed afterwards whatever happened."""
+        return table_copy.export_area(m.scratch, m.name)
