@@ -12,7 +12,7 @@ import yaml
 
 from tests.reliability.harness import migration_backend, old_snapshot_held, plain, until
 from tests.scenarios import create_rich_database, snapshot
-from vector_migration.cli.commands import EXIT_USAGE, main
+from vector_migration.cli import EXIT_USAGE, main
 from vector_migration.database.sql import ConnectionParams
 from vector_migration.demo import EmbeddedPostgres
 

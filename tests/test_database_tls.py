@@ -25,7 +25,7 @@ from tests.cluster import condition, phase, running_cluster, running_operator
 from tests.scenarios import create_rich_database, snapshot
 from tests.test_command_line import MANIFEST, write
 from tests.test_operator import PASSWORD, migration
-from vector_migration.cli.commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
+from vector_migration.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 from vector_migration.demo import EmbeddedPostgres, create_database
 
 

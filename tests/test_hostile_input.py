@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from tests.scenarios import create_rich_database
 from tests.test_command_line import MANIFEST, url
-from vector_migration.cli.commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
+from vector_migration.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 from vector_migration.database.sql import ConnectionParams
 
 NOWHERE = "postgresql://app@/db?host=/nonexistent-vmig-socket-dir"

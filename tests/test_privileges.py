@@ -18,7 +18,7 @@ import pytest
 
 from tests.scenarios import snapshot
 from tests.test_command_line import MANIFEST, url, write
-from vector_migration.cli.commands import EXIT_OK, main
+from vector_migration.cli import EXIT_OK, main
 from vector_migration.database.sql import ConnectionParams
 
 ATTACKER = "vmig_test_table_owner"

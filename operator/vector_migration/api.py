@@ -4,6 +4,9 @@ Field names are the Kubernetes camelCase spellings (through aliases); unknown fi
 rejected so a typo in a manifest is an error naming the field, never a silently ignored knob.
 """
 
+# size: the resource's schema is one set of pydantic models (the CRD is generated from them); split,
+# the validators would sit far from the fields they check.
+
 from __future__ import annotations
 
 import json

@@ -20,7 +20,7 @@ from tests.reliability.report import declare, observe, rows_lost
 from tests.scenarios import snapshot
 from tests.test_command_line import MANIFEST, url, write
 from tests.test_privileges import ATTACKER, arrange_as_the_owner, arrange_partial_index, is_superuser, migrate
-from vector_migration.cli.commands import EXIT_OK, EXIT_USAGE, main
+from vector_migration.cli import EXIT_OK, EXIT_USAGE, main
 from vector_migration.database.sql import ConnectionParams
 
 ESCALATION = {

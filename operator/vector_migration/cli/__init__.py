@@ -1,5 +1,6 @@
 """The command line: `vector-migration plan | migrate | rollback | demo | operator | crd`."""
 
-from .commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
+from .commands import main
+from .output import EXIT_FAILED, EXIT_HELD, EXIT_OK, EXIT_USAGE
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "main"]
+__all__ = ["EXIT_FAILED", "EXIT_HELD", "EXIT_OK", "EXIT_USAGE", "main"]

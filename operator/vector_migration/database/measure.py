@@ -91,6 +91,7 @@ BINARY, TEXT, NORMALIZED = ChecksumMode.BINARY, ChecksumMode.TEXT, ChecksumMode.
 _NULL_BYTES = "'\\x00'::pg_catalog.bytea"
 
 
+# size: one SQL expression per checksum mode
 async def table_checksum(
     conn: asyncpg.Connection,
     schema: str,

@@ -104,6 +104,7 @@ class TargetSurface:
         }
 
 
+# size: one pass over the extension's catalog objects: types, casts, methods, classes, settings
 async def discover(
     conn: asyncpg.Connection, extension: str, source_library: str | None, *, collides: bool
 ) -> TargetSurface:

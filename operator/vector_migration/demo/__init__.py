@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.panel import Panel
 
 from ..api import VectorMigration, parse_manifest
-from ..cli.commands import RichReporter, finish
+from ..cli.output import RichReporter, finish
 from ..database.backup import LocalBackup
 from ..database.sql import ConnectionParams, quote_ident
 from ..engine.context import Migration

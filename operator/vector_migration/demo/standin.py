@@ -85,6 +85,7 @@ def render_control(surface: Surface) -> str:
     )
 
 
+# size: the stand-in's install script is one SQL template
 def render_script(surface: Surface) -> str:
     """The extension's install script."""
     t = surface.type_name

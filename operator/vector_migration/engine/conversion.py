@@ -49,6 +49,7 @@ from .plan import (
 FLOAT4_ARRAY = "_float4"  # pg_type.typname of real[]
 
 
+# size: the swap's statement order read top to bottom; split, the order would be hidden
 def build_plan(
     inventory: SourceInventory,
     surface: TargetSurface,

@@ -204,6 +204,7 @@ def job_placement(spec: JobPlacement, defaults: JobPlacement) -> dict[str, Any]:
     return placement
 
 
+# size: a Job manifest declared as data
 def _database_job(
     resource: VectorMigration,
     *,

@@ -65,6 +65,7 @@ def _forget_legacy_finalizer(body: kopf.Body, patch: kopf.Patch) -> None:
         patch.fns.append(_drop_legacy_finalizer)
 
 
+# size: kopf's handlers are closures over the operator's state, registered in one place
 def build_registry(
     login: LoginFunction = load_configuration,
     metrics: OperatorMetrics | None = None,

@@ -96,6 +96,7 @@ def _done(
 Progress = Callable[[Phase, VectorMigrationStatus, Outcome], Awaitable[None]]
 
 
+# size: one reconciliation in order (annotations, pause, drive, publish), read top to bottom
 async def reconcile(state: OperatorState, body: Mapping[str, Any], on_progress: Progress) -> Reconciled:
     """Run phases back to back until the migration waits, holds for a person, fails or is done.
 

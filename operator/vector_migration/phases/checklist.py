@@ -20,10 +20,10 @@ from ..database.catalog import (
     available_versions,
     default_version,
     read_extension,
-    read_inventory,
     read_server,
     untrusted_code,
 )
+from ..database.inventory import read_inventory
 from ..database.measure import (
     IndexTarget,
     latency_ms,
@@ -41,6 +41,7 @@ from ..engine.outcomes import Advance, Fail, Hold, Outcome
 from ..engine.plan import MigrationPlan, PlanningError
 from ..engine.strategy import PlanInputs, strategy_of
 from ..engine.transactions import (
+    Ready,
     bounded_reads,
 )
 from ..status import set_condition, warn
@@ -59,17 +60,33 @@ async def run_checklist(m: Migration) -> Outcome:
 
 
 async def _checklist(m: Migration) -> Outcome:
-    conn = m.session
-    recorded = await records.read(conn, m.name)
+    done = await _continue_from_journal(m)
+    if done is not None:
+        return done
+    inventory = await _read_source(m)
+    if isinstance(inventory, Fail):
+        return inventory
+    planned = await _plan(m, inventory)
+    if isinstance(planned, Fail):
+        return planned
+    return await _take_baseline(m, planned)
+
+
+async def _continue_from_journal(m: Migration) -> Outcome | None:
+    """Where a run goes when the journal says the migration got further than the checklist."""
+    recorded = await records.read(m.session, m.name)
     if recorded.verified is not None and m.rollback_requested:
         m.status = recorded.verified.status
         return Advance(Phase.ROLLING_BACK, "migrated and verified; rolling back as requested")
     if recorded.verified is not None:
         m.status = recorded.verified.status
         return Advance(Phase.SUCCEEDED, await _finished(m))
-    done = records.already_done(m, recorded)
-    if done is not None:
-        return done
+    return records.already_done(m, recorded)
+
+
+async def _read_source(m: Migration) -> SourceInventory | Fail:
+    """The server, the source extension, the target's availability, and the inventory: every blocker at once."""
+    conn = m.session
     server = await read_server(conn)
     if server.version_num < MIN_SERVER_VERSION_NUM:
         return Fail(Reason.UNSUPPORTED_SERVER, f"PostgreSQL {server.version} is too old; RuVector needs 14 or newer")
@@ -115,10 +132,16 @@ async def _checklist(m: Migration) -> Outcome:
     if inventory.blockers:
         first = inventory.blockers[0]
         return Fail(first.reason, "; ".join(b.message for b in inventory.blockers))
+    return inventory
 
+
+async def _plan(m: Migration, inventory: SourceInventory) -> Ready | Fail:
+    """Probe the target, ask the strategy for its checks and its plan; the Fail when either refuses."""
+    conn = m.session
+    target = m.spec.target.extension
     target_schema = m.target_schema(inventory)
     try:
-        surface = await probe_surface(m, inventory, target_schema, server.can_create_database)
+        surface = await probe_surface(m, inventory, target_schema, inventory.server.can_create_database)
     except ProbeFailed as error:
         return Fail(error.reason, str(error))
     m.facts.copy_format = copy_format(m.facts.checksum_mode)
@@ -139,7 +162,12 @@ async def _checklist(m: Migration) -> Outcome:
     m.facts.inventory, m.facts.surface, m.facts.plan = inventory, surface, plan
     m.status.plan_hash = plan.plan_hash
     m.status.inventory = inventory_model(inventory, plan.conversion, surface)
+    return Ready(plan, inventory, surface)
 
+
+async def _take_baseline(m: Migration, planned: Ready) -> Outcome:
+    """Measure every source index (what the target must match), then go on: dry run, backup, approval or swap."""
+    plan, inventory, surface = planned.plan, planned.inventory, planned.surface
     m.facts.probes = await _baseline(m, inventory, plan.conversion, surface)
     m.status.verification = Verification(
         k=m.spec.verify.k,

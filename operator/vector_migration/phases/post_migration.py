@@ -16,6 +16,7 @@ from ..engine.context import Migration, Probe
 METRICS = {"<->": "l2", "<=>": "cosine", "<#>": "ip", "<+>": "l1"}
 
 
+# size: optional calls per collection, each guarded by its own warning
 async def apply_post_migration(m: Migration) -> None:
     """RuVector-only features, applied only when the target extension owns their functions.
 
@@ -32,18 +33,7 @@ async def apply_post_migration(m: Migration) -> None:
         wanted.append("ruvector_integrity_policy_set")
     if not wanted:
         return
-    rows = await m.session.fetch(
-        """
-        SELECT p.proname, n.nspname FROM pg_catalog.pg_proc p
-          JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-          JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid = p.oid
-          JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid AND d.deptype = 'e'
-         WHERE e.extname = $1 AND p.proname = ANY($2::text[])
-        """,
-        m.spec.target.extension,
-        wanted,
-    )
-    functions = {row["proname"]: qualify(row["nspname"], row["proname"]) for row in rows}
+    functions = await _extension_functions(m, wanted)
     for name in wanted:
         if name not in functions:
             m.warn(f"postMigration: target {m.spec.target.extension} has no {name}(); skipped")
@@ -101,3 +91,19 @@ async def apply_post_migration(m: Migration) -> None:
 
 def _tier_hours(tiers: Any) -> tuple[int, int, int]:
     return tiers.hot_hours, tiers.warm_hours, tiers.cold_hours
+
+
+async def _extension_functions(m: Migration, wanted: list[str]) -> dict[str, str]:
+    """The functions of the target extension among ``wanted``, qualified, by name."""
+    rows = await m.session.fetch(
+        """
+        SELECT p.proname, n.nspname FROM pg_catalog.pg_proc p
+          JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+          JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid = p.oid
+          JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid AND d.deptype = 'e'
+         WHERE e.extname = $1 AND p.proname = ANY($2::text[])
+        """,
+        m.spec.target.extension,
+        wanted,
+    )
+    return {row["proname"]: qualify(row["nspname"], row["proname"]) for row in rows}

@@ -35,11 +35,14 @@ from ..vocabulary import (
 
 
 class ProbeFailed(RuntimeError):
+    """The target cannot be probed; carries the reason the checklist reports."""
+
     def __init__(self, reason: Reason, message: str) -> None:
         super().__init__(message)
         self.reason = reason
 
 
+# size: two routes (a rolled-back transaction, else a scratch database), each with its cleanup
 async def probe_surface(
     m: Migration, inventory: SourceInventory, target_schema: str, can_create_database: bool
 ) -> TargetSurface:

@@ -39,6 +39,7 @@ def restore_token(backup: BackupStatus) -> str:
 
 
 def ask_for_restore(m: Migration, backup: BackupStatus | None, why: str) -> Outcome:
+    """Hold for a person's consent to restore the verified backup (or fail when there is none)."""
     if backup is None or not backup.verified:
         return Fail(Reason.ROLLBACK_FAILED, f"{why}; there is no verified backup to restore")
     token = restore_token(backup)

@@ -9,10 +9,12 @@ from ..api import (
     VectorMigrationStatus,
 )
 from ..database.catalog import (
+    SourceInventory,
     read_extension,
-    read_inventory,
     read_server,
 )
+from ..database.inventory import read_inventory
+from ..database.surface import TargetSurface
 from ..engine import records
 from ..engine.context import Migration
 from ..engine.conversion import build_plan
@@ -41,6 +43,8 @@ from .probe import ProbeFailed, probe_surface
 from .restore import ask_for_restore, restore_backup, restore_token
 from .swap import convert
 
+ReversePlan = tuple[Migration, SourceInventory, TargetSurface, list[Statement]]
+
 
 async def run_rollback(m: Migration) -> Outcome:
     """Undo a committed swap: in SQL when possible, else (with a person's consent) from the backup.
@@ -66,15 +70,8 @@ async def run_rollback(m: Migration) -> Outcome:
     return outcome
 
 
-async def _reverse_in_sql(m: Migration, swapped: SwapRecord, plan_hash: str) -> Outcome:
-    """The conversion from the target back to the source, with the indexes saved before the migration.
-
-    The reverse plan is derived exactly as the forward one (the target's objects are read, the
-    source's surface is probed, columns and views are mapped back), except that the indexes are
-    recreated from the definitions saved before the migration, not mapped from the target's.
-    The journal's "swapped" record is removed in the same transaction, so a later run of the
-    migration starts from the beginning.
-    """
+async def _reverse_plan(m: Migration, swapped: SwapRecord) -> ReversePlan | Fail:
+    """The run, inventory, surface and statements that convert the target back to the source."""
     conn = m.session
     original, saved = swapped.source, swapped.status
     target = await read_extension(conn, m.spec.target.extension)
@@ -118,6 +115,26 @@ async def _reverse_in_sql(m: Migration, swapped: SwapRecord, plan_hash: str) -> 
     saved_indexes = saved.inventory.indexes if saved.inventory else []
     statements = [s for s in plan.swap if s.step is not StatementKind.BUILD_INDEX]
     statements += [Statement(StatementKind.RESTORE_INDEX, index.definition) for index in saved_indexes]
+    return backwards, inventory, surface, statements
+
+
+async def _reverse_in_sql(m: Migration, swapped: SwapRecord, plan_hash: str) -> Outcome:
+    """The conversion from the target back to the source, with the indexes saved before the migration.
+
+    The reverse plan is derived exactly as the forward one (the target's objects are read, the
+    source's surface is probed, columns and views are mapped back), except that the indexes are
+    recreated from the definitions saved before the migration, not mapped from the target's.
+    The journal's "swapped" record is removed in the same transaction, so a later run of the
+    migration starts from the beginning.
+    """
+    conn = m.session
+    reverse = await _reverse_plan(m, swapped)
+    if isinstance(reverse, Fail):
+        return reverse
+    backwards, inventory, surface, statements = reverse
+    original, saved = swapped.source, swapped.status
+    assert original is not None  # noqa: S101 - _reverse_plan refuses a record without it
+    saved_indexes = saved.inventory.indexes if saved.inventory else []
 
     progress = Progress()
     transaction = await begin_bounded_transaction(m)

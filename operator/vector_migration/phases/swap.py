@@ -16,8 +16,8 @@ from ..database import table_copy
 from ..database.catalog import (
     SourceInventory,
     read_extension,
-    read_inventory,
 )
+from ..database.inventory import read_inventory
 from ..database.measure import (
     table_checksum,
 )

@@ -27,6 +27,7 @@ async def check_tables(conn: asyncpg.Connection, inventory: SourceInventory, sur
     return blockers
 
 
+# size: one catalog query, then one sentence per refusal
 async def _check_table(conn: asyncpg.Connection, schema: str, table: str) -> list[Blocker]:
     name = f"{schema}.{table}"
     facts = await conn.fetchrow(

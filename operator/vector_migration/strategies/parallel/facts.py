@@ -41,6 +41,7 @@ class TableFacts:
     identities: tuple[tuple[str, str], ...]  # (column, identity sequence)
 
 
+# size: six short catalog queries: one place reads everything a shadow copies
 async def read_table_facts(conn: asyncpg.Connection, schema: str, table: str, vector_columns: list[str]) -> TableFacts:
     """The facts of one table (it exists: the inventory found it)."""
     relation = qualify(schema, table)

@@ -12,6 +12,7 @@ from dataclasses import asdict
 import asyncpg
 
 from ...api import ParallelStatus, ShadowTableStatus
+from ...database import journal
 from ...database.measure import IndexTarget
 from ...database.sql import qualify
 from ...database.surface import discover
@@ -33,7 +34,6 @@ from ...phases.swap import check_plan_unchanged, replan_after_drift
 from ...status import set_condition
 from ...vocabulary import ConditionType, Phase, Reason, StatementKind
 from .plan import ParallelPlan
-from ...database import journal
 
 # A phase after the shadows were made, run where the journal records none: plan again from the start.
 START_OVER = Advance(Phase.CHECKLIST, "no shadow tables are recorded; starting from the checklist")
