@@ -176,6 +176,7 @@ class Reason(StrEnum):
     BACKUP_DELETED = "BackupDeleted"
     BACKUP_KEPT = "BackupKept"
     INTERNAL_ERROR = "InternalError"
+    JOURNAL_UNREADABLE = "JournalUnreadable"
 
 
 class StatementKind(StrEnum):

@@ -26,6 +26,7 @@ from ..vocabulary import (
 from .context import Migration, close_session, open_session
 from .outcomes import Advance, Fail, Hold, Outcome, Wait
 from .strategy import strategy_of
+from .records import UnreadableJournal
 
 # A spec changed under a swapped database: the person who changed it decides, not the engine.
 _NO_ROLLBACK = frozenset({Reason.SPEC_CHANGED_AFTER_SWAP})
@@ -46,6 +47,8 @@ async def step(m: Migration) -> Outcome:
         outcome = await function(m)
     except (DatabaseUnavailable, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as error:
         outcome = Wait(Reason.DATABASE_UNAVAILABLE, f"{m.status.phase.value}: {error}")
+    except UnreadableJournal as error:
+        outcome = Fail(Reason.JOURNAL_UNREADABLE, f"{error}; nothing was changed")
     key = timing_key(m.status.phase)
     if not isinstance(outcome, Wait):
         m.status.timings[key] = round(m.status.timings.get(key, 0.0) + time.perf_counter() - started, 3)
