@@ -16,7 +16,9 @@ import asyncpg
 from vector_migration.api import VectorMigration, parse_manifest
 from vector_migration.database.backup import LocalBackup
 from vector_migration.database.sql import ConnectionParams
-from vector_migration.engine.context import Migration
+from vector_migration.engine.context import Migration, open_session
+from vector_migration.engine.runner import step
+from vector_migration.vocabulary import Phase
 
 DIMS = 8
 
@@ -169,3 +171,10 @@ def migration(params: ConnectionParams, resource: VectorMigration, backup_dir: P
 
 def condition(status: Any, kind: str) -> Any:
     return next((c for c in status.conditions if c.type == kind), None)
+
+
+async def step_until(m: Migration, phase: Phase) -> None:
+    """Open the run's session and step it until it reaches ``phase`` (where a test cuts it off)."""
+    assert await open_session(m) is None
+    while m.status.phase is not phase:
+        await step(m)

@@ -13,12 +13,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.scenarios import condition, create_rich_database, manifest, migration, snapshot
+from tests.scenarios import condition, create_rich_database, manifest, migration, snapshot, step_until
 from vector_migration.database.journal import JournalEntry
 from vector_migration.database.sql import ConnectionParams
 from vector_migration.engine import records
-from vector_migration.engine.context import close_session, open_session
-from vector_migration.engine.runner import run, step
+from vector_migration.engine.context import close_session
+from vector_migration.engine.runner import run
 from vector_migration.strategies.parallel.plan import finalize_statements
 from vector_migration.vocabulary import ChecksumMode, Phase, Reason
 
@@ -72,9 +72,7 @@ async def test_a_swap_journaled_by_the_previous_version_is_continued_not_repeate
     await create_rich_database(conn)
     before = await snapshot(conn)
     first = migration(database, manifest(**IN_PLACE), backup_dir)
-    assert await open_session(first) is None
-    while first.status.phase is not Phase.REINDEX:
-        await step(first)
+    await step_until(first, Phase.REINDEX)
     await close_session(first)  # the swap committed; the process is replaced by the new version here
     (old,) = FIXTURE["inPlaceSwapped"]
     await conn.execute(
@@ -99,9 +97,7 @@ async def test_a_record_from_a_newer_version_is_refused_not_guessed(
 ) -> None:
     await create_rich_database(conn)
     first = migration(database, manifest(**IN_PLACE), backup_dir)
-    assert await open_session(first) is None
-    while first.status.phase is not Phase.REINDEX:
-        await step(first)
+    await step_until(first, Phase.REINDEX)
     await close_session(first)
     await conn.execute(
         "UPDATE vector_migration.journal SET detail = detail || '{\"schemaVersion\": 99}'::jsonb"

@@ -16,10 +16,9 @@ import asyncpg
 import pytest
 
 from tests.application import create_shop
-from tests.scenarios import manifest, migration
+from tests.scenarios import manifest, migration, step_until
 from vector_migration.cli import EXIT_OK, main
 from vector_migration.database.sql import APPLICATION_NAME, ConnectionParams
-from vector_migration.engine.context import open_session
 from vector_migration.engine.runner import run, step
 from vector_migration.vocabulary import Phase
 
@@ -127,9 +126,7 @@ async def test_a_change_to_the_table_after_the_approval_stops_the_prepare(
     await create_shop(conn)
     _, plan_hash = await plan_of(database, backup_dir)
     m = migration(database, manifest(**{**PARALLEL, "approval": "Manual"}), backup_dir, approved_hash=plan_hash)
-    assert await open_session(m) is None
-    while m.status.phase is not Phase.SWAP:
-        await step(m)
+    await step_until(m, Phase.SWAP)
     await conn.execute("CREATE INDEX docs_category ON docs (category)")  # after the approval: the shadow would lack it
 
     outcome = await step(m)

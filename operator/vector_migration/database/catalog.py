@@ -307,3 +307,15 @@ async def index_state(conn: asyncpg.Connection, schema: str, name: str) -> tuple
         name,
     )
     return None if row is None else (row["indisvalid"], row["amname"])
+
+
+async def index_names(conn: asyncpg.Connection, relation: str) -> list[str]:
+    """The names of a table's indexes, oldest first."""
+    rows = await conn.fetch(
+        """
+        SELECT c.relname FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+         WHERE i.indrelid = $1::pg_catalog.regclass ORDER BY c.oid
+        """,
+        relation,
+    )
+    return [row["relname"] for row in rows]

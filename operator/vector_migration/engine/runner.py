@@ -25,8 +25,8 @@ from ..vocabulary import (
 )
 from .context import Migration, close_session, open_session
 from .outcomes import Advance, Fail, Hold, Outcome, Wait
-from .strategy import strategy_of
 from .records import UnreadableJournal
+from .strategy import strategy_of
 
 # A spec changed under a swapped database: the person who changed it decides, not the engine.
 _NO_ROLLBACK = frozenset({Reason.SPEC_CHANGED_AFTER_SWAP})

@@ -86,14 +86,18 @@ class ConvertingStrategy:
     undo_on_failure = frozenset({Phase.REINDEX, Phase.VERIFY})
     abortable: frozenset[Phase] = frozenset()
 
+    # Whether the conversion rewrites the tables' storage through COPY (Rebuild) or converts in place.
+    refills_storage = False
+
     def convert(self, m: Migration, inputs: PlanInputs) -> MigrationPlan:
-        """The one-transaction conversion, columns converted where they are."""
+        """The one-transaction conversion of the spec's columns."""
         return build_plan(
             inputs.inventory,
             inputs.surface,
             m.spec,
             target_schema=inputs.target_schema,
             target_installed=inputs.target_installed,
+            refill=inputs.copy_format if self.refills_storage else None,
         )
 
     async def plan(self, m: Migration, inputs: PlanInputs, conversion: MigrationPlan) -> StrategyPlan:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncpg
 
-from ..api import (
-    VectorMigrationSpec,
-)
 from ..database.catalog import (
     SourceInventory,
     VectorColumn,
     read_extension,
 )
+from ..database.ddl import create_extension_sql
 from ..database.measure import (
     BINARY,
     NORMALIZED,
@@ -24,7 +22,6 @@ from ..database.sql import (
     connect,
     qualify,
     quote_ident,
-    quote_literal,
 )
 from ..database.surface import MappingError, TargetSurface, discover, map_type, source_library
 from ..engine.context import Migration
@@ -64,7 +61,7 @@ async def probe_surface(
         surface = await discover(conn, target, library, collides=False)
         await _choose_checksum_mode(m, conn, surface, samples)
         return surface
-    create = _create_extension_sql(m.spec, target, target_schema)
+    create = create_extension_sql(target, m.spec.target.version, target_schema)
     transaction = conn.transaction()
     await transaction.start()
     try:
@@ -153,9 +150,3 @@ async def _choose_checksum_mode(
             binary = binary and all(sent is not None for _, sent in values)
             binary = binary and await sends_identically(conn, values, type_sql)
     m.facts.checksum_mode = BINARY if binary else TEXT
-
-
-def _create_extension_sql(spec: VectorMigrationSpec, target: str, schema: str) -> str:
-
-    version = f" VERSION {quote_literal(spec.target.version)}" if spec.target.version else ""
-    return f"CREATE EXTENSION {quote_ident(target)}{version} SCHEMA {quote_ident(schema)}"

@@ -15,9 +15,7 @@ from ..database import table_copy
 from ..database.catalog import Blocker, SourceInventory
 from ..database.surface import TargetSurface
 from ..engine.context import Migration
-from ..engine.conversion import build_plan
-from ..engine.plan import MigrationPlan
-from ..engine.strategy import ConvertingStrategy, PlanInputs
+from ..engine.strategy import ConvertingStrategy
 from ..vocabulary import Strategy
 from .in_place import CONVERTING_PHASES
 
@@ -27,17 +25,7 @@ class Rebuild(ConvertingStrategy):
 
     kind = Strategy.REBUILD
     phases = CONVERTING_PHASES
-
-    def convert(self, m: Migration, inputs: PlanInputs) -> MigrationPlan:
-        """The conversion with every table exported, emptied, and imported again."""
-        return build_plan(
-            inputs.inventory,
-            inputs.surface,
-            m.spec,
-            target_schema=inputs.target_schema,
-            target_installed=inputs.target_installed,
-            refill=inputs.copy_format,
-        )
+    refills_storage = True
 
     async def check(self, m: Migration, inventory: SourceInventory, surface: TargetSurface) -> list[Blocker]:
         """Tables COPY cannot empty and refill whole, and too little scratch space for the exports."""

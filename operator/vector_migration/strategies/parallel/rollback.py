@@ -12,6 +12,7 @@ import time
 import asyncpg
 
 from ...api import TableVerification, Verification
+from ...database.catalog import index_names
 from ...database.sql import qualify, quote_ident
 from ...engine import records
 from ...engine.context import Migration
@@ -108,24 +109,13 @@ async def _swap_back(conn: asyncpg.Connection, table: ShadowTable) -> None:
     for statement in drop_sync(table, forward=False):
         await conn.execute(statement)
     renamed = {original: shadow_index for shadow_index, original in table.index_renames}
-    for name in await _index_names(conn, source):
+    for name in await index_names(conn, source):
         back = renamed.get(name, derived_name(name, INDEX_SUFFIX))
         await conn.execute(f"ALTER INDEX {qualify(schema, name)} RENAME TO {quote_ident(back)}")
     await conn.execute(f"ALTER TABLE {source} RENAME TO {quote_ident(table.shadow)}")
-    for name in await _index_names(conn, old):
+    for name in await index_names(conn, old):
         original = name.removesuffix(OLD_SUFFIX)
         await conn.execute(f"ALTER INDEX {qualify(schema, name)} RENAME TO {quote_ident(original)}")
     await conn.execute(f"ALTER TABLE {old} RENAME TO {quote_ident(table.table)}")
     for column, sequence in table.sequences:
         await conn.execute(f"ALTER SEQUENCE {sequence} OWNED BY {source}.{quote_ident(column)}")
-
-
-async def _index_names(conn: asyncpg.Connection, relation: str) -> list[str]:
-    rows = await conn.fetch(
-        """
-        SELECT c.relname FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
-         WHERE i.indrelid = $1::pg_catalog.regclass ORDER BY c.oid
-        """,
-        relation,
-    )
-    return [row["relname"] for row in rows]

@@ -13,6 +13,7 @@ import asyncpg
 
 from ...api import ParallelStatus, ShadowTableStatus
 from ...database import journal
+from ...database.catalog import index_names
 from ...database.measure import IndexTarget
 from ...database.sql import qualify
 from ...database.surface import discover
@@ -52,19 +53,8 @@ async def recorded_shadows(m: Migration) -> tuple[Journal, list[ShadowTable] | N
     if records.FINALIZED not in recorded:
         for table in tables:
             if table.original_indexes is None:  # schemaVersion 1: the names were read at the finalize
-                table.original_indexes = await _index_names(m.session, qualify(table.table_schema, table.table))
+                table.original_indexes = await index_names(m.session, qualify(table.table_schema, table.table))
     return recorded, tables
-
-
-async def _index_names(conn: asyncpg.Connection, relation: str) -> list[str]:
-    rows = await conn.fetch(
-        """
-        SELECT c.relname FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
-         WHERE i.indrelid = $1::pg_catalog.regclass ORDER BY c.oid
-        """,
-        relation,
-    )
-    return [row["relname"] for row in rows]
 
 
 async def run_prepare(m: Migration) -> Outcome:
