@@ -39,7 +39,7 @@ from vector_migration.api import parse_manifest  # noqa: E402
 from vector_migration.database.backup import LocalBackup  # noqa: E402
 from vector_migration.database.sql import ConnectionParams, quote_ident  # noqa: E402
 from vector_migration.demo import EmbeddedPostgres, clustered_embeddings_sql, create_database  # noqa: E402
-from vector_migration.engine.context import Migration  # noqa: E402
+from vector_migration.engine.context import Migration, RunInputs  # noqa: E402
 from vector_migration.engine.runner import run  # noqa: E402
 from vector_migration.vocabulary import Phase  # noqa: E402
 
@@ -162,7 +162,7 @@ async def engine_run(
         }
     )
     migration = Migration(
-        name=resource.metadata.name, spec=resource.spec, params=params, backup=LocalBackup(work / "backups")
+        RunInputs(resource.metadata.name, resource.spec, params, backup=LocalBackup(work / "backups"))
     )
     started = time.perf_counter()
     status = await run(migration)

@@ -13,10 +13,10 @@ from typing import Any
 
 import asyncpg
 
-from vector_migration.api import VectorMigration, parse_manifest
-from vector_migration.database.backup import LocalBackup
+from vector_migration.api import VectorMigration, VectorMigrationStatus, parse_manifest
+from vector_migration.database.backup import BackupRuntime, LocalBackup
 from vector_migration.database.sql import ConnectionParams
-from vector_migration.engine.context import Migration, open_session
+from vector_migration.engine.context import Decisions, Migration, RunInputs, open_session
 from vector_migration.engine.runner import step
 from vector_migration.vocabulary import Phase
 
@@ -159,14 +159,25 @@ def manifest(target: str = "ruvector_standin", **spec: Any) -> VectorMigration:
     return parse_manifest(document)
 
 
-def migration(params: ConnectionParams, resource: VectorMigration, backup_dir: Path, **kwargs: Any) -> Migration:
-    return Migration(
-        name=resource.metadata.name,
-        spec=resource.spec,
-        params=params,
-        backup=LocalBackup(backup_dir),
-        **kwargs,
+def migration(
+    params: ConnectionParams,
+    resource: VectorMigration,
+    backup_dir: Path,
+    *,
+    scratch: Path | None = None,
+    status: VectorMigrationStatus | None = None,
+    backup: BackupRuntime | None = None,
+    **decided: Any,
+) -> Migration:
+    """A run of the resource against the database; ``decided`` is what a person said (Decisions' fields)."""
+    inputs = RunInputs(
+        resource.metadata.name,
+        resource.spec,
+        params,
+        backup=backup or LocalBackup(backup_dir),
+        **({"scratch": scratch} if scratch is not None else {}),
     )
+    return Migration(inputs, Decisions(**decided), status or VectorMigrationStatus())
 
 
 def condition(status: Any, kind: str) -> Any:

@@ -11,6 +11,7 @@ import pytest
 from tests.application import application_writing, create_shop, docs_before, final_equals_every_committed_change
 from tests.scenarios import DIMS, condition, manifest, migration
 from vector_migration.database.sql import ConnectionParams
+from vector_migration.engine.context import Decisions
 from vector_migration.engine.runner import run
 from vector_migration.vocabulary import Phase, Reason
 
@@ -100,12 +101,12 @@ async def test_an_abort_at_a_cutover_step_drops_the_shadows_and_leaves_the_table
     assert condition(held, "Reconciling").reason == Reason.AWAITING_PROMOTION
     assert (held.cutover.step, held.cutover.weight) == (1, 25)  # type: ignore[union-attr]
     if abort_at == 2:
-        m.promote = True
+        m.decisions = Decisions(promote=True)
         held = await run(m)
         assert (held.cutover.step, held.cutover.weight) == (3, 75)  # type: ignore[union-attr]
-        assert m.promote_consumed and not m.promote
+        assert m.facts.promotion_used  # one promotion released one pause: the next one held
 
-    m.rollback_requested = True
+    m.decisions = Decisions(rollback=True)
     done = await run(m)
 
     assert done.phase is Phase.ROLLED_BACK, done.message
@@ -131,7 +132,7 @@ async def test_a_rollback_after_the_finalize_swaps_back_with_the_writes_made_sin
         while committed[0] < 40:  # noqa: ASYNC110 - polling a plain counter the writer bumps
             await asyncio.sleep(0.05)
 
-    m = migration(database, resource, backup_dir, rollback_requested=True)
+    m = migration(database, resource, backup_dir, rollback=True)
     m.status = first.model_copy(deep=True)
     done = await run(m)
 

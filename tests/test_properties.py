@@ -13,7 +13,7 @@ from tests.scenarios import manifest
 from vector_migration.api import SpecError, parse_manifest
 from vector_migration.database.sql import quote_ident
 from vector_migration.demo import EmbeddedPostgres, create_database
-from vector_migration.engine.context import Migration
+from vector_migration.engine.context import Migration, RunInputs
 from vector_migration.engine.runner import run
 from vector_migration.strategies.parallel.names import MAX_IDENTIFIER_BYTES, derived_name
 
@@ -62,7 +62,7 @@ async def test_arbitrary_identifiers_survive_planning_and_the_swap(
         before = await conn.fetch(f"SELECT {key}, {quote_ident(column)}::text FROM {relation} ORDER BY 1")
         resource = manifest(backup={"enabled": False}, verify={"sampleQueries": 5, "k": 3})
 
-        status = await run(Migration(name="properties", spec=resource.spec, params=params))
+        status = await run(Migration(RunInputs("properties", resource.spec, params)))
 
         assert status.phase.value == "Succeeded", status.message
         after = await conn.fetch(f"SELECT {key}, {quote_ident(column)}::text FROM {relation} ORDER BY 1")

@@ -187,7 +187,7 @@ async def test_a_rebuild_is_rolled_back_on_request_to_the_rows_it_started_with(
     migrated = await run(migration(database, resource, tmp_path / "b", scratch=tmp_path / "s"))
     assert migrated.phase is Phase.SUCCEEDED, migrated.message
 
-    status = await run(migration(database, resource, tmp_path / "b", scratch=tmp_path / "s", rollback_requested=True))
+    status = await run(migration(database, resource, tmp_path / "b", scratch=tmp_path / "s", rollback=True))
 
     assert status.phase is Phase.ROLLED_BACK, status.message
     assert (condition(status, "Ready").status, condition(status, "Ready").reason) == ("True", "RollbackRequested")
@@ -247,9 +247,7 @@ async def test_a_rebuild_gives_a_column_the_type_the_spec_names_and_a_rollback_g
         (t.rows_after, t.checksum_after) for t in status.verification.tables
     ]
 
-    rolled_back = await run(
-        migration(database, resource, tmp_path / "b", scratch=tmp_path / "s", rollback_requested=True)
-    )
+    rolled_back = await run(migration(database, resource, tmp_path / "b", scratch=tmp_path / "s", rollback=True))
 
     assert rolled_back.phase is Phase.ROLLED_BACK, rolled_back.message
     assert "every table equals its pre-migration checksum" in rolled_back.message

@@ -57,8 +57,7 @@ async def test_a_broken_backup_stops_the_migration_before_the_swap(
         + "\n"
     )
     pg_dump.chmod(0o755)
-    m = migration(database, manifest(), tmp_path / "backups")
-    m.backup = LocalBackup(tmp_path / "backups", (wrappers,))
+    m = migration(database, manifest(), tmp_path / "backups", backup=LocalBackup(tmp_path / "backups", (wrappers,)))
 
     status = await run(m, sleep=no_sleep)
 
@@ -331,8 +330,7 @@ async def test_operator_stopped_while_pg_dump_runs(
         f'echo $$ > "{started}"; sleep 3; exec "{real}" "$@"\n'
     )
     (wrappers / "pg_dump").chmod(0o755)
-    first = migration(database, manifest(), tmp_path / "backups")
-    first.backup = LocalBackup(tmp_path / "backups", (wrappers,))
+    first = migration(database, manifest(), tmp_path / "backups", backup=LocalBackup(tmp_path / "backups", (wrappers,)))
     running = asyncio.create_task(run(first, sleep=no_sleep))
     await until(lambda: asyncio.sleep(0, result=started.exists()))
     await stop(running)

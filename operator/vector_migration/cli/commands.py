@@ -25,7 +25,7 @@ from .. import __version__
 from ..api import SpecError, VectorMigration, VectorMigrationStatus, load_manifest
 from ..database.backup import LocalBackup
 from ..database.sql import ConnectionError_, ConnectionParams, parse_database_url
-from ..engine.context import Migration
+from ..engine.context import Decisions, Migration, RunInputs
 from ..engine.runner import run
 from ..vocabulary import Phase, Reason
 from .output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, RichReporter, finish, print_plan
@@ -188,7 +188,7 @@ def _plan(args: argparse.Namespace) -> int:
     resource, params = loaded
     resource.spec.dry_run = True
     resource.spec.backup.enabled = False
-    migration = Migration(name=resource.metadata.name, spec=resource.spec, params=params)
+    migration = Migration(RunInputs(resource.metadata.name, resource.spec, params))
     # A plan reports a locked table at once (after lockTimeout) rather than retrying like a migration.
     reasons = frozenset({Reason.MIGRATION_LOCKED, Reason.DATABASE_UNAVAILABLE, Reason.LOCK_TIMEOUT})
     status = asyncio.run(run(migration, give_up_on=reasons))
@@ -209,27 +209,23 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    return _drive(
-        args,
-        backup_dir=args.backup_dir,
-        **({"scratch": args.scratch_dir} if args.scratch_dir else {}),
-        approved_hash=args.approve,
-        restore_consent=args.restore,
-        promote=args.promote,
-    )
+    decisions = Decisions(approved_hash=args.approve, restore_consent=args.restore, promote=args.promote)
+    return _drive(args, args.backup_dir, decisions, scratch=args.scratch_dir)
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    return _drive(
-        args,
-        backup_dir=Path("backups"),
-        status=VectorMigrationStatus(phase=Phase.ROLLING_BACK),
-        restore_consent=args.restore,
-        rollback_requested=True,
-    )
+    decisions = Decisions(restore_consent=args.restore, rollback=True)
+    return _drive(args, Path("backups"), decisions, status=VectorMigrationStatus(phase=Phase.ROLLING_BACK))
 
 
-def _drive(args: argparse.Namespace, backup_dir: Path, **run_options: Any) -> int:
+def _drive(
+    args: argparse.Namespace,
+    backup_dir: Path,
+    decisions: Decisions,
+    *,
+    scratch: Path | None = None,
+    status: VectorMigrationStatus | None = None,
+) -> int:
     """Run the engine on the manifest's migration until it ends or waits for a person."""
     console = Console(stderr=True, soft_wrap=True)
     loaded = _load(args, console)
@@ -237,15 +233,16 @@ def _drive(args: argparse.Namespace, backup_dir: Path, **run_options: Any) -> in
         return EXIT_USAGE
     resource, params = loaded
     with RichReporter(console) as reporter:
-        migration = Migration(
-            name=resource.metadata.name,
-            spec=resource.spec,
-            params=params,
+        inputs = RunInputs(
+            resource.metadata.name,
+            resource.spec,
+            params,
             backup=LocalBackup(backup_dir, tuple(args.pg_bin_dir)),
+            **({"scratch": scratch} if scratch else {}),
             reporter=reporter,
             generation=resource.metadata.generation,
-            **run_options,
         )
+        migration = Migration(inputs, decisions, status or VectorMigrationStatus())
         give_up_on = frozenset({Reason.MIGRATION_LOCKED, Reason.DATABASE_UNAVAILABLE})
         status = asyncio.run(run(migration, give_up_on=give_up_on, reconnect_for=args.reconnect_for))
     return finish(console, status, args.status_out)

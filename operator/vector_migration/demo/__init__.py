@@ -22,7 +22,7 @@ from ..api import VectorMigration, parse_manifest
 from ..cli.output import RichReporter, finish
 from ..database.backup import LocalBackup
 from ..database.sql import ConnectionParams, quote_ident
-from ..engine.context import Migration
+from ..engine.context import Migration, RunInputs
 from ..engine.runner import run
 from ..vocabulary import Reason
 from .standin import PUBLISHED, STANDIN_LABEL, SURFACES, Surface
@@ -222,13 +222,14 @@ def run_demo(*, surface: str, rows: int, workdir: Path) -> int:
         )
         console.print(f"Manifest: {manifest}")
         with RichReporter(console) as reporter:
-            migration = Migration(
-                name=resource.metadata.name,
-                spec=resource.spec,
-                params=database,
+            inputs = RunInputs(
+                resource.metadata.name,
+                resource.spec,
+                database,
                 backup=LocalBackup(workdir.resolve() / "backups", (server.bin_dir,)),
                 reporter=reporter,
             )
+            migration = Migration(inputs)
             status = asyncio.run(run(migration, give_up_on=frozenset({Reason.MIGRATION_LOCKED})))
         status_path = workdir.resolve() / "status.json"
         code = finish(console, status, status_path)

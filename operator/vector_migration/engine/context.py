@@ -102,6 +102,7 @@ class RunFacts:
     replans: int = 0
     failure: Fail | None = None
     swap_loaded: bool = False  # rebuilds and probes hold what the swap recorded
+    promotion_used: bool = False  # Decisions.promote released a pause in this reconciliation
     # The target type of some columns: a rollback's, each column's type before the migration;
     # None takes the spec's rebuild.columnTypes.
     column_types: dict[ColumnKey, str] | None = None
@@ -111,32 +112,80 @@ class RunFacts:
         return self.column_types if self.column_types is not None else spec.rebuild.requested_types()
 
 
-@dataclass
-class Migration:
-    """One migration run: the spec, where the database is, the status being written."""
+@dataclass(frozen=True)
+class RunInputs:
+    """What a run is given and never changes: the resource, where its database is, where files go."""
 
     name: str
     spec: VectorMigrationSpec
     params: ConnectionParams
-    status: VectorMigrationStatus = field(default_factory=VectorMigrationStatus)
     backup: BackupRuntime = field(default_factory=lambda: LocalBackup(Path("backups")))
     # Where Rebuild's export files live during its swap transaction (as large as the tables).
     scratch: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
     reporter: Reporter = field(default_factory=SilentReporter)
+    generation: int | None = None  # the resource's metadata.generation, stamped on conditions
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """What a person asked for, as of now; replaced whole when they say something new (an annotation, a flag)."""
+
     approved_hash: str | None = None
-    # A person's consent to restore the verified backup (its restore_token), when the swap cannot
-    # be reversed in SQL: a restore loses every write made since the backup, so never automatic.
+    # Consent to restore the verified backup (its restore_token) when the swap cannot be reversed
+    # in SQL: a restore loses every write made since the backup, so it is never automatic.
     restore_consent: str | None = None
-    # A person asked to undo a succeeded migration (the rollback annotation, or the rollback command).
-    rollback_requested: bool = False
-    # A person ended the current indefinite cutover pause; consumed by the step it releases, so a
-    # promotion left in place cannot release the next pause too.
+    # Undo a succeeded migration (the rollback annotation, or the rollback command).
+    rollback: bool = False
+    # End the current indefinite cutover pause: used by the step it releases (RunFacts.promotion_used),
+    # so a promotion left in place cannot release the next pause too.
     promote: bool = False
-    promote_consumed: bool = False
-    generation: int | None = None
+
+
+@dataclass
+class Migration:
+    """One migration run: its inputs, what a person decided, what it learned, and the status it writes."""
+
+    inputs: RunInputs
+    decisions: Decisions = field(default_factory=Decisions)
+    status: VectorMigrationStatus = field(default_factory=VectorMigrationStatus)
     facts: RunFacts = field(default_factory=RunFacts)
     conn: asyncpg.Connection | None = None
     sessions_opened: int = 0  # a database once reached and then lost is an outage, not a wrong URL
+
+    @property
+    def name(self) -> str:
+        """The migration's name (namespace/name for the operator): the journal's key."""
+        return self.inputs.name
+
+    @property
+    def spec(self) -> VectorMigrationSpec:
+        """The resource's spec."""
+        return self.inputs.spec
+
+    @property
+    def params(self) -> ConnectionParams:
+        """Where the database is."""
+        return self.inputs.params
+
+    @property
+    def backup(self) -> BackupRuntime:
+        """Where backups are made and restored from."""
+        return self.inputs.backup
+
+    @property
+    def scratch(self) -> Path:
+        """Where the swap transaction may write files."""
+        return self.inputs.scratch
+
+    @property
+    def reporter(self) -> Reporter:
+        """Who hears about progress."""
+        return self.inputs.reporter
+
+    @property
+    def generation(self) -> int | None:
+        """The resource's generation this run serves."""
+        return self.inputs.generation
 
     @property
     def session(self) -> asyncpg.Connection:

@@ -65,7 +65,7 @@ async def step(m: Migration) -> Outcome:
     if m.status.phase is Phase.ROLLED_BACK and isinstance(outcome, Advance):
         # Rolled back is not healthy: Stalled with the reason the migration failed for (remembered
         # by this run, or recorded in the failed phase's condition when an earlier run saw it).
-        requested = Fail(Reason.ROLLBACK_REQUESTED, "") if m.rollback_requested else None
+        requested = Fail(Reason.ROLLBACK_REQUESTED, "") if m.decisions.rollback else None
         failure = m.facts.failure or requested or _recorded_failure(m.status)
         if failure.message:
             m.status.message = f"{failure.message} Rolled back: {m.status.message}."
@@ -75,7 +75,7 @@ async def step(m: Migration) -> Outcome:
 
 def request_rollback(m: Migration, by: str) -> bool:
     """Turn a succeeded migration into one rolling back, when a person asked; whether it did."""
-    if not m.rollback_requested:
+    if not m.decisions.rollback:
         return False
     abortable = m.status.phase in strategy_of(m.spec).abortable
     if m.status.phase is not Phase.SUCCEEDED and not abortable:

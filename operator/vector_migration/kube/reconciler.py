@@ -10,6 +10,7 @@ so nothing finished is repeated.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from pydantic import ValidationError
 
 from ..api import JobDefaults, VectorMigration, VectorMigrationStatus, describe_validation_error
 from ..database.sql import ConnectionError_, params_from_secret
-from ..engine.context import Migration, close_session, open_session
+from ..engine.context import Decisions, Migration, RunInputs, close_session, open_session
 from ..engine.outcomes import Advance, Fail, Hold, Outcome, Wait
 from ..engine.runner import drive, request_rollback, retry_delay
 from ..engine.strategy import strategy_of
@@ -139,10 +140,12 @@ async def reconcile(state: OperatorState, body: Mapping[str, Any], on_progress: 
             return _done(current, prepared, previous)
         run = state.runs[uid] = prepared
 
-    run.approved_hash = annotations.get(ANNOTATION_APPROVE)
-    run.restore_consent = annotations.get(ANNOTATION_RESTORE)
-    run.rollback_requested = str(annotations.get(ANNOTATION_ROLLBACK, "")).lower() == "true"
-    run.promote = str(annotations.get(ANNOTATION_PROMOTE, "")).lower() == "true"
+    run.decisions = Decisions(
+        approved_hash=annotations.get(ANNOTATION_APPROVE),
+        restore_consent=annotations.get(ANNOTATION_RESTORE),
+        rollback=str(annotations.get(ANNOTATION_ROLLBACK, "")).lower() == "true",
+        promote=str(annotations.get(ANNOTATION_PROMOTE, "")).lower() == "true",
+    )
     if request_rollback(run, f"the annotation {ANNOTATION_ROLLBACK}"):
         await on_progress(Phase.SUCCEEDED, run.status, Advance(Phase.ROLLING_BACK))
     if run.status.phase.terminal:
@@ -174,8 +177,8 @@ async def reconcile(state: OperatorState, body: Mapping[str, Any], on_progress: 
     outcome = await drive(run, stop=deleted, observe=moved)
     if isinstance(outcome, Hold) and outcome.reason is not Reason.DELETED and run.facts.plan is not None:
         await _publish_plan(state.client, resource, run)
-    consumed = (ANNOTATION_PROMOTE,) if run.promote_consumed else ()
-    run.promote_consumed = False
+    consumed = (ANNOTATION_PROMOTE,) if run.facts.promotion_used else ()
+    run.facts.promotion_used = False
     if isinstance(outcome, Hold | Fail) or run.status.phase.terminal:
         await close_session(run)  # between phases that wait on people, hold no lock and no connection
     if isinstance(outcome, Wait) and outcome.reason is Reason.DATABASE_UNAVAILABLE:
@@ -272,17 +275,16 @@ async def _prepare(
         params = params_from_secret(credentials, resource.spec.database.ssl_mode, ca_pem)
     except ConnectionError_ as error:
         return Fail(Reason.SECRET_UNAVAILABLE, f"secret {namespace}/{secret_ref.name}: {error}")
-    migration = Migration(
-        name=f"{namespace}/{name}",
-        spec=resource.spec,
-        params=params,
-        status=status,
+    inputs = RunInputs(
+        f"{namespace}/{name}",
+        resource.spec,
+        params,
         backup=JobBackup(state.client, resource, secret_ref.name, state.job_defaults, ca),
         generation=generation,
     )
     if state.scratch is not None:
-        migration.scratch = state.scratch
-    return migration
+        inputs = dataclasses.replace(inputs, scratch=state.scratch)
+    return Migration(inputs, status=status)
 
 
 async def _secret(client: KubeClient, namespace: str, name: str) -> dict[str, str] | Fail:

@@ -14,12 +14,13 @@ from ..vocabulary import (
 async def run_awaiting_approval(m: Migration) -> Outcome:
     """Proceed only when the approved hash is the current plan's."""
     current = m.status.plan_hash
-    if m.approved_hash is None:
+    approved = m.decisions.approved_hash
+    if approved is None:
         return Hold(Reason.AWAITING_APPROVAL, f"approval is Manual: review the plan and approve hash {current}")
-    if m.approved_hash != current:
+    if approved != current:
         return Hold(
             Reason.AWAITING_APPROVAL,
-            f"the approved hash {m.approved_hash} is stale (the plan is now {current}); review and approve again",
+            f"the approved hash {approved} is stale (the plan is now {current}); review and approve again",
         )
     return Advance(Phase.SWAP, f"plan {current} approved")
 

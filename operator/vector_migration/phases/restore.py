@@ -42,9 +42,10 @@ def ask_for_restore(m: Migration, backup: BackupStatus | None, why: str) -> Outc
     """Hold for a person's consent to restore the verified backup (or fail when there is none)."""
     if backup is None or not backup.verified:
         return Fail(Reason.ROLLBACK_FAILED, f"{why}; there is no verified backup to restore")
+    consent = m.decisions.restore_consent
     token = restore_token(backup)
     stale = (
-        f" The consent given ({m.restore_consent}) is not for this archive." if m.restore_consent not in (None, token)
+        f" The consent given ({consent}) is not for this archive." if consent not in (None, token)
         else ""
     )  # fmt: skip
     message = (

@@ -16,7 +16,7 @@ from ..database.catalog import (
 from ..database.inventory import read_inventory
 from ..database.surface import TargetSurface
 from ..engine import records
-from ..engine.context import Migration
+from ..engine.context import Migration, RunInputs
 from ..engine.conversion import build_plan
 from ..engine.outcomes import Advance, Fail, Outcome
 from ..engine.plan import PlanningError, Statement, column_key
@@ -62,7 +62,7 @@ async def run_rollback(m: Migration) -> Outcome:
     plan_hash = recorded.plan_hash(records.SWAPPED)
     saved = swapped.status
     backup = saved.backup if saved.backup and saved.backup.verified else m.status.backup
-    if backup is not None and backup.verified and m.restore_consent == restore_token(backup):
+    if backup is not None and backup.verified and m.decisions.restore_consent == restore_token(backup):
         return await restore_backup(m, swapped, plan_hash, backup)
     outcome = await _reverse_in_sql(m, swapped, plan_hash)
     if isinstance(outcome, Fail) and outcome.reason is Reason.ROLLBACK_FAILED:
@@ -83,7 +83,7 @@ async def _reverse_plan(m: Migration, swapped: SwapRecord) -> ReversePlan | Fail
     reverse.tables, reverse.reindex.mode = [], ReindexMode.ATOMIC
     reverse.rebuild.column_types = []  # the types to go back to come from the saved inventory below
     reverse.strategy = Strategy.IN_PLACE  # converting back in place needs no scratch space, whatever went forward
-    backwards = Migration(name=m.name, spec=reverse, params=m.params, reporter=m.reporter, conn=conn)
+    backwards = Migration(RunInputs(m.name, reverse, m.params, reporter=m.reporter), conn=conn)
     server = await read_server(conn)
     inventory = await read_inventory(conn, reverse, server, target, count_rows=False)
     if inventory.blockers:

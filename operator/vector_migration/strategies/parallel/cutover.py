@@ -32,13 +32,13 @@ async def run_cutover(m: Migration) -> Outcome:
                     Reason.ANALYSIS_FAILED, f"cutover step {cutover.step + 1} (weight {cutover.weight}%): {message}"
                 )
         elif current.pause is not None and current.pause.duration is None:
-            if not m.promote:
+            if not m.decisions.promote or m.facts.promotion_used:
                 return Hold(
                     Reason.AWAITING_PROMOTION,
                     f"cutover paused at step {cutover.step + 1} of {len(steps)} with {cutover.weight}% of reads on "
                     'the new tables; promote to go on (annotation ruvector.dev/promote: "true", or --promote)',
                 )
-            m.promote, m.promote_consumed = False, True
+            m.facts.promotion_used = True
         elif current.pause is not None:
             remaining = duration_ms(current.pause.duration or "0") / 1000 - _age(cutover.step_started_at)
             if remaining > 0:
