@@ -201,30 +201,17 @@ def _free_port() -> int:
 
 async def operator_costs(server: EmbeddedPostgres) -> dict[str, float]:
     """The operator as its own process against the API emulator: idle RSS, apply-to-first-phase time."""
-    import kmock
-
-    from tests.cluster import RESOURCES, VERBS, Cluster, phase
+    from tests.cluster import phase, running_cluster
 
     params = await fresh_copy(server, "bench_operator")
-    async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator):
-        for resource, info in RESOURCES.items():
-            emulator.resources[resource] = kmock.ResourceInfo(**info, verbs=VERBS)
-        cluster = Cluster(emulator)
-        with tempfile.TemporaryDirectory() as scratch:
-            kubeconfig = Path(scratch) / "kubeconfig"
-            kubeconfig.write_text(
-                json.dumps({
-                    "apiVersion": "v1", "kind": "Config", "current-context": "bench",
-                    "clusters": [{"name": "bench", "cluster": {"server": cluster.url}}],
-                    "users": [{"name": "bench", "user": {"token": "bench"}}],
-                    "contexts": [{"name": "bench", "context": {"cluster": "bench", "user": "bench"}}],
-                })
-            )  # fmt: skip
+    with tempfile.TemporaryDirectory() as scratch:
+        # The emulator served over TLS with a private CA and token logins, as the tests run it.
+        async with running_cluster(Path(scratch), server.bin_dir) as (cluster, _):
             command = [
                 str(Path(sys.executable).parent / "vector-migration"), "operator", "--all-namespaces", "--standalone",
                 "--metrics-port=0", f"--liveness=http://127.0.0.1:{_free_port()}/healthz",
             ]  # fmt: skip
-            env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+            env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig())}
             process = await asyncio.create_subprocess_exec(
                 *command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
@@ -246,7 +233,6 @@ async def operator_costs(server: EmbeddedPostgres) -> dict[str, float]:
                 process.terminate()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(process.wait(), timeout=20)
-                await cluster.http.close()
     return {"operator_idle_rss_mb": rss_mb, "operator_reaction_s": reaction}
 
 

@@ -216,3 +216,24 @@ async def test_a_parallel_run_resumed_with_no_memory_compares_with_the_proven_ch
     # parsed form a run without memory would otherwise fall back to)
     assert status.verification is not None and status.verification.checksum_mode == "binary"
     assert await docs_before(conn) == before
+
+
+async def test_a_command_line_run_cut_off_after_the_finalize_continues_from_the_journal(
+    database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    await create_shop(conn)
+    before = await docs_before(conn)
+    resource = manifest(**{**PARALLEL, "parallel": {"batchSize": 250, "keepOldFor": "1h"}})
+    first = await run(migration(database, resource, backup_dir))
+    assert first.phase is Phase.SUCCEEDED, first.message
+    # The process died after the finalize committed and before the success was journaled.
+    await conn.execute("DELETE FROM vector_migration.journal WHERE event = 'verified'")
+
+    status = await run(migration(database, resource, backup_dir))  # run again with no status, as a command line is
+
+    assert status.phase is Phase.SUCCEEDED, status.message
+    assert "checking the migrated tables" in " ".join(c.message for c in status.conditions) or status.message
+    assert await conn.fetchval(EMBEDDING_TYPE) == "ruvector(8)"
+    assert await docs_before(conn) == before
+    assert await conn.fetchval("SELECT to_regclass('public.docs_pgvector_old') IS NOT NULL")  # kept for keepOldFor
+    assert await conn.fetchval("SELECT to_regclass('public.docs_vmig_shadow')") is None

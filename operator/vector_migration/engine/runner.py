@@ -49,6 +49,12 @@ async def step(m: Migration) -> Outcome:
         outcome = Wait(Reason.DATABASE_UNAVAILABLE, f"{m.status.phase.value}: {error}")
     except UnreadableJournal as error:
         outcome = Fail(Reason.JOURNAL_UNREADABLE, f"{error}; nothing was changed")
+    except asyncpg.PostgresError as error:
+        # A statement no phase expected to fail: what it was part of rolled back; the journal says what is done.
+        outcome = Fail(
+            Reason.INTERNAL_ERROR,
+            f"{m.status.phase.value}: unexpected database error ({type(error).__name__}: {error})",
+        )
     key = timing_key(m.status.phase)
     if not isinstance(outcome, Wait):
         m.status.timings[key] = round(m.status.timings.get(key, 0.0) + time.perf_counter() - started, 3)

@@ -21,7 +21,9 @@ from ..database.surface import TargetSurface
 from ..vocabulary import Phase, Strategy
 from .context import Migration, PhaseFunction
 from .conversion import build_plan
+from .outcomes import Outcome
 from .plan import MigrationPlan, StrategyPlan
+from .records import Journal, already_done
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,9 @@ class MigrationStrategy(Protocol):
     async def check(self, m: Migration, inventory: SourceInventory, surface: TargetSurface) -> list[Blocker]:
         """What keeps this strategy from moving these tables, each with what to do about it."""
 
+    def resume(self, m: Migration, recorded: Journal) -> Outcome | None:
+        """Where a run that finds its journal further along continues (None: from the checklist's plan)."""
+
     def convert(self, m: Migration, inputs: PlanInputs) -> MigrationPlan:
         """How every column and index maps to the target (PlanningError when one cannot)."""
 
@@ -88,6 +93,10 @@ class ConvertingStrategy:
 
     # Whether the conversion rewrites the tables' storage through COPY (Rebuild) or converts in place.
     refills_storage = False
+
+    def resume(self, m: Migration, recorded: Journal) -> Outcome | None:
+        """After a committed swap: the reindex, with the facts the swap recorded."""
+        return already_done(m, recorded)
 
     def convert(self, m: Migration, inputs: PlanInputs) -> MigrationPlan:
         """The one-transaction conversion of the spec's columns."""

@@ -81,7 +81,7 @@ async def _continue_from_journal(m: Migration) -> Outcome | None:
     if recorded.verified is not None:
         m.status = recorded.verified.status
         return Advance(Phase.SUCCEEDED, await _finished(m))
-    return records.already_done(m, recorded)
+    return strategy_of(m.spec).resume(m, recorded)
 
 
 async def _read_source(m: Migration) -> SourceInventory | Fail:

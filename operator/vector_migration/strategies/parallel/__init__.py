@@ -30,9 +30,12 @@ from pathlib import Path
 from ...api import VectorMigrationStatus
 from ...database.catalog import Blocker, SourceInventory
 from ...database.surface import TargetSurface
+from ...engine import records
 from ...engine.context import Migration, PhaseFunction
 from ...engine.conversion import build_plan
+from ...engine.outcomes import Advance, Outcome
 from ...engine.plan import MigrationPlan, StrategyPlan
+from ...engine.records import Journal
 from ...engine.strategy import PlanInputs
 from ...phases.approval import run_awaiting_approval
 from ...phases.backup import run_backup_phase
@@ -72,6 +75,15 @@ class Parallel:
     undo_on_failure = frozenset({Phase.BACKFILL, Phase.REINDEX, Phase.VERIFY, Phase.CUTOVER, Phase.FINALIZE})
     # Until the finalize the application still runs on pgvector: a person may abort at once.
     abortable = frozenset({Phase.BACKFILL, Phase.REINDEX, Phase.VERIFY, Phase.CUTOVER})
+
+    def resume(self, m: Migration, recorded: Journal) -> Outcome | None:
+        """After the finalize committed: check its result; after the prepare: continue the backfill."""
+        prepared = recorded.prepared
+        if prepared is None:
+            return None
+        if records.FINALIZED in recorded:
+            return Advance(Phase.FINALIZE, "the finalize had already committed; checking the migrated tables")
+        return Advance(Phase.BACKFILL, "the shadow tables already exist; continuing with the backfill")
 
     def convert(self, m: Migration, inputs: PlanInputs) -> MigrationPlan:
         """The columns' and indexes' mapping (reindex.mode does not apply: the shadows are built as Parallel does)."""

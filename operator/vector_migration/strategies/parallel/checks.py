@@ -8,7 +8,15 @@ from ...database.catalog import Blocker, SourceInventory
 from ...database.sql import qualify
 from ...database.surface import TargetSurface
 from ...vocabulary import Reason
-from .names import OLD_SUFFIX, OURS, SHADOW_SUFFIX, SYNC_TRIGGER, SYNC_TRUNCATE_TRIGGER, derived_name
+from .names import (
+    INDEX_SUFFIX,
+    OLD_SUFFIX,
+    OURS,
+    SHADOW_SUFFIX,
+    SYNC_TRIGGER,
+    SYNC_TRUNCATE_TRIGGER,
+    derived_name,
+)
 
 
 async def check_tables(conn: asyncpg.Connection, inventory: SourceInventory, surface: TargetSurface) -> list[Blocker]:
@@ -80,6 +88,7 @@ async def _check_table(conn: asyncpg.Connection, schema: str, table: str) -> lis
                 f"table {name} cannot move through a shadow: it {'; it '.join(problems)}; use InPlace",
             )
         )
+    blockers += await _index_names_free(conn, schema, table)
     for suffix in (SHADOW_SUFFIX, OLD_SUFFIX):
         derived = derived_name(table, suffix)
         taken = await conn.fetchval("SELECT pg_catalog.to_regclass($1) IS NOT NULL", qualify(schema, derived))
@@ -99,3 +108,43 @@ async def ours(conn: asyncpg.Connection, schema: str, table: str) -> bool:
         "SELECT pg_catalog.obj_description($1::pg_catalog.regclass, 'pg_class')", qualify(schema, table)
     )
     return bool(comment and comment.startswith(OURS))
+
+
+async def _index_names_free(conn: asyncpg.Connection, schema: str, table: str) -> list[Blocker]:
+    """The names the shadow's indexes take until the finalize, and the originals' after it, must be free.
+
+    Free, or already the shadow's own (a run that continues after its prepare).
+    """
+    shadow = qualify(schema, derived_name(table, SHADOW_SUFFIX))
+    names = await conn.fetch(
+        """
+        SELECT c.relname AS index, COALESCE(k.conname, c.relname) AS constraint_or_index
+          FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+          LEFT JOIN pg_catalog.pg_constraint k ON k.conindid = i.indexrelid AND k.conrelid = i.indrelid
+                AND k.contype IN ('p', 'u', 'x')
+         WHERE i.indrelid = $1::pg_catalog.regclass
+        """,
+        qualify(schema, table),
+    )
+    wanted = [derived_name(r["constraint_or_index"], INDEX_SUFFIX) for r in names]
+    wanted += [derived_name(r["index"], OLD_SUFFIX) for r in names]
+    taken = await conn.fetch(
+        """
+        SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+          LEFT JOIN pg_catalog.pg_index i ON i.indexrelid = c.oid
+         WHERE n.nspname = $1 AND c.relname = ANY($2::text[])
+           AND i.indrelid IS DISTINCT FROM pg_catalog.to_regclass($3)
+         ORDER BY 1
+        """,
+        schema,
+        wanted,
+        shadow,
+    )
+    return [
+        Blocker(
+            Reason.BLOCKING_DEPENDENT,
+            f"table {schema}.{table}: the name {schema}.{row['relname']} the migration needs for an index is taken; "
+            "rename that relation",
+        )
+        for row in taken
+    ]
