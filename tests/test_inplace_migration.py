@@ -10,7 +10,7 @@ import pytest
 from tests.scenarios import condition, create_rich_database, index_facts, manifest, migration, snapshot
 from vector_migration.database.sql import ConnectionParams
 from vector_migration.engine.runner import run
-from vector_migration.vocabulary import Phase
+from vector_migration.vocabulary import Phase, Reason
 
 # extension -> (type, hnsw method, ivfflat method, opclass prefix)
 SURFACES = {
@@ -139,6 +139,35 @@ async def test_running_a_finished_migration_again_changes_nothing(
     assert second.plan_hash == first.plan_hash
     assert await conn.fetch("SELECT event, recorded_at FROM vector_migration.journal ORDER BY event") == journal_before
     assert sorted(backup_dir.iterdir()) == archives  # no second backup either
+
+
+async def test_a_database_put_back_on_pgvector_is_not_reported_as_migrated(
+    database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    await conn.execute(
+        """
+        CREATE EXTENSION vector;
+        CREATE TABLE notes (id int PRIMARY KEY, embedding vector(3));
+        INSERT INTO notes VALUES (1, '[1,2,3]'), (2, '[4,5,6]'), (3, NULL);
+        """
+    )
+    resource = manifest(backup={"enabled": False})
+    first = await run(migration(database, resource, backup_dir))
+    assert first.phase is Phase.SUCCEEDED, first.message
+    # Someone puts the database back on pgvector by hand, keeping the journal.
+    await conn.execute(
+        "CREATE EXTENSION vector;"
+        " ALTER TABLE notes ALTER COLUMN embedding TYPE vector(3) USING embedding::text::vector(3)"
+    )
+    rows = await conn.fetch("SELECT id, embedding::text FROM notes ORDER BY id")
+
+    again = await run(migration(database, resource, backup_dir))
+
+    assert again.phase is Phase.FAILED
+    assert condition(again, "Ready").reason == Reason.DRIFTED
+    assert "column public.notes.embedding is public.vector(3) (vector) again" in again.message
+    assert "apply a migration under a new name" in again.message
+    assert await conn.fetch("SELECT id, embedding::text FROM notes ORDER BY id") == rows
 
 
 async def test_post_migration_features_are_applied_when_the_target_has_them(

@@ -237,3 +237,18 @@ async def test_a_command_line_run_cut_off_after_the_finalize_continues_from_the_
     assert await docs_before(conn) == before
     assert await conn.fetchval("SELECT to_regclass('public.docs_pgvector_old') IS NOT NULL")  # kept for keepOldFor
     assert await conn.fetchval("SELECT to_regclass('public.docs_vmig_shadow')") is None
+
+
+@pytest.mark.parametrize("comment", ["the shop's documents", None])
+async def test_the_tables_own_comment_survives_the_finalize(
+    comment: str | None, database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    await create_shop(conn)
+    if comment is not None:
+        await conn.execute("COMMENT ON TABLE docs IS 'the shop''s documents'")
+
+    status = await run(migration(database, manifest(**PARALLEL), backup_dir))
+
+    assert status.phase is Phase.SUCCEEDED, status.message
+    assert await conn.fetchval(EMBEDDING_TYPE) == "ruvector(8)"
+    assert await conn.fetchval("SELECT obj_description('public.docs'::regclass, 'pg_class')") == comment

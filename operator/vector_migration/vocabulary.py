@@ -177,6 +177,7 @@ class Reason(StrEnum):
     BACKUP_KEPT = "BackupKept"
     INTERNAL_ERROR = "InternalError"
     JOURNAL_UNREADABLE = "JournalUnreadable"
+    DRIFTED = "Drifted"
 
 
 class StatementKind(StrEnum):

@@ -99,6 +99,7 @@ class RunFacts:
     copy_format: str = COPY_TEXT  # Rebuild's export format, fixed at the checklist with the plan
     probes: list[Probe] = field(default_factory=list)
     rebuilds: list[IndexBuild] = field(default_factory=list)
+    tables: list[tuple[str, str]] = field(default_factory=list)  # (schema, table) the swap converted
     replans: int = 0
     failure: Fail | None = None
     swap_loaded: bool = False  # rebuilds and probes hold what the swap recorded

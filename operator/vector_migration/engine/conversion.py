@@ -138,10 +138,12 @@ def build_plan(
             _alter_columns(conversions, s, t, stage="from-intermediate", owner=inventory.owners.get((s, t)))
             for s, t in tables
         ]
-    for view in inventory.views:
-        statements += _recreate_view(view)
-    statements += [Statement(StatementKind.CARRY_SETTING, c.statement) for c in settings if c.statement]
+    views = [statement for view in inventory.views for statement in _recreate_view(view)]
+    settings_carried = [Statement(StatementKind.CARRY_SETTING, c.statement) for c in settings if c.statement]
     if refill:
+        # The rows come back before the views do: a materialized view created WITH DATA over an
+        # emptied table would be empty (and so would every later read of it, until a refresh).
+        statements += settings_carried
         statements += [
             Statement(
                 StatementKind.IMPORT,
@@ -151,6 +153,9 @@ def build_plan(
             )
             for s, t in tables
         ]
+        statements += views
+    else:
+        statements += views + settings_carried
     statements += [Statement(StatementKind.BUILD_INDEX, r.definition) for r in rebuilds if not r.concurrent]
     return MigrationPlan(
         route=route,

@@ -160,6 +160,10 @@ class ShadowTable(BaseModel):
     # Version 2: the original's index names (renamed to *_pgvector_old at the finalize), and the owner.
     original_indexes: list[str] | None = None
     owner: str | None = None
+    # The table's own comment, given back to it at the finalize (the shadow carries the engine's
+    # marker until then); version 1 records did not keep it (comment_kept False: left as it was).
+    comment: str | None = None
+    comment_kept: bool = False
 
     model_config = ConfigDict(populate_by_name=True)
 
@@ -340,6 +344,7 @@ def load_swap_record(m: Migration, record: SwapRecord, plan_hash: str) -> None:
     for message in saved.warnings:
         warn(m.status, message)
     m.facts.rebuilds = list(record.rebuilds)
+    m.facts.tables = [(str(schema), str(table)) for schema, table, _ in record.tables]
     m.facts.checksum_mode = record.checksum_mode  # what the samples proved valid
     m.facts.swap_loaded = True
     m.facts.probes = [p.probe() for p in record.probes]

@@ -80,8 +80,43 @@ async def _continue_from_journal(m: Migration) -> Outcome | None:
         return Advance(Phase.ROLLING_BACK, "migrated and verified; rolling back as requested")
     if recorded.verified is not None:
         m.status = recorded.verified.status
+        drifted = await _drift(m, recorded.swapped or recorded.prepared)
+        if drifted:
+            return Fail(
+                Reason.DRIFTED,
+                f"the journal says this migration succeeded, but the database no longer matches: {'; '.join(drifted)}. "
+                "Nothing was changed. To migrate it again, apply a migration under a new name.",
+            )
         return Advance(Phase.SUCCEEDED, await _finished(m))
     return strategy_of(m.spec).resume(m, recorded)
+
+
+async def _drift(m: Migration, record: records.SwapRecord | None) -> list[str]:
+    """How the catalog differs from what a succeeded migration left: the target gone, or a source type back."""
+    conn = m.session
+    target = m.spec.target.extension
+    differences = []
+    if await read_extension(conn, target) is None:
+        differences.append(f"extension {target} is not installed")
+    for schema, table, columns in record.tables if record is not None else []:
+        for column in columns:
+            row = await conn.fetchrow(
+                """
+                SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) AS type, e.extname
+                  FROM pg_catalog.pg_attribute a
+                  LEFT JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass
+                        AND d.objid = a.atttypid AND d.deptype = 'e'
+                  LEFT JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
+                 WHERE a.attrelid = pg_catalog.to_regclass($1) AND a.attname = $2 AND NOT a.attisdropped
+                """,
+                qualify(schema, table),
+                column,
+            )
+            if row is None:
+                differences.append(f"column {schema}.{table}.{column} is gone")
+            elif row["extname"] == m.spec.source.extension:
+                differences.append(f"column {schema}.{table}.{column} is {row['type']} ({row['extname']}) again")
+    return differences
 
 
 async def _read_source(m: Migration) -> SourceInventory | Fail:

@@ -76,6 +76,7 @@ async def run_reindex(m: Migration) -> Outcome:
             built += await build_index(m, rebuild.index_schema, rebuild.name, rebuild.definition, rebuild.method)
     except IndexBuildFailed as error:
         return Fail(Reason.REINDEX_FAILED, f"{error}; the data is migrated and intact, the index is not")
+    await analyze(m, m.facts.tables)
     total = len(m.facts.rebuilds)
     message = f"{total} index(es) on the target access methods ({built} built after the swap)"
     set_condition(m.status, ConditionType.INDEXES_REBUILT, True, Reason.COMPLETED, message, m.generation)
@@ -119,3 +120,16 @@ async def build_index(m: Migration, schema: str, name: str, definition: str, met
             m.reporter.warning(f"building {name} failed ({error}); retrying")
         finally:
             await conn.execute("RESET maintenance_work_mem; RESET statement_timeout")
+
+
+async def analyze(m: Migration, tables: list[tuple[str, str]]) -> None:
+    """Fresh planner statistics for converted tables: ALTER COLUMN ... TYPE drops a column's, a shadow has none.
+
+    Without them the planner may not use an index the source's planner used, and verification would
+    blame the index. ANALYZE runs the table owner's index expressions as that owner (PostgreSQL's
+    own rule), and takes no lock that blocks writes.
+    """
+    for schema, table in tables:
+        m.reporter.progress("analyze", note=f"{schema}.{table}")
+        await m.session.execute(f"ANALYZE {qualify(schema, table)}")
+    m.reporter.task_done("analyze")

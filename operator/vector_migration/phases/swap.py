@@ -144,6 +144,7 @@ async def run_swap(m: Migration) -> Outcome:
         record_timing(m.status, "writeBlockedSeconds", progress.blocked_seconds)
         progress.step = "journal"
         facts.rebuilds = [records.IndexBuild.of(r) for r in plan.rebuilds]
+        facts.tables = inventory.tables()
         facts.swap_loaded = True
         await records.write(conn, m.name, records.SWAPPED, ready.plan.plan_hash, records.swap_record(m))
         progress.step = "commit"

@@ -19,7 +19,7 @@ from ...engine.context import Migration
 from ...engine.outcomes import Advance, Fail, Outcome
 from ...engine.records import ShadowTable
 from ...engine.transactions import execute
-from ...phases.reindex import IndexBuildFailed, build_index
+from ...phases.reindex import IndexBuildFailed, analyze, build_index
 from ...status import set_condition
 from ...vocabulary import ConditionType, Phase, Reason, StatementKind
 from .names import table_digest
@@ -109,6 +109,7 @@ async def run_shadow_reindex(m: Migration) -> Outcome:
                 built += await build_index(m, table.table_schema, index.name, index.definition)
     except IndexBuildFailed as error:
         return Fail(Reason.REINDEX_FAILED, f"{error} on the shadow; the application's tables are untouched")
+    await analyze(m, [(t.table_schema, t.shadow) for t in tables])
     message = f"{built} index(es) built concurrently on the shadow tables; the application never waited"
     set_condition(m.status, ConditionType.INDEXES_REBUILT, True, Reason.COMPLETED, message, m.generation)
     return Advance(Phase.VERIFY, message)

@@ -39,6 +39,7 @@ class TableFacts:
     grants: tuple[tuple[str, str, bool], ...]  # (grantee, privilege, grantable)
     sequences: tuple[tuple[str, str], ...]  # (column, owned sequence) of serial columns
     identities: tuple[tuple[str, str], ...]  # (column, identity sequence)
+    comment: str | None  # the table's own comment
 
 
 # size: six short catalog queries: one place reads everything a shadow copies
@@ -89,6 +90,7 @@ async def read_table_facts(conn: asyncpg.Connection, schema: str, table: str, ve
     owner_and_grants = await conn.fetchrow(
         """
         SELECT pg_catalog.pg_get_userbyid(c.relowner) AS owner,
+               pg_catalog.obj_description(c.oid, 'pg_class') AS comment,
                ARRAY(SELECT ARRAY[CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee) END,
                                   a.privilege_type, a.is_grantable::pg_catalog.text]
                        FROM pg_catalog.aclexplode(c.relacl) a) AS grants
@@ -122,4 +124,5 @@ async def read_table_facts(conn: asyncpg.Connection, schema: str, table: str, ve
         ),
         sequences=tuple((r["attname"], r["sequence"]) for r in owned if not r["identity"]),
         identities=tuple((r["attname"], r["sequence"]) for r in owned if r["identity"]),
+        comment=owner_and_grants["comment"],
     )

@@ -175,6 +175,8 @@ def _table_plan(
         identities=[list(pair) for pair in facts.identities],
         original_indexes=[i.name for i in facts.indexes],
         owner=facts.owner,
+        comment=facts.comment,
+        comment_kept=True,
     )
     return TablePlan(
         shadow=shadow,
@@ -314,6 +316,9 @@ def finalize_statements(table: ShadowTable) -> list[Statement]:
     ]
     sql.append(f"ALTER TABLE {source} RENAME TO {quote_ident(table.old)}")
     sql.append(f"ALTER TABLE {shadow} RENAME TO {quote_ident(table.table)}")
+    if table.comment_kept:  # the shadow's marker goes; the table's own comment (or none) is back
+        comment = "NULL" if table.comment is None else quote_literal(table.comment)
+        sql.append(f"COMMENT ON TABLE {source} IS {comment}")
     sql += [
         f"ALTER INDEX {qualify(schema, shadow_index)} RENAME TO {quote_ident(original)}"
         for shadow_index, original in table.index_renames
