@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit crd e2e bench reliability clean
+.PHONY: demo test lint typecheck unit crd e2e bench reliability stress clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ crd: $(STAMP)
 # The fault-injection matrix, writing docs/reliability.md from what it observed.
 reliability: $(STAMP)
 	VMIG_WRITE_RELIABILITY_REPORT=1 $(BIN)/pytest -q tests/reliability --ignore=tests/reliability/test_report.py
+
+# A busy machine must not roll back a healthy migration: 20 InPlace runs beside CPU hogs (about 3 minutes).
+stress: $(STAMP)
+	VMIG_STRESS=1 $(BIN)/pytest -q tests/stress
 
 e2e: $(STAMP)
 	tests/e2e/run.sh

@@ -24,6 +24,7 @@ from .vocabulary import (
     KIND,
     Approval,
     BackupScope,
+    LatencyEnforcement,
     Phase,
     ReindexMode,
     RollbackPolicy,
@@ -251,6 +252,12 @@ class ReindexSpec(ApiModel):
         return value
 
 
+class LatencyVerifySpec(ApiModel):
+    """What a latency regression does once it survived every round of measurement."""
+
+    enforce: LatencyEnforcement = LatencyEnforcement.HOLD
+
+
 class VerifySpec(ApiModel):
     """What 'verified' means: recall against the pgvector baseline, latency within a bound."""
 
@@ -261,6 +268,9 @@ class VerifySpec(ApiModel):
     max_latency_regression: Annotated[float, Field(ge=1.0)] = 1.5
     # Absolute slack added to the latency bound, so sub-millisecond noise cannot fail a migration.
     latency_slack_ms: Annotated[float, Field(ge=0.0)] = 2.0
+    # Latency over the bound is measured again, up to this many rounds in all, before it counts.
+    max_rounds: Annotated[int, Field(ge=1, le=10)] = 3
+    latency: LatencyVerifySpec = Field(default_factory=lambda: LatencyVerifySpec())
 
 
 class RollbackSpec(ApiModel):
@@ -498,6 +508,15 @@ class IndexVerification(ApiModel):
     latency_before: LatencyMs | None = None
     latency_after: LatencyMs | None = None
     used_by_planner: bool | None = None
+    # Recall is a proportion over queries x k: its 95% Wilson interval after the migration.
+    recall_after_interval: list[float] | None = None
+    # When the first build missed the recall bound, the index was built once more: the first figure.
+    recall_after_first_build: float | None = None
+    # Index latency divided by a fixed control query's, measured side by side: load on the machine
+    # slows both, so it cancels out of the comparison (p95 of the ratio, before and after).
+    relative_latency_before: float | None = None
+    relative_latency_after: float | None = None
+    latency_rounds: int | None = None
 
 
 class Verification(ApiModel):

@@ -12,6 +12,8 @@ from datetime import UTC, datetime, timedelta
 from .api import Condition, VectorMigrationStatus
 from .vocabulary import ConditionType, Phase, Reason
 
+# Holds that only a person's decision ends (not an approval a pipeline expects): Stalled, not Reconciling.
+STALLING_HOLDS = frozenset({Reason.VERIFICATION_INCONCLUSIVE})
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # RFC 3339 UTC with second precision, as Kubernetes writes times
 
 
@@ -85,7 +87,7 @@ def summarize(status: VectorMigrationStatus, reason: Reason, message: str, gener
         set_condition(status, ConditionType.READY, True, Reason.SUCCEEDED, message, generation)
         set_condition(status, ConditionType.RECONCILING, False, Reason.SUCCEEDED, "", generation)
         set_condition(status, ConditionType.STALLED, False, Reason.SUCCEEDED, "", generation)
-    elif status.phase in (Phase.FAILED, Phase.ROLLED_BACK):
+    elif status.phase in (Phase.FAILED, Phase.ROLLED_BACK) or reason in STALLING_HOLDS:
         set_condition(status, ConditionType.READY, False, reason, message, generation)
         set_condition(status, ConditionType.RECONCILING, False, reason, "", generation)
         set_condition(status, ConditionType.STALLED, True, reason, message, generation)

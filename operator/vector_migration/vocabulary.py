@@ -102,6 +102,14 @@ class RollbackPolicy(StrEnum):
     MANUAL = "Manual"
 
 
+class LatencyEnforcement(StrEnum):
+    """What a latency regression that survives re-measuring does."""
+
+    ROLLBACK = "Rollback"  # fail verification (and roll back when rollback.onFailure is Automatic)
+    HOLD = "Hold"  # hold for a person: promote to accept, or roll back
+    WARN = "Warn"  # succeed with a warning
+
+
 class ConditionType(StrEnum):
     """Condition types, following kstatus: Ready summarises, Reconciling/Stalled are abnormal-true."""
 
@@ -178,6 +186,7 @@ class Reason(StrEnum):
     INTERNAL_ERROR = "InternalError"
     JOURNAL_UNREADABLE = "JournalUnreadable"
     DRIFTED = "Drifted"
+    VERIFICATION_INCONCLUSIVE = "VerificationInconclusive"
 
 
 class StatementKind(StrEnum):

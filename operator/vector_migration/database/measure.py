@@ -67,13 +67,54 @@ class IndexMeasurement:
     # distance of the farthest. Verification after the swap reuses it: the checksums prove the
     # rows are the same, so the true neighbours are too, and a second exact scan would only cost.
     truth: tuple[tuple[int, float], ...] | None = None
+    # Recall's counts: true neighbours found, and neighbours asked for (queries x k, fewer rows).
+    hits: int | None = None
+    trials: int | None = None
+    # Each index query's time divided by the control query's, run right after it: p50 and p95 of
+    # that ratio, and the control's own median. None in measurements journaled before they existed.
+    relative_p50: float | None = None
+    relative_p95: float | None = None
+    control_p50_ms: float | None = None
+
+    @property
+    def tail(self) -> bool:
+        """Whether enough queries ran for p95 to mean something (else p50 is judged)."""
+        return self.queries >= TAIL_PERCENTILE_MIN_QUERIES
 
     @property
     def judged_percentile(self) -> tuple[str, float]:
         """The latency figure a regression is judged on: p95, or p50 when too few queries ran."""
-        if self.queries >= TAIL_PERCENTILE_MIN_QUERIES:
+        if self.tail:
             return "p95", self.p95_ms
         return "p50", self.p50_ms
+
+    @property
+    def judged_relative(self) -> float | None:
+        """The control-relative latency figure a regression is judged on (p95, or p50), when measured."""
+        return self.relative_p95 if self.tail else self.relative_p50
+
+    @property
+    def recall_interval(self) -> tuple[float, float] | None:
+        """The 95% Wilson score interval of recall, a proportion of hits over trials."""
+        if not self.hits and not self.trials:
+            return None
+        return wilson_interval(self.hits or 0, self.trials or 0)
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson's score interval for a binomial proportion (sound near 0 and 1, unlike the normal one)."""
+    if trials <= 0:
+        return 0.0, 1.0
+    p = successes / trials
+    denominator = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denominator
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
+    return round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)
+
+
+# A fixed amount of executor work that touches no table: what the machine's load does to it, it
+# does to the index's queries measured beside it. Its type does not change with the migration.
+CONTROL_QUERY = "/* vector-migration: control */ SELECT pg_catalog.sum(g) FROM pg_catalog.generate_series(1, 4000) g"
 
 
 def normalized_vector(column_sql: str) -> str:
@@ -250,6 +291,7 @@ async def measure_index(
     """
     searched = _Search(target, k)
     latencies: list[float] = []
+    controls: list[float] = []
     answers: list[list[float]] = []
     async with conn.transaction():
         # Forbidding sequential scans makes the planner use the index whenever it can serve the query.
@@ -263,13 +305,18 @@ async def measure_index(
             started = time.perf_counter()
             answers.append([row[0] for row in await conn.fetch(searched.index_query, vector)])
             latencies.append((time.perf_counter() - started) * 1000)
+            started = time.perf_counter()
+            await conn.fetchval(CONTROL_QUERY)
+            controls.append((time.perf_counter() - started) * 1000)
     if truth is None or len(truth) != len(queries):
         truth = await _exact_search(conn, searched, queries, answers)
-    recalls = [
-        min(expected, sum(1 for d in found if d <= _within(farthest))) / expected
+    found_per_query = [
+        (expected, min(expected, sum(1 for d in found if d <= _within(farthest))))
         for (expected, farthest), found in zip(truth, answers, strict=True)
         if expected
     ]
+    recalls = [hits / expected for expected, hits in found_per_query]
+    ratios = [latency / control for latency, control in zip(latencies, controls, strict=True) if control > 0]
     default_plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {searched.body}", queries[0]) if queries else None
     return IndexMeasurement(
         queries=len(queries),
@@ -280,6 +327,11 @@ async def measure_index(
         usable=usable,
         used_by_planner=_plan_uses(default_plan, target.index_name),
         truth=truth,
+        hits=sum(hits for _, hits in found_per_query),
+        trials=sum(expected for expected, _ in found_per_query),
+        relative_p50=_percentile(ratios, 50) if ratios else None,
+        relative_p95=_percentile(ratios, 95) if ratios else None,
+        control_p50_ms=_percentile(controls, 50) if controls else None,
     )
 
 

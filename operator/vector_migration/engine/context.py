@@ -103,7 +103,8 @@ class RunFacts:
     replans: int = 0
     failure: Fail | None = None
     swap_loaded: bool = False  # rebuilds and probes hold what the swap recorded
-    promotion_used: bool = False  # Decisions.promote released a pause in this reconciliation
+    promotion_used: bool = False  # Decisions.promote released a pause (or accepted latency) this time
+    built_again: set[str] = field(default_factory=set)  # indexes verify built a second time in this run
     # The target type of some columns: a rollback's, each column's type before the migration;
     # None takes the spec's rebuild.columnTypes.
     column_types: dict[ColumnKey, str] | None = None

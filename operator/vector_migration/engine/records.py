@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..api import SPEC_MUTABLE_AFTER_SWAP, TableVerification, VectorMigrationStatus, frozen_spec
+from ..api import SPEC_MUTABLE_AFTER_SWAP, TableVerification, VectorMigrationSpec, VectorMigrationStatus, frozen_spec
 from ..database import journal
 from ..database.catalog import VectorColumn
 from ..database.measure import IndexMeasurement, IndexTarget
@@ -391,9 +391,13 @@ async def ensure_swap_facts(m: Migration) -> Outcome | None:
 
 def spec_changes(m: Migration, record: SwapRecord) -> Fail | None:
     """A spec changed after the swap in a way the committed swap cannot follow: the person decides."""
-    swapped_with = record.spec
+    if record.spec is None:
+        return None
+    # Read back through the model: a field added since the swap was recorded takes its default, and
+    # a default is no change a person made.
+    swapped_with = frozen_spec(VectorMigrationSpec.model_validate(record.spec))
     now = frozen_spec(m.spec)
-    if swapped_with is None or swapped_with == now:
+    if swapped_with == now:
         return None
     changed = sorted(key for key in now.keys() | swapped_with.keys() if now.get(key) != swapped_with.get(key))
     return Fail(

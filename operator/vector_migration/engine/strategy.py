@@ -89,7 +89,8 @@ class ConvertingStrategy:
 
     kind: Strategy
     undo_on_failure = frozenset({Phase.REINDEX, Phase.VERIFY})
-    abortable: frozenset[Phase] = frozenset()
+    # A verification held for a decision: a person may choose the rollback.
+    abortable: frozenset[Phase] = frozenset({Phase.VERIFY})
 
     # Whether the conversion rewrites the tables' storage through COPY (Rebuild) or converts in place.
     refills_storage = False

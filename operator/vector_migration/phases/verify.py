@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from ..api import (
-    IndexVerification,
     TableVerification,
     Verification,
 )
@@ -13,13 +12,9 @@ from ..database.catalog import (
     index_state,
     read_extension,
 )
-from ..database.measure import (
-    latency_ms,
-    measure_index,
-)
 from ..engine import records
-from ..engine.context import Migration, Probe
-from ..engine.outcomes import Advance, Fail, Outcome
+from ..engine.context import Migration
+from ..engine.outcomes import Advance, Fail, Hold, Outcome
 from ..engine.records import ensure_swap_facts
 from ..engine.transactions import (
     bounded_reads,
@@ -31,6 +26,7 @@ from ..vocabulary import (
     Phase,
     Reason,
 )
+from .judge import judge_probes
 from .post_migration import apply_post_migration
 
 
@@ -61,14 +57,17 @@ async def _verify(m: Migration) -> Outcome:
                     f"index {rebuild.name} is missing, INVALID or not on {rebuild.method}",
                 )
             )
-    problems += await judge_probes(m, m.facts.probes, verification)
-    verification.passed = not problems
+    judgement = await judge_probes(m, m.facts.probes, verification)
+    problems += judgement.problems
+    verification.passed = not problems and not judgement.held
     m.status.verification = verification
     if problems:
         message = "; ".join(text for _, text in problems)
         set_condition(m.status, ConditionType.VERIFIED, False, problems[0][0], message, m.generation)
         backup = f" The pre-migration backup is {m.status.backup.location}." if m.status.backup else ""
         return Fail(problems[0][0], f"verification failed: {message}.{backup}")
+    if judgement.held:
+        return hold_for_a_decision(m, judgement.held, "the data is migrated and equal, the indexes valid")
     await apply_post_migration(m)
     recalls = [v.recall_after for v in verification.indexes if v.recall_after is not None]
     message = (
@@ -90,61 +89,6 @@ async def record_success(m: Migration, message: str) -> None:
     )
 
 
-async def judge_probes(m: Migration, probes: list[Probe], verification: Verification) -> list[tuple[Reason, str]]:
-    """Measure each probe's index now; what fell below the baseline's recall or above its latency bound."""
-    conn = m.session
-    spec = m.spec.verify
-    problems: list[tuple[Reason, str]] = []
-    by_name = {v.name: v for v in verification.indexes}
-    for position, probe in enumerate(probes):
-        m.reporter.progress("verify", position, len(probes), f"measuring {probe.index}")
-        if not probe.queries:
-            continue
-        truth = probe.baseline.truth if probe.baseline else None
-        after = await measure_index(conn, probe.after, probe.queries, spec.k, truth)
-        entry = by_name.setdefault(probe.index, IndexVerification(name=probe.index, queries=len(probe.queries)))
-        entry.recall_after = after.recall
-        entry.latency_after = latency_ms(after)
-        entry.used_by_planner = after.used_by_planner
-        if not after.usable and (probe.baseline is None or probe.baseline.usable):
-            # Only what the source served is demanded of the target: a partial index the source's
-            # planner could not use for the sampled query either is no failure of the migration.
-            problems.append((Reason.VERIFICATION_FAILED, f"index {probe.index} cannot serve its distance query"))
-        before = probe.baseline
-        baseline_recall = before.recall if before is not None else None
-        if (
-            after.recall is not None
-            and baseline_recall is not None
-            and (after.recall < baseline_recall - spec.max_recall_drop)
-        ):
-            problems.append(
-                (
-                    Reason.RECALL_DROPPED,
-                    f"index {probe.index}: recall@{spec.k} {after.recall:.3f} is more than "
-                    f"{spec.max_recall_drop} below the baseline {baseline_recall:.3f}",
-                )
-            )
-        if after.recall is not None and spec.min_recall is not None and after.recall < spec.min_recall:
-            problems.append(
-                (Reason.RECALL_DROPPED, f"index {probe.index}: recall@{spec.k} {after.recall:.3f} < {spec.min_recall}")
-            )
-        if before is not None:
-            label, baseline_ms = before.judged_percentile
-            after_ms = after.judged_percentile[1]
-            bound = baseline_ms * spec.max_latency_regression + spec.latency_slack_ms
-            if after_ms > bound:
-                problems.append(
-                    (
-                        Reason.LATENCY_REGRESSED,
-                        f"index {probe.index}: {label} {after_ms:.2f} ms exceeds {bound:.2f} ms "
-                        f"({spec.max_latency_regression}x baseline {baseline_ms:.2f} ms + {spec.latency_slack_ms} ms)",
-                    )
-                )
-    verification.indexes = list(by_name.values())
-    m.reporter.task_done("verify")
-    return problems
-
-
 def unequal(table: TableVerification) -> bool:
     """Whether a table's two sides differ in rows or content."""
     return (table.rows_before, table.checksum_before) != (table.rows_after, table.checksum_after)
@@ -164,3 +108,15 @@ async def compare_content(
         m.facts.checksum_mode = ChecksumMode.NORMALIZED
         compared = await measure()
     return compared
+
+
+def hold_for_a_decision(m: Migration, held: list[str], what_holds: str) -> Outcome:
+    """Latency still over its bound after every round: a person decides, nothing is rolled back."""
+    message = "; ".join(held)
+    set_condition(m.status, ConditionType.VERIFIED, False, Reason.VERIFICATION_INCONCLUSIVE, message, m.generation)
+    return Hold(
+        Reason.VERIFICATION_INCONCLUSIVE,
+        f"latency stayed over its bound: {message}. {what_holds[0].upper()}{what_holds[1:]}. Awaiting a decision: "
+        'promote to accept it (annotation ruvector.dev/promote: "true", or --promote), or roll back '
+        '(annotation ruvector.dev/rollback: "true", or the rollback command)',
+    )

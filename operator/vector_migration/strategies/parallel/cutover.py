@@ -5,6 +5,7 @@ from __future__ import annotations
 from ...api import CutoverStatus, duration_ms
 from ...engine.context import Migration
 from ...engine.outcomes import Advance, Fail, Hold, Outcome, Wait
+from ...phases.verify import hold_for_a_decision
 from ...status import now, seconds_since, set_condition
 from ...vocabulary import ConditionType, Phase, Reason
 from .shadow import START_OVER, recorded_shadows
@@ -24,7 +25,10 @@ async def run_cutover(m: Migration) -> Outcome:
             cutover.step_started_at = now()
         if current.set_weight is not None:
             cutover.weight = current.set_weight
-            problems = await analyse(m, tables, "shadow")
+            judgement = await analyse(m, tables, "shadow")
+            problems = judgement.problems
+            if judgement.held and not problems:
+                return hold_for_a_decision(m, judgement.held, f"cutover step {cutover.step + 1} holds")
             if problems:
                 message = "; ".join(text for _, text in problems)
                 set_condition(m.status, ConditionType.VERIFIED, False, Reason.ANALYSIS_FAILED, message, m.generation)

@@ -20,7 +20,7 @@ from ...engine.outcomes import Advance, Fail, Outcome
 from ...engine.records import ShadowTable
 from ...engine.transactions import Progress, begin_bounded_transaction, execute, roll_back, transaction_failure
 from ...phases.restore import drop_unused_extension
-from ...phases.verify import record_success
+from ...phases.verify import hold_for_a_decision, record_success
 from ...status import now, record_timing, seconds_since, set_condition
 from ...vocabulary import ConditionType, Phase, Reason, StatementKind
 from .plan import drop_old_statements, finalize_transaction
@@ -60,11 +60,14 @@ async def run_finalize(m: Migration) -> Outcome:
             await roll_back(transaction)
             return transaction_failure(error, progress, m.spec, "finalize")
         record_timing(m.status, "writeBlockedSeconds", parallel.lock_window_seconds or 0.0)
-    problems = await analyse(m, tables, "final")
+    judgement = await analyse(m, tables, "final")
+    problems = judgement.problems
     if problems:
         message = "; ".join(text for _, text in problems)
         set_condition(m.status, ConditionType.VERIFIED, False, problems[0][0], message, m.generation)
         return Fail(problems[0][0], f"after the finalize: {message}")
+    if judgement.held:
+        return hold_for_a_decision(m, judgement.held, "the tables are migrated and equal to the old ones, kept in sync")
     parallel = m.status.parallel or ParallelStatus()
     message = (
         f"{len(tables)} table(s) now on {m.spec.target.extension}; writes waited {parallel.lock_window_seconds}s "

@@ -14,7 +14,8 @@ from ...database.measure import IndexTarget, table_checksum
 from ...engine.context import Migration, Probe
 from ...engine.outcomes import Advance, Fail, Outcome
 from ...engine.records import ShadowTable
-from ...phases.verify import compare_content, judge_probes, unequal
+from ...phases.judge import Judgement, judge_probes
+from ...phases.verify import compare_content, hold_for_a_decision, unequal
 from ...status import set_condition
 from ...vocabulary import ConditionType, Phase, Reason
 from .shadow import START_OVER, recorded_shadows
@@ -32,7 +33,7 @@ async def checksum_pair(m: Migration, table: ShadowTable, left: str, right: str)
     )
 
 
-async def analyse(m: Migration, tables: list[ShadowTable], relation: str) -> list[tuple[Reason, str]]:
+async def analyse(m: Migration, tables: list[ShadowTable], relation: str) -> Judgement:
     """The checks a verify and every cutover step run: equal content, valid indexes, recall, latency.
 
     ``relation`` "shadow" checks the shadows against the originals; "final" (after the finalize)
@@ -63,9 +64,10 @@ async def analyse(m: Migration, tables: list[ShadowTable], relation: str) -> lis
                 problems.append(
                     (Reason.VERIFICATION_FAILED, f"index {name} is missing, INVALID or not on {index.method}")
                 )
-    problems += await judge_probes(m, _probes_on(m, tables, relation), verification)
-    verification.passed = not problems
-    return problems
+    judgement = await judge_probes(m, _probes_on(m, tables, relation), verification)
+    judgement.problems[:0] = problems
+    verification.passed = not judgement.problems and not judgement.held
+    return judgement
 
 
 def _probes_on(m: Migration, tables: list[ShadowTable], relation: str) -> list[Probe]:
@@ -88,11 +90,16 @@ async def run_shadow_verify(m: Migration) -> Outcome:
     _, tables = await recorded_shadows(m)
     if tables is None:
         return START_OVER
-    problems = await analyse(m, tables, "shadow")
+    judgement = await analyse(m, tables, "shadow")
+    problems = judgement.problems
     if problems:
         message = "; ".join(text for _, text in problems)
         set_condition(m.status, ConditionType.VERIFIED, False, problems[0][0], message, m.generation)
         return Fail(problems[0][0], f"the shadow tables failed verification: {message}")
+    if judgement.held:
+        return hold_for_a_decision(
+            m, judgement.held, "the shadows equal the tables; the application still runs on them"
+        )
     rows = sum(t.rows_after or 0 for t in (m.status.verification.tables if m.status.verification else []))
     message = (
         f"shadow tables equal to the originals in one snapshot ({rows} rows); indexes valid, recall and latency held"

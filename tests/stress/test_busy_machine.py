@@ -1,0 +1,58 @@
+"""A busy machine must not roll back a healthy migration (`make stress`; not in the default suite).
+
+The InPlace test database is migrated again and again while CPU hogs (one per core) keep the
+machine busy, as a shared node does. Latency is judged against a control query measured beside
+the index's, so the load cancels out; what still looks slower is held for a person, never
+rolled back. Every run must end Succeeded, or held with VerificationInconclusive, with every row
+equal. VMIG_STRESS_RUNS sets the number of runs (20).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests.scenarios import condition, create_rich_database, manifest, migration, snapshot
+from vector_migration.database.sql import ConnectionParams
+from vector_migration.engine.runner import run
+from vector_migration.vocabulary import Phase, Reason
+
+RUNS = int(os.environ.get("VMIG_STRESS_RUNS", "20"))
+pytestmark = pytest.mark.skipif(os.environ.get("VMIG_STRESS") != "1", reason="a stress run: make stress")
+
+
+@contextlib.contextmanager
+def cpu_hogs() -> Iterator[None]:
+    """One busy process per core for the length of the block."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+
+
+@pytest.mark.parametrize("attempt", range(RUNS))
+async def test_a_healthy_migration_beside_a_cpu_hog_is_never_rolled_back(
+    attempt: int, database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    await create_rich_database(conn)
+    before = await snapshot(conn)
+
+    with cpu_hogs():
+        status = await run(migration(database, manifest(backup={"enabled": False}), backup_dir))
+
+    assert status.phase is not Phase.ROLLED_BACK, status.message
+    held = condition(status, "Stalled")
+    assert status.phase is Phase.SUCCEEDED or (
+        status.phase is Phase.VERIFY and held is not None and held.reason == Reason.VERIFICATION_INCONCLUSIVE
+    ), status.message
+    assert (await snapshot(conn)).rows == before.rows

@@ -1,0 +1,106 @@
+"""Verification that noise cannot fail and a real regression cannot pass.
+
+Latency is judged against a control query measured beside it, and what stays over its bound is
+held for a person (``verify.latency.enforce: Hold``, the default) instead of rolled back. A broken
+index is still failed and rolled back. The target's index is made slower or worse the way a
+person could: PostgreSQL's own ``hnsw.ef_search`` setting, after the baseline was taken.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests.scenarios import DIMS, condition, manifest, migration, step_until
+from vector_migration.database.measure import wilson_interval
+from vector_migration.database.sql import ConnectionParams, quote_ident
+from vector_migration.engine.context import Decisions
+from vector_migration.engine.runner import run
+from vector_migration.vocabulary import Phase, Reason
+
+DOCS = f"""
+CREATE EXTENSION vector;
+SELECT setseed(0.42);
+CREATE TABLE docs (id int PRIMARY KEY, embedding vector({DIMS}));
+INSERT INTO docs SELECT i, (SELECT array_agg(random()::real) FROM generate_series(1, {DIMS}) WHERE i > 0)::vector
+  FROM generate_series(1, 4000) i;
+CREATE INDEX docs_l2 ON docs USING hnsw (embedding vector_l2_ops) WITH (m = 16, ef_construction = 64);
+"""
+# The latency bound with no slack, so that a real slow-down is seen whatever the machine.
+STRICT_LATENCY = {"sampleQueries": 60, "k": 10, "maxLatencyRegression": 1.5, "latencySlackMs": 0.05}
+
+
+async def slow_the_index_down_from_now_on(conn: asyncpg.Connection, session: asyncpg.Connection) -> None:
+    """Make every later search visit far more of the graph (slower, and no less accurate)."""
+    database = await conn.fetchval("SELECT current_database()")
+    await conn.execute(f"ALTER DATABASE {quote_ident(database)} SET hnsw.ef_search = 1000")
+    await session.execute("SET hnsw.ef_search = 1000")
+
+
+def test_recall_intervals_are_wilsons() -> None:
+    assert wilson_interval(95, 100) == (0.8882, 0.9785)
+    assert wilson_interval(1000, 1000)[1] == 1.0
+    assert wilson_interval(0, 10)[0] == 0.0
+
+
+async def test_a_slower_index_is_held_for_a_person_and_promotion_accepts_it(
+    database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    await conn.execute(DOCS)
+    m = migration(database, manifest(backup={"enabled": False}, verify=STRICT_LATENCY), backup_dir)
+    await step_until(m, Phase.VERIFY)
+    await slow_the_index_down_from_now_on(conn, m.session)
+
+    held = await run(m)
+
+    assert held.phase is Phase.VERIFY, held.message
+    stalled = condition(held, "Stalled")
+    assert stalled.status == "True" and stalled.reason == Reason.VERIFICATION_INCONCLUSIVE
+    assert "Awaiting a decision" in held.message and "ruvector.dev/promote" in held.message
+    (index,) = [i for i in held.verification.indexes if i.name == "docs_l2"]
+    assert index.latency_rounds == 3 and index.relative_latency_after > index.relative_latency_before
+    embedding_type = "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'docs'::regclass"
+    assert await conn.fetchval(embedding_type + " AND attname = 'embedding'") == "ruvector(8)"  # not rolled back
+
+    m.decisions = Decisions(promote=True)
+    done = await run(m)
+
+    assert done.phase is Phase.SUCCEEDED, done.message
+    assert any("accepted by a person" in warning for warning in done.warnings)
+
+
+async def test_enforce_rollback_rolls_a_slower_index_back(
+    database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    await conn.execute(DOCS)
+    verify = {**STRICT_LATENCY, "latency": {"enforce": "Rollback"}}
+    m = migration(database, manifest(backup={"enabled": False}, verify=verify), backup_dir)
+    await step_until(m, Phase.VERIFY)
+    await slow_the_index_down_from_now_on(conn, m.session)
+
+    status = await run(m)
+
+    assert status.phase is Phase.ROLLED_BACK, status.message
+    assert condition(status, "Stalled").reason == Reason.LATENCY_REGRESSED
+
+
+@pytest.mark.parametrize("ef_search", [1])
+async def test_a_crippled_index_is_built_again_once_then_still_fails_and_rolls_back(
+    ef_search: int, database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    await conn.execute(DOCS)
+    m = migration(database, manifest(backup={"enabled": False}, verify={"sampleQueries": 60, "k": 10}), backup_dir)
+    await step_until(m, Phase.VERIFY)
+    await m.session.execute(f"SET hnsw.ef_search = {ef_search}")
+
+    status = await run(m)
+
+    assert status.phase is Phase.ROLLED_BACK, status.message
+    assert condition(status, "Stalled").reason == Reason.RECALL_DROPPED
+    assert any("built it once more" in warning for warning in status.warnings)
+    (index,) = [i for i in status.verification.indexes if i.name == "docs_l2"]
+    assert index.recall_after_first_build is not None and index.recall_after is not None
+    assert index.recall_after_interval is not None and index.recall_after_interval[1] < index.recall_before
+    assert await conn.fetchval("SELECT extname FROM pg_extension WHERE extname = 'vector'") == "vector"
