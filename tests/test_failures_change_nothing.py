@@ -80,14 +80,14 @@ async def test_an_object_that_cannot_follow_the_type_stops_the_checklist(
     database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
 ) -> None:
     await create_rich_database(conn)
-    await conn.execute("CREATE FUNCTION public.nearest(q vector) RETURNS int LANGUAGE sql AS 'SELECT 1'")
+    await conn.execute("CREATE DOMAIN public.embedding_8 AS vector(8)")
     before = await snapshot(conn)
 
     status = await run(migration(database, manifest(), backup_dir))
 
     assert status.phase is Phase.FAILED
     assert condition(status, "Stalled").reason == Reason.BLOCKING_DEPENDENT
-    assert "function public.nearest(public.vector) depends on extension vector" in status.message
+    assert "type public.embedding_8 depends on extension vector" in status.message
     assert await snapshot(conn) == before
 
 

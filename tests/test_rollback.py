@@ -132,9 +132,9 @@ async def test_a_swap_that_cannot_be_reversed_in_sql_is_restored_from_the_backup
     assert await open_session(first) is None
     while first.status.phase is not Phase.VERIFY:
         await step(first)
-    # After the swap the application creates a function on the new type: the SQL way back would
+    # After the swap the application creates a domain over the new type: the SQL way back would
     # have to drop it, so it is refused. Then verification fails.
-    await conn.execute("CREATE FUNCTION public.first_dim(v public.ruvector) RETURNS int LANGUAGE sql AS 'SELECT 1'")
+    await conn.execute("CREATE DOMAIN public.embedding_8 AS public.ruvector(8)")
     await conn.execute("DROP INDEX items_l2")
 
     held = await run(first)

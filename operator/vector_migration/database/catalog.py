@@ -120,6 +120,21 @@ class SavedView:
 
 
 @dataclass(frozen=True)
+class SavedFunction:
+    """A function or procedure that names a source type: dropped in the swap, created again for the target."""
+
+    oid: int
+    schema: str
+    name: str
+    procedure: bool
+    identity: str  # pg_get_function_identity_arguments: how DROP names it
+    definition: str  # pg_get_functiondef
+    owner: str
+    grants: tuple[tuple[str, str, bool], ...] | None  # None: the default privileges (EXECUTE to PUBLIC)
+    comment: str | None
+
+
+@dataclass(frozen=True)
 class SavedSetting:
     """A pgvector setting stored for the database or a role (ALTER DATABASE/ROLE ... SET)."""
 
@@ -158,6 +173,7 @@ class SourceInventory:
     columns: list[VectorColumn] = field(default_factory=list)
     indexes: list[SavedIndex] = field(default_factory=list)
     views: list[SavedView] = field(default_factory=list)
+    functions: list[SavedFunction] = field(default_factory=list)
     settings: list[SavedSetting] = field(default_factory=list)
     dependents: list[Dependent] = field(default_factory=list)
     row_counts: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -319,3 +335,12 @@ async def index_names(conn: asyncpg.Connection, relation: str) -> list[str]:
         relation,
     )
     return [row["relname"] for row in rows]
+
+
+# The source extension's members ($1: its oid), for queries about what depends on them.
+EXTENSION_MEMBERS = """
+    WITH members AS (
+        SELECT classid, objid FROM pg_catalog.pg_depend
+         WHERE refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND refobjid = $1 AND deptype = 'e'
+    )
+"""

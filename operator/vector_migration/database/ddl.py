@@ -12,6 +12,9 @@ GRANTABLE_PRIVILEGES = frozenset(
 )
 
 
+FUNCTION_PRIVILEGES = frozenset({"EXECUTE"})
+
+
 class UnknownPrivilege(ValueError):
     """A privilege no GRANT on a relation can name (the catalog said something this code does not know)."""
 
@@ -22,16 +25,19 @@ def create_extension_sql(extension: str, version: str | None, schema: str) -> st
     return f"CREATE EXTENSION {quote_ident(extension)}{pinned} SCHEMA {quote_ident(schema)}"
 
 
-def grant_statements(relation: str, grants: Iterable[tuple[str, str, bool]]) -> list[str]:
-    """GRANTs giving ``relation`` (qualified) the privileges (grantee, privilege, grantable) another one had.
+def grant_statements(
+    target: str, grants: Iterable[tuple[str, str, bool]], allowed: frozenset[str] = GRANTABLE_PRIVILEGES
+) -> list[str]:
+    """GRANTs giving ``target`` (a qualified relation, or "FUNCTION f(args)") the privileges another one had.
 
-    Raises UnknownPrivilege for a privilege outside GRANTABLE_PRIVILEGES rather than writing it into SQL.
+    Each grant is (grantee, privilege, grantable). Raises UnknownPrivilege for a privilege outside
+    ``allowed`` rather than writing it into SQL.
     """
     statements = []
     for grantee, privilege, grantable in grants:
-        if privilege not in GRANTABLE_PRIVILEGES:
+        if privilege not in allowed:
             raise UnknownPrivilege(privilege)
         who = "PUBLIC" if grantee == "PUBLIC" else quote_ident(grantee)
         option = " WITH GRANT OPTION" if grantable else ""
-        statements.append(f"GRANT {privilege} ON {relation} TO {who}{option}")
+        statements.append(f"GRANT {privilege} ON {target} TO {who}{option}")
     return statements

@@ -14,6 +14,7 @@ import asyncpg
 from ..api import TableSelection, VectorMigrationSpec, split_qualified_name
 from ..vocabulary import Reason
 from .catalog import (
+    EXTENSION_MEMBERS,
     Blocker,
     Dependent,
     InstalledExtension,
@@ -26,6 +27,7 @@ from .catalog import (
     owned_types,
     read_casts,
 )
+from .routines import read_functions
 from .sql import qualify
 
 
@@ -49,6 +51,7 @@ async def read_inventory(
     await _read_owners(conn, inventory)
     await _read_indexes(conn, inventory)
     await _read_views(conn, inventory)
+    await read_functions(conn, inventory)
     await _read_dependents(conn, inventory)
     await _read_settings(conn, inventory)
     await _check_privileges(conn, inventory)
@@ -267,18 +270,12 @@ async def _index_column_refs(conn: asyncpg.Connection, index_oid: int) -> list[i
 
 
 # The objects an extension owns ($1: the extension's oid), as a CTE named "members".
-_MEMBERS = """
-    WITH members AS (
-        SELECT classid, objid FROM pg_catalog.pg_depend
-         WHERE refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND refobjid = $1 AND deptype = 'e'
-    )
-"""
 
 
 async def _read_dependents(conn: asyncpg.Connection, inv: SourceInventory) -> None:
     """Objects that depend on the source extension's members, other than what the swap handles."""
     rows = await conn.fetch(
-        _MEMBERS
+        EXTENSION_MEMBERS
         + """
         SELECT DISTINCT d.classid::pg_catalog.regclass::text AS catalog, d.objid::bigint AS objid, d.objsubid,
                pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid) AS description,
@@ -300,6 +297,7 @@ async def _read_dependents(conn: asyncpg.Connection, inv: SourceInventory) -> No
     )
     handled = {(index.oid, 0) for index in inv.indexes} | {(c.table_oid, c.attnum) for c in inv.columns}
     saved_views = {view.oid for view in inv.views}
+    saved_functions = {function.oid for function in inv.functions}
     for row in rows:
         catalog, description = row["catalog"], row["description"]
         if catalog == "pg_class" and (row["objid"], row["objsubid"]) in handled | inv.refused:
@@ -308,6 +306,8 @@ async def _read_dependents(conn: asyncpg.Connection, inv: SourceInventory) -> No
             continue  # columns of views that are saved and recreated
         if catalog == "pg_rewrite" and row["view_oid"] is not None:
             continue  # views are read by _read_views and saved/recreated around the conversion
+        if catalog == "pg_proc" and row["objid"] in saved_functions:
+            continue  # functions are read by _read_functions and re-created for the target
         if catalog == "pg_attrdef":
             kind = "generated column" if row["generated"] else "column default"
             message = f"{description} ({kind}) uses the source extension; drop it before migrating"
@@ -324,7 +324,7 @@ async def _read_dependents(conn: asyncpg.Connection, inv: SourceInventory) -> No
 async def _read_views(conn: asyncpg.Connection, inv: SourceInventory) -> None:
     """Views and materialized views over vector columns or source objects, and views over those."""
     seed_rows = await conn.fetch(
-        _MEMBERS
+        EXTENSION_MEMBERS
         + """
         SELECT DISTINCT r.ev_class::bigint AS oid
           FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid

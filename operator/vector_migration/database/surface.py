@@ -304,3 +304,9 @@ def map_index(surface: TargetSurface, index: SavedIndex, target_type: TargetType
 def concurrent_build_bug(surface: TargetSurface, method: str) -> str | None:
     """Why CREATE INDEX CONCURRENTLY must not be used for this target method, if it must not."""
     return CONCURRENT_BUILD_KNOWN_BUGS.get((surface.extension, method_kind(method)))
+
+
+def target_type_for(surface: TargetSurface, source_type: str) -> TargetType | None:
+    """The target type of the same kind as a source type (vector, halfvec, sparsevec), if it has one."""
+    by_name = {t.name: t for t in surface.types}
+    return next((by_name[c] for c in _type_candidates(source_type) if c in by_name), None)

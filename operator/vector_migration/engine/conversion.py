@@ -21,7 +21,7 @@ from ..database.catalog import (
     SourceInventory,
     VectorColumn,
 )
-from ..database.ddl import UnknownPrivilege, create_extension_sql, grant_statements
+from ..database.ddl import FUNCTION_PRIVILEGES, UnknownPrivilege, create_extension_sql, grant_statements
 from ..database.sql import qualify, quote_ident, quote_literal
 from ..database.surface import (
     SETTING_CANDIDATES,
@@ -33,6 +33,7 @@ from ..database.surface import (
     map_index,
     map_type,
     method_kind,
+    target_type_for,
 )
 from ..vocabulary import Reason, ReindexMode, StatementKind
 from .plan import (
@@ -138,7 +139,9 @@ def build_plan(
             _alter_columns(conversions, s, t, stage="from-intermediate", owner=inventory.owners.get((s, t)))
             for s, t in tables
         ]
-    views = [statement for view in inventory.views for statement in _recreate_view(view)]
+    views = _recreate_functions(inventory, surface) + [
+        statement for view in inventory.views for statement in _recreate_view(view)
+    ]
     settings_carried = [Statement(StatementKind.CARRY_SETTING, c.statement) for c in settings if c.statement]
     if refill:
         # The rows come back before the views do: a materialized view created WITH DATA over an
@@ -315,6 +318,54 @@ def _drop_dependents(inventory: SourceInventory) -> list[Statement]:
         Statement(StatementKind.DROP_INDEX, f"DROP INDEX {qualify(index.schema, index.name)} RESTRICT")
         for index in inventory.indexes
     ]
+    statements += [
+        Statement(
+            StatementKind.DROP_DEPENDENT,
+            f"DROP {'PROCEDURE' if f.procedure else 'FUNCTION'} {qualify(f.schema, f.name)}({f.identity}) RESTRICT",
+        )
+        for f in inventory.functions
+    ]
+    return statements
+
+
+def _recreate_functions(inventory: SourceInventory, surface: TargetSurface) -> list[Statement]:
+    """Each saved function created again with the target's types, its owner, privileges and comment."""
+    if not inventory.functions:
+        return []
+    # Imported here: the parser costs the operator ~4 MB of memory (bench/), needed only for functions.
+    from .rewrite import RewriteError, rewrite_function
+
+    type_map = {}
+    for name in inventory.source_type_names.values():
+        mapped = target_type_for(surface, name)
+        if mapped is not None:
+            type_map[name] = (mapped.schema, mapped.name)
+    # As pg_dump's restores do: a body is checked against the search_path of whoever calls it, not
+    # the migration's pinned one, so PostgreSQL's check at creation is off for these statements.
+    statements = [Statement(StatementKind.RECREATE_DEPENDENT, "SET LOCAL check_function_bodies = off")]
+    for function in inventory.functions:
+        kind = "PROCEDURE" if function.procedure else "FUNCTION"
+        try:
+            rewritten = rewrite_function(function.definition, type_map, inventory.source.schema)
+        except RewriteError as error:
+            raise PlanningError(
+                Reason.BLOCKING_DEPENDENT,
+                f"{kind.lower()} {function.schema}.{function.name}({function.identity}) cannot be carried: {error}",
+            ) from None
+        target = f"{kind} {rewritten.signature}"
+        sql = [rewritten.definition, f"ALTER {target} OWNER TO {quote_ident(function.owner)}"]
+        if function.grants is not None:
+            sql.append(f"REVOKE ALL ON {target} FROM PUBLIC")
+            try:
+                sql += grant_statements(target, function.grants, FUNCTION_PRIVILEGES)
+            except UnknownPrivilege as error:
+                raise PlanningError(
+                    Reason.BLOCKING_DEPENDENT, f"{target} has an unknown privilege {str(error)!r}"
+                ) from None
+        if function.comment is not None:
+            sql.append(f"COMMENT ON {target} IS {quote_literal(function.comment)}")
+        statements += [Statement(StatementKind.RECREATE_DEPENDENT, text) for text in sql]
+    statements.append(Statement(StatementKind.RECREATE_DEPENDENT, "SET LOCAL check_function_bodies = on"))
     return statements
 
 

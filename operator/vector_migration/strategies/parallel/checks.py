@@ -30,6 +30,14 @@ async def check_tables(conn: asyncpg.Connection, inventory: SourceInventory, sur
                 "names collide (access methods are unique per database); use InPlace",
             )
         )
+    blockers += [
+        Blocker(
+            Reason.BLOCKING_DEPENDENT,
+            f"function {f.schema}.{f.name}({f.identity}) uses {inventory.source.name}'s types; strategy Parallel "
+            "does not carry functions across yet (InPlace and Rebuild do)",
+        )
+        for f in inventory.functions
+    ]
     for schema, table in inventory.tables():
         blockers += await _check_table(conn, schema, table)
     return blockers

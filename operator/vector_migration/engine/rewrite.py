@@ -1,0 +1,171 @@
+"""Functions re-created for the target: their type names rewritten through PostgreSQL's own parser.
+
+A function or procedure whose signature, result or body names a source type (Supabase's
+``match_documents(query_embedding vector(1536), …)``, a plpgsql helper casting to ``vector``)
+is saved, dropped in the swap, and created again with every such type name replaced by the
+target's. The definition is ``pg_get_functiondef``'s, parsed with pglast (libpg_query): the
+signature and SQL bodies (``LANGUAGE sql`` and ``BEGIN ATOMIC``) are rewritten as syntax trees
+and printed again; plpgsql bodies, which libpg_query parses but cannot print, are rewritten on
+the tokens of PostgreSQL's own scanner, only where a token is a type by its place (after ``::``,
+after ``AS`` in a ``CAST``, or as a declared variable's type). A source type name left anywhere
+else in a body is not guessed at: the function is refused, named, before anything changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pglast import ast, parse_sql, visitors
+from pglast.enums import FunctionParameterMode
+from pglast.parser import ParseError, Token, scan
+from pglast.stream import RawStream
+
+from ..database.sql import qualify, quote_ident
+
+# Scanner token names (libpg_query's) that decide whether an identifier is a type by its place.
+_TYPECAST, _AS, _IDENT = "TYPECAST", "AS", "IDENT"
+_DECLARE = "DECLARE"
+_DECLARATION_ENDS = {"ASCII_59", "ASCII_40", "ASCII_91", "COLON_EQUALS", "DEFAULT", "NOT", "ASCII_61"}  # ; ( [ := …
+
+
+class RewriteError(ValueError):
+    """A definition that cannot be carried safely; the message says where and what to do."""
+
+
+@dataclass(frozen=True)
+class RewrittenFunction:
+    """A function's definition for the target, and its signature as ALTER/GRANT/COMMENT name it."""
+
+    definition: str
+    signature: str
+
+
+def rewrite_function(definition: str, type_map: dict[str, tuple[str, str]], source_schema: str) -> RewrittenFunction:
+    """``definition`` (pg_get_functiondef) with every source type name replaced by ``type_map``'s target.
+
+    ``type_map`` maps a source type's name to the target type's (schema, name); a type name counts
+    as the source's when it is unqualified or qualified with ``source_schema``.
+    """
+    try:
+        statement = parse_sql(definition)[0].stmt
+    except ParseError as error:
+        raise RewriteError(f"its definition cannot be parsed ({error})") from None
+    if not isinstance(statement, ast.CreateFunctionStmt):
+        raise RewriteError("its definition is not a CREATE FUNCTION")
+    retype = _Retype(type_map, source_schema)
+    for parameter in statement.parameters or ():
+        retype(parameter)
+    if statement.returnType is not None:
+        retype(statement.returnType)
+    language = _option(statement, "language")
+    if statement.sql_body is not None:
+        retype(statement.sql_body)
+    else:
+        body = _option(statement, "as")
+        if body is not None:
+            _set_body(statement, _rewrite_body(body, language, type_map, source_schema))
+    return RewrittenFunction(str(RawStream()(statement)), _signature(statement))
+
+
+class _Retype(visitors.Visitor):
+    def __init__(self, type_map: dict[str, tuple[str, str]], source_schema: str) -> None:
+        self.type_map, self.source_schema = type_map, source_schema
+
+    def visit_TypeName(self, _ancestors: object, node: ast.TypeName) -> None:
+        names = [name.sval for name in node.names or ()]
+        if names[-1] in self.type_map and (len(names) == 1 or names[-2] == self.source_schema):
+            schema, name = self.type_map[names[-1]]
+            node.names = (ast.String(sval=schema), ast.String(sval=name))
+
+
+def _option(statement: ast.CreateFunctionStmt, name: str) -> str | None:
+    for option in statement.options or ():
+        if option.defname == name:
+            value = option.arg[0] if isinstance(option.arg, tuple) else option.arg
+            return str(value.sval)
+    return None
+
+
+def _set_body(statement: ast.CreateFunctionStmt, body: str) -> None:
+    for option in statement.options or ():
+        if option.defname == "as":
+            option.arg = (ast.String(sval=body),)
+
+
+def _rewrite_body(body: str, language: str | None, type_map: dict[str, tuple[str, str]], source_schema: str) -> str:
+    if language == "sql":
+        try:
+            statements = parse_sql(body)
+        except ParseError as error:
+            raise RewriteError(f"its SQL body cannot be parsed ({error})") from None
+        parsed = [raw.stmt for raw in statements if raw.stmt is not None]
+        for node in parsed:
+            _Retype(type_map, source_schema)(node)
+        return ";\n".join(str(RawStream()(node)) for node in parsed)
+    if language == "plpgsql":
+        return _rewrite_plpgsql(body, type_map, source_schema)
+    if any(_is_type_token(body, token, type_map) for token in _tokens(body)):
+        raise RewriteError(f"its {language} body names a vector type, and {language} bodies are not rewritten")
+    return body
+
+
+def _tokens(text: str) -> list[Token]:
+    try:
+        return list(scan(text))
+    except ParseError as error:
+        raise RewriteError(f"its body cannot be scanned ({error})") from None
+
+
+def _word(text: str, token: Token) -> str:
+    return text[token.start : token.end + 1].strip('"')
+
+
+def _is_type_token(text: str, token: Token, type_map: dict[str, tuple[str, str]]) -> bool:
+    return token.name == _IDENT and _word(text, token) in type_map
+
+
+def _rewrite_plpgsql(body: str, type_map: dict[str, tuple[str, str]], source_schema: str) -> str:
+    """Replace source type names where the scanner shows them to be types; refuse any other mention."""
+    tokens = _tokens(body)
+    replacements: list[tuple[int, int, str]] = []
+    in_declare = False
+    for position, token in enumerate(tokens):
+        name = token.name
+        if name == _DECLARE:
+            in_declare = True
+        elif name == "BEGIN_P":
+            in_declare = False
+        if not _is_type_token(body, token, type_map):
+            continue
+        start, end = token.start, token.end
+        previous = [t.name for t in tokens[max(0, position - 3) : position]]
+        following = tokens[position + 1].name if position + 1 < len(tokens) else None
+        qualified = (
+            len(previous) >= 2 and previous[-1] == "ASCII_46" and _word(body, tokens[position - 2]) == source_schema
+        )
+        if qualified:
+            start = tokens[position - 2].start
+            previous = previous[:-2]
+        after_cast = bool(previous) and previous[-1] in (_TYPECAST, _AS)
+        declared = in_declare and bool(previous) and previous[-1] == _IDENT and following in _DECLARATION_ENDS
+        if not (after_cast or declared):
+            raise RewriteError(
+                f"its plpgsql body names {_word(body, token)} at character {token.start + 1} "
+                "where it is not plainly a type (a cast or a declaration); qualify or cast it there, or drop the "
+                "function before migrating and create it for the target afterwards"
+            )
+        replacements.append((start, end, qualify(*type_map[_word(body, token)])))
+    for start, end, replacement in sorted(replacements, reverse=True):
+        body = body[:start] + replacement + body[end + 1 :]
+    return body
+
+
+def _signature(statement: ast.CreateFunctionStmt) -> str:
+    """schema.name(argument types) of the new function, as DROP/ALTER/GRANT/COMMENT name it."""
+    name = ".".join(quote_ident(part.sval) for part in statement.funcname or ())
+    inputs = [
+        str(RawStream()(parameter.argType))
+        for parameter in statement.parameters or ()
+        if parameter.mode not in (FunctionParameterMode.FUNC_PARAM_OUT, FunctionParameterMode.FUNC_PARAM_TABLE)
+    ]
+    return f"{name}({', '.join(inputs)})"

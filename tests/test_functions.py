@@ -1,0 +1,153 @@
+"""Functions that use the vector types are carried across and still work for the application.
+
+The schema is Supabase's documented pattern (a ``documents`` table and its ``match_documents``
+SQL function), a plpgsql variant of the kind older guides show, and a procedure; after the
+migration each is called as the application's role, which is what the application does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests.scenarios import manifest, migration
+from vector_migration.database.sql import ConnectionParams
+from vector_migration.engine.runner import run
+from vector_migration.vocabulary import Phase, Reason
+
+SUPABASE = """
+CREATE EXTENSION vector;
+CREATE TABLE documents (id bigserial PRIMARY KEY, content text, embedding vector(3));
+INSERT INTO documents (content, embedding)
+SELECT 'doc ' || i, ARRAY[cos(i), sin(i), (i % 7) / 7.0]::real[]::vector FROM generate_series(1, 200) i;
+CREATE INDEX ON documents USING hnsw (embedding vector_cosine_ops);
+
+-- Supabase's documented search function (supabase.com/docs/guides/ai/vector-columns)
+create or replace function match_documents (
+  query_embedding vector(3),
+  match_threshold float,
+  match_count int
+)
+returns table (id bigint, content text, similarity float)
+language sql stable
+as $$
+  select documents.id, documents.content, 1 - (documents.embedding <=> query_embedding) as similarity
+  from documents
+  where 1 - (documents.embedding <=> query_embedding) > match_threshold
+  order by (documents.embedding <=> query_embedding) asc
+  limit match_count;
+$$;
+COMMENT ON FUNCTION match_documents(vector, float, int) IS 'semantic search';
+
+-- plpgsql: PostgreSQL records no dependency on the types its body names
+CREATE FUNCTION nearest_ids(query text, how_many int) RETURNS SETOF bigint LANGUAGE plpgsql STABLE AS $$
+DECLARE
+  probe vector(3);
+BEGIN
+  probe := query::vector(3);
+  RETURN QUERY SELECT d.id FROM documents d ORDER BY d.embedding <=> probe LIMIT how_many;
+END $$;
+
+CREATE PROCEDURE add_document(body text, vec vector) LANGUAGE sql AS $$
+  INSERT INTO documents (content, embedding) VALUES (body, vec)
+$$;
+
+CREATE ROLE vmig_fn_app;
+GRANT SELECT, INSERT ON documents TO vmig_fn_app;
+GRANT USAGE ON SEQUENCE documents_id_seq TO vmig_fn_app;
+REVOKE EXECUTE ON FUNCTION match_documents(vector, float, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION match_documents(vector, float, int) TO vmig_fn_app;
+"""
+
+
+async def as_the_application(conn: asyncpg.Connection, sql: str) -> list[asyncpg.Record]:
+    async with conn.transaction():
+        await conn.execute("SET LOCAL ROLE vmig_fn_app")
+        return await conn.fetch(sql)
+
+
+async def create_supabase(conn: asyncpg.Connection) -> None:
+    exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = 'vmig_fn_app'")
+    await conn.execute(SUPABASE.replace("CREATE ROLE vmig_fn_app;", "") if exists else SUPABASE)
+
+
+@pytest.mark.parametrize("target", ["ruvector_standin", "ruvector_script_standin", "ruvector_v2_standin"])
+@pytest.mark.parametrize("strategy", ["InPlace", "Rebuild"])
+async def test_supabase_match_documents_still_answers_after_the_migration(
+    target: str, strategy: str, database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path, tmp_path: Path
+) -> None:
+    await create_supabase(conn)
+    search = "SELECT id, round(similarity::numeric, 6) AS s FROM match_documents('[1,0,0]', 0.5, 5)"
+    before = await as_the_application(conn, search)
+    nearest_before = await conn.fetch("SELECT * FROM nearest_ids('[0,1,0]', 3)")
+    assert len(before) == 5
+
+    status = await run(migration(database, manifest(target, strategy=strategy), backup_dir, scratch=tmp_path / "s"))
+
+    assert status.phase is Phase.SUCCEEDED, status.message
+    assert await as_the_application(conn, search) == before
+    assert await conn.fetch("SELECT * FROM nearest_ids('[0,1,0]', 3)") == nearest_before
+    await conn.execute("CALL add_document('new', '[0,0,1]')")
+    assert await conn.fetchval("SELECT count(*) FROM documents") == 201
+    argument = await conn.fetchval(
+        "SELECT pg_catalog.format_type(proargtypes[0], NULL) FROM pg_proc WHERE proname = 'match_documents'"
+    )
+    assert "vector" not in argument.removeprefix("ruvector") or target == "ruvector_v2_standin", argument
+    assert await conn.fetchval("SELECT obj_description('match_documents'::regproc, 'pg_proc')") == "semantic search"
+    public_can = await conn.fetchval("SELECT has_function_privilege('public', 'match_documents'::regproc, 'EXECUTE')")
+    assert public_can is False  # the revoke was carried too
+    carried = {d.name: d.handling for d in status.inventory.dependents if d.handling == "recreated for the target"}
+    assert len(carried) == 3
+
+
+async def test_parallel_names_the_functions_it_cannot_carry(
+    database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    await create_supabase(conn)
+
+    status = await run(migration(database, manifest(strategy="Parallel", backup={"enabled": False}), backup_dir))
+
+    assert status.phase is Phase.FAILED
+    assert status.conditions[0].reason == Reason.BLOCKING_DEPENDENT
+    assert "match_documents" in status.message and "nearest_ids" in status.message and "add_document" in status.message
+
+
+async def test_a_plpgsql_body_naming_the_type_where_it_is_no_type_is_refused_by_name(
+    database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    await create_supabase(conn)
+    await conn.execute(
+        """
+        CREATE FUNCTION dynamic_search() RETURNS int LANGUAGE plpgsql AS $$
+        BEGIN RETURN (SELECT count(*) FROM pg_type WHERE typname = 'x' || vector); END $$;
+        """
+    )
+
+    status = await run(migration(database, manifest(backup={"enabled": False}), backup_dir))
+
+    assert status.phase is Phase.FAILED
+    assert status.conditions[0].reason == Reason.BLOCKING_DEPENDENT
+    assert "dynamic_search" in status.message and "not plainly a type" in status.message
+    assert await conn.fetchval("SELECT extname FROM pg_extension WHERE extname = 'vector'") == "vector"
+
+
+async def test_a_rollback_carries_the_functions_back(
+    database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    await create_supabase(conn)
+    search = "SELECT id, round(similarity::numeric, 6) AS s FROM match_documents('[1,0,0]', 0.5, 5)"
+    before = await as_the_application(conn, search)
+    resource = manifest(backup={"enabled": False})
+    assert (await run(migration(database, resource, backup_dir))).phase is Phase.SUCCEEDED
+
+    status = await run(migration(database, resource, backup_dir, rollback=True))
+
+    assert status.phase is Phase.ROLLED_BACK, status.message
+    assert await as_the_application(conn, search) == before
+    argument = await conn.fetchval(
+        "SELECT pg_catalog.format_type(proargtypes[0], NULL) FROM pg_proc WHERE proname = 'match_documents'"
+    )
+    assert argument == "vector"
+    assert await conn.fetch("SELECT * FROM nearest_ids('[0,1,0]', 3)")
