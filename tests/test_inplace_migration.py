@@ -166,6 +166,7 @@ async def test_a_database_put_back_on_pgvector_is_not_reported_as_migrated(
     assert again.phase is Phase.FAILED
     assert condition(again, "Ready").reason == Reason.DRIFTED
     assert "column public.notes.embedding is public.vector(3) (vector) again" in again.message
+    assert "extension vector is installed again" in again.message
     assert "apply a migration under a new name" in again.message
     assert await conn.fetch("SELECT id, embedding::text FROM notes ORDER BY id") == rows
 

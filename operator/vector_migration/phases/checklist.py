@@ -98,6 +98,12 @@ async def _drift(m: Migration, record: records.SwapRecord | None) -> list[str]:
     differences = []
     if await read_extension(conn, target) is None:
         differences.append(f"extension {target} is not installed")
+    source = m.spec.source.extension
+    keeps_source = strategy_of(m.spec).cleanup_due_in(m.status) is not None  # Parallel's old tables use it
+    if not keeps_source and await read_extension(conn, source) is not None:
+        differences.append(
+            f"extension {source} is installed again (a client's CREATE EXTENSION IF NOT EXISTS {source} at start-up?)"
+        )
     for schema, table, columns in record.tables if record is not None else []:
         for column in columns:
             row = await conn.fetchrow(
