@@ -252,3 +252,27 @@ async def test_the_tables_own_comment_survives_the_finalize(
     assert status.phase is Phase.SUCCEEDED, status.message
     assert await conn.fetchval(EMBEDDING_TYPE) == "ruvector(8)"
     assert await conn.fetchval("SELECT obj_description('public.docs'::regclass, 'pg_class')") == comment
+
+
+@pytest.mark.parametrize(
+    "cut_before", [Phase.BACKFILL, Phase.REINDEX, Phase.VERIFY, Phase.CUTOVER, Phase.FINALIZE, Phase.SUCCEEDED]
+)
+async def test_a_command_line_run_cut_off_before_any_phase_finishes_from_the_journal(
+    cut_before: Phase, database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    from tests.reliability.harness import advance_to
+    from vector_migration.engine.context import close_session
+
+    await create_shop(conn)
+    before = await docs_before(conn)
+    resource = manifest(**{**PARALLEL, "parallel": {"batchSize": 250, "keepOldFor": "1h"}})
+    first = migration(database, resource, backup_dir)
+    await advance_to(first, cut_before)
+    await close_session(first)  # the process dies: a command line keeps no status
+
+    status = await run(migration(database, resource, backup_dir))
+
+    assert status.phase is Phase.SUCCEEDED, status.message
+    assert await conn.fetchval(EMBEDDING_TYPE) == "ruvector(8)"
+    assert await docs_before(conn) == before
+    assert await conn.fetchval("SELECT to_regclass('public.docs_vmig_shadow')") is None
