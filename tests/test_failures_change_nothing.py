@@ -339,3 +339,26 @@ async def test_a_run_that_starts_after_the_swap_with_no_memory_reads_the_journal
     else:  # verify alone must not pass vacuously: it knows which indexes the swap planned
         assert status.phase is Phase.ROLLED_BACK
         assert "index items_l2 is missing" in status.message
+
+
+async def test_every_refusal_of_the_mapping_and_the_strategy_is_named_in_one_run(
+    database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    await conn.execute(
+        """
+        CREATE EXTENSION vector;
+        CREATE TABLE owners (id int PRIMARY KEY);
+        CREATE TABLE notes (id int PRIMARY KEY REFERENCES owners, embedding vector(3), half halfvec(3),
+                            sparse sparsevec(5));
+        CREATE TABLE links (id int PRIMARY KEY, note int REFERENCES notes);
+        """
+    )
+    before = await snapshot(conn)
+
+    status = await run(migration(database, manifest(strategy="Rebuild"), backup_dir))
+
+    assert status.phase is Phase.FAILED
+    # Two columns the stand-in has no type for, and a table Rebuild cannot empty: all three at once.
+    assert "notes.half is halfvec" in status.message and "notes.sparse is sparsevec" in status.message, status.message
+    assert "referenced by foreign key(s) links_note_fkey" in status.message, status.message
+    assert await snapshot(conn) == before

@@ -71,14 +71,27 @@ def build_plan(
     """
     warnings: list[str] = []
     requested = checked_column_types(inventory, spec) if column_types is None else column_types
-    try:
-        conversions = tuple(
-            _conversion(inventory, surface, column, requested.get(column_key(column))) for column in inventory.columns
-        )
-        types_by_column = {column_key(c.column): c.target_type for c in conversions}
-        rebuilds = tuple(_rebuild(surface, index, types_by_column, spec, warnings) for index in inventory.indexes)
-    except MappingError as error:
-        raise PlanningError(error.reason, str(error)) from None
+    # Every column and index is mapped before anything is refused, so one run names every problem.
+    unmapped: list[MappingError] = []
+    converted = []
+    for column in inventory.columns:
+        try:
+            converted.append(_conversion(inventory, surface, column, requested.get(column_key(column))))
+        except MappingError as error:
+            unmapped.append(error)
+    conversions = tuple(converted)
+    types_by_column = {column_key(c.column): c.target_type for c in conversions}
+    rebuilt = []
+    for index in inventory.indexes:
+        if (index.table_schema, index.table, index.column) not in types_by_column:
+            continue  # its column is refused above
+        try:
+            rebuilt.append(_rebuild(surface, index, types_by_column, spec, warnings))
+        except MappingError as error:
+            unmapped.append(error)
+    if unmapped:
+        raise PlanningError(unmapped[0].reason, "; ".join(str(error) for error in unmapped))
+    rebuilds = tuple(rebuilt)
     settings = tuple(_carry_setting(inventory, surface, setting, warnings) for setting in inventory.settings)
     if surface.shares_source_library:
         warnings.append(

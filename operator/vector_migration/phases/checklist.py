@@ -190,11 +190,16 @@ async def _plan(m: Migration, inventory: SourceInventory) -> Ready | Fail:
         inventory, surface, target_schema, await read_extension(conn, target) is not None, m.facts.copy_format
     )
     strategy = strategy_of(m.spec)
+    # What the mapping refuses and what the strategy refuses, named together in one run.
+    blockers = []
     try:
         conversion = strategy.convert(m, inputs)
-        blockers = await strategy.check(m, inventory, surface)
-        if blockers:
-            return Fail(blockers[0].reason, "; ".join(b.message for b in blockers))
+    except PlanningError as error:
+        blockers.append(Blocker(error.reason, str(error)))
+    blockers += await strategy.check(m, inventory, surface)
+    if blockers:
+        return Fail(blockers[0].reason, "; ".join(b.message for b in blockers))
+    try:
         plan = await strategy.plan(m, inputs, conversion)
     except PlanningError as error:
         return Fail(error.reason, str(error))
