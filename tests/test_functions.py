@@ -151,3 +151,27 @@ async def test_a_rollback_carries_the_functions_back(
     )
     assert argument == "vector"
     assert await conn.fetch("SELECT * FROM nearest_ids('[0,1,0]', 3)")
+
+
+@pytest.mark.parametrize("target", ["ruvector_standin", "ruvector_script_standin"])
+async def test_a_column_default_holding_a_vector_is_set_again_for_the_target(
+    target: str, database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    await conn.execute(
+        """
+        CREATE EXTENSION vector;
+        CREATE TABLE notes (id int PRIMARY KEY, embedding vector(3) DEFAULT '[0,0,1]'::vector(3) NOT NULL);
+        INSERT INTO notes VALUES (1, '[1,2,3]');
+        """
+    )
+
+    status = await run(migration(database, manifest(target, backup={"enabled": False}), backup_dir))
+
+    assert status.phase is Phase.SUCCEEDED, status.message
+    await conn.execute("INSERT INTO notes (id) VALUES (2)")
+    assert await conn.fetchval("SELECT embedding::text FROM notes WHERE id = 2") == "[0,0,1]"
+    default = await conn.fetchval(
+        "SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = 'notes'::regclass"
+    )
+    assert "vector" not in default.replace("ruvector", ""), default
+    assert "public.notes.embedding" in {d.name for d in status.inventory.dependents}

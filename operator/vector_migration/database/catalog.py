@@ -154,6 +154,17 @@ class SavedSetting:
 
 
 @dataclass(frozen=True)
+class SavedDefault:
+    """A column default that uses the source extension: dropped before the conversion, set again after it."""
+
+    schema: str
+    table: str
+    column: str
+    expression: str  # pg_get_expr of the default
+    owner: str
+
+
+@dataclass(frozen=True)
 class Dependent:
     """An object depending on the source extension or a vector column, and what the swap does with it."""
 
@@ -174,6 +185,7 @@ class SourceInventory:
     indexes: list[SavedIndex] = field(default_factory=list)
     views: list[SavedView] = field(default_factory=list)
     functions: list[SavedFunction] = field(default_factory=list)
+    defaults: list[SavedDefault] = field(default_factory=list)
     settings: list[SavedSetting] = field(default_factory=list)
     dependents: list[Dependent] = field(default_factory=list)
     row_counts: dict[tuple[str, str], int] = field(default_factory=dict)

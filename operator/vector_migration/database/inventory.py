@@ -18,6 +18,7 @@ from .catalog import (
     Blocker,
     Dependent,
     InstalledExtension,
+    SavedDefault,
     SavedIndex,
     SavedSetting,
     SavedView,
@@ -281,6 +282,13 @@ async def _read_dependents(conn: asyncpg.Connection, inv: SourceInventory) -> No
                pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid) AS description,
                (SELECT ev_class::bigint FROM pg_catalog.pg_rewrite r
                  WHERE d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND r.oid = d.objid) AS view_oid,
+               (SELECT ARRAY[n.nspname, c.relname, a.attname, pg_catalog.pg_get_expr(ad.adbin, ad.adrelid),
+                             pg_catalog.pg_get_userbyid(c.relowner)]
+                  FROM pg_catalog.pg_attrdef ad
+                  JOIN pg_catalog.pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
+                  JOIN pg_catalog.pg_class c ON c.oid = ad.adrelid
+                  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                 WHERE d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass AND ad.oid = d.objid) AS default_of,
                (SELECT a.attgenerated <> '' FROM pg_catalog.pg_attrdef ad
                   JOIN pg_catalog.pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
                  WHERE d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass AND ad.oid = d.objid) AS generated
@@ -308,6 +316,9 @@ async def _read_dependents(conn: asyncpg.Connection, inv: SourceInventory) -> No
             continue  # views are read by _read_views and saved/recreated around the conversion
         if catalog == "pg_proc" and row["objid"] in saved_functions:
             continue  # functions are read by _read_functions and re-created for the target
+        if catalog == "pg_attrdef" and not row["generated"] and row["default_of"] is not None:
+            _save_default(inv, row["default_of"])
+            continue
         if catalog == "pg_attrdef":
             kind = "generated column" if row["generated"] else "column default"
             message = f"{description} ({kind}) uses the source extension; drop it before migrating"
@@ -318,6 +329,17 @@ async def _read_dependents(conn: asyncpg.Connection, inv: SourceInventory) -> No
             )
         inv.dependents.append(Dependent(kind=catalog.removeprefix("pg_"), name=description, handling="blocks"))
         inv.blockers.append(Blocker(Reason.BLOCKING_DEPENDENT, message))
+
+
+def _save_default(inv: SourceInventory, default_of: list[str]) -> None:
+    """A column default using the source's types, saved once (it may depend on several of its objects)."""
+    schema, table, column, expression, owner = default_of
+    if (schema, table, column) in {(saved.schema, saved.table, saved.column) for saved in inv.defaults}:
+        return
+    inv.defaults.append(SavedDefault(schema, table, column, expression, owner))
+    inv.dependents.append(
+        Dependent(kind="column default", name=f"{schema}.{table}.{column}", handling="set again for the target")
+    )
 
 
 # size: one catalog query and the mapping of its rows (definition, grants, indexes, comment)

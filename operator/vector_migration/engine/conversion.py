@@ -152,9 +152,11 @@ def build_plan(
             _alter_columns(conversions, s, t, stage="from-intermediate", owner=inventory.owners.get((s, t)))
             for s, t in tables
         ]
-    views = _recreate_functions(inventory, surface) + [
-        statement for view in inventory.views for statement in _recreate_view(view)
-    ]
+    views = (
+        _recreate_functions(inventory, surface)
+        + _set_defaults(inventory, surface)
+        + [statement for view in inventory.views for statement in _recreate_view(view)]
+    )
     settings_carried = [Statement(StatementKind.CARRY_SETTING, c.statement) for c in settings if c.statement]
     if refill:
         # The rows come back before the views do: a materialized view created WITH DATA over an
@@ -338,6 +340,50 @@ def _drop_dependents(inventory: SourceInventory) -> list[Statement]:
         )
         for f in inventory.functions
     ]
+    statements += [
+        Statement(
+            StatementKind.DROP_DEPENDENT,
+            f"ALTER TABLE {qualify(d.schema, d.table)} ALTER COLUMN {quote_ident(d.column)} DROP DEFAULT",
+        )
+        for d in inventory.defaults
+    ]
+    return statements
+
+
+def _type_map(inventory: SourceInventory, surface: TargetSurface) -> dict[str, tuple[str, str]]:
+    """Each source type's name, to the (schema, name) of the target type of the same kind."""
+    type_map = {}
+    for name in inventory.source_type_names.values():
+        mapped = target_type_for(surface, name)
+        if mapped is not None:
+            type_map[name] = (mapped.schema, mapped.name)
+    return type_map
+
+
+def _set_defaults(inventory: SourceInventory, surface: TargetSurface) -> list[Statement]:
+    """Each saved column default set again, its type names the target's."""
+    if not inventory.defaults:
+        return []
+    # Imported here: the parser costs the operator ~4 MB of memory (bench/), needed only for these.
+    from .rewrite import RewriteError, rewrite_expression
+
+    type_map = _type_map(inventory, surface)
+    statements = []
+    for default in inventory.defaults:
+        column = f"{default.schema}.{default.table}.{default.column}"
+        try:
+            expression = rewrite_expression(default.expression, type_map, inventory.source.schema)
+        except RewriteError as error:
+            raise PlanningError(
+                Reason.BLOCKING_DEPENDENT, f"the default of {column} cannot be carried: {error}"
+            ) from None
+        statements.append(
+            Statement(
+                StatementKind.RECREATE_DEPENDENT,
+                f"ALTER TABLE {qualify(default.schema, default.table)} ALTER COLUMN {quote_ident(default.column)} "
+                f"SET DEFAULT {expression}",
+            )
+        )
     return statements
 
 
@@ -348,11 +394,7 @@ def _recreate_functions(inventory: SourceInventory, surface: TargetSurface) -> l
     # Imported here: the parser costs the operator ~4 MB of memory (bench/), needed only for functions.
     from .rewrite import RewriteError, rewrite_function
 
-    type_map = {}
-    for name in inventory.source_type_names.values():
-        mapped = target_type_for(surface, name)
-        if mapped is not None:
-            type_map[name] = (mapped.schema, mapped.name)
+    type_map = _type_map(inventory, surface)
     # As pg_dump's restores do: a body is checked against the search_path of whoever calls it, not
     # the migration's pinned one, so PostgreSQL's check at creation is off for these statements.
     statements = [Statement(StatementKind.RECREATE_DEPENDENT, "SET LOCAL check_function_bodies = off")]

@@ -78,6 +78,18 @@ class _Retype(visitors.Visitor):
             node.names = (ast.String(sval=schema), ast.String(sval=name))
 
 
+def rewrite_expression(expression: str, type_map: dict[str, tuple[str, str]], source_schema: str) -> str:
+    """An expression (a column default, pg_get_expr's) with every source type name replaced."""
+    try:
+        statement = parse_sql(f"SELECT {expression}")[0].stmt
+    except ParseError as error:
+        raise RewriteError(f"its expression cannot be parsed ({error})") from None
+    if not isinstance(statement, ast.SelectStmt) or not statement.targetList or len(statement.targetList) != 1:
+        raise RewriteError("its expression is not a single expression")
+    _Retype(type_map, source_schema)(statement)
+    return str(RawStream()(statement.targetList[0].val))
+
+
 def _option(statement: ast.CreateFunctionStmt, name: str) -> str | None:
     for option in statement.options or ():
         if option.defname == name:

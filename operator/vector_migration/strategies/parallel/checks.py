@@ -38,6 +38,14 @@ async def check_tables(conn: asyncpg.Connection, inventory: SourceInventory, sur
         )
         for f in inventory.functions
     ]
+    blockers += [
+        Blocker(
+            Reason.BLOCKING_DEPENDENT,
+            f"the default of {d.schema}.{d.table}.{d.column} ({d.expression}) uses {inventory.source.name}'s types; "
+            "strategy Parallel does not carry such defaults across yet (InPlace and Rebuild do)",
+        )
+        for d in inventory.defaults
+    ]
     for schema, table in inventory.tables():
         blockers += await _check_table(conn, schema, table)
     return blockers
