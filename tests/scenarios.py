@@ -15,7 +15,7 @@ import asyncpg
 
 from vector_migration.api import VectorMigration, VectorMigrationStatus, parse_manifest
 from vector_migration.database.backup import BackupRuntime, LocalBackup
-from vector_migration.database.sql import ConnectionParams
+from vector_migration.database.sql import APPLICATION_NAME, ConnectionParams
 from vector_migration.engine.context import Decisions, Migration, RunInputs, open_session
 from vector_migration.engine.runner import step
 from vector_migration.vocabulary import Phase
@@ -189,3 +189,23 @@ async def step_until(m: Migration, phase: Phase) -> None:
     assert await open_session(m) is None
     while m.status.phase is not phase:
         await step(m)
+
+
+# Every DDL command the migration's sessions run, as PostgreSQL saw it (the probe's rolled-back
+# CREATE EXTENSION leaves no row: the recording rolls back with it).
+RECORDER = f"""
+CREATE TABLE public.ddl_seen (seq bigserial PRIMARY KEY, tag text, query text);
+CREATE FUNCTION public.record_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF current_setting('application_name') = '{APPLICATION_NAME}' THEN
+    INSERT INTO public.ddl_seen (tag, query) VALUES (tg_tag, current_query());
+  END IF;
+END $$;
+CREATE EVENT TRIGGER record_ddl ON ddl_command_end EXECUTE FUNCTION public.record_ddl();
+"""
+# The engine's own bookkeeping, which no plan is about.
+JOURNAL_DDL = ("CREATE SCHEMA IF NOT EXISTS", "CREATE TABLE IF NOT EXISTS", 'COMMENT ON TABLE "vector_migration"')
+
+
+def normalized(sql: str) -> str:
+    return " ".join(sql.split())

@@ -7,7 +7,17 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.scenarios import condition, create_rich_database, index_facts, manifest, migration, snapshot
+from tests.scenarios import (
+    JOURNAL_DDL,
+    RECORDER,
+    condition,
+    create_rich_database,
+    index_facts,
+    manifest,
+    migration,
+    normalized,
+    snapshot,
+)
 from vector_migration.database.sql import ConnectionParams
 from vector_migration.engine.runner import run
 from vector_migration.vocabulary import Phase, Reason
@@ -206,3 +216,25 @@ async def test_post_migration_features_are_applied_when_the_target_has_them(
         "tiers items_embedding 12 168 720",
     ]
     assert "postMigration: target ruvector_standin has no ruvector_integrity_policy_set(); skipped" in status.warnings
+
+
+@pytest.mark.parametrize("mode", ["Atomic", "Concurrent"])
+async def test_postgresql_runs_exactly_the_approved_ddl(
+    mode: str, database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    await create_rich_database(conn)
+    resource = manifest(approval="Manual", backup={"enabled": False}, reindex={"mode": mode})
+    held = migration(database, resource, backup_dir)
+    waiting = await run(held)
+    assert waiting.phase is Phase.AWAITING_APPROVAL and held.facts.plan is not None, waiting.message
+    document = held.facts.plan.as_document()
+    await conn.execute(RECORDER)
+
+    status = await run(migration(database, resource, backup_dir, approved_hash=waiting.plan_hash))
+
+    assert status.phase is Phase.SUCCEEDED, status.message
+    seen = [normalized(r["query"]) for r in await conn.fetch("SELECT query FROM public.ddl_seen ORDER BY seq")]
+    planned = [normalized(s["sql"]) for stage in ("swapTransaction", "afterCommit") for s in document[stage]]
+    assert [query for query in seen if query not in planned and not query.startswith(JOURNAL_DDL)] == []
+    ddl = [query for query in planned if not query.startswith(("LOCK TABLE", "COPY "))]
+    assert [query for query in ddl if query not in seen] == []

@@ -16,32 +16,13 @@ import asyncpg
 import pytest
 
 from tests.application import create_shop
-from tests.scenarios import manifest, migration, step_until
+from tests.scenarios import JOURNAL_DDL, RECORDER, manifest, migration, normalized, step_until
 from vector_migration.cli import EXIT_OK, main
-from vector_migration.database.sql import APPLICATION_NAME, ConnectionParams
+from vector_migration.database.sql import ConnectionParams
 from vector_migration.engine.runner import run, step
 from vector_migration.vocabulary import Phase
 
 PARALLEL = {"strategy": "Parallel", "backup": {"enabled": False}, "parallel": {"batchSize": 500, "keepOldFor": "0s"}}
-
-# Every DDL command the migration's sessions run, as PostgreSQL saw it (the probe's rolled-back
-# CREATE EXTENSION leaves no row: the recording rolls back with it).
-RECORDER = f"""
-CREATE TABLE public.ddl_seen (seq bigserial PRIMARY KEY, tag text, query text);
-CREATE FUNCTION public.record_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$
-BEGIN
-  IF current_setting('application_name') = '{APPLICATION_NAME}' THEN
-    INSERT INTO public.ddl_seen (tag, query) VALUES (tg_tag, current_query());
-  END IF;
-END $$;
-CREATE EVENT TRIGGER record_ddl ON ddl_command_end EXECUTE FUNCTION public.record_ddl();
-"""
-# The engine's own bookkeeping, which no plan is about.
-JOURNAL_DDL = ("CREATE SCHEMA IF NOT EXISTS", "CREATE TABLE IF NOT EXISTS", 'COMMENT ON TABLE "vector_migration"')
-
-
-def normalized(sql: str) -> str:
-    return " ".join(sql.split())
 
 
 def statements(document: dict[str, object], *stages: str) -> list[dict[str, str]]:
