@@ -23,7 +23,7 @@ from ..database.sql import qualify
 from ..database.surface import concurrent_build_bug
 from ..engine.context import Migration, Probe
 from ..vocabulary import LatencyEnforcement, Reason
-from .reindex import index_progress
+from .reindex import run_build
 
 
 @dataclass
@@ -106,12 +106,7 @@ async def _build_again(m: Migration, probe: Probe) -> bool:
     statement = f"REINDEX INDEX CONCURRENTLY {name}"
     conn = m.session
     try:
-        await conn.execute(
-            "SELECT pg_catalog.set_config('maintenance_work_mem', $1, false)", m.spec.reindex.maintenance_work_mem
-        )
-        await conn.execute("SELECT pg_catalog.set_config('statement_timeout', $1, false)", m.spec.statement_timeout)
-        async with index_progress(m, statement):
-            await conn.execute(statement)
+        await run_build(m, statement)
     except asyncpg.PostgresError as error:
         # An interrupted REINDEX CONCURRENTLY leaves its new copy INVALID beside the index: drop it.
         await conn.execute(
@@ -119,8 +114,6 @@ async def _build_again(m: Migration, probe: Probe) -> bool:
         )
         m.warn(f"index {probe.index}: building it again failed ({error}); judged on its first build")
         return False
-    finally:
-        await conn.execute("RESET maintenance_work_mem; RESET statement_timeout")
     m.warn(f"index {probe.index}: recall missed its bound on the first build; built it once more and measured again")
     return True
 

@@ -105,12 +105,7 @@ async def build_index(m: Migration, schema: str, name: str, definition: str, met
         if state is not None:
             await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {qualify(schema, name)}")
         try:
-            await conn.execute(
-                "SELECT pg_catalog.set_config('maintenance_work_mem', $1, false)", m.spec.reindex.maintenance_work_mem
-            )
-            await conn.execute("SELECT pg_catalog.set_config('statement_timeout', $1, false)", m.spec.statement_timeout)
-            async with index_progress(m, definition):
-                await conn.execute(definition)
+            await run_build(m, definition)
             return True
         except asyncpg.PostgresError as error:
             state = await index_state(conn, schema, name)
@@ -118,8 +113,6 @@ async def build_index(m: Migration, schema: str, name: str, definition: str, met
                 set_condition(m.status, ConditionType.INDEXES_REBUILT, False, Reason.REINDEX_FAILED, str(error))
                 raise IndexBuildFailed(f"building index {name} failed {attempts} times ({error})") from None
             m.reporter.warning(f"building {name} failed ({error}); retrying")
-        finally:
-            await conn.execute("RESET maintenance_work_mem; RESET statement_timeout")
 
 
 async def analyze(m: Migration, tables: list[tuple[str, str]]) -> None:
@@ -133,3 +126,20 @@ async def analyze(m: Migration, tables: list[tuple[str, str]]) -> None:
         m.reporter.progress("analyze", note=f"{schema}.{table}")
         await m.session.execute(f"ANALYZE {qualify(schema, table)}")
     m.reporter.task_done("analyze")
+
+
+async def run_build(m: Migration, statement: str) -> None:
+    """An index build (CREATE INDEX, REINDEX) outside any transaction, bounded and reported.
+
+    maintenance_work_mem and statement_timeout are the spec's for the build, and reset after it.
+    """
+    conn = m.session
+    try:
+        await conn.execute(
+            "SELECT pg_catalog.set_config('maintenance_work_mem', $1, false)", m.spec.reindex.maintenance_work_mem
+        )
+        await conn.execute("SELECT pg_catalog.set_config('statement_timeout', $1, false)", m.spec.statement_timeout)
+        async with index_progress(m, statement):
+            await conn.execute(statement)
+    finally:
+        await conn.execute("RESET maintenance_work_mem; RESET statement_timeout")
