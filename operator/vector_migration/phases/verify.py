@@ -62,10 +62,8 @@ async def _verify(m: Migration) -> Outcome:
     verification.passed = not problems and not judgement.held
     m.status.verification = verification
     if problems:
-        message = "; ".join(text for _, text in problems)
-        set_condition(m.status, ConditionType.VERIFIED, False, problems[0][0], message, m.generation)
         backup = f" The pre-migration backup is {m.status.backup.location}." if m.status.backup else ""
-        return Fail(problems[0][0], f"verification failed: {message}.{backup}")
+        return fail_verification(m, problems, "verification failed: ", after=f".{backup}")
     if judgement.held:
         return hold_for_a_decision(m, judgement.held, "the data is migrated and equal, the indexes valid")
     await apply_post_migration(m)
@@ -108,6 +106,16 @@ async def compare_content(
         m.facts.checksum_mode = ChecksumMode.NORMALIZED
         compared = await measure()
     return compared
+
+
+def fail_verification(
+    m: Migration, problems: list[tuple[Reason, str]], what: str, *, reason: Reason | None = None, after: str = ""
+) -> Fail:
+    """A failed verification: the Verified condition and the Fail name every problem, the first one's reason."""
+    message = "; ".join(text for _, text in problems)
+    reason = reason or problems[0][0]
+    set_condition(m.status, ConditionType.VERIFIED, False, reason, message, m.generation)
+    return Fail(reason, f"{what}{message}{after}")
 
 
 def hold_for_a_decision(m: Migration, held: list[str], what_holds: str) -> Outcome:

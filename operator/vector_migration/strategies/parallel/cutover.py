@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from ...api import CutoverStatus, duration_ms
 from ...engine.context import Migration
-from ...engine.outcomes import Advance, Fail, Hold, Outcome, Wait
-from ...phases.verify import hold_for_a_decision
-from ...status import now, seconds_since, set_condition
-from ...vocabulary import ConditionType, Phase, Reason
+from ...engine.outcomes import Advance, Hold, Outcome, Wait
+from ...phases.verify import fail_verification, hold_for_a_decision
+from ...status import now, seconds_since
+from ...vocabulary import Phase, Reason
 from .shadow import START_OVER, recorded_shadows
 from .verify import analyse
 
@@ -30,11 +30,8 @@ async def run_cutover(m: Migration) -> Outcome:
             if judgement.held and not problems:
                 return hold_for_a_decision(m, judgement.held, f"cutover step {cutover.step + 1} holds")
             if problems:
-                message = "; ".join(text for _, text in problems)
-                set_condition(m.status, ConditionType.VERIFIED, False, Reason.ANALYSIS_FAILED, message, m.generation)
-                return Fail(
-                    Reason.ANALYSIS_FAILED, f"cutover step {cutover.step + 1} (weight {cutover.weight}%): {message}"
-                )
+                step = f"cutover step {cutover.step + 1} (weight {cutover.weight}%): "
+                return fail_verification(m, problems, step, reason=Reason.ANALYSIS_FAILED)
         elif current.pause is not None and current.pause.duration is None:
             if not m.decisions.promote or m.facts.promotion_used:
                 return Hold(

@@ -16,11 +16,11 @@ from ...api import ParallelStatus, VectorMigrationStatus, duration_ms
 from ...database.catalog import read_extension
 from ...engine import records
 from ...engine.context import Migration
-from ...engine.outcomes import Advance, Fail, Outcome
+from ...engine.outcomes import Advance, Outcome
 from ...engine.records import ShadowTable
 from ...engine.transactions import Progress, begin_bounded_transaction, execute, roll_back, transaction_failure
 from ...phases.restore import drop_unused_extension
-from ...phases.verify import hold_for_a_decision, record_success
+from ...phases.verify import fail_verification, hold_for_a_decision, record_success
 from ...status import now, record_timing, seconds_since, set_condition
 from ...vocabulary import ConditionType, Phase, Reason, StatementKind
 from .plan import drop_old_statements, finalize_transaction
@@ -63,9 +63,7 @@ async def run_finalize(m: Migration) -> Outcome:
     judgement = await analyse(m, tables, "final")
     problems = judgement.problems
     if problems:
-        message = "; ".join(text for _, text in problems)
-        set_condition(m.status, ConditionType.VERIFIED, False, problems[0][0], message, m.generation)
-        return Fail(problems[0][0], f"after the finalize: {message}")
+        return fail_verification(m, problems, "after the finalize: ")
     if judgement.held:
         return hold_for_a_decision(m, judgement.held, "the tables are migrated and equal to the old ones, kept in sync")
     parallel = m.status.parallel or ParallelStatus()

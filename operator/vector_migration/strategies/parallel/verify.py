@@ -12,10 +12,10 @@ from ...api import CutoverStatus, TableVerification, Verification
 from ...database.catalog import index_state
 from ...database.measure import IndexTarget, table_checksum
 from ...engine.context import Migration, Probe
-from ...engine.outcomes import Advance, Fail, Outcome
+from ...engine.outcomes import Advance, Outcome
 from ...engine.records import ShadowTable
 from ...phases.judge import Judgement, judge_probes
-from ...phases.verify import compare_content, hold_for_a_decision, unequal
+from ...phases.verify import compare_content, fail_verification, hold_for_a_decision, unequal
 from ...status import set_condition
 from ...vocabulary import ConditionType, Phase, Reason
 from .shadow import START_OVER, recorded_shadows
@@ -93,9 +93,7 @@ async def run_shadow_verify(m: Migration) -> Outcome:
     judgement = await analyse(m, tables, "shadow")
     problems = judgement.problems
     if problems:
-        message = "; ".join(text for _, text in problems)
-        set_condition(m.status, ConditionType.VERIFIED, False, problems[0][0], message, m.generation)
-        return Fail(problems[0][0], f"the shadow tables failed verification: {message}")
+        return fail_verification(m, problems, "the shadow tables failed verification: ")
     if judgement.held:
         return hold_for_a_decision(
             m, judgement.held, "the shadows equal the tables; the application still runs on them"
