@@ -10,6 +10,7 @@ repeat a swap.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Any, TypeVar
 
 import asyncpg
@@ -232,7 +233,10 @@ RecordT = TypeVar("RecordT", bound=Record)
 
 @dataclass(frozen=True)
 class Journal:
-    """A migration's recorded events, typed; each None when the event was never recorded."""
+    """A migration's recorded events, typed; each None when the event was never recorded.
+
+    Each record is validated once, when first asked for (a status is a large document).
+    """
 
     entries: dict[str, journal.JournalEntry]
 
@@ -259,27 +263,27 @@ class Journal:
         except ValidationError as error:
             raise UnreadableJournal(f"the journal's {event} record cannot be read: {error}") from None
 
-    @property
+    @cached_property
     def swapped(self) -> SwapRecord | None:
         """The swap's record (InPlace, Rebuild)."""
         return self.get(SWAPPED, SwapRecord)
 
-    @property
+    @cached_property
     def prepared(self) -> ShadowRecord | None:
         """The shadows' record (Parallel)."""
         return self.get(PREPARED, ShadowRecord)
 
-    @property
+    @cached_property
     def verified(self) -> VerifiedRecord | None:
         """The succeeded status, when the migration was verified."""
         return self.get(VERIFIED, VerifiedRecord)
 
-    @property
+    @cached_property
     def backfill(self) -> BackfillRecord | None:
         """The backfill cursors (Parallel)."""
         return self.get(BACKFILL, BackfillRecord)
 
-    @property
+    @cached_property
     def finalized(self) -> FinalizeRecord | None:
         """The finalize's record (Parallel)."""
         return self.get(FINALIZED, FinalizeRecord)

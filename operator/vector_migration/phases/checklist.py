@@ -75,11 +75,11 @@ async def _checklist(m: Migration) -> Outcome:
 async def _continue_from_journal(m: Migration) -> Outcome | None:
     """Where a run goes when the journal says the migration got further than the checklist."""
     recorded = await records.read(m.session, m.name)
-    if recorded.verified is not None and m.decisions.rollback:
-        m.status = recorded.verified.status
-        return Advance(Phase.ROLLING_BACK, "migrated and verified; rolling back as requested")
-    if recorded.verified is not None:
-        m.status = recorded.verified.status
+    verified = recorded.verified
+    if verified is not None:
+        m.status = verified.status
+        if m.decisions.rollback:
+            return Advance(Phase.ROLLING_BACK, "migrated and verified; rolling back as requested")
         drifted = await _drift(m, recorded.swapped or recorded.prepared)
         if drifted:
             return Fail(
