@@ -152,9 +152,10 @@ def build_plan(
             _alter_columns(conversions, s, t, stage="from-intermediate", owner=inventory.owners.get((s, t)))
             for s, t in tables
         ]
+    type_map = _type_map(inventory, surface)  # for the functions and defaults that name the source's types
     views = (
-        _recreate_functions(inventory, surface)
-        + _set_defaults(inventory, surface)
+        _recreate_functions(inventory, type_map)
+        + _set_defaults(inventory, type_map)
         + [statement for view in inventory.views for statement in _recreate_view(view)]
     )
     settings_carried = [Statement(StatementKind.CARRY_SETTING, c.statement) for c in settings if c.statement]
@@ -360,14 +361,13 @@ def _type_map(inventory: SourceInventory, surface: TargetSurface) -> dict[str, t
     return type_map
 
 
-def _set_defaults(inventory: SourceInventory, surface: TargetSurface) -> list[Statement]:
+def _set_defaults(inventory: SourceInventory, type_map: dict[str, tuple[str, str]]) -> list[Statement]:
     """Each saved column default set again, its type names the target's."""
     if not inventory.defaults:
         return []
     # Imported here: the parser costs the operator ~4 MB of memory (bench/), needed only for these.
     from .rewrite import RewriteError, rewrite_expression
 
-    type_map = _type_map(inventory, surface)
     statements = []
     for default in inventory.defaults:
         column = f"{default.schema}.{default.table}.{default.column}"
@@ -387,14 +387,13 @@ def _set_defaults(inventory: SourceInventory, surface: TargetSurface) -> list[St
     return statements
 
 
-def _recreate_functions(inventory: SourceInventory, surface: TargetSurface) -> list[Statement]:
+def _recreate_functions(inventory: SourceInventory, type_map: dict[str, tuple[str, str]]) -> list[Statement]:
     """Each saved function created again with the target's types, its owner, privileges and comment."""
     if not inventory.functions:
         return []
     # Imported here: the parser costs the operator ~4 MB of memory (bench/), needed only for functions.
     from .rewrite import RewriteError, rewrite_function
 
-    type_map = _type_map(inventory, surface)
     # As pg_dump's restores do: a body is checked against the search_path of whoever calls it, not
     # the migration's pinned one, so PostgreSQL's check at creation is off for these statements.
     statements = [Statement(StatementKind.RECREATE_DEPENDENT, "SET LOCAL check_function_bodies = off")]
