@@ -35,7 +35,7 @@ crd: $(STAMP)
 reliability: $(STAMP)
 	VMIG_WRITE_RELIABILITY_REPORT=1 $(BIN)/pytest -q tests/reliability --ignore=tests/reliability/test_report.py
 
-# A busy machine must not roll back a healthy migration: 20 InPlace runs beside CPU hogs (about 3 minutes).
+# A busy machine must not roll back a healthy migration: 20 InPlace runs beside CPU hogs (under a minute).
 stress: $(STAMP)
 	VMIG_STRESS=1 $(BIN)/pytest -q tests/stress
 
