@@ -95,13 +95,20 @@ def test_rebuild_without_a_backup_is_rejected_by_the_api_server_and_by_the_model
         stored(strategy="Rebuild", backup={"enabled": False})
 
 
-def test_column_types_outside_a_rebuild_are_rejected_by_the_api_server_and_by_the_models() -> None:
+def test_rebuild_column_types_outside_a_rebuild_are_rejected_by_the_api_server_and_by_the_models() -> None:
     defaulted = stored()["spec"]
     half = {"columnTypes": [{"table": "public.notes", "column": "summary", "type": "ruvector"}]}
     assert spec_rules_admit({**defaulted, "strategy": "Rebuild", "rebuild": half}) == []
     assert spec_rules_admit({**defaulted, "strategy": "InPlace", "rebuild": half}) == [
-        "rebuild.columnTypes requires strategy: Rebuild"
+        "rebuild.columnTypes requires strategy: Rebuild (columnTypes serves every strategy)"
     ]
     assert spec_rules_admit({**defaulted, "strategy": "Parallel", "rebuild": {"columnTypes": []}}) == []
     with pytest.raises(ValueError, match=r"rebuild\.columnTypes requires strategy: Rebuild"):
         stored(strategy="Parallel", rebuild=half)
+    # columnTypes itself serves every strategy; the two spellings together are refused
+    assert spec_rules_admit({**defaulted, "strategy": "Parallel", **half}) == []
+    assert spec_rules_admit({**defaulted, "strategy": "Rebuild", "rebuild": half, **half}) == [
+        "give columnTypes or rebuild.columnTypes (its older spelling), not both"
+    ]
+    with pytest.raises(ValueError, match=r"not both"):
+        stored(strategy="Rebuild", rebuild=half, **half)

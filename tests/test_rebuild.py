@@ -229,12 +229,16 @@ async def values_as_floats(conn: asyncpg.Connection) -> dict[int, tuple[tuple[fl
     return {r["id"]: (as_float32(r["small"]), as_float32(r["full_size"])) for r in rows}
 
 
-async def test_a_rebuild_gives_a_column_the_type_the_spec_names_and_a_rollback_gives_back_its_own(
-    database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path
+@pytest.mark.parametrize(
+    ("strategy", "spelling"),
+    [("Rebuild", "rebuild"), ("Rebuild", "spec"), ("InPlace", "spec"), ("Parallel", "spec")],
+)
+async def test_every_strategy_gives_a_column_the_type_the_spec_names_and_a_rollback_gives_back_its_own(
+    strategy: str, spelling: str, database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path
 ) -> None:
     await conn.execute(HALF_PRECISION_TABLE)
     values_before = await values_as_floats(conn)
-    resource = manifest(strategy="Rebuild", rebuild=HALF_INTO_FULL)
+    resource = manifest(strategy=strategy, **({"rebuild": HALF_INTO_FULL} if spelling == "rebuild" else HALF_INTO_FULL))
 
     status = await run(migration(database, resource, tmp_path / "b", scratch=tmp_path / "s"))
 
@@ -250,7 +254,8 @@ async def test_a_rebuild_gives_a_column_the_type_the_spec_names_and_a_rollback_g
     rolled_back = await run(migration(database, resource, tmp_path / "b", scratch=tmp_path / "s", rollback=True))
 
     assert rolled_back.phase is Phase.ROLLED_BACK, rolled_back.message
-    assert "every table equals its pre-migration checksum" in rolled_back.message
+    promise = "no write lost" if strategy == "Parallel" else "every table equals its pre-migration checksum"
+    assert promise in rolled_back.message
     assert await column_types(conn) == {"id": "integer", "small": "halfvec(4)", "full_size": "vector(4)"}
     assert await values_as_floats(conn) == values_before
     assert (await index_facts(conn))["notes_small"][:2] == ("hnsw", "halfvec_l2_ops")
@@ -261,22 +266,22 @@ async def test_a_rebuild_gives_a_column_the_type_the_spec_names_and_a_rollback_g
     [
         (
             {"table": "notes", "column": "full_size", "type": "halfvec"},
-            "rebuild.columnTypes: column public.notes.full_size is vector, and halfvec would not hold every one "
+            "columnTypes: column public.notes.full_size is vector, and halfvec would not hold every one "
             "of its values exactly",
         ),
         (
             {"table": "notes", "column": "small", "type": "rusparsevec"},
-            "rebuild.columnTypes: column public.notes.small is halfvec, and rusparsevec would not hold every one "
+            "columnTypes: column public.notes.small is halfvec, and rusparsevec would not hold every one "
             "of its values exactly",
         ),
         (
             {"table": "notes", "column": "small", "type": "ruhalfvec"},
-            "column public.notes.small: rebuild.columnTypes asks for type ruhalfvec, which target extension "
+            "column public.notes.small: columnTypes asks for type ruhalfvec, which target extension "
             "ruvector_standin does not offer (it offers ruvector)",
         ),
         (
             {"table": "notes", "column": "id", "type": "ruvector"},
-            "rebuild.columnTypes: public.notes.id is not a vector column being migrated",
+            "columnTypes: public.notes.id is not a vector column being migrated",
         ),
     ],
 )
@@ -285,10 +290,28 @@ async def test_a_column_type_that_would_round_or_names_no_vector_column_is_refus
 ) -> None:
     await conn.execute(HALF_PRECISION_TABLE)
     before = await snapshot(conn)
-    resource = manifest(strategy="Rebuild", rebuild={"columnTypes": [column_type]})
+    resource = manifest(strategy="Rebuild", columnTypes=[column_type])
 
     status = await run(migration(database, resource, tmp_path / "b", scratch=tmp_path / "s"))
 
     assert status.phase is Phase.FAILED
     assert refusal in status.message
+    assert await snapshot(conn) == before
+
+
+@pytest.mark.parametrize("strategy", ["InPlace", "Parallel"])
+async def test_a_halfvec_column_without_column_types_is_refused_with_the_option_that_widens_it(
+    strategy: str, database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    await conn.execute(HALF_PRECISION_TABLE)
+    before = await snapshot(conn)
+
+    status = await run(migration(database, manifest(strategy=strategy), tmp_path / "b", scratch=tmp_path / "s"))
+
+    assert status.phase is Phase.FAILED
+    assert (
+        "column public.notes.small is halfvec, which target extension ruvector_standin cannot hold (it offers "
+        "ruvector); it holds every value exactly as ruvector: name it in columnTypes "
+        "({table: public.notes, column: small, type: ruvector})" in status.message
+    )
     assert await snapshot(conn) == before

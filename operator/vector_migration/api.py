@@ -29,6 +29,7 @@ from .vocabulary import (
     ReindexMode,
     RollbackPolicy,
     Strategy,
+    UnmappableIndexes,
 )
 
 # PostgreSQL duration spellings accepted for lock_timeout/statement_timeout ("0" disables).
@@ -252,6 +253,12 @@ class ReindexSpec(ApiModel):
         return value
 
 
+class IndexesSpec(ApiModel):
+    """Indexes beyond a plain vector column's: expressions, several columns, pgvector's classes for bit."""
+
+    unmappable: UnmappableIndexes = UnmappableIndexes.REFUSE
+
+
 class LatencyVerifySpec(ApiModel):
     """What a latency regression does once it survived every round of measurement."""
 
@@ -333,7 +340,8 @@ class PostMigrationSpec(ApiModel):
 # Rebuild empties each table inside its transaction; a verified dump is the second copy it insists on.
 REBUILD_NEEDS_BACKUP = "strategy Rebuild requires backup.enabled: true (a verified dump before tables are emptied)"
 # Only Rebuild re-creates the tables; InPlace and Parallel keep each column's kind of type.
-COLUMN_TYPES_NEED_REBUILD = "rebuild.columnTypes requires strategy: Rebuild"
+COLUMN_TYPES_NEED_REBUILD = "rebuild.columnTypes requires strategy: Rebuild (columnTypes serves every strategy)"
+COLUMN_TYPES_TWICE = "give columnTypes or rebuild.columnTypes (its older spelling), not both"
 
 
 class VectorMigrationSpec(ApiModel):
@@ -352,6 +360,12 @@ class VectorMigrationSpec(ApiModel):
                     " || size(self.rebuild.columnTypes) == 0",
                     "message": COLUMN_TYPES_NEED_REBUILD,
                     "fieldPath": ".rebuild.columnTypes",
+                },
+                {
+                    "rule": "!has(self.columnTypes) || size(self.columnTypes) == 0 || !has(self.rebuild)"
+                    " || !has(self.rebuild.columnTypes) || size(self.rebuild.columnTypes) == 0",
+                    "message": COLUMN_TYPES_TWICE,
+                    "fieldPath": ".columnTypes",
                 },
             ]
         }
@@ -373,6 +387,10 @@ class VectorMigrationSpec(ApiModel):
     rollback: RollbackSpec = Field(default_factory=RollbackSpec)
     parallel: ParallelSpec = Field(default_factory=ParallelSpec)
     rebuild: RebuildSpec = Field(default_factory=RebuildSpec)
+    # Columns whose target type is not the one of the same kind (halfvec widened into a 32-bit vector
+    # type, say); only types that hold every source value exactly are accepted. Every strategy.
+    column_types: list[ColumnType] = Field(default_factory=list, max_length=1000)
+    indexes: IndexesSpec = Field(default_factory=IndexesSpec)
     cutover: CutoverSpec = Field(default_factory=CutoverSpec)
     post_migration: PostMigrationSpec = Field(default_factory=PostMigrationSpec)
 
@@ -382,7 +400,17 @@ class VectorMigrationSpec(ApiModel):
             raise ValueError(REBUILD_NEEDS_BACKUP)
         if self.rebuild.column_types and self.strategy is not Strategy.REBUILD:
             raise ValueError(COLUMN_TYPES_NEED_REBUILD)
+        if self.rebuild.column_types and self.column_types:
+            raise ValueError(COLUMN_TYPES_TWICE)
+        keys = [entry.key() for entry in self.column_types]
+        repeated = sorted({".".join(key) for key in keys if keys.count(key) > 1})
+        if repeated:
+            raise ValueError(f"columnTypes names {', '.join(repeated)} more than once")
         return self
+
+    def requested_column_types(self) -> dict[tuple[str, str, str], str]:
+        """(schema, table, column) -> the target type asked for, by columnTypes or its older spelling."""
+        return {entry.key(): entry.type for entry in self.column_types} | self.rebuild.requested_types()
 
 
 # What a person may still change once the swap has started: the approval gate, what to do on a

@@ -81,6 +81,13 @@ class ReindexMode(StrEnum):
     CONCURRENT = "Concurrent"
 
 
+class UnmappableIndexes(StrEnum):
+    """What happens to an index the target offers no counterpart for (an expression it lacks a function for)."""
+
+    REFUSE = "Refuse"  # the checklist stops, naming each such index
+    DROP = "Drop"  # dropped in the swap; its definition is kept in the plan, the status and an Event
+
+
 class BackupScope(StrEnum):
     """What the pre-migration dump holds."""
 

@@ -265,17 +265,24 @@ def map_type(surface: TargetSurface, column: VectorColumn, requested: str | None
             return by_name[requested]
         raise MappingError(
             Reason.UNSUPPORTED_COLUMN,
-            f"column {column.display}: rebuild.columnTypes asks for type {requested}, which target extension "
+            f"column {column.display}: columnTypes asks for type {requested}, which target extension "
             f"{surface.extension} does not offer (it offers {', '.join(sorted(by_name)) or 'no types'})",
         )
     for candidate in _type_candidates(column.type_name):
         if candidate in by_name:
             return by_name[candidate]
     offered = ", ".join(sorted(by_name)) or "no types"
+    widening = next((name for name in EXACT_WIDENINGS.get(column.type_name, ()) if name in by_name), None)
+    option = (
+        f"; it holds every value exactly as {widening}: name it in columnTypes "
+        f"({{table: {column.schema}.{column.table}, column: {column.column}, type: {widening}}})"
+        if widening
+        else ""
+    )
     raise MappingError(
         Reason.UNSUPPORTED_COLUMN,
         f"column {column.display} is {column.type_name}, which target extension {surface.extension} "
-        f"cannot hold (it offers {offered})",
+        f"cannot hold (it offers {offered}){option}",
     )
 
 

@@ -111,7 +111,7 @@ class RunFacts:
 
     def chosen_column_types(self, spec: VectorMigrationSpec) -> Mapping[ColumnKey, str]:
         """The target type asked for per column: this run's own, else the spec's."""
-        return self.column_types if self.column_types is not None else spec.rebuild.requested_types()
+        return self.column_types if self.column_types is not None else spec.requested_column_types()
 
 
 @dataclass(frozen=True)

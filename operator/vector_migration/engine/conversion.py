@@ -67,7 +67,7 @@ def build_plan(
     lock, converted while empty, and imported before the index builds, so their storage is
     written afresh; without it the columns are converted where they are. ``column_types`` names
     the target type of some columns (a rollback: the types they had); by default the spec's
-    ``rebuild.columnTypes``, checked against the columns found.
+    ``columnTypes``, checked against the columns found.
     """
     warnings: list[str] = []
     requested = checked_column_types(inventory, spec) if column_types is None else column_types
@@ -194,24 +194,24 @@ def _create_extension(spec: VectorMigrationSpec, surface: TargetSurface, schema:
 
 
 def checked_column_types(inventory: SourceInventory, spec: VectorMigrationSpec) -> dict[ColumnKey, str]:
-    """The spec's ``rebuild.columnTypes``, checked against the columns found.
+    """The spec's ``columnTypes``, checked against the columns found.
 
     Each must name a column being migrated and a type that holds every one of its values exactly
     (a rebuild that rounds values would pass no checksum).
     """
-    requested = spec.rebuild.requested_types()
+    requested = spec.requested_column_types()
     columns = {column_key(c): c for c in inventory.columns}
     for key, type_name in requested.items():
         column = columns.get(key)
         if column is None:
             raise PlanningError(
                 Reason.TABLE_NOT_FOUND,
-                f"rebuild.columnTypes: {'.'.join(key)} is not a {inventory.source.name} column being migrated",
+                f"columnTypes: {'.'.join(key)} is not a {inventory.source.name} column being migrated",
             )
         if not holds_exactly(column.type_name, type_name):
             raise PlanningError(
                 Reason.UNSUPPORTED_COLUMN,
-                f"rebuild.columnTypes: column {column.display} is {column.type_name}, and {type_name} would not "
+                f"columnTypes: column {column.display} is {column.type_name}, and {type_name} would not "
                 f"hold every one of its values exactly",
             )
     return requested
