@@ -76,12 +76,14 @@ async def test_apply_and_the_migration_becomes_ready(
         jobs = await cluster.list("batch/v1", "jobs")
         assert [j["metadata"]["name"] for j in jobs] == runner.started
         assert jobs[0]["metadata"]["ownerReferences"][0]["kind"] == "VectorMigration"
-        await cluster.eventually(lambda: len(cluster.posted_events()) >= 6)
+        await cluster.eventually(lambda: len(cluster.posted_events()) >= 7)
         events = [(e["type"], e["reason"]) for e in cluster.posted_events()]
         assert events == [
-            ("Normal", "Checklist"), ("Normal", "Backup"), ("Normal", "Swap"), ("Normal", "Reindex"),
-            ("Normal", "Verify"), ("Normal", "Succeeded"),
+            ("Normal", "Checklist"), ("Warning", "MigrationWarning"), ("Normal", "Backup"), ("Normal", "Swap"),
+            ("Normal", "Reindex"), ("Normal", "Verify"), ("Normal", "Succeeded"),
         ]  # fmt: skip
+        # the status's warning, once: the target is a stand-in, which a user must be able to see
+        assert "stand-in" in cluster.posted_events()[1]["message"]
         # `kubectl describe` shows who reported them (its "From" column), not kopf's defaults
         assert {(e["source"]["component"], e["reportingComponent"]) for e in cluster.posted_events()} == {
             ("vector-migration-operator", "vector-migration-operator")

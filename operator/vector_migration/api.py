@@ -460,6 +460,8 @@ class IndexInventory(ApiModel):
     opclass: str
     definition: str
     target_definition: str | None = None
+    # For an index beyond a plain vector column (an expression, several keys): what the swap does
+    handling: str | None = None
 
 
 class TableInventory(ApiModel):

@@ -190,6 +190,7 @@ class Reason(StrEnum):
     DELETED = "Deleted"
     BACKUP_DELETED = "BackupDeleted"
     BACKUP_KEPT = "BackupKept"
+    WARNING = "MigrationWarning"  # an Event for each status warning (an index dropped by request, say)
     INTERNAL_ERROR = "InternalError"
     JOURNAL_UNREADABLE = "JournalUnreadable"
     DRIFTED = "Drifted"

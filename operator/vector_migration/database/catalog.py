@@ -102,6 +102,53 @@ class SavedIndex:
 
 
 @dataclass(frozen=True)
+class KeyOpclass:
+    """The operator class of one key column of a carried index."""
+
+    schema: str
+    name: str
+    owned_by_source: bool
+    input_type: str  # pg_type.typname of the class's input type
+    ordering_operator: str | None
+
+
+@dataclass(frozen=True)
+class CarriedIndex:
+    """An index beyond a plain vector column's: an expression, several keys, or a source class on a built-in type.
+
+    pgvector's README indexes ``(embedding::halfvec(n)) halfvec_l2_ops`` and
+    ``(binary_quantize(embedding)::bit(n)) bit_hamming_ops``; a ``bit`` column (PostgreSQL's own type)
+    indexed with pgvector's ``bit_hamming_ops`` is one too. Its definition is rewritten for the target
+    through the parser when the target offers every class, type and function it uses; otherwise it
+    is refused, or dropped under ``indexes.unmappable: Drop``.
+    """
+
+    oid: int
+    schema: str
+    name: str
+    table_schema: str
+    table: str
+    owner: str
+    method: str
+    method_owned_by_source: bool
+    keys: tuple[KeyOpclass, ...]
+    definition: str  # pg_get_indexdef
+    constraint: str | None = None  # the UNIQUE/EXCLUDE constraint it serves: refused, never dropped
+
+
+@dataclass(frozen=True)
+class SavedConstraint:
+    """A CHECK constraint that calls or names the source extension's objects."""
+
+    oid: int
+    schema: str
+    table: str
+    name: str
+    definition: str  # pg_get_constraintdef: "CHECK (...)" [NOT VALID]
+    owner: str
+
+
+@dataclass(frozen=True)
 class SavedView:
     """A view or materialized view that must be dropped and recreated around the conversion."""
 
@@ -186,6 +233,9 @@ class SourceInventory:
     views: list[SavedView] = field(default_factory=list)
     functions: list[SavedFunction] = field(default_factory=list)
     defaults: list[SavedDefault] = field(default_factory=list)
+    carried_indexes: list[CarriedIndex] = field(default_factory=list)
+    source_functions: frozenset[str] = frozenset()  # names of the functions the source extension owns
+    constraints: list[SavedConstraint] = field(default_factory=list)
     settings: list[SavedSetting] = field(default_factory=list)
     dependents: list[Dependent] = field(default_factory=list)
     row_counts: dict[tuple[str, str], int] = field(default_factory=dict)

@@ -5,6 +5,8 @@ drift). Columns, their tables' owners, indexes, views (with their definitions, g
 other dependents, settings, and the privileges the swap needs. Everything here is a read.
 """
 
+# size: the reading of each kind of object the swap handles, one function each; functions and
+# carried indexes/constraints already live in routines.py and carried.py
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -13,6 +15,7 @@ import asyncpg
 
 from ..api import TableSelection, VectorMigrationSpec, split_qualified_name
 from ..vocabulary import Reason
+from .carried import read_carried, read_constraints
 from .catalog import (
     EXTENSION_MEMBERS,
     Blocker,
@@ -53,6 +56,7 @@ async def read_inventory(
     await _read_indexes(conn, inventory)
     await _read_views(conn, inventory)
     await read_functions(conn, inventory)
+    await read_constraints(conn, inventory)
     await _read_dependents(conn, inventory)
     await _read_settings(conn, inventory)
     await _check_privileges(conn, inventory)
@@ -171,6 +175,7 @@ def _select_columns(
 # size: one catalog query and the mapping of its rows, with a refusal per unsupported shape
 async def _read_indexes(conn: asyncpg.Connection, inv: SourceInventory) -> None:
     if not inv.columns:
+        await read_carried(conn, inv, [])  # a bit column's pgvector index needs no vector column
         return
     table_oids = sorted({c.table_oid for c in inv.columns})
     rows = await conn.fetch(
@@ -214,6 +219,7 @@ async def _read_indexes(conn: asyncpg.Connection, inv: SourceInventory) -> None:
         sorted({c.attnum for c in inv.columns}),
     )
     by_attnum = {(c.table_oid, c.attnum): c for c in inv.columns}
+    carried: list[int] = []
     for row in rows:
         keys = list(row["keys"])
         vector_keys = [by_attnum.get((row["table_oid"], key)) for key in keys]
@@ -224,15 +230,18 @@ async def _read_indexes(conn: asyncpg.Connection, inv: SourceInventory) -> None:
             continue
         where = f"index {row['schema']}.{row['name']}"
         column = vector_keys[0] if len(keys) == 1 else None
-        if column is None or row["has_expressions"] or row["indisunique"] or row["conname"]:
+        if row["conname"]:
             inv.refused.add((row["oid"], 0))
             inv.blockers.append(
                 Blocker(
                     Reason.UNMAPPED_INDEX,
-                    f"{where} ({row['definition']}) is not a single-column vector index; "
-                    "drop it before migrating and recreate it for the target afterwards",
+                    f"{where} ({row['definition']}) serves constraint {row['conname']}; "
+                    "drop the constraint before migrating and create it for the target afterwards",
                 )
             )
+            continue
+        if column is None or row["has_expressions"] or row["indisunique"]:
+            carried.append(row["oid"])  # an expression or several keys: rewritten by the planner
             continue
         if not row["indisvalid"]:
             inv.warnings.append(f"{where} is INVALID; it is rebuilt on the target like the others")
@@ -256,6 +265,7 @@ async def _read_indexes(conn: asyncpg.Connection, inv: SourceInventory) -> None:
                 definition=row["definition"],
             )
         )
+    await read_carried(conn, inv, carried)
 
 
 async def _index_column_refs(conn: asyncpg.Connection, index_oid: int) -> list[int]:
@@ -303,7 +313,9 @@ async def _read_dependents(conn: asyncpg.Connection, inv: SourceInventory) -> No
         """,
         inv.source.oid,
     )
-    handled = {(index.oid, 0) for index in inv.indexes} | {(c.table_oid, c.attnum) for c in inv.columns}
+    handled = {(oid, 0) for oid in [i.oid for i in inv.indexes] + [i.oid for i in inv.carried_indexes]}
+    handled |= {(c.table_oid, c.attnum) for c in inv.columns}
+    saved_constraints = {constraint.oid for constraint in inv.constraints}
     saved_views = {view.oid for view in inv.views}
     saved_functions = {function.oid for function in inv.functions}
     for row in rows:
@@ -314,6 +326,8 @@ async def _read_dependents(conn: asyncpg.Connection, inv: SourceInventory) -> No
             continue  # columns of views that are saved and recreated
         if catalog == "pg_rewrite" and row["view_oid"] is not None:
             continue  # views are read by _read_views and saved/recreated around the conversion
+        if catalog == "pg_constraint" and row["objid"] in saved_constraints:
+            continue  # CHECK constraints are saved and added again for the target
         if catalog == "pg_proc" and row["objid"] in saved_functions:
             continue  # functions are read by _read_functions and re-created for the target
         if catalog == "pg_attrdef" and not row["generated"] and row["default_of"] is not None:

@@ -25,6 +25,17 @@ TYPE_CANDIDATES = {
     "sparsevec": ("sparsevec", "rusparsevec"),
 }
 
+# Source function name -> target function names that compute the same, in order of preference:
+# pgvector's vector_dims(vector) is RuVector's documented ruvector_dims(ruvector). Used for the
+# expressions of carried indexes and CHECK constraints; a rollback maps them back.
+FUNCTION_CANDIDATES = {
+    "vector_dims": ("vector_dims", "ruvector_dims"),
+    "vector_norm": ("vector_norm", "ruvector_norm"),
+    "l2_distance": ("l2_distance", "ruvector_l2_distance"),
+    "cosine_distance": ("cosine_distance", "ruvector_cosine_distance"),
+    "l1_distance": ("l1_distance", "ruvector_l1_distance"),
+}
+
 # Source setting -> target settings that mean the same; the spellings differ between RuVector's
 # guide (ruvector.ef_search) and its source (ruvector.hnsw_ef_search), so both are probed.
 SETTING_CANDIDATES = {
@@ -286,20 +297,40 @@ def map_type(surface: TargetSurface, column: VectorColumn, requested: str | None
     )
 
 
-def map_index(surface: TargetSurface, index: SavedIndex, target_type: TargetType) -> tuple[str, TargetOpclass]:
-    """The target access method and operator class serving the same distance operator."""
-    kind = method_kind(index.method)
-    methods = [m for m in surface.methods if method_kind(m) == kind] or (
-        [index.method] if not index.method_owned_by_source else []
-    )
+def target_methods(surface: TargetSurface, method: str, owned_by_source: bool) -> list[str]:
+    """The target's access methods of the same kind as a source index's (a built-in one stays itself)."""
+    kind = method_kind(method)
+    return [m for m in surface.methods if method_kind(m) == kind] or ([method] if not owned_by_source else [])
+
+
+def find_opclass(
+    surface: TargetSurface, methods: list[str], input_type: str, ordering_operator: str | None
+) -> tuple[str, TargetOpclass] | None:
+    """The first of ``methods`` with a target operator class for ``input_type`` serving the same operator."""
     for method in methods:
         for opclass in surface.opclasses:
-            if opclass.method != method or opclass.input_type != target_type.name:
+            if opclass.method != method or opclass.input_type != input_type:
                 continue
-            if index.ordering_operator is not None and opclass.ordering_operator == index.ordering_operator:
+            if ordering_operator is not None and opclass.ordering_operator == ordering_operator:
                 return method, opclass
-            if index.ordering_operator is None and opclass.ordering_operator is None and opclass.is_default:
+            if ordering_operator is None and opclass.ordering_operator is None and opclass.is_default:
                 return method, opclass
+    return None
+
+
+def target_function_for(surface: TargetSurface, name: str) -> str | None:
+    """The target function computing what a source function does, by the names known to match."""
+    backward = tuple(source for source, targets in FUNCTION_CANDIDATES.items() if name in targets)
+    candidates = (name, *FUNCTION_CANDIDATES.get(name, ()), *backward)
+    return next((candidate for candidate in candidates if candidate in surface.functions), None)
+
+
+def map_index(surface: TargetSurface, index: SavedIndex, target_type: TargetType) -> tuple[str, TargetOpclass]:
+    """The target access method and operator class serving the same distance operator."""
+    methods = target_methods(surface, index.method, index.method_owned_by_source)
+    found = find_opclass(surface, methods, target_type.name, index.ordering_operator)
+    if found is not None:
+        return found
     operator = index.ordering_operator or "(no ordering operator)"
     raise MappingError(
         Reason.UNMAPPED_INDEX,

@@ -36,6 +36,7 @@ from ..database.surface import (
     target_type_for,
 )
 from ..vocabulary import Reason, ReindexMode, StatementKind
+from .carry import plan_carried, target_predicate
 from .plan import (
     ColumnConversion,
     ColumnKey,
@@ -81,16 +82,19 @@ def build_plan(
             unmapped.append(error)
     conversions = tuple(converted)
     types_by_column = {column_key(c.column): c.target_type for c in conversions}
+    type_map = _type_map(inventory, surface)  # for the functions, defaults and expressions naming the source's types
     rebuilt = []
     for index in inventory.indexes:
         if (index.table_schema, index.table, index.column) not in types_by_column:
             continue  # its column is refused above
         try:
-            rebuilt.append(_rebuild(surface, index, types_by_column, spec, warnings))
+            rebuilt.append(_rebuild(inventory, surface, index, types_by_column, type_map, spec, warnings))
         except MappingError as error:
             unmapped.append(error)
+    carried = plan_carried(inventory, surface, spec, type_map, unmapped)
     if unmapped:
         raise PlanningError(unmapped[0].reason, "; ".join(str(error) for error in unmapped))
+    warnings += carried.warnings
     rebuilds = tuple(rebuilt)
     settings = tuple(_carry_setting(inventory, surface, setting, warnings) for setting in inventory.settings)
     if surface.shares_source_library:
@@ -131,7 +135,7 @@ def build_plan(
             statements.append(create_target)
         if tables:
             statements.append(lock)
-        statements += _drop_dependents(inventory)
+        statements += _drop_dependents(inventory) + carried.drops
         statements += empty_tables
         statements += [
             _alter_columns(conversions, s, t, stage="direct", owner=inventory.owners.get((s, t))) for s, t in tables
@@ -140,7 +144,7 @@ def build_plan(
     else:
         if tables:
             statements.append(lock)
-        statements += _drop_dependents(inventory)
+        statements += _drop_dependents(inventory) + carried.drops
         statements += empty_tables
         statements += [
             _alter_columns(conversions, s, t, stage="to-intermediate", owner=inventory.owners.get((s, t)))
@@ -152,10 +156,10 @@ def build_plan(
             _alter_columns(conversions, s, t, stage="from-intermediate", owner=inventory.owners.get((s, t)))
             for s, t in tables
         ]
-    type_map = _type_map(inventory, surface)  # for the functions and defaults that name the source's types
     views = (
         _recreate_functions(inventory, type_map)
         + _set_defaults(inventory, type_map)
+        + carried.checks
         + [statement for view in inventory.views for statement in _recreate_view(view)]
     )
     settings_carried = [Statement(StatementKind.CARRY_SETTING, c.statement) for c in settings if c.statement]
@@ -176,6 +180,7 @@ def build_plan(
     else:
         statements += views + settings_carried
     statements += [Statement(StatementKind.BUILD_INDEX, r.definition) for r in rebuilds if not r.concurrent]
+    statements += carried.builds
     return MigrationPlan(
         route=route,
         swap=tuple(statements),
@@ -184,6 +189,7 @@ def build_plan(
         settings=settings,
         surface=surface.summary(),
         warnings=tuple(warnings),
+        dropped_indexes=tuple(carried.dropped),
     )
 
 
@@ -265,9 +271,11 @@ _BUILTIN_TYPES = {"real[]": "pg_catalog.float4[]", "text": "pg_catalog.text"}
 
 
 def _rebuild(
+    inventory: SourceInventory,
     surface: TargetSurface,
     index: SavedIndex,
     types_by_column: dict[ColumnKey, TargetType],
+    type_map: dict[str, tuple[str, str]],
     spec: VectorMigrationSpec,
     warnings: list[str],
 ) -> IndexRebuild:
@@ -289,10 +297,26 @@ def _rebuild(
         else ""
     )
     tablespace = f" TABLESPACE {quote_ident(index.tablespace)}" if index.tablespace else ""
-    predicate = f" WHERE {index.predicate}" if index.predicate else ""
-    rebuild = IndexRebuild(index, method, opclass, "", concurrent, f"{with_clause}{tablespace}{predicate}")
+    target_predicate = _predicate_for(index, inventory, surface, type_map) if index.predicate else None
+    predicate = f" WHERE {target_predicate}" if target_predicate else ""
+    tail = f"{with_clause}{tablespace}{predicate}"
+    rebuild = IndexRebuild(index, method, opclass, "", concurrent, tail, target_predicate)
     definition = rebuild.definition_on(index.table_schema, index.table, index.name, concurrently=concurrent)
-    return IndexRebuild(index, method, opclass, definition, concurrent, rebuild.tail)
+    return IndexRebuild(index, method, opclass, definition, concurrent, tail, target_predicate)
+
+
+def _predicate_for(
+    index: SavedIndex, inventory: SourceInventory, surface: TargetSurface, type_map: dict[str, tuple[str, str]]
+) -> str:
+    """The predicate as saved, or rewritten when it names the source's types or functions."""
+    assert index.predicate is not None  # noqa: S101 - called only for partial indexes
+    names = {*inventory.source_functions, *inventory.source_type_names.values()}
+    if not any(name in index.predicate for name in names):
+        return index.predicate  # most predicates (category = 'a') name none: no parser needed
+    try:
+        return target_predicate(index.predicate, inventory, surface, type_map)
+    except MappingError as error:
+        raise MappingError(error.reason, f"index {index.schema}.{index.name}: {error}") from None
 
 
 def _carry_setting(

@@ -58,6 +58,7 @@ class IndexRebuild:
     definition: str
     concurrent: bool
     tail: str = ""  # WITH (...), TABLESPACE and WHERE clauses, as in the definition
+    predicate: str | None = None  # the partial index's predicate, in the target's names
 
     def definition_on(self, schema: str, table: str, name: str, *, concurrently: bool) -> str:
         """The same index on another table (a Parallel migration's shadow) under another name."""
@@ -88,6 +89,8 @@ class MigrationPlan:
     settings: tuple[SettingCarry, ...]
     surface: dict[str, object]
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    # Definitions of the indexes dropped by indexes.unmappable: Drop (their DROP is in the swap)
+    dropped_indexes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def conversion(self) -> MigrationPlan:
@@ -125,6 +128,7 @@ class MigrationPlan:
                 for r in self.concurrent_rebuilds
             ],
             "warnings": list(self.warnings),
+            **({"droppedIndexes": list(self.dropped_indexes)} if self.dropped_indexes else {}),
         }
 
 

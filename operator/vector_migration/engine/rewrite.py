@@ -78,6 +78,101 @@ class _Retype(visitors.Visitor):
             node.names = (ast.String(sval=schema), ast.String(sval=name))
 
 
+@dataclass(frozen=True)
+class NameMap:
+    """What the source's names become on the target, and which source names have no counterpart there."""
+
+    types: dict[str, tuple[str, str]]  # source type name -> target (schema, name)
+    functions: dict[str, tuple[str, str]]  # source function name -> target (schema, name)
+    source_schema: str
+    source_types: frozenset[str]
+    source_functions: frozenset[str]
+
+
+class _Remap(_Retype):
+    """Types and function calls renamed for the target; source names it has nothing for are collected."""
+
+    def __init__(self, names: NameMap) -> None:
+        super().__init__(names.types, names.source_schema)
+        self.names = names
+        self.missing: set[str] = set()
+
+    def _is_source(self, names: list[str]) -> bool:
+        return len(names) == 1 or names[-2] == self.names.source_schema
+
+    def visit_TypeName(self, ancestors: object, node: ast.TypeName) -> None:
+        names = [name.sval for name in node.names or ()]
+        if self._is_source(names) and names[-1] in self.names.source_types and names[-1] not in self.type_map:
+            self.missing.add(f"type {names[-1]}")
+        super().visit_TypeName(ancestors, node)
+
+    def visit_FuncCall(self, _ancestors: object, node: ast.FuncCall) -> None:
+        names = [name.sval for name in node.funcname or ()]
+        if not self._is_source(names):
+            return
+        if names[-1] in self.names.functions:
+            schema, name = self.names.functions[names[-1]]
+            node.funcname = (ast.String(sval=schema), ast.String(sval=name))
+        elif names[-1] in self.names.source_functions:
+            self.missing.add(f"function {names[-1]}")
+
+    def check(self, target: str) -> None:
+        if self.missing:
+            raise RewriteError(f"it uses {', '.join(sorted(self.missing))}, which {target} does not offer")
+
+
+def rewrite_index(
+    definition: str, names: NameMap, method: str, opclasses: list[tuple[str, str] | None], target: str
+) -> str:
+    """A CREATE INDEX (pg_get_indexdef's) for the target: its method, key classes, types and functions.
+
+    ``opclasses`` gives each key's target class, or None to keep the key's own (a built-in class).
+    """
+    try:
+        statement = parse_sql(definition)[0].stmt
+    except ParseError as error:
+        raise RewriteError(f"its definition cannot be parsed ({error})") from None
+    if not isinstance(statement, ast.IndexStmt):
+        raise RewriteError("its definition is not a CREATE INDEX")
+    statement.accessMethod = method
+    for element, opclass in zip(statement.indexParams or (), opclasses, strict=False):
+        if opclass is not None:
+            element.opclass = tuple(ast.String(sval=part) for part in opclass)
+    remap = _Remap(names)
+    remap(statement)
+    remap.check(target)
+    return str(RawStream()(statement))
+
+
+def rewrite_check(definition: str, names: NameMap, target: str) -> str:
+    """A CHECK constraint's definition (pg_get_constraintdef's) with its types and functions the target's."""
+    try:
+        statement = parse_sql(f"ALTER TABLE vmig_placeholder ADD {definition}")[0].stmt
+    except ParseError as error:
+        raise RewriteError(f"its definition cannot be parsed ({error})") from None
+    if statement is None:
+        raise RewriteError("its definition is empty")
+    remap = _Remap(names)
+    remap(statement)
+    remap.check(target)
+    printed = str(RawStream()(statement))
+    return printed.removeprefix("ALTER TABLE vmig_placeholder ADD ")
+
+
+def rewrite_condition(expression: str, names: NameMap, target: str) -> str:
+    """A partial index's predicate (pg_get_expr's) with its types and functions the target's."""
+    try:
+        statement = parse_sql(f"SELECT WHERE {expression}")[0].stmt
+    except ParseError as error:
+        raise RewriteError(f"its predicate cannot be parsed ({error})") from None
+    if not isinstance(statement, ast.SelectStmt) or statement.whereClause is None:
+        raise RewriteError("its predicate is not a single expression")
+    remap = _Remap(names)
+    remap(statement)
+    remap.check(target)
+    return str(RawStream()(statement.whereClause))
+
+
 def rewrite_expression(expression: str, type_map: dict[str, tuple[str, str]], source_schema: str) -> str:
     """An expression (a column default, pg_get_expr's) with every source type name replaced."""
     try:

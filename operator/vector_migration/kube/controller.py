@@ -20,7 +20,17 @@ from kubernetes.client import Configuration
 from ..api import JobDefaults, VectorMigrationStatus
 from ..engine.outcomes import Fail, Outcome
 from ..status import timing_key
-from ..vocabulary import API_GROUP, API_VERSION, COMPONENT, FINALIZER, LEGACY_FINALIZER, PLURAL, ConditionType, Phase
+from ..vocabulary import (
+    API_GROUP,
+    API_VERSION,
+    COMPONENT,
+    FINALIZER,
+    LEGACY_FINALIZER,
+    PLURAL,
+    ConditionType,
+    Phase,
+    Reason,
+)
 from .client import KubeClient, KubeError, load_configuration, login_of
 from .metrics import OperatorMetrics
 from .reconciler import OperatorState, next_step, write_status
@@ -116,9 +126,16 @@ def build_registry(
     @kopf.on.update(*RESOURCE, registry=registry)
     async def reconcile(body: kopf.Body, patch: kopf.Patch, uid: str, retry: int, **_: Any) -> None:
         _forget_legacy_finalizer(body, patch)
+        # Each warning is posted once as an Event (an index dropped by request, a stand-in target),
+        # so `kubectl describe` and event-watching alerting see it, not only the status.
+        posted = state.warned.setdefault(uid, set((body.get("status") or {}).get("warnings") or []))
 
         async def progress(before: Phase, status: VectorMigrationStatus, outcome: Outcome) -> None:
             await write_status(state.client, body, status)
+            for message in status.warnings:
+                if message not in posted:
+                    posted.add(message)
+                    kopf.event(body, type="Warning", reason=Reason.WARNING.value, message=message[:1000])
             metrics.observe(uid, before, status.phase, status.timings.get(timing_key(before)), None)
             if status.phase != before:
                 stalled = next((c for c in status.conditions if c.type == ConditionType.STALLED.value), None)

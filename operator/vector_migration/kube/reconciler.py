@@ -48,9 +48,12 @@ class OperatorState:
     runs: dict[str, Migration] = field(default_factory=dict)
     scratch: Path | None = None  # where Rebuild exports tables (the chart mounts an emptyDir)
     job_defaults: JobDefaults = field(default_factory=JobDefaults)  # the chart's `jobs` values
+    # The status warnings already posted as Events, per resource: each is posted once.
+    warned: dict[str, set[str]] = field(default_factory=dict)
 
     async def forget(self, uid: str) -> None:
         """Close a resource's database session (releasing its migration lock) and drop its run."""
+        self.warned.pop(uid, None)
         run = self.runs.pop(uid, None)
         if run is not None:
             await close_session(run)

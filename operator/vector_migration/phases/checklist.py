@@ -271,7 +271,7 @@ async def _baseline(
             operator_schema=surface.schema,
             operator=rebuild.opclass.ordering_operator or index.ordering_operator,
             type_sql=qualify(surface.schema, conversion.target_type.name),
-            predicate=index.predicate,
+            predicate=rebuild.predicate,
         )
         m.reporter.progress("baseline", position - 1, len(plan.rebuilds), f"measuring {index.name}")
         untrusted = await untrusted_code(m.session, index.oid) if index.predicate else []
@@ -333,6 +333,22 @@ def inventory_model(inventory: SourceInventory, plan: MigrationPlan, surface: Ta
                 target_definition=rebuilds[(i.schema, i.name)].definition,
             )
             for i in inventory.indexes
+        ]
+        + [
+            IndexInventory(
+                name=i.name,
+                table=f"{i.table_schema}.{i.table}",
+                column="(expression or several keys)",
+                method=i.method,
+                opclass=", ".join(key.name for key in i.keys),
+                definition=i.definition,
+                handling=(
+                    "dropped (indexes.unmappable: Drop)"
+                    if i.definition in plan.dropped_indexes
+                    else "rewritten for the target"
+                ),
+            )
+            for i in inventory.carried_indexes
         ],
         dependents=[DependentInventory(kind=d.kind, name=d.name, handling=d.handling) for d in inventory.dependents],
         settings=[

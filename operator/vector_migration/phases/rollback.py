@@ -38,6 +38,7 @@ from ..vocabulary import (
     ReindexMode,
     StatementKind,
     Strategy,
+    UnmappableIndexes,
 )
 from .probe import ProbeFailed, probe_surface
 from .restore import ask_for_restore, restore_backup, restore_token
@@ -83,6 +84,9 @@ async def _reverse_plan(m: Migration, swapped: SwapRecord) -> ReversePlan | Fail
     reverse.tables, reverse.reindex.mode = [], ReindexMode.ATOMIC
     reverse.rebuild.column_types = []  # the types to go back to come from the saved inventory below
     reverse.strategy = Strategy.IN_PLACE  # converting back in place needs no scratch space, whatever went forward
+    # The carried indexes are created again from their saved definitions below, so the target's
+    # copies are only dropped, whether or not the source could take them back.
+    reverse.indexes.unmappable = UnmappableIndexes.DROP
     backwards = Migration(RunInputs(m.name, reverse, m.params, reporter=m.reporter), conn=conn)
     server = await read_server(conn)
     inventory = await read_inventory(conn, reverse, server, target, count_rows=False)

@@ -46,6 +46,22 @@ async def check_tables(conn: asyncpg.Connection, inventory: SourceInventory, sur
         )
         for d in inventory.defaults
     ]
+    blockers += [
+        Blocker(
+            Reason.UNMAPPED_INDEX,
+            f"index {i.schema}.{i.name} ({i.definition}) uses {inventory.source.name}'s objects beyond a plain "
+            "vector column; strategy Parallel does not carry such indexes across yet (InPlace and Rebuild do)",
+        )
+        for i in inventory.carried_indexes
+    ]
+    blockers += [
+        Blocker(
+            Reason.BLOCKING_DEPENDENT,
+            f"constraint {c.name} on {c.schema}.{c.table} ({c.definition}) uses {inventory.source.name}'s "
+            "objects; strategy Parallel does not carry such constraints across yet (InPlace and Rebuild do)",
+        )
+        for c in inventory.constraints
+    ]
     for schema, table in inventory.tables():
         blockers += await _check_table(conn, schema, table)
     return blockers

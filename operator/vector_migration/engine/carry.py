@@ -1,0 +1,177 @@
+"""Carried indexes and CHECK constraints: rewritten for the target, or refused, or dropped by request.
+
+An index beyond a plain vector column (an expression, several keys, pgvector's classes on the
+built-in ``bit`` type) and a CHECK constraint that calls the source's functions are dropped before
+the conversion and created again after it, their definitions rewritten through PostgreSQL's parser:
+access method, each key's operator class, type names and function names become the target's. When
+the target lacks one of them (RuVector has no ``binary_quantize``), the checklist refuses the index
+by name, unless ``indexes.unmappable: Drop`` asks for it to be dropped: then the plan lists it, with
+its definition, and it stays dropped (a rollback creates it again from that definition).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..api import VectorMigrationSpec
+from ..database.catalog import CarriedIndex, SourceInventory
+from ..database.sql import qualify, quote_ident
+from ..database.surface import (
+    MappingError,
+    TargetSurface,
+    find_opclass,
+    target_function_for,
+    target_methods,
+    target_type_for,
+)
+from ..vocabulary import Reason, StatementKind, UnmappableIndexes
+from .plan import Statement
+
+if TYPE_CHECKING:
+    from .rewrite import NameMap
+
+
+@dataclass
+class CarriedPlan:
+    """What the swap does with the carried objects, in the order it does it."""
+
+    drops: list[Statement] = field(default_factory=list)  # before the conversion
+    checks: list[Statement] = field(default_factory=list)  # after it, as each table's owner
+    builds: list[Statement] = field(default_factory=list)  # with the other index builds
+    dropped: list[str] = field(default_factory=list)  # definitions of indexes dropped by request
+    warnings: list[str] = field(default_factory=list)
+
+
+def plan_carried(
+    inventory: SourceInventory,
+    surface: TargetSurface,
+    spec: VectorMigrationSpec,
+    type_map: dict[str, tuple[str, str]],
+    unmapped: list[MappingError],
+) -> CarriedPlan:
+    """Rewrite every carried index and constraint; what cannot be is added to ``unmapped`` (or dropped)."""
+    carried = CarriedPlan()
+    if not inventory.carried_indexes and not inventory.constraints:
+        return carried
+    from .rewrite import RewriteError, rewrite_check
+
+    names = name_map(inventory, surface, type_map)
+    for constraint in inventory.constraints:
+        table = qualify(constraint.schema, constraint.table)
+        name = quote_ident(constraint.name)
+        try:
+            definition = rewrite_check(constraint.definition, names, surface.extension)
+        except RewriteError as error:
+            where = f"constraint {constraint.name} on {constraint.schema}.{constraint.table}"
+            unmapped.append(MappingError(Reason.BLOCKING_DEPENDENT, f"{where} cannot be carried: {error}"))
+            continue
+        carried.drops.append(Statement(StatementKind.DROP_DEPENDENT, f"ALTER TABLE {table} DROP CONSTRAINT {name}"))
+        # Adding a CHECK evaluates its expression on every row: the owner's code, run as the owner.
+        carried.checks.append(
+            Statement(
+                StatementKind.RECREATE_DEPENDENT,
+                f"ALTER TABLE {table} ADD CONSTRAINT {name} {definition}",
+                run_as=constraint.owner,
+            )
+        )
+    for index in inventory.carried_indexes:
+        _carry_index(index, surface, spec, names, carried, unmapped)
+    return carried
+
+
+def name_map(inventory: SourceInventory, surface: TargetSurface, type_map: dict[str, tuple[str, str]]) -> NameMap:
+    """What the source's type and function names become on the target."""
+    # Imported here: the parser costs the operator ~4 MB of memory (bench/), needed only for these.
+    from .rewrite import NameMap
+
+    return NameMap(
+        types=type_map,
+        functions={
+            name: (surface.schema, mapped)
+            for name in inventory.source_functions
+            if (mapped := target_function_for(surface, name)) is not None
+        },
+        source_schema=inventory.source.schema,
+        source_types=frozenset(inventory.source_type_names.values()),
+        source_functions=inventory.source_functions,
+    )
+
+
+def target_predicate(
+    predicate: str, inventory: SourceInventory, surface: TargetSurface, type_map: dict[str, tuple[str, str]]
+) -> str:
+    """A partial index's predicate for the target (``WHERE vector_dims(embedding) = 3`` names the source)."""
+    from .rewrite import RewriteError, rewrite_condition
+
+    try:
+        return rewrite_condition(predicate, name_map(inventory, surface, type_map), surface.extension)
+    except RewriteError as error:
+        raise MappingError(Reason.UNMAPPED_INDEX, f"predicate {predicate}: {error}") from None
+
+
+def _carry_index(
+    index: CarriedIndex,
+    surface: TargetSurface,
+    spec: VectorMigrationSpec,
+    names: NameMap,
+    carried: CarriedPlan,
+    unmapped: list[MappingError],
+) -> None:
+    where = f"index {index.schema}.{index.name} ({index.definition})"
+    if index.constraint is not None:
+        unmapped.append(
+            MappingError(
+                Reason.UNMAPPED_INDEX,
+                f"{where} serves constraint {index.constraint}; drop the constraint before migrating and create "
+                "it for the target afterwards",
+            )
+        )
+        return
+    try:
+        definition = _rewritten(index, surface, names)
+    except MappingError as error:
+        if spec.indexes.unmappable is not UnmappableIndexes.DROP:
+            unmapped.append(
+                MappingError(error.reason, f"{error}; or set indexes.unmappable: Drop to drop it in the swap")
+            )
+            return
+        carried.dropped.append(index.definition)
+        carried.warnings.append(f"{where} is dropped (indexes.unmappable: Drop): {error}")
+        definition = None
+    carried.drops.append(
+        Statement(StatementKind.DROP_INDEX, f"DROP INDEX {qualify(index.schema, index.name)} RESTRICT")
+    )
+    if definition is not None:
+        carried.builds.append(Statement(StatementKind.BUILD_INDEX, definition))
+
+
+def _rewritten(index: CarriedIndex, surface: TargetSurface, names: NameMap) -> str:
+    from .rewrite import RewriteError, rewrite_index
+
+    where = f"index {index.schema}.{index.name} ({index.definition})"
+    methods = target_methods(surface, index.method, index.method_owned_by_source)
+    if not methods:
+        raise MappingError(
+            Reason.UNMAPPED_INDEX, f"{where}: target extension {surface.extension} has no {index.method} access method"
+        )
+    method = methods[0]
+    opclasses: list[tuple[str, str] | None] = []
+    for key in index.keys:
+        if not key.owned_by_source:
+            opclasses.append(None)
+            continue
+        mapped_type = target_type_for(surface, key.input_type)
+        input_type = mapped_type.name if mapped_type is not None else key.input_type
+        found = find_opclass(surface, methods, input_type, key.ordering_operator)
+        if found is None:
+            raise MappingError(
+                Reason.UNMAPPED_INDEX,
+                f"{where}: operator class {key.name} has no counterpart in target extension {surface.extension}",
+            )
+        method = found[0]
+        opclasses.append((found[1].schema, found[1].name))
+    try:
+        return rewrite_index(index.definition, names, method, opclasses, f"target extension {surface.extension}")
+    except RewriteError as error:
+        raise MappingError(Reason.UNMAPPED_INDEX, f"{where}: {error}") from None
