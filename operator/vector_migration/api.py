@@ -445,9 +445,10 @@ class ColumnInventory(ApiModel):
     """A vector column and what it becomes."""
 
     name: str
-    type: str
+    type: str  # the element's type for an array column (array: true)
     dims: int | None = None
     target_type: str | None = None
+    array: bool | None = None
 
 
 class IndexInventory(ApiModel):

@@ -63,6 +63,7 @@ class VectorColumn:
     type_schema: str
     type_name: str
     typmod: int  # pgvector stores the dimension count as the typmod; -1 when unconstrained
+    array: bool = False  # vector[]: type_name is the element's; converted element-wise through text
 
     @property
     def dims(self) -> int | None:

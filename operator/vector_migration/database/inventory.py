@@ -104,17 +104,8 @@ async def _read_columns(conn: asyncpg.Connection, spec: VectorMigrationSpec, inv
     found: list[VectorColumn] = []
     for row in rows:
         where = f"{row['nspname']}.{row['relname']}.{row['attname']}"
-        if row["is_array"] or row["relkind"] != "r":
-            inv.refused.add((row["table_oid"], row["attnum"]))
-        if row["is_array"]:
-            inv.blockers.append(
-                Blocker(
-                    Reason.UNSUPPORTED_COLUMN,
-                    f"column {where} is an array of {row['element_name']}; convert it before migrating",
-                )
-            )
-            continue
         if row["relkind"] != "r":
+            inv.refused.add((row["table_oid"], row["attnum"]))
             kind = {"p": "partitioned table", "f": "foreign table", "c": "composite type"}[row["relkind"]]
             inv.blockers.append(
                 Blocker(Reason.UNSUPPORTED_COLUMN, f"column {where} belongs to a {kind}, not supported yet")
@@ -128,8 +119,9 @@ async def _read_columns(conn: asyncpg.Connection, spec: VectorMigrationSpec, inv
                 column=row["attname"],
                 attnum=row["attnum"],
                 type_schema=row["type_schema"],
-                type_name=row["typname"],
+                type_name=row["element_name"] if row["is_array"] else row["typname"],
                 typmod=row["atttypmod"],
+                array=row["is_array"],
             )
         )
     inv.columns = _select_columns(found, spec.tables, inv.blockers)

@@ -231,6 +231,9 @@ def _conversion(
     if target_type.has_typmod and column.dims:
         type_sql += f"({column.dims})"
     source_name, target_name = column.type_name, target_type.name
+    if column.array:
+        # An array's text form is its elements' text forms: each parsed by the target's input function.
+        return ColumnConversion(column, target_type, type_sql + "[]", "text")
     if not surface.collides and (source_name, target_name) in surface.casts:
         path = "direct"
     elif (source_name, FLOAT4_ARRAY) in inventory.casts and (FLOAT4_ARRAY, target_name) in surface.casts:

@@ -315,6 +315,7 @@ def inventory_model(inventory: SourceInventory, plan: MigrationPlan, surface: Ta
                         name=c.column,
                         type=c.type_name,
                         dims=c.dims,
+                        array=c.array or None,
                         target_type=conversions[(c.schema, c.table, c.column)].target_type_sql,
                     )
                     for c in inventory.columns_of(schema, table)

@@ -55,7 +55,8 @@ async def probe_surface(
     source = inventory.source
     target = m.spec.target.extension
     library = m.facts.source_library = await source_library(conn, source.oid)
-    samples = {c: await _value_samples(conn, c) for c in inventory.columns}
+    # An array column is always compared by its printed form (measure.table_checksum): no samples.
+    samples = {c: await _value_samples(conn, c) for c in inventory.columns if not c.array}
     installed = await read_extension(conn, target)
     if installed is not None:
         surface = await discover(conn, target, library, collides=False)
