@@ -421,6 +421,7 @@ async def running_operator(
     metrics: OperatorMetrics | None = None,
     peering: tuple[str, int] | None = None,
     login: LoginFunction | None = None,
+    drift_timer: float = 30.0,
 ) -> AsyncIterator[None]:
     """The operator, in this process, logged in to the emulator; standalone unless given (peering name, priority).
 
@@ -429,7 +430,7 @@ async def running_operator(
     stop = asyncio.Event()
     task = asyncio.create_task(
         kopf.operator(
-            registry=build_registry(login=login or cluster.default_login(), metrics=metrics),
+            registry=build_registry(login=login or cluster.default_login(), metrics=metrics, drift_timer=drift_timer),
             clusterwide=True,
             standalone=peering is None,
             peering_name=peering[0] if peering else None,

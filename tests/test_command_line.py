@@ -160,3 +160,31 @@ async def test_migrate_reconnects_after_the_server_restarts_and_finishes_from_th
         assert await inspector.fetchval("SELECT count(*) FROM pg_index WHERE NOT indisvalid") == 0
     finally:
         await inspector.close()
+
+
+async def test_check_says_in_sync_then_names_the_drift_when_a_client_installs_pgvector_again(
+    database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await create_rich_database(conn)
+    manifest = str(write(tmp_path, MANIFEST))
+    check = ["check", "-f", manifest, "--database-url", url(database)]
+
+    assert await asyncio.to_thread(main, check) == 1  # nothing migrated yet
+    assert "NotMigrated" in capsys.readouterr().err
+    migrate = ["migrate", "-f", manifest, "--database-url", url(database), "--backup-dir", str(tmp_path / "b")]
+    assert await asyncio.to_thread(main, migrate) == 0
+    capsys.readouterr()
+
+    assert await asyncio.to_thread(main, check) == 0
+    assert "still matches" in capsys.readouterr().out
+
+    # What langchain-postgres' PGVector and LlamaIndex do at start-up, and an index build that failed
+    await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    await conn.execute("UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'items_l2'::regclass")
+    before = await snapshot(conn)
+
+    assert await asyncio.to_thread(main, check) == 1
+    said = capsys.readouterr().err
+    assert "Drifted" in said and "extension vector is installed again" in said
+    assert "index public.items_l2 is INVALID" in said
+    assert await snapshot(conn) == before  # a check changes nothing

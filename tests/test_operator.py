@@ -504,3 +504,31 @@ async def test_of_two_replicas_only_the_higher_priority_reconciles_and_the_other
         assert len(runner.started) == 1
         assert_allowed_by_the_chart(cluster.operator_requests())
     assert await conn.fetchval("SELECT count(*) FROM vector_migration.journal WHERE event = 'swapped'") == 1
+
+
+async def test_a_succeeded_migration_is_checked_for_drift_on_a_timer_and_the_database_is_left_alone(
+    postgres: EmbeddedPostgres, database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    await create_rich_database(conn)
+    async with (
+        running_cluster(tmp_path, postgres.bin_dir) as (cluster, _runner),
+        running_operator(cluster, drift_timer=0.5),
+    ):
+        await cluster.apply_secret("shop-app", secret_for(database))
+        await cluster.apply(migration(backup={"enabled": False}, driftCheck={"interval": "1s"}))
+        done = await cluster.wait_for("shop", lambda r: phase(r) in ("Succeeded", "Failed", "RolledBack"))
+        assert phase(done) == "Succeeded", done["status"]["message"]
+        in_sync = await cluster.wait_for("shop", lambda r: bool(condition(r, "Drifted")))
+        assert condition(in_sync, "Drifted")["status"] == "False"
+
+        # langchain-postgres' PGVector and LlamaIndex run this at start-up
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        before = await snapshot(conn)
+
+        drifted = await cluster.wait_for("shop", lambda r: (condition(r, "Drifted") or {}).get("status") == "True")
+        assert condition(drifted, "Drifted")["reason"] == "Drifted"
+        assert "extension vector is installed again" in condition(drifted, "Drifted")["message"]
+        assert phase(drifted) == "Succeeded"  # the migration did what it said; the database moved since
+        await cluster.eventually(lambda: ("Warning", "Drifted") in _event_reasons(cluster))
+        assert _event_reasons(cluster).count(("Warning", "Drifted")) == 1
+        assert await snapshot(conn) == before  # the check never changes the database

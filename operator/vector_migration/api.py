@@ -253,6 +253,18 @@ class ReindexSpec(ApiModel):
         return value
 
 
+class DriftCheckSpec(ApiModel):
+    """How often the operator re-checks a succeeded migration's database (a read; it changes nothing)."""
+
+    interval: Annotated[str, Field(pattern=_DURATION, max_length=_SETTING_LENGTH), _LONG_DURATION] = "10min"
+
+    @property
+    def seconds(self) -> float | None:
+        """The interval in seconds, or None when ``0`` turns the check off."""
+        value = duration_ms(self.interval) / 1000
+        return value or None
+
+
 class IndexesSpec(ApiModel):
     """Indexes beyond a plain vector column's: expressions, several columns, pgvector's classes for bit."""
 
@@ -391,6 +403,7 @@ class VectorMigrationSpec(ApiModel):
     # type, say); only types that hold every source value exactly are accepted. Every strategy.
     column_types: list[ColumnType] = Field(default_factory=list, max_length=1000)
     indexes: IndexesSpec = Field(default_factory=IndexesSpec)
+    drift_check: DriftCheckSpec = Field(default_factory=DriftCheckSpec)
     cutover: CutoverSpec = Field(default_factory=CutoverSpec)
     post_migration: PostMigrationSpec = Field(default_factory=PostMigrationSpec)
 
@@ -416,7 +429,7 @@ class VectorMigrationSpec(ApiModel):
 # What a person may still change once the swap has started: the approval gate, what to do on a
 # failure, and the optional features applied after verify. Everything else describes the migration
 # already under way; the CRD rejects a change to it and the engine stops if one slips through.
-SPEC_MUTABLE_AFTER_SWAP = frozenset({"approval", "rollback", "postMigration", "cutover"})
+SPEC_MUTABLE_AFTER_SWAP = frozenset({"approval", "rollback", "postMigration", "cutover", "driftCheck"})
 
 
 def frozen_spec(spec: VectorMigrationSpec) -> dict[str, Any]:

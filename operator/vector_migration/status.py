@@ -125,3 +125,11 @@ def warn(status: VectorMigrationStatus, message: str) -> None:
     """Add a warning once."""
     if message not in status.warnings:
         status.warnings.append(message)
+
+
+def record_drift(status: VectorMigrationStatus, differences: tuple[str, ...], message: str) -> bool:
+    """A periodic drift check's finding, as the Drifted condition; True when it has just become drifted."""
+    before = next((c.status for c in status.conditions if c.type == ConditionType.DRIFTED.value), None)
+    drifted = bool(differences)
+    set_condition(status, ConditionType.DRIFTED, drifted, Reason.DRIFTED if drifted else Reason.IN_SYNC, message)
+    return drifted and before != "True"

@@ -131,6 +131,7 @@ class ConditionType(StrEnum):
     SHADOW_SYNCED = "ShadowSynced"
     FINALIZED = "Finalized"
     ROLLED_BACK = "RolledBack"
+    DRIFTED = "Drifted"  # abnormal-true: a succeeded migration's database no longer matches
 
 
 class Reason(StrEnum):
@@ -194,6 +195,7 @@ class Reason(StrEnum):
     INTERNAL_ERROR = "InternalError"
     JOURNAL_UNREADABLE = "JournalUnreadable"
     DRIFTED = "Drifted"
+    IN_SYNC = "InSync"
     VERIFICATION_INCONCLUSIVE = "VerificationInconclusive"
 
 

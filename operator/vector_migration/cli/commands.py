@@ -24,9 +24,17 @@ from rich.markup import escape
 from .. import __version__
 from ..api import SpecError, VectorMigration, VectorMigrationStatus, load_manifest
 from ..database.backup import LocalBackup
-from ..database.sql import ConnectionError_, ConnectionParams, parse_database_url
-from ..engine.context import Decisions, Migration, RunInputs
+from ..database.sql import (
+    ConnectionError_,
+    ConnectionParams,
+    DatabaseUnavailable,
+    connect,
+    parse_database_url,
+    set_timeouts,
+)
+from ..engine.context import Decisions, Migration, RunInputs, close_session
 from ..engine.runner import run
+from ..phases.drift import DriftCheck, check_drift
 from ..vocabulary import Phase, Reason
 from .output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, RichReporter, finish, print_plan
 
@@ -113,6 +121,14 @@ def _parser() -> argparse.ArgumentParser:
         help="consent to restoring the backup with this token when the swap cannot be reversed in SQL",
     )
     rollback.set_defaults(handler=_rollback)
+
+    check = commands.add_parser(
+        "check",
+        help="check that a succeeded migration still holds (pgvector not back, no column of its types, "
+        "no INVALID index); changes nothing. Exit 0 in sync, 1 drifted or not migrated, 2 bad input",
+    )
+    database_options(check)
+    check.set_defaults(handler=_check)
 
     demo = commands.add_parser("demo", help="migrate a seeded embedded PostgreSQL to a RuVector stand-in")
     demo.add_argument(
@@ -206,6 +222,37 @@ def _plan(args: argparse.Namespace) -> int:
     else:
         print_plan(out, document, status)
     return EXIT_OK
+
+
+def _check(args: argparse.Namespace) -> int:
+    console = Console(stderr=True, soft_wrap=True)
+    loaded = _load(args, console)
+    if loaded is None:
+        return EXIT_USAGE
+    resource, params = loaded
+    migration = Migration(RunInputs(resource.metadata.name, resource.spec, params))
+    try:
+        found = asyncio.run(_check_once(migration))
+    except DatabaseUnavailable as error:
+        console.print(f"[red]error:[/] {escape(str(error))}")
+        return EXIT_FAILED
+    if found.migrated and not found.differences:
+        Console().print(f"[green]✔[/] {escape(found.message)}")
+        return EXIT_OK
+    reason = Reason.DRIFTED.value if found.migrated else "NotMigrated"
+    console.print(f"[red]{reason}:[/] {escape(found.message)}")
+    return EXIT_FAILED
+
+
+async def _check_once(migration: Migration) -> DriftCheck:
+    """One drift check on its own connection: a read, so it takes no migration lock."""
+    migration.conn = await connect(migration.params)
+    try:
+        spec = migration.spec
+        await set_timeouts(migration.conn, spec.lock_timeout, spec.statement_timeout, local=False)
+        return await check_drift(migration)
+    finally:
+        await close_session(migration)
 
 
 def _migrate(args: argparse.Namespace) -> int:

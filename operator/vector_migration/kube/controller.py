@@ -33,7 +33,7 @@ from ..vocabulary import (
 )
 from .client import KubeClient, KubeError, load_configuration, login_of
 from .metrics import OperatorMetrics
-from .reconciler import OperatorState, next_step, write_status
+from .reconciler import OperatorState, check_for_drift, next_step, write_status
 from .reconciler import reconcile as reconcile_migration
 from .reconciler import release as release_migration
 
@@ -47,6 +47,8 @@ LoginFunction = Callable[[], Configuration]
 WATCH_SERVER_TIMEOUT = 300.0
 WATCH_CLIENT_TIMEOUT = WATCH_SERVER_TIMEOUT + 30.0
 WATCH_CONNECT_TIMEOUT = 10.0
+# How often the drift timer wakes; a resource is checked when its spec.driftCheck.interval is due.
+DRIFT_TIMER_SECONDS = 30.0
 
 
 def connection_info(configuration: Configuration) -> kopf.ConnectionInfo:
@@ -81,6 +83,7 @@ def build_registry(
     metrics: OperatorMetrics | None = None,
     scratch: Path | None = None,
     job_defaults: JobDefaults | None = None,
+    drift_timer: float = DRIFT_TIMER_SECONDS,
 ) -> kopf.OperatorRegistry:
     """A registry with every handler of the operator (a fresh one per operator run and per test)."""
     registry = kopf.OperatorRegistry()
@@ -166,6 +169,16 @@ def build_registry(
             raise kopf.TemporaryError(str(result.status.get("message", "")), delay=float(detail or 5.0))
         if action == "fail":
             raise kopf.PermanentError(str(detail))
+
+    @kopf.timer(*RESOURCE, interval=drift_timer, initial_delay=drift_timer, registry=registry)
+    async def drift(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        # Each resource's own spec.driftCheck.interval decides when its database is read again.
+        found = await check_for_drift(state, body)
+        if found is None:
+            return
+        patch.status["conditions"] = found.conditions
+        if found.newly_drifted is not None:
+            kopf.event(body, type="Warning", reason=Reason.DRIFTED.value, message=found.newly_drifted[:1000])
 
     @kopf.on.delete(*RESOURCE, registry=registry)
     async def release(body: kopf.Body, patch: kopf.Patch, uid: str, **_: Any) -> None:

@@ -11,20 +11,23 @@ so nothing finished is repeated.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from pydantic import ValidationError
 
 from ..api import JobDefaults, VectorMigration, VectorMigrationStatus, describe_validation_error
-from ..database.sql import ConnectionError_, params_from_secret
+from ..database.sql import ConnectionError_, DatabaseUnavailable, connect, params_from_secret, set_timeouts
 from ..engine.context import Decisions, Migration, RunInputs, close_session, open_session
 from ..engine.outcomes import Advance, Fail, Hold, Outcome, Wait
 from ..engine.runner import drive, request_rollback, retry_delay
 from ..engine.strategy import strategy_of
-from ..status import fail, hold, set_phase
+from ..phases.drift import check_drift
+from ..status import fail, hold, record_drift, set_phase
 from ..vocabulary import (
     ANNOTATION_APPROVE,
     ANNOTATION_DELETE_BACKUP,
@@ -50,10 +53,13 @@ class OperatorState:
     job_defaults: JobDefaults = field(default_factory=JobDefaults)  # the chart's `jobs` values
     # The status warnings already posted as Events, per resource: each is posted once.
     warned: dict[str, set[str]] = field(default_factory=dict)
+    # When each succeeded migration's database was last checked for drift (time.monotonic()).
+    drift_checked: dict[str, float] = field(default_factory=dict)
 
     async def forget(self, uid: str) -> None:
         """Close a resource's database session (releasing its migration lock) and drop its run."""
         self.warned.pop(uid, None)
+        self.drift_checked.pop(uid, None)
         run = self.runs.pop(uid, None)
         if run is not None:
             await close_session(run)
@@ -288,6 +294,52 @@ async def _prepare(
     if state.scratch is not None:
         inputs = dataclasses.replace(inputs, scratch=state.scratch)
     return Migration(inputs, status=status)
+
+
+@dataclass(frozen=True)
+class DriftFound:
+    """A drift check's result: the conditions to write, and the message when it has just drifted."""
+
+    conditions: list[dict[str, Any]]
+    newly_drifted: str | None
+
+
+async def check_for_drift(state: OperatorState, body: Mapping[str, Any]) -> DriftFound | None:
+    """Re-check a succeeded migration's database once its driftCheck interval has passed (a read).
+
+    None when nothing is due or the database cannot be read now (the next check tries again).
+    """
+    meta = body.get("metadata") or {}
+    uid, namespace, name = str(meta.get("uid")), str(meta.get("namespace")), str(meta.get("name"))
+    status = _status_of(body)
+    if status.phase is not Phase.SUCCEEDED or state.client is None:
+        return None
+    try:
+        resource = VectorMigration.model_validate(
+            {key: body[key] for key in ("apiVersion", "kind", "metadata", "spec")}
+        )
+    except ValidationError:
+        return None
+    interval = resource.spec.drift_check.seconds
+    now = time.monotonic()
+    if interval is None or now - state.drift_checked.get(uid, -interval) < interval:
+        return None
+    state.drift_checked[uid] = now
+    run = await _prepare(state, resource, VectorMigrationStatus(), namespace, name, meta.get("generation"))
+    if isinstance(run, Fail):
+        return None
+    try:
+        run.conn = await connect(run.params)
+        await set_timeouts(run.conn, resource.spec.lock_timeout, resource.spec.statement_timeout, local=False)
+        found = await check_drift(run)
+    except (DatabaseUnavailable, asyncpg.PostgresError, OSError):
+        return None
+    finally:
+        await close_session(run)
+    if not found.migrated:
+        return None
+    newly = record_drift(status, found.differences, found.message)
+    return DriftFound(_dump(status).get("conditions", []), found.message if newly else None)
 
 
 async def _secret(client: KubeClient, namespace: str, name: str) -> dict[str, str] | Fail:

@@ -51,6 +51,7 @@ from ..vocabulary import (
     Reason,
 )
 from .approval import next_after_backup
+from .drift import drift_from
 from .probe import ProbeFailed, probe_surface
 
 
@@ -80,7 +81,7 @@ async def _continue_from_journal(m: Migration) -> Outcome | None:
         m.status = verified.status
         if m.decisions.rollback:
             return Advance(Phase.ROLLING_BACK, "migrated and verified; rolling back as requested")
-        drifted = await _drift(m, recorded.swapped or recorded.prepared)
+        drifted = await drift_from(m, recorded.swapped or recorded.prepared)
         if drifted:
             return Fail(
                 Reason.DRIFTED,
@@ -89,40 +90,6 @@ async def _continue_from_journal(m: Migration) -> Outcome | None:
             )
         return Advance(Phase.SUCCEEDED, await _finished(m))
     return strategy_of(m.spec).resume(m, recorded)
-
-
-async def _drift(m: Migration, record: records.SwapRecord | None) -> list[str]:
-    """How the catalog differs from what a succeeded migration left: the target gone, or a source type back."""
-    conn = m.session
-    target = m.spec.target.extension
-    differences = []
-    if await read_extension(conn, target) is None:
-        differences.append(f"extension {target} is not installed")
-    source = m.spec.source.extension
-    keeps_source = strategy_of(m.spec).cleanup_due_in(m.status) is not None  # Parallel's old tables use it
-    if not keeps_source and await read_extension(conn, source) is not None:
-        differences.append(
-            f"extension {source} is installed again (a client's CREATE EXTENSION IF NOT EXISTS {source} at start-up?)"
-        )
-    for schema, table, columns in record.tables if record is not None else []:
-        for column in columns:
-            row = await conn.fetchrow(
-                """
-                SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) AS type, e.extname
-                  FROM pg_catalog.pg_attribute a
-                  LEFT JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass
-                        AND d.objid = a.atttypid AND d.deptype = 'e'
-                  LEFT JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
-                 WHERE a.attrelid = pg_catalog.to_regclass($1) AND a.attname = $2 AND NOT a.attisdropped
-                """,
-                qualify(schema, table),
-                column,
-            )
-            if row is None:
-                differences.append(f"column {schema}.{table}.{column} is gone")
-            elif row["extname"] == m.spec.source.extension:
-                differences.append(f"column {schema}.{table}.{column} is {row['type']} ({row['extname']}) again")
-    return differences
 
 
 async def _read_source(m: Migration) -> SourceInventory | Fail:
