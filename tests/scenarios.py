@@ -81,6 +81,15 @@ def parse_vector(text: str | None) -> tuple[float, ...] | None:
     return tuple(float(x) for x in text.strip("[]").split(","))
 
 
+VECTOR_TYPE_NAMES = frozenset({"vector", "ruvector", "halfvec", "sparsevec"})
+
+
+def _is_vector_type(formatted: str) -> bool:
+    """Whether format_type() names one vector (not tsvector, not an array of vectors)."""
+    base = formatted.split("(")[0].split(".")[-1].strip('"')
+    return base in VECTOR_TYPE_NAMES and not formatted.endswith("]")
+
+
 async def snapshot(conn: asyncpg.Connection) -> Snapshot:
     tables = await conn.fetch(
         """
@@ -99,7 +108,7 @@ async def snapshot(conn: asyncpg.Connection) -> Snapshot:
         )
         select = ", ".join(f"{json.dumps(c['attname'])}::text" for c in columns)
         data = await conn.fetch(f"SELECT {select} FROM {table['name']}")
-        vector_positions = {i for i, c in enumerate(columns) if "vector" in c["type"]}
+        vector_positions = {i for i, c in enumerate(columns) if _is_vector_type(c["type"])}
         parsed = {}
         for record in data:
             values = tuple(parse_vector(v) if i in vector_positions else v for i, v in enumerate(record))
