@@ -215,6 +215,7 @@ class StatementKind(StrEnum):
     RECREATE_DEPENDENT = "recreate-dependent"
     CARRY_SETTING = "carry-setting"
     IMPORT = "import"
+    IMPORT_CHECKED = "import-checked"
     BUILD_INDEX = "build-index"
     RESTORE_INDEX = "restore-index"
     REINDEX_CONCURRENTLY = "reindex-concurrently"

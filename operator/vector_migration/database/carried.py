@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from .catalog import EXTENSION_MEMBERS, CarriedIndex, KeyOpclass, SavedConstraint, SourceInventory
+from .catalog import EXTENSION_MEMBERS, CarriedIndex, KeyOpclass, ReferencingKey, SavedConstraint, SourceInventory
 
 
 async def read_carried(conn: asyncpg.Connection, inv: SourceInventory, index_oids: list[int]) -> None:
@@ -136,5 +136,33 @@ async def read_constraints(conn: asyncpg.Connection, inv: SourceInventory) -> No
     )
     inv.constraints = [
         SavedConstraint(row["oid"], row["nspname"], row["relname"], row["conname"], row["definition"], row["owner"])
+        for row in rows
+    ]
+
+
+async def read_referencing_keys(conn: asyncpg.Connection, inv: SourceInventory) -> None:
+    """Other tables' foreign keys that reference a migrated table (Django's, to a model with a vector field)."""
+    rows = await conn.fetch(
+        """
+        SELECT n.nspname, t.relname, f.conname, pg_catalog.pg_get_constraintdef(f.oid) AS definition,
+               rn.nspname AS referenced_schema, r.relname AS referenced_table
+          FROM pg_catalog.pg_constraint f
+          JOIN pg_catalog.pg_class t ON t.oid = f.conrelid
+          JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace
+          JOIN pg_catalog.pg_class r ON r.oid = f.confrelid
+          JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace
+         WHERE f.contype = 'f' AND f.confrelid = ANY($1::pg_catalog.oid[]) AND f.conrelid <> f.confrelid
+         ORDER BY 1, 2, 3
+        """,
+        sorted({column.table_oid for column in inv.columns}),
+    )
+    inv.referencing_keys = [
+        ReferencingKey(
+            row["nspname"],
+            row["relname"],
+            row["conname"],
+            row["definition"],
+            (row["referenced_schema"], row["referenced_table"]),
+        )
         for row in rows
     ]

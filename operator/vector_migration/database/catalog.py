@@ -150,6 +150,17 @@ class SavedConstraint:
 
 
 @dataclass(frozen=True)
+class ReferencingKey:
+    """A foreign key of another table that references a migrated table."""
+
+    schema: str
+    table: str
+    name: str
+    definition: str  # pg_get_constraintdef: FOREIGN KEY (...) REFERENCES ... [DEFERRABLE ...]
+    referenced: tuple[str, str]  # (schema, table) of the migrated table
+
+
+@dataclass(frozen=True)
 class SavedView:
     """A view or materialized view that must be dropped and recreated around the conversion."""
 
@@ -237,6 +248,7 @@ class SourceInventory:
     carried_indexes: list[CarriedIndex] = field(default_factory=list)
     source_functions: frozenset[str] = frozenset()  # names of the functions the source extension owns
     constraints: list[SavedConstraint] = field(default_factory=list)
+    referencing_keys: list[ReferencingKey] = field(default_factory=list)
     settings: list[SavedSetting] = field(default_factory=list)
     dependents: list[Dependent] = field(default_factory=list)
     row_counts: dict[tuple[str, str], int] = field(default_factory=dict)

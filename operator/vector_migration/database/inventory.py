@@ -15,7 +15,7 @@ import asyncpg
 
 from ..api import TableSelection, VectorMigrationSpec, split_qualified_name
 from ..vocabulary import Reason
-from .carried import read_carried, read_constraints
+from .carried import read_carried, read_constraints, read_referencing_keys
 from .catalog import (
     EXTENSION_MEMBERS,
     Blocker,
@@ -57,6 +57,7 @@ async def read_inventory(
     await _read_views(conn, inventory)
     await read_functions(conn, inventory)
     await read_constraints(conn, inventory)
+    await read_referencing_keys(conn, inventory)
     await _read_dependents(conn, inventory)
     await _read_settings(conn, inventory)
     await _check_privileges(conn, inventory)

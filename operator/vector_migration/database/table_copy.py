@@ -146,19 +146,12 @@ async def check_tables(
             """
             SELECT pg_catalog.pg_table_size(c.oid) AS bytes, c.relforcerowsecurity AS forced_rls,
                    EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid OR i.inhparent = c.oid)
-                       AS inherits,
-                   ARRAY(SELECT f.conname || ' on ' || f.conrelid::pg_catalog.regclass::pg_catalog.text
-                           FROM pg_catalog.pg_constraint f
-                          WHERE f.contype = 'f' AND f.confrelid = c.oid AND f.conrelid <> c.oid) AS referenced_by
+                       AS inherits
               FROM pg_catalog.pg_class c WHERE c.oid = $1::pg_catalog.regclass
             """,
             qualify(schema, table),
         )
         problems = []
-        if facts["referenced_by"]:
-            problems.append(
-                f"is referenced by foreign key(s) {', '.join(facts['referenced_by'])} (emptying it would need CASCADE)"
-            )
         if facts["inherits"]:
             problems.append("inherits or is inherited from (COPY would move only part of the hierarchy)")
         if facts["forced_rls"]:

@@ -111,7 +111,23 @@ def build_plan(
     drop_source = Statement(
         StatementKind.DROP_SOURCE_EXTENSION, f"DROP EXTENSION {quote_ident(inventory.source.name)} RESTRICT"
     )
-    empty_tables = (
+    # Emptying a table another table references needs that key gone for the moment: it is added
+    # back, and so checked against every row, once the rows are back (in the same transaction).
+    unlink = [
+        Statement(
+            StatementKind.DROP_DEPENDENT,
+            f"ALTER TABLE {qualify(k.schema, k.table)} DROP CONSTRAINT {quote_ident(k.name)}",
+        )
+        for k in inventory.referencing_keys
+    ]
+    relink = [
+        Statement(
+            StatementKind.RECREATE_DEPENDENT,
+            f"ALTER TABLE {qualify(k.schema, k.table)} ADD CONSTRAINT {quote_ident(k.name)} {k.definition}",
+        )
+        for k in inventory.referencing_keys
+    ]
+    empty_tables = unlink + (
         [
             statement
             for s, t in tables
@@ -176,6 +192,10 @@ def build_plan(
             )
             for s, t in tables
         ]
+        # A deferred foreign key (Django declares every one DEFERRABLE INITIALLY DEFERRED) queues a
+        # check per imported row, and PostgreSQL builds no index on a table with checks pending: run them now.
+        statements.append(Statement(StatementKind.IMPORT_CHECKED, "SET CONSTRAINTS ALL IMMEDIATE"))
+        statements += relink
         statements += views
     else:
         statements += views + settings_carried
