@@ -22,6 +22,13 @@ from vector_migration.vocabulary import Phase, Reason
 
 SURFACES = ["ruvector_standin", "ruvector_script_standin", "ruvector_v2_standin"]
 
+# Not carried by Parallel yet (issue "Real applications' schemas"): each is refused, named, with
+# nothing changed. These entries are the work left; a test fails when one starts to pass.
+PARALLEL_REFUSES = {
+    "django": ["shop_item", "referenced by foreign key(s) shop_review_item_id_fk_shop_item_id"],
+    "supabase": ["match_documents", "row-level security"],
+}
+
 
 async def as_the_application(conn: asyncpg.Connection, sql: str) -> list[tuple[object, ...]]:
     async with conn.transaction():
@@ -54,6 +61,11 @@ async def test_a_client_librarys_schema_migrates_and_its_search_answers_the_same
     if strategy == "Parallel" and target != "ruvector_standin":
         assert status.phase is Phase.FAILED  # access methods are unique per database: physics
         assert status.conditions[0].reason == Reason.UNSUPPORTED_STRATEGY, status.message
+        assert await snapshot(conn) == before
+        return
+    if strategy == "Parallel" and client in PARALLEL_REFUSES:
+        assert status.phase is Phase.FAILED
+        assert all(name in status.message for name in PARALLEL_REFUSES[client]), status.message
         assert await snapshot(conn) == before
         return
     assert status.phase is Phase.SUCCEEDED, status.message
