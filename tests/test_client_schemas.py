@@ -25,7 +25,6 @@ SURFACES = ["ruvector_standin", "ruvector_script_standin", "ruvector_v2_standin"
 # Not carried by Parallel yet (issue "Real applications' schemas"): each is refused, named, with
 # nothing changed. These entries are the work left; a test fails when one starts to pass.
 PARALLEL_REFUSES = {
-    "django": ["shop_item", "referenced by foreign key(s) shop_review_item_id_fk_shop_item_id"],
     "supabase": ["match_documents", "row-level security"],
 }
 

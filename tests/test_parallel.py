@@ -276,3 +276,45 @@ async def test_a_command_line_run_cut_off_before_any_phase_finishes_from_the_jou
     assert await conn.fetchval(EMBEDDING_TYPE) == "ruvector(8)"
     assert await docs_before(conn) == before
     assert await conn.fetchval("SELECT to_regclass('public.docs_vmig_shadow')") is None
+
+
+REFERENCING = """
+CREATE TABLE reviews (id int PRIMARY KEY, doc bigint NOT NULL REFERENCES docs (id) ON DELETE CASCADE
+                      DEFERRABLE INITIALLY DEFERRED);
+INSERT INTO reviews SELECT i, i FROM generate_series(1, 50) i;
+"""
+KEY_TARGET = "SELECT confrelid::regclass::text FROM pg_constraint WHERE conname = 'reviews_doc_fkey'"
+
+
+async def test_a_table_another_table_references_moves_and_the_key_follows_it_and_back(
+    database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    await create_shop(conn)
+    await conn.execute(REFERENCING)
+    definition = await conn.fetchval(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'reviews_doc_fkey'"
+    )
+    resource = manifest(**{**PARALLEL, "parallel": {"keepOldFor": "1h"}})
+
+    first = await run(migration(database, resource, backup_dir))
+
+    assert first.phase is Phase.SUCCEEDED, first.message
+    key = await conn.fetchrow("SELECT confrelid::regclass::text AS target, convalidated, pg_get_constraintdef(oid) AS d"
+                              " FROM pg_constraint WHERE conname = 'reviews_doc_fkey'")  # fmt: skip
+    assert (key["target"], key["convalidated"], key["d"]) == ("docs", True, definition)
+    assert await conn.fetchval(EMBEDDING_TYPE) == "ruvector(8)"  # the key references the migrated table
+    async with conn.transaction():
+        await conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        with pytest.raises(asyncpg.ForeignKeyViolationError):
+            await conn.execute("INSERT INTO reviews VALUES (1000, 999999)")
+    await conn.execute("DELETE FROM docs WHERE id = 1")  # the cascade acts on the table the application uses
+    assert await conn.fetchval("SELECT count(*) FROM reviews WHERE doc = 1") == 0
+
+    m = migration(database, resource, backup_dir, rollback=True)
+    m.status = first.model_copy(deep=True)
+    done = await run(m)
+
+    assert done.phase is Phase.ROLLED_BACK, done.message
+    assert await conn.fetchval(EMBEDDING_TYPE) == "vector(8)"
+    assert await conn.fetchval(KEY_TARGET) == "docs"  # back on the pgvector table, which has the name again
+    assert await conn.fetchval("SELECT count(*) FROM reviews") == 49

@@ -165,6 +165,9 @@ class ShadowTable(BaseModel):
     # marker until then); version 1 records did not keep it (comment_kept False: left as it was).
     comment: str | None = None
     comment_kept: bool = False
+    # [[schema, table, name, definition]] of other tables' foreign keys to it, re-pointed at the
+    # finalize (NOT VALID, validated right after it) and back by a rollback; absent before 0.2.
+    referencing_keys: list[list[str]] = Field(default_factory=list)
 
     model_config = ConfigDict(populate_by_name=True)
 

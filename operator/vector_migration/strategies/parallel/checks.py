@@ -77,9 +77,6 @@ async def _check_table(conn: asyncpg.Connection, schema: str, table: str) -> lis
                    AS inherits,
                EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
                    AS has_primary_key,
-               ARRAY(SELECT f.conname || ' on ' || f.conrelid::pg_catalog.regclass::pg_catalog.text
-                       FROM pg_catalog.pg_constraint f WHERE f.contype = 'f' AND f.confrelid = c.oid)
-                   AS referenced_by,
                ARRAY(SELECT t.tgname FROM pg_catalog.pg_trigger t
                       WHERE t.tgrelid = c.oid AND NOT t.tgisinternal AND t.tgname <> ALL($3::text[]))
                    AS triggers,
@@ -107,8 +104,6 @@ async def _check_table(conn: asyncpg.Connection, schema: str, table: str) -> lis
         problems.append("is partitioned or inherits (its shadow cannot take its place in the hierarchy)")
     if facts["relrowsecurity"]:
         problems.append("has row-level security (the shadow would need its policies)")
-    if facts["referenced_by"]:
-        problems.append(f"is referenced by foreign key(s) {', '.join(facts['referenced_by'])}")
     if facts["triggers"]:
         problems.append(f"has trigger(s) {', '.join(facts['triggers'])} the shadow would not carry")
     if facts["views"]:

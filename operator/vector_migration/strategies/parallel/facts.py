@@ -40,9 +40,11 @@ class TableFacts:
     sequences: tuple[tuple[str, str], ...]  # (column, owned sequence) of serial columns
     identities: tuple[tuple[str, str], ...]  # (column, identity sequence)
     comment: str | None  # the table's own comment
+    # (schema, table, name, definition) of other tables' foreign keys to it: re-pointed at the finalize
+    referencing: tuple[tuple[str, str, str, str], ...] = ()
 
 
-# size: six short catalog queries: one place reads everything a shadow copies
+# size: seven short catalog queries: one place reads everything a shadow copies
 async def read_table_facts(conn: asyncpg.Connection, schema: str, table: str, vector_columns: list[str]) -> TableFacts:
     """The facts of one table (it exists: the inventory found it)."""
     relation = qualify(schema, table)
@@ -87,6 +89,17 @@ async def read_table_facts(conn: asyncpg.Connection, schema: str, table: str, ve
         """,
         relation,
     )
+    referencing = await conn.fetch(
+        """
+        SELECT n.nspname, t.relname, f.conname, pg_catalog.pg_get_constraintdef(f.oid) AS definition
+          FROM pg_catalog.pg_constraint f
+          JOIN pg_catalog.pg_class t ON t.oid = f.conrelid
+          JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace
+         WHERE f.contype = 'f' AND f.confrelid = $1::pg_catalog.regclass AND f.conrelid <> f.confrelid
+         ORDER BY 1, 2, 3
+        """,
+        relation,
+    )
     owner_and_grants = await conn.fetchrow(
         """
         SELECT pg_catalog.pg_get_userbyid(c.relowner) AS owner,
@@ -125,4 +138,7 @@ async def read_table_facts(conn: asyncpg.Connection, schema: str, table: str, ve
         sequences=tuple((r["attname"], r["sequence"]) for r in owned if not r["identity"]),
         identities=tuple((r["attname"], r["sequence"]) for r in owned if r["identity"]),
         comment=owner_and_grants["comment"],
+        referencing=tuple(
+            (r["nspname"], r["relname"], r["conname"], r["definition"].removesuffix(" NOT VALID")) for r in referencing
+        ),
     )

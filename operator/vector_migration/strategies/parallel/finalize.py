@@ -23,7 +23,7 @@ from ...phases.restore import drop_unused_extension
 from ...phases.verify import fail_verification, hold_for_a_decision, record_success
 from ...status import now, record_timing, seconds_since, set_condition
 from ...vocabulary import ConditionType, Phase, Reason, StatementKind
-from .plan import drop_old_statements, finalize_transaction
+from .plan import drop_old_statements, finalize_transaction, validate_keys
 from .shadow import START_OVER, recorded_shadows
 from .verify import analyse
 
@@ -60,6 +60,9 @@ async def run_finalize(m: Migration) -> Outcome:
             await roll_back(transaction)
             return transaction_failure(error, progress, m.spec, "finalize")
         record_timing(m.status, "writeBlockedSeconds", parallel.lock_window_seconds or 0.0)
+    # Idempotent: a key already valid is not scanned again, so a run cut off here simply repeats it.
+    for statement in validate_keys(tables):
+        await execute(m, statement)
     judgement = await analyse(m, tables, "final")
     problems = judgement.problems
     if problems:

@@ -62,11 +62,14 @@ class ParallelPlan:
         return (*(s for t in self.tables for s in t.drop_old), self.drop_source)
 
     def _stages(self) -> dict[str, list[Statement]]:
+        after_finalize = validate_keys([t.shadow for t in self.tables])
         return {
             "prepareTransaction": list(self.prepare),
             "backfill": [t.backfill for t in self.tables],
             "afterBackfill": [s for t in self.tables for s in t.after_backfill],
             "finalizeTransaction": list(self.finalize),
+            # only when there is something to validate: the hash of other plans stays what it was
+            **({"afterFinalize": after_finalize} if after_finalize else {}),
             "afterKeepOldFor": list(self.cleanup),
         }
 
@@ -177,6 +180,7 @@ def _table_plan(
         owner=facts.owner,
         comment=facts.comment,
         comment_kept=True,
+        referencing_keys=[list(key) for key in facts.referencing],
     )
     return TablePlan(
         shadow=shadow,
@@ -333,8 +337,42 @@ def finalize_statements(table: ShadowTable) -> list[Statement]:
         for column, sequence in table.identities
     ]
     statements = [Statement(StatementKind.SWAP_NAMES, text) for text in sql]
+    statements += repoint_keys(table)
     statements += [Statement(StatementKind.SYNC_TRIGGER, text) for text in install_sync(table, forward=False)]
     return statements
+
+
+def repoint_keys(table: ShadowTable, *, validated: bool = False) -> list[Statement]:
+    """Other tables' foreign keys to the table, made again so they reference what now has its name.
+
+    A foreign key references a table, not a name: after the renames it would still point at the old
+    table. At the finalize it is made again NOT VALID (no scan while writes wait) and validated
+    right after the commit; a rollback makes it again as it was, validated (the tables are equal).
+    """
+    statements = []
+    for schema, referencing, name, definition in table.referencing_keys:
+        relation = qualify(schema, referencing)
+        statements += [
+            Statement(StatementKind.SWAP_NAMES, f"ALTER TABLE {relation} DROP CONSTRAINT {quote_ident(name)}"),
+            Statement(
+                StatementKind.SWAP_NAMES,
+                f"ALTER TABLE {relation} ADD CONSTRAINT {quote_ident(name)} {definition}"
+                + ("" if validated else " NOT VALID"),
+            ),
+        ]
+    return statements
+
+
+def validate_keys(tables: list[ShadowTable]) -> list[Statement]:
+    """After the finalize's commit: the re-pointed keys checked against every row (writes go on)."""
+    return [
+        Statement(
+            StatementKind.VALIDATE_FOREIGN_KEY,
+            f"ALTER TABLE {qualify(schema, referencing)} VALIDATE CONSTRAINT {quote_ident(name)}",
+        )
+        for table in tables
+        for schema, referencing, name, _ in table.referencing_keys
+    ]
 
 
 def drop_old_statements(table: ShadowTable) -> list[Statement]:
