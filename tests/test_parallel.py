@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 
 from tests.application import application_writing, create_shop, docs_before, final_equals_every_committed_change
-from tests.scenarios import DIMS, condition, manifest, migration
+from tests.scenarios import DIMS, condition, manifest, migration, step_until
 from vector_migration.database.sql import ConnectionParams
 from vector_migration.engine.context import Decisions
 from vector_migration.engine.runner import run
@@ -318,3 +319,50 @@ async def test_a_table_another_table_references_moves_and_the_key_follows_it_and
     assert await conn.fetchval(EMBEDDING_TYPE) == "vector(8)"
     assert await conn.fetchval(KEY_TARGET) == "docs"  # back on the pgvector table, which has the name again
     assert await conn.fetchval("SELECT count(*) FROM reviews") == 49
+
+
+ROW_SECURITY = """
+ALTER TABLE docs ENABLE ROW LEVEL SECURITY;
+CREATE POLICY even_rows ON docs FOR SELECT TO vmig_app USING (id % 2 = 0);
+CREATE POLICY anyone_adds ON docs AS PERMISSIVE FOR INSERT TO vmig_app WITH CHECK (category = 2);
+GRANT USAGE ON SEQUENCE docs_id_seq TO vmig_app;
+"""
+AS_APP = "SET LOCAL ROLE vmig_app"
+
+
+async def as_app(conn: asyncpg.Connection, sql: str) -> Any:
+    async with conn.transaction():
+        await conn.execute(AS_APP)
+        return await conn.fetchval(sql)
+
+
+async def test_a_table_with_row_level_security_moves_with_its_policies_and_the_application_keeps_writing(
+    database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    await create_shop(conn)
+    await conn.execute(ROW_SECURITY)
+    visible = await as_app(conn, "SELECT count(*) FROM docs")
+    resource = manifest(**{**PARALLEL, "parallel": {"keepOldFor": "1h"}})
+    m = migration(database, resource, backup_dir)
+    await step_until(m, Phase.FINALIZE)
+    # Mid-migration: the application inserts (its policy allows inserting, not reading back); the
+    # mirror into the shadow must not be refused by the same policies. And the shadow, which the
+    # application may read (grants are copied), shows only what the policies let it see.
+    await as_app(conn, "INSERT INTO docs (category, title, embedding) VALUES (2, 'during', '[1,1,1,1,1,1,1,1]')")
+    shadow_visible = await as_app(conn, "SELECT count(*) FROM docs_vmig_shadow WHERE id % 2 = 1")
+    assert shadow_visible == 0
+
+    status = await run(m)
+
+    assert status.phase is Phase.SUCCEEDED, status.message
+    assert await conn.fetchval(EMBEDDING_TYPE) == "ruvector(8)"
+    policies = await conn.fetch("SELECT policyname, cmd FROM pg_policies WHERE tablename = 'docs' ORDER BY 1")
+    assert [(p["policyname"], p["cmd"]) for p in policies] == [("anyone_adds", "INSERT"), ("even_rows", "SELECT")]
+    assert await conn.fetchval("SELECT relrowsecurity FROM pg_class WHERE relname = 'docs'") is True
+    expected = visible + (1 if await conn.fetchval("SELECT max(id) % 2 = 0 FROM docs") else 0)
+    assert await as_app(conn, "SELECT count(*) FROM docs") == expected
+    # After the finalize the reverse mirror keeps the old table in step, under the same policies.
+    await as_app(conn, "INSERT INTO docs (category, title, embedding) VALUES (2, 'after', '[2,2,2,2,2,2,2,2]')")
+    assert await conn.fetchval("SELECT count(*) FROM docs_pgvector_old WHERE title IN ('during', 'after')") == 2
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await as_app(conn, "INSERT INTO docs (category, title) VALUES (3, 'refused by its policy')")

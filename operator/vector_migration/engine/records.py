@@ -168,6 +168,9 @@ class ShadowTable(BaseModel):
     # [[schema, table, name, definition]] of other tables' foreign keys to it, re-pointed at the
     # finalize (NOT VALID, validated right after it) and back by a rollback; absent before 0.2.
     referencing_keys: list[list[str]] = Field(default_factory=list)
+    # Row-level security on the table: the sync functions then run as its owner, so that mirroring
+    # a write the policies allowed is never refused by the same policies on the other copy.
+    row_security: bool = False
 
     model_config = ConfigDict(populate_by_name=True)
 

@@ -72,7 +72,7 @@ async def _check_table(conn: asyncpg.Connection, schema: str, table: str) -> lis
     name = f"{schema}.{table}"
     facts = await conn.fetchrow(
         """
-        SELECT c.oid, c.relkind, c.relrowsecurity, c.relispartition,
+        SELECT c.oid, c.relkind, c.relforcerowsecurity, c.relispartition,
                EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid OR i.inhparent = c.oid)
                    AS inherits,
                EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
@@ -102,8 +102,8 @@ async def _check_table(conn: asyncpg.Connection, schema: str, table: str) -> lis
         problems.append("has no primary key (the sync trigger and the backfill find rows by it)")
     if facts["relkind"] == "p" or facts["relispartition"] or facts["inherits"]:
         problems.append("is partitioned or inherits (its shadow cannot take its place in the hierarchy)")
-    if facts["relrowsecurity"]:
-        problems.append("has row-level security (the shadow would need its policies)")
+    if facts["relforcerowsecurity"]:
+        problems.append("forces row-level security on its owner (the backfill, run as the owner, would miss rows)")
     if facts["triggers"]:
         problems.append(f"has trigger(s) {', '.join(facts['triggers'])} the shadow would not carry")
     if facts["views"]:

@@ -42,9 +42,12 @@ class TableFacts:
     comment: str | None  # the table's own comment
     # (schema, table, name, definition) of other tables' foreign keys to it: re-pointed at the finalize
     referencing: tuple[tuple[str, str, str, str], ...] = ()
+    row_security: bool = False  # ENABLE ROW LEVEL SECURITY (FORCE is refused by the checks)
+    # (name, PERMISSIVE|RESTRICTIVE, command, roles, USING expression, WITH CHECK expression)
+    policies: tuple[tuple[str, str, str, tuple[str, ...], str | None, str | None], ...] = ()
 
 
-# size: seven short catalog queries: one place reads everything a shadow copies
+# size: eight short catalog queries: one place reads everything a shadow copies
 async def read_table_facts(conn: asyncpg.Connection, schema: str, table: str, vector_columns: list[str]) -> TableFacts:
     """The facts of one table (it exists: the inventory found it)."""
     relation = qualify(schema, table)
@@ -100,6 +103,21 @@ async def read_table_facts(conn: asyncpg.Connection, schema: str, table: str, ve
         """,
         relation,
     )
+    policies = await conn.fetch(
+        """
+        SELECT p.polname, p.polpermissive,
+               CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
+                             WHEN 'd' THEN 'DELETE' ELSE 'ALL' END AS command,
+               ARRAY(SELECT CASE WHEN r = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(r) END
+                       FROM pg_catalog.unnest(p.polroles) AS r ORDER BY 1) AS roles,
+               pg_catalog.pg_get_expr(p.polqual, p.polrelid) AS using_expression,
+               pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid) AS check_expression,
+               c.relrowsecurity
+          FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_policy p ON p.polrelid = c.oid
+         WHERE c.oid = $1::pg_catalog.regclass ORDER BY p.polname
+        """,
+        relation,
+    )
     owner_and_grants = await conn.fetchrow(
         """
         SELECT pg_catalog.pg_get_userbyid(c.relowner) AS owner,
@@ -138,6 +156,19 @@ async def read_table_facts(conn: asyncpg.Connection, schema: str, table: str, ve
         sequences=tuple((r["attname"], r["sequence"]) for r in owned if not r["identity"]),
         identities=tuple((r["attname"], r["sequence"]) for r in owned if r["identity"]),
         comment=owner_and_grants["comment"],
+        row_security=bool(policies and policies[0]["relrowsecurity"]),
+        policies=tuple(
+            (
+                r["polname"],
+                "PERMISSIVE" if r["polpermissive"] else "RESTRICTIVE",
+                r["command"],
+                tuple(r["roles"]),
+                r["using_expression"],
+                r["check_expression"],
+            )
+            for r in policies
+            if r["polname"] is not None
+        ),
         referencing=tuple(
             (r["nspname"], r["relname"], r["conname"], r["definition"].removesuffix(" NOT VALID")) for r in referencing
         ),

@@ -181,6 +181,7 @@ def _table_plan(
         comment=facts.comment,
         comment_kept=True,
         referencing_keys=[list(key) for key in facts.referencing],
+        row_security=facts.row_security,
     )
     return TablePlan(
         shadow=shadow,
@@ -229,6 +230,7 @@ def _create_shadow(
             Reason.BLOCKING_DEPENDENT, f"table {shadow.name} has an unknown privilege {str(error)!r}"
         ) from None
     sql.append(f"ALTER TABLE {target} OWNER TO {quote_ident(facts.owner)}")
+    sql += _row_security(facts, target)
     statements = [Statement(StatementKind.CREATE_SHADOW, text) for text in sql]
     statements += [
         Statement(StatementKind.BUILD_INDEX, index.definition)
@@ -237,6 +239,21 @@ def _create_shadow(
     ]
     statements += [Statement(StatementKind.SYNC_TRIGGER, text) for text in install_sync(shadow, forward=True)]
     return statements
+
+
+def _row_security(facts: TableFacts, target: str) -> list[str]:
+    """The original's row-level security on the shadow from the start: its grantees read it too."""
+    if not facts.row_security:
+        return []
+    sql = [f"ALTER TABLE {target} ENABLE ROW LEVEL SECURITY"]
+    for name, kind, command, roles, using, check in facts.policies:
+        grantees = ", ".join("PUBLIC" if role == "PUBLIC" else quote_ident(role) for role in roles)
+        sql.append(
+            f"CREATE POLICY {quote_ident(name)} ON {target} AS {kind} FOR {command} TO {grantees}"
+            + (f" USING ({using})" if using is not None else "")
+            + (f" WITH CHECK ({check})" if check is not None else "")
+        )
+    return sql
 
 
 def index_on(definition: str, schema: str, table: str, name: str) -> str:

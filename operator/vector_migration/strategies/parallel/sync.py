@@ -61,9 +61,21 @@ def install_sync(table: ShadowTable, *, forward: bool) -> list[str]:
     source, target = _ends(table, forward)
     function = sync_function(table.table_schema, table.table, _direction(forward))
     body = function_body(table, target, table.forward if forward else table.backward)
+    # Under row-level security the mirror runs as the table's owner (whom the policies do not bind,
+    # FORCE being refused): a write the policies allowed on one copy is never refused on the other.
+    definer = " SECURITY DEFINER" if table.row_security else ""
+    owned = (
+        [
+            f"REVOKE ALL ON FUNCTION {function}() FROM PUBLIC",
+            f"ALTER FUNCTION {function}() OWNER TO {quote_ident(table.owner)}",
+        ]
+        if table.row_security and table.owner
+        else []
+    )
     return [
-        f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql "
+        f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql{definer} "
         f"SET search_path = pg_catalog, pg_temp AS $vmig${body}$vmig$",
+        *owned,
         f"CREATE TRIGGER {quote_ident(SYNC_TRIGGER)} AFTER INSERT OR UPDATE OR DELETE ON {source} "
         f"FOR EACH ROW EXECUTE FUNCTION {function}()",
         f"CREATE TRIGGER {quote_ident(SYNC_TRUNCATE_TRIGGER)} AFTER TRUNCATE ON {source} "
