@@ -102,16 +102,33 @@ async def test_supabase_match_documents_still_answers_after_the_migration(
     assert len(carried) == 3
 
 
-async def test_parallel_names_the_functions_it_cannot_carry(
+async def test_parallel_carries_the_functions_at_the_finalize_and_a_rollback_gives_them_back(
     database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
 ) -> None:
     await create_supabase(conn)
+    search = "SELECT id, round(similarity::numeric, 6) AS s FROM match_documents('[1,0,0]', 0.5, 5)"
+    before = await as_the_application(conn, search)
+    resource = manifest(strategy="Parallel", backup={"enabled": False}, parallel={"keepOldFor": "1h"})
 
-    status = await run(migration(database, manifest(strategy="Parallel", backup={"enabled": False}), backup_dir))
+    status = await run(migration(database, resource, backup_dir))
 
-    assert status.phase is Phase.FAILED
-    assert status.conditions[0].reason == Reason.BLOCKING_DEPENDENT
-    assert "match_documents" in status.message and "nearest_ids" in status.message and "add_document" in status.message
+    assert status.phase is Phase.SUCCEEDED, status.message
+    assert await as_the_application(conn, search) == before
+    signature = "SELECT pg_get_function_identity_arguments('match_documents'::regproc)"
+    assert "ruvector" in await conn.fetchval(signature)
+    assert await conn.fetchval("SELECT obj_description('match_documents'::regproc, 'pg_proc')") == "semantic search"
+    await conn.execute("CALL add_document('new', '[0,0,1]')")  # on the migrated table, mirrored to the old one
+
+    m = migration(database, resource, backup_dir, rollback=True)
+    m.status = status.model_copy(deep=True)
+    rolled_back = await run(m)
+
+    assert rolled_back.phase is Phase.ROLLED_BACK, rolled_back.message
+    assert await as_the_application(conn, search) == before
+    assert "ruvector" not in await conn.fetchval(signature)
+    assert await conn.fetchval("SELECT count(*) FROM documents") == 201
+    public_can = await conn.fetchval("SELECT has_function_privilege('public', 'match_documents'::regproc, 'EXECUTE')")
+    assert public_can is False
 
 
 async def test_a_plpgsql_body_naming_the_type_where_it_is_no_type_is_refused_by_name(

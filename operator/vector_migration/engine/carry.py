@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..api import VectorMigrationSpec
-from ..database.catalog import CarriedIndex, SourceInventory
-from ..database.sql import qualify, quote_ident
+from ..database.catalog import CarriedIndex, SavedFunction, SourceInventory
+from ..database.ddl import FUNCTION_PRIVILEGES, UnknownPrivilege, grant_statements
+from ..database.sql import qualify, quote_ident, quote_literal
 from ..database.surface import (
     MappingError,
     TargetSurface,
@@ -26,7 +27,7 @@ from ..database.surface import (
     target_type_for,
 )
 from ..vocabulary import Reason, StatementKind, UnmappableIndexes
-from .plan import Statement
+from .plan import CarriedFunctions, PlanningError, Statement
 
 if TYPE_CHECKING:
     from .rewrite import NameMap
@@ -175,3 +176,51 @@ def _rewritten(index: CarriedIndex, surface: TargetSurface, names: NameMap) -> s
         return rewrite_index(index.definition, names, method, opclasses, f"target extension {surface.extension}")
     except RewriteError as error:
         raise MappingError(Reason.UNMAPPED_INDEX, f"{where}: {error}") from None
+
+
+# As pg_dump's restores do: a body is checked against the search_path of whoever calls it, not the
+# migration's pinned one, so PostgreSQL's check at creation is off for these statements.
+_BODIES_UNCHECKED = Statement(StatementKind.RECREATE_DEPENDENT, "SET LOCAL check_function_bodies = off")
+_BODIES_CHECKED = Statement(StatementKind.RECREATE_DEPENDENT, "SET LOCAL check_function_bodies = on")
+
+
+def carry_functions(inventory: SourceInventory, type_map: dict[str, tuple[str, str]]) -> CarriedFunctions:
+    """Each saved function dropped, created again with the target's types, and how to give it back."""
+    if not inventory.functions:
+        return CarriedFunctions((), (), ())
+    # Imported here: the parser costs the operator ~4 MB of memory (bench/), needed only for functions.
+    from .rewrite import RewriteError, rewrite_function
+
+    drops, forward, back = [], [_BODIES_UNCHECKED], [_BODIES_UNCHECKED]
+    for function in inventory.functions:
+        kind = "PROCEDURE" if function.procedure else "FUNCTION"
+        original = f"{kind} {qualify(function.schema, function.name)}({function.identity})"
+        try:
+            rewritten = rewrite_function(function.definition, type_map, inventory.source.schema)
+        except RewriteError as error:
+            raise PlanningError(
+                Reason.BLOCKING_DEPENDENT,
+                f"{kind.lower()} {function.schema}.{function.name}({function.identity}) cannot be carried: {error}",
+            ) from None
+        target = f"{kind} {rewritten.signature}"
+        drops.append(Statement(StatementKind.DROP_DEPENDENT, f"DROP {original} RESTRICT"))
+        forward += _created(rewritten.definition, target, function)
+        back.append(Statement(StatementKind.RECREATE_DEPENDENT, f"DROP {target} RESTRICT"))
+        back += _created(function.definition, original, function)
+    return CarriedFunctions(tuple(drops), (*forward, _BODIES_CHECKED), (*back, _BODIES_CHECKED))
+
+
+def _created(definition: str, target: str, function: SavedFunction) -> list[Statement]:
+    """A function created from its definition with its owner, privileges and comment."""
+    sql = [definition, f"ALTER {target} OWNER TO {quote_ident(function.owner)}"]
+    if function.grants is not None:
+        sql.append(f"REVOKE ALL ON {target} FROM PUBLIC")
+        try:
+            sql += grant_statements(target, function.grants, FUNCTION_PRIVILEGES)
+        except UnknownPrivilege as error:
+            raise PlanningError(
+                Reason.BLOCKING_DEPENDENT, f"{target} has an unknown privilege {str(error)!r}"
+            ) from None
+    if function.comment is not None:
+        sql.append(f"COMMENT ON {target} IS {quote_literal(function.comment)}")
+    return [Statement(StatementKind.RECREATE_DEPENDENT, text) for text in sql]

@@ -21,7 +21,7 @@ from ..database.catalog import (
     SourceInventory,
     VectorColumn,
 )
-from ..database.ddl import FUNCTION_PRIVILEGES, UnknownPrivilege, create_extension_sql, grant_statements
+from ..database.ddl import UnknownPrivilege, create_extension_sql, grant_statements
 from ..database.sql import qualify, quote_ident, quote_literal
 from ..database.surface import (
     SETTING_CANDIDATES,
@@ -36,7 +36,7 @@ from ..database.surface import (
     target_type_for,
 )
 from ..vocabulary import Reason, ReindexMode, StatementKind
-from .carry import plan_carried, target_predicate
+from .carry import carry_functions, plan_carried, target_predicate
 from .plan import (
     ColumnConversion,
     ColumnKey,
@@ -92,6 +92,7 @@ def build_plan(
         except MappingError as error:
             unmapped.append(error)
     carried = plan_carried(inventory, surface, spec, type_map, unmapped)
+    functions = carry_functions(inventory, type_map)
     if unmapped:
         raise PlanningError(unmapped[0].reason, "; ".join(str(error) for error in unmapped))
     warnings += carried.warnings
@@ -173,7 +174,7 @@ def build_plan(
             for s, t in tables
         ]
     views = (
-        _recreate_functions(inventory, type_map)
+        list(functions.forward)
         + _set_defaults(inventory, type_map)
         + carried.checks
         + [statement for view in inventory.views for statement in _recreate_view(view)]
@@ -210,6 +211,7 @@ def build_plan(
         surface=surface.summary(),
         warnings=tuple(warnings),
         dropped_indexes=tuple(carried.dropped),
+        functions=functions,
     )
 
 
@@ -431,42 +433,6 @@ def _set_defaults(inventory: SourceInventory, type_map: dict[str, tuple[str, str
                 f"SET DEFAULT {expression}",
             )
         )
-    return statements
-
-
-def _recreate_functions(inventory: SourceInventory, type_map: dict[str, tuple[str, str]]) -> list[Statement]:
-    """Each saved function created again with the target's types, its owner, privileges and comment."""
-    if not inventory.functions:
-        return []
-    # Imported here: the parser costs the operator ~4 MB of memory (bench/), needed only for functions.
-    from .rewrite import RewriteError, rewrite_function
-
-    # As pg_dump's restores do: a body is checked against the search_path of whoever calls it, not
-    # the migration's pinned one, so PostgreSQL's check at creation is off for these statements.
-    statements = [Statement(StatementKind.RECREATE_DEPENDENT, "SET LOCAL check_function_bodies = off")]
-    for function in inventory.functions:
-        kind = "PROCEDURE" if function.procedure else "FUNCTION"
-        try:
-            rewritten = rewrite_function(function.definition, type_map, inventory.source.schema)
-        except RewriteError as error:
-            raise PlanningError(
-                Reason.BLOCKING_DEPENDENT,
-                f"{kind.lower()} {function.schema}.{function.name}({function.identity}) cannot be carried: {error}",
-            ) from None
-        target = f"{kind} {rewritten.signature}"
-        sql = [rewritten.definition, f"ALTER {target} OWNER TO {quote_ident(function.owner)}"]
-        if function.grants is not None:
-            sql.append(f"REVOKE ALL ON {target} FROM PUBLIC")
-            try:
-                sql += grant_statements(target, function.grants, FUNCTION_PRIVILEGES)
-            except UnknownPrivilege as error:
-                raise PlanningError(
-                    Reason.BLOCKING_DEPENDENT, f"{target} has an unknown privilege {str(error)!r}"
-                ) from None
-        if function.comment is not None:
-            sql.append(f"COMMENT ON {target} IS {quote_literal(function.comment)}")
-        statements += [Statement(StatementKind.RECREATE_DEPENDENT, text) for text in sql]
-    statements.append(Statement(StatementKind.RECREATE_DEPENDENT, "SET LOCAL check_function_bodies = on"))
     return statements
 
 

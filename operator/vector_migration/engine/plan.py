@@ -79,6 +79,15 @@ class SettingCarry:
 
 
 @dataclass(frozen=True)
+class CarriedFunctions:
+    """Functions naming the source's types: how they are dropped, created for the target, and given back."""
+
+    drops: tuple[Statement, ...]
+    forward: tuple[Statement, ...]  # created again with the target's types, owner, grants, comment
+    back: tuple[Statement, ...]  # the target's versions dropped, the originals created as they were
+
+
+@dataclass(frozen=True)
 class MigrationPlan:
     """Everything the swap and the reindex will do, in order."""
 
@@ -91,6 +100,9 @@ class MigrationPlan:
     warnings: tuple[str, ...] = field(default_factory=tuple)
     # Definitions of the indexes dropped by indexes.unmappable: Drop (their DROP is in the swap)
     dropped_indexes: tuple[str, ...] = field(default_factory=tuple)
+    # The functions that name the source's types: dropped and created for the target (part of the
+    # swap above), and the statements that give them back as they were (Parallel's rollback)
+    functions: CarriedFunctions = field(default_factory=lambda: CarriedFunctions((), (), ()))
 
     @property
     def conversion(self) -> MigrationPlan:

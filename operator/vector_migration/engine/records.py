@@ -185,6 +185,10 @@ class ShadowRecord(SwapRecord):
 
     shadows: list[ShadowTable]
     created_extension: bool = Field(False, alias="createdExtension")
+    # [[step, sql]]: the functions naming the source's types, created for the target at the finalize,
+    # and given back as they were by a rollback after it (absent before 0.2: none were carried)
+    functions: list[list[str]] = Field(default_factory=list)
+    functions_back: list[list[str]] = Field(default_factory=list, alias="functionsBack")
 
 
 class BackfillCursor(BaseModel):

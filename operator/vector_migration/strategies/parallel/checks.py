@@ -33,14 +33,6 @@ async def check_tables(conn: asyncpg.Connection, inventory: SourceInventory, sur
     blockers += [
         Blocker(
             Reason.BLOCKING_DEPENDENT,
-            f"function {f.schema}.{f.name}({f.identity}) uses {inventory.source.name}'s types; strategy Parallel "
-            "does not carry functions across yet (InPlace and Rebuild do)",
-        )
-        for f in inventory.functions
-    ]
-    blockers += [
-        Blocker(
-            Reason.BLOCKING_DEPENDENT,
             f"the default of {d.schema}.{d.table}.{d.column} ({d.expression}) uses {inventory.source.name}'s types; "
             "strategy Parallel does not carry such defaults across yet (InPlace and Rebuild do)",
         )

@@ -17,6 +17,7 @@ from ...database.catalog import read_extension
 from ...engine import records
 from ...engine.context import Migration
 from ...engine.outcomes import Advance, Outcome
+from ...engine.plan import Statement
 from ...engine.records import ShadowTable
 from ...engine.transactions import Progress, begin_bounded_transaction, execute, roll_back, transaction_failure
 from ...phases.restore import drop_unused_extension
@@ -38,7 +39,9 @@ async def run_finalize(m: Migration) -> Outcome:
         progress = Progress()
         transaction = await begin_bounded_transaction(m)
         try:
-            for statement in finalize_transaction(tables):
+            prepared = recorded.prepared
+            functions = [Statement(StatementKind(step), sql) for step, sql in prepared.functions] if prepared else []
+            for statement in finalize_transaction(tables, functions):
                 progress.step = statement.step.value
                 await execute(m, statement)
                 if statement.step is StatementKind.LOCK:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ...database.ddl import UnknownPrivilege, grant_statements
@@ -54,7 +55,8 @@ class ParallelPlan:
     @property
     def finalize(self) -> tuple[Statement, ...]:
         """The finalize transaction, in order."""
-        return tuple(finalize_transaction([t.shadow for t in self.tables]))
+        functions = self.conversion.functions
+        return tuple(finalize_transaction([t.shadow for t in self.tables], (*functions.drops, *functions.forward)))
 
     @property
     def cleanup(self) -> tuple[Statement, ...]:
@@ -319,11 +321,15 @@ def after_backfill(table: ShadowTable) -> list[Statement]:
     return statements
 
 
-def finalize_transaction(tables: list[ShadowTable]) -> list[Statement]:
-    """The finalize stage: every table and its shadow locked, then each table's renames."""
+def finalize_transaction(tables: list[ShadowTable], functions: Sequence[Statement] = ()) -> list[Statement]:
+    """The finalize stage: every table and its shadow locked, each table's renames, then the functions.
+
+    A function naming the source's types is dropped and created for the target once the tables have
+    their names (a body bound at creation, BEGIN ATOMIC, then reads the migrated table).
+    """
     both = [qualify(t.table_schema, name) for t in tables for name in (t.table, t.shadow)]
     lock = Statement(StatementKind.LOCK, f"LOCK TABLE {', '.join(both)} IN ACCESS EXCLUSIVE MODE")
-    return [lock, *(s for t in tables for s in finalize_statements(t))]
+    return [lock, *(s for t in tables for s in finalize_statements(t)), *functions]
 
 
 def finalize_statements(table: ShadowTable) -> list[Statement]:

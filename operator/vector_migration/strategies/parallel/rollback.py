@@ -58,6 +58,9 @@ async def run_parallel_rollback(m: Migration) -> Outcome:
             for table in tables:
                 compared.append(await _equal_under_lock(m, table))
                 await _swap_back(conn, table)
+            prepared = recorded.prepared
+            for _, sql in prepared.functions_back if prepared else []:
+                await conn.execute(sql)  # the functions as they were, for the pgvector tables again
         for table in tables:
             progress.step = f"drop shadow of {table.name}"
             for statement in drop_sync(table, forward=True):

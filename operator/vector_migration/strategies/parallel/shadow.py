@@ -129,7 +129,12 @@ async def _record_shadows(m: Migration, plan: ParallelPlan, ready: Ready) -> Non
     )
     created = any(s.step is StatementKind.CREATE_TARGET_EXTENSION for s in plan.setup)
     swapped = records.swap_record(m)
+    functions = plan.conversion.functions
     record = records.ShadowRecord(
-        **swapped.model_dump(by_alias=True, exclude={"schema_version"}), shadows=shadows, created_extension=created
+        **swapped.model_dump(by_alias=True, exclude={"schema_version"}),
+        shadows=shadows,
+        created_extension=created,
+        functions=[[s.step.value, s.sql] for s in (*functions.drops, *functions.forward)],
+        functions_back=[[s.step.value, s.sql] for s in functions.back],
     )
     await records.write(m.session, m.name, records.PREPARED, plan.plan_hash, record)
