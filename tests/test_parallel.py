@@ -366,3 +366,51 @@ async def test_a_table_with_row_level_security_moves_with_its_policies_and_the_a
     assert await conn.fetchval("SELECT count(*) FROM docs_pgvector_old WHERE title IN ('during', 'after')") == 2
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await as_app(conn, "INSERT INTO docs (category, title) VALUES (3, 'refused by its policy')")
+
+
+TRIGGERS = """
+ALTER TABLE docs ADD COLUMN touched_at timestamptz;
+CREATE TABLE audit (seq bigserial PRIMARY KEY, doc bigint, op text);
+CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN NEW.touched_at := now(); RETURN NEW; END $$;
+CREATE FUNCTION audited() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO audit (doc, op) VALUES (NEW.id, TG_OP); RETURN NULL; END $$;
+CREATE TRIGGER docs_touch BEFORE UPDATE ON docs FOR EACH ROW EXECUTE FUNCTION touch();
+CREATE TRIGGER docs_audit AFTER INSERT ON docs FOR EACH ROW EXECUTE FUNCTION audited();
+CREATE TRIGGER docs_paused AFTER DELETE ON docs FOR EACH ROW EXECUTE FUNCTION audited();
+ALTER TABLE docs DISABLE TRIGGER docs_paused;
+"""
+TRIGGER_STATES = (
+    "SELECT tgname, tgenabled::text FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname LIKE 'docs_%' ORDER BY 1"
+)
+
+
+async def test_the_tables_own_triggers_move_with_it_and_fire_once_and_a_rollback_gives_them_back(
+    database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    await create_shop(conn)
+    await conn.execute(TRIGGERS)
+    states = [tuple(r) for r in await conn.fetch(TRIGGER_STATES, "docs")]
+    resource = manifest(**{**PARALLEL, "parallel": {"keepOldFor": "1h"}})
+
+    status = await run(migration(database, resource, backup_dir))
+
+    assert status.phase is Phase.SUCCEEDED, status.message
+    assert [tuple(r) for r in await conn.fetch(TRIGGER_STATES, "docs")] == states
+    assert {r[1] for r in await conn.fetch(TRIGGER_STATES, "docs_pgvector_old")} == {"D"}
+    new = await conn.fetchval("INSERT INTO docs (category, title, embedding) VALUES (2, 't', $1) RETURNING id",
+                              "[1,1,1,1,1,1,1,1]")  # fmt: skip
+    await conn.execute("UPDATE docs SET title = 'u' WHERE id = $1", new)
+    assert await conn.fetchval("SELECT touched_at IS NOT NULL FROM docs WHERE id = $1", new)
+    # once, although the reverse mirror wrote the row into the old table too
+    assert await conn.fetch("SELECT op FROM audit WHERE doc = $1", new) == [("INSERT",)]
+    assert await conn.fetchval("SELECT count(*) FROM docs_pgvector_old WHERE id = $1", new) == 1
+
+    m = migration(database, resource, backup_dir, rollback=True)
+    m.status = status.model_copy(deep=True)
+    rolled_back = await run(m)
+
+    assert rolled_back.phase is Phase.ROLLED_BACK, rolled_back.message
+    assert [tuple(r) for r in await conn.fetch(TRIGGER_STATES, "docs")] == states
+    await conn.execute("INSERT INTO docs (category, title, embedding) VALUES (2, 'back', '[2,2,2,2,2,2,2,2]')")
+    assert await conn.fetchval("SELECT count(*) FROM audit WHERE op = 'INSERT'") == 2

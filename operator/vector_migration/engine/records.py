@@ -171,6 +171,9 @@ class ShadowTable(BaseModel):
     # Row-level security on the table: the sync functions then run as its owner, so that mirroring
     # a write the policies allowed is never refused by the same policies on the other copy.
     row_security: bool = False
+    # [[name, pg_get_triggerdef, tgenabled]] of the table's own triggers: made on the migrated table at
+    # the finalize and disabled on the old one (the reverse mirror must not fire them twice)
+    triggers: list[list[str]] = Field(default_factory=list)
 
     model_config = ConfigDict(populate_by_name=True)
 

@@ -13,8 +13,6 @@ from .names import (
     OLD_SUFFIX,
     OURS,
     SHADOW_SUFFIX,
-    SYNC_TRIGGER,
-    SYNC_TRUNCATE_TRIGGER,
     derived_name,
 )
 
@@ -69,9 +67,6 @@ async def _check_table(conn: asyncpg.Connection, schema: str, table: str) -> lis
                    AS inherits,
                EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
                    AS has_primary_key,
-               ARRAY(SELECT t.tgname FROM pg_catalog.pg_trigger t
-                      WHERE t.tgrelid = c.oid AND NOT t.tgisinternal AND t.tgname <> ALL($3::text[]))
-                   AS triggers,
                ARRAY(SELECT DISTINCT v.oid::pg_catalog.regclass::pg_catalog.text
                        FROM pg_catalog.pg_depend d
                        JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
@@ -84,7 +79,6 @@ async def _check_table(conn: asyncpg.Connection, schema: str, table: str) -> lis
         """,
         schema,
         table,
-        [SYNC_TRIGGER, SYNC_TRUNCATE_TRIGGER],
     )
     if facts is None:
         return []
@@ -96,8 +90,6 @@ async def _check_table(conn: asyncpg.Connection, schema: str, table: str) -> lis
         problems.append("is partitioned or inherits (its shadow cannot take its place in the hierarchy)")
     if facts["relforcerowsecurity"]:
         problems.append("forces row-level security on its owner (the backfill, run as the owner, would miss rows)")
-    if facts["triggers"]:
-        problems.append(f"has trigger(s) {', '.join(facts['triggers'])} the shadow would not carry")
     if facts["views"]:
         problems.append(f"is read by view(s) {', '.join(facts['views'])}, which would keep reading the old table")
     if problems:

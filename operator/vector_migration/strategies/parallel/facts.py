@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from ...database.sql import qualify
+from .names import SYNC_TRIGGER, SYNC_TRUNCATE_TRIGGER
 
 
 @dataclass(frozen=True)
@@ -43,11 +44,13 @@ class TableFacts:
     # (schema, table, name, definition) of other tables' foreign keys to it: re-pointed at the finalize
     referencing: tuple[tuple[str, str, str, str], ...] = ()
     row_security: bool = False  # ENABLE ROW LEVEL SECURITY (FORCE is refused by the checks)
+    # (name, pg_get_triggerdef, tgenabled) of the table's own triggers (not the engine's sync triggers)
+    triggers: tuple[tuple[str, str, str], ...] = ()
     # (name, PERMISSIVE|RESTRICTIVE, command, roles, USING expression, WITH CHECK expression)
     policies: tuple[tuple[str, str, str, tuple[str, ...], str | None, str | None], ...] = ()
 
 
-# size: eight short catalog queries: one place reads everything a shadow copies
+# size: nine short catalog queries: one place reads everything a shadow copies
 async def read_table_facts(conn: asyncpg.Connection, schema: str, table: str, vector_columns: list[str]) -> TableFacts:
     """The facts of one table (it exists: the inventory found it)."""
     relation = qualify(schema, table)
@@ -118,6 +121,16 @@ async def read_table_facts(conn: asyncpg.Connection, schema: str, table: str, ve
         """,
         relation,
     )
+    triggers = await conn.fetch(
+        """
+        SELECT t.tgname, pg_catalog.pg_get_triggerdef(t.oid) AS definition, t.tgenabled::pg_catalog.text AS enabled
+          FROM pg_catalog.pg_trigger t
+         WHERE t.tgrelid = $1::pg_catalog.regclass AND NOT t.tgisinternal AND t.tgname <> ALL($2::pg_catalog.text[])
+         ORDER BY t.tgname
+        """,
+        relation,
+        [SYNC_TRIGGER, SYNC_TRUNCATE_TRIGGER],
+    )
     owner_and_grants = await conn.fetchrow(
         """
         SELECT pg_catalog.pg_get_userbyid(c.relowner) AS owner,
@@ -169,6 +182,7 @@ async def read_table_facts(conn: asyncpg.Connection, schema: str, table: str, ve
             for r in policies
             if r["polname"] is not None
         ),
+        triggers=tuple((r["tgname"], r["definition"], r["enabled"]) for r in triggers),
         referencing=tuple(
             (r["nspname"], r["relname"], r["conname"], r["definition"].removesuffix(" NOT VALID")) for r in referencing
         ),

@@ -184,6 +184,7 @@ def _table_plan(
         comment_kept=True,
         referencing_keys=[list(key) for key in facts.referencing],
         row_security=facts.row_security,
+        triggers=[list(trigger) for trigger in facts.triggers],
     )
     return TablePlan(
         shadow=shadow,
@@ -359,10 +360,32 @@ def finalize_statements(table: ShadowTable) -> list[Statement]:
         f"{quote_literal(sequence)}::pg_catalog.regclass) AS v) s WHERE v IS NOT NULL"
         for column, sequence in table.identities
     ]
+    sql += move_triggers(table)
     statements = [Statement(StatementKind.SWAP_NAMES, text) for text in sql]
     statements += repoint_keys(table)
     statements += [Statement(StatementKind.SYNC_TRIGGER, text) for text in install_sync(table, forward=False)]
     return statements
+
+
+# ALTER TABLE … <state> TRIGGER, by pg_trigger.tgenabled: origin, disabled, replica, always
+TRIGGER_STATES = {"O": "ENABLE", "D": "DISABLE", "R": "ENABLE REPLICA", "A": "ENABLE ALWAYS"}
+
+
+def move_triggers(table: ShadowTable) -> list[str]:
+    """The table's own triggers made on the migrated table (its name now), and disabled on the old one.
+
+    They fire for the application's writes to the migrated table; the reverse mirror's writes to the
+    old table must not fire them a second time (an audit row twice, a notification twice).
+    """
+    schema = table.table_schema
+    source, old = qualify(schema, table.table), qualify(schema, table.old)
+    sql = []
+    for name, definition, enabled in table.triggers:
+        sql.append(definition)  # pg_get_triggerdef names the table, which is now the migrated one
+        if enabled != "O":
+            sql.append(f"ALTER TABLE {source} {TRIGGER_STATES[enabled]} TRIGGER {quote_ident(name)}")
+        sql.append(f"ALTER TABLE {old} DISABLE TRIGGER {quote_ident(name)}")
+    return sql
 
 
 def repoint_keys(table: ShadowTable, *, validated: bool = False) -> list[Statement]:

@@ -24,7 +24,7 @@ from ...phases.verify import compare_content, unequal
 from ...status import record_timing, set_condition
 from ...vocabulary import ConditionType, Phase, Reason
 from .names import INDEX_SUFFIX, OLD_SUFFIX, derived_name
-from .plan import repoint_keys
+from .plan import TRIGGER_STATES, repoint_keys
 from .shadow import recorded_shadows
 from .sync import drop_sync
 from .verify import checksum_pair
@@ -123,5 +123,7 @@ async def _swap_back(conn: asyncpg.Connection, table: ShadowTable) -> None:
     await conn.execute(f"ALTER TABLE {old} RENAME TO {quote_ident(table.table)}")
     for key in repoint_keys(table, validated=True):
         await conn.execute(key.sql)
+    for name, _, enabled in table.triggers:  # as they were before the finalize disabled them
+        await conn.execute(f"ALTER TABLE {source} {TRIGGER_STATES[enabled]} TRIGGER {quote_ident(name)}")
     for column, sequence in table.sequences:
         await conn.execute(f"ALTER SEQUENCE {sequence} OWNED BY {source}.{quote_ident(column)}")
