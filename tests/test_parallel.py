@@ -156,15 +156,63 @@ async def test_a_target_whose_names_collide_cannot_run_beside_the_source(
     assert "names collide" in status.message and "use InPlace" in status.message
 
 
-async def test_a_table_read_by_a_view_is_refused_naming_the_view(
+VIEWS = """
+CREATE VIEW recent_docs WITH (security_barrier = true) AS SELECT id, title, embedding FROM docs WHERE id > 100;
+CREATE VIEW recent_titles AS SELECT id, title FROM recent_docs;
+COMMENT ON VIEW recent_docs IS 'the newest documents';
+GRANT SELECT ON recent_docs, recent_titles TO vmig_app;
+"""
+VIEW_READS = """
+    SELECT EXISTS (SELECT 1 FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
+                    WHERE r.ev_class = 'recent_docs'::regclass AND d.refobjid = $1::regclass)
+"""
+VIEW_TYPE = """
+    SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+     WHERE attrelid = 'recent_docs'::regclass AND attname = 'embedding'
+"""
+
+
+async def test_views_over_a_moving_table_read_the_migrated_table_after_the_finalize_and_the_old_one_after_a_rollback(
     database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
 ) -> None:
     await create_shop(conn)
-    await conn.execute("CREATE VIEW recent_docs AS SELECT id, embedding FROM docs WHERE id > 100")
+    await conn.execute(VIEWS)
+    resource = manifest(**{**PARALLEL, "parallel": {"keepOldFor": "1h"}})
+
+    status = await run(migration(database, resource, backup_dir))
+
+    assert status.phase is Phase.SUCCEEDED, status.message
+    assert await conn.fetchval(VIEW_READS, "docs") is True  # not docs_pgvector_old
+    new = await conn.fetchval("INSERT INTO docs (category, title, embedding) VALUES (2, 'fresh', $1) RETURNING id",
+                              "[1,1,1,1,1,1,1,1]")  # fmt: skip
+    assert await as_app(conn, f"SELECT title FROM recent_titles WHERE id = {new}") == "fresh"
+    assert await conn.fetchval(VIEW_TYPE) == "ruvector(8)"
+    assert await conn.fetchval("SELECT obj_description('recent_docs'::regclass, 'pg_class')") == "the newest documents"
+    assert await conn.fetchval("SELECT reloptions FROM pg_class WHERE relname = 'recent_docs'") == [
+        "security_barrier=true"
+    ]
+
+    m = migration(database, resource, backup_dir, rollback=True)
+    m.status = status.model_copy(deep=True)
+    rolled_back = await run(m)
+
+    assert rolled_back.phase is Phase.ROLLED_BACK, rolled_back.message
+    assert await conn.fetchval(VIEW_TYPE) == "vector(8)"
+    assert await conn.fetchval(VIEW_READS, "docs") is True  # the pgvector table, which has the name again
+    assert await as_app(conn, f"SELECT title FROM recent_titles WHERE id = {new}") == "fresh"
+
+
+async def test_a_materialized_view_or_a_view_naming_pgvector_over_a_moving_table_is_refused_by_name(
+    database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    await create_shop(conn)
+    await conn.execute("CREATE MATERIALIZED VIEW doc_titles AS SELECT id, title FROM docs")
+    await conn.execute("CREATE VIEW doc_sizes AS SELECT id, vector_dims(embedding) AS dims FROM docs")
     status = await run(migration(database, manifest(**PARALLEL), backup_dir))
     assert status.phase is Phase.FAILED
     assert condition(status, "Stalled").reason == Reason.BLOCKING_DEPENDENT
-    assert "recent_docs" in status.message
+    assert "materialized view public.doc_titles" in status.message
+    assert "view public.doc_sizes names vector_dims" in status.message
     assert await conn.fetchval("SELECT count(*) FROM pg_class WHERE relname LIKE '%vmig%'") == 0
 
 

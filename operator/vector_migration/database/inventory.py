@@ -349,7 +349,6 @@ def _save_default(inv: SourceInventory, default_of: list[str]) -> None:
     )
 
 
-# size: one catalog query and the mapping of its rows (definition, grants, indexes, comment)
 async def _read_views(conn: asyncpg.Connection, inv: SourceInventory) -> None:
     """Views and materialized views over vector columns or source objects, and views over those."""
     seed_rows = await conn.fetch(
@@ -368,7 +367,22 @@ async def _read_views(conn: asyncpg.Connection, inv: SourceInventory) -> None:
         [c.table_oid for c in inv.columns],
         [c.attnum for c in inv.columns],
     )
-    depth: dict[int, int] = {row["oid"]: 0 for row in seed_rows}
+    for view in await read_view_tree(conn, [row["oid"] for row in seed_rows]):
+        inv.views.append(view)
+        inv.dependents.append(
+            Dependent(
+                kind="materialized view" if view.materialized else "view",
+                name=f"{view.schema}.{view.name}",
+                handling="saved, dropped and recreated inside the swap transaction",
+            )
+        )
+
+
+# size: one catalog query per level and per view, and the mapping of its rows (definition, grants, indexes)
+async def read_view_tree(conn: asyncpg.Connection, seeds: list[int]) -> list[SavedView]:
+    """The views ``seeds`` and every view over them, each with its depth, in creation order."""
+    views: list[SavedView] = []
+    depth: dict[int, int] = dict.fromkeys(seeds, 0)
     frontier = set(depth)
     while frontier:
         rows = await conn.fetch(
@@ -426,15 +440,8 @@ async def _read_views(conn: asyncpg.Connection, inv: SourceInventory) -> None:
             index_definitions=tuple(row["indexes"]),
             depth=level,
         )
-        inv.views.append(view)
-        inv.dependents.append(
-            Dependent(
-                kind="materialized view" if view.materialized else "view",
-                name=f"{view.schema}.{view.name}",
-                handling="saved, dropped and recreated inside the swap transaction",
-            )
-        )
-    inv.views.sort(key=lambda v: (v.depth, v.schema, v.name))
+        views.append(view)
+    return sorted(views, key=lambda v: (v.depth, v.schema, v.name))
 
 
 def _parse_row_text(text: str) -> tuple[str, str, str]:

@@ -177,7 +177,7 @@ def build_plan(
         list(functions.forward)
         + _set_defaults(inventory, type_map)
         + carried.checks
-        + [statement for view in inventory.views for statement in _recreate_view(view)]
+        + [statement for view in inventory.views for statement in recreate_view(view)]
     )
     settings_carried = [Statement(StatementKind.CARRY_SETTING, c.statement) for c in settings if c.statement]
     if refill:
@@ -375,10 +375,7 @@ def _carry_setting(
 def _drop_dependents(inventory: SourceInventory) -> list[Statement]:
     statements = []
     for view in sorted(inventory.views, key=lambda v: (-v.depth, v.schema, v.name)):
-        kind = "MATERIALIZED VIEW" if view.materialized else "VIEW"
-        statements.append(
-            Statement(StatementKind.DROP_DEPENDENT, f"DROP {kind} {qualify(view.schema, view.name)} RESTRICT")
-        )
+        statements.append(drop_view(view))
     statements += [
         Statement(StatementKind.DROP_INDEX, f"DROP INDEX {qualify(index.schema, index.name)} RESTRICT")
         for index in inventory.indexes
@@ -436,7 +433,14 @@ def _set_defaults(inventory: SourceInventory, type_map: dict[str, tuple[str, str
     return statements
 
 
-def _recreate_view(view: SavedView) -> list[Statement]:
+def drop_view(view: SavedView) -> Statement:
+    """A saved view dropped (RESTRICT: views over it are dropped first, by depth)."""
+    kind = "MATERIALIZED VIEW" if view.materialized else "VIEW"
+    return Statement(StatementKind.DROP_DEPENDENT, f"DROP {kind} {qualify(view.schema, view.name)} RESTRICT")
+
+
+def recreate_view(view: SavedView) -> list[Statement]:
+    """A saved view created again from its definition, with its options, owner, indexes, grants and comment."""
     name = qualify(view.schema, view.name)
     kind = "MATERIALIZED VIEW" if view.materialized else "VIEW"
     options = ""

@@ -192,6 +192,10 @@ class ShadowRecord(SwapRecord):
     # and given back as they were by a rollback after it (absent before 0.2: none were carried)
     functions: list[list[str]] = Field(default_factory=list)
     functions_back: list[list[str]] = Field(default_factory=list, alias="functionsBack")
+    # [[step, sql]]: the views over the tables, dropped and created again so they read the tables that
+    # have the names after the finalize, and again after a rollback's swap back
+    view_drops: list[list[str]] = Field(default_factory=list, alias="viewDrops")
+    view_creates: list[list[str]] = Field(default_factory=list, alias="viewCreates")
 
 
 class BackfillCursor(BaseModel):

@@ -173,6 +173,32 @@ def rewrite_condition(expression: str, names: NameMap, target: str) -> str:
     return str(RawStream()(statement.whereClause))
 
 
+class _Names(visitors.Visitor):
+    def __init__(self) -> None:
+        self.found: set[str] = set()
+
+    def visit_TypeName(self, _ancestors: object, node: ast.TypeName) -> None:
+        if node.names:
+            self.found.add(str(node.names[-1].sval))
+
+    def visit_FuncCall(self, _ancestors: object, node: ast.FuncCall) -> None:
+        if node.funcname:
+            self.found.add(str(node.funcname[-1].sval))
+
+
+def type_and_function_names(sql: str) -> set[str]:
+    """Every type and function a statement names (the last part of each name)."""
+    try:
+        statements = parse_sql(sql)
+    except ParseError as error:
+        raise RewriteError(f"its definition cannot be parsed ({error})") from None
+    names = _Names()
+    for raw in statements:
+        if raw.stmt is not None:
+            names(raw.stmt)
+    return names.found
+
+
 def rewrite_expression(expression: str, type_map: dict[str, tuple[str, str]], source_schema: str) -> str:
     """An expression (a column default, pg_get_expr's) with every source type name replaced."""
     try:

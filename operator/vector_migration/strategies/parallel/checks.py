@@ -66,14 +66,7 @@ async def _check_table(conn: asyncpg.Connection, schema: str, table: str) -> lis
                EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid OR i.inhparent = c.oid)
                    AS inherits,
                EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
-                   AS has_primary_key,
-               ARRAY(SELECT DISTINCT v.oid::pg_catalog.regclass::pg_catalog.text
-                       FROM pg_catalog.pg_depend d
-                       JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
-                       JOIN pg_catalog.pg_class v ON v.oid = r.ev_class
-                      WHERE d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
-                        AND d.refobjid = c.oid AND v.oid <> c.oid)
-                   AS views
+                   AS has_primary_key
           FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
          WHERE n.nspname = $1 AND c.relname = $2
         """,
@@ -90,8 +83,6 @@ async def _check_table(conn: asyncpg.Connection, schema: str, table: str) -> lis
         problems.append("is partitioned or inherits (its shadow cannot take its place in the hierarchy)")
     if facts["relforcerowsecurity"]:
         problems.append("forces row-level security on its owner (the backfill, run as the owner, would miss rows)")
-    if facts["views"]:
-        problems.append(f"is read by view(s) {', '.join(facts['views'])}, which would keep reading the old table")
     if problems:
         blockers.append(
             Blocker(

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from ...database.catalog import SavedView
+from ...database.inventory import read_view_tree
 from ...database.sql import qualify
 from .names import SYNC_TRIGGER, SYNC_TRUNCATE_TRIGGER
 
@@ -46,11 +48,12 @@ class TableFacts:
     row_security: bool = False  # ENABLE ROW LEVEL SECURITY (FORCE is refused by the checks)
     # (name, pg_get_triggerdef, tgenabled) of the table's own triggers (not the engine's sync triggers)
     triggers: tuple[tuple[str, str, str], ...] = ()
+    views: tuple[SavedView, ...] = ()  # views over the table, and views over those, in creation order
     # (name, PERMISSIVE|RESTRICTIVE, command, roles, USING expression, WITH CHECK expression)
     policies: tuple[tuple[str, str, str, tuple[str, ...], str | None, str | None], ...] = ()
 
 
-# size: nine short catalog queries: one place reads everything a shadow copies
+# size: ten short catalog queries: one place reads everything a shadow copies
 async def read_table_facts(conn: asyncpg.Connection, schema: str, table: str, vector_columns: list[str]) -> TableFacts:
     """The facts of one table (it exists: the inventory found it)."""
     relation = qualify(schema, table)
@@ -131,6 +134,16 @@ async def read_table_facts(conn: asyncpg.Connection, schema: str, table: str, ve
         relation,
         [SYNC_TRIGGER, SYNC_TRUNCATE_TRIGGER],
     )
+    views = await conn.fetch(
+        """
+        SELECT DISTINCT r.ev_class::bigint AS oid
+          FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
+         WHERE d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+           AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+           AND d.refobjid = $1::pg_catalog.regclass AND r.ev_class <> d.refobjid
+        """,
+        relation,
+    )
     owner_and_grants = await conn.fetchrow(
         """
         SELECT pg_catalog.pg_get_userbyid(c.relowner) AS owner,
@@ -183,6 +196,7 @@ async def read_table_facts(conn: asyncpg.Connection, schema: str, table: str, ve
             if r["polname"] is not None
         ),
         triggers=tuple((r["tgname"], r["definition"], r["enabled"]) for r in triggers),
+        views=tuple(await read_view_tree(conn, [r["oid"] for r in views])),
         referencing=tuple(
             (r["nspname"], r["relname"], r["conname"], r["definition"].removesuffix(" NOT VALID")) for r in referencing
         ),

@@ -40,8 +40,9 @@ async def run_finalize(m: Migration) -> Outcome:
         transaction = await begin_bounded_transaction(m)
         try:
             prepared = recorded.prepared
-            functions = [Statement(StatementKind(step), sql) for step, sql in prepared.functions] if prepared else []
-            for statement in finalize_transaction(tables, functions):
+            after = [*prepared.view_drops, *prepared.functions, *prepared.view_creates] if prepared is not None else []
+            statements = [Statement(StatementKind(step), sql) for step, sql in after]
+            for statement in finalize_transaction(tables, statements):
                 progress.step = statement.step.value
                 await execute(m, statement)
                 if statement.step is StatementKind.LOCK:

@@ -14,9 +14,11 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ...database.catalog import SavedView
 from ...database.ddl import UnknownPrivilege, grant_statements
 from ...database.sql import qualify, quote_ident, quote_literal
 from ...database.surface import TargetSurface, concurrent_build_bug
+from ...engine.conversion import drop_view, recreate_view
 from ...engine.plan import ColumnConversion, MigrationPlan, PlanningError, Statement
 from ...engine.records import ShadowIndex, ShadowTable
 from ...vocabulary import Reason, StatementKind
@@ -46,6 +48,10 @@ class ParallelPlan:
     tables: tuple[TablePlan, ...]
     drop_source: Statement
     warnings: tuple[str, ...]
+    # Views over the tables: dropped (deepest first) and created again once the tables have their
+    # names, so that they read the migrated tables; empty when there are none (the hash is unchanged)
+    view_drops: tuple[Statement, ...] = ()
+    view_creates: tuple[Statement, ...] = ()
 
     @property
     def prepare(self) -> tuple[Statement, ...]:
@@ -56,7 +62,8 @@ class ParallelPlan:
     def finalize(self) -> tuple[Statement, ...]:
         """The finalize transaction, in order."""
         functions = self.conversion.functions
-        return tuple(finalize_transaction([t.shadow for t in self.tables], (*functions.drops, *functions.forward)))
+        after = (*self.view_drops, *functions.drops, *functions.forward, *self.view_creates)
+        return tuple(finalize_transaction([t.shadow for t in self.tables], after))
 
     @property
     def cleanup(self) -> tuple[Statement, ...]:
@@ -104,9 +111,17 @@ class ParallelPlan:
 
 
 def build_parallel_plan(
-    conversion: MigrationPlan, surface: TargetSurface, tables: list[TableFacts], migration: str, source_extension: str
+    conversion: MigrationPlan,
+    surface: TargetSurface,
+    tables: list[TableFacts],
+    migration: str,
+    source_extension: str,
+    source_names: frozenset[str] = frozenset(),
 ) -> ParallelPlan:
-    """Derive every statement of a Parallel migration from the conversion and the tables' facts."""
+    """Derive every statement of a Parallel migration from the conversion and the tables' facts.
+
+    ``source_names`` are the source extension's type and function names: a view naming one is refused.
+    """
     warnings = list(conversion.warnings)
     setup = []
     originals = [qualify(t.schema, t.table) for t in tables]
@@ -117,6 +132,7 @@ def build_parallel_plan(
         s for s in conversion.swap if s.step in (StatementKind.TARGET_SCHEMA, StatementKind.CREATE_TARGET_EXTENSION)
     ]
     planned = [_table_plan(conversion, surface, facts, migration, warnings) for facts in tables]
+    views = _views_over(tables, source_names)
     return ParallelPlan(
         conversion=conversion,
         setup=tuple(setup),
@@ -125,7 +141,45 @@ def build_parallel_plan(
             StatementKind.DROP_SOURCE_EXTENSION, f"DROP EXTENSION {quote_ident(source_extension)} RESTRICT"
         ),
         warnings=tuple(warnings),
+        view_drops=tuple(drop_view(view) for view in sorted(views, key=lambda v: (-v.depth, v.schema, v.name))),
+        view_creates=tuple(statement for view in views for statement in recreate_view(view)),
     )
+
+
+def _views_over(tables: list[TableFacts], source_names: frozenset[str]) -> list[SavedView]:
+    """The views over every moving table, each once, in creation order; those Parallel cannot move refused."""
+    by_oid: dict[int, SavedView] = {}
+    for facts in tables:
+        for view in facts.views:
+            if view.oid not in by_oid or by_oid[view.oid].depth < view.depth:
+                by_oid[view.oid] = view
+    views = sorted(by_oid.values(), key=lambda v: (v.depth, v.schema, v.name))
+    refusals = []
+    for view in views:
+        name = f"{view.schema}.{view.name}"
+        if view.materialized:
+            refusals.append(
+                f"materialized view {name} reads a moving table (refreshing it would hold the finalize's lock)"
+            )
+            continue
+        if not source_names:
+            continue
+        # Imported here: the parser costs the operator ~4 MB of memory (bench/), needed only for views.
+        from ...engine.rewrite import RewriteError, type_and_function_names
+
+        try:
+            named = type_and_function_names(f"SELECT * FROM ({view.definition}) AS v")
+        except RewriteError as error:
+            refusals.append(f"view {name}: {error}")
+            continue
+        if named & source_names:
+            refusals.append(f"view {name} names {', '.join(sorted(named & source_names))}")
+    if refusals:
+        raise PlanningError(
+            Reason.BLOCKING_DEPENDENT,
+            "; ".join(refusals) + ": strategy Parallel does not carry these across yet (InPlace and Rebuild do)",
+        )
+    return views
 
 
 def cast(conversion: ColumnConversion) -> str:

@@ -59,8 +59,9 @@ async def run_parallel_rollback(m: Migration) -> Outcome:
                 compared.append(await _equal_under_lock(m, table))
                 await _swap_back(conn, table)
             prepared = recorded.prepared
-            for _, sql in prepared.functions_back if prepared else []:
-                await conn.execute(sql)  # the functions as they were, for the pgvector tables again
+            back = [*prepared.view_drops, *prepared.functions_back, *prepared.view_creates] if prepared else []
+            for _, sql in back:  # the views and functions as they were, over the pgvector tables again
+                await conn.execute(sql)
         for table in tables:
             progress.step = f"drop shadow of {table.name}"
             for statement in drop_sync(table, forward=True):

@@ -136,5 +136,7 @@ async def _record_shadows(m: Migration, plan: ParallelPlan, ready: Ready) -> Non
         created_extension=created,
         functions=[[s.step.value, s.sql] for s in (*functions.drops, *functions.forward)],
         functions_back=[[s.step.value, s.sql] for s in functions.back],
+        view_drops=[[s.step.value, s.sql] for s in plan.view_drops],
+        view_creates=[[s.step.value, s.sql] for s in plan.view_creates],
     )
     await records.write(m.session, m.name, records.PREPARED, plan.plan_hash, record)
