@@ -44,6 +44,10 @@ MULTI_KEY_INDEX = "CREATE INDEX items_category_embedding ON items (category, id)
 DIMENSIONS_CHECK = "ALTER TABLE items ADD CONSTRAINT three_dims CHECK (vector_dims(embedding) = 3)"
 
 
+async def installed_extensions(conn: asyncpg.Connection) -> set[str]:
+    return {row["extname"] for row in await conn.fetch("SELECT extname FROM pg_extension")}
+
+
 async def index_definitions(conn: asyncpg.Connection) -> dict[str, str]:
     """Each index of items, its names qualified as the migration reads them."""
     async with conn.transaction():
@@ -145,18 +149,32 @@ async def test_a_bit_column_stays_bit_and_only_its_pgvector_index_follows_the_po
         assert await conn.fetchval("SELECT count(*) FROM pg_indexes WHERE indexname = 'fingerprints_hamming'") == 0
 
 
-async def test_parallel_names_every_carried_index_and_constraint_it_cannot_take(
+async def test_parallel_carries_expressions_checks_and_defaults_to_its_shadow_and_drops_on_request(
     database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path
 ) -> None:
-    await conn.execute(ITEMS + ";".join([EXPRESSION_INDEX, MULTI_KEY_INDEX, DIMENSIONS_CHECK]))
+    await conn.execute(ITEMS + ";".join([EXPRESSION_INDEX, PARTIAL_INDEX, MULTI_KEY_INDEX, DIMENSIONS_CHECK]))
+    await conn.execute(
+        "ALTER TABLE items ALTER COLUMN embedding SET DEFAULT '[0,0,1]'::vector(3);" + BINARY_QUANTIZE_INDEX
+    )
     before = await snapshot(conn)
+    resource = manifest(
+        strategy="Parallel", backup={"enabled": False}, indexes={"unmappable": "Drop"}, parallel={"keepOldFor": "0s"}
+    )
 
-    status = await run(migration(database, manifest(strategy="Parallel", backup={"enabled": False}), tmp_path / "b"))
+    status = await run(migration(database, resource, tmp_path / "b"))
 
-    assert status.phase is Phase.FAILED
-    assert "index public.items_cast" in status.message and "index public.items_category_embedding" in status.message
-    assert "constraint three_dims on public.items" in status.message
-    assert await snapshot(conn) == before
+    assert status.phase is Phase.SUCCEEDED, status.message
+    assert (await snapshot(conn)).rows == before.rows
+    definitions = await index_definitions(conn)
+    assert set(definitions) == {"items_pkey", "items_cast", "items_partial", "items_category_embedding"}
+    assert "ruvector_dims" in definitions["items_partial"] and "ruhnsw" in definitions["items_cast"]
+    check = await conn.fetchval("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'three_dims'")
+    assert "ruvector_dims" in check
+    await conn.execute("INSERT INTO items (id, category) VALUES (1000, 1)")  # the default, for the target type
+    assert await conn.fetchval("SELECT embedding::text FROM items WHERE id = 1000") == "[0,0,1]"
+    with pytest.raises(asyncpg.PostgresError):
+        await conn.execute("INSERT INTO items VALUES (1001, 1, '[1,2]')")
+    assert "vector" not in await installed_extensions(conn)  # nothing on the new table needs pgvector
 
 
 @pytest.mark.parametrize("target", SURFACES)
@@ -200,3 +218,22 @@ async def test_a_vector_array_column_is_converted_element_by_element(
         await conn.fetchval("SELECT 'history'::text FROM pg_attribute WHERE atttypid = 'vector[]'::regtype")
         == "history"
     )
+
+
+async def test_parallel_names_a_pgvector_index_on_a_table_it_does_not_move(
+    database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    await conn.execute(
+        ITEMS
+        + """
+        CREATE TABLE fingerprints (id int PRIMARY KEY, code bit(8));
+        CREATE INDEX fingerprints_hamming ON fingerprints USING hnsw (code bit_hamming_ops);
+        """
+    )
+    before = await snapshot(conn)
+
+    status = await run(migration(database, manifest(strategy="Parallel", backup={"enabled": False}), tmp_path / "b"))
+
+    assert status.phase is Phase.FAILED
+    assert "index public.fingerprints_hamming" in status.message
+    assert await snapshot(conn) == before

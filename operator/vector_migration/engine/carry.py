@@ -42,6 +42,10 @@ class CarriedPlan:
     builds: list[Statement] = field(default_factory=list)  # with the other index builds
     dropped: list[str] = field(default_factory=list)  # definitions of indexes dropped by request
     warnings: list[str] = field(default_factory=list)
+    # the same, as data: (schema, table, name, definition) rewritten, (schema, table, name) dropped
+    rewritten_checks: list[tuple[str, str, str, str]] = field(default_factory=list)
+    rewritten_indexes: list[tuple[str, str, str, str]] = field(default_factory=list)
+    dropped_indexes: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 def plan_carried(
@@ -67,6 +71,7 @@ def plan_carried(
             where = f"constraint {constraint.name} on {constraint.schema}.{constraint.table}"
             unmapped.append(MappingError(Reason.BLOCKING_DEPENDENT, f"{where} cannot be carried: {error}"))
             continue
+        carried.rewritten_checks.append((constraint.schema, constraint.table, constraint.name, definition))
         carried.drops.append(Statement(StatementKind.DROP_DEPENDENT, f"ALTER TABLE {table} DROP CONSTRAINT {name}"))
         # Adding a CHECK evaluates its expression on every row: the owner's code, run as the owner.
         carried.checks.append(
@@ -138,6 +143,7 @@ def _carry_index(
             )
             return
         carried.dropped.append(index.definition)
+        carried.dropped_indexes.append((index.table_schema, index.table, index.name))
         carried.warnings.append(f"{where} is dropped (indexes.unmappable: Drop): {error}")
         definition = None
     carried.drops.append(
@@ -145,6 +151,7 @@ def _carry_index(
     )
     if definition is not None:
         carried.builds.append(Statement(StatementKind.BUILD_INDEX, definition))
+        carried.rewritten_indexes.append((index.table_schema, index.table, index.name, definition))
 
 
 def _rewritten(index: CarriedIndex, surface: TargetSurface, names: NameMap) -> str:

@@ -43,6 +43,7 @@ from .plan import (
     IndexRebuild,
     MigrationPlan,
     PlanningError,
+    Rewritten,
     SettingCarry,
     Statement,
     column_key,
@@ -93,6 +94,7 @@ def build_plan(
             unmapped.append(error)
     carried = plan_carried(inventory, surface, spec, type_map, unmapped)
     functions = carry_functions(inventory, type_map)
+    defaults = _rewritten_defaults(inventory, type_map)
     if unmapped:
         raise PlanningError(unmapped[0].reason, "; ".join(str(error) for error in unmapped))
     warnings += carried.warnings
@@ -175,7 +177,7 @@ def build_plan(
         ]
     views = (
         list(functions.forward)
-        + _set_defaults(inventory, type_map)
+        + _set_defaults(defaults)
         + carried.checks
         + [statement for view in inventory.views for statement in recreate_view(view)]
     )
@@ -212,6 +214,12 @@ def build_plan(
         warnings=tuple(warnings),
         dropped_indexes=tuple(carried.dropped),
         functions=functions,
+        rewritten=Rewritten(
+            defaults=tuple(defaults),
+            checks=tuple(carried.rewritten_checks),
+            indexes=tuple(carried.rewritten_indexes),
+            dropped=tuple(carried.dropped_indexes),
+        ),
     )
 
 
@@ -407,14 +415,27 @@ def _type_map(inventory: SourceInventory, surface: TargetSurface) -> dict[str, t
     return type_map
 
 
-def _set_defaults(inventory: SourceInventory, type_map: dict[str, tuple[str, str]]) -> list[Statement]:
-    """Each saved column default set again, its type names the target's."""
+def _set_defaults(defaults: list[tuple[str, str, str, str]]) -> list[Statement]:
+    """Each saved column default set again (its expression rewritten for the target)."""
+    return [
+        Statement(
+            StatementKind.RECREATE_DEPENDENT,
+            f"ALTER TABLE {qualify(schema, table)} ALTER COLUMN {quote_ident(column)} SET DEFAULT {expression}",
+        )
+        for schema, table, column, expression in defaults
+    ]
+
+
+def _rewritten_defaults(
+    inventory: SourceInventory, type_map: dict[str, tuple[str, str]]
+) -> list[tuple[str, str, str, str]]:
+    """Each saved column default's expression with the target's type names: (schema, table, column, expression)."""
     if not inventory.defaults:
         return []
     # Imported here: the parser costs the operator ~4 MB of memory (bench/), needed only for these.
     from .rewrite import RewriteError, rewrite_expression
 
-    statements = []
+    rewritten = []
     for default in inventory.defaults:
         column = f"{default.schema}.{default.table}.{default.column}"
         try:
@@ -423,14 +444,8 @@ def _set_defaults(inventory: SourceInventory, type_map: dict[str, tuple[str, str
             raise PlanningError(
                 Reason.BLOCKING_DEPENDENT, f"the default of {column} cannot be carried: {error}"
             ) from None
-        statements.append(
-            Statement(
-                StatementKind.RECREATE_DEPENDENT,
-                f"ALTER TABLE {qualify(default.schema, default.table)} ALTER COLUMN {quote_ident(default.column)} "
-                f"SET DEFAULT {expression}",
-            )
-        )
-    return statements
+        rewritten.append((default.schema, default.table, default.column, expression))
+    return rewritten
 
 
 def drop_view(view: SavedView) -> Statement:

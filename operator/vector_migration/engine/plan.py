@@ -79,6 +79,16 @@ class SettingCarry:
 
 
 @dataclass(frozen=True)
+class Rewritten:
+    """Objects whose definitions were rewritten for the target, as data (a Parallel shadow makes its own)."""
+
+    defaults: tuple[tuple[str, str, str, str], ...] = ()  # (schema, table, column, expression)
+    checks: tuple[tuple[str, str, str, str], ...] = ()  # (schema, table, constraint, definition)
+    indexes: tuple[tuple[str, str, str, str], ...] = ()  # (schema, table, index, CREATE INDEX)
+    dropped: tuple[tuple[str, str, str], ...] = ()  # (schema, table, index) dropped by indexes.unmappable
+
+
+@dataclass(frozen=True)
 class CarriedFunctions:
     """Functions naming the source's types: how they are dropped, created for the target, and given back."""
 
@@ -103,6 +113,7 @@ class MigrationPlan:
     # The functions that name the source's types: dropped and created for the target (part of the
     # swap above), and the statements that give them back as they were (Parallel's rollback)
     functions: CarriedFunctions = field(default_factory=lambda: CarriedFunctions((), (), ()))
+    rewritten: Rewritten = field(default_factory=Rewritten)
 
     @property
     def conversion(self) -> MigrationPlan:

@@ -28,29 +28,15 @@ async def check_tables(conn: asyncpg.Connection, inventory: SourceInventory, sur
                 "names collide (access methods are unique per database); use InPlace",
             )
         )
-    blockers += [
-        Blocker(
-            Reason.BLOCKING_DEPENDENT,
-            f"the default of {d.schema}.{d.table}.{d.column} ({d.expression}) uses {inventory.source.name}'s types; "
-            "strategy Parallel does not carry such defaults across yet (InPlace and Rebuild do)",
-        )
-        for d in inventory.defaults
-    ]
+    moving = set(inventory.tables())
     blockers += [
         Blocker(
             Reason.UNMAPPED_INDEX,
-            f"index {i.schema}.{i.name} ({i.definition}) uses {inventory.source.name}'s objects beyond a plain "
-            "vector column; strategy Parallel does not carry such indexes across yet (InPlace and Rebuild do)",
+            f"index {i.schema}.{i.name} ({i.definition}) uses {inventory.source.name}'s operator classes on table "
+            f"{i.table_schema}.{i.table}, which has no vector column to move; drop it before migrating, or use InPlace",
         )
         for i in inventory.carried_indexes
-    ]
-    blockers += [
-        Blocker(
-            Reason.BLOCKING_DEPENDENT,
-            f"constraint {c.name} on {c.schema}.{c.table} ({c.definition}) uses {inventory.source.name}'s "
-            "objects; strategy Parallel does not carry such constraints across yet (InPlace and Rebuild do)",
-        )
-        for c in inventory.constraints
+        if (i.table_schema, i.table) not in moving
     ]
     for schema, table in inventory.tables():
         blockers += await _check_table(conn, schema, table)

@@ -24,7 +24,8 @@ from ...phases.restore import drop_unused_extension
 from ...phases.verify import fail_verification, hold_for_a_decision, record_success
 from ...status import now, record_timing, seconds_since, set_condition
 from ...vocabulary import ConditionType, Phase, Reason, StatementKind
-from .plan import drop_old_statements, finalize_transaction, validate_keys
+from .dependents import validate_keys
+from .plan import drop_old_statements, finalize_transaction
 from .shadow import START_OVER, recorded_shadows
 from .verify import analyse
 

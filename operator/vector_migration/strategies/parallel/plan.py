@@ -14,14 +14,14 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ...database.catalog import SavedView
 from ...database.ddl import UnknownPrivilege, grant_statements
 from ...database.sql import qualify, quote_ident, quote_literal
 from ...database.surface import TargetSurface, concurrent_build_bug
 from ...engine.conversion import drop_view, recreate_view
-from ...engine.plan import ColumnConversion, MigrationPlan, PlanningError, Statement
+from ...engine.plan import ColumnConversion, MigrationPlan, PlanningError, Rewritten, Statement
 from ...engine.records import ShadowIndex, ShadowTable
 from ...vocabulary import Reason, StatementKind
+from .dependents import move_triggers, repoint_keys, validate_keys, views_over
 from .facts import TableFacts
 from .names import INDEX_SUFFIX, OLD_SUFFIX, OURS, SHADOW_SUFFIX, derived_name
 from .sync import drop_sync, install_sync
@@ -132,7 +132,7 @@ def build_parallel_plan(
         s for s in conversion.swap if s.step in (StatementKind.TARGET_SCHEMA, StatementKind.CREATE_TARGET_EXTENSION)
     ]
     planned = [_table_plan(conversion, surface, facts, migration, warnings) for facts in tables]
-    views = _views_over(tables, source_names)
+    views = views_over(tables, source_names)
     return ParallelPlan(
         conversion=conversion,
         setup=tuple(setup),
@@ -146,55 +146,28 @@ def build_parallel_plan(
     )
 
 
-def _views_over(tables: list[TableFacts], source_names: frozenset[str]) -> list[SavedView]:
-    """The views over every moving table, each once, in creation order; those Parallel cannot move refused."""
-    by_oid: dict[int, SavedView] = {}
-    for facts in tables:
-        for view in facts.views:
-            if view.oid not in by_oid or by_oid[view.oid].depth < view.depth:
-                by_oid[view.oid] = view
-    views = sorted(by_oid.values(), key=lambda v: (v.depth, v.schema, v.name))
-    refusals = []
-    for view in views:
-        name = f"{view.schema}.{view.name}"
-        if view.materialized:
-            refusals.append(
-                f"materialized view {name} reads a moving table (refreshing it would hold the finalize's lock)"
-            )
-            continue
-        if not source_names:
-            continue
-        # Imported here: the parser costs the operator ~4 MB of memory (bench/), needed only for views.
-        from ...engine.rewrite import RewriteError, type_and_function_names
-
-        try:
-            named = type_and_function_names(f"SELECT * FROM ({view.definition}) AS v")
-        except RewriteError as error:
-            refusals.append(f"view {name}: {error}")
-            continue
-        if named & source_names:
-            refusals.append(f"view {name} names {', '.join(sorted(named & source_names))}")
-    if refusals:
-        raise PlanningError(
-            Reason.BLOCKING_DEPENDENT,
-            "; ".join(refusals) + ": strategy Parallel does not carry these across yet (InPlace and Rebuild do)",
-        )
-    return views
-
-
 def cast(conversion: ColumnConversion) -> str:
     """SQL turning ``{value}`` of the source type into the target type, by the plan's cast path."""
     via = {"direct": "", "real[]": "::pg_catalog.float4[]", "text": "::pg_catalog.text"}[conversion.cast_path]
     return "{value}" + via + "::" + conversion.target_type_sql
 
 
+# size: one table's record (ShadowTable) filled field by field, then its statements by phase
 def _table_plan(
     conversion: MigrationPlan, surface: TargetSurface, facts: TableFacts, migration: str, warnings: list[str]
 ) -> TablePlan:
     schema, table = facts.schema, facts.table
     conversions = [c for c in conversion.conversions if (c.column.schema, c.column.table) == (schema, table)]
     shadow_name = derived_name(table, SHADOW_SUFFIX)
-    renames = [[derived_name(i.constraint or i.name, INDEX_SUFFIX), i.name] for i in facts.indexes if not i.on_vector]
+    rewritten = _rewritten_for(conversion.rewritten, schema, table)
+    # An index the conversion rewrote or dropped (an expression, pgvector's class on bit) is never copied as it is.
+    carried = {name for _, _, name, _ in rewritten.indexes} | {name for _, _, name in rewritten.dropped}
+    renames = [
+        [derived_name(i.constraint or i.name, INDEX_SUFFIX), i.name]
+        for i in facts.indexes
+        if not i.on_vector and i.name not in carried
+    ]
+    renames += [[derived_name(name, INDEX_SUFFIX), name] for _, _, name, _ in rewritten.indexes]
     vector_indexes = []
     for rebuild in conversion.rebuilds:
         if (rebuild.saved.table_schema, rebuild.saved.table) != (schema, table):
@@ -242,7 +215,7 @@ def _table_plan(
     )
     return TablePlan(
         shadow=shadow,
-        create=tuple(_create_shadow(shadow, facts, conversions, migration)),
+        create=tuple(_create_shadow(shadow, facts, conversions, migration, rewritten)),
         backfill=Statement(StatementKind.BACKFILL_BATCH, batch_sql(shadow), run_as=facts.owner),
         after_backfill=tuple(after_backfill(shadow)),
         finalize=tuple(finalize_statements(shadow)),
@@ -250,10 +223,26 @@ def _table_plan(
     )
 
 
+def _rewritten_for(rewritten: Rewritten, schema: str, table: str) -> Rewritten:
+    """The rewritten objects of one table."""
+    return Rewritten(
+        defaults=tuple(d for d in rewritten.defaults if d[:2] == (schema, table)),
+        checks=tuple(c for c in rewritten.checks if c[:2] == (schema, table)),
+        indexes=tuple(i for i in rewritten.indexes if i[:2] == (schema, table)),
+        dropped=tuple(i for i in rewritten.dropped if i[:2] == (schema, table)),
+    )
+
+
+# size: the shadow's DDL in the order it must run (LIKE, what names pgvector out, types, back in, indexes, grants)
 def _create_shadow(
-    shadow: ShadowTable, facts: TableFacts, conversions: list[ColumnConversion], migration: str
+    shadow: ShadowTable, facts: TableFacts, conversions: list[ColumnConversion], migration: str, rewritten: Rewritten
 ) -> list[Statement]:
-    """The shadow, empty, with the target's types, the original's other indexes, constraints and grants."""
+    """The shadow, empty, with the target's types, the original's other indexes, constraints and grants.
+
+    ``LIKE … INCLUDING ALL`` copies defaults and CHECK constraints as they are; those naming pgvector
+    (``'[0,0,1]'::vector(3)``, ``vector_dims(embedding) = 3``) are dropped before the column types
+    change and made again from their rewritten definitions.
+    """
     schema = shadow.table_schema
     source, target = qualify(schema, shadow.table), qualify(schema, shadow.shadow)
     note = f"{OURS} {migration}: shadow of {schema}.{shadow.table} (Parallel strategy); dropped when it is done"
@@ -261,6 +250,9 @@ def _create_shadow(
         f"CREATE TABLE {target} (LIKE {source} INCLUDING ALL EXCLUDING INDEXES)",
         f"COMMENT ON TABLE {target} IS {quote_literal(note)}",
     ]
+    sql += [f"ALTER TABLE {target} ALTER COLUMN {quote_ident(column)} DROP DEFAULT"
+            for _, _, column, _ in rewritten.defaults]  # fmt: skip
+    sql += [f"ALTER TABLE {target} DROP CONSTRAINT {quote_ident(name)}" for _, _, name, _ in rewritten.checks]
     if conversions:
         sql.append(
             f"ALTER TABLE {target} "
@@ -270,9 +262,16 @@ def _create_shadow(
                 for c in conversions
             )
         )
+    sql += [f"ALTER TABLE {target} ALTER COLUMN {quote_ident(column)} SET DEFAULT {expression}"
+            for _, _, column, expression in rewritten.defaults]  # fmt: skip
+    sql += [f"ALTER TABLE {target} ADD CONSTRAINT {quote_ident(name)} {definition}"
+            for _, _, name, definition in rewritten.checks]  # fmt: skip
+    carried = {name for _, _, name, _ in rewritten.indexes} | {name for _, _, name in rewritten.dropped}
+    sql += [index_on(definition, schema, shadow.shadow, derived_name(name, INDEX_SUFFIX))
+            for _, _, name, definition in rewritten.indexes]  # fmt: skip
     for index in facts.indexes:
-        if index.on_vector:
-            continue  # rebuilt on the target's methods below (or, if not a vector index, not carried)
+        if index.on_vector or index.name in carried:
+            continue  # rebuilt on the target's methods below, rewritten above, or dropped by request
         name = derived_name(index.constraint or index.name, INDEX_SUFFIX)
         if index.constraint is not None and index.constraint_definition is not None:
             sql.append(f"ALTER TABLE {target} ADD CONSTRAINT {quote_ident(name)} {index.constraint_definition}")
@@ -419,60 +418,6 @@ def finalize_statements(table: ShadowTable) -> list[Statement]:
     statements += repoint_keys(table)
     statements += [Statement(StatementKind.SYNC_TRIGGER, text) for text in install_sync(table, forward=False)]
     return statements
-
-
-# ALTER TABLE … <state> TRIGGER, by pg_trigger.tgenabled: origin, disabled, replica, always
-TRIGGER_STATES = {"O": "ENABLE", "D": "DISABLE", "R": "ENABLE REPLICA", "A": "ENABLE ALWAYS"}
-
-
-def move_triggers(table: ShadowTable) -> list[str]:
-    """The table's own triggers made on the migrated table (its name now), and disabled on the old one.
-
-    They fire for the application's writes to the migrated table; the reverse mirror's writes to the
-    old table must not fire them a second time (an audit row twice, a notification twice).
-    """
-    schema = table.table_schema
-    source, old = qualify(schema, table.table), qualify(schema, table.old)
-    sql = []
-    for name, definition, enabled in table.triggers:
-        sql.append(definition)  # pg_get_triggerdef names the table, which is now the migrated one
-        if enabled != "O":
-            sql.append(f"ALTER TABLE {source} {TRIGGER_STATES[enabled]} TRIGGER {quote_ident(name)}")
-        sql.append(f"ALTER TABLE {old} DISABLE TRIGGER {quote_ident(name)}")
-    return sql
-
-
-def repoint_keys(table: ShadowTable, *, validated: bool = False) -> list[Statement]:
-    """Other tables' foreign keys to the table, made again so they reference what now has its name.
-
-    A foreign key references a table, not a name: after the renames it would still point at the old
-    table. At the finalize it is made again NOT VALID (no scan while writes wait) and validated
-    right after the commit; a rollback makes it again as it was, validated (the tables are equal).
-    """
-    statements = []
-    for schema, referencing, name, definition in table.referencing_keys:
-        relation = qualify(schema, referencing)
-        statements += [
-            Statement(StatementKind.SWAP_NAMES, f"ALTER TABLE {relation} DROP CONSTRAINT {quote_ident(name)}"),
-            Statement(
-                StatementKind.SWAP_NAMES,
-                f"ALTER TABLE {relation} ADD CONSTRAINT {quote_ident(name)} {definition}"
-                + ("" if validated else " NOT VALID"),
-            ),
-        ]
-    return statements
-
-
-def validate_keys(tables: list[ShadowTable]) -> list[Statement]:
-    """After the finalize's commit: the re-pointed keys checked against every row (writes go on)."""
-    return [
-        Statement(
-            StatementKind.VALIDATE_FOREIGN_KEY,
-            f"ALTER TABLE {qualify(schema, referencing)} VALIDATE CONSTRAINT {quote_ident(name)}",
-        )
-        for table in tables
-        for schema, referencing, name, _ in table.referencing_keys
-    ]
 
 
 def drop_old_statements(table: ShadowTable) -> list[Statement]:

@@ -23,8 +23,8 @@ from ...phases.restore import drop_unused_extension
 from ...phases.verify import compare_content, unequal
 from ...status import record_timing, set_condition
 from ...vocabulary import ConditionType, Phase, Reason
+from .dependents import TRIGGER_STATES, repoint_keys
 from .names import INDEX_SUFFIX, OLD_SUFFIX, derived_name
-from .plan import TRIGGER_STATES, repoint_keys
 from .shadow import recorded_shadows
 from .sync import drop_sync
 from .verify import checksum_pair

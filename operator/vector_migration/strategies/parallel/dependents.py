@@ -1,0 +1,105 @@
+"""What else moves with a Parallel table: the keys, views and triggers that name it.
+
+A foreign key, a view and a trigger reference a table, not a name: after the finalize's renames
+they would stay with the old table. Each is made again for the table that then has the name (and
+given back by a rollback after the finalize).
+"""
+
+from __future__ import annotations
+
+from ...database.catalog import SavedView
+from ...database.sql import qualify, quote_ident
+from ...engine.plan import PlanningError, Statement
+from ...engine.records import ShadowTable
+from ...vocabulary import Reason, StatementKind
+from .facts import TableFacts
+
+
+def views_over(tables: list[TableFacts], source_names: frozenset[str]) -> list[SavedView]:
+    """The views over every moving table, each once, in creation order; those Parallel cannot move refused."""
+    by_oid: dict[int, SavedView] = {}
+    for facts in tables:
+        for view in facts.views:
+            if view.oid not in by_oid or by_oid[view.oid].depth < view.depth:
+                by_oid[view.oid] = view
+    views = sorted(by_oid.values(), key=lambda v: (v.depth, v.schema, v.name))
+    refusals = []
+    for view in views:
+        name = f"{view.schema}.{view.name}"
+        if view.materialized:
+            refusals.append(
+                f"materialized view {name} reads a moving table (refreshing it would hold the finalize's lock)"
+            )
+            continue
+        if not source_names:
+            continue
+        # Imported here: the parser costs the operator ~4 MB of memory (bench/), needed only for views.
+        from ...engine.rewrite import RewriteError, type_and_function_names
+
+        try:
+            named = type_and_function_names(f"SELECT * FROM ({view.definition}) AS v")
+        except RewriteError as error:
+            refusals.append(f"view {name}: {error}")
+            continue
+        if named & source_names:
+            refusals.append(f"view {name} names {', '.join(sorted(named & source_names))}")
+    if refusals:
+        raise PlanningError(
+            Reason.BLOCKING_DEPENDENT,
+            "; ".join(refusals) + ": strategy Parallel does not carry these across yet (InPlace and Rebuild do)",
+        )
+    return views
+
+
+# ALTER TABLE … <state> TRIGGER, by pg_trigger.tgenabled: origin, disabled, replica, always
+TRIGGER_STATES = {"O": "ENABLE", "D": "DISABLE", "R": "ENABLE REPLICA", "A": "ENABLE ALWAYS"}
+
+
+def move_triggers(table: ShadowTable) -> list[str]:
+    """The table's own triggers made on the migrated table (its name now), and disabled on the old one.
+
+    They fire for the application's writes to the migrated table; the reverse mirror's writes to the
+    old table must not fire them a second time (an audit row twice, a notification twice).
+    """
+    schema = table.table_schema
+    source, old = qualify(schema, table.table), qualify(schema, table.old)
+    sql = []
+    for name, definition, enabled in table.triggers:
+        sql.append(definition)  # pg_get_triggerdef names the table, which is now the migrated one
+        if enabled != "O":
+            sql.append(f"ALTER TABLE {source} {TRIGGER_STATES[enabled]} TRIGGER {quote_ident(name)}")
+        sql.append(f"ALTER TABLE {old} DISABLE TRIGGER {quote_ident(name)}")
+    return sql
+
+
+def repoint_keys(table: ShadowTable, *, validated: bool = False) -> list[Statement]:
+    """Other tables' foreign keys to the table, made again so they reference what now has its name.
+
+    A foreign key references a table, not a name: after the renames it would still point at the old
+    table. At the finalize it is made again NOT VALID (no scan while writes wait) and validated
+    right after the commit; a rollback makes it again as it was, validated (the tables are equal).
+    """
+    statements = []
+    for schema, referencing, name, definition in table.referencing_keys:
+        relation = qualify(schema, referencing)
+        statements += [
+            Statement(StatementKind.SWAP_NAMES, f"ALTER TABLE {relation} DROP CONSTRAINT {quote_ident(name)}"),
+            Statement(
+                StatementKind.SWAP_NAMES,
+                f"ALTER TABLE {relation} ADD CONSTRAINT {quote_ident(name)} {definition}"
+                + ("" if validated else " NOT VALID"),
+            ),
+        ]
+    return statements
+
+
+def validate_keys(tables: list[ShadowTable]) -> list[Statement]:
+    """After the finalize's commit: the re-pointed keys checked against every row (writes go on)."""
+    return [
+        Statement(
+            StatementKind.VALIDATE_FOREIGN_KEY,
+            f"ALTER TABLE {qualify(schema, referencing)} VALIDATE CONSTRAINT {quote_ident(name)}",
+        )
+        for table in tables
+        for schema, referencing, name, _ in table.referencing_keys
+    ]
