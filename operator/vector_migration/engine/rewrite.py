@@ -14,6 +14,7 @@ else in a body is not guessed at: the function is refused, named, before anythin
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 from pglast import ast, parse_sql, visitors
 from pglast.enums import FunctionParameterMode
@@ -26,6 +27,9 @@ from ..database.sql import qualify, quote_ident
 _TYPECAST, _AS, _IDENT = "TYPECAST", "AS", "IDENT"
 _DECLARE = "DECLARE"
 _DECLARATION_ENDS = {"ASCII_59", "ASCII_40", "ASCII_91", "COLON_EQUALS", "DEFAULT", "NOT", "ASCII_61"}  # ; ( [ := …
+
+
+_Statement = TypeVar("_Statement", bound=ast.Node)
 
 
 class RewriteError(ValueError):
@@ -46,12 +50,7 @@ def rewrite_function(definition: str, type_map: dict[str, tuple[str, str]], sour
     ``type_map`` maps a source type's name to the target type's (schema, name); a type name counts
     as the source's when it is unqualified or qualified with ``source_schema``.
     """
-    try:
-        statement = parse_sql(definition)[0].stmt
-    except ParseError as error:
-        raise RewriteError(f"its definition cannot be parsed ({error})") from None
-    if not isinstance(statement, ast.CreateFunctionStmt):
-        raise RewriteError("its definition is not a CREATE FUNCTION")
+    statement = _parsed(definition, ast.CreateFunctionStmt, "a CREATE FUNCTION")
     retype = _Retype(type_map, source_schema)
     for parameter in statement.parameters or ():
         retype(parameter)
@@ -65,6 +64,17 @@ def rewrite_function(definition: str, type_map: dict[str, tuple[str, str]], sour
         if body is not None:
             _set_body(statement, _rewrite_body(body, language, type_map, source_schema))
     return RewrittenFunction(str(RawStream()(statement)), _signature(statement))
+
+
+def _parsed(definition: str, kind: type[_Statement], what: str) -> _Statement:
+    """The one statement of a catalog definition (pg_get_*def's), of the kind expected."""
+    try:
+        statement = parse_sql(definition)[0].stmt
+    except ParseError as error:
+        raise RewriteError(f"its definition cannot be parsed ({error})") from None
+    if not isinstance(statement, kind):
+        raise RewriteError(f"its definition is not {what}")
+    return statement
 
 
 class _Retype(visitors.Visitor):
@@ -128,12 +138,7 @@ def rewrite_index(
 
     ``opclasses`` gives each key's target class, or None to keep the key's own (a built-in class).
     """
-    try:
-        statement = parse_sql(definition)[0].stmt
-    except ParseError as error:
-        raise RewriteError(f"its definition cannot be parsed ({error})") from None
-    if not isinstance(statement, ast.IndexStmt):
-        raise RewriteError("its definition is not a CREATE INDEX")
+    statement = _parsed(definition, ast.IndexStmt, "a CREATE INDEX")
     statement.accessMethod = method
     for element, opclass in zip(statement.indexParams or (), opclasses, strict=False):
         if opclass is not None:
