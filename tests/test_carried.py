@@ -237,3 +237,44 @@ async def test_parallel_names_a_pgvector_index_on_a_table_it_does_not_move(
     assert status.phase is Phase.FAILED
     assert "index public.fingerprints_hamming" in status.message
     assert await snapshot(conn) == before
+
+
+MATERIALIZED = """
+CREATE MATERIALIZED VIEW recent_items AS SELECT id, embedding FROM items WHERE id > 100;
+CREATE UNIQUE INDEX recent_items_id ON recent_items (id);
+CREATE INDEX recent_items_hnsw ON recent_items USING hnsw (embedding vector_cosine_ops);
+"""
+
+
+async def view_indexes(conn: asyncpg.Connection) -> dict[str, str]:
+    async with conn.transaction():
+        await conn.execute("SET LOCAL search_path = pg_catalog")
+        rows = await conn.fetch("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'recent_items'")
+    return {row["indexname"]: row["indexdef"] for row in rows}
+
+
+@pytest.mark.parametrize("target", SURFACES)
+@pytest.mark.parametrize("strategy", ["InPlace", "Rebuild"])
+async def test_an_hnsw_index_on_a_materialized_view_is_rewritten_with_it_and_given_back_by_a_rollback(
+    target: str, strategy: str, database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    await conn.execute(ITEMS + MATERIALIZED)
+    rows = await conn.fetch("SELECT id, embedding::text FROM recent_items ORDER BY id")
+    original = await view_indexes(conn)
+    resource = manifest(target, strategy=strategy)
+
+    status = await run(migration(database, resource, tmp_path / "b", scratch=tmp_path / "s"))
+
+    assert status.phase is Phase.SUCCEEDED, status.message
+    assert await conn.fetch("SELECT id, embedding::text FROM recent_items ORDER BY id") == rows
+    rewritten = await view_indexes(conn)
+    assert set(rewritten) == set(original)
+    assert rewritten["recent_items_hnsw"] != original["recent_items_hnsw"] or target == "ruvector_v2_standin"
+    nearest = "SELECT id FROM recent_items ORDER BY embedding <=> '[1,0,0]' LIMIT 3"
+    assert len(await conn.fetch(nearest)) == 3
+
+    rolled_back = await run(migration(database, resource, tmp_path / "b", scratch=tmp_path / "s", rollback=True))
+
+    assert rolled_back.phase is Phase.ROLLED_BACK, rolled_back.message
+    assert await view_indexes(conn) == original
+    assert await conn.fetch("SELECT id, embedding::text FROM recent_items ORDER BY id") == rows

@@ -81,8 +81,11 @@ def plan_carried(
                 run_as=constraint.owner,
             )
         )
+    # A materialized view's index goes with the view, which the swap drops and creates again.
+    views = {(view.schema, view.name) for view in inventory.views}
     for index in inventory.carried_indexes:
-        _carry_index(index, surface, spec, names, carried, unmapped)
+        on_view = (index.table_schema, index.table) in views
+        _carry_index(index, surface, spec, names, carried, unmapped, on_view=on_view)
     return carried
 
 
@@ -123,6 +126,8 @@ def _carry_index(
     names: NameMap,
     carried: CarriedPlan,
     unmapped: list[MappingError],
+    *,
+    on_view: bool = False,
 ) -> None:
     where = f"index {index.schema}.{index.name} ({index.definition})"
     if index.constraint is not None:
@@ -146,9 +151,9 @@ def _carry_index(
         carried.dropped_indexes.append((index.table_schema, index.table, index.name))
         carried.warnings.append(f"{where} is dropped (indexes.unmappable: Drop): {error}")
         definition = None
-    carried.drops.append(
-        Statement(StatementKind.DROP_INDEX, f"DROP INDEX {qualify(index.schema, index.name)} RESTRICT")
-    )
+    if not on_view:
+        drop = f"DROP INDEX {qualify(index.schema, index.name)} RESTRICT"
+        carried.drops.append(Statement(StatementKind.DROP_INDEX, drop))
     if definition is not None:
         carried.builds.append(Statement(StatementKind.BUILD_INDEX, definition))
         carried.rewritten_indexes.append((index.table_schema, index.table, index.name, definition))

@@ -94,6 +94,7 @@ def build_plan(
             unmapped.append(error)
     carried = plan_carried(inventory, surface, spec, type_map, unmapped)
     functions = carry_functions(inventory, type_map)
+    carried_definitions = frozenset(index.definition for index in inventory.carried_indexes)
     defaults = _rewritten_defaults(inventory, type_map)
     if unmapped:
         raise PlanningError(unmapped[0].reason, "; ".join(str(error) for error in unmapped))
@@ -179,7 +180,7 @@ def build_plan(
         list(functions.forward)
         + _set_defaults(defaults)
         + carried.checks
-        + [statement for view in inventory.views for statement in recreate_view(view)]
+        + [statement for view in inventory.views for statement in recreate_view(view, carried_definitions)]
     )
     settings_carried = [Statement(StatementKind.CARRY_SETTING, c.statement) for c in settings if c.statement]
     if refill:
@@ -454,8 +455,12 @@ def drop_view(view: SavedView) -> Statement:
     return Statement(StatementKind.DROP_DEPENDENT, f"DROP {kind} {qualify(view.schema, view.name)} RESTRICT")
 
 
-def recreate_view(view: SavedView) -> list[Statement]:
-    """A saved view created again from its definition, with its options, owner, indexes, grants and comment."""
+def recreate_view(view: SavedView, carried: frozenset[str] = frozenset()) -> list[Statement]:
+    """A saved view created again from its definition, with its options, owner, indexes, grants and comment.
+
+    ``carried`` are index definitions built later from their rewritten form (an HNSW index on a
+    materialized view uses the source's operator class): they are left out here.
+    """
     name = qualify(view.schema, view.name)
     kind = "MATERIALIZED VIEW" if view.materialized else "VIEW"
     options = ""
@@ -470,7 +475,11 @@ def recreate_view(view: SavedView) -> list[Statement]:
         Statement(StatementKind.RECREATE_DEPENDENT, create, run_as=view.owner if view.materialized else None),
         Statement(StatementKind.RECREATE_DEPENDENT, f"ALTER {kind} {name} OWNER TO {quote_ident(view.owner)}"),
     ]
-    statements += [Statement(StatementKind.RECREATE_DEPENDENT, definition) for definition in view.index_definitions]
+    statements += [
+        Statement(StatementKind.RECREATE_DEPENDENT, definition)
+        for definition in view.index_definitions
+        if definition not in carried
+    ]
     try:
         granted = grant_statements(name, view.grants)
     except UnknownPrivilege as error:
