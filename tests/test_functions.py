@@ -12,7 +12,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.scenarios import manifest, migration
+from tests.scenarios import manifest, migration, snapshot
 from vector_migration.database.sql import ConnectionParams
 from vector_migration.engine.runner import run
 from vector_migration.vocabulary import Phase, Reason
@@ -192,3 +192,26 @@ async def test_a_column_default_holding_a_vector_is_set_again_for_the_target(
     )
     assert "vector" not in default.replace("ruvector", ""), default
     assert "public.notes.embedding" in {d.name for d in status.inventory.dependents}
+
+
+async def test_a_carried_body_that_would_not_resolve_on_the_target_fails_the_swap_instead_of_its_first_call(
+    database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    await create_supabase(conn)
+    # The signature is rewritten (vector -> ruvector); the body calls pgvector's l2_distance() by
+    # name, which RuVector's published surface does not have: created as it is, it would fail at
+    # its first call, after a migration that reported success.
+    await conn.execute(
+        """
+        CREATE FUNCTION closest(query vector) RETURNS bigint LANGUAGE sql STABLE AS $$
+          SELECT id FROM documents ORDER BY l2_distance(embedding, query) LIMIT 1
+        $$;
+        """
+    )
+    before = await snapshot(conn)
+
+    status = await run(migration(database, manifest(backup={"enabled": False}), backup_dir))
+
+    assert status.phase is Phase.FAILED
+    assert "l2_distance" in status.message and "rolled back" in status.message, status.message
+    assert await snapshot(conn) == before

@@ -213,6 +213,7 @@ class StatementKind(StrEnum):
     CONVERT_COLUMNS = "convert-columns"
     DROP_SOURCE_EXTENSION = "drop-source-extension"
     RECREATE_DEPENDENT = "recreate-dependent"
+    VALIDATE_FUNCTION = "validate-function"
     CARRY_SETTING = "carry-setting"
     IMPORT = "import"
     IMPORT_CHECKED = "import-checked"

@@ -191,6 +191,8 @@ class SavedFunction:
     owner: str
     grants: tuple[tuple[str, str, bool], ...] | None  # None: the default privileges (EXECUTE to PUBLIC)
     comment: str | None
+    language: str = "sql"
+    search_path: str = '"$user", public'  # what its body is checked against after it is created for the target
 
 
 @dataclass(frozen=True)

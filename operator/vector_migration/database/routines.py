@@ -13,6 +13,44 @@ import asyncpg
 from ..vocabulary import JOURNAL_SCHEMA
 from .catalog import EXTENSION_MEMBERS, Dependent, SavedFunction, SourceInventory
 
+# Functions and procedures outside the system schemas and any extension, with what carrying them needs.
+_FUNCTIONS = """
+    SELECT p.oid::bigint AS oid, n.nspname, p.proname, p.prokind = 'p' AS procedure, l.lanname, p.prosrc,
+           pg_catalog.pg_get_function_identity_arguments(p.oid) AS identity,
+           pg_catalog.pg_get_userbyid(p.proowner) AS owner,
+           pg_catalog.obj_description(p.oid, 'pg_proc') AS comment,
+           -- the search_path its body is checked under: its own SET, else what its owner's
+           -- sessions in this database start with, else the server's default
+           COALESCE(
+               (SELECT pg_catalog.substr(c, 13) FROM pg_catalog.unnest(p.proconfig) c
+                WHERE c LIKE 'search\\_path=%'),
+               (SELECT pg_catalog.substr(c, 13)
+                  FROM pg_catalog.pg_db_role_setting s, pg_catalog.unnest(s.setconfig) c
+                 WHERE c LIKE 'search\\_path=%'
+                   AND s.setdatabase IN (0, (SELECT oid FROM pg_catalog.pg_database
+                                              WHERE datname = pg_catalog.current_database()))
+                   AND s.setrole IN (0, p.proowner)
+                 ORDER BY s.setdatabase = 0, s.setrole = 0 LIMIT 1),
+               (SELECT boot_val FROM pg_catalog.pg_settings WHERE name = 'search_path')) AS search_path,
+           CASE WHEN p.proacl IS NULL THEN NULL ELSE ARRAY(
+               SELECT ARRAY[CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee) END,
+                            a.privilege_type, a.is_grantable::pg_catalog.text]
+                 FROM pg_catalog.aclexplode(p.proacl) a WHERE a.grantee <> p.proowner) END AS grants,
+           EXISTS (SELECT 1 FROM pg_catalog.pg_depend d JOIN members m
+                     ON d.refclassid = m.classid AND d.refobjid = m.objid
+                    WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid = p.oid
+                      AND d.deptype = 'n') AS depends
+      FROM pg_catalog.pg_proc p
+      JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+      JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+     WHERE p.prokind IN ('f', 'p')
+       AND n.nspname <> ALL($2::text[]) AND n.nspname NOT LIKE 'pg\\_%'
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend e
+                        WHERE e.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND e.objid = p.oid
+                          AND e.deptype = 'e')
+     ORDER BY n.nspname, p.proname, p.oid
+    """
+
 
 async def read_functions(conn: asyncpg.Connection, inv: SourceInventory) -> None:
     """Functions and procedures (outside extensions) that use a source type.
@@ -21,30 +59,7 @@ async def read_functions(conn: asyncpg.Connection, inv: SourceInventory) -> None
     """
     type_names = set(inv.source_type_names.values())
     rows = await conn.fetch(
-        EXTENSION_MEMBERS
-        + """
-        SELECT p.oid::bigint AS oid, n.nspname, p.proname, p.prokind = 'p' AS procedure, l.lanname, p.prosrc,
-               pg_catalog.pg_get_function_identity_arguments(p.oid) AS identity,
-               pg_catalog.pg_get_userbyid(p.proowner) AS owner,
-               pg_catalog.obj_description(p.oid, 'pg_proc') AS comment,
-               CASE WHEN p.proacl IS NULL THEN NULL ELSE ARRAY(
-                   SELECT ARRAY[CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee) END,
-                                a.privilege_type, a.is_grantable::pg_catalog.text]
-                     FROM pg_catalog.aclexplode(p.proacl) a WHERE a.grantee <> p.proowner) END AS grants,
-               EXISTS (SELECT 1 FROM pg_catalog.pg_depend d JOIN members m
-                         ON d.refclassid = m.classid AND d.refobjid = m.objid
-                        WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid = p.oid
-                          AND d.deptype = 'n') AS depends
-          FROM pg_catalog.pg_proc p
-          JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-          JOIN pg_catalog.pg_language l ON l.oid = p.prolang
-         WHERE p.prokind IN ('f', 'p')
-           AND n.nspname <> ALL($2::text[]) AND n.nspname NOT LIKE 'pg\\_%'
-           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend e
-                            WHERE e.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND e.objid = p.oid
-                              AND e.deptype = 'e')
-         ORDER BY n.nspname, p.proname, p.oid
-        """,
+        EXTENSION_MEMBERS + _FUNCTIONS,
         inv.source.oid,
         ["pg_catalog", "information_schema", JOURNAL_SCHEMA],
     )
@@ -64,6 +79,8 @@ async def read_functions(conn: asyncpg.Connection, inv: SourceInventory) -> None
                 owner=row["owner"],
                 grants=grants,
                 comment=row["comment"],
+                language=row["lanname"],
+                search_path=row["search_path"],
             )
         )
         inv.dependents.append(

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from ..api import VectorMigrationSpec
 from ..database.catalog import CarriedIndex, SavedFunction, SourceInventory
 from ..database.ddl import FUNCTION_PRIVILEGES, UnknownPrivilege, grant_statements
-from ..database.sql import qualify, quote_ident, quote_literal
+from ..database.sql import PINNED_SEARCH_PATH, qualify, quote_ident, quote_literal
 from ..database.surface import (
     MappingError,
     TargetSurface,
@@ -203,7 +203,7 @@ def carry_functions(inventory: SourceInventory, type_map: dict[str, tuple[str, s
     # Imported here: the parser costs the operator ~4 MB of memory (bench/), needed only for functions.
     from .rewrite import RewriteError, rewrite_function
 
-    drops, forward, back = [], [_BODIES_UNCHECKED], [_BODIES_UNCHECKED]
+    drops, forward, back, validate = [], [_BODIES_UNCHECKED], [_BODIES_UNCHECKED], []
     for function in inventory.functions:
         kind = "PROCEDURE" if function.procedure else "FUNCTION"
         original = f"{kind} {qualify(function.schema, function.name)}({function.identity})"
@@ -219,7 +219,25 @@ def carry_functions(inventory: SourceInventory, type_map: dict[str, tuple[str, s
         forward += _created(rewritten.definition, target, function)
         back.append(Statement(StatementKind.RECREATE_DEPENDENT, f"DROP {target} RESTRICT"))
         back += _created(function.definition, original, function)
-    return CarriedFunctions(tuple(drops), (*forward, _BODIES_CHECKED), (*back, _BODIES_CHECKED))
+        validate += _validated(rewritten.signature, function)
+    if validate:
+        pinned = f"SELECT pg_catalog.set_config('search_path', {quote_literal(PINNED_SEARCH_PATH)}, true)"
+        validate.append(Statement(StatementKind.VALIDATE_FUNCTION, pinned))
+    return CarriedFunctions(tuple(drops), (*forward, _BODIES_CHECKED), (*back, _BODIES_CHECKED), tuple(validate))
+
+
+# The validators of the languages whose bodies PostgreSQL can check without running them.
+_VALIDATORS = {"sql": "pg_catalog.fmgr_sql_validator", "plpgsql": "pg_catalog.plpgsql_validator"}
+
+
+def _validated(signature: str, function: SavedFunction) -> list[Statement]:
+    """The body checked as PostgreSQL checks one at CREATE, under the search_path it runs with."""
+    validator = _VALIDATORS.get(function.language)
+    if validator is None:
+        return []
+    path = f"SELECT pg_catalog.set_config('search_path', {quote_literal(function.search_path)}, true)"
+    check = f"SELECT {validator}({quote_literal(signature)}::pg_catalog.regprocedure)"
+    return [Statement(StatementKind.VALIDATE_FUNCTION, path), Statement(StatementKind.VALIDATE_FUNCTION, check)]
 
 
 def _created(definition: str, target: str, function: SavedFunction) -> list[Statement]:

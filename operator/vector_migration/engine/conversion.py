@@ -203,6 +203,7 @@ def build_plan(
         statements += views
     else:
         statements += views + settings_carried
+    statements += functions.validate
     statements += [Statement(StatementKind.BUILD_INDEX, r.definition) for r in rebuilds if not r.concurrent]
     statements += carried.builds
     return MigrationPlan(

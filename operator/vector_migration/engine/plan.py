@@ -95,6 +95,9 @@ class CarriedFunctions:
     drops: tuple[Statement, ...]
     forward: tuple[Statement, ...]  # created again with the target's types, owner, grants, comment
     back: tuple[Statement, ...]  # the target's versions dropped, the originals created as they were
+    # each carried body checked by its language's validator, under the search_path it will run with,
+    # once everything it may read is back: a body that no longer resolves fails the transaction
+    validate: tuple[Statement, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -196,6 +196,7 @@ class ShadowRecord(SwapRecord):
     # have the names after the finalize, and again after a rollback's swap back
     view_drops: list[list[str]] = Field(default_factory=list, alias="viewDrops")
     view_creates: list[list[str]] = Field(default_factory=list, alias="viewCreates")
+    functions_validated: list[list[str]] = Field(default_factory=list, alias="functionsValidated")
 
 
 class BackfillCursor(BaseModel):

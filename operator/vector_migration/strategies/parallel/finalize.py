@@ -41,7 +41,11 @@ async def run_finalize(m: Migration) -> Outcome:
         transaction = await begin_bounded_transaction(m)
         try:
             prepared = recorded.prepared
-            after = [*prepared.view_drops, *prepared.functions, *prepared.view_creates] if prepared is not None else []
+            after = (
+                [*prepared.view_drops, *prepared.functions, *prepared.view_creates, *prepared.functions_validated]
+                if prepared is not None
+                else []
+            )
             statements = [Statement(StatementKind(step), sql) for step, sql in after]
             for statement in finalize_transaction(tables, statements):
                 progress.step = statement.step.value

@@ -62,7 +62,7 @@ class ParallelPlan:
     def finalize(self) -> tuple[Statement, ...]:
         """The finalize transaction, in order."""
         functions = self.conversion.functions
-        after = (*self.view_drops, *functions.drops, *functions.forward, *self.view_creates)
+        after = (*self.view_drops, *functions.drops, *functions.forward, *self.view_creates, *functions.validate)
         return tuple(finalize_transaction([t.shadow for t in self.tables], after))
 
     @property

@@ -138,5 +138,6 @@ async def _record_shadows(m: Migration, plan: ParallelPlan, ready: Ready) -> Non
         functions_back=[[s.step.value, s.sql] for s in functions.back],
         view_drops=[[s.step.value, s.sql] for s in plan.view_drops],
         view_creates=[[s.step.value, s.sql] for s in plan.view_creates],
+        functions_validated=[[s.step.value, s.sql] for s in functions.validate],
     )
     await records.write(m.session, m.name, records.PREPARED, plan.plan_hash, record)
