@@ -194,17 +194,38 @@ async def test_a_column_default_holding_a_vector_is_set_again_for_the_target(
     assert "public.notes.embedding" in {d.name for d in status.inventory.dependents}
 
 
+async def test_pgvector_functions_called_in_a_body_become_the_targets_and_answer_the_same(
+    database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    await create_supabase(conn)
+    await conn.execute(
+        """
+        CREATE FUNCTION closest(query vector) RETURNS bigint LANGUAGE sql STABLE AS $$
+          SELECT id FROM documents ORDER BY l2_distance(embedding, query), id LIMIT 1
+        $$;
+        """
+    )
+    before = await conn.fetchval("SELECT closest('[0,1,0]')")
+
+    status = await run(migration(database, manifest(backup={"enabled": False}), backup_dir))
+
+    assert status.phase is Phase.SUCCEEDED, status.message
+    assert await conn.fetchval("SELECT closest('[0,1,0]')") == before
+    body = await conn.fetchval("SELECT prosrc FROM pg_proc WHERE proname = 'closest'")
+    assert "ruvector_l2_distance" in body
+
+
 async def test_a_carried_body_that_would_not_resolve_on_the_target_fails_the_swap_instead_of_its_first_call(
     database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
 ) -> None:
     await create_supabase(conn)
-    # The signature is rewritten (vector -> ruvector); the body calls pgvector's l2_distance() by
-    # name, which RuVector's published surface does not have: created as it is, it would fail at
-    # its first call, after a migration that reported success.
+    # The signature is rewritten (vector -> ruvector); the body adds two vectors with pgvector's `+`,
+    # an operator RuVector's published surface does not have: created as it is, the function would
+    # fail at its first call, after a migration that reported success.
     await conn.execute(
         """
-        CREATE FUNCTION closest(query vector) RETURNS bigint LANGUAGE sql STABLE AS $$
-          SELECT id FROM documents ORDER BY l2_distance(embedding, query) LIMIT 1
+        CREATE FUNCTION drifted(query vector) RETURNS bigint LANGUAGE sql STABLE AS $$
+          SELECT id FROM documents ORDER BY (embedding + query) <-> query LIMIT 1
         $$;
         """
     )
@@ -213,5 +234,5 @@ async def test_a_carried_body_that_would_not_resolve_on_the_target_fails_the_swa
     status = await run(migration(database, manifest(backup={"enabled": False}), backup_dir))
 
     assert status.phase is Phase.FAILED
-    assert "l2_distance" in status.message and "rolled back" in status.message, status.message
+    assert "operator does not exist" in status.message and "rolled back" in status.message, status.message
     assert await snapshot(conn) == before

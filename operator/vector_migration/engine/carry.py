@@ -196,19 +196,24 @@ _BODIES_UNCHECKED = Statement(StatementKind.RECREATE_DEPENDENT, "SET LOCAL check
 _BODIES_CHECKED = Statement(StatementKind.RECREATE_DEPENDENT, "SET LOCAL check_function_bodies = on")
 
 
-def carry_functions(inventory: SourceInventory, type_map: dict[str, tuple[str, str]]) -> CarriedFunctions:
-    """Each saved function dropped, created again with the target's types, and how to give it back."""
+def carry_functions(
+    inventory: SourceInventory, surface: TargetSurface, type_map: dict[str, tuple[str, str]]
+) -> CarriedFunctions:
+    """Each saved function dropped, created again with the target's types and functions, and how to give it back."""
     if not inventory.functions:
         return CarriedFunctions((), (), ())
     # Imported here: the parser costs the operator ~4 MB of memory (bench/), needed only for functions.
     from .rewrite import RewriteError, rewrite_function
+
+    names = name_map(inventory, surface, type_map)
+    target_name = f"target extension {surface.extension}"
 
     drops, forward, back, validate = [], [_BODIES_UNCHECKED], [_BODIES_UNCHECKED], []
     for function in inventory.functions:
         kind = "PROCEDURE" if function.procedure else "FUNCTION"
         original = f"{kind} {qualify(function.schema, function.name)}({function.identity})"
         try:
-            rewritten = rewrite_function(function.definition, type_map, inventory.source.schema)
+            rewritten = rewrite_function(function.definition, type_map, inventory.source.schema, names, target_name)
         except RewriteError as error:
             raise PlanningError(
                 Reason.BLOCKING_DEPENDENT,

@@ -93,7 +93,7 @@ def build_plan(
         except MappingError as error:
             unmapped.append(error)
     carried = plan_carried(inventory, surface, spec, type_map, unmapped)
-    functions = carry_functions(inventory, type_map)
+    functions = carry_functions(inventory, surface, type_map)
     carried_definitions = frozenset(index.definition for index in inventory.carried_indexes)
     defaults = _rewritten_defaults(inventory, type_map)
     if unmapped:

@@ -44,11 +44,19 @@ class RewrittenFunction:
     signature: str
 
 
-def rewrite_function(definition: str, type_map: dict[str, tuple[str, str]], source_schema: str) -> RewrittenFunction:
+def rewrite_function(
+    definition: str,
+    type_map: dict[str, tuple[str, str]],
+    source_schema: str,
+    names: NameMap | None = None,
+    target: str = "the target",
+) -> RewrittenFunction:
     """``definition`` (pg_get_functiondef) with every source type name replaced by ``type_map``'s target.
 
     ``type_map`` maps a source type's name to the target type's (schema, name); a type name counts
-    as the source's when it is unqualified or qualified with ``source_schema``.
+    as the source's when it is unqualified or qualified with ``source_schema``. With ``names``, the
+    source's functions called in an SQL body (``l2_distance(…)``) become the target's too, and one
+    the target lacks is refused.
     """
     statement = _parsed(definition, ast.CreateFunctionStmt, "a CREATE FUNCTION")
     retype = _Retype(type_map, source_schema)
@@ -57,12 +65,15 @@ def rewrite_function(definition: str, type_map: dict[str, tuple[str, str]], sour
     if statement.returnType is not None:
         retype(statement.returnType)
     language = _option(statement, "language")
+    body_visitor = _Remap(names) if names is not None else retype
     if statement.sql_body is not None:
-        retype(statement.sql_body)
+        body_visitor(statement.sql_body)
     else:
         body = _option(statement, "as")
         if body is not None:
-            _set_body(statement, _rewrite_body(body, language, type_map, source_schema))
+            _set_body(statement, _rewrite_body(body, language, type_map, source_schema, body_visitor))
+    if isinstance(body_visitor, _Remap):
+        body_visitor.check(target)
     return RewrittenFunction(str(RawStream()(statement)), _signature(statement))
 
 
@@ -230,7 +241,9 @@ def _set_body(statement: ast.CreateFunctionStmt, body: str) -> None:
             option.arg = (ast.String(sval=body),)
 
 
-def _rewrite_body(body: str, language: str | None, type_map: dict[str, tuple[str, str]], source_schema: str) -> str:
+def _rewrite_body(
+    body: str, language: str | None, type_map: dict[str, tuple[str, str]], source_schema: str, visitor: _Retype
+) -> str:
     if language == "sql":
         try:
             statements = parse_sql(body)
@@ -238,7 +251,7 @@ def _rewrite_body(body: str, language: str | None, type_map: dict[str, tuple[str
             raise RewriteError(f"its SQL body cannot be parsed ({error})") from None
         parsed = [raw.stmt for raw in statements if raw.stmt is not None]
         for node in parsed:
-            _Retype(type_map, source_schema)(node)
+            visitor(node)
         return ";\n".join(str(RawStream()(node)) for node in parsed)
     if language == "plpgsql":
         return _rewrite_plpgsql(body, type_map, source_schema)
