@@ -155,7 +155,7 @@ def build_plan(
             statements.append(create_target)
         if tables:
             statements.append(lock)
-        statements += _drop_dependents(inventory) + carried.drops
+        statements += _drop_dependents(inventory, functions.drops) + carried.drops
         statements += empty_tables
         statements += [
             _alter_columns(conversions, s, t, stage="direct", owner=inventory.owners.get((s, t))) for s, t in tables
@@ -164,7 +164,7 @@ def build_plan(
     else:
         if tables:
             statements.append(lock)
-        statements += _drop_dependents(inventory) + carried.drops
+        statements += _drop_dependents(inventory, functions.drops) + carried.drops
         statements += empty_tables
         statements += [
             _alter_columns(conversions, s, t, stage="to-intermediate", owner=inventory.owners.get((s, t)))
@@ -382,21 +382,13 @@ def _carry_setting(
     return SettingCarry(setting, target_name, f"{prefix} SET {guc} = {quote_literal(setting.value)}")
 
 
-def _drop_dependents(inventory: SourceInventory) -> list[Statement]:
-    statements = []
-    for view in sorted(inventory.views, key=lambda v: (-v.depth, v.schema, v.name)):
-        statements.append(drop_view(view))
+def _drop_dependents(inventory: SourceInventory, function_drops: tuple[Statement, ...]) -> list[Statement]:
+    statements = drop_views(inventory.views)
     statements += [
         Statement(StatementKind.DROP_INDEX, f"DROP INDEX {qualify(index.schema, index.name)} RESTRICT")
         for index in inventory.indexes
     ]
-    statements += [
-        Statement(
-            StatementKind.DROP_DEPENDENT,
-            f"DROP {'PROCEDURE' if f.procedure else 'FUNCTION'} {qualify(f.schema, f.name)}({f.identity}) RESTRICT",
-        )
-        for f in inventory.functions
-    ]
+    statements += function_drops
     statements += [
         Statement(
             StatementKind.DROP_DEPENDENT,
@@ -450,10 +442,15 @@ def _rewritten_defaults(
     return rewritten
 
 
-def drop_view(view: SavedView) -> Statement:
-    """A saved view dropped (RESTRICT: views over it are dropped first, by depth)."""
-    kind = "MATERIALIZED VIEW" if view.materialized else "VIEW"
-    return Statement(StatementKind.DROP_DEPENDENT, f"DROP {kind} {qualify(view.schema, view.name)} RESTRICT")
+def drop_views(views: list[SavedView]) -> list[Statement]:
+    """Saved views dropped, views over others first (RESTRICT: nothing else may depend on them)."""
+    statements = []
+    for view in sorted(views, key=lambda v: (-v.depth, v.schema, v.name)):
+        kind = "MATERIALIZED VIEW" if view.materialized else "VIEW"
+        statements.append(
+            Statement(StatementKind.DROP_DEPENDENT, f"DROP {kind} {qualify(view.schema, view.name)} RESTRICT")
+        )
+    return statements
 
 
 def recreate_view(view: SavedView, carried: frozenset[str] = frozenset()) -> list[Statement]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from ...database.ddl import UnknownPrivilege, grant_statements
 from ...database.sql import qualify, quote_ident, quote_literal
 from ...database.surface import TargetSurface, concurrent_build_bug
-from ...engine.conversion import drop_view, recreate_view
+from ...engine.conversion import drop_views, recreate_view
 from ...engine.plan import ColumnConversion, MigrationPlan, PlanningError, Rewritten, Statement
 from ...engine.records import ShadowIndex, ShadowTable
 from ...vocabulary import Reason, StatementKind
@@ -141,7 +141,7 @@ def build_parallel_plan(
             StatementKind.DROP_SOURCE_EXTENSION, f"DROP EXTENSION {quote_ident(source_extension)} RESTRICT"
         ),
         warnings=tuple(warnings),
-        view_drops=tuple(drop_view(view) for view in sorted(views, key=lambda v: (-v.depth, v.schema, v.name))),
+        view_drops=tuple(drop_views(views)),
         view_creates=tuple(statement for view in views for statement in recreate_view(view)),
     )
 
