@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..api import VectorMigrationSpec
-from ..database.catalog import CarriedIndex, SavedFunction, SourceInventory
+from ..database.catalog import CarriedIndex, SavedConstraint, SavedFunction, SourceInventory
 from ..database.ddl import FUNCTION_PRIVILEGES, UnknownPrivilege, grant_statements
 from ..database.sql import PINNED_SEARCH_PATH, qualify, quote_ident, quote_literal
 from ..database.surface import (
@@ -27,7 +27,7 @@ from ..database.surface import (
     target_type_for,
 )
 from ..vocabulary import Reason, StatementKind, UnmappableIndexes
-from .plan import CarriedFunctions, PlanningError, Statement
+from .plan import CarriedFunctions, PlanningError, Rewritten, Statement
 
 if TYPE_CHECKING:
     from .rewrite import NameMap
@@ -35,17 +35,57 @@ if TYPE_CHECKING:
 
 @dataclass
 class CarriedPlan:
-    """What the swap does with the carried objects, in the order it does it."""
+    """The carried constraints and indexes with their rewritten definitions; the swap's statements follow."""
 
-    drops: list[Statement] = field(default_factory=list)  # before the conversion
-    checks: list[Statement] = field(default_factory=list)  # after it, as each table's owner
-    builds: list[Statement] = field(default_factory=list)  # with the other index builds
-    dropped: list[str] = field(default_factory=list)  # definitions of indexes dropped by request
+    checks: list[tuple[SavedConstraint, str]] = field(default_factory=list)
+    # each index with its definition for the target, or None when indexes.unmappable: Drop drops it
+    indexes: list[tuple[CarriedIndex, str | None]] = field(default_factory=list)
+    # (schema, name) of materialized views: their indexes go and come back with them
+    views: frozenset[tuple[str, str]] = frozenset()
     warnings: list[str] = field(default_factory=list)
-    # the same, as data: (schema, table, name, definition) rewritten, (schema, table, name) dropped
-    rewritten_checks: list[tuple[str, str, str, str]] = field(default_factory=list)
-    rewritten_indexes: list[tuple[str, str, str, str]] = field(default_factory=list)
-    dropped_indexes: list[tuple[str, str, str]] = field(default_factory=list)
+
+    @property
+    def drops(self) -> list[Statement]:
+        """Before the conversion: each constraint, then each index (a view's goes with the view)."""
+        statements = [
+            Statement(
+                StatementKind.DROP_DEPENDENT,
+                f"ALTER TABLE {qualify(c.schema, c.table)} DROP CONSTRAINT {quote_ident(c.name)}",
+            )
+            for c, _ in self.checks
+        ]
+        statements += [
+            Statement(StatementKind.DROP_INDEX, f"DROP INDEX {qualify(i.schema, i.name)} RESTRICT")
+            for i, _ in self.indexes
+            if (i.table_schema, i.table) not in self.views
+        ]
+        return statements
+
+    @property
+    def check_statements(self) -> list[Statement]:
+        """After the conversion, as each table's owner: adding a CHECK runs the owner's expression on every row."""
+        return [
+            Statement(
+                StatementKind.RECREATE_DEPENDENT,
+                f"ALTER TABLE {qualify(c.schema, c.table)} ADD CONSTRAINT {quote_ident(c.name)} {definition}",
+                run_as=c.owner,
+            )
+            for c, definition in self.checks
+        ]
+
+    @property
+    def builds(self) -> list[Statement]:
+        """With the other index builds: each index the target can take."""
+        return [Statement(StatementKind.BUILD_INDEX, d) for _, d in self.indexes if d is not None]
+
+    def rewritten(self, defaults: list[tuple[str, str, str, str]]) -> Rewritten:
+        """The same as data, with the rewritten column defaults (a Parallel shadow makes its own)."""
+        return Rewritten(
+            defaults=tuple(defaults),
+            checks=tuple((c.schema, c.table, c.name, definition) for c, definition in self.checks),
+            indexes=tuple((i.table_schema, i.table, i.name, d) for i, d in self.indexes if d is not None),
+            dropped=tuple((i.table_schema, i.table, i.name, i.definition) for i, d in self.indexes if d is None),
+        )
 
 
 def plan_carried(
@@ -63,29 +103,15 @@ def plan_carried(
 
     names = name_map(inventory, surface, type_map)
     for constraint in inventory.constraints:
-        table = qualify(constraint.schema, constraint.table)
-        name = quote_ident(constraint.name)
         try:
-            definition = rewrite_check(constraint.definition, names, surface.extension)
+            carried.checks.append((constraint, rewrite_check(constraint.definition, names, surface.extension)))
         except RewriteError as error:
             where = f"constraint {constraint.name} on {constraint.schema}.{constraint.table}"
             unmapped.append(MappingError(Reason.BLOCKING_DEPENDENT, f"{where} cannot be carried: {error}"))
-            continue
-        carried.rewritten_checks.append((constraint.schema, constraint.table, constraint.name, definition))
-        carried.drops.append(Statement(StatementKind.DROP_DEPENDENT, f"ALTER TABLE {table} DROP CONSTRAINT {name}"))
-        # Adding a CHECK evaluates its expression on every row: the owner's code, run as the owner.
-        carried.checks.append(
-            Statement(
-                StatementKind.RECREATE_DEPENDENT,
-                f"ALTER TABLE {table} ADD CONSTRAINT {name} {definition}",
-                run_as=constraint.owner,
-            )
-        )
     # A materialized view's index goes with the view, which the swap drops and creates again.
-    views = {(view.schema, view.name) for view in inventory.views}
+    carried.views = frozenset((view.schema, view.name) for view in inventory.views)
     for index in inventory.carried_indexes:
-        on_view = (index.table_schema, index.table) in views
-        _carry_index(index, surface, spec, names, carried, unmapped, on_view=on_view)
+        _carry_index(index, surface, spec, names, carried, unmapped)
     return carried
 
 
@@ -126,8 +152,6 @@ def _carry_index(
     names: NameMap,
     carried: CarriedPlan,
     unmapped: list[MappingError],
-    *,
-    on_view: bool = False,
 ) -> None:
     where = f"index {index.schema}.{index.name} ({index.definition})"
     if index.constraint is not None:
@@ -147,16 +171,9 @@ def _carry_index(
                 MappingError(error.reason, f"{error}; or set indexes.unmappable: Drop to drop it in the swap")
             )
             return
-        carried.dropped.append(index.definition)
-        carried.dropped_indexes.append((index.table_schema, index.table, index.name))
         carried.warnings.append(f"{where} is dropped (indexes.unmappable: Drop): {error}")
         definition = None
-    if not on_view:
-        drop = f"DROP INDEX {qualify(index.schema, index.name)} RESTRICT"
-        carried.drops.append(Statement(StatementKind.DROP_INDEX, drop))
-    if definition is not None:
-        carried.builds.append(Statement(StatementKind.BUILD_INDEX, definition))
-        carried.rewritten_indexes.append((index.table_schema, index.table, index.name, definition))
+    carried.indexes.append((index, definition))
 
 
 def _rewritten(index: CarriedIndex, surface: TargetSurface, names: NameMap) -> str:

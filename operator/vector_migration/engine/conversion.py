@@ -43,7 +43,6 @@ from .plan import (
     IndexRebuild,
     MigrationPlan,
     PlanningError,
-    Rewritten,
     SettingCarry,
     Statement,
     column_key,
@@ -179,7 +178,7 @@ def build_plan(
     views = (
         list(functions.forward)
         + _set_defaults(defaults)
-        + carried.checks
+        + carried.check_statements
         + [statement for view in inventory.views for statement in recreate_view(view, carried_definitions)]
     )
     settings_carried = [Statement(StatementKind.CARRY_SETTING, c.statement) for c in settings if c.statement]
@@ -214,14 +213,8 @@ def build_plan(
         settings=settings,
         surface=surface.summary(),
         warnings=tuple(warnings),
-        dropped_indexes=tuple(carried.dropped),
         functions=functions,
-        rewritten=Rewritten(
-            defaults=tuple(defaults),
-            checks=tuple(carried.rewritten_checks),
-            indexes=tuple(carried.rewritten_indexes),
-            dropped=tuple(carried.dropped_indexes),
-        ),
+        rewritten=carried.rewritten(defaults),
     )
 
 

@@ -85,7 +85,13 @@ class Rewritten:
     defaults: tuple[tuple[str, str, str, str], ...] = ()  # (schema, table, column, expression)
     checks: tuple[tuple[str, str, str, str], ...] = ()  # (schema, table, constraint, definition)
     indexes: tuple[tuple[str, str, str, str], ...] = ()  # (schema, table, index, CREATE INDEX)
-    dropped: tuple[tuple[str, str, str], ...] = ()  # (schema, table, index) dropped by indexes.unmappable
+    # (schema, table, index, its definition) dropped by indexes.unmappable: Drop
+    dropped: tuple[tuple[str, str, str, str], ...] = ()
+
+    @property
+    def index_names(self) -> frozenset[str]:
+        """The indexes rewritten or dropped: never copied as they are."""
+        return frozenset(name for _, _, name, _ in (*self.indexes, *self.dropped))
 
 
 @dataclass(frozen=True)
@@ -111,12 +117,15 @@ class MigrationPlan:
     settings: tuple[SettingCarry, ...]
     surface: dict[str, object]
     warnings: tuple[str, ...] = field(default_factory=tuple)
-    # Definitions of the indexes dropped by indexes.unmappable: Drop (their DROP is in the swap)
-    dropped_indexes: tuple[str, ...] = field(default_factory=tuple)
     # The functions that name the source's types: dropped and created for the target (part of the
     # swap above), and the statements that give them back as they were (Parallel's rollback)
     functions: CarriedFunctions = field(default_factory=lambda: CarriedFunctions((), (), ()))
     rewritten: Rewritten = field(default_factory=Rewritten)
+
+    @property
+    def dropped_indexes(self) -> tuple[str, ...]:
+        """Definitions of the indexes dropped by indexes.unmappable: Drop (their DROP is in the swap)."""
+        return tuple(definition for _, _, _, definition in self.rewritten.dropped)
 
     @property
     def conversion(self) -> MigrationPlan:

@@ -161,11 +161,10 @@ def _table_plan(
     shadow_name = derived_name(table, SHADOW_SUFFIX)
     rewritten = _rewritten_for(conversion.rewritten, schema, table)
     # An index the conversion rewrote or dropped (an expression, pgvector's class on bit) is never copied as it is.
-    carried = {name for _, _, name, _ in rewritten.indexes} | {name for _, _, name in rewritten.dropped}
     renames = [
         [derived_name(i.constraint or i.name, INDEX_SUFFIX), i.name]
         for i in facts.indexes
-        if not i.on_vector and i.name not in carried
+        if not i.on_vector and i.name not in rewritten.index_names
     ]
     renames += [[derived_name(name, INDEX_SUFFIX), name] for _, _, name, _ in rewritten.indexes]
     vector_indexes = []
@@ -266,11 +265,10 @@ def _create_shadow(
             for _, _, column, expression in rewritten.defaults]  # fmt: skip
     sql += [f"ALTER TABLE {target} ADD CONSTRAINT {quote_ident(name)} {definition}"
             for _, _, name, definition in rewritten.checks]  # fmt: skip
-    carried = {name for _, _, name, _ in rewritten.indexes} | {name for _, _, name in rewritten.dropped}
     sql += [index_on(definition, schema, shadow.shadow, derived_name(name, INDEX_SUFFIX))
             for _, _, name, definition in rewritten.indexes]  # fmt: skip
     for index in facts.indexes:
-        if index.on_vector or index.name in carried:
+        if index.on_vector or index.name in rewritten.index_names:
             continue  # rebuilt on the target's methods below, rewritten above, or dropped by request
         name = derived_name(index.constraint or index.name, INDEX_SUFFIX)
         if index.constraint is not None and index.constraint_definition is not None:
