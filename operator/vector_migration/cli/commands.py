@@ -24,17 +24,10 @@ from rich.markup import escape
 from .. import __version__
 from ..api import SpecError, VectorMigration, VectorMigrationStatus, load_manifest
 from ..database.backup import LocalBackup
-from ..database.sql import (
-    ConnectionError_,
-    ConnectionParams,
-    DatabaseUnavailable,
-    connect,
-    parse_database_url,
-    set_timeouts,
-)
-from ..engine.context import Decisions, Migration, RunInputs, close_session
+from ..database.sql import ConnectionError_, ConnectionParams, DatabaseUnavailable, parse_database_url
+from ..engine.context import Decisions, Migration, RunInputs
 from ..engine.runner import run
-from ..phases.drift import DriftCheck, check_drift
+from ..phases.drift import check_once
 from ..vocabulary import Phase, Reason
 from .output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, RichReporter, finish, print_plan
 
@@ -232,7 +225,7 @@ def _check(args: argparse.Namespace) -> int:
     resource, params = loaded
     migration = Migration(RunInputs(resource.metadata.name, resource.spec, params))
     try:
-        found = asyncio.run(_check_once(migration))
+        found = asyncio.run(check_once(migration))
     except DatabaseUnavailable as error:
         console.print(f"[red]error:[/] {escape(str(error))}")
         return EXIT_FAILED
@@ -242,17 +235,6 @@ def _check(args: argparse.Namespace) -> int:
     reason = Reason.DRIFTED.value if found.migrated else "NotMigrated"
     console.print(f"[red]{reason}:[/] {escape(found.message)}")
     return EXIT_FAILED
-
-
-async def _check_once(migration: Migration) -> DriftCheck:
-    """One drift check on its own connection: a read, so it takes no migration lock."""
-    migration.conn = await connect(migration.params)
-    try:
-        spec = migration.spec
-        await set_timeouts(migration.conn, spec.lock_timeout, spec.statement_timeout, local=False)
-        return await check_drift(migration)
-    finally:
-        await close_session(migration)
 
 
 def _migrate(args: argparse.Namespace) -> int:

@@ -21,12 +21,12 @@ import asyncpg
 from pydantic import ValidationError
 
 from ..api import JobDefaults, VectorMigration, VectorMigrationStatus, describe_validation_error
-from ..database.sql import ConnectionError_, DatabaseUnavailable, connect, params_from_secret, set_timeouts
+from ..database.sql import ConnectionError_, DatabaseUnavailable, params_from_secret
 from ..engine.context import Decisions, Migration, RunInputs, close_session, open_session
 from ..engine.outcomes import Advance, Fail, Hold, Outcome, Wait
 from ..engine.runner import drive, request_rollback, retry_delay
 from ..engine.strategy import strategy_of
-from ..phases.drift import check_drift
+from ..phases.drift import check_once
 from ..status import fail, hold, record_drift, set_phase
 from ..vocabulary import (
     ANNOTATION_APPROVE,
@@ -329,13 +329,9 @@ async def check_for_drift(state: OperatorState, body: Mapping[str, Any]) -> Drif
     if isinstance(run, Fail):
         return None
     try:
-        run.conn = await connect(run.params)
-        await set_timeouts(run.conn, resource.spec.lock_timeout, resource.spec.statement_timeout, local=False)
-        found = await check_drift(run)
+        found = await check_once(run)
     except (DatabaseUnavailable, asyncpg.PostgresError, OSError):
         return None
-    finally:
-        await close_session(run)
     if not found.migrated:
         return None
     newly = record_drift(status, found.differences, found.message)

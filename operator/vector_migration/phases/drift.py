@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..database.catalog import read_extension
-from ..database.sql import qualify
+from ..database.sql import connect, qualify, set_timeouts
 from ..engine import records
-from ..engine.context import Migration
+from ..engine.context import Migration, close_session
 from ..engine.strategy import strategy_of
 
 
@@ -36,6 +36,16 @@ class DriftCheck:
             f"{'; '.join(self.differences)}. Nothing was changed. To migrate it again, apply a migration "
             "under a new name."
         )
+
+
+async def check_once(m: Migration) -> DriftCheck:
+    """One check on a connection of its own, bounded by the spec's timeouts: a read, so no migration lock."""
+    m.conn = await connect(m.params)
+    try:
+        await set_timeouts(m.conn, m.spec.lock_timeout, m.spec.statement_timeout, local=False)
+        return await check_drift(m)
+    finally:
+        await close_session(m)
 
 
 async def check_drift(m: Migration) -> DriftCheck:
