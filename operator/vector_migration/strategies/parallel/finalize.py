@@ -25,7 +25,7 @@ from ...phases.verify import fail_verification, hold_for_a_decision, record_succ
 from ...status import now, record_timing, seconds_since, set_condition
 from ...vocabulary import ConditionType, Phase, Reason, StatementKind
 from .dependents import validate_keys
-from .plan import drop_old_statements, finalize_transaction
+from .plan import after_renames, drop_old_statements, finalize_transaction
 from .shadow import START_OVER, recorded_shadows
 from .verify import analyse
 
@@ -40,14 +40,7 @@ async def run_finalize(m: Migration) -> Outcome:
         progress = Progress()
         transaction = await begin_bounded_transaction(m)
         try:
-            prepared = recorded.prepared
-            after = (
-                [*prepared.view_drops, *prepared.functions, *prepared.view_creates, *prepared.functions_validated]
-                if prepared is not None
-                else []
-            )
-            statements = [Statement(StatementKind(step), sql) for step, sql in after]
-            for statement in finalize_transaction(tables, statements):
+            for statement in finalize_transaction(tables, _after_renames(recorded)):
                 progress.step = statement.step.value
                 await execute(m, statement)
                 if statement.step is StatementKind.LOCK:
@@ -89,6 +82,15 @@ async def run_finalize(m: Migration) -> Outcome:
         message += "; " + await drop_old_tables(m, tables)
     await record_success(m, message)
     return Advance(Phase.SUCCEEDED, message)
+
+
+def _after_renames(recorded: records.Journal) -> list[Statement]:
+    """The views and functions the journal recorded with the shadows, as the finalize runs them."""
+    prepared = recorded.prepared
+    if prepared is None:
+        return []
+    steps = after_renames(prepared.view_drops, prepared.functions, prepared.view_creates, prepared.functions_validated)
+    return [Statement(StatementKind(step), sql) for step, sql in steps]
 
 
 def seconds_until_old_tables_go(status: VectorMigrationStatus) -> float | None:

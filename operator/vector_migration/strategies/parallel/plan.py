@@ -13,6 +13,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ...database.ddl import UnknownPrivilege, grant_statements
 from ...database.sql import qualify, quote_ident, quote_literal
@@ -62,7 +63,9 @@ class ParallelPlan:
     def finalize(self) -> tuple[Statement, ...]:
         """The finalize transaction, in order."""
         functions = self.conversion.functions
-        after = (*self.view_drops, *functions.drops, *functions.forward, *self.view_creates, *functions.validate)
+        after = after_renames(
+            self.view_drops, (*functions.drops, *functions.forward), self.view_creates, functions.validate
+        )
         return tuple(finalize_transaction([t.shadow for t in self.tables], after))
 
     @property
@@ -371,6 +374,20 @@ def after_backfill(table: ShadowTable) -> list[Statement]:
         if " CONCURRENTLY " in index.definition
     ]
     return statements
+
+
+_Step = TypeVar("_Step")
+
+
+def after_renames(
+    view_drops: Sequence[_Step], functions: Sequence[_Step], view_creates: Sequence[_Step], validated: Sequence[_Step]
+) -> list[_Step]:
+    """What the finalize runs once the tables have their names, in the one order the plan and the run share.
+
+    Views go first (they may call a carried function), the functions are made for the target, the
+    views come back over the migrated tables, and only then are the functions' bodies checked.
+    """
+    return [*view_drops, *functions, *view_creates, *validated]
 
 
 def finalize_transaction(tables: list[ShadowTable], functions: Sequence[Statement] = ()) -> list[Statement]:
