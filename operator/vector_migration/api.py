@@ -191,11 +191,16 @@ class RebuildSpec(ApiModel):
 
     @model_validator(mode="after")
     def _each_column_once(self) -> RebuildSpec:
-        keys = [entry.key() for entry in self.column_types]
-        repeated = sorted({".".join(key) for key in keys if keys.count(key) > 1})
-        if repeated:
-            raise ValueError(f"columnTypes names {', '.join(repeated)} more than once")
+        each_column_once(self.column_types)
         return self
+
+
+def each_column_once(entries: list[ColumnType]) -> None:
+    """Refuse a columnTypes list that names a column twice."""
+    keys = [entry.key() for entry in entries]
+    repeated = sorted({".".join(key) for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise ValueError(f"columnTypes names {', '.join(repeated)} more than once")
 
 
 class JobPlacement(ApiModel):
@@ -415,10 +420,7 @@ class VectorMigrationSpec(ApiModel):
             raise ValueError(COLUMN_TYPES_NEED_REBUILD)
         if self.rebuild.column_types and self.column_types:
             raise ValueError(COLUMN_TYPES_TWICE)
-        keys = [entry.key() for entry in self.column_types]
-        repeated = sorted({".".join(key) for key in keys if keys.count(key) > 1})
-        if repeated:
-            raise ValueError(f"columnTypes names {', '.join(repeated)} more than once")
+        each_column_once(self.column_types)
         return self
 
     def requested_column_types(self) -> dict[tuple[str, str, str], str]:
