@@ -93,6 +93,11 @@ def _status_of(body: Mapping[str, Any]) -> VectorMigrationStatus:
         return VectorMigrationStatus()  # unreadable status: the journal in the database still knows
 
 
+def _resource_of(body: Mapping[str, Any]) -> VectorMigration:
+    """The resource as the models read it (status left out); raises ValidationError."""
+    return VectorMigration.model_validate({key: body[key] for key in ("apiVersion", "kind", "metadata", "spec")})
+
+
 def _dump(status: VectorMigrationStatus) -> dict[str, Any]:
     return status.model_dump(by_alias=True, mode="json", exclude_none=True)
 
@@ -126,9 +131,7 @@ async def reconcile(state: OperatorState, body: Mapping[str, Any], on_progress: 
     current = _status_of(body)
     previous = current.phase
     try:
-        resource = VectorMigration.model_validate(
-            {key: body[key] for key in ("apiVersion", "kind", "metadata", "spec")}
-        )
+        resource = _resource_of(body)
     except ValidationError as error:
         invalid = Fail(Reason.INVALID_SPEC, describe_validation_error(error))
         fail(current, invalid.reason, invalid.message, generation)
@@ -315,9 +318,7 @@ async def check_for_drift(state: OperatorState, body: Mapping[str, Any]) -> Drif
     if status.phase is not Phase.SUCCEEDED or state.client is None:
         return None
     try:
-        resource = VectorMigration.model_validate(
-            {key: body[key] for key in ("apiVersion", "kind", "metadata", "spec")}
-        )
+        resource = _resource_of(body)
     except ValidationError:
         return None
     interval = resource.spec.drift_check.seconds
