@@ -92,9 +92,13 @@ class _Retype(visitors.Visitor):
     def __init__(self, type_map: dict[str, tuple[str, str]], source_schema: str) -> None:
         self.type_map, self.source_schema = type_map, source_schema
 
+    def _is_source(self, names: list[str]) -> bool:
+        """Whether a name is the source's: unqualified, or qualified with the source's schema."""
+        return len(names) == 1 or names[-2] == self.source_schema
+
     def visit_TypeName(self, _ancestors: object, node: ast.TypeName) -> None:
         names = [name.sval for name in node.names or ()]
-        if names[-1] in self.type_map and (len(names) == 1 or names[-2] == self.source_schema):
+        if names[-1] in self.type_map and self._is_source(names):
             schema, name = self.type_map[names[-1]]
             node.names = (ast.String(sval=schema), ast.String(sval=name))
 
@@ -118,9 +122,6 @@ class _Remap(_Retype):
         self.names = names
         self.missing: set[str] = set()
 
-    def _is_source(self, names: list[str]) -> bool:
-        return len(names) == 1 or names[-2] == self.names.source_schema
-
     def visit_TypeName(self, ancestors: object, node: ast.TypeName) -> None:
         names = [name.sval for name in node.names or ()]
         if self._is_source(names) and names[-1] in self.names.source_types and names[-1] not in self.type_map:
@@ -142,6 +143,13 @@ class _Remap(_Retype):
             raise RewriteError(f"it uses {', '.join(sorted(self.missing))}, which {target} does not offer")
 
 
+def _remapped(node: ast.Node, names: NameMap, target: str) -> None:
+    """``node``'s types and function calls renamed for the target; refused if it needs one the target lacks."""
+    remap = _Remap(names)
+    remap(node)
+    remap.check(target)
+
+
 def rewrite_index(
     definition: str, names: NameMap, method: str, opclasses: list[tuple[str, str] | None], target: str
 ) -> str:
@@ -154,9 +162,7 @@ def rewrite_index(
     for element, opclass in zip(statement.indexParams or (), opclasses, strict=False):
         if opclass is not None:
             element.opclass = tuple(ast.String(sval=part) for part in opclass)
-    remap = _Remap(names)
-    remap(statement)
-    remap.check(target)
+    _remapped(statement, names, target)
     return str(RawStream()(statement))
 
 
@@ -168,9 +174,7 @@ def rewrite_check(definition: str, names: NameMap, target: str) -> str:
         raise RewriteError(f"its definition cannot be parsed ({error})") from None
     if statement is None:
         raise RewriteError("its definition is empty")
-    remap = _Remap(names)
-    remap(statement)
-    remap.check(target)
+    _remapped(statement, names, target)
     printed = str(RawStream()(statement))
     return printed.removeprefix("ALTER TABLE vmig_placeholder ADD ")
 
@@ -183,9 +187,7 @@ def rewrite_condition(expression: str, names: NameMap, target: str) -> str:
         raise RewriteError(f"its predicate cannot be parsed ({error})") from None
     if not isinstance(statement, ast.SelectStmt) or statement.whereClause is None:
         raise RewriteError("its predicate is not a single expression")
-    remap = _Remap(names)
-    remap(statement)
-    remap.check(target)
+    _remapped(statement, names, target)
     return str(RawStream()(statement.whereClause))
 
 
