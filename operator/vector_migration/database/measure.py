@@ -167,18 +167,15 @@ async def table_checksum(
         if record["attname"] not in vector_columns:
             continue
         vector = quote_ident(record["attname"])
-        if record["is_array"]:
-            # An array's send form names its element type, and its text is not one vector's: its
-            # printed form is compared, whatever the mode (a target printing differently fails safe).
-            row_hash = f"pg_catalog.hashtextextended(COALESCE({vector}::pg_catalog.text, 'NULL'), {row_hash})"
-            continue
-        if mode == BINARY and record["send_name"]:
+        # An array's send form names its element type, and its text is not one vector's: its printed
+        # form is compared, whatever the mode (a target printing differently fails safe).
+        array = record["is_array"]
+        if mode == BINARY and record["send_name"] and not array:
             sent = f"{qualify(record['send_schema'], record['send_name'])}({vector})"
             row_hash = f"pg_catalog.hashbyteaextended(COALESCE({sent}, {_NULL_BYTES}), {row_hash})"
             continue
-        text = (
-            f"{vector}::pg_catalog.text" if mode in (TEXT, BINARY) else f"{normalized_vector(vector)}::pg_catalog.text"
-        )
+        printed = array or mode in (TEXT, BINARY)
+        text = f"{vector}::pg_catalog.text" if printed else f"{normalized_vector(vector)}::pg_catalog.text"
         # NULL hashes as a marker no vector prints as, so NULL and a value differ.
         row_hash = f"pg_catalog.hashtextextended(COALESCE({text}, 'NULL'), {row_hash})"
     # Read through COPY: PostgreSQL plans a COPY's query in parallel, but not a query run through
