@@ -48,11 +48,11 @@ async def installed_extensions(conn: asyncpg.Connection) -> set[str]:
     return {row["extname"] for row in await conn.fetch("SELECT extname FROM pg_extension")}
 
 
-async def index_definitions(conn: asyncpg.Connection) -> dict[str, str]:
-    """Each index of items, its names qualified as the migration reads them."""
+async def index_definitions(conn: asyncpg.Connection, table: str = "items") -> dict[str, str]:
+    """Each index of a table (or materialized view), its names qualified as the migration reads them."""
     async with conn.transaction():
         await conn.execute("SET LOCAL search_path = pg_catalog")
-        rows = await conn.fetch("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'items' ORDER BY 1")
+        rows = await conn.fetch("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = $1 ORDER BY 1", table)
     return {row["indexname"]: row["indexdef"] for row in rows}
 
 
@@ -246,13 +246,6 @@ CREATE INDEX recent_items_hnsw ON recent_items USING hnsw (embedding vector_cosi
 """
 
 
-async def view_indexes(conn: asyncpg.Connection) -> dict[str, str]:
-    async with conn.transaction():
-        await conn.execute("SET LOCAL search_path = pg_catalog")
-        rows = await conn.fetch("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'recent_items'")
-    return {row["indexname"]: row["indexdef"] for row in rows}
-
-
 @pytest.mark.parametrize("target", SURFACES)
 @pytest.mark.parametrize("strategy", ["InPlace", "Rebuild"])
 async def test_an_hnsw_index_on_a_materialized_view_is_rewritten_with_it_and_given_back_by_a_rollback(
@@ -260,14 +253,14 @@ async def test_an_hnsw_index_on_a_materialized_view_is_rewritten_with_it_and_giv
 ) -> None:
     await conn.execute(ITEMS + MATERIALIZED)
     rows = await conn.fetch("SELECT id, embedding::text FROM recent_items ORDER BY id")
-    original = await view_indexes(conn)
+    original = await index_definitions(conn, "recent_items")
     resource = manifest(target, strategy=strategy)
 
     status = await run(migration(database, resource, tmp_path / "b", scratch=tmp_path / "s"))
 
     assert status.phase is Phase.SUCCEEDED, status.message
     assert await conn.fetch("SELECT id, embedding::text FROM recent_items ORDER BY id") == rows
-    rewritten = await view_indexes(conn)
+    rewritten = await index_definitions(conn, "recent_items")
     assert set(rewritten) == set(original)
     assert rewritten["recent_items_hnsw"] != original["recent_items_hnsw"] or target == "ruvector_v2_standin"
     nearest = "SELECT id FROM recent_items ORDER BY embedding <=> '[1,0,0]' LIMIT 3"
@@ -276,5 +269,5 @@ async def test_an_hnsw_index_on_a_materialized_view_is_rewritten_with_it_and_giv
     rolled_back = await run(migration(database, resource, tmp_path / "b", scratch=tmp_path / "s", rollback=True))
 
     assert rolled_back.phase is Phase.ROLLED_BACK, rolled_back.message
-    assert await view_indexes(conn) == original
+    assert await index_definitions(conn, "recent_items") == original
     assert await conn.fetch("SELECT id, embedding::text FROM recent_items ORDER BY id") == rows
