@@ -15,6 +15,7 @@ import asyncpg
 
 from vector_migration.api import VectorMigration, VectorMigrationStatus, parse_manifest
 from vector_migration.database.backup import BackupRuntime, LocalBackup
+from vector_migration.database.liveness import HeartbeatSettings
 from vector_migration.database.sql import APPLICATION_NAME, ConnectionParams
 from vector_migration.engine.context import Decisions, Migration, RunInputs, open_session
 from vector_migration.engine.runner import step
@@ -158,6 +159,9 @@ async def fail_every(conn: asyncpg.Connection, command_tag: str, message: str) -
     )
 
 
+DEFAULT_HEARTBEAT = HeartbeatSettings()
+
+
 def manifest(target: str = "ruvector_standin", **spec: Any) -> VectorMigration:
     document: dict[str, Any] = {
         "apiVersion": "ruvector.dev/v1alpha1",
@@ -176,6 +180,7 @@ def migration(
     scratch: Path | None = None,
     status: VectorMigrationStatus | None = None,
     backup: BackupRuntime | None = None,
+    heartbeat: HeartbeatSettings | None = DEFAULT_HEARTBEAT,
     **decided: Any,
 ) -> Migration:
     """A run of the resource against the database; ``decided`` is what a person said (Decisions' fields)."""
@@ -185,6 +190,7 @@ def migration(
         params,
         backup=backup or LocalBackup(backup_dir),
         **({"scratch": scratch} if scratch is not None else {}),
+        heartbeat=heartbeat,
     )
     return Migration(inputs, Decisions(**decided), status or VectorMigrationStatus())
 

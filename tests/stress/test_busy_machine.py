@@ -20,10 +20,12 @@ import asyncpg
 import pytest
 
 from tests.scenarios import condition, create_rich_database, manifest, migration, snapshot
+from vector_migration.database.liveness import HeartbeatSettings
 from vector_migration.database.sql import ConnectionParams
 from vector_migration.engine.runner import run
 from vector_migration.vocabulary import Phase, Reason
 
+EAGER_HEARTBEAT = HeartbeatSettings(interval=0.2, misses=3)
 RUNS = int(os.environ.get("VMIG_STRESS_RUNS", "20"))
 pytestmark = pytest.mark.skipif(os.environ.get("VMIG_STRESS") != "1", reason="a stress run: make stress")
 
@@ -56,3 +58,19 @@ async def test_a_healthy_migration_beside_a_cpu_hog_is_never_rolled_back(
         status.phase is Phase.VERIFY and held is not None and held.reason == Reason.VERIFICATION_INCONCLUSIVE
     ), status.message
     assert (await snapshot(conn)).rows == before.rows
+
+
+@pytest.mark.parametrize("attempt", range(max(RUNS // 4, 1)))
+async def test_the_heartbeat_never_ends_a_session_on_a_busy_machine(
+    attempt: int, database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    """The probe beside the session asks five times a second here (every 10 s by default), and
+    the hogs compete with it for the CPU: a slow answer is still an answer."""
+    await create_rich_database(conn)
+    m = migration(database, manifest(backup={"enabled": False}), backup_dir, heartbeat=EAGER_HEARTBEAT)
+
+    with cpu_hogs():
+        status = await run(m)
+
+    assert m.sessions_opened == 1, status.message  # never ended and reopened
+    assert status.phase is not Phase.ROLLED_BACK, status.message

@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -267,7 +268,7 @@ def _drive(
             resource.spec,
             params,
             backup=LocalBackup(backup_dir, tuple(args.pg_bin_dir)),
-            **({"scratch": scratch} if scratch else {}),
+            scratch=scratch or Path(tempfile.gettempdir()),
             reporter=reporter,
             generation=resource.metadata.generation,
         )

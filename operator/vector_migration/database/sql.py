@@ -248,8 +248,13 @@ def params_from_secret(data: dict[str, str], sslmode: str | None = None, ca_pem:
     return dataclasses.replace(params, sslmode=mode, ssl_context=context)
 
 
-async def connect(params: ConnectionParams, *, timeout: float = 10.0) -> asyncpg.Connection:
-    """Open a session with the pinned search_path; failures name the server, never the password."""
+async def connect(
+    params: ConnectionParams, *, timeout: float = 10.0, command_timeout: float | None = None
+) -> asyncpg.Connection:
+    """Open a session with the pinned search_path; failures name the server, never the password.
+
+    ``command_timeout`` bounds every call on the session, COPY streams included.
+    """
     addresses = params.hosts or ((params.host, params.port),)
     try:
         return await asyncpg.connect(
@@ -261,10 +266,11 @@ async def connect(params: ConnectionParams, *, timeout: float = 10.0) -> asyncpg
             ssl=params.ssl_argument(),
             target_session_attrs=params.target_session_attrs,
             timeout=timeout,
+            command_timeout=command_timeout,
             server_settings={"search_path": PINNED_SEARCH_PATH, "application_name": APPLICATION_NAME},
         )
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-        detail = str(error)
+        detail = str(error) or f"no answer within {timeout:g}s"
         if params.password:
             detail = detail.replace(params.password, "********")
         raise DatabaseUnavailable(f"cannot connect to {params.describe()}: {detail}") from None

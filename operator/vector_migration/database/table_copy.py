@@ -22,6 +22,7 @@ import hashlib
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import asyncpg
 
@@ -73,7 +74,9 @@ async def export_table(conn: asyncpg.Connection, directory: Path, schema: str, t
     Without a column list COPY leaves generated columns out, and the import computes them again.
     """
     path = export_file(directory, schema, table)
-    await conn.copy_from_table(table, schema_name=schema, output=path, format=fmt)
+    # Opened here, not by asyncpg, so a COPY stopped midway (a lost server) still closes the file.
+    with path.open("wb") as output:
+        await conn.copy_from_table(table, schema_name=schema, output=output, format=fmt)
     return path.stat().st_size
 
 
@@ -101,17 +104,17 @@ async def import_table(
     )
     for trigger in triggers:
         await conn.execute(f"ALTER TABLE {relation} DISABLE TRIGGER {quote_ident(trigger['tgname'])}")
-    source = export_file(directory, schema, table)
-    if owner is None or await is_current_role(conn, owner):
-        await conn.copy_to_table(table, schema_name=schema, source=source, format=fmt)
-    else:
-        await _import_as(conn, owner, relation, source, fmt)
+    with export_file(directory, schema, table).open("rb") as source:  # closed even when the COPY is stopped
+        if owner is None or await is_current_role(conn, owner):
+            await conn.copy_to_table(table, schema_name=schema, source=source, format=fmt)
+        else:
+            await _import_as(conn, owner, relation, source, fmt)
     enable = {"O": "ENABLE", "R": "ENABLE REPLICA", "A": "ENABLE ALWAYS"}
     for trigger in triggers:
         await conn.execute(f"ALTER TABLE {relation} {enable[trigger['mode']]} TRIGGER {quote_ident(trigger['tgname'])}")
 
 
-async def _import_as(conn: asyncpg.Connection, owner: str, relation: str, source: Path, fmt: str) -> None:
+async def _import_as(conn: asyncpg.Connection, owner: str, relation: str, source: BinaryIO, fmt: str) -> None:
     """COPY into a temporary table of the same columns (no constraints), then INSERT as the owner."""
     columns = [
         quote_ident(name)

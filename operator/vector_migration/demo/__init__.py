@@ -65,15 +65,19 @@ class EmbeddedPostgres:
 
         return parse_database_url(uri)
 
-    def restart(self) -> None:
-        """Restart the server (fast shutdown: open sessions are terminated), waiting until it accepts connections."""
+    def restart(self, mode: str = "fast") -> None:
+        """Restart the server, waiting until it accepts connections.
+
+        ``fast`` terminates open sessions cleanly; ``immediate`` kills every process as a crash
+        would, and the server recovers from its WAL on start.
+        """
         import subprocess
         import tempfile
 
         # As root, the wheel runs the server as a user of its own; pg_ctl must run as that user too.
         # The new postmaster logs to a file: one inheriting a pipe would keep this call waiting.
         owner = getattr(self.server, "system_user", None)
-        pg_ctl = [str(self.bin_dir / "pg_ctl"), "restart", "-D", str(self.pgdata), "-m", "fast", "-w"]
+        pg_ctl = [str(self.bin_dir / "pg_ctl"), "restart", "-D", str(self.pgdata), "-m", mode, "-w"]
         with tempfile.TemporaryFile() as output:
             subprocess.run(
                 [*pg_ctl, "-l", str(self.pgdata / "restart.log")],

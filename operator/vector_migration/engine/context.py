@@ -14,11 +14,13 @@ import asyncpg
 from ..api import (
     VectorMigrationSpec,
     VectorMigrationStatus,
+    duration_ms,
 )
 from ..database.backup import BackupRuntime, LocalBackup
 from ..database.catalog import (
     SourceInventory,
 )
+from ..database.liveness import Heartbeat, HeartbeatSettings
 from ..database.measure import (
     IndexMeasurement,
     IndexTarget,
@@ -126,6 +128,8 @@ class RunInputs:
     scratch: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
     reporter: Reporter = field(default_factory=SilentReporter)
     generation: int | None = None  # the resource's metadata.generation, stamped on conditions
+    # How the control session's server is watched while a phase waits on it (database.liveness).
+    heartbeat: HeartbeatSettings | None = field(default_factory=HeartbeatSettings)
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,7 @@ class Migration:
     status: VectorMigrationStatus = field(default_factory=VectorMigrationStatus)
     facts: RunFacts = field(default_factory=RunFacts)
     conn: asyncpg.Connection | None = None
+    heartbeat: Heartbeat | None = None
     sessions_opened: int = 0  # a database once reached and then lost is an outage, not a wrong URL
 
     @property
@@ -206,10 +211,20 @@ class Migration:
         return self.spec.target.target_schema or inventory.source.schema
 
 
+def call_timeout(statement_timeout: str) -> float | None:
+    """The client's bound on any one call: the server's statementTimeout, and a minute for the answer.
+
+    The server ends a statement at statementTimeout; this bounds the wait for a server that
+    cannot say so (the heartbeat notices a silent one much sooner).
+    """
+    milliseconds = duration_ms(statement_timeout)
+    return milliseconds / 1000 + 60.0 if milliseconds else None
+
+
 async def open_session(m: Migration) -> Outcome | None:
     """Connect and take the per-database migration lock; an Outcome when that is not possible."""
     try:
-        m.conn = await connect(m.params)
+        m.conn = await connect(m.params, command_timeout=call_timeout(m.spec.statement_timeout))
     except DatabaseUnavailable as error:
         return Wait(Reason.DATABASE_UNAVAILABLE, str(error), delay=5.0)
     got = await m.conn.fetchval("SELECT pg_catalog.pg_try_advisory_lock($1)", ADVISORY_LOCK_KEY)
@@ -231,14 +246,19 @@ async def open_session(m: Migration) -> Outcome | None:
             delay=30.0,
         )
     m.sessions_opened += 1
+    if m.inputs.heartbeat is not None:
+        m.heartbeat = await Heartbeat.start(m.params, m.conn, m.inputs.heartbeat)
     return None
 
 
 async def close_session(m: Migration) -> None:
     """Close the control session (which releases the advisory lock)."""
+    if m.heartbeat is not None:
+        await m.heartbeat.stop()
+        m.heartbeat = None
     if m.conn is not None:
         with contextlib.suppress(Exception):
-            await m.conn.close()
+            await m.conn.close(timeout=5.0)  # a silent server does not get to keep us: asyncpg aborts then
         m.conn = None
 
 

@@ -13,6 +13,7 @@ from .. import strategies as _registered  # noqa: F401 - importing the strategie
 from ..api import (
     VectorMigrationStatus,
 )
+from ..database.liveness import while_server_answers
 from ..database.sql import (
     DatabaseUnavailable,
 )
@@ -44,7 +45,7 @@ async def step(m: Migration) -> Outcome:
     m.reporter.phase_started(m.status.phase)
     started = time.perf_counter()
     try:
-        outcome = await function(m)
+        outcome = await while_server_answers(m.heartbeat, function(m))
     except (DatabaseUnavailable, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as error:
         outcome = Wait(Reason.DATABASE_UNAVAILABLE, f"{m.status.phase.value}: {error}")
     except UnreadableJournal as error:

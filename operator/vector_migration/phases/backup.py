@@ -39,6 +39,9 @@ async def run_backup_phase(m: Migration) -> Outcome:
     except BackupPending as pending:
         return Wait(Reason.IN_PROGRESS, str(pending), delay=5.0)
     except BackupError as error:
+        # A server that restarted under pg_dump took the control session with it: an outage to
+        # wait out and dump again, not a broken backup.
+        await m.session.fetchval("SELECT 1")
         set_condition(m.status, ConditionType.BACKUP_COMPLETED, False, Reason.BACKUP_FAILED, str(error))
         return Fail(Reason.BACKUP_FAILED, f"backup failed, nothing was changed: {error}")
     finally:
