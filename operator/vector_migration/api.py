@@ -110,6 +110,11 @@ class DatabaseSpec(ApiModel):
     """How to reach the database. The command line takes a URL instead of the Secret."""
 
     secret_ref: SecretRef | None = None
+    # A second login (CloudNativePG's <cluster>-superuser Secret) for the few statements the
+    # application's role cannot run: CREATE/DROP EXTENSION of an extension that is not trusted,
+    # and a restore of the backup. The migration's session logs in with it and acts as
+    # secretRef's user (SET ROLE) for everything else, so the swap stays one transaction.
+    admin_secret_ref: SecretRef | None = None
     ssl_mode: SslMode | None = None
     # The CA that signed the server's certificate, for sslMode verify-ca/verify-full: a Secret key
     # (CloudNativePG's <cluster>-ca Secret holds ca.crt). Unset: a ca.crt key in secretRef's Secret,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -33,6 +34,7 @@ from ..vocabulary import Phase, Reason
 from .output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, RichReporter, finish, print_plan
 
 DATABASE_URL_ENV = "DATABASE_URL"
+ADMIN_DATABASE_URL_ENV = "ADMIN_DATABASE_URL"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,6 +78,11 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--database-url",
             help=f"postgresql:// URL; prefer the {DATABASE_URL_ENV} environment variable, which ps cannot show",
+        )
+        command.add_argument(
+            "--admin-database-url",
+            help=f"a second login (its user and password) for CREATE/DROP EXTENSION and restores only; the session "
+            f"acts as the first URL's user for everything else; prefer {ADMIN_DATABASE_URL_ENV}",
         )
 
     plan = commands.add_parser("plan", help="run the checklist and print the plan; changes nothing")
@@ -172,7 +179,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace, console: Console) -> tuple[VectorMigration, ConnectionParams] | None:
+def _load(
+    args: argparse.Namespace, console: Console
+) -> tuple[VectorMigration, ConnectionParams, ConnectionParams | None] | None:
+    """The manifest, the database's parameters, and the admin login's (the same server), or None after an error."""
     try:
         resource = load_manifest(args.file)
     except SpecError as error:
@@ -182,12 +192,20 @@ def _load(args: argparse.Namespace, console: Console) -> tuple[VectorMigration, 
     if not url:
         console.print(f"[red]error:[/] give --database-url or set {DATABASE_URL_ENV}")
         return None
+    admin_url = args.admin_database_url or os.environ.get(ADMIN_DATABASE_URL_ENV)
     try:
         params = parse_database_url(url, resource.spec.database.ssl_mode)
+        admin = parse_database_url(admin_url, resource.spec.database.ssl_mode) if admin_url else None
     except ConnectionError_ as error:
         console.print(f"[red]error:[/] {escape(str(error))}")
         return None
-    return resource, params
+    if admin is not None:
+        if not admin.user or not params.user:
+            console.print("[red]error:[/] --admin-database-url and --database-url must both name their user")
+            return None
+        # Only the admin's login: the server, database and TLS settings are the application's URL's.
+        admin = dataclasses.replace(params, user=admin.user, password=admin.password)
+    return resource, params, admin
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -195,10 +213,10 @@ def _plan(args: argparse.Namespace) -> int:
     loaded = _load(args, console)
     if loaded is None:
         return EXIT_USAGE
-    resource, params = loaded
+    resource, params, admin = loaded
     resource.spec.dry_run = True
     resource.spec.backup.enabled = False
-    migration = Migration(RunInputs(resource.metadata.name, resource.spec, params))
+    migration = Migration(RunInputs(resource.metadata.name, resource.spec, params, admin_params=admin))
     # A plan reports a locked table at once (after lockTimeout) rather than retrying like a migration.
     reasons = frozenset({Reason.MIGRATION_LOCKED, Reason.DATABASE_UNAVAILABLE, Reason.LOCK_TIMEOUT})
     status = asyncio.run(run(migration, give_up_on=reasons))
@@ -223,7 +241,7 @@ def _check(args: argparse.Namespace) -> int:
     loaded = _load(args, console)
     if loaded is None:
         return EXIT_USAGE
-    resource, params = loaded
+    resource, params, _ = loaded  # a check reads; it needs no admin
     migration = Migration(RunInputs(resource.metadata.name, resource.spec, params))
     try:
         found = asyncio.run(check_once(migration))
@@ -261,7 +279,7 @@ def _drive(
     loaded = _load(args, console)
     if loaded is None:
         return EXIT_USAGE
-    resource, params = loaded
+    resource, params, admin = loaded
     with RichReporter(console) as reporter:
         inputs = RunInputs(
             resource.metadata.name,
@@ -271,6 +289,7 @@ def _drive(
             scratch=scratch or Path(tempfile.gettempdir()),
             reporter=reporter,
             generation=resource.metadata.generation,
+            admin_params=admin,
         )
         migration = Migration(inputs, decisions, status or VectorMigrationStatus())
         give_up_on = frozenset({Reason.MIGRATION_LOCKED, Reason.DATABASE_UNAVAILABLE})

@@ -39,6 +39,9 @@ class ServerFacts:
     superuser: bool
     can_create_database: bool
     database_bytes: int = 0
+    # The login's own powers, when it is an admin acting as the application's role (SET ROLE):
+    # what CREATE/DROP EXTENSION is run with (engine.context.as_admin).
+    login_superuser: bool = False
 
 
 @dataclass(frozen=True)
@@ -279,9 +282,10 @@ async def read_server(conn: asyncpg.Connection) -> ServerFacts:
                pg_catalog.current_database() AS database,
                d.oid::bigint AS database_oid,
                r.rolname AS username, r.rolsuper AS superuser, r.rolcreatedb AS createdb,
+               l.rolsuper OR l.rolcreatedb AS login_createdb, l.rolsuper AS login_superuser,
                pg_catalog.pg_database_size(d.oid) AS database_bytes
-          FROM pg_catalog.pg_roles r, pg_catalog.pg_database d
-         WHERE r.rolname = current_user AND d.datname = pg_catalog.current_database()
+          FROM pg_catalog.pg_roles r, pg_catalog.pg_roles l, pg_catalog.pg_database d
+         WHERE r.rolname = current_user AND l.rolname = SESSION_USER AND d.datname = pg_catalog.current_database()
         """
     )
     return ServerFacts(
@@ -291,8 +295,10 @@ async def read_server(conn: asyncpg.Connection) -> ServerFacts:
         database_oid=row["database_oid"],
         user=row["username"],
         superuser=row["superuser"],
-        can_create_database=row["superuser"] or row["createdb"],
+        # The login creates the scratch database when it is an admin acting as the role (as_admin).
+        can_create_database=row["superuser"] or row["createdb"] or row["login_createdb"],
         database_bytes=row["database_bytes"],
+        login_superuser=row["login_superuser"],
     )
 
 
@@ -359,7 +365,8 @@ async def read_casts(conn: asyncpg.Connection, type_oids: list[int]) -> frozense
 async def untrusted_code(conn: asyncpg.Connection, relation_oid: int) -> list[str]:
     """Functions an index's predicate or expressions call that would run with this session's privileges.
 
-    Counted: those neither a superuser nor this role owns, called directly or through an operator.
+    Counted: those neither a superuser nor this role owns, called directly or through an operator;
+    under an admin login acting as the application's role, this role's too (RESET ROLE escapes).
     pg_depend records every function and operator an index's expressions and predicate use.
     SECURITY DEFINER functions run as their owner whoever calls them, so they are not counted.
     """
@@ -378,7 +385,7 @@ async def untrusted_code(conn: asyncpg.Connection, relation_oid: int) -> list[st
         SELECT DISTINCT p.oid::pg_catalog.regprocedure::pg_catalog.text AS function, r.rolname AS owner
           FROM used JOIN pg_catalog.pg_proc p ON p.oid = used.function
           JOIN pg_catalog.pg_roles r ON r.oid = p.proowner
-         WHERE NOT r.rolsuper AND NOT p.prosecdef AND r.rolname <> CURRENT_USER
+         WHERE NOT r.rolsuper AND NOT p.prosecdef AND (r.rolname <> CURRENT_USER OR CURRENT_USER <> SESSION_USER)
          ORDER BY 1
         """,
         relation_oid,

@@ -502,7 +502,9 @@ async def _check_privileges(conn: asyncpg.Connection, inv: SourceInventory) -> N
     )
     problems += [f"must own {row['name']}" for row in not_owned]
     owns_extension = await conn.fetchval(
-        "SELECT pg_catalog.pg_has_role(extowner, 'USAGE') FROM pg_catalog.pg_extension WHERE oid = $1",
+        # The admin login, when the session acts as the application's role, drops it (as_admin).
+        "SELECT pg_catalog.pg_has_role(extowner, 'USAGE') OR pg_catalog.pg_has_role(SESSION_USER, extowner, 'USAGE')"
+        " FROM pg_catalog.pg_extension WHERE oid = $1",
         inv.source.oid,
     )
     if not owns_extension:

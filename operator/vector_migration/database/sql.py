@@ -293,8 +293,12 @@ async def set_timeouts(
 
 
 async def is_current_role(conn: asyncpg.Connection, role: str) -> bool:
-    """Whether the session already runs as ``role`` (its code then gains nothing by running as us)."""
-    return bool(role == await conn.fetchval("SELECT pg_catalog.current_user()"))
+    """Whether the session is ``role`` through and through, so its code gains nothing by running as us.
+
+    Both the current and the session user: a session that logged in as an admin and SET ROLE to
+    the application (spec.database.adminSecretRef) is escaped by a RESET ROLE in that role's code.
+    """
+    return bool(await conn.fetchval("SELECT pg_catalog.current_user() = $1 AND pg_catalog.session_user() = $1", role))
 
 
 async def create_owner_function(

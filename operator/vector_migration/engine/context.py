@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -128,6 +128,9 @@ class RunInputs:
     scratch: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
     reporter: Reporter = field(default_factory=SilentReporter)
     generation: int | None = None  # the resource's metadata.generation, stamped on conditions
+    # The admin login (spec.database.adminSecretRef): the session logs in with it and acts as
+    # params.user, taking the admin's own privileges back only for what needs them (as_admin).
+    admin_params: ConnectionParams | None = None
     # How the control session's server is watched while a phase waits on it (database.liveness).
     heartbeat: HeartbeatSettings | None = field(default_factory=HeartbeatSettings)
 
@@ -157,6 +160,7 @@ class Migration:
     facts: RunFacts = field(default_factory=RunFacts)
     conn: asyncpg.Connection | None = None
     heartbeat: Heartbeat | None = None
+    acting_role: str | None = None  # the application's role the admin session acts as
     sessions_opened: int = 0  # a database once reached and then lost is an outage, not a wrong URL
 
     @property
@@ -223,10 +227,17 @@ def call_timeout(statement_timeout: str) -> float | None:
 
 async def open_session(m: Migration) -> Outcome | None:
     """Connect and take the per-database migration lock; an Outcome when that is not possible."""
+    admin = m.inputs.admin_params
     try:
-        m.conn = await connect(m.params, command_timeout=call_timeout(m.spec.statement_timeout))
+        m.conn = await connect(admin or m.params, command_timeout=call_timeout(m.spec.statement_timeout))
     except DatabaseUnavailable as error:
         return Wait(Reason.DATABASE_UNAVAILABLE, str(error), delay=5.0)
+    if admin is not None:
+        acting = await _act_as_application(m.conn, m.params.user)
+        if isinstance(acting, Fail):
+            await close_session(m)
+            return acting
+        m.acting_role = acting
     got = await m.conn.fetchval("SELECT pg_catalog.pg_try_advisory_lock($1)", ADVISORY_LOCK_KEY)
     if not got:
         holder = await m.conn.fetchval(
@@ -249,6 +260,35 @@ async def open_session(m: Migration) -> Outcome | None:
     if m.inputs.heartbeat is not None:
         m.heartbeat = await Heartbeat.start(m.params, m.conn, m.inputs.heartbeat)
     return None
+
+
+async def _act_as_application(conn: asyncpg.Connection, role: str | None) -> str | Fail:
+    """SET ROLE to the application's role for the session; the role, or why the admin cannot."""
+    if not role:
+        return Fail(Reason.INVALID_SPEC, "the application's user must be named when an admin login is given")
+    try:
+        await conn.execute("SELECT pg_catalog.set_config('role', $1, false)", role)
+    except asyncpg.PostgresError as error:
+        return Fail(Reason.INSUFFICIENT_PRIVILEGE, f"the admin login cannot act as the application's role: {error}")
+    return role
+
+
+@contextlib.asynccontextmanager
+async def as_admin(m: Migration) -> AsyncIterator[None]:
+    """The admin login's own privileges for the block, then the application's role again.
+
+    Only for statements that run no other role's code (CREATE/DROP EXTENSION, CREATE/DROP
+    DATABASE). Inside a transaction that fails, the role is put back by its rollback.
+    """
+    if m.acting_role is None:
+        yield
+        return
+    await m.session.execute("RESET ROLE")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(asyncpg.InFailedSQLTransactionError):
+            await m.session.execute("SELECT pg_catalog.set_config('role', $1, false)", m.acting_role)
 
 
 async def close_session(m: Migration) -> None:

@@ -20,8 +20,9 @@ from ..database.surface import TargetSurface
 from ..vocabulary import (
     Phase,
     Reason,
+    StatementKind,
 )
-from .context import Migration, PhaseFunction
+from .context import Migration, PhaseFunction, as_admin
 from .outcomes import Advance, Fail, Outcome, Wait
 from .plan import Statement, StrategyPlan
 
@@ -166,8 +167,18 @@ async def roll_back(transaction: Any) -> None:
 
 
 async def execute(m: Migration, statement: Statement) -> None:
-    """Run one planned statement on the control session: as the role it names, else as the migration."""
+    """Run one planned statement on the control session: as the role it names, else as the migration.
+
+    An extension statement takes the admin login's privileges when there is one (as_admin).
+    """
     if statement.run_as:
         await run_as_role(m.session, statement.run_as, statement.sql)
+    elif statement.step in _ADMIN_STEPS:
+        async with as_admin(m):
+            await m.session.execute(statement.sql)
     else:
         await m.session.execute(statement.sql)
+
+
+# Statements that run no other role's code and may need more than the application's role has.
+_ADMIN_STEPS = frozenset({StatementKind.CREATE_TARGET_EXTENSION, StatementKind.DROP_SOURCE_EXTENSION})

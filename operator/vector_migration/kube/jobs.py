@@ -25,6 +25,8 @@ class JobBackup:
     secret_name: str
     defaults: JobDefaults = field(default_factory=JobDefaults)
     ca: tuple[str, str] | None = None  # (Secret, key) of the database server's CA, mounted for libpq
+    # spec.database.adminSecretRef: the restore re-creates extensions, which the application may not
+    admin_secret_name: str | None = None
 
     async def backup(self, params: ConnectionParams, request: BackupRequest) -> BackupResult:
         """Start the Job, or read how it ended."""
@@ -53,7 +55,7 @@ class JobBackup:
             self.resource,
             defaults=self.defaults,
             ca=self.ca,
-            secret_name=self.secret_name,
+            secret_name=self.admin_secret_name or self.secret_name,
             connection=self._connection(params),
             archive_name=PurePosixPath(request.location).name,
             sha256=request.sha256,

@@ -21,7 +21,7 @@ import asyncpg
 from pydantic import ValidationError
 
 from ..api import JobDefaults, VectorMigration, VectorMigrationStatus, describe_validation_error
-from ..database.sql import ConnectionError_, DatabaseUnavailable, params_from_secret
+from ..database.sql import ConnectionError_, ConnectionParams, DatabaseUnavailable, params_from_secret
 from ..engine.context import Decisions, Migration, RunInputs, close_session, open_session
 from ..engine.outcomes import Advance, Fail, Hold, Outcome, Wait
 from ..engine.runner import drive, request_rollback, retry_delay
@@ -287,12 +287,30 @@ async def _prepare(
         params = params_from_secret(credentials, resource.spec.database.ssl_mode, ca_pem)
     except ConnectionError_ as error:
         return Fail(Reason.SECRET_UNAVAILABLE, f"secret {namespace}/{secret_ref.name}: {error}")
+    admin_ref = resource.spec.database.admin_secret_ref
+    admin: ConnectionParams | None = None
+    if admin_ref is not None:
+        admin_credentials = await _secret(state.client, namespace, admin_ref.name)
+        if isinstance(admin_credentials, Fail):
+            return admin_credentials
+        # Only the login: CloudNativePG's <cluster>-superuser Secret names no database ("*"), and
+        # the server, database and TLS are the application's.
+        user = admin_credentials.get("username") or admin_credentials.get("user")
+        if not user or "password" not in admin_credentials:
+            return Fail(
+                Reason.SECRET_UNAVAILABLE,
+                f"secret {namespace}/{admin_ref.name} needs 'username' and 'password' (spec.database.adminSecretRef)",
+            )
+        admin = dataclasses.replace(params, user=user, password=admin_credentials["password"])
     inputs = RunInputs(
         f"{namespace}/{name}",
         resource.spec,
         params,
-        backup=JobBackup(state.client, resource, secret_ref.name, state.job_defaults, ca),
+        backup=JobBackup(
+            state.client, resource, secret_ref.name, state.job_defaults, ca, admin_ref.name if admin_ref else None
+        ),
         generation=generation,
+        admin_params=admin,
     )
     if state.scratch is not None:
         inputs = dataclasses.replace(inputs, scratch=state.scratch)

@@ -126,13 +126,14 @@ async def _read_source(m: Migration) -> SourceInventory | Fail:
     m.reporter.progress("inventory", note="reading the catalog")
     inventory = await read_inventory(conn, m.spec, server, source)
     m.reporter.task_done("inventory")
-    if needs_superuser and not trusted and not server.superuser:
+    if needs_superuser and not trusted and not (server.superuser or server.login_superuser):
         # Reported together with every other problem, so one run lists all a person must fix.
         inventory.blockers.insert(
             0,
             Blocker(
                 Reason.INSUFFICIENT_PRIVILEGE,
-                f"creating extension {target} needs a superuser (it is not trusted); role {server.user} is not one",
+                f"creating extension {target} needs a superuser (it is not trusted); role {server.user} is not one "
+                "(an admin login for the extension alone: spec.database.adminSecretRef, --admin-database-url)",
             ),
         )
     for message in inventory.warnings:

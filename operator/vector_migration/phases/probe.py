@@ -24,7 +24,7 @@ from ..database.sql import (
     quote_ident,
 )
 from ..database.surface import MappingError, TargetSurface, discover, map_type, source_library
-from ..engine.context import Migration
+from ..engine.context import Migration, as_admin
 from ..engine.plan import column_key
 from ..vocabulary import (
     Reason,
@@ -66,9 +66,11 @@ async def probe_surface(
     transaction = conn.transaction()
     await transaction.start()
     try:
-        if target_schema != source.schema:
-            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(target_schema)}")
-        await conn.execute(create)
+        # As the admin login, if any: the rollback below takes the role back with everything else.
+        async with as_admin(m):
+            if target_schema != source.schema:
+                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(target_schema)}")
+            await conn.execute(create)
         surface = await discover(conn, target, library, collides=False)
         await _choose_checksum_mode(m, conn, surface, samples)
         return surface
@@ -85,10 +87,11 @@ async def probe_surface(
             "CREATEDB to inspect it in a scratch database (grant CREATEDB to the migration role)",
         )
     scratch = _scratch_database_name(inventory.server.database)
-    await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(scratch)}")
-    await conn.execute(f"CREATE DATABASE {quote_ident(scratch)} TEMPLATE template0")
+    async with as_admin(m):
+        await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(scratch)}")
+        await conn.execute(f"CREATE DATABASE {quote_ident(scratch)} TEMPLATE template0")
     try:
-        probe = await connect(m.params.with_database(scratch))
+        probe = await connect((m.inputs.admin_params or m.params).with_database(scratch))
         try:
             await probe.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(target_schema)}")
             await probe.execute(create)
@@ -102,7 +105,8 @@ async def probe_surface(
         finally:
             await probe.close()
     finally:
-        await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(scratch)}")
+        async with as_admin(m):
+            await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(scratch)}")
 
 
 def _scratch_database_name(database: str) -> str:

@@ -20,7 +20,7 @@ from ..database.sql import (
     quote_ident,
 )
 from ..engine import records
-from ..engine.context import Migration
+from ..engine.context import Migration, as_admin
 from ..engine.outcomes import Advance, Fail, Hold, Outcome, Wait
 from ..engine.records import SwapRecord
 from ..status import set_condition, warn
@@ -69,7 +69,8 @@ async def restore_backup(m: Migration, swapped: SwapRecord, plan_hash: str, back
         keep_schema=JOURNAL_SCHEMA,
     )
     try:
-        await m.backup.restore(m.params, request)
+        # An archive re-creates extensions, which the application's role may not: the admin login restores.
+        await m.backup.restore(m.inputs.admin_params or m.params, request)
     except BackupPending as pending:
         return Wait(Reason.IN_PROGRESS, str(pending), delay=5.0)
     except BackupError as error:
@@ -117,7 +118,7 @@ async def drop_unused_extension(m: Migration, name: str) -> str:
     if await read_extension(conn, name) is None:
         return ""
     try:
-        async with conn.transaction():
+        async with conn.transaction(), as_admin(m):
             await conn.execute(f"DROP EXTENSION {quote_ident(name)} RESTRICT")
     except asyncpg.DependentObjectsStillExistError as error:
         detail = (error.detail or "").splitlines()
