@@ -9,6 +9,8 @@ from typing import Any
 
 import asyncpg
 
+from tests.reliability.report import rows_lost
+from tests.scenarios import snapshot
 from vector_migration.database.sql import ConnectionParams
 from vector_migration.engine.context import Migration, open_session
 from vector_migration.engine.runner import step
@@ -92,3 +94,14 @@ async def migration_backend(conn: asyncpg.Connection, query_like: str, *, active
         active,
     )
     return pid
+
+
+async def rows_lost_and_invalid_indexes(database: ConnectionParams, rows_before: Any) -> tuple[int, int]:
+    """After a run, in a session of its own: rows lost against ``rows_before``, and INVALID indexes left."""
+    inspector = await plain(database)
+    try:
+        lost = rows_lost(rows_before, (await snapshot(inspector)).rows)
+        invalid = await inspector.fetchval("SELECT count(*) FROM pg_index WHERE NOT indisvalid")
+    finally:
+        await inspector.close()
+    return lost, int(invalid)

@@ -19,8 +19,8 @@ from tests.reliability.harness import (
     migration_backend,
     no_sleep,
     old_snapshot_held,
-    plain,
     row_locked,
+    rows_lost_and_invalid_indexes,
     stop,
     until,
 )
@@ -39,12 +39,7 @@ async def finish_and_count_losses(
     database: ConnectionParams, resource: Any, backup_dir: Path, before: Any, **kwargs: Any
 ) -> tuple[Any, int]:
     status = await run(migration(database, resource, backup_dir, **kwargs), sleep=no_sleep)
-    inspector = await plain(database)
-    try:
-        lost = rows_lost(before.rows, (await snapshot(inspector)).rows)
-        invalid = await inspector.fetchval("SELECT count(*) FROM pg_index WHERE NOT indisvalid")
-    finally:
-        await inspector.close()
+    lost, invalid = await rows_lost_and_invalid_indexes(database, before.rows)
     assert status.phase is Phase.SUCCEEDED, status.message
     assert invalid == 0
     assert lost == 0
@@ -229,12 +224,7 @@ async def test_the_database_restarted_during_a_migration(
         await asyncio.to_thread(postgres.restart)
     status = await running
 
-    inspector = await plain(database)
-    try:
-        lost = rows_lost(before.rows, (await snapshot(inspector)).rows)
-        invalid = await inspector.fetchval("SELECT count(*) FROM pg_index WHERE NOT indisvalid")
-    finally:
-        await inspector.close()
+    lost, invalid = await rows_lost_and_invalid_indexes(database, before.rows)
     assert status.phase is Phase.SUCCEEDED, status.message
     assert condition(status, "Verified").status == "True"
     assert invalid == 0 and lost == 0

@@ -21,7 +21,14 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.reliability.harness import advance_to, open_application_transaction, plain, row_locked, until
+from tests.reliability.harness import (
+    advance_to,
+    open_application_transaction,
+    plain,
+    row_locked,
+    rows_lost_and_invalid_indexes,
+    until,
+)
 from tests.reliability.report import declare, observe, rows_lost
 from tests.scenarios import condition, create_rich_database, manifest, migration, snapshot
 from vector_migration.database.liveness import HeartbeatSettings
@@ -136,12 +143,7 @@ async def test_the_database_crashes_at_each_phase_and_the_run_finishes_from_the_
     status = await asyncio.wait_for(migrating, timeout=DEADLINE)
     took = time.monotonic() - started
 
-    inspector = await plain(database)
-    try:
-        lost = rows_lost(before.rows, (await snapshot(inspector)).rows)
-        invalid = await inspector.fetchval("SELECT count(*) FROM pg_index WHERE NOT indisvalid")
-    finally:
-        await inspector.close()
+    lost, invalid = await rows_lost_and_invalid_indexes(database, before.rows)
     assert status.phase is Phase.SUCCEEDED, status.message
     assert invalid == 0 and lost == 0
     observe(f"database-crashed-during-{name}", f"reconnected; {status.phase.value} in {took:.0f}s", lost)
