@@ -202,16 +202,80 @@ async def test_views_over_a_moving_table_read_the_migrated_table_after_the_final
     assert await as_app(conn, f"SELECT title FROM recent_titles WHERE id = {new}") == "fresh"
 
 
-async def test_a_materialized_view_or_a_view_naming_pgvector_over_a_moving_table_is_refused_by_name(
+MATERIALIZED = """
+CREATE MATERIALIZED VIEW doc_vectors AS SELECT id, category, title, embedding FROM docs WHERE category IS NOT NULL;
+CREATE UNIQUE INDEX doc_vectors_id ON doc_vectors (id);
+CREATE INDEX doc_vectors_hnsw ON doc_vectors USING hnsw (embedding vector_l2_ops) WITH (m = 8);
+COMMENT ON MATERIALIZED VIEW doc_vectors IS 'documents with a category, for search';
+GRANT SELECT ON doc_vectors TO vmig_app;
+"""
+# The journal's verified status says when the old tables may go (what a re-run reads)
+KEEP_OLD_FOR_PASSED = """
+    UPDATE vector_migration.journal
+       SET detail = jsonb_set(detail, '{status,parallel,dropOldAfter}', '"2000-01-01T00:00:00Z"')
+     WHERE event = 'verified'
+"""
+MATERIALIZED_FACTS = """
+    SELECT c.relispopulated, pg_get_userbyid(c.relowner), obj_description(c.oid, 'pg_class'),
+           has_table_privilege('vmig_app', c.oid, 'SELECT'),
+           (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = c.oid AND attname = 'embedding'),
+           (SELECT array_agg(indexdef ORDER BY indexname) FROM pg_indexes WHERE tablename = 'doc_vectors'),
+           EXISTS (SELECT 1 FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
+                    WHERE r.ev_class = c.oid AND d.refobjid = 'docs'::regclass)
+      FROM pg_class c WHERE c.relname = 'doc_vectors'
+"""
+
+
+async def test_a_materialized_view_stays_with_the_old_table_until_it_goes_then_moves_with_its_indexes(
+    database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    await create_shop(conn)
+    await conn.execute(MATERIALIZED)
+    rows = await conn.fetchval("SELECT count(*) FROM doc_vectors")
+    resource = manifest(**{**PARALLEL, "parallel": {"keepOldFor": "1h"}})
+
+    status = await run(migration(database, resource, backup_dir))
+
+    # Finalized: the view still reads the old table, kept in sync, with pgvector's types and index
+    assert status.phase is Phase.SUCCEEDED, status.message
+    kept = await conn.fetchrow(MATERIALIZED_FACTS)
+    assert kept[4] == "vector(8)" and kept[6] is False  # not docs (the migrated table) yet
+    new = await conn.fetchval("INSERT INTO docs (category, title, embedding) VALUES (2, 'fresh', $1) RETURNING id",
+                              "[1,1,1,1,1,1,1,1]")  # fmt: skip
+    await conn.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY doc_vectors")  # what the application does
+    assert await as_app(conn, f"SELECT title FROM doc_vectors WHERE id = {new}") == "fresh"
+
+    # keepOldFor has passed, and the migration is run again (the operator does it on its own): the old
+    # tables go, and the view moves over the migrated table first
+    await conn.execute(KEEP_OLD_FOR_PASSED)
+    done = await run(migration(database, resource, backup_dir))
+
+    assert done.phase is Phase.SUCCEEDED, done.message
+    assert done.parallel is not None and done.parallel.old_tables_dropped
+    populated, owner, comment, granted, embedding, indexes, reads_docs = await conn.fetchrow(MATERIALIZED_FACTS)
+    assert (populated, owner, comment, granted) == (True, "postgres", "documents with a category, for search", True)
+    assert embedding == "ruvector(8)" and reads_docs
+    assert indexes == [
+        "CREATE INDEX doc_vectors_hnsw ON public.doc_vectors USING ruhnsw (embedding) WITH (m='8')",  # the stand-in's
+        "CREATE UNIQUE INDEX doc_vectors_id ON public.doc_vectors USING btree (id)",
+    ]
+    assert await conn.fetchval("SELECT count(*) FROM doc_vectors") == rows + 1
+    assert await as_app(conn, f"SELECT title FROM doc_vectors WHERE id = {new}") == "fresh"
+    assert "vector" not in await installed_extensions(conn)
+    assert await conn.fetchval("SELECT count(*) FROM pg_class WHERE relname LIKE '%vmig%'") == 0
+
+
+async def test_views_parallel_cannot_move_are_refused_by_name_in_one_run(
     database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
 ) -> None:
     await create_shop(conn)
     await conn.execute("CREATE MATERIALIZED VIEW doc_titles AS SELECT id, title FROM docs")
+    await conn.execute("CREATE VIEW doc_title_lengths AS SELECT id, length(title) FROM doc_titles")
     await conn.execute("CREATE VIEW doc_sizes AS SELECT id, vector_dims(embedding) AS dims FROM docs")
     status = await run(migration(database, manifest(**PARALLEL), backup_dir))
     assert status.phase is Phase.FAILED
     assert condition(status, "Stalled").reason == Reason.BLOCKING_DEPENDENT
-    assert "materialized view public.doc_titles" in status.message
+    assert "view public.doc_title_lengths reads materialized view public.doc_titles" in status.message
     assert "view public.doc_sizes names vector_dims" in status.message
     assert await conn.fetchval("SELECT count(*) FROM pg_class WHERE relname LIKE '%vmig%'") == 0
 

@@ -197,6 +197,9 @@ class ShadowRecord(SwapRecord):
     view_drops: list[list[str]] = Field(default_factory=list, alias="viewDrops")
     view_creates: list[list[str]] = Field(default_factory=list, alias="viewCreates")
     functions_validated: list[list[str]] = Field(default_factory=list, alias="functionsValidated")
+    # [[step, sql, role or ""]]: the materialized views over the tables, made again over the migrated
+    # tables before the old ones go (absent before 0.3: Parallel refused them)
+    materialized_moves: list[list[str]] = Field(default_factory=list, alias="materializedMoves")
 
 
 class BackfillCursor(BaseModel):

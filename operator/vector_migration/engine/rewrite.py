@@ -166,6 +166,24 @@ def rewrite_index(
     return str(RawStream()(statement))
 
 
+def index_name(definition: str) -> str:
+    """The name a CREATE INDEX (pg_get_indexdef's) gives its index."""
+    return str(_parsed(definition, ast.IndexStmt, "a CREATE INDEX").idxname)
+
+
+def retarget_index(definition: str, relation: str, name: str) -> str:
+    """The same CREATE INDEX on another relation of the same schema, under another name.
+
+    Parallel builds a materialized view's indexes on its replacement before the names change hands.
+    """
+    statement = _parsed(definition, ast.IndexStmt, "a CREATE INDEX")
+    if statement.relation is None:
+        raise RewriteError("its definition names no relation")
+    statement.idxname = name
+    statement.relation.relname = relation
+    return str(RawStream()(statement))
+
+
 def rewrite_check(definition: str, names: NameMap, target: str) -> str:
     """A CHECK constraint's definition (pg_get_constraintdef's) with its types and functions the target's."""
     try:

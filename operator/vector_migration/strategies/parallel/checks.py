@@ -28,7 +28,8 @@ async def check_tables(conn: asyncpg.Connection, inventory: SourceInventory, sur
                 "names collide (access methods are unique per database); use InPlace",
             )
         )
-    moving = set(inventory.tables())
+    # A materialized view over a moving table moves too, with its indexes (dependents.move_materialized_view).
+    moving = set(inventory.tables()) | {(v.schema, v.name) for v in inventory.views if v.materialized}
     blockers += [
         Blocker(
             Reason.UNMAPPED_INDEX,

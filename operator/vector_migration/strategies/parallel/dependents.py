@@ -1,18 +1,23 @@
-"""What else moves with a Parallel table: the keys, views and triggers that name it.
+"""What else moves with a Parallel table: the keys, views, materialized views and triggers that name it.
 
 A foreign key, a view and a trigger reference a table, not a name: after the finalize's renames
 they would stay with the old table. Each is made again for the table that then has the name (and
-given back by a rollback after the finalize).
+given back by a rollback after the finalize). A materialized view stays with the old table, which
+is kept in sync, until the old tables go; then it is made again over the migrated one.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 from ...database.catalog import SavedView
 from ...database.sql import qualify, quote_ident
-from ...engine.plan import PlanningError, Statement
+from ...engine.conversion import recreate_view
+from ...engine.plan import PlanningError, Rewritten, Statement
 from ...engine.records import ShadowTable
 from ...vocabulary import Reason, StatementKind
 from .facts import TableFacts
+from .names import REPLACEMENT_SUFFIX, derived_name
 
 
 def views_over(tables: list[TableFacts], source_names: frozenset[str]) -> list[SavedView]:
@@ -23,13 +28,16 @@ def views_over(tables: list[TableFacts], source_names: frozenset[str]) -> list[S
             if view.oid not in by_oid or by_oid[view.oid].depth < view.depth:
                 by_oid[view.oid] = view
     views = sorted(by_oid.values(), key=lambda v: (v.depth, v.schema, v.name))
-    refusals = []
+    refusals = [
+        f"view {reader} reads materialized view {materialized}, which moves after the finalize"
+        for facts in tables
+        for reader, materialized in facts.materialized_readers
+    ]
     for view in views:
         name = f"{view.schema}.{view.name}"
-        if view.materialized:
-            refusals.append(
-                f"materialized view {name} reads a moving table (refreshing it would hold the finalize's lock)"
-            )
+        if view.materialized and view.depth > 0:
+            # It reads a view the finalize drops and creates again, which its dependency forbids.
+            refusals.append(f"materialized view {name} reads a view over a moving table")
             continue
         if not source_names:
             continue
@@ -49,6 +57,39 @@ def views_over(tables: list[TableFacts], source_names: frozenset[str]) -> list[S
             "; ".join(refusals) + ": strategy Parallel does not carry these across yet (InPlace and Rebuild do)",
         )
     return views
+
+
+def move_materialized_view(view: SavedView, rewritten: Rewritten) -> list[Statement]:
+    """After keepOldFor, before the old table goes: a materialized view made again over the migrated table.
+
+    Until then it reads the old table, which the reverse sync keeps equal, so its queries and a
+    REFRESH go on working and the finalize holds no lock to fill it. Its replacement is filled and
+    indexed (the vector indexes rewritten for the target, as InPlace's are) under a derived name
+    while the old one still serves; only the drop and the renames make its readers wait.
+    """
+    # Imported here: the parser costs the operator ~4 MB of memory (bench/), needed only for these.
+    from ...engine.rewrite import index_name, retarget_index
+
+    schema, replacement = view.schema, derived_name(view.name, REPLACEMENT_SUFFIX)
+    statements = recreate_view(dataclasses.replace(view, name=replacement, index_definitions=()))
+    mine = [(name, d) for s, t, name, d in rewritten.indexes if (s, t) == (schema, view.name)]
+    dropped = {name for s, t, name, _ in rewritten.dropped if (s, t) == (schema, view.name)}
+    renames = []
+    for definition in view.index_definitions:
+        name = index_name(definition)
+        if name in dropped:  # indexes.unmappable: Drop; the plan's warnings name it
+            continue
+        built = derived_name(name, REPLACEMENT_SUFFIX)
+        target = dict(mine).get(name, definition)
+        # An index's expressions and predicate are the owner's code: built as the owner
+        statements.append(Statement(StatementKind.RECREATE_DEPENDENT, retarget_index(target, replacement, built),
+                                    run_as=view.owner))  # fmt: skip
+        renames.append(f"ALTER INDEX {qualify(schema, built)} RENAME TO {quote_ident(name)}")
+    statements.append(
+        Statement(StatementKind.DROP_DEPENDENT, f"DROP MATERIALIZED VIEW {qualify(schema, view.name)} RESTRICT")
+    )
+    renames.insert(0, f"ALTER MATERIALIZED VIEW {qualify(schema, replacement)} RENAME TO {quote_ident(view.name)}")
+    return statements + [Statement(StatementKind.RECREATE_DEPENDENT, sql) for sql in renames]
 
 
 # ALTER TABLE … <state> TRIGGER, by pg_trigger.tgenabled: origin, disabled, replica, always

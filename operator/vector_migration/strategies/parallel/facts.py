@@ -49,6 +49,8 @@ class TableFacts:
     # (name, pg_get_triggerdef, tgenabled) of the table's own triggers (not the engine's sync triggers)
     triggers: tuple[tuple[str, str, str], ...] = ()
     views: tuple[SavedView, ...] = ()  # views over the table, and views over those, in creation order
+    # (view, materialized view), qualified: views reading a materialized view over the table
+    materialized_readers: tuple[tuple[str, str], ...] = ()
     # (name, PERMISSIVE|RESTRICTIVE, command, roles, USING expression, WITH CHECK expression)
     policies: tuple[tuple[str, str, str, tuple[str, ...], str | None, str | None], ...] = ()
 
@@ -134,16 +136,13 @@ async def read_table_facts(conn: asyncpg.Connection, schema: str, table: str, ve
         relation,
         [SYNC_TRIGGER, SYNC_TRUNCATE_TRIGGER],
     )
-    views = await conn.fetch(
-        """
-        SELECT DISTINCT r.ev_class::bigint AS oid
-          FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
-         WHERE d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
-           AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
-           AND d.refobjid = $1::pg_catalog.regclass AND r.ev_class <> d.refobjid
-        """,
-        relation,
-    )
+    views = await _views_reading(conn, relation)
+    tree = await read_view_tree(conn, [r["oid"] for r in views])
+    materialized_readers = []
+    for view in tree:
+        if view.materialized:
+            readers = await _views_reading(conn, qualify(view.schema, view.name))
+            materialized_readers += [(r["name"], f"{view.schema}.{view.name}") for r in readers]
     owner_and_grants = await conn.fetchrow(
         """
         SELECT pg_catalog.pg_get_userbyid(c.relowner) AS owner,
@@ -196,8 +195,26 @@ async def read_table_facts(conn: asyncpg.Connection, schema: str, table: str, ve
             if r["polname"] is not None
         ),
         triggers=tuple((r["tgname"], r["definition"], r["enabled"]) for r in triggers),
-        views=tuple(await read_view_tree(conn, [r["oid"] for r in views])),
+        views=tuple(tree),
+        materialized_readers=tuple(materialized_readers),
         referencing=tuple(
             (r["nspname"], r["relname"], r["conname"], r["definition"].removesuffix(" NOT VALID")) for r in referencing
         ),
+    )
+
+
+async def _views_reading(conn: asyncpg.Connection, relation: str) -> list[asyncpg.Record]:
+    """The views (and materialized views) whose query reads ``relation`` directly: oid and schema.name."""
+    return list(
+        await conn.fetch(
+            """
+            SELECT DISTINCT r.ev_class::bigint AS oid, n.nspname || '.' || c.relname AS name
+              FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
+              JOIN pg_catalog.pg_class c ON c.oid = r.ev_class JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+             WHERE d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+               AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+               AND d.refobjid = $1::pg_catalog.regclass AND r.ev_class <> d.refobjid
+            """,
+            relation,
+        )
     )

@@ -18,7 +18,6 @@ from ...engine import records
 from ...engine.context import Migration
 from ...engine.outcomes import Advance, Outcome
 from ...engine.plan import Statement
-from ...engine.records import ShadowTable
 from ...engine.transactions import Progress, begin_bounded_transaction, execute, roll_back, transaction_failure
 from ...phases.restore import drop_unused_extension
 from ...phases.verify import fail_verification, hold_for_a_decision, record_success
@@ -79,7 +78,7 @@ async def run_finalize(m: Migration) -> Outcome:
     set_condition(m.status, ConditionType.EXTENSION_SWAPPED, True, Reason.COMPLETED, message, m.generation)
     set_condition(m.status, ConditionType.VERIFIED, True, Reason.PASSED, message, m.generation)
     if seconds_until_old_tables_go(m.status) == 0:
-        message += "; " + await drop_old_tables(m, tables)
+        message += "; " + await drop_old_tables(m)
     await record_success(m, message)
     return Advance(Phase.SUCCEEDED, message)
 
@@ -101,16 +100,24 @@ def seconds_until_old_tables_go(status: VectorMigrationStatus) -> float | None:
     return max(0.0, -seconds_since(parallel.drop_old_after))
 
 
-async def drop_old_tables(m: Migration, tables: list[ShadowTable] | None = None) -> str:
-    """After keepOldFor: the plan's last stage (reverse triggers, old tables RESTRICT), then the source extension."""
+async def drop_old_tables(m: Migration) -> str:
+    """After keepOldFor: the plan's last stage in one transaction, then the source extension.
+
+    Materialized views moved, reverse triggers and old tables (RESTRICT) dropped: a run cut off
+    here repeats it whole.
+    """
     conn = m.session
-    if tables is None:
-        recorded = await records.read(conn, m.name)
-        prepared = recorded.prepared
-        if prepared is None or records.OLD_DROPPED in recorded:
-            return "the old tables are already gone"
-        tables = prepared.shadows
+    recorded = await records.read(conn, m.name)
+    prepared = recorded.prepared
+    if prepared is None or records.OLD_DROPPED in recorded:
+        return "the old tables are already gone"
+    tables = prepared.shadows
+    moves = [
+        Statement(StatementKind(step), sql, run_as=role or None) for step, sql, role in prepared.materialized_moves
+    ]
     async with conn.transaction():
+        for statement in moves:
+            await execute(m, statement)
         for table in tables:
             for statement in drop_old_statements(table):
                 await execute(m, statement)

@@ -11,6 +11,8 @@ MAX_IDENTIFIER_BYTES = 63
 SHADOW_SUFFIX = "_vmig_shadow"
 OLD_SUFFIX = "_pgvector_old"
 INDEX_SUFFIX = "_vmig"  # a shadow's index (and its constraint) until the finalize gives it the original's name
+# A materialized view's replacement (and its indexes) until it takes the name, after keepOldFor
+REPLACEMENT_SUFFIX = "_vmig_new"
 SYNC_TRIGGER = "vector_migration_sync"
 SYNC_TRUNCATE_TRIGGER = "vector_migration_sync_truncate"
 # The comment that marks a table as this engine's (a re-run may meet it, a person should recognise it).

@@ -22,7 +22,7 @@ from ...engine.conversion import drop_views, recreate_view
 from ...engine.plan import ColumnConversion, MigrationPlan, PlanningError, Rewritten, Statement
 from ...engine.records import ShadowIndex, ShadowTable
 from ...vocabulary import Reason, StatementKind
-from .dependents import move_triggers, repoint_keys, validate_keys, views_over
+from .dependents import move_materialized_view, move_triggers, repoint_keys, validate_keys, views_over
 from .facts import TableFacts
 from .names import INDEX_SUFFIX, OLD_SUFFIX, OURS, SHADOW_SUFFIX, derived_name
 from .sync import drop_sync, install_sync
@@ -53,6 +53,9 @@ class ParallelPlan:
     # names, so that they read the migrated tables; empty when there are none (the hash is unchanged)
     view_drops: tuple[Statement, ...] = ()
     view_creates: tuple[Statement, ...] = ()
+    # Materialized views over the tables: made again over the migrated tables after keepOldFor,
+    # before the old tables go (dependents.move_materialized_view); empty when there are none
+    materialized_moves: tuple[Statement, ...] = ()
 
     @property
     def prepare(self) -> tuple[Statement, ...]:
@@ -71,7 +74,7 @@ class ParallelPlan:
     @property
     def cleanup(self) -> tuple[Statement, ...]:
         """What goes after parallel.keepOldFor, in order."""
-        return (*(s for t in self.tables for s in t.drop_old), self.drop_source)
+        return (*self.materialized_moves, *(s for t in self.tables for s in t.drop_old), self.drop_source)
 
     def _stages(self) -> dict[str, list[Statement]]:
         after_finalize = validate_keys([t.shadow for t in self.tables])
@@ -136,6 +139,8 @@ def build_parallel_plan(
     ]
     planned = [_table_plan(conversion, surface, facts, migration, warnings) for facts in tables]
     views = views_over(tables, source_names)
+    plain = [view for view in views if not view.materialized]
+    materialized = [view for view in views if view.materialized]
     return ParallelPlan(
         conversion=conversion,
         setup=tuple(setup),
@@ -144,8 +149,11 @@ def build_parallel_plan(
             StatementKind.DROP_SOURCE_EXTENSION, f"DROP EXTENSION {quote_ident(source_extension)} RESTRICT"
         ),
         warnings=tuple(warnings),
-        view_drops=tuple(drop_views(views)),
-        view_creates=tuple(statement for view in views for statement in recreate_view(view)),
+        view_drops=tuple(drop_views(plain)),
+        view_creates=tuple(statement for view in plain for statement in recreate_view(view)),
+        materialized_moves=tuple(
+            statement for view in materialized for statement in move_materialized_view(view, conversion.rewritten)
+        ),
     )
 
 

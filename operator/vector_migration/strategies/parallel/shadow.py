@@ -139,5 +139,6 @@ async def _record_shadows(m: Migration, plan: ParallelPlan, ready: Ready) -> Non
         view_drops=[[s.step.value, s.sql] for s in plan.view_drops],
         view_creates=[[s.step.value, s.sql] for s in plan.view_creates],
         functions_validated=[[s.step.value, s.sql] for s in functions.validate],
+        materialized_moves=[[s.step.value, s.sql, s.run_as or ""] for s in plan.materialized_moves],
     )
     await records.write(m.session, m.name, records.PREPARED, plan.plan_hash, record)
