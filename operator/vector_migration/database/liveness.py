@@ -118,14 +118,17 @@ async def while_server_answers(heartbeat: Heartbeat | None, work: Awaitable[T]) 
     Stopping the work cancels it: a pg_dump it started is killed (backup._run), and its statements
     end with the session the heartbeat already terminated.
     """
-    task = asyncio.ensure_future(work)
     if heartbeat is None:
-        return await task
+        return await work
+    task = asyncio.ensure_future(work)
     silent = asyncio.ensure_future(heartbeat.silent.wait())
     try:
         await asyncio.wait({task, silent}, return_when=asyncio.FIRST_COMPLETED)
     except BaseException:
-        task.cancel()  # the caller was cancelled: so is the work
+        # The caller was stopped: so is the work, and its clean-up (a pg_dump killed) is done
+        # before the caller hears it, as when the work ran in the caller's own task.
+        task.cancel()
+        await asyncio.wait({task})
         raise
     finally:
         silent.cancel()
