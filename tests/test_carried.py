@@ -271,3 +271,40 @@ async def test_an_hnsw_index_on_a_materialized_view_is_rewritten_with_it_and_giv
     assert rolled_back.phase is Phase.ROLLED_BACK, rolled_back.message
     assert await index_definitions(conn, "recent_items") == original
     assert await conn.fetch("SELECT id, embedding::text FROM recent_items ORDER BY id") == rows
+
+
+# What applications write into views: pgvector's functions and a vector literal, by name
+NAMING_PGVECTOR = """
+CREATE VIEW item_sizes AS
+    SELECT id, vector_dims(embedding) AS dims, vector_norm(embedding) AS norm,
+           embedding <-> '[1,0,0]'::vector AS distance FROM items;
+CREATE MATERIALIZED VIEW item_norms AS SELECT id, vector_norm(embedding) AS norm FROM items;
+"""
+READ_VIEWS = """
+    SELECT array_agg(ROW(s.id, s.dims, round(s.norm::numeric, 4), round(s.distance::numeric, 4),
+                         round(n.norm::numeric, 4))::text ORDER BY s.id)
+      FROM item_sizes s JOIN item_norms n USING (id)
+"""
+
+
+@pytest.mark.parametrize("target", SURFACES)
+@pytest.mark.parametrize("strategy", ["InPlace", "Rebuild"])
+async def test_views_naming_pgvector_are_made_again_with_the_targets_names_and_given_back_by_a_rollback(
+    target: str, strategy: str, database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    await conn.execute(ITEMS + NAMING_PGVECTOR)
+    before = await conn.fetchval(READ_VIEWS)
+    resource = manifest(target, strategy=strategy)
+
+    status = await run(migration(database, resource, tmp_path / "b", scratch=tmp_path / "s"))
+
+    assert status.phase is Phase.SUCCEEDED, status.message
+    assert await conn.fetchval(READ_VIEWS) == before
+    named = await conn.fetchval("SELECT pg_get_viewdef('item_sizes') || pg_get_viewdef('item_norms')")
+    assert "vector_dims(" not in named.replace("ruvector_dims(", "") or target == "ruvector_v2_standin"
+
+    rolled_back = await run(migration(database, resource, tmp_path / "b", scratch=tmp_path / "s", rollback=True))
+
+    assert rolled_back.phase is Phase.ROLLED_BACK, rolled_back.message
+    assert await conn.fetchval(READ_VIEWS) == before
+    assert "ruvector" not in await conn.fetchval("SELECT pg_get_viewdef('item_sizes')")

@@ -271,13 +271,47 @@ async def test_views_parallel_cannot_move_are_refused_by_name_in_one_run(
     await create_shop(conn)
     await conn.execute("CREATE MATERIALIZED VIEW doc_titles AS SELECT id, title FROM docs")
     await conn.execute("CREATE VIEW doc_title_lengths AS SELECT id, length(title) FROM doc_titles")
-    await conn.execute("CREATE VIEW doc_sizes AS SELECT id, vector_dims(embedding) AS dims FROM docs")
+    await conn.execute("CREATE VIEW recent AS SELECT id, title FROM docs WHERE id > 10")
+    await conn.execute("CREATE MATERIALIZED VIEW recent_titles AS SELECT id, title FROM recent")
     status = await run(migration(database, manifest(**PARALLEL), backup_dir))
     assert status.phase is Phase.FAILED
     assert condition(status, "Stalled").reason == Reason.BLOCKING_DEPENDENT
     assert "view public.doc_title_lengths reads materialized view public.doc_titles" in status.message
-    assert "view public.doc_sizes names vector_dims" in status.message
+    assert "materialized view public.recent_titles reads a view over a moving table" in status.message
     assert await conn.fetchval("SELECT count(*) FROM pg_class WHERE relname LIKE '%vmig%'") == 0
+
+
+# pgvector's function and type by name, as applications write them into views
+NAMING_PGVECTOR = """
+CREATE VIEW doc_sizes AS
+    SELECT id, vector_dims(embedding) AS dims, embedding <-> '[1,1,1,1,1,1,1,1]'::vector AS distance FROM docs;
+"""
+READ_SIZES = "SELECT array_agg(ROW(id, dims, round(distance::numeric, 4))::text ORDER BY id) FROM doc_sizes"
+
+
+async def test_a_view_naming_pgvector_is_made_again_with_the_targets_names_and_given_back_by_a_rollback(
+    database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    await create_shop(conn)
+    await conn.execute(NAMING_PGVECTOR)
+    before = await conn.fetchval(READ_SIZES)
+    resource = manifest(**{**PARALLEL, "parallel": {"keepOldFor": "1h"}})
+
+    status = await run(migration(database, resource, backup_dir))
+
+    assert status.phase is Phase.SUCCEEDED, status.message
+    definition = await conn.fetchval("SELECT pg_get_viewdef('doc_sizes')")
+    assert "ruvector_dims(embedding)" in definition and "::ruvector" in definition
+    assert await conn.fetchval(READ_SIZES) == before
+
+    m = migration(database, resource, backup_dir, rollback=True)
+    m.status = status.model_copy(deep=True)
+    rolled_back = await run(m)
+
+    assert rolled_back.phase is Phase.ROLLED_BACK, rolled_back.message
+    definition = await conn.fetchval("SELECT pg_get_viewdef('doc_sizes')")
+    assert "vector_dims(embedding)" in definition and "ruvector" not in definition
+    assert await conn.fetchval(READ_SIZES) == before
 
 
 async def test_quoted_mixed_case_names_move_through_a_shadow(

@@ -42,6 +42,8 @@ class CarriedPlan:
     indexes: list[tuple[CarriedIndex, str | None]] = field(default_factory=list)
     # (schema, name) of materialized views: their indexes go and come back with them
     views: frozenset[tuple[str, str]] = frozenset()
+    # (schema, name) -> the query of a view naming the source's types or functions, for the target
+    view_queries: dict[tuple[str, str], str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -85,6 +87,7 @@ class CarriedPlan:
             checks=tuple((c.schema, c.table, c.name, definition) for c, definition in self.checks),
             indexes=tuple((i.table_schema, i.table, i.name, d) for i, d in self.indexes if d is not None),
             dropped=tuple((i.table_schema, i.table, i.name, i.definition) for i, d in self.indexes if d is None),
+            views=tuple((schema, name, query) for (schema, name), query in self.view_queries.items()),
         )
 
 
@@ -95,13 +98,22 @@ def plan_carried(
     type_map: dict[str, tuple[str, str]],
     unmapped: list[MappingError],
 ) -> CarriedPlan:
-    """Rewrite every carried index and constraint; what cannot be is added to ``unmapped`` (or dropped)."""
+    """Rewrite every carried index, constraint and view query; what cannot be is added to ``unmapped`` (or dropped)."""
     carried = CarriedPlan()
-    if not inventory.carried_indexes and not inventory.constraints:
+    if not inventory.carried_indexes and not inventory.constraints and not inventory.views:
         return carried
-    from .rewrite import RewriteError, rewrite_check
+    from .rewrite import RewriteError, rewrite_check, rewrite_view, type_and_function_names
 
     names = name_map(inventory, surface, type_map)
+    source_names = names.source_types | names.source_functions
+    for view in inventory.views:
+        if not type_and_function_names(f"SELECT * FROM ({view.definition}) AS v") & source_names:
+            continue  # created again from its definition as it is
+        try:
+            carried.view_queries[(view.schema, view.name)] = rewrite_view(view.definition, names, surface.extension)
+        except RewriteError as error:
+            where = f"view {view.schema}.{view.name}"
+            unmapped.append(MappingError(Reason.BLOCKING_DEPENDENT, f"{where} cannot be carried: {error}"))
     for constraint in inventory.constraints:
         try:
             carried.checks.append((constraint, rewrite_check(constraint.definition, names, surface.extension)))

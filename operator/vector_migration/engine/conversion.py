@@ -179,7 +179,13 @@ def build_plan(
         list(functions.forward)
         + _set_defaults(defaults)
         + carried.check_statements
-        + [statement for view in inventory.views for statement in recreate_view(view, carried_definitions)]
+        + [
+            statement
+            for view in inventory.views
+            for statement in recreate_view(
+                view, carried_definitions, carried.view_queries.get((view.schema, view.name))
+            )
+        ]
     )
     settings_carried = [Statement(StatementKind.CARRY_SETTING, c.statement) for c in settings if c.statement]
     if refill:
@@ -446,11 +452,12 @@ def drop_views(views: list[SavedView]) -> list[Statement]:
     return statements
 
 
-def recreate_view(view: SavedView, carried: frozenset[str] = frozenset()) -> list[Statement]:
+def recreate_view(view: SavedView, carried: frozenset[str] = frozenset(), query: str | None = None) -> list[Statement]:
     """A saved view created again from its definition, with its options, owner, indexes, grants and comment.
 
     ``carried`` are index definitions built later from their rewritten form (an HNSW index on a
-    materialized view uses the source's operator class): they are left out here.
+    materialized view uses the source's operator class): they are left out here. ``query`` replaces
+    the view's own when that names the source's types or functions (carry.plan_carried).
     """
     name = qualify(view.schema, view.name)
     kind = "MATERIALIZED VIEW" if view.materialized else "VIEW"
@@ -458,7 +465,7 @@ def recreate_view(view: SavedView, carried: frozenset[str] = frozenset()) -> lis
     if view.options:
         pairs = [option.split("=", 1) for option in view.options]
         options = " WITH (" + ", ".join(f"{quote_ident(k)} = {quote_literal(v)}" for k, v in pairs) + ")"
-    create = f"CREATE {kind} {name}{options} AS {view.definition}"
+    create = f"CREATE {kind} {name}{options} AS {query or view.definition}"
     if view.materialized:
         create += " WITH DATA" if view.populated else " WITH NO DATA"
     statements = [

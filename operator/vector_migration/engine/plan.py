@@ -87,6 +87,7 @@ class Rewritten:
     indexes: tuple[tuple[str, str, str, str], ...] = ()  # (schema, table, index, CREATE INDEX)
     # (schema, table, index, its definition) dropped by indexes.unmappable: Drop
     dropped: tuple[tuple[str, str, str, str], ...] = ()
+    views: tuple[tuple[str, str, str], ...] = ()  # (schema, view, query) of views naming the source's names
 
     @property
     def index_names(self) -> frozenset[str]:

@@ -196,6 +196,15 @@ class ShadowRecord(SwapRecord):
     # have the names after the finalize, and again after a rollback's swap back
     view_drops: list[list[str]] = Field(default_factory=list, alias="viewDrops")
     view_creates: list[list[str]] = Field(default_factory=list, alias="viewCreates")
+    # [[step, sql]]: those views as they were, when a query was rewritten for the target (else empty:
+    # view_creates serve a rollback too)
+    view_creates_back: list[list[str]] = Field(default_factory=list, alias="viewCreatesBack")
+
+    @property
+    def views_back(self) -> list[list[str]]:
+        """The views as a rollback after the finalize creates them again, over the pgvector tables."""
+        return self.view_creates_back or self.view_creates
+
     functions_validated: list[list[str]] = Field(default_factory=list, alias="functionsValidated")
     # [[step, sql, role or ""]]: the materialized views over the tables, made again over the migrated
     # tables before the old ones go (absent before 0.3: Parallel refused them)

@@ -197,6 +197,13 @@ def rewrite_check(definition: str, names: NameMap, target: str) -> str:
     return printed.removeprefix("ALTER TABLE vmig_placeholder ADD ")
 
 
+def rewrite_view(query: str, names: NameMap, target: str) -> str:
+    """A view's query (pg_get_viewdef's) with its types and functions the target's."""
+    statement = _parsed(query, ast.SelectStmt, "a query")
+    _remapped(statement, names, target)
+    return str(RawStream()(statement))
+
+
 def rewrite_condition(expression: str, names: NameMap, target: str) -> str:
     """A partial index's predicate (pg_get_expr's) with its types and functions the target's."""
     try:

@@ -107,9 +107,7 @@ class Parallel:
         for schema, table in inputs.inventory.tables():
             vector_columns = [c.column for c in inputs.inventory.columns_of(schema, table)]
             tables.append(await read_table_facts(m.session, schema, table, vector_columns))
-        inventory = inputs.inventory
-        source_names = frozenset(inventory.source_type_names.values()) | inventory.source_functions
-        return build_parallel_plan(conversion, inputs.surface, tables, m.name, inventory.source.name, source_names)
+        return build_parallel_plan(conversion, inputs.surface, tables, m.name, inputs.inventory.source.name)
 
     def scratch_area(self, m: Migration) -> AbstractContextManager[Path | None]:
         """No files: rows move inside the database."""

@@ -22,7 +22,14 @@ from ...engine.conversion import drop_views, recreate_view
 from ...engine.plan import ColumnConversion, MigrationPlan, PlanningError, Rewritten, Statement
 from ...engine.records import ShadowIndex, ShadowTable
 from ...vocabulary import Reason, StatementKind
-from .dependents import move_materialized_view, move_triggers, repoint_keys, validate_keys, views_over
+from .dependents import (
+    move_materialized_view,
+    move_triggers,
+    repoint_keys,
+    validate_keys,
+    view_queries,
+    views_over,
+)
 from .facts import TableFacts
 from .names import INDEX_SUFFIX, OLD_SUFFIX, OURS, SHADOW_SUFFIX, derived_name
 from .sync import drop_sync, install_sync
@@ -53,6 +60,9 @@ class ParallelPlan:
     # names, so that they read the migrated tables; empty when there are none (the hash is unchanged)
     view_drops: tuple[Statement, ...] = ()
     view_creates: tuple[Statement, ...] = ()
+    # The same views as they were, for a rollback after the finalize, when a query had to be
+    # rewritten for the target (it names the source's types or functions); else view_creates serve
+    view_creates_back: tuple[Statement, ...] = ()
     # Materialized views over the tables: made again over the migrated tables after keepOldFor,
     # before the old tables go (dependents.move_materialized_view); empty when there are none
     materialized_moves: tuple[Statement, ...] = ()
@@ -122,12 +132,8 @@ def build_parallel_plan(
     tables: list[TableFacts],
     migration: str,
     source_extension: str,
-    source_names: frozenset[str] = frozenset(),
 ) -> ParallelPlan:
-    """Derive every statement of a Parallel migration from the conversion and the tables' facts.
-
-    ``source_names`` are the source extension's type and function names: a view naming one is refused.
-    """
+    """Derive every statement of a Parallel migration from the conversion and the tables' facts."""
     warnings = list(conversion.warnings)
     setup = []
     originals = [qualify(t.schema, t.table) for t in tables]
@@ -138,7 +144,8 @@ def build_parallel_plan(
         s for s in conversion.swap if s.step in (StatementKind.TARGET_SCHEMA, StatementKind.CREATE_TARGET_EXTENSION)
     ]
     planned = [_table_plan(conversion, surface, facts, migration, warnings) for facts in tables]
-    views = views_over(tables, source_names)
+    views = views_over(tables)
+    queries = view_queries(conversion.rewritten)
     plain = [view for view in views if not view.materialized]
     materialized = [view for view in views if view.materialized]
     return ParallelPlan(
@@ -150,7 +157,14 @@ def build_parallel_plan(
         ),
         warnings=tuple(warnings),
         view_drops=tuple(drop_views(plain)),
-        view_creates=tuple(statement for view in plain for statement in recreate_view(view)),
+        view_creates=tuple(
+            statement
+            for view in plain
+            for statement in recreate_view(view, query=queries.get((view.schema, view.name)))
+        ),
+        view_creates_back=tuple(statement for view in plain for statement in recreate_view(view))
+        if any((view.schema, view.name) in queries for view in plain)
+        else (),
         materialized_moves=tuple(
             statement for view in materialized for statement in move_materialized_view(view, conversion.rewritten)
         ),

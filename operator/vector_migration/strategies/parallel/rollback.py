@@ -59,7 +59,7 @@ async def run_parallel_rollback(m: Migration) -> Outcome:
                 compared.append(await _equal_under_lock(m, table))
                 await _swap_back(conn, table)
             prepared = recorded.prepared
-            back = [*prepared.view_drops, *prepared.functions_back, *prepared.view_creates] if prepared else []
+            back = [*prepared.view_drops, *prepared.functions_back, *prepared.views_back] if prepared else []
             for _, sql in back:  # the views and functions as they were, over the pgvector tables again
                 await conn.execute(sql)
         for table in tables:

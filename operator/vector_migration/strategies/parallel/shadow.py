@@ -138,6 +138,7 @@ async def _record_shadows(m: Migration, plan: ParallelPlan, ready: Ready) -> Non
         functions_back=[[s.step.value, s.sql] for s in functions.back],
         view_drops=[[s.step.value, s.sql] for s in plan.view_drops],
         view_creates=[[s.step.value, s.sql] for s in plan.view_creates],
+        view_creates_back=[[s.step.value, s.sql] for s in plan.view_creates_back],
         functions_validated=[[s.step.value, s.sql] for s in functions.validate],
         materialized_moves=[[s.step.value, s.sql, s.run_as or ""] for s in plan.materialized_moves],
     )
