@@ -215,6 +215,39 @@ async def test_pgvector_functions_called_in_a_body_become_the_targets_and_answer
     assert "ruvector_l2_distance" in body
 
 
+async def test_a_plpgsql_body_calling_pgvectors_functions_calls_the_targets_and_a_rollback_gives_it_back(
+    database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    await create_supabase(conn)
+    await conn.execute(
+        """
+        CREATE FUNCTION farthest(query vector) RETURNS bigint LANGUAGE plpgsql STABLE AS $$
+        DECLARE
+          dims int := vector_dims(query);
+          probe vector(3);
+        BEGIN
+          IF dims <> 3 THEN RAISE EXCEPTION 'wrong dimension %', dims; END IF;
+          probe := query::vector(3);
+          RETURN (SELECT id FROM documents ORDER BY public.l2_distance(embedding, probe) DESC, id LIMIT 1);
+        END $$;
+        """
+    )
+    before = await conn.fetchval("SELECT farthest('[0,1,0]')")
+
+    status = await run(migration(database, manifest(backup={"enabled": False}), backup_dir))
+
+    assert status.phase is Phase.SUCCEEDED, status.message
+    assert await conn.fetchval("SELECT farthest('[0,1,0]')") == before
+    body = await conn.fetchval("SELECT prosrc FROM pg_proc WHERE proname = 'farthest'")
+    assert '"ruvector_dims"(query)' in body and '"ruvector_l2_distance"(embedding, probe)' in body
+
+    rolled_back = await run(migration(database, manifest(backup={"enabled": False}), backup_dir, rollback=True))
+
+    assert rolled_back.phase is Phase.ROLLED_BACK, rolled_back.message
+    assert await conn.fetchval("SELECT farthest('[0,1,0]')") == before
+    assert "ruvector" not in await conn.fetchval("SELECT prosrc FROM pg_proc WHERE proname = 'farthest'")
+
+
 async def test_a_carried_body_that_would_not_resolve_on_the_target_fails_the_swap_instead_of_its_first_call(
     database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
 ) -> None:

@@ -281,7 +281,7 @@ def _rewrite_body(
             visitor(node)
         return ";\n".join(str(RawStream()(node)) for node in parsed)
     if language == "plpgsql":
-        return _rewrite_plpgsql(body, type_map, source_schema)
+        return _rewrite_plpgsql(body, type_map, source_schema, visitor if isinstance(visitor, _Remap) else None)
     if any(_is_type_token(body, token, type_map) for token in _tokens(body)):
         raise RewriteError(f"its {language} body names a vector type, and {language} bodies are not rewritten")
     return body
@@ -302,8 +302,14 @@ def _is_type_token(text: str, token: Token, type_map: dict[str, tuple[str, str]]
     return token.name == _IDENT and _word(text, token) in type_map
 
 
-def _rewrite_plpgsql(body: str, type_map: dict[str, tuple[str, str]], source_schema: str) -> str:
-    """Replace source type names where the scanner shows them to be types; refuse any other mention."""
+def _rewrite_plpgsql(
+    body: str, type_map: dict[str, tuple[str, str]], source_schema: str, remap: _Remap | None = None
+) -> str:
+    """Replace source type names where the scanner shows them to be types; refuse any other mention.
+
+    With ``remap``, a call of a source function (a name the scanner shows followed by "(") becomes
+    a call of the target's; one the target lacks is collected for ``remap.check``.
+    """
     tokens = _tokens(body)
     replacements: list[tuple[int, int, str]] = []
     in_declare = False
@@ -313,11 +319,18 @@ def _rewrite_plpgsql(body: str, type_map: dict[str, tuple[str, str]], source_sch
             in_declare = True
         elif name == "BEGIN_P":
             in_declare = False
+        following = tokens[position + 1].name if position + 1 < len(tokens) else None
+        # vector(3) is a type with a modifier (pgvector also has a function of that name)
+        is_call = token.name == _IDENT and following == "ASCII_40" and _word(body, token) not in type_map
+        if remap is not None and is_call:
+            call = _function_call(body, tokens, position, remap)
+            if call is not None:
+                replacements.append(call)
+            continue
         if not _is_type_token(body, token, type_map):
             continue
         start, end = token.start, token.end
         previous = [t.name for t in tokens[max(0, position - 3) : position]]
-        following = tokens[position + 1].name if position + 1 < len(tokens) else None
         qualified = (
             len(previous) >= 2 and previous[-1] == "ASCII_46" and _word(body, tokens[position - 2]) == source_schema
         )
@@ -336,6 +349,21 @@ def _rewrite_plpgsql(body: str, type_map: dict[str, tuple[str, str]], source_sch
     for start, end, replacement in sorted(replacements, reverse=True):
         body = body[:start] + replacement + body[end + 1 :]
     return body
+
+
+def _function_call(body: str, tokens: list[Token], position: int, remap: _Remap) -> tuple[int, int, str] | None:
+    """The replacement for a call of one of the source's functions in a plpgsql body, if it is one."""
+    token, word = tokens[position], _word(body, tokens[position])
+    start = token.start
+    if position >= 2 and tokens[position - 1].name == "ASCII_46":  # schema.function(
+        if _word(body, tokens[position - 2]) != remap.names.source_schema:
+            return None  # another schema's function of the same name
+        start = tokens[position - 2].start
+    if word in remap.names.functions:
+        return start, token.end, qualify(*remap.names.functions[word])
+    if word in remap.names.source_functions:
+        remap.missing.add(f"function {word}")
+    return None
 
 
 def _signature(statement: ast.CreateFunctionStmt) -> str:
