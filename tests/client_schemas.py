@@ -8,6 +8,11 @@ the application's role; it must answer the same after a migration.
 - langchain-postgres ``PGVector`` (langchain_postgres/vectorstores.py, its SQLAlchemy models): a
   collection table and an embedding table holding a foreign key to it (``ON DELETE CASCADE``),
   an *undimensioned* ``vector`` column, jsonb metadata with a ``jsonb_path_ops`` GIN index.
+- langchain-postgres ``PGVectorStore`` (v2: langchain_postgres/v2/engine.py ``init_vectorstore_table``
+  and indexes.py ``HNSWIndex``): a table of its own with a UUID key, a dimensioned ``NOT NULL``
+  vector, a metadata column and JSON metadata, and ``<table>langchainvectorindex``. Its search
+  selects ``cosine_distance(embedding, $1)`` by name, which the target must offer under that name
+  (README, "Functions called by name"); here the distance is read through the operator instead.
 - LlamaIndex ``PGVectorStore`` (llama_index/vector_stores/postgres/base.py): ``data_<name>`` with
   a bigserial key, a generated ``tsvector`` column and its GIN index, an expression index on
   ``metadata_ ->> 'ref_doc_id'``, and HNSW built with ``hnsw_kwargs``.
@@ -64,6 +69,30 @@ LANGCHAIN = ClientSchema(
      ORDER BY e.embedding <=> '[1,0,0]', e.id LIMIT 4
     """,
     tables=("langchain_pg_collection", "langchain_pg_embedding"),
+)
+
+LANGCHAIN_V2 = ClientSchema(
+    name="langchain-postgres PGVectorStore (v2)",
+    ddl=f"""
+    CREATE EXTENSION IF NOT EXISTS vector;
+    CREATE TABLE "public"."langchain_docs"(
+        "langchain_id" UUID PRIMARY KEY,
+        "content" TEXT NOT NULL,
+        "embedding" vector(3) NOT NULL,
+        "page" INTEGER ,
+        "langchain_metadata" JSON
+    );
+    CREATE INDEX "langchain_docslangchainvectorindex" ON "public"."langchain_docs"
+      USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64);
+    INSERT INTO langchain_docs
+    SELECT md5(i::text)::uuid, 'text ' || i, {VECTOR}, i % 10, pg_catalog.json_build_object('source', 'doc-' || i)
+      FROM {ROWS};
+    """,
+    search="""
+    SELECT "langchain_id", "content", "page", round(("embedding" <=> '[1,0,0]')::numeric, 6) AS distance
+      FROM "public"."langchain_docs" WHERE page = 3 ORDER BY "embedding" <=> '[1,0,0]' LIMIT 4
+    """,
+    tables=("langchain_docs",),
 )
 
 LLAMAINDEX = ClientSchema(
@@ -146,7 +175,13 @@ SUPABASE = ClientSchema(
     tables=("documents",),
 )
 
-SCHEMAS = {"langchain": LANGCHAIN, "llamaindex": LLAMAINDEX, "django": DJANGO, "supabase": SUPABASE}
+SCHEMAS = {
+    "langchain": LANGCHAIN,
+    "langchain-v2": LANGCHAIN_V2,
+    "llamaindex": LLAMAINDEX,
+    "django": DJANGO,
+    "supabase": SUPABASE,
+}
 
 
 def grants(schema: ClientSchema) -> str:
