@@ -9,6 +9,7 @@ created again by a rollback.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import asyncpg
@@ -308,3 +309,26 @@ async def test_views_naming_pgvector_are_made_again_with_the_targets_names_and_g
     assert rolled_back.phase is Phase.ROLLED_BACK, rolled_back.message
     assert await conn.fetchval(READ_VIEWS) == before
     assert "ruvector" not in await conn.fetchval("SELECT pg_get_viewdef('item_sizes')")
+
+
+@pytest.mark.parametrize("target", SURFACES)
+async def test_in_concurrent_mode_carried_indexes_are_built_after_the_swap_commits(
+    target: str, database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path, backup_dir: Path
+) -> None:
+    await conn.execute(ITEMS + ";".join([EXPRESSION_INDEX, MULTI_KEY_INDEX]) + ";" + MATERIALIZED)
+    before = await snapshot(conn)
+    resource = manifest(target, reindex={"mode": "Concurrent"})
+    m = migration(database, resource, backup_dir, scratch=tmp_path / "s")
+
+    status = await run(m)
+
+    assert status.phase is Phase.SUCCEEDED, status.message
+    assert (await snapshot(conn)).rows == before.rows
+    # The swap built none of them: writes did not wait for their builds
+    plan = await conn.fetchval("SELECT detail FROM vector_migration.journal WHERE event = 'swapped'")
+    built_after = {build["name"] for build in json.loads(plan)["rebuilds"] if build["concurrent"]}
+    assert {"items_cast", "items_category_embedding", "recent_items_hnsw"} <= built_after
+    invalid = await conn.fetchval("SELECT count(*) FROM pg_index WHERE NOT indisvalid")
+    assert invalid == 0
+    definitions = {**await index_definitions(conn), **await index_definitions(conn, "recent_items")}
+    assert "vector_dims" not in str(definitions).replace("ruvector_dims", "") or target == "ruvector_v2_standin"

@@ -21,13 +21,14 @@ from ..database.sql import PINNED_SEARCH_PATH, qualify, quote_ident, quote_liter
 from ..database.surface import (
     MappingError,
     TargetSurface,
+    concurrent_build_bug,
     find_opclass,
     target_function_for,
     target_methods,
     target_type_for,
 )
 from ..vocabulary import Reason, StatementKind, UnmappableIndexes
-from .plan import CarriedFunctions, PlanningError, Rewritten, Statement
+from .plan import CarriedBuild, CarriedFunctions, PlanningError, Rewritten, Statement
 
 if TYPE_CHECKING:
     from .rewrite import NameMap
@@ -75,10 +76,25 @@ class CarriedPlan:
             for c, definition in self.checks
         ]
 
-    @property
-    def builds(self) -> list[Statement]:
-        """With the other index builds: each index the target can take."""
-        return [Statement(StatementKind.BUILD_INDEX, d) for _, d in self.indexes if d is not None]
+    def builds(self, concurrent: bool, surface: TargetSurface) -> tuple[list[Statement], list[CarriedBuild]]:
+        """Each index the target can take: built in the swap, or (``concurrent``) after its commit.
+
+        After the commit, writes are not blocked while it builds; an access method whose concurrent
+        build is known to be wrong on this target is built in the swap, as the other indexes are.
+        """
+        from .rewrite import built_concurrently
+
+        in_swap: list[Statement] = []
+        after: list[CarriedBuild] = []
+        for index, definition in self.indexes:
+            if definition is None:
+                continue
+            sql, method = built_concurrently(definition)
+            if concurrent and not concurrent_build_bug(surface, method):
+                after.append((index.schema, index.name, f"{index.table_schema}.{index.table}", method, sql))
+            else:
+                in_swap.append(Statement(StatementKind.BUILD_INDEX, definition))
+        return in_swap, after
 
     def rewritten(self, defaults: list[tuple[str, str, str, str]]) -> Rewritten:
         """The same as data, with the rewritten column defaults (a Parallel shadow makes its own)."""

@@ -210,7 +210,8 @@ def build_plan(
         statements += views + settings_carried
     statements += functions.validate
     statements += [Statement(StatementKind.BUILD_INDEX, r.definition) for r in rebuilds if not r.concurrent]
-    statements += carried.builds
+    carried_in_swap, carried_after = carried.builds(spec.reindex.mode is ReindexMode.CONCURRENT, surface)
+    statements += carried_in_swap
     return MigrationPlan(
         route=route,
         swap=tuple(statements),
@@ -221,6 +222,7 @@ def build_plan(
         warnings=tuple(warnings),
         functions=functions,
         rewritten=carried.rewritten(defaults),
+        carried_concurrent=tuple(carried_after),
     )
 
 

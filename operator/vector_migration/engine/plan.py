@@ -107,6 +107,10 @@ class CarriedFunctions:
     validate: tuple[Statement, ...] = ()
 
 
+# A carried index built after the swap commits: (schema, index, schema.table, method, CREATE INDEX CONCURRENTLY)
+CarriedBuild = tuple[str, str, str, str, str]
+
+
 @dataclass(frozen=True)
 class MigrationPlan:
     """Everything the swap and the reindex will do, in order."""
@@ -122,6 +126,9 @@ class MigrationPlan:
     # swap above), and the statements that give them back as they were (Parallel's rollback)
     functions: CarriedFunctions = field(default_factory=lambda: CarriedFunctions((), (), ()))
     rewritten: Rewritten = field(default_factory=Rewritten)
+    # Carried indexes (expressions, several keys, a materialized view's) built with CREATE INDEX
+    # CONCURRENTLY after the swap commits, in Concurrent mode: (schema, index, schema.table, method, SQL)
+    carried_concurrent: tuple[CarriedBuild, ...] = ()
 
     @property
     def dropped_indexes(self) -> tuple[str, ...]:
@@ -144,7 +151,7 @@ class MigrationPlan:
         document = {
             "route": self.route,
             "swap": [s.hashed() for s in self.swap],
-            "concurrent": [r.definition for r in self.concurrent_rebuilds],
+            "concurrent": [r.definition for r in self.concurrent_rebuilds] + [c[4] for c in self.carried_concurrent],
             "surface": self.surface,
         }
         digest = hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
@@ -160,8 +167,8 @@ class MigrationPlan:
                 {"step": s.step.value, "sql": s.sql, **({"runAs": s.run_as} if s.run_as else {})} for s in self.swap
             ],
             "afterCommit": [
-                {"step": StatementKind.REINDEX_CONCURRENTLY.value, "sql": r.definition}
-                for r in self.concurrent_rebuilds
+                {"step": StatementKind.REINDEX_CONCURRENTLY.value, "sql": sql}
+                for sql in (*(r.definition for r in self.concurrent_rebuilds), *(c[4] for c in self.carried_concurrent))
             ],
             "warnings": list(self.warnings),
             **({"droppedIndexes": list(self.dropped_indexes)} if self.dropped_indexes else {}),

@@ -24,7 +24,7 @@ from ..status import set_condition, warn
 from ..vocabulary import ChecksumMode, ConditionType, Phase, Reason
 from .context import Migration, Probe
 from .outcomes import Advance, Fail, Outcome
-from .plan import IndexRebuild
+from .plan import CarriedBuild, IndexRebuild
 
 SCHEMA_VERSION = 2
 
@@ -62,6 +62,12 @@ class IndexBuild(BaseModel):
     concurrent: bool
 
     model_config = ConfigDict(populate_by_name=True)
+
+    @classmethod
+    def carried(cls, build: CarriedBuild) -> IndexBuild:
+        """The record of a carried index built after the swap commits."""
+        schema, name, table, method, definition = build
+        return cls(index_schema=schema, name=name, table=table, method=method, definition=definition, concurrent=True)
 
     @classmethod
     def of(cls, rebuild: IndexRebuild) -> IndexBuild:

@@ -171,6 +171,13 @@ def index_name(definition: str) -> str:
     return str(_parsed(definition, ast.IndexStmt, "a CREATE INDEX").idxname)
 
 
+def built_concurrently(definition: str) -> tuple[str, str]:
+    """A CREATE INDEX as CREATE INDEX CONCURRENTLY, and its access method."""
+    statement = _parsed(definition, ast.IndexStmt, "a CREATE INDEX")
+    statement.concurrent = True
+    return str(RawStream()(statement)), str(statement.accessMethod)
+
+
 def retarget_index(definition: str, relation: str, name: str) -> str:
     """The same CREATE INDEX on another relation of the same schema, under another name.
 

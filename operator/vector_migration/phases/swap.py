@@ -143,7 +143,12 @@ async def run_swap(m: Migration) -> Outcome:
         m.status.verification = verification
         record_timing(m.status, "writeBlockedSeconds", progress.blocked_seconds)
         progress.step = "journal"
-        facts.rebuilds = [records.IndexBuild.of(r) for r in plan.rebuilds]
+        facts.rebuilds = [records.IndexBuild.of(r) for r in plan.rebuilds] + [
+            records.IndexBuild(
+                index_schema=schema, name=name, table=table, method=method, definition=sql, concurrent=True
+            )
+            for schema, name, table, method, sql in plan.carried_concurrent
+        ]
         facts.tables = inventory.tables()
         facts.swap_loaded = True
         await records.write(conn, m.name, records.SWAPPED, ready.plan.plan_hash, records.swap_record(m))
