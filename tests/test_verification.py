@@ -14,11 +14,12 @@ import asyncpg
 import pytest
 
 from tests.scenarios import DIMS, condition, manifest, migration, step_until
-from vector_migration.database.measure import wilson_interval
+from vector_migration.database.measure import IndexMeasurement, wilson_interval
 from vector_migration.database.sql import ConnectionParams, quote_ident
 from vector_migration.engine.context import Decisions
 from vector_migration.engine.runner import run
-from vector_migration.vocabulary import Phase, Reason
+from vector_migration.phases.judge import recall_verdict
+from vector_migration.vocabulary import Phase, Reason, RecallVerdict
 
 DOCS = f"""
 CREATE EXTENSION vector;
@@ -43,6 +44,38 @@ def test_recall_intervals_are_wilsons() -> None:
     assert wilson_interval(95, 100) == (0.8882, 0.9785)
     assert wilson_interval(1000, 1000)[1] == 1.0
     assert wilson_interval(0, 10)[0] == 0.0
+
+
+def recall_of(hits: int, trials: int) -> IndexMeasurement:
+    return IndexMeasurement(trials // 10, hits / trials, 1.0, 1.0, 1.0, True, True, hits=hits, trials=trials)
+
+
+def test_recall_passes_fails_or_cannot_tell_by_where_its_interval_lies() -> None:
+    assert recall_verdict(recall_of(99, 100), 0.9) is RecallVerdict.PASSED  # 95% 0.946-0.998
+    assert recall_verdict(recall_of(80, 100), 0.9) is RecallVerdict.FAILED  # 0.711-0.867
+    assert recall_verdict(recall_of(88, 100), 0.9) is RecallVerdict.INCONCLUSIVE  # 0.802-0.930
+    # More queries narrow it: the same proportion over ten times the trials decides
+    assert recall_verdict(recall_of(880, 1000), 0.9) is RecallVerdict.FAILED
+
+
+async def test_recall_too_close_to_its_bound_to_tell_is_measured_on_held_out_queries_until_it_can(
+    database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    await conn.execute(DOCS)
+    # 10 queries x k 10: an index answering exactly (recall 1.0) has a 95% interval of 0.963-1.0,
+    # across a 0.97 bound; 20 more queries, from other rows, put it above (0.987-1.0).
+    spec = {"sampleQueries": 10, "k": 10, "minRecall": 0.97, "maxRounds": 3, "latencySlackMs": 50}
+    m = migration(database, manifest(backup={"enabled": False}, verify=spec), backup_dir)
+    await step_until(m, Phase.VERIFY)
+    await m.session.execute("SET hnsw.ef_search = 400")  # exact on these rows
+
+    status = await run(m)
+
+    assert status.phase is Phase.SUCCEEDED, status.message
+    (index,) = [i for i in status.verification.indexes if i.name == "docs_l2"]
+    assert index.recall_verdict == "Pass"
+    assert index.held_out_queries is not None and index.held_out_queries >= 10
+    assert index.recall_after_interval is not None and index.recall_after_interval[0] >= 0.97
 
 
 async def test_a_slower_index_is_held_for_a_person_and_promotion_accepts_it(
@@ -103,4 +136,5 @@ async def test_a_crippled_index_is_built_again_once_then_still_fails_and_rolls_b
     (index,) = [i for i in status.verification.indexes if i.name == "docs_l2"]
     assert index.recall_after_first_build is not None and index.recall_after is not None
     assert index.recall_after_interval is not None and index.recall_after_interval[1] < index.recall_before
+    assert index.recall_verdict == "Fail"  # a clear miss: no held-out queries, no hold
     assert await conn.fetchval("SELECT extname FROM pg_extension WHERE extname = 'vector'") == "vector"

@@ -568,6 +568,11 @@ class IndexVerification(ApiModel):
     relative_latency_before: float | None = None
     relative_latency_after: float | None = None
     latency_rounds: int | None = None
+    # Pass, Fail or Inconclusive: recall's interval above, below or across its bound (the baseline
+    # less maxRecallDrop, or minRecall), after any held-out queries measured to decide
+    recall_verdict: str | None = None
+    # Queries drawn from other rows than the baseline's, measured when the first ones could not decide
+    held_out_queries: int | None = None
 
 
 class Verification(ApiModel):

@@ -117,6 +117,14 @@ class LatencyEnforcement(StrEnum):
     WARN = "Warn"  # succeed with a warning
 
 
+class RecallVerdict(StrEnum):
+    """Recall's 95% interval against its bound: wholly above it, wholly below it, or across it."""
+
+    PASSED = "Pass"
+    FAILED = "Fail"
+    INCONCLUSIVE = "Inconclusive"
+
+
 class ConditionType(StrEnum):
     """Condition types, following kstatus: Ready summarises, Reconciling/Stalled are abnormal-true."""
 

@@ -8,6 +8,7 @@ lost row or duplicated row does not.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import statistics
@@ -99,6 +100,14 @@ class IndexMeasurement:
         if not self.hits and not self.trials:
             return None
         return wilson_interval(self.hits or 0, self.trials or 0)
+
+
+def combined(first: IndexMeasurement, more: IndexMeasurement) -> IndexMeasurement:
+    """Recall over both sets of queries (hits and trials added); latency stays the first's."""
+    hits, trials = (first.hits or 0) + (more.hits or 0), (first.trials or 0) + (more.trials or 0)
+    return dataclasses.replace(
+        first, queries=first.queries + more.queries, hits=hits, trials=trials, recall=hits / trials if trials else None
+    )
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
@@ -251,8 +260,10 @@ def _fold(total: int) -> str:
     return format(total % (1 << 64), "016x")
 
 
-async def sample_queries(conn: asyncpg.Connection, target: IndexTarget, count: int, rows: int) -> list[str]:
-    """Query vectors drawn from the indexed rows themselves, deterministically for the same data."""
+async def sample_queries(
+    conn: asyncpg.Connection, target: IndexTarget, count: int, rows: int, seed: int = SAMPLE_SEED
+) -> list[str]:
+    """Query vectors drawn from the indexed rows themselves, deterministically for the same data and seed."""
     where = f"{quote_ident(target.column)} IS NOT NULL"
     if target.predicate:
         where += f" AND ({target.predicate})"
@@ -264,7 +275,7 @@ async def sample_queries(conn: asyncpg.Connection, target: IndexTarget, count: i
             f"SELECT {quote_ident(target.column)}::pg_catalog.text FROM {table} "
             f"TABLESAMPLE BERNOULLI ($1) REPEATABLE ($2) WHERE {where} LIMIT $3",
             percent,
-            SAMPLE_SEED,
+            seed,
             count,
         )
     ]

@@ -1,13 +1,16 @@
 """Judging the target's indexes against the baseline, so that noise cannot fail a healthy migration.
 
-Recall is a proportion over queries x k: it is reported with its 95% Wilson interval, and an index
-that misses the bound is built once more and measured again before the miss counts (an HNSW graph
-is randomised: two builds over the same rows differ). Latency is measured beside a fixed control
-query and judged as the ratio of the two, so load on the machine, which slows both, cancels out;
-a ratio over the bound is measured again, up to ``verify.maxRounds`` rounds, keeping the best round
-(load only ever adds time). What still exceeds the bound then does what
-``verify.latency.enforce`` says: hold for a person (the default), fail, or warn. A clear recall
-failure always fails.
+Recall is a proportion over queries x k: it is judged by its 95% Wilson interval against its bound
+(Pass above, Fail below, Inconclusive across it). An index whose recall misses the bound is built
+once more and measured again before the miss counts (an HNSW graph is randomised: two builds over
+the same rows differ); an interval across the bound is narrowed with held-out queries, drawn from
+other rows than the baseline's, and what still cannot be told is held for a person.
+
+Latency is measured beside a fixed control query and judged as the ratio of the two, so load on
+the machine, which slows both, cancels out; a ratio over the bound is measured again, up to
+``verify.maxRounds`` rounds, keeping the best round (load only ever adds time). What still exceeds
+the bound then does what ``verify.latency.enforce`` says: hold for a person (the default), fail, or
+warn. A clear recall failure always fails.
 """
 
 from __future__ import annotations
@@ -18,11 +21,18 @@ import asyncpg
 
 from ..api import IndexVerification, Verification, VerifySpec
 from ..database.catalog import index_state
-from ..database.measure import IndexMeasurement, latency_ms, measure_index
+from ..database.measure import (
+    SAMPLE_SEED,
+    IndexMeasurement,
+    combined,
+    latency_ms,
+    measure_index,
+    sample_queries,
+)
 from ..database.sql import qualify
 from ..database.surface import concurrent_build_bug
 from ..engine.context import Migration, Probe
-from ..vocabulary import LatencyEnforcement, Reason
+from ..vocabulary import LatencyEnforcement, Reason, RecallVerdict
 from .reindex import run_build
 
 
@@ -46,12 +56,10 @@ async def judge_probes(m: Migration, probes: list[Probe], verification: Verifica
         entry = by_name.setdefault(probe.index, IndexVerification(name=probe.index, queries=len(probe.queries)))
         before = probe.baseline
         after = await _measure(m, probe)
-        if _recall_problems(probe, spec, after) and await _build_again(m, probe):
+        if _below(after, probe, spec) and await _build_again(m, probe):
             entry.recall_after_first_build = after.recall
             after = await _measure(m, probe)
-        entry.recall_after = after.recall
-        interval = after.recall_interval
-        entry.recall_after_interval = list(interval) if interval else None
+        verdict, figure = await _decide_recall(m, probe, after, entry)
         entry.latency_after = latency_ms(after)
         entry.used_by_planner = after.used_by_planner
         if not after.usable and (before is None or before.usable):
@@ -60,7 +68,10 @@ async def judge_probes(m: Migration, probes: list[Probe], verification: Verifica
             judgement.problems.append(
                 (Reason.VERIFICATION_FAILED, f"index {probe.index} cannot serve its distance query")
             )
-        judgement.problems += _recall_problems(probe, spec, after)
+        if verdict is RecallVerdict.FAILED:
+            judgement.problems.append((Reason.RECALL_DROPPED, f"{figure}: below it"))
+        elif verdict is RecallVerdict.INCONCLUSIVE:
+            judgement.held.append(f"{figure}: cannot tell, after {entry.held_out_queries or 0} held-out queries")
         if before is not None:
             await _judge_latency(m, probe, before, after, entry, judgement)
     verification.indexes = list(by_name.values())
@@ -73,22 +84,71 @@ async def _measure(m: Migration, probe: Probe) -> IndexMeasurement:
     return await measure_index(m.session, probe.after, probe.queries, m.spec.verify.k, truth)
 
 
-def _recall_problems(probe: Probe, spec: VerifySpec, after: IndexMeasurement) -> list[tuple[Reason, str]]:
-    problems = []
+def _recall_bound(probe: Probe, spec: VerifySpec) -> tuple[float, str] | None:
+    """The recall an index must reach (the stricter of the two bounds), described; None when there is none."""
+    bounds = []
     baseline = probe.baseline.recall if probe.baseline is not None else None
-    if after.recall is not None and baseline is not None and after.recall < baseline - spec.max_recall_drop:
-        problems.append(
-            (
-                Reason.RECALL_DROPPED,
-                f"index {probe.index}: recall@{spec.k} {after.recall:.3f} is more than "
-                f"{spec.max_recall_drop} below the baseline {baseline:.3f}",
-            )
-        )
-    if after.recall is not None and spec.min_recall is not None and after.recall < spec.min_recall:
-        problems.append(
-            (Reason.RECALL_DROPPED, f"index {probe.index}: recall@{spec.k} {after.recall:.3f} < {spec.min_recall}")
-        )
-    return problems
+    if baseline is not None:
+        bounds.append((baseline - spec.max_recall_drop, f"{spec.max_recall_drop} below the baseline {baseline:.3f}"))
+    if spec.min_recall is not None:
+        bounds.append((spec.min_recall, f"minRecall {spec.min_recall}"))
+    return max(bounds) if bounds else None
+
+
+def recall_verdict(after: IndexMeasurement, bound: float) -> RecallVerdict:
+    """Pass when recall's 95% interval lies wholly at or above ``bound``, Fail wholly below, else Inconclusive."""
+    low, high = after.recall_interval or (after.recall or 0.0, after.recall or 0.0)
+    if low >= bound:
+        return RecallVerdict.PASSED
+    return RecallVerdict.FAILED if high < bound else RecallVerdict.INCONCLUSIVE
+
+
+def _below(after: IndexMeasurement, probe: Probe, spec: VerifySpec) -> bool:
+    """Whether recall's point estimate misses its bound (the first build is then built once more)."""
+    bound = _recall_bound(probe, spec)
+    return bound is not None and after.recall is not None and after.recall < bound[0]
+
+
+async def _decide_recall(
+    m: Migration, probe: Probe, after: IndexMeasurement, entry: IndexVerification
+) -> tuple[RecallVerdict, str]:
+    """Recall's verdict, measuring held-out queries (other rows than the baseline's) while it cannot tell.
+
+    An interval across the bound is measured again with fresh queries, up to verify.maxRounds sets in
+    all, their counts added: a healthy index's interval narrows above the bound, a losing one's below.
+    Still undecided, a point estimate above the bound passes with a warning, and one below it is held
+    for a person (VerificationInconclusive): never rolled back on a sample too small to tell.
+    """
+    spec = m.spec.verify
+    found = _recall_bound(probe, spec)
+    if found is None or after.recall is None:
+        entry.recall_after = after.recall
+        return RecallVerdict.PASSED, ""
+    bound, described = found
+    verdict, rounds, seen, held_out = recall_verdict(after, bound), 1, set(probe.queries), 0
+    while verdict is RecallVerdict.INCONCLUSIVE and rounds < spec.max_rounds:
+        rounds += 1
+        rows = max(probe.table_rows, 4 * len(probe.queries))
+        drawn = await sample_queries(m.session, probe.after, len(probe.queries), rows, seed=SAMPLE_SEED + rounds)
+        fresh = [query for query in drawn if query not in seen]
+        if not fresh:
+            break  # no other rows to draw from
+        seen.update(fresh)
+        held_out += len(fresh)
+        after = combined(after, await measure_index(m.session, probe.after, fresh, spec.k))
+        verdict = recall_verdict(after, bound)
+    recall = after.recall or 0.0
+    low, high = after.recall_interval or (recall, recall)
+    entry.recall_after, entry.recall_after_interval = after.recall, [low, high]
+    entry.recall_verdict, entry.held_out_queries = verdict.value, held_out or None
+    figure = (
+        f"index {probe.index}: recall@{spec.k} {recall:.3f} (95% interval {low:.3f}-{high:.3f} over "
+        f"{after.queries} queries), bound {bound:.3f} ({described})"
+    )
+    if verdict is RecallVerdict.INCONCLUSIVE and recall >= bound:
+        m.warn(f"{figure}: above the bound, though not proven at 95%")
+        return RecallVerdict.PASSED, figure
+    return verdict, figure
 
 
 async def _build_again(m: Migration, probe: Probe) -> bool:
