@@ -14,12 +14,12 @@ import asyncpg
 import pytest
 
 from tests.scenarios import DIMS, condition, manifest, migration, step_until
-from vector_migration.database.measure import IndexMeasurement, wilson_interval
+from vector_migration.database.measure import IndexMeasurement, quantile_interval, wilson_interval
 from vector_migration.database.sql import ConnectionParams, quote_ident
 from vector_migration.engine.context import Decisions
 from vector_migration.engine.runner import run
-from vector_migration.phases.judge import recall_verdict
-from vector_migration.vocabulary import Phase, Reason, RecallVerdict
+from vector_migration.phases.judge import latency_verdict, recall_verdict
+from vector_migration.vocabulary import Phase, Reason, Verdict
 
 DOCS = f"""
 CREATE EXTENSION vector;
@@ -51,11 +51,34 @@ def recall_of(hits: int, trials: int) -> IndexMeasurement:
 
 
 def test_recall_passes_fails_or_cannot_tell_by_where_its_interval_lies() -> None:
-    assert recall_verdict(recall_of(99, 100), 0.9) is RecallVerdict.PASSED  # 95% 0.946-0.998
-    assert recall_verdict(recall_of(80, 100), 0.9) is RecallVerdict.FAILED  # 0.711-0.867
-    assert recall_verdict(recall_of(88, 100), 0.9) is RecallVerdict.INCONCLUSIVE  # 0.802-0.930
+    assert recall_verdict(recall_of(99, 100), 0.9) is Verdict.PASSED  # 95% 0.946-0.998
+    assert recall_verdict(recall_of(80, 100), 0.9) is Verdict.FAILED  # 0.711-0.867
+    assert recall_verdict(recall_of(88, 100), 0.9) is Verdict.INCONCLUSIVE  # 0.802-0.930
     # More queries narrow it: the same proportion over ten times the trials decides
-    assert recall_verdict(recall_of(880, 1000), 0.9) is RecallVerdict.FAILED
+    assert recall_verdict(recall_of(880, 1000), 0.9) is Verdict.FAILED
+
+
+def test_quantile_intervals_come_from_order_statistics() -> None:
+    # The textbook case: for 100 values the median's 95% interval is the 40th to the 61st.
+    assert quantile_interval([float(v) for v in range(1, 101)], 0.5) == (40.0, 61.0)
+    # A p95 cannot be bounded from above with fewer than 72 values at 95%
+    assert quantile_interval([float(v) for v in range(1, 72)], 0.95)[1] is None
+    assert quantile_interval([float(v) for v in range(1, 73)], 0.95)[1] == 72.0
+
+
+def latency_of(relative: float, interval: tuple[float, float | None]) -> IndexMeasurement:
+    return IndexMeasurement(
+        10, 1.0, 1.0, 1.0, 1.0, True, True, relative_p50=relative, control_p50_ms=1.0, relative_p50_interval=interval
+    )
+
+
+def test_latency_passes_fails_or_cannot_tell_by_its_interval() -> None:
+    spec = manifest(verify={"maxLatencyRegression": 1.5, "latencySlackMs": 0.0}).spec.verify
+    before = latency_of(2.0, (1.8, 2.2))  # the bound is then 3.0x the control query
+    assert latency_verdict(spec, before, latency_of(2.9, (2.0, 4.0)))[0] is Verdict.PASSED
+    assert latency_verdict(spec, before, latency_of(4.0, (3.5, 4.6)))[0] is Verdict.FAILED
+    verdict, message = latency_verdict(spec, before, latency_of(3.4, (2.6, None)))
+    assert verdict is Verdict.INCONCLUSIVE and message is not None and "reaches 2.60x" in message
 
 
 async def test_recall_too_close_to_its_bound_to_tell_is_measured_on_held_out_queries_until_it_can(

@@ -573,6 +573,11 @@ class IndexVerification(ApiModel):
     recall_verdict: str | None = None
     # Queries drawn from other rows than the baseline's, measured when the first ones could not decide
     held_out_queries: int | None = None
+    # The judged latency ratio's 95% interval (order statistics; no upper end when too few queries
+    # ran to bound it), and the verdict: Pass within the bound, Fail with the whole interval above
+    # it, Inconclusive when the figure is above it but the interval reaches below
+    relative_latency_interval: list[float | None] | None = None
+    latency_verdict: str | None = None
 
 
 class Verification(ApiModel):

@@ -117,8 +117,8 @@ class LatencyEnforcement(StrEnum):
     WARN = "Warn"  # succeed with a warning
 
 
-class RecallVerdict(StrEnum):
-    """Recall's 95% interval against its bound: wholly above it, wholly below it, or across it."""
+class Verdict(StrEnum):
+    """A measurement's 95% interval against its bound: wholly on the good side, wholly on the bad, or across it."""
 
     PASSED = "Pass"
     FAILED = "Fail"

@@ -76,6 +76,10 @@ class IndexMeasurement:
     relative_p50: float | None = None
     relative_p95: float | None = None
     control_p50_ms: float | None = None
+    # 95% distribution-free intervals of those two ratios, from order statistics: (low, high), high
+    # None when too few queries ran to bound that percentile from above
+    relative_p50_interval: tuple[float, float | None] | None = None
+    relative_p95_interval: tuple[float, float | None] | None = None
 
     @property
     def tail(self) -> bool:
@@ -93,6 +97,11 @@ class IndexMeasurement:
     def judged_relative(self) -> float | None:
         """The control-relative latency figure a regression is judged on (p95, or p50), when measured."""
         return self.relative_p95 if self.tail else self.relative_p50
+
+    @property
+    def judged_relative_interval(self) -> tuple[float, float | None] | None:
+        """The 95% interval of the judged control-relative figure (p95, or p50), when measured."""
+        return self.relative_p95_interval if self.tail else self.relative_p50_interval
 
     @property
     def recall_interval(self) -> tuple[float, float] | None:
@@ -345,6 +354,8 @@ async def measure_index(
         relative_p50=_percentile(ratios, 50) if ratios else None,
         relative_p95=_percentile(ratios, 95) if ratios else None,
         control_p50_ms=_percentile(controls, 50) if controls else None,
+        relative_p50_interval=quantile_interval(ratios, 0.50) if ratios else None,
+        relative_p95_interval=quantile_interval(ratios, 0.95) if ratios else None,
     )
 
 
@@ -426,6 +437,33 @@ def _within(farthest: float) -> float:
 async def _set_local(conn: asyncpg.Connection, **settings: str) -> None:
     for name, value in settings.items():
         await conn.execute("SELECT pg_catalog.set_config($1, $2, true)", name, value)
+
+
+def quantile_interval(values: list[float], quantile: float, confidence: float = 0.95) -> tuple[float, float | None]:
+    """A distribution-free interval for a quantile, from order statistics.
+
+    The number of values below the true quantile is Binomial(n, quantile); the ranks l and u are
+    chosen so that the l-th and u-th smallest values enclose it with at least ``confidence``. The
+    upper end is None when even the largest value cannot bound it (too few values for that
+    quantile: a p95 needs 72 for a two-sided 95% interval).
+    """
+    ordered = sorted(values)
+    n, alpha = len(ordered), (1 - confidence) / 2
+    cumulative, ranks = 0.0, []
+    for below in range(n + 1):
+        cumulative += _binomial_pmf(n, below, quantile)
+        ranks.append(cumulative)  # P(at most `below` values lie below the quantile)
+    lower = max((j for j in range(1, n + 1) if ranks[j - 1] <= alpha), default=1)
+    upper = next((j for j in range(1, n + 1) if ranks[j - 1] >= 1 - alpha), None)
+    return round(ordered[lower - 1], 3), round(ordered[upper - 1], 3) if upper is not None else None
+
+
+def _binomial_pmf(n: int, k: int, p: float) -> float:
+    """P(Binomial(n, p) = k), in log space so that thousands of trials neither overflow nor vanish."""
+    if p <= 0 or p >= 1:
+        return float(k == (0 if p <= 0 else n))
+    log = math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * math.log(p) + (n - k) * math.log1p(-p)
+    return math.exp(log)
 
 
 def _percentile(values: list[float], percent: int) -> float:

@@ -32,7 +32,7 @@ from ..database.measure import (
 from ..database.sql import qualify
 from ..database.surface import concurrent_build_bug
 from ..engine.context import Migration, Probe
-from ..vocabulary import LatencyEnforcement, Reason, RecallVerdict
+from ..vocabulary import LatencyEnforcement, Reason, Verdict
 from .reindex import run_build
 
 
@@ -68,9 +68,9 @@ async def judge_probes(m: Migration, probes: list[Probe], verification: Verifica
             judgement.problems.append(
                 (Reason.VERIFICATION_FAILED, f"index {probe.index} cannot serve its distance query")
             )
-        if verdict is RecallVerdict.FAILED:
+        if verdict is Verdict.FAILED:
             judgement.problems.append((Reason.RECALL_DROPPED, f"{figure}: below it"))
-        elif verdict is RecallVerdict.INCONCLUSIVE:
+        elif verdict is Verdict.INCONCLUSIVE:
             judgement.held.append(f"{figure}: cannot tell, after {entry.held_out_queries or 0} held-out queries")
         if before is not None:
             await _judge_latency(m, probe, before, after, entry, judgement)
@@ -95,12 +95,12 @@ def _recall_bound(probe: Probe, spec: VerifySpec) -> tuple[float, str] | None:
     return max(bounds) if bounds else None
 
 
-def recall_verdict(after: IndexMeasurement, bound: float) -> RecallVerdict:
+def recall_verdict(after: IndexMeasurement, bound: float) -> Verdict:
     """Pass when recall's 95% interval lies wholly at or above ``bound``, Fail wholly below, else Inconclusive."""
     low, high = after.recall_interval or (after.recall or 0.0, after.recall or 0.0)
     if low >= bound:
-        return RecallVerdict.PASSED
-    return RecallVerdict.FAILED if high < bound else RecallVerdict.INCONCLUSIVE
+        return Verdict.PASSED
+    return Verdict.FAILED if high < bound else Verdict.INCONCLUSIVE
 
 
 def _below(after: IndexMeasurement, probe: Probe, spec: VerifySpec) -> bool:
@@ -111,7 +111,7 @@ def _below(after: IndexMeasurement, probe: Probe, spec: VerifySpec) -> bool:
 
 async def _decide_recall(
     m: Migration, probe: Probe, after: IndexMeasurement, entry: IndexVerification
-) -> tuple[RecallVerdict, str]:
+) -> tuple[Verdict, str]:
     """Recall's verdict, measuring held-out queries (other rows than the baseline's) while it cannot tell.
 
     An interval across the bound is measured again with fresh queries, up to verify.maxRounds sets in
@@ -123,10 +123,10 @@ async def _decide_recall(
     found = _recall_bound(probe, spec)
     if found is None or after.recall is None:
         entry.recall_after = after.recall
-        return RecallVerdict.PASSED, ""
+        return Verdict.PASSED, ""
     bound, described = found
     verdict, rounds, seen, held_out = recall_verdict(after, bound), 1, set(probe.queries), 0
-    while verdict is RecallVerdict.INCONCLUSIVE and rounds < spec.max_rounds:
+    while verdict is Verdict.INCONCLUSIVE and rounds < spec.max_rounds:
         rounds += 1
         rows = max(probe.table_rows, 4 * len(probe.queries))
         drawn = await sample_queries(m.session, probe.after, len(probe.queries), rows, seed=SAMPLE_SEED + rounds)
@@ -145,9 +145,9 @@ async def _decide_recall(
         f"index {probe.index}: recall@{spec.k} {recall:.3f} (95% interval {low:.3f}-{high:.3f} over "
         f"{after.queries} queries), bound {bound:.3f} ({described})"
     )
-    if verdict is RecallVerdict.INCONCLUSIVE and recall >= bound:
+    if verdict is Verdict.INCONCLUSIVE and recall >= bound:
         m.warn(f"{figure}: above the bound, though not proven at 95%")
-        return RecallVerdict.PASSED, figure
+        return Verdict.PASSED, figure
     return verdict, figure
 
 
@@ -188,21 +188,24 @@ async def _judge_latency(
 ) -> None:
     spec = m.spec.verify
     best, rounds = after, 1
-    excess = _latency_excess(spec, before, best)
-    while excess is not None and rounds < spec.max_rounds:
+    verdict, excess = latency_verdict(spec, before, best)
+    while verdict is not Verdict.PASSED and rounds < spec.max_rounds:
         again = await _measure(m, probe)
         rounds += 1
         if _latency_key(again) < _latency_key(best):
             best = again  # load only ever adds time: the quickest round is the truest
-        excess = _latency_excess(spec, before, best)
+        verdict, excess = latency_verdict(spec, before, best)
     entry.latency_after = latency_ms(best)
     entry.latency_rounds = rounds
     entry.relative_latency_before, entry.relative_latency_after = before.judged_relative, best.judged_relative
-    if excess is None:
+    interval = best.judged_relative_interval
+    entry.relative_latency_interval = list(interval) if interval else None
+    entry.latency_verdict = verdict.value
+    if verdict is Verdict.PASSED:
         return
     message = f"index {probe.index}: {excess} in each of {rounds} round(s)"
     enforce = spec.latency.enforce
-    if enforce is LatencyEnforcement.ROLLBACK:
+    if verdict is Verdict.FAILED and enforce is LatencyEnforcement.ROLLBACK:
         judgement.problems.append((Reason.LATENCY_REGRESSED, message))
     elif enforce is LatencyEnforcement.WARN:
         m.warn(f"{message} (verify.latency.enforce: Warn)")
@@ -210,6 +213,7 @@ async def _judge_latency(
         m.facts.promotion_used = True
         m.warn(f"{message}; accepted by a person (promote)")
     else:
+        # Inconclusive is held whatever enforce says: rolling back needs the interval to say so
         judgement.held.append(message)
 
 
@@ -218,12 +222,13 @@ def _latency_key(measurement: IndexMeasurement) -> float:
     return relative if relative is not None else measurement.judged_percentile[1]
 
 
-def _latency_excess(spec: VerifySpec, before: IndexMeasurement, after: IndexMeasurement) -> str | None:
-    """How the latency exceeds its bound, or None when it is within it.
+def latency_verdict(spec: VerifySpec, before: IndexMeasurement, after: IndexMeasurement) -> tuple[Verdict, str | None]:
+    """Pass within the bound, Fail wholly above it, Inconclusive above it with an interval reaching below.
 
-    Judged on the ratio to the control query when both measurements have it (journals written
-    before it existed do not), else on milliseconds as before. The slack in milliseconds is
-    counted in control-query units for the ratio.
+    With the verdict, how the figure exceeds the bound. Judged on the ratio to the control query
+    when both measurements have it (journals written before it existed do not), else on
+    milliseconds as before, where no interval can tell noise from a change. The slack in
+    milliseconds is counted in control-query units for the ratio.
     """
     label, after_ms = after.judged_percentile
     factor, slack = spec.max_latency_regression, spec.latency_slack_ms
@@ -231,13 +236,17 @@ def _latency_excess(spec: VerifySpec, before: IndexMeasurement, after: IndexMeas
     if was is not None and now is not None and after.control_p50_ms:
         bound = was * factor + slack / after.control_p50_ms
         if now <= bound:
-            return None
-        return (
+            return Verdict.PASSED, None
+        interval = after.judged_relative_interval
+        clear = interval is not None and interval[0] > bound
+        reaching = "" if clear or interval is None else f", though its 95% interval reaches {interval[0]:.2f}x"
+        return Verdict.FAILED if clear else Verdict.INCONCLUSIVE, (
             f"{label} {after_ms:.2f} ms is {now:.2f}x the control query's time, above {bound:.2f}x "
-            f"({factor}x the baseline's {was:.2f}x + {slack} ms)"
+            f"({factor}x the baseline's {was:.2f}x + {slack} ms){reaching}"
         )
     baseline_ms = before.judged_percentile[1]
     bound = baseline_ms * factor + slack
     if after_ms <= bound:
-        return None
-    return f"{label} {after_ms:.2f} ms exceeds {bound:.2f} ms ({factor}x baseline {baseline_ms:.2f} ms + {slack} ms)"
+        return Verdict.PASSED, None
+    excess = f"{label} {after_ms:.2f} ms exceeds {bound:.2f} ms ({factor}x baseline {baseline_ms:.2f} ms + {slack} ms)"
+    return Verdict.FAILED, excess
