@@ -748,7 +748,7 @@ def describe_validation_error(error: ValidationError) -> str:
         if item["type"] == "extra_forbidden":
             problems.append(f"{location}: unknown field")
         else:
-            problems.append(f"{location}: {item['msg']}")
+            problems.append(f"{location}: {item['msg']}" if location else item["msg"])  # the document itself
     return "; ".join(problems)
 
 

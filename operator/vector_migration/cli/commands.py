@@ -20,16 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
 from .. import __version__
-from ..api import SpecError, VectorMigration, VectorMigrationStatus, load_manifest
+from ..api import SpecError, VectorMigration, VectorMigrationStatus, describe_validation_error, load_manifest
 from ..database.backup import LocalBackup
 from ..database.sql import ConnectionError_, ConnectionParams, DatabaseUnavailable, parse_database_url
 from ..engine.context import Decisions, Migration, RunInputs
 from ..engine.runner import run
 from ..phases.drift import check_once
+from ..report import render_report
 from ..vocabulary import Phase, Reason
 from .output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, RichReporter, finish, print_plan
 
@@ -130,6 +132,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     database_options(check)
     check.set_defaults(handler=_check)
+
+    report = commands.add_parser(
+        "report",
+        help="write the migration report (HTML) from a status that migrate --status-out wrote; "
+        "exit 0, or 2 when the status cannot be read",
+    )
+    report.add_argument("--status", type=Path, required=True, help="the status JSON (migrate --status-out)")
+    report.add_argument("-o", "--output", type=Path, help="where to write the HTML (standard output)")
+    report.add_argument("--title", default="VectorMigration report", help="the page's title")
+    report.set_defaults(handler=_report)
 
     demo = commands.add_parser("demo", help="migrate a seeded embedded PostgreSQL to a RuVector stand-in")
     demo.add_argument(
@@ -254,6 +266,35 @@ def _check(args: argparse.Namespace) -> int:
     reason = Reason.DRIFTED.value if found.migrated else "NotMigrated"
     console.print(f"[red]{reason}:[/] {escape(found.message)}")
     return EXIT_FAILED
+
+
+STATUS_LIMIT = 8 << 20  # a status is tens of kilobytes; the API server keeps objects under 1.5 MiB
+
+
+def _report(args: argparse.Namespace) -> int:
+    console = Console(stderr=True, soft_wrap=True)
+    try:
+        if args.status.stat().st_size > STATUS_LIMIT:
+            raise ValueError(f"larger than {STATUS_LIMIT >> 20} MiB")
+        status = VectorMigrationStatus.model_validate_json(args.status.read_bytes())
+    except ValidationError as error:
+        console.print(f"[red]error:[/] --status {escape(str(args.status))}: {escape(describe_validation_error(error))}")
+        return EXIT_USAGE
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "strerror", None) or str(error).splitlines()[0]
+        console.print(f"[red]error:[/] --status {escape(str(args.status))}: {escape(reason)}")
+        return EXIT_USAGE
+    page = render_report(status, args.title)
+    if args.output is None:
+        sys.stdout.write(page)
+        return EXIT_OK
+    try:
+        args.output.write_text(page, encoding="utf-8")
+    except OSError as error:
+        console.print(f"[red]error:[/] -o {escape(str(args.output))}: {escape(error.strerror or str(error))}")
+        return EXIT_USAGE
+    console.print(f"report written to {escape(str(args.output))}")
+    return EXIT_OK
 
 
 def _migrate(args: argparse.Namespace) -> int:

@@ -1,0 +1,132 @@
+"""The migration report: one self-contained HTML page of the numbers that prove the result.
+
+A pure builder from a status (what ``--status-out`` writes and the resource's ``.status`` holds):
+the outcome, every condition, the checksums under the swap's lock, each index's recall and
+latency with their intervals and verdicts, the timings and the warnings. No script, no external
+resource: it opens from a file, a ticket or a mail. Every text a user or a database controls (a
+table's name, a message) is escaped, never interpreted as markup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from html import escape
+
+from .api import IndexVerification, LatencyMs, VectorMigrationStatus
+
+_STYLE = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 72rem; color: #1b1f24; }
+h1 { font-size: 1.5rem; } h2 { font-size: 1.15rem; margin-top: 2rem; }
+table { border-collapse: collapse; width: 100%; margin: .5rem 0; }
+th, td { border: 1px solid #d0d7de; padding: .3rem .5rem; text-align: left; vertical-align: top; }
+th { background: #f6f8fa; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.Pass, .True { color: #1a7f37; } .Fail, .False { color: #cf222e; } .Inconclusive, .Unknown { color: #9a6700; }
+.outcome { font-size: 1.1rem; padding: .6rem .8rem; border-radius: 6px; background: #f6f8fa; }
+"""
+_ROW_VERDICTS = frozenset({"Pass", "Fail", "Inconclusive", "True", "False", "Unknown"})
+
+
+def render_report(status: VectorMigrationStatus, title: str) -> str:
+    """The report of one migration's status, as an HTML document."""
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{escape(title)}</h1>",
+        f'<p class="outcome"><strong>{escape(status.phase.value)}</strong>: {escape(status.message)}</p>',
+    ]
+    if status.plan_hash:
+        parts.append(f"<p>Plan hash <code>{escape(status.plan_hash)}</code></p>")
+    parts += _section(
+        "Conditions",
+        ("type", "status", "reason", "message", "since"),
+        [(c.type, c.status, c.reason, c.message, c.last_transition_time) for c in status.conditions],
+    )
+    verification = status.verification
+    if verification is not None:
+        parts += _section(
+            "Data (checksums taken under the swap's lock)",
+            ("table", "rows before", "rows after", "checksum before", "checksum after", "equal"),
+            [
+                (
+                    t.name,
+                    t.rows_before,
+                    t.rows_after,
+                    t.checksum_before,
+                    t.checksum_after,
+                    "Pass" if (t.rows_before, t.checksum_before) == (t.rows_after, t.checksum_after) else "Fail",
+                )
+                for t in verification.tables
+            ],
+        )
+        parts += _section(
+            f"Indexes (recall@{verification.k} against exact search; latency beside a control query)",
+            (
+                "index", "queries", "recall before", "recall after", "95% interval", "recall verdict",
+                "held-out queries", "p95 before (ms)", "p95 after (ms)", "ratio before", "ratio after",
+                "ratio 95% interval", "latency verdict", "rounds",
+            ),
+            [_index_row(i) for i in verification.indexes],
+        )  # fmt: skip
+    parts += _section(
+        "Timings (seconds)", ("what", "seconds"), [(name, seconds) for name, seconds in sorted(status.timings.items())]
+    )
+    if status.warnings:
+        parts.append("<h2>Warnings</h2><ul>")
+        parts += [f"<li>{escape(warning)}</li>" for warning in status.warnings]
+        parts.append("</ul>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _index_row(index: IndexVerification) -> tuple[object, ...]:
+    return (
+        index.name,
+        index.queries,
+        index.recall_before,
+        index.recall_after,
+        _interval(index.recall_after_interval),
+        index.recall_verdict,
+        index.held_out_queries,
+        _p95(index.latency_before),
+        _p95(index.latency_after),
+        index.relative_latency_before,
+        index.relative_latency_after,
+        _interval(index.relative_latency_interval),
+        index.latency_verdict,
+        index.latency_rounds,
+    )
+
+
+def _p95(latency: LatencyMs | None) -> float | None:
+    return latency.p95 if latency is not None else None
+
+
+def _interval(interval: Sequence[float | None] | None) -> str | None:
+    if not interval:
+        return None
+    low, high = interval[0], interval[1] if len(interval) > 1 else None
+    return f"{low:.3f} to {'unbounded' if high is None else f'{high:.3f}'}"
+
+
+def _section(heading: str, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
+    rows = list(rows)
+    if not rows:
+        return []
+    lines = [f"<h2>{escape(heading)}</h2><table><thead><tr>"]
+    lines += [f"<th>{escape(column)}</th>" for column in columns]
+    lines.append("</tr></thead><tbody>")
+    for row in rows:
+        lines.append("<tr>" + "".join(_cell(value) for value in row) + "</tr>")
+    lines.append("</tbody></table>")
+    return lines
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "<td></td>"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f'<td class="num">{escape(str(value))}</td>'
+    text = str(value)
+    css = f' class="{text}"' if text in _ROW_VERDICTS else ""
+    return f"<td{css}>{escape(text)}</td>"
