@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import hashlib
 import json
 import logging
@@ -215,8 +214,7 @@ def _load(
         if not admin.user or not params.user:
             console.print("[red]error:[/] --admin-database-url and --database-url must both name their user")
             return None
-        # Only the admin's login: the server, database and TLS settings are the application's URL's.
-        admin = dataclasses.replace(params, user=admin.user, password=admin.password)
+        admin = params.with_login(admin.user, admin.password)
     return resource, params, admin
 
 

@@ -98,6 +98,14 @@ class ConnectionParams:
         """The same server, another database."""
         return dataclasses.replace(self, dbname=dbname)
 
+    def with_login(self, user: str, password: str | None) -> ConnectionParams:
+        """The same server, database and TLS settings, another login.
+
+        An admin's: CNPG's superuser Secret names no database, and a second URL's host is not
+        trusted to be the same server.
+        """
+        return dataclasses.replace(self, user=user, password=password)
+
     def ssl_argument(self) -> ssl_module.SSLContext | str | None:
         """What asyncpg's ``ssl`` takes: the context when the mode verifies or requires TLS, else the mode."""
         if self.ssl_context is not None and self.sslmode in _VERIFYING_MODES:

@@ -89,11 +89,14 @@ class CarriedPlan:
         for index, definition in self.indexes:
             if definition is None:
                 continue
-            sql, method = built_concurrently(definition)
-            if concurrent and not concurrent_build_bug(surface, method):
-                after.append((index.schema, index.name, f"{index.table_schema}.{index.table}", method, sql))
-            else:
-                in_swap.append(Statement(StatementKind.BUILD_INDEX, definition))
+            if concurrent:  # parsed only then: its method decides, and it gains CONCURRENTLY
+                sql, method = built_concurrently(definition)
+                if not concurrent_build_bug(surface, method):
+                    after.append(
+                        CarriedBuild(index.schema, index.name, f"{index.table_schema}.{index.table}", method, sql)
+                    )
+                    continue
+            in_swap.append(Statement(StatementKind.BUILD_INDEX, definition))
         return in_swap, after
 
     def rewritten(self, defaults: list[tuple[str, str, str, str]]) -> Rewritten:

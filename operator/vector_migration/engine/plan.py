@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ..database.catalog import SavedIndex, SavedSetting, VectorColumn
 from ..database.sql import qualify, quote_ident
@@ -107,8 +107,14 @@ class CarriedFunctions:
     validate: tuple[Statement, ...] = ()
 
 
-# A carried index built after the swap commits: (schema, index, schema.table, method, CREATE INDEX CONCURRENTLY)
-CarriedBuild = tuple[str, str, str, str, str]
+class CarriedBuild(NamedTuple):
+    """A carried index built with CREATE INDEX CONCURRENTLY after the swap commits."""
+
+    schema: str
+    name: str
+    table: str  # schema.table
+    method: str
+    sql: str
 
 
 @dataclass(frozen=True)
@@ -146,12 +152,17 @@ class MigrationPlan:
         return tuple(r for r in self.rebuilds if r.concurrent)
 
     @property
+    def after_commit(self) -> list[str]:
+        """The CREATE INDEX CONCURRENTLY statements run after the swap commits, in order."""
+        return [r.definition for r in self.concurrent_rebuilds] + [c.sql for c in self.carried_concurrent]
+
+    @property
     def plan_hash(self) -> str:
         """A stable digest of what will run: the same database and spec give the same hash."""
         document = {
             "route": self.route,
             "swap": [s.hashed() for s in self.swap],
-            "concurrent": [r.definition for r in self.concurrent_rebuilds] + [c[4] for c in self.carried_concurrent],
+            "concurrent": self.after_commit,
             "surface": self.surface,
         }
         digest = hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
@@ -167,8 +178,7 @@ class MigrationPlan:
                 {"step": s.step.value, "sql": s.sql, **({"runAs": s.run_as} if s.run_as else {})} for s in self.swap
             ],
             "afterCommit": [
-                {"step": StatementKind.REINDEX_CONCURRENTLY.value, "sql": sql}
-                for sql in (*(r.definition for r in self.concurrent_rebuilds), *(c[4] for c in self.carried_concurrent))
+                {"step": StatementKind.REINDEX_CONCURRENTLY.value, "sql": sql} for sql in self.after_commit
             ],
             "warnings": list(self.warnings),
             **({"droppedIndexes": list(self.dropped_indexes)} if self.dropped_indexes else {}),

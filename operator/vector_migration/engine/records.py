@@ -66,8 +66,14 @@ class IndexBuild(BaseModel):
     @classmethod
     def carried(cls, build: CarriedBuild) -> IndexBuild:
         """The record of a carried index built after the swap commits."""
-        schema, name, table, method, definition = build
-        return cls(index_schema=schema, name=name, table=table, method=method, definition=definition, concurrent=True)
+        return cls(
+            index_schema=build.schema,
+            name=build.name,
+            table=build.table,
+            method=build.method,
+            definition=build.sql,
+            concurrent=True,
+        )
 
     @classmethod
     def of(cls, rebuild: IndexRebuild) -> IndexBuild:

@@ -293,15 +293,13 @@ async def _prepare(
         admin_credentials = await _secret(state.client, namespace, admin_ref.name)
         if isinstance(admin_credentials, Fail):
             return admin_credentials
-        # Only the login: CloudNativePG's <cluster>-superuser Secret names no database ("*"), and
-        # the server, database and TLS are the application's.
         user = admin_credentials.get("username") or admin_credentials.get("user")
         if not user or "password" not in admin_credentials:
             return Fail(
                 Reason.SECRET_UNAVAILABLE,
                 f"secret {namespace}/{admin_ref.name} needs 'username' and 'password' (spec.database.adminSecretRef)",
             )
-        admin = dataclasses.replace(params, user=user, password=admin_credentials["password"])
+        admin = params.with_login(user, admin_credentials["password"])
     inputs = RunInputs(
         f"{namespace}/{name}",
         resource.spec,

@@ -56,10 +56,12 @@ async def judge_probes(m: Migration, probes: list[Probe], verification: Verifica
         entry = by_name.setdefault(probe.index, IndexVerification(name=probe.index, queries=len(probe.queries)))
         before = probe.baseline
         after = await _measure(m, probe)
-        if _below(after, probe, spec) and await _build_again(m, probe):
+        bound = _recall_bound(probe, spec)
+        below = bound is not None and after.recall is not None and after.recall < bound[0]
+        if below and await _build_again(m, probe):
             entry.recall_after_first_build = after.recall
             after = await _measure(m, probe)
-        verdict, figure = await _decide_recall(m, probe, after, entry)
+        verdict, figure = await _decide_recall(m, probe, after, entry, bound)
         entry.latency_after = latency_ms(after)
         entry.used_by_planner = after.used_by_planner
         if not after.usable and (before is None or before.usable):
@@ -103,14 +105,8 @@ def recall_verdict(after: IndexMeasurement, bound: float) -> Verdict:
     return Verdict.FAILED if high < bound else Verdict.INCONCLUSIVE
 
 
-def _below(after: IndexMeasurement, probe: Probe, spec: VerifySpec) -> bool:
-    """Whether recall's point estimate misses its bound (the first build is then built once more)."""
-    bound = _recall_bound(probe, spec)
-    return bound is not None and after.recall is not None and after.recall < bound[0]
-
-
 async def _decide_recall(
-    m: Migration, probe: Probe, after: IndexMeasurement, entry: IndexVerification
+    m: Migration, probe: Probe, after: IndexMeasurement, entry: IndexVerification, found: tuple[float, str] | None
 ) -> tuple[Verdict, str]:
     """Recall's verdict, measuring held-out queries (other rows than the baseline's) while it cannot tell.
 
@@ -120,9 +116,10 @@ async def _decide_recall(
     for a person (VerificationInconclusive): never rolled back on a sample too small to tell.
     """
     spec = m.spec.verify
-    found = _recall_bound(probe, spec)
     if found is None or after.recall is None:
         entry.recall_after = after.recall
+        interval = after.recall_interval
+        entry.recall_after_interval = list(interval) if interval else None  # reported even with no bound
         return Verdict.PASSED, ""
     bound, described = found
     verdict, rounds, seen, held_out = recall_verdict(after, bound), 1, set(probe.queries), 0

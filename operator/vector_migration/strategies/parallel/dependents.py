@@ -65,7 +65,7 @@ def move_materialized_view(view: SavedView, rewritten: Rewritten) -> list[Statem
     schema, replacement = view.schema, derived_name(view.name, REPLACEMENT_SUFFIX)
     query = view_queries(rewritten).get((schema, view.name))
     statements = recreate_view(dataclasses.replace(view, name=replacement, index_definitions=()), query=query)
-    mine = [(name, d) for s, t, name, d in rewritten.indexes if (s, t) == (schema, view.name)]
+    mine = {name: d for s, t, name, d in rewritten.indexes if (s, t) == (schema, view.name)}
     dropped = {name for s, t, name, _ in rewritten.dropped if (s, t) == (schema, view.name)}
     renames = []
     for definition in view.index_definitions:
@@ -73,7 +73,7 @@ def move_materialized_view(view: SavedView, rewritten: Rewritten) -> list[Statem
         if name in dropped:  # indexes.unmappable: Drop; the plan's warnings name it
             continue
         built = derived_name(name, REPLACEMENT_SUFFIX)
-        target = dict(mine).get(name, definition)
+        target = mine.get(name, definition)
         # An index's expressions and predicate are the owner's code: built as the owner
         statements.append(Statement(StatementKind.RECREATE_DEPENDENT, retarget_index(target, replacement, built),
                                     run_as=view.owner))  # fmt: skip
