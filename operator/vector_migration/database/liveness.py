@@ -39,7 +39,8 @@ class HeartbeatSettings:
     misses: int = 3
 
 
-_SILENCE = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
+# InternalClientError: what asyncpg may raise on a connection the server ended while it was idle
+_SILENCE = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.InternalClientError, asyncpg.PostgresConnectionError)
 
 
 @dataclass

@@ -29,6 +29,12 @@ from .outcomes import Advance, Fail, Hold, Outcome, Wait
 from .records import UnreadableJournal
 from .strategy import strategy_of
 
+# What a lost connection raises. asyncpg reports a session the server terminated while it sat idle
+# as InternalClientError ("cannot switch to state 15; another operation (2) is in progress") on
+# its next statement (MagicStack/asyncpg#784, #1069; SQLAlchemy treats it as a disconnect since
+# sqlalchemy#13241): an outage to reconnect from, not a crash.
+CONNECTION_LOST = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
+
 # A spec changed under a swapped database: the person who changed it decides, not the engine.
 _NO_ROLLBACK = frozenset({Reason.SPEC_CHANGED_AFTER_SWAP})
 
@@ -46,7 +52,7 @@ async def step(m: Migration) -> Outcome:
     started = time.perf_counter()
     try:
         outcome = await while_server_answers(m.heartbeat, function(m))
-    except (DatabaseUnavailable, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as error:
+    except (DatabaseUnavailable, *CONNECTION_LOST) as error:
         outcome = Wait(Reason.DATABASE_UNAVAILABLE, f"{m.status.phase.value}: {error}")
     except UnreadableJournal as error:
         outcome = Fail(Reason.JOURNAL_UNREADABLE, f"{error}; nothing was changed")
