@@ -59,20 +59,28 @@ def a_vector(rng: random.Random) -> str:
 
 
 @contextlib.asynccontextmanager
-async def application_writing(database: ConnectionParams) -> AsyncIterator[list[int]]:
+async def application_writing(database: ConnectionParams, *, reconnect: bool = False) -> AsyncIterator[list[int]]:
     """Inserts, updates and deletes, one transaction each, logged in `changes`, until the block ends.
 
     The application names its table, never its type, and sends vectors as untyped text: the same
     statements work before and after the column becomes ruvector (no prepared-statement cache).
+    With ``reconnect``, a session ended under it (a switchover ends them all) is opened again, as
+    a connection pool would: a transaction cut off either committed with its log row or not at all.
     """
-    writer = await asyncpg.connect(
-        host=database.host, user=database.user, database=database.dbname, statement_cache_size=0
-    )
+
+    async def connect() -> asyncpg.Connection:
+        return await asyncpg.connect(
+            host=database.host, port=database.port, user=database.user, database=database.dbname,
+            statement_cache_size=0,
+        )  # fmt: skip
+
+    writer = await connect()
     rng = random.Random(7)
     committed = [0]
     stop = asyncio.Event()
 
     async def write() -> None:
+        nonlocal writer
         while not stop.is_set():
             op = rng.choice(["insert", "insert", "update", "delete"])
             vector = a_vector(rng)
@@ -95,7 +103,18 @@ async def application_writing(database: ConnectionParams) -> AsyncIterator[list[
                 committed[0] += 1
             except asyncpg.LockNotAvailableError:
                 pass  # never raised: the application sets no lock_timeout; kept to show the intent
+            except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError, asyncpg.AdminShutdownError):
+                if not reconnect:
+                    raise
+                writer = await reconnected()
             await asyncio.sleep(0.002)
+
+    async def reconnected() -> asyncpg.Connection:
+        while True:
+            try:
+                return await connect()
+            except (asyncpg.PostgresError, OSError):  # the database closed for the switchover, for a moment
+                await asyncio.sleep(0.02)
 
     task = asyncio.create_task(write())
     try:

@@ -318,6 +318,20 @@ class ParallelSpec(ApiModel):
     keep_old_for: Annotated[str, Field(pattern=_DURATION, max_length=_SETTING_LENGTH), _LONG_DURATION] = "24h"
 
 
+class ReplicateSpec(ApiModel):
+    """The Replicate strategy: the new database the rows are replicated into, and what happens to the old one."""
+
+    # The new database on the same server; empty: <database>_<target extension>.
+    target_database: Annotated[str | None, Field(min_length=1, max_length=63)] = None
+    # After the switchover the old database (<database>_pgvector_old) is kept in sync from the new one
+    # this long, so a rollback loses no write; then replication stops.
+    keep_old_for: Annotated[str, Field(pattern=_DURATION, max_length=_SETTING_LENGTH), _LONG_DURATION] = "24h"
+    # Whether the old database is dropped once keepOldFor has passed (else it stays, unreplicated).
+    drop_old: bool = False
+    # How long the switchover waits, with writes blocked, for the new database to catch up.
+    switchover_timeout: Annotated[str, Field(pattern=_DURATION, max_length=_SETTING_LENGTH), _PG_DURATION] = "60s"
+
+
 class PauseSpec(ApiModel):
     """A pause between cutover steps: for a duration, or (no duration) until promoted."""
 
@@ -408,6 +422,7 @@ class VectorMigrationSpec(ApiModel):
     verify: VerifySpec = Field(default_factory=VerifySpec)
     rollback: RollbackSpec = Field(default_factory=RollbackSpec)
     parallel: ParallelSpec = Field(default_factory=ParallelSpec)
+    replicate: ReplicateSpec = Field(default_factory=ReplicateSpec)
     rebuild: RebuildSpec = Field(default_factory=RebuildSpec)
     # Columns whose target type is not the one of the same kind (halfvec widened into a 32-bit vector
     # type, say); only types that hold every source value exactly are accepted. Every strategy.
@@ -611,6 +626,30 @@ class ParallelStatus(ApiModel):
     old_tables_dropped: bool = False
 
 
+class ReplicatedTable(ApiModel):
+    """One table of a Replicate migration: its subscription state and the rows on the new database."""
+
+    name: str
+    state: str  # the subscription's table state: copying, catching up, streaming
+    rows: int | None = None
+
+
+class ReplicateStatus(ApiModel):
+    """Where a Replicate migration's new database is, how far replication is, and what the switchover did."""
+
+    source_database: str
+    target_database: str
+    old_database: str
+    tables: list[ReplicatedTable] = Field(default_factory=list)
+    lag_bytes: int | None = None
+    switchover_seconds: float | None = None
+    switched_over: bool = False
+    reverse_replication: bool = False
+    drop_old_after: str | None = None
+    replication_stopped: bool = False
+    old_database_dropped: bool = False
+
+
 class CutoverStatus(ApiModel):
     """The cutover's current step and the share of reads routed to the new tables."""
 
@@ -635,6 +674,7 @@ class VectorMigrationStatus(ApiModel):
     backup: BackupStatus | None = None
     verification: Verification | None = None
     parallel: ParallelStatus | None = None
+    replicate: ReplicateStatus | None = None
     cutover: CutoverStatus | None = None
     # Seconds spent in each phase, and the write-blocking window of the swap.
     timings: dict[str, float] = Field(default_factory=dict)

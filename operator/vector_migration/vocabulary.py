@@ -72,6 +72,7 @@ class Strategy(StrEnum):
     IN_PLACE = "InPlace"
     PARALLEL = "Parallel"
     REBUILD = "Rebuild"
+    REPLICATE = "Replicate"
 
 
 class ReindexMode(StrEnum):
@@ -137,6 +138,7 @@ class ConditionType(StrEnum):
     INDEXES_REBUILT = "IndexesRebuilt"
     VERIFIED = "Verified"
     SHADOW_SYNCED = "ShadowSynced"
+    REPLICA_SYNCED = "ReplicaSynced"
     FINALIZED = "Finalized"
     ROLLED_BACK = "RolledBack"
     DRIFTED = "Drifted"  # abnormal-true: a succeeded migration's database no longer matches
@@ -205,6 +207,9 @@ class Reason(StrEnum):
     DRIFTED = "Drifted"
     IN_SYNC = "InSync"
     VERIFICATION_INCONCLUSIVE = "VerificationInconclusive"
+    REPLICATION_UNAVAILABLE = "ReplicationUnavailable"  # the server cannot replicate logically (wal_level, slots)
+    NO_REPLICA_IDENTITY = "NoReplicaIdentity"
+    REPLICATION_LAGGING = "ReplicationLagging"  # the switchover gave up waiting for the new database
 
 
 class StatementKind(StrEnum):
@@ -235,6 +240,16 @@ class StatementKind(StrEnum):
     VALIDATE_FOREIGN_KEY = "validate-foreign-key"
     SWAP_NAMES = "swap-names"
     DROP_OLD_TABLE = "drop-old-table"
+    # Replicate's
+    CREATE_DATABASE = "create-database"
+    COPY_SCHEMA = "copy-schema"
+    PUBLISH = "publish"
+    CREATE_SLOT = "create-slot"
+    SUBSCRIBE = "subscribe"
+    BLOCK_WRITES = "block-writes"
+    SET_SEQUENCES = "set-sequences"
+    UNSUBSCRIBE = "unsubscribe"
+    RENAME_DATABASES = "rename-databases"
 
     @property
     def builds_index(self) -> bool:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..vocabulary import BackupScope
-from .sql import ConnectionParams, password_file
+from .sql import ConnectionParams, conninfo_value, password_file
 
 
 @dataclass(frozen=True)
@@ -202,6 +202,38 @@ async def run_restore(
         env = {**_base_environment(), **params.libpq_environment(passfile.path if passfile else None)}
         arguments = [str(pg_restore), *restore_arguments(request.keep_schema), f"--dbname={params.dbname}"]
         await _run([*arguments, str(archive)], env, "pg_restore", passfile.inherit if passfile else ())
+
+
+async def copy_schema(
+    source: ConnectionParams, target: ConnectionParams, scratch: Path, server_major: int, pg_bin_dirs: list[Path]
+) -> None:
+    """pg_dump --schema-only of the source database, restored into the (empty) target in one transaction.
+
+    The archive is a file in ``scratch`` (a schema is small) and is removed whatever happens.
+    Subscriptions are left out: a copy of one would consume the source's slot a second time.
+    """
+    pg_dump = find_client("pg_dump", server_major, pg_bin_dirs)
+    pg_restore = find_client("pg_restore", server_major, pg_bin_dirs)
+    scratch.mkdir(parents=True, exist_ok=True)
+    archive = scratch / f"schema-{os.getpid()}-{id(target)}.dump"
+    try:
+        with password_file(source) as passfile:
+            env = {**_base_environment(), **source.libpq_environment(passfile.path if passfile else None)}
+            arguments = [str(pg_dump), "--schema-only", "--no-subscriptions", "--format=custom", "--no-password"]
+            await _run(
+                [*arguments, f"--file={archive}"], env, "pg_dump --schema-only", passfile.inherit if passfile else ()
+            )
+        with password_file(target) as passfile:
+            env = {**_base_environment(), **target.libpq_environment(passfile.path if passfile else None)}
+            arguments = [str(pg_restore), "--single-transaction", "--exit-on-error", "--no-password"]
+            await _run(
+                [*arguments, f"--dbname=dbname={conninfo_value(target.dbname or '')}", str(archive)],
+                env,
+                "pg_restore (schema)",
+                passfile.inherit if passfile else (),
+            )
+    finally:
+        archive.unlink(missing_ok=True)
 
 
 def _sha256(path: Path) -> str:

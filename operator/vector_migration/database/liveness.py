@@ -52,6 +52,8 @@ class Heartbeat:
     settings: HeartbeatSettings
     silent: asyncio.Event = field(default_factory=asyncio.Event)
     reason: str = ""
+    # The probe's backend: a switchover that ends every other session on the database keeps it.
+    probe_pid: int | None = None
     _task: asyncio.Task[None] | None = None
 
     @classmethod
@@ -63,7 +65,7 @@ class Heartbeat:
             probe = await connect(params, timeout=settings.interval)
         except DatabaseUnavailable:
             return None
-        heartbeat = cls(params, session, settings)
+        heartbeat = cls(params, session, settings, probe_pid=probe.get_server_pid())
         heartbeat._task = asyncio.create_task(heartbeat._beat(probe), name="vector-migration heartbeat")
         return heartbeat
 
@@ -105,7 +107,9 @@ class Heartbeat:
                 probe.terminate()  # never close(): a polite goodbye waits on the very server that is silent
 
     async def _reopen(self) -> asyncpg.Connection:
-        return await connect(self.params, timeout=self.settings.interval)
+        probe = await connect(self.params, timeout=self.settings.interval)
+        self.probe_pid = probe.get_server_pid()
+        return probe
 
     def _end(self, reason: str) -> None:
         self.reason = reason

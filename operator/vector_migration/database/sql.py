@@ -52,6 +52,11 @@ def quote_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def conninfo_value(text: str) -> str:
+    """One value of a libpq connection string, quoted as libpq reads it (in single quotes, backslash-escaped)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def operator_ref(schema: str, operator: str) -> str:
     """A schema-qualified operator; operator names are symbols, checked rather than quoted."""
     if not operator or any(char not in "+-*/<>=~!@#%^&|`?" for char in operator):

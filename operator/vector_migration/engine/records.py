@@ -37,6 +37,9 @@ PREPARED = "parallel_prepared"
 BACKFILL = "parallel_backfill"
 FINALIZED = "parallel_finalized"
 OLD_DROPPED = "parallel_old_dropped"
+REPLICA_PREPARED = "replicate_prepared"
+REPLICA_SWITCHED = "replicate_switched"
+REPLICA_STOPPED = "replicate_stopped"
 
 
 class UnreadableJournal(RuntimeError):
@@ -266,6 +269,29 @@ class RollbackRecord(Record):
     restored_from: str | None = Field(None, alias="restoredFrom")
 
 
+class ReplicaRecord(SwapRecord):
+    """Recorded when a Replicate migration's new database was subscribed (strategy Replicate)."""
+
+    source_database: str = Field(alias="sourceDatabase")
+    target_database: str = Field(alias="targetDatabase")
+    old_database: str = Field(alias="oldDatabase")
+    # The publication, slot and subscription carrying rows to the new database, and those carrying
+    # them back to the old one after the switchover (each the same name for all three objects).
+    forward: str
+    back: str
+    published: list[list[str]] = Field(default_factory=list)  # [[schema, table]] of every replicated table
+    # [[step, sql, role or ""]]: the conversion's other index builds (carried indexes), run after the copy
+    builds: list[list[str]] = Field(default_factory=list)
+
+
+class SwitchRecord(Record):
+    """Recorded in the new database once the switchover renamed the databases."""
+
+    drop_old_after: str = Field(alias="dropOldAfter")
+    switchover_seconds: float = Field(alias="switchoverSeconds")
+    tables: list[TableVerification] = Field(default_factory=list)  # both sides' checksums, under the block
+
+
 class OldTablesDropped(Record):
     """Recorded when a Parallel migration's old tables were dropped after keepOldFor."""
 
@@ -324,6 +350,16 @@ class Journal:
     def backfill(self) -> BackfillRecord | None:
         """The backfill cursors (Parallel)."""
         return self.get(BACKFILL, BackfillRecord)
+
+    @cached_property
+    def replica(self) -> ReplicaRecord | None:
+        """The new database's record (Replicate)."""
+        return self.get(REPLICA_PREPARED, ReplicaRecord)
+
+    @cached_property
+    def switched(self) -> SwitchRecord | None:
+        """The switchover's record (Replicate)."""
+        return self.get(REPLICA_SWITCHED, SwitchRecord)
 
     @cached_property
     def finalized(self) -> FinalizeRecord | None:

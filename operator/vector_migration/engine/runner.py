@@ -132,7 +132,7 @@ async def drive(m: Migration, *, stop: StopCheck | None = None, observe: PhaseOb
         stopped = await stop(before) if stop is not None else None
         if stopped is not None:
             return stopped
-        opened = await open_session(m) if m.conn is None else None
+        opened = await _open_session(m) if m.conn is None else None
         if opened is not None:
             apply(m, opened)
             outcome = opened
@@ -141,6 +141,24 @@ async def drive(m: Migration, *, stop: StopCheck | None = None, observe: PhaseOb
         if observe is not None and (m.status.phase != before or not isinstance(outcome, Advance)):
             await observe(before, outcome)
     return outcome
+
+
+# What PostgreSQL says to a login on a database with ALLOW_CONNECTIONS false.
+CLOSED_DATABASE = "is not currently accepting connections"
+
+
+async def _open_session(m: Migration) -> Outcome | None:
+    """Open the control session; a database a cut-off step of the strategy closed is opened again first."""
+    opened = await open_session(m)
+    if isinstance(opened, Wait) and opened.reason is Reason.DATABASE_UNAVAILABLE and CLOSED_DATABASE in opened.message:
+        try:
+            recovered = await strategy_of(m.spec).recover_connection(m)
+        except DatabaseUnavailable:
+            recovered = False
+        if recovered:
+            m.reporter.warning(f"{m.params.dbname} was left closed by an interrupted switchover; opened it again")
+            opened = await open_session(m)
+    return opened
 
 
 # Waits that are retries of something that failed (a lock held by the application, a database

@@ -83,6 +83,9 @@ class MigrationStrategy(Protocol):
     def kept_for(self, remaining: float) -> str:
         """What stays, and for how long, while the leftovers are not yet due."""
 
+    async def recover_connection(self, m: Migration) -> bool:
+        """The database refuses connections: undo what of this strategy's closed it; whether it did."""
+
 
 class ConvertingStrategy:
     """What InPlace and Rebuild share: one transaction converts the tables, nothing is left behind."""
@@ -137,6 +140,10 @@ class ConvertingStrategy:
     def kept_for(self, remaining: float) -> str:
         """Nothing stays."""
         return "nothing is kept"
+
+    async def recover_connection(self, m: Migration) -> bool:
+        """Nothing of this strategy closes a database."""
+        return False
 
 
 _REGISTRY: dict[Strategy, MigrationStrategy] = {}

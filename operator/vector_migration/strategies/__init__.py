@@ -7,5 +7,6 @@ from ..engine.strategy import register
 from .in_place import InPlace
 from .parallel import Parallel
 from .rebuild import Rebuild
+from .replicate import Replicate
 
-STRATEGIES = tuple(register(strategy) for strategy in (InPlace(), Rebuild(), Parallel()))
+STRATEGIES = tuple(register(strategy) for strategy in (InPlace(), Rebuild(), Parallel(), Replicate()))

@@ -130,3 +130,7 @@ class Parallel:
     def kept_for(self, remaining: float) -> str:
         """The old tables, kept in sync until keepOldFor has passed."""
         return f"the old tables stay for {remaining:.0f}s more (parallel.keepOldFor)"
+
+    async def recover_connection(self, m: Migration) -> bool:
+        """Nothing of this strategy closes a database."""
+        return False

@@ -1,0 +1,234 @@
+"""What Replicate reads from the catalog: the server's replication capacity, the tables, the database's own settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+import pglast
+from pglast import ast
+from pglast.stream import RawStream
+
+from ...database.catalog import Blocker
+from ...database.sql import qualify, quote_ident, quote_literal
+from ...vocabulary import JOURNAL_SCHEMA, JOURNAL_TABLE, Reason
+from .names import ReplicaNames
+
+# Every ordinary table of the database except the catalogs' and extensions' own (their contents come
+# with CREATE EXTENSION). The database moves whole: a table left out would be empty after the switchover.
+_TABLES = """
+SELECT n.nspname AS schema, c.relname AS name, c.relkind::text AS kind, c.relpersistence::text AS persistence,
+       c.relreplident::text AS identity,
+       EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) AS has_key
+  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+   AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'
+   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.deptype = 'e'
+                      AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.oid)
+ ORDER BY 1, 2
+"""
+
+
+@dataclass(frozen=True)
+class DatabaseFacts:
+    """The source database's own properties, which a schema-only dump does not carry."""
+
+    owner: str
+    encoding: str
+    collate: str
+    ctype: str
+    comment: str | None
+    settings: tuple[tuple[str | None, str], ...]  # (role or None, "name=value") set IN DATABASE
+    grants: tuple[str, ...]  # GRANT statements for the database's privileges, with {database} to fill
+
+
+async def replicated_tables(conn: asyncpg.Connection) -> list[tuple[str, str]]:
+    """Every table whose rows move to the new database, the migration's journal included."""
+    tables = {(r["schema"], r["name"]) for r in await conn.fetch(_TABLES) if r["kind"] == "r"}
+    return sorted(tables | {(JOURNAL_SCHEMA, JOURNAL_TABLE)})
+
+
+async def replication_blockers(conn: asyncpg.Connection, names: ReplicaNames, migration: str) -> list[Blocker]:
+    """What keeps this server and database from a logical replica: each with what to do, all at once."""
+    blockers: list[Blocker] = []
+    settings = {
+        r["name"]: r["setting"]
+        for r in await conn.fetch(
+            "SELECT name, setting FROM pg_catalog.pg_settings WHERE name = ANY($1::text[])",
+            ["wal_level", "max_replication_slots", "max_wal_senders", "max_sync_workers_per_subscription"],
+        )
+    }
+    if settings.get("wal_level") != "logical":
+        blockers.append(
+            Blocker(
+                Reason.REPLICATION_UNAVAILABLE,
+                f"wal_level is {settings.get('wal_level')}; Replicate needs wal_level = logical "
+                "(ALTER SYSTEM SET wal_level = logical, then restart the server; CloudNativePG: "
+                "postgresql.parameters.wal_level)",
+            )
+        )
+    slots_used = await conn.fetchval("SELECT count(*) FROM pg_catalog.pg_replication_slots")
+    # The subscription's slot, one per table copied at a time, and the slot replicating back.
+    needed = 2 + int(settings.get("max_sync_workers_per_subscription", "2"))
+    free = int(settings.get("max_replication_slots", "0")) - slots_used
+    if free < needed:
+        blockers.append(
+            Blocker(
+                Reason.REPLICATION_UNAVAILABLE,
+                f"{free} free replication slot(s) (max_replication_slots); Replicate needs {needed}",
+            )
+        )
+    if not await conn.fetchval("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = SESSION_USER"):
+        blockers.append(
+            Blocker(
+                Reason.INSUFFICIENT_PRIVILEGE,
+                "Replicate creates a database, a publication of every table, replication slots and subscriptions: "
+                "it needs a superuser login (spec.database.adminSecretRef, --admin-database-url)",
+            )
+        )
+    rows = await conn.fetch(_TABLES)
+    unidentified = [
+        qualify(r["schema"], r["name"])
+        for r in rows
+        if r["kind"] == "r" and (r["identity"] == "n" or (r["identity"] == "d" and not r["has_key"]))
+    ]
+    if unidentified:
+        blockers.append(
+            Blocker(
+                Reason.NO_REPLICA_IDENTITY,
+                f"table(s) {', '.join(unidentified)} have no primary key, so their updates and deletes cannot be "
+                "replicated; add a primary key or run ALTER TABLE ... REPLICA IDENTITY FULL on each",
+            )
+        )
+    unlogged = [qualify(r["schema"], r["name"]) for r in rows if r["kind"] == "r" and r["persistence"] == "u"]
+    if unlogged:
+        blockers.append(
+            Blocker(
+                Reason.UNSUPPORTED_COLUMN,
+                f"unlogged table(s) {', '.join(unlogged)} are not replicated; ALTER TABLE ... SET LOGGED, "
+                "or choose InPlace or Parallel",
+            )
+        )
+    matviews = [qualify(r["schema"], r["name"]) for r in rows if r["kind"] == "m"]
+    if matviews:
+        blockers.append(
+            Blocker(
+                Reason.BLOCKING_DEPENDENT,
+                f"materialized view(s) {', '.join(matviews)} are not replicated and Replicate does not move "
+                "them yet; choose InPlace or Parallel",
+            )
+        )
+    if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_largeobject_metadata)"):
+        blockers.append(
+            Blocker(
+                Reason.UNSUPPORTED_COLUMN,
+                "the database holds large objects, which logical replication does not carry; choose InPlace",
+            )
+        )
+    subscriptions = await conn.fetch(
+        "SELECT subname FROM pg_catalog.pg_subscription WHERE subdbid = "
+        "(SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())"
+    )
+    if subscriptions:
+        blockers.append(
+            Blocker(
+                Reason.BLOCKING_DEPENDENT,
+                f"the database has subscription(s) {', '.join(r['subname'] for r in subscriptions)}, which the new "
+                "database would not continue; choose InPlace or Parallel",
+            )
+        )
+    taken = await conn.fetch(
+        "SELECT datname, pg_catalog.shobj_description(oid, 'pg_database') AS comment FROM pg_catalog.pg_database "
+        "WHERE datname = ANY($1::text[])",
+        [names.target, names.old],
+    )
+    for row in taken:
+        if row["datname"] == names.target and (row["comment"] or "") == names.marker(migration):
+            continue  # this migration's own, from an interrupted attempt: made again
+        blockers.append(
+            Blocker(
+                Reason.BLOCKING_DEPENDENT,
+                f"database {row['datname']} already exists; drop it, "
+                "or name another with spec.replicate.targetDatabase",
+            )
+        )
+    return blockers
+
+
+async def database_facts(conn: asyncpg.Connection) -> DatabaseFacts:
+    """The current database's owner, encoding, locale, comment, settings and privileges."""
+    row = await conn.fetchrow(
+        """
+        SELECT pg_catalog.pg_get_userbyid(d.datdba) AS owner, pg_catalog.pg_encoding_to_char(d.encoding) AS encoding,
+               d.datcollate AS collate, d.datctype AS ctype,
+               pg_catalog.shobj_description(d.oid, 'pg_database') AS comment
+          FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()
+        """
+    )
+    settings = await conn.fetch(
+        """
+        SELECT CASE WHEN s.setrole = 0 THEN NULL ELSE pg_catalog.pg_get_userbyid(s.setrole) END AS role,
+               pg_catalog.unnest(s.setconfig) AS setting
+          FROM pg_catalog.pg_db_role_setting s
+         WHERE s.setdatabase = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
+         ORDER BY 1 NULLS FIRST, 2
+        """
+    )
+    privileges = await conn.fetch(
+        """
+        SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(a.grantee))
+               END AS grantee, a.privilege_type, a.is_grantable
+          FROM pg_catalog.pg_database d, pg_catalog.aclexplode(d.datacl) a
+         WHERE d.datname = pg_catalog.current_database() AND a.grantee <> d.datdba
+         ORDER BY 1, 2
+        """
+    )
+    return DatabaseFacts(
+        owner=row["owner"],
+        encoding=row["encoding"],
+        collate=row["collate"],
+        ctype=row["ctype"],
+        comment=row["comment"],
+        settings=tuple((r["role"], r["setting"]) for r in settings),
+        grants=tuple(
+            f"GRANT {r['privilege_type']} ON DATABASE {{database}} TO {r['grantee']}"
+            + (" WITH GRANT OPTION" if r["is_grantable"] else "")
+            for r in privileges
+        ),
+    )
+
+
+def database_statements(facts: DatabaseFacts, database: str, marker: str) -> list[str]:
+    """CREATE DATABASE for the new database as the source is, and its settings, privileges and marker."""
+    name = quote_ident(database)
+    statements = [
+        f"CREATE DATABASE {name} WITH TEMPLATE template0 OWNER {quote_ident(facts.owner)} "
+        f"ENCODING {quote_literal(facts.encoding)} LC_COLLATE {quote_literal(facts.collate)} "
+        f"LC_CTYPE {quote_literal(facts.ctype)}",
+        f"COMMENT ON DATABASE {name} IS {quote_literal(marker)}",
+    ]
+    for role, setting in facts.settings:
+        key, _, value = setting.partition("=")
+        guc = ".".join(quote_ident(part) for part in key.split("."))
+        prefix = f"ALTER ROLE {quote_ident(role)} IN DATABASE {name}" if role else f"ALTER DATABASE {name}"
+        statements.append(f"{prefix} SET {guc} = {_setting_value(guc, value)}")
+    statements += [grant.format(database=name) for grant in facts.grants]
+    return statements
+
+
+def _setting_value(guc: str, value: str) -> str:
+    """A stored setting's value as SQL: a list (search_path's "$user", public) stays a list of literals.
+
+    The catalog keeps a list setting as its elements, quoted where needed; one string literal of
+    that text would become one element. The value is parsed (never pasted) and only constants pass.
+    """
+    try:
+        parsed = pglast.parse_sql(f"SET {guc} TO {value}")
+    except pglast.parser.ParseError:
+        return quote_literal(value)
+    statement = parsed[0].stmt if len(parsed) == 1 else None
+    if not isinstance(statement, ast.VariableSetStmt) or not statement.args:
+        return quote_literal(value)
+    if not all(isinstance(arg, ast.A_Const) for arg in statement.args):
+        return quote_literal(value)
+    return ", ".join(RawStream()(arg) for arg in statement.args)

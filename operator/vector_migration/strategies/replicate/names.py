@@ -1,0 +1,36 @@
+"""The names Replicate gives what it creates: the new database, the old one, and the replication objects."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from ...api import VectorMigrationSpec
+from ..parallel.names import OLD_SUFFIX, OURS, derived_name
+
+
+@dataclass(frozen=True)
+class ReplicaNames:
+    """The three databases' names and the two replication channels' (publication, slot and subscription share one)."""
+
+    source: str  # the application's database, named as the application reaches it
+    target: str  # the new database, until the switchover gives it the source's name
+    old: str  # what the source is called after the switchover
+    forward: str  # source -> new database, until the switchover
+    back: str  # new database -> old one, from the switchover until keepOldFor has passed
+
+    def marker(self, migration: str) -> str:
+        """The new database's comment: whose it is (a re-run, a person and the switchover recognise it)."""
+        return f"{OURS} {migration}: the Replicate copy of database {self.source}"
+
+
+def replica_names(migration: str, spec: VectorMigrationSpec, source_database: str) -> ReplicaNames:
+    """The names for a migration of ``source_database``; replication names are [a-z0-9_] as slots require."""
+    channel = "vmig_" + hashlib.sha256(migration.encode()).hexdigest()[:16]
+    return ReplicaNames(
+        source=source_database,
+        target=spec.replicate.target_database or derived_name(source_database, f"_{spec.target.extension}"),
+        old=derived_name(source_database, OLD_SUFFIX),
+        forward=channel,
+        back=f"{channel}_back",
+    )

@@ -1,0 +1,171 @@
+"""Replicate's plan as data: the new database, the schema copy and its conversion, replication, and the switchover.
+
+Every statement the strategy runs is built here, by pure functions, and the plan hash covers them
+all, so a person approves exactly what will run. The one thing left out is the password: the
+subscription's connection string is shown without it and gets it only when it runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from ...database.sql import ConnectionParams, conninfo_value, qualify, quote_ident, quote_literal
+from ...engine.plan import MigrationPlan, Statement
+from ...vocabulary import StatementKind
+from .names import ReplicaNames
+
+
+def conninfo(params: ConnectionParams, database: str, *, with_password: bool) -> str:
+    """A libpq connection string for a subscription to reach ``database`` on the same server.
+
+    Values are quoted as libpq reads them (conninfo_value). Without the password the
+    string is safe to show; the subscription is given it when it is created.
+    """
+    parts = [("host", params.host), ("port", str(params.port) if params.port else None), ("dbname", database)]
+    parts += [("user", params.user), ("sslmode", params.sslmode), ("sslrootcert", params.sslrootcert)]
+    if with_password:
+        parts.append(("password", params.password))
+    return " ".join(f"{key}={conninfo_value(text)}" for key, text in parts if text)
+
+
+def publication(name: str, tables: tuple[tuple[str, str], ...]) -> str:
+    """Publish every replicated table's inserts, updates, deletes and truncates."""
+    return f"CREATE PUBLICATION {quote_ident(name)} FOR TABLE {', '.join(qualify(s, t) for s, t in tables)}"
+
+
+def slot(name: str) -> str:
+    """The subscription's slot, made beforehand: between two databases of one server it must be."""
+    return f"SELECT pg_catalog.pg_create_logical_replication_slot({quote_literal(name)}, 'pgoutput')"
+
+
+def subscription(name: str, connection: str, *, copy_data: bool) -> str:
+    """A subscription on the slot made beforehand; ``copy_data`` copies the tables before streaming."""
+    return (
+        f"CREATE SUBSCRIPTION {quote_ident(name)} CONNECTION {quote_literal(connection)} "
+        f"PUBLICATION {quote_ident(name)} WITH (create_slot = false, slot_name = {quote_literal(name)}, "
+        f"copy_data = {'true' if copy_data else 'false'})"
+    )
+
+
+def unsubscribe(name: str) -> list[str]:
+    """Stop and drop a subscription, leaving its slot to be dropped on the publisher (same server: by us)."""
+    sub = quote_ident(name)
+    return [
+        f"ALTER SUBSCRIPTION {sub} DISABLE",
+        f"ALTER SUBSCRIPTION {sub} SET (slot_name = NONE)",
+        f"DROP SUBSCRIPTION {sub}",
+    ]
+
+
+def allow_connections(database: str, allowed: bool) -> str:
+    """Open or close a database to new sessions (superusers included)."""
+    return f"ALTER DATABASE {quote_ident(database)} ALLOW_CONNECTIONS {'true' if allowed else 'false'}"
+
+
+def renames(pairs: list[tuple[str, str]]) -> list[str]:
+    """Database renames, run in one transaction (PostgreSQL allows it): both names change, or neither."""
+    return [f"ALTER DATABASE {quote_ident(old)} RENAME TO {quote_ident(new)}" for old, new in pairs]
+
+
+@dataclass(frozen=True)
+class ReplicatePlan:
+    """The new database, its schema and conversion, the replication channels, and the switchover."""
+
+    conversion: MigrationPlan
+    names: ReplicaNames
+    tables: tuple[tuple[str, str], ...]  # every replicated table
+    database: tuple[str, ...]  # CREATE DATABASE and its settings, privileges and marker
+    connection: str  # the forward subscription's connection, without the password
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """The conversion's warnings."""
+        return self.conversion.warnings
+
+    @property
+    def schema(self) -> tuple[Statement, ...]:
+        """The conversion as it runs on the new database's empty copy: everything but index builds."""
+        return tuple(s for s in self.conversion.swap if not s.step.builds_index)
+
+    @property
+    def builds(self) -> tuple[Statement, ...]:
+        """The vector indexes, built on the new database once its rows are copied."""
+        return tuple(s for s in self.conversion.swap if s.step.builds_index)
+
+    @property
+    def prepare(self) -> tuple[Statement, ...]:
+        """Before any row moves: the database, the schema (pg_dump --schema-only | pg_restore), replication."""
+        names = self.names
+        return (
+            *(Statement(StatementKind.CREATE_DATABASE, sql) for sql in self.database),
+            Statement(
+                StatementKind.COPY_SCHEMA,
+                f"pg_dump --schema-only --no-subscriptions {quote_ident(names.source)} "
+                f"| pg_restore --single-transaction --exit-on-error --dbname={quote_ident(names.target)}",
+            ),
+            *self.schema,
+            Statement(StatementKind.PUBLISH, publication(names.forward, self.tables)),
+            Statement(StatementKind.CREATE_SLOT, slot(names.forward)),
+            Statement(StatementKind.SUBSCRIBE, subscription(names.forward, self.connection, copy_data=True)),
+        )
+
+    @property
+    def switchover(self) -> tuple[Statement, ...]:
+        """Writes blocked on the source, the rows proven equal, replication turned around, the names swapped."""
+        names = self.names
+        return (
+            Statement(StatementKind.BLOCK_WRITES, allow_connections(names.source, False)),
+            Statement(
+                StatementKind.BLOCK_WRITES,
+                "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity "
+                f"WHERE datname = {quote_literal(names.source)} AND backend_type = 'client backend'",
+            ),
+            Statement(StatementKind.SET_SEQUENCES, "SELECT pg_catalog.setval(<sequence>, <source's last value>, true)"),
+            Statement(StatementKind.PUBLISH, publication(names.back, self.tables)),
+            Statement(StatementKind.CREATE_SLOT, slot(names.back)),
+            *(Statement(StatementKind.UNSUBSCRIBE, sql) for sql in unsubscribe(names.forward)),
+            *(
+                Statement(StatementKind.RENAME_DATABASES, sql)
+                for sql in [
+                    *renames([(names.source, names.old), (names.target, names.source)]),
+                    allow_connections(names.old, True),
+                ]
+            ),
+            Statement(StatementKind.SUBSCRIBE, subscription(names.back, self.connection, copy_data=False)),
+        )
+
+    @property
+    def plan_hash(self) -> str:
+        """A digest of every statement, in order."""
+        document = {
+            "prepare": [s.hashed() for s in self.prepare],
+            "builds": [s.hashed() for s in self.builds],
+            "switchover": [s.hashed() for s in self.switchover],
+            "surface": self.conversion.surface,
+            "route": self.conversion.route,
+        }
+        digest = hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
+        return f"sha256:{digest[:16]}"
+
+    def as_document(self) -> dict[str, object]:
+        """The plan for `vector-migration plan` and the approval ConfigMap."""
+
+        def listed(statements: tuple[Statement, ...]) -> list[dict[str, str]]:
+            return [
+                {"step": s.step.value, "sql": s.sql, **({"runAs": s.run_as} if s.run_as else {})} for s in statements
+            ]
+
+        return {
+            "planHash": self.plan_hash,
+            "strategy": "Replicate",
+            "route": self.conversion.route,
+            "target": self.conversion.surface,
+            "databases": {"source": self.names.source, "new": self.names.target, "oldAfterSwitchover": self.names.old},
+            "replicatedTables": [f"{s}.{t}" for s, t in self.tables],
+            "prepare": listed(self.prepare),
+            "afterCopy": listed(self.builds),
+            "switchover": listed(self.switchover),
+            "warnings": list(self.warnings),
+        }

@@ -1,0 +1,143 @@
+"""Prepare: the new database, the source's schema in it converted to the target, and a subscription copying the rows.
+
+Nothing here touches the application's tables: the source gains only a publication and a slot.
+An attempt interrupted anywhere before its journal record is taken apart and made again by the
+next run (tear_down_replica); after the record, the next run continues with the copy.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+import asyncpg
+
+from ...api import ReplicatedTable, ReplicateStatus
+from ...database import journal
+from ...database.backup import BackupError, copy_schema
+from ...engine import records
+from ...engine.context import Migration
+from ...engine.outcomes import Advance, Fail, Outcome
+from ...engine.records import IndexBuild, Journal, ReplicaRecord
+from ...engine.transactions import (
+    PlanDrift,
+    Progress,
+    Ready,
+    begin_bounded_transaction,
+    ready_to_change,
+    roll_back,
+    transaction_failure,
+)
+from ...phases.swap import check_plan_unchanged, convert, replan_after_drift
+from ...status import set_condition
+from ...vocabulary import ConditionType, Phase, Reason
+from .plan import ReplicatePlan, conninfo, publication, slot, subscription
+from .sessions import admin_execute, login, maintenance, on_database
+from .teardown import tear_down_replica
+
+# A phase after the new database was made, run where the journal records none: plan again from the start.
+START_OVER = Advance(Phase.CHECKLIST, "no new database is recorded; starting from the checklist")
+
+
+async def recorded_replica(m: Migration) -> tuple[Journal, ReplicaRecord | None]:
+    """The journal, and the new database's record (None before it exists), with the run's facts loaded."""
+    recorded = await records.read(m.session, m.name)
+    replica = recorded.replica
+    if replica is not None and not m.facts.swap_loaded:
+        records.load_swap_record(m, replica, recorded.plan_hash(records.REPLICA_PREPARED))
+        m.status.replicate = m.status.replicate or replica.status.replicate
+    return recorded, replica
+
+
+async def run_create_replica(m: Migration) -> Outcome:
+    """Create the new database with the converted schema, publish every table, and subscribe it."""
+    _, replica = await recorded_replica(m)
+    if replica is not None:
+        return Advance(Phase.BACKFILL, "the new database already exists; continuing with its copy")
+    ready = ready_to_change(m, "the new database")
+    if not isinstance(ready, Ready):
+        return ready
+    plan = cast(ReplicatePlan, ready.plan)
+    try:
+        await check_plan_unchanged(m, ready)
+    except PlanDrift as error:
+        return replan_after_drift(m, error)
+    names = plan.names
+    m.reporter.progress("new database", note=f"creating {names.target}")
+    await tear_down_replica(m, names, m.name)  # an interrupted attempt's, recognised by its marker
+    await journal.ensure(m.session)  # the journal is replicated with the tables: it must be in the schema
+    async with maintenance(m) as admin:
+        for statement in plan.database:
+            await admin.execute(statement)
+    m.reporter.progress("new database", note="copying the schema (pg_dump --schema-only | pg_restore)")
+    try:
+        await copy_schema(
+            login(m).with_database(names.source),
+            login(m).with_database(names.target),
+            m.scratch,
+            ready.inventory.server.version_num // 10000,
+            list(getattr(m.backup, "pg_bin_dirs", ())),
+        )
+    except BackupError as error:
+        await tear_down_replica(m, names, m.name)
+        return Fail(Reason.SWAP_FAILED, f"copying the schema into {names.target} failed: {error}; nothing was changed")
+    converted = await _convert_schema(m, plan, ready)
+    if converted is not None:
+        await tear_down_replica(m, names, m.name)
+        return converted
+    await _subscribe(m, plan)
+    m.facts.rebuilds = [IndexBuild.of(r) for r in plan.conversion.rebuilds]
+    m.facts.tables = ready.inventory.tables()
+    m.facts.swap_loaded = True
+    m.status.replicate = ReplicateStatus(
+        source_database=names.source,
+        target_database=names.target,
+        old_database=names.old,
+        tables=[ReplicatedTable(name=f"{s}.{t}", state="copying") for s, t in plan.tables],
+    )
+    await records.write(m.session, m.name, records.REPLICA_PREPARED, plan.plan_hash, _record(m, plan))
+    message = (
+        f"database {names.target} created with {ready.surface.extension} ({plan.conversion.route} route); "
+        f"copying {len(plan.tables)} table(s) from {names.source} by logical replication"
+    )
+    set_condition(m.status, ConditionType.REPLICA_SYNCED, False, Reason.IN_PROGRESS, message, m.generation)
+    m.reporter.task_done("new database")
+    return Advance(Phase.BACKFILL, message)
+
+
+async def _convert_schema(m: Migration, plan: ReplicatePlan, ready: Ready) -> Outcome | None:
+    """The InPlace conversion on the new database's empty tables, in one transaction; a Fail when it cannot."""
+    async with on_database(m, plan.names.target) as there:
+        progress = Progress()
+        transaction = await begin_bounded_transaction(there)
+        try:
+            await convert(there, list(plan.schema), ready.inventory, ready.surface, m.facts.checksum_mode, progress)
+            await transaction.commit()
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, PlanDrift) as error:
+            await roll_back(transaction)
+            return transaction_failure(error, progress, m.spec, "swap")
+    return None
+
+
+async def _subscribe(m: Migration, plan: ReplicatePlan) -> None:
+    """Publication and slot on the source, then the subscription that copies and streams into the new database."""
+    names = plan.names
+    await admin_execute(m, publication(names.forward, plan.tables), slot(names.forward))
+    connection = conninfo(login(m), names.source, with_password=True)
+    async with on_database(m, names.target) as there:
+        await admin_execute(there, subscription(names.forward, connection, copy_data=True))
+
+
+def _record(m: Migration, plan: ReplicatePlan) -> ReplicaRecord:
+    """The swap record's facts, and the names and tables of this replica."""
+    names = plan.names
+    rebuilt = {r.definition for r in plan.conversion.rebuilds}
+    return ReplicaRecord(
+        **records.swap_record(m).model_dump(by_alias=True),
+        source_database=names.source,
+        target_database=names.target,
+        old_database=names.old,
+        forward=names.forward,
+        back=names.back,
+        published=[[s, t] for s, t in plan.tables],
+        builds=[[s.step.value, s.sql, s.run_as or ""] for s in plan.builds if s.sql not in rebuilt],
+    )

@@ -1,0 +1,115 @@
+"""Taking replication apart: a subscription, its slot, its publication, and a database nobody needs.
+
+Every function here is idempotent (each object is dropped only when it exists), so an interrupted
+tear-down finishes on the next run. A slot is never left behind: one nobody consumes keeps WAL
+forever and fills the server's disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from ...database.sql import quote_ident
+from ...engine.context import Migration, as_admin
+from .names import ReplicaNames
+from .plan import unsubscribe
+from .sessions import maintenance, on_database
+
+
+async def database_exists(conn: asyncpg.Connection, database: str) -> bool:
+    """Whether a database of that name exists on the server."""
+    return bool(
+        await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1)", database)
+    )
+
+
+async def drop_subscription(m: Migration, database: str, name: str) -> None:
+    """Drop the subscription ``name`` in ``database`` (its slot stays, for drop_slot)."""
+    async with maintenance(m) as admin:
+        if not await database_exists(admin, database):
+            return
+    async with on_database(m, database) as there, as_admin(there):
+        exists = await there.session.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_subscription WHERE subname = $1 AND subdbid = "
+            "(SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()))",
+            name,
+        )
+        if exists:
+            for statement in unsubscribe(name):
+                await there.session.execute(statement)
+
+
+async def drop_slot(m: Migration, name: str) -> None:
+    """Drop a replication slot, ending the walsender that still holds it first."""
+    async with maintenance(m) as admin:
+        for _ in range(50):
+            row = await admin.fetchrow(
+                "SELECT active_pid FROM pg_catalog.pg_replication_slots WHERE slot_name = $1", name
+            )
+            if row is None:
+                return
+            if row["active_pid"] is not None:
+                await admin.execute("SELECT pg_catalog.pg_terminate_backend($1)", row["active_pid"])
+                await asyncio.sleep(0.1)
+                continue
+            try:
+                await admin.execute("SELECT pg_catalog.pg_drop_replication_slot($1)", name)
+                return
+            except asyncpg.ObjectInUseError:
+                await asyncio.sleep(0.1)  # a walsender took it again between the two statements
+        raise RuntimeError(f"replication slot {name} stayed in use; drop it with pg_drop_replication_slot")
+
+
+async def drop_publication(m: Migration, database: str, name: str) -> None:
+    """Drop the publication ``name`` in ``database``, if both exist."""
+    async with maintenance(m) as admin:
+        if not await database_exists(admin, database):
+            return
+    async with on_database(m, database) as there, as_admin(there):
+        await there.session.execute(f"DROP PUBLICATION IF EXISTS {quote_ident(name)}")
+
+
+async def drop_database(m: Migration, database: str, marker: str | None) -> None:
+    """Drop a database this migration made, ending its sessions (WITH (FORCE)).
+
+    With a ``marker``, only while the database still carries it as its comment: a database of that
+    name that someone else made is never dropped.
+    """
+    async with maintenance(m) as admin:
+        comment = await admin.fetchrow(
+            "SELECT pg_catalog.shobj_description(oid, 'pg_database') AS comment FROM pg_catalog.pg_database "
+            "WHERE datname = $1",
+            database,
+        )
+        if comment is None or (marker is not None and comment["comment"] != marker):
+            return
+        await admin.execute(f"DROP DATABASE {quote_ident(database)} WITH (FORCE)")
+
+
+async def carries_marker(m: Migration, database: str, marker: str) -> bool:
+    """Whether the database exists with this migration's marker as its comment (made by it)."""
+    async with maintenance(m) as admin:
+        comment = await admin.fetchval(
+            "SELECT pg_catalog.shobj_description(oid, 'pg_database') FROM pg_catalog.pg_database WHERE datname = $1",
+            database,
+        )
+    return bool(comment == marker)
+
+
+async def tear_down_replica(m: Migration, names: ReplicaNames, migration: str) -> None:
+    """Before the switchover: the forward channel and the new database go; the source is as it was."""
+    if await carries_marker(m, names.target, names.marker(migration)):
+        await drop_subscription(m, names.target, names.forward)
+    await drop_slot(m, names.forward)
+    await drop_slot(m, names.back)
+    await drop_publication(m, names.source, names.forward)
+    await drop_database(m, names.target, names.marker(migration))
+
+
+async def stop_reverse_replication(m: Migration, names: ReplicaNames) -> None:
+    """After keepOldFor: the old database stops following the new one (its channel goes)."""
+    await drop_subscription(m, names.old, names.back)
+    await drop_slot(m, names.back)
+    await drop_publication(m, names.source, names.back)
