@@ -76,7 +76,7 @@ async def application_writing(database: ConnectionParams, *, reconnect: bool = F
 
     writer = await connect()
     rng = random.Random(7)
-    committed = [0]
+    committed = [0, 0]  # transactions committed, sessions opened again
     stop = asyncio.Event()
 
     async def write() -> None:
@@ -103,10 +103,11 @@ async def application_writing(database: ConnectionParams, *, reconnect: bool = F
                 committed[0] += 1
             except asyncpg.LockNotAvailableError:
                 pass  # never raised: the application sets no lock_timeout; kept to show the intent
-            except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError, asyncpg.AdminShutdownError):
+            except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError):
                 if not reconnect:
                     raise
                 writer = await reconnected()
+                committed[1] += 1
             await asyncio.sleep(0.002)
 
     async def reconnected() -> asyncpg.Connection:

@@ -33,7 +33,7 @@ def test_defaults_are_what_a_user_expects() -> None:
         ({"verify": {"k": 0}}, "spec.verify.k: Input should be greater than or equal to 1"),
         ({"reindex": {"parameters": {"m": "16; DROP TABLE x"}}}, "must be a number or a word"),
         ({"tables": [{"name": "a.b.c"}]}, "must be 'table' or 'schema.table'"),
-        ({"strategy": "Magic"}, "spec.strategy: Input should be 'InPlace', 'Parallel' or 'Rebuild'"),
+        ({"strategy": "Magic"}, "spec.strategy: Input should be 'InPlace', 'Parallel', 'Rebuild' or 'Replicate'"),
     ],
 )
 def test_bad_specs_are_rejected_naming_the_field(spec: dict[str, object], message: str) -> None:

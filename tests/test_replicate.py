@@ -1,9 +1,16 @@
-"""The Replicate strategy: a new database fed by logical replication, switched in under the application's name."""
+"""The Replicate strategy: a new database fed by logical replication, switched in under the application's name.
+
+Each scenario runs on a server of its own with wal_level = logical: the application writes through
+the copy and the switchover, a rollback turns the names back, an interrupted run continues, and
+nothing (no slot, no database) is left behind that nobody consumes.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import asyncio
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -12,23 +19,32 @@ from tests.application import application_writing, create_shop, docs_before, fin
 from tests.scenarios import condition, manifest, migration
 from vector_migration.database.sql import ConnectionParams
 from vector_migration.demo import EmbeddedPostgres, create_database
-from vector_migration.engine.runner import run
-from vector_migration.vocabulary import Phase
+from vector_migration.engine.context import close_session
+from vector_migration.engine.outcomes import Hold, Outcome
+from vector_migration.engine.runner import drive, run
+from vector_migration.vocabulary import Phase, Reason
 
-REPLICATE = {"strategy": "Replicate", "backup": {"enabled": False}, "replicate": {"keepOldFor": "1h"}}
+REPLICATE: dict[str, Any] = {"strategy": "Replicate", "backup": {"enabled": False}, "replicate": {"keepOldFor": "1h"}}
+EMBEDDING_TYPE = (
+    "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+    "WHERE attrelid = 'docs'::regclass AND attname = 'embedding'"
+)
 
 
 @pytest.fixture(scope="module")
 def logical_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
     """A server of its own with wal_level = logical (changing it needs a restart)."""
-    import asyncio
-
     server = EmbeddedPostgres(tmp_path_factory.mktemp("logical") / "data")
 
     async def logical() -> None:
         params = server.params()
         conn = await asyncpg.connect(host=params.host, port=params.port, user=params.user, database="postgres")
         await conn.execute("ALTER SYSTEM SET wal_level = logical")
+        # Every succeeded migration's old database keeps an apply worker until keepOldFor: room for them all.
+        await conn.execute("ALTER SYSTEM SET max_logical_replication_workers = 24")
+        await conn.execute("ALTER SYSTEM SET max_worker_processes = 40")
+        await conn.execute("ALTER SYSTEM SET max_replication_slots = 40")
+        await conn.execute("ALTER SYSTEM SET max_wal_senders = 40")
         await conn.close()
 
     asyncio.run(logical())
@@ -41,16 +57,17 @@ _numbers = iter(range(1, 1000))
 
 
 @pytest.fixture
-async def shop(logical_server: EmbeddedPostgres) -> AsyncIterator[ConnectionParams]:
+async def shop(logical_server: EmbeddedPostgres) -> ConnectionParams:
+    """The load tests' shop in a database of its own on the logical server."""
     name = f"shop_{next(_numbers)}"
     await create_database(logical_server.params(), name)
     params = logical_server.params(name)
-    conn = await asyncpg.connect(host=params.host, port=params.port, user=params.user, database=name)
+    conn = await session(params)
     try:
         await create_shop(conn)
     finally:
         await conn.close()
-    yield params
+    return params
 
 
 async def session(params: ConnectionParams, database: str | None = None) -> asyncpg.Connection:
@@ -59,39 +76,191 @@ async def session(params: ConnectionParams, database: str | None = None) -> asyn
     )
 
 
-async def slots(params: ConnectionParams) -> list[str]:
+async def server_state(params: ConnectionParams) -> tuple[list[str], list[str]]:
+    """The replication slots and databases of this test's database: itself, and those named after it."""
     conn = await session(params, "postgres")
+    ours = "datname = $1 OR datname LIKE $1 || '\\_%'"
     try:
-        return [r["slot_name"] for r in await conn.fetch("SELECT slot_name FROM pg_replication_slots")]
+        slot_names = [
+            r["slot_name"]
+            for r in await conn.fetch(
+                f"SELECT slot_name FROM pg_replication_slots WHERE {ours.replace('datname', 'database')}", params.dbname
+            )
+        ]
+        databases = [
+            r["datname"] for r in await conn.fetch(f"SELECT datname FROM pg_database WHERE {ours}", params.dbname)
+        ]
+        return slot_names, databases
     finally:
         await conn.close()
 
 
+async def extensions(params: ConnectionParams, database: str | None = None) -> set[str]:
+    conn = await session(params, database)
+    try:
+        return {r["extname"] for r in await conn.fetch("SELECT extname FROM pg_extension")}
+    finally:
+        await conn.close()
+
+
+def stop_at(phase: Phase) -> Any:
+    async def stop(current: Phase) -> Outcome | None:
+        return Hold(Reason.PAUSED, f"cut off before {phase.value}") if current is phase else None
+
+    return stop
+
+
+@pytest.mark.parametrize("target", ["ruvector_standin", "ruvector_script_standin", "ruvector_v2_standin"])
 async def test_the_application_writes_through_copy_and_switchover_and_loses_nothing(
-    shop: ConnectionParams, backup_dir: Path
+    shop: ConnectionParams, backup_dir: Path, target: str
 ) -> None:
+    # Arrange: the shop, and an application writing (a pool that reconnects) for the whole run.
     conn = await session(shop)
     before = await docs_before(conn)
     await conn.close()
-    m = migration(shop, manifest(**REPLICATE), backup_dir)
+    m = migration(shop, manifest(target, **REPLICATE), backup_dir)
+    # Act
     async with application_writing(shop, reconnect=True) as committed:
         status = await run(m, reconnect_for=30)
+    # Assert: the application's database name now holds the migrated data, every committed change once.
     assert status.phase is Phase.SUCCEEDED, status.message
     assert committed[0] > 0
+    assert committed[1] >= 1  # the switchover ended the application's session while it was writing
+    assert "vector" not in await extensions(shop) and target in await extensions(shop)
     conn = await session(shop)
     try:
-        assert await conn.fetchval("SELECT extname FROM pg_extension WHERE extname = 'vector'") is None
-        assert "ruvector" in await conn.fetchval(
-            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'docs'::regclass AND attname = 'embedding'"
-        )
+        if target != "ruvector_v2_standin":  # the v2 plan's type is also called vector
+            assert (await conn.fetchval(EMBEDDING_TYPE)).startswith("ruvector")
         await final_equals_every_committed_change(conn, before)
+        # sequences carried: the application's next insert does not collide
+        await conn.execute("INSERT INTO changes (op) VALUES ('after')")
     finally:
         await conn.close()
-    old = await session(shop, f"{shop.dbname}_pgvector_old")
-    try:
-        assert await old.fetchval("SELECT extname FROM pg_extension WHERE extname = 'vector'") == "vector"
-    finally:
-        await old.close()
-    assert status.replicate is not None and status.replicate.switchover_seconds is not None
+    old = f"{shop.dbname}_pgvector_old"
+    assert "vector" in await extensions(shop, old)
+    slot_names, databases = await server_state(shop)
+    assert old in databases and f"{shop.dbname}_{target}" not in databases
+    assert len(slot_names) == 1 and slot_names[0].endswith("_back")  # the old database follows the new one
+    replicate = status.replicate
+    assert replicate is not None and replicate.switched_over and replicate.reverse_replication
+    assert replicate.switchover_seconds is not None and replicate.switchover_seconds < 10
+    assert status.verification is not None and status.verification.tables
+    assert all(t.checksum_before == t.checksum_after for t in status.verification.tables)
     assert condition(status, "Ready").status == "True"
-    print("switchover", status.replicate.switchover_seconds, "committed", committed[0], await slots(shop))
+
+
+async def test_a_rollback_after_the_switchover_keeps_every_write_made_on_the_new_database(
+    shop: ConnectionParams, backup_dir: Path
+) -> None:
+    resource = manifest(**REPLICATE)
+    status = await run(migration(shop, resource, backup_dir), reconnect_for=30)
+    assert status.phase is Phase.SUCCEEDED, status.message
+    conn = await session(shop)
+    await conn.execute("INSERT INTO docs (category, title, embedding) SELECT 1, 'after', embedding FROM docs LIMIT 3")
+    rows = await conn.fetchval("SELECT count(*) FROM docs")
+    await conn.close()
+
+    rolled = await run(migration(shop, resource, backup_dir, status=status, rollback=True), reconnect_for=30)
+
+    assert rolled.phase is Phase.ROLLED_BACK, rolled.message
+    assert "vector" in await extensions(shop)
+    conn = await session(shop)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM docs") == rows
+        assert await conn.fetchval("SELECT count(*) FROM docs WHERE title = 'after'") == 3
+        assert await conn.fetchval(EMBEDDING_TYPE) == "vector(8)"
+    finally:
+        await conn.close()
+    slot_names, databases = await server_state(shop)
+    assert slot_names == []
+    assert f"{shop.dbname}_ruvector_standin" not in databases and f"{shop.dbname}_pgvector_old" not in databases
+
+
+async def test_an_abort_before_the_switchover_drops_the_new_database_and_leaves_no_slot(
+    shop: ConnectionParams, backup_dir: Path
+) -> None:
+    resource = manifest(**REPLICATE)
+    m = migration(shop, resource, backup_dir)
+    await drive(m, stop=stop_at(Phase.VERIFY))
+    await close_session(m)
+    assert m.status.phase is Phase.VERIFY
+    assert len((await server_state(shop))[0]) == 1  # the subscription's slot
+
+    rolled = await run(migration(shop, resource, backup_dir, status=m.status, rollback=True))
+
+    assert rolled.phase is Phase.ROLLED_BACK, rolled.message
+    slot_names, databases = await server_state(shop)
+    assert slot_names == [] and f"{shop.dbname}_ruvector_standin" not in databases
+    assert "vector" in await extensions(shop)
+    conn = await session(shop)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM pg_publication") == 0
+    finally:
+        await conn.close()
+
+
+async def test_a_run_cut_off_during_the_copy_is_continued_by_the_next_one(
+    shop: ConnectionParams, backup_dir: Path
+) -> None:
+    resource = manifest(**REPLICATE)
+    first = migration(shop, resource, backup_dir)
+    await drive(first, stop=stop_at(Phase.BACKFILL))
+    assert first.status.phase is Phase.BACKFILL
+    await close_session(first)  # the process ends: its session (and the migration lock) with it
+
+    status = await run(migration(shop, resource, backup_dir), reconnect_for=30)  # a new process: no status, no facts
+
+    assert status.phase is Phase.SUCCEEDED, status.message
+    assert "vector" not in await extensions(shop)
+
+
+async def test_a_switchover_cut_off_with_the_database_closed_opens_it_again(
+    shop: ConnectionParams, backup_dir: Path
+) -> None:
+    resource = manifest(**REPLICATE)
+    first = migration(shop, resource, backup_dir)
+    await drive(first, stop=stop_at(Phase.FINALIZE))
+    await close_session(first)
+    admin = await session(shop, "postgres")
+    await admin.execute(
+        f'ALTER DATABASE "{shop.dbname}" ALLOW_CONNECTIONS false'
+    )  # as a crash under the block leaves it
+    await admin.close()
+
+    status = await run(migration(shop, resource, backup_dir, status=first.status), reconnect_for=30)
+
+    assert status.phase is Phase.SUCCEEDED, status.message
+    assert "vector" not in await extensions(shop)
+
+
+async def test_after_keep_old_for_replication_stops_and_the_old_database_goes_when_asked(
+    shop: ConnectionParams, backup_dir: Path
+) -> None:
+    resource = manifest(**{**REPLICATE, "replicate": {"keepOldFor": "0s", "dropOld": True}})
+    status = await run(migration(shop, resource, backup_dir), reconnect_for=30)
+    assert status.phase is Phase.SUCCEEDED, status.message
+
+    again = await run(migration(shop, resource, backup_dir))
+
+    assert again.phase is Phase.SUCCEEDED
+    assert "replication into" in again.message and "dropped" in again.message
+    slot_names, databases = await server_state(shop)
+    assert slot_names == [] and f"{shop.dbname}_pgvector_old" not in databases
+    assert again.replicate is not None and again.replicate.replication_stopped
+
+
+async def test_the_checklist_names_everything_replication_needs_at_once(
+    database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    # Arrange: the default server (wal_level = replica), a table without a key, a materialized view.
+    await create_shop(conn)
+    await conn.execute("CREATE TABLE audit (at timestamptz, what text)")
+    await conn.execute("CREATE MATERIALIZED VIEW doc_titles AS SELECT title FROM docs")
+
+    status = await run(migration(database, manifest(**REPLICATE), backup_dir))
+
+    assert status.phase is Phase.FAILED
+    assert "wal_level is replica" in status.message
+    assert '"public"."audit"' in status.message and "REPLICA IDENTITY FULL" in status.message
+    assert '"public"."doc_titles"' in status.message
+    assert await conn.fetchval("SELECT count(*) FROM pg_database WHERE datname LIKE $1", f"{database.dbname}_%") == 0

@@ -21,7 +21,7 @@ from pglast.enums import FunctionParameterMode
 from pglast.parser import ParseError, Token, scan
 from pglast.stream import RawStream
 
-from ..database.sql import qualify, quote_ident
+from ..database.sql import qualify, quote_ident, quote_literal
 
 # Scanner token names (libpg_query's) that decide whether an identifier is a type by its place.
 _TYPECAST, _AS, _IDENT = "TYPECAST", "AS", "IDENT"
@@ -382,3 +382,21 @@ def _signature(statement: ast.CreateFunctionStmt) -> str:
         if parameter.mode not in (FunctionParameterMode.FUNC_PARAM_OUT, FunctionParameterMode.FUNC_PARAM_TABLE)
     ]
     return f"{name}({', '.join(inputs)})"
+
+
+def setting_value_sql(guc: str, value: str) -> str:
+    """A stored setting's value as SQL: a list (search_path's "$user", public) stays a list of literals.
+
+    The catalog keeps a list setting as its elements, quoted where needed; one string literal of
+    that text would become one element. The value is parsed (never pasted) and only constants pass.
+    """
+    try:
+        parsed = parse_sql(f"SET {guc} TO {value}")
+    except ParseError:
+        return quote_literal(value)
+    statement = parsed[0].stmt if len(parsed) == 1 else None
+    if not isinstance(statement, ast.VariableSetStmt) or not statement.args:
+        return quote_literal(value)
+    if not all(isinstance(arg, ast.A_Const) for arg in statement.args):
+        return quote_literal(value)
+    return ", ".join(RawStream()(arg) for arg in statement.args)

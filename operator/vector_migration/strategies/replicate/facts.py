@@ -5,12 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import asyncpg
-import pglast
-from pglast import ast
-from pglast.stream import RawStream
 
 from ...database.catalog import Blocker
 from ...database.sql import qualify, quote_ident, quote_literal
+from ...engine.rewrite import setting_value_sql
 from ...vocabulary import JOURNAL_SCHEMA, JOURNAL_TABLE, Reason
 from .names import ReplicaNames
 
@@ -50,6 +48,15 @@ async def replicated_tables(conn: asyncpg.Connection) -> list[tuple[str, str]]:
 
 async def replication_blockers(conn: asyncpg.Connection, names: ReplicaNames, migration: str) -> list[Blocker]:
     """What keeps this server and database from a logical replica: each with what to do, all at once."""
+    return [
+        *await _server_blockers(conn),
+        *await _table_blockers(conn),
+        *await _name_blockers(conn, names, migration),
+    ]
+
+
+async def _server_blockers(conn: asyncpg.Connection) -> list[Blocker]:
+    """wal_level, free slots and workers, and a login that may create subscriptions."""
     blockers: list[Blocker] = []
     settings = {
         r["name"]: r["setting"]
@@ -78,6 +85,20 @@ async def replication_blockers(conn: asyncpg.Connection, names: ReplicaNames, mi
                 f"{free} free replication slot(s) (max_replication_slots); Replicate needs {needed}",
             )
         )
+    workers = await conn.fetchrow(
+        "SELECT pg_catalog.current_setting('max_logical_replication_workers')::int AS max, "
+        "(SELECT count(*) FROM pg_catalog.pg_stat_subscription WHERE pid IS NOT NULL)::int AS used"
+    )
+    if workers["max"] - workers["used"] < 2:
+        # Without a free worker the subscription waits for one, and the copy never starts.
+        blockers.append(
+            Blocker(
+                Reason.REPLICATION_UNAVAILABLE,
+                f"{workers['max'] - workers['used']} free logical replication worker(s) "
+                f"(max_logical_replication_workers is {workers['max']}, {workers['used']} in use); "
+                "Replicate needs 2: one applies changes, one copies",
+            )
+        )
     if not await conn.fetchval("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = SESSION_USER"):
         blockers.append(
             Blocker(
@@ -86,6 +107,12 @@ async def replication_blockers(conn: asyncpg.Connection, names: ReplicaNames, mi
                 "it needs a superuser login (spec.database.adminSecretRef, --admin-database-url)",
             )
         )
+    return blockers
+
+
+async def _table_blockers(conn: asyncpg.Connection) -> list[Blocker]:
+    """Tables whose changes cannot be replicated, and what logical replication does not carry."""
+    blockers: list[Blocker] = []
     rows = await conn.fetch(_TABLES)
     unidentified = [
         qualify(r["schema"], r["name"])
@@ -137,6 +164,12 @@ async def replication_blockers(conn: asyncpg.Connection, names: ReplicaNames, mi
                 "database would not continue; choose InPlace or Parallel",
             )
         )
+    return blockers
+
+
+async def _name_blockers(conn: asyncpg.Connection, names: ReplicaNames, migration: str) -> list[Blocker]:
+    """The new and the old database's names, taken by databases this migration did not make."""
+    blockers: list[Blocker] = []
     taken = await conn.fetch(
         "SELECT datname, pg_catalog.shobj_description(oid, 'pg_database') AS comment FROM pg_catalog.pg_database "
         "WHERE datname = ANY($1::text[])",
@@ -211,24 +244,6 @@ def database_statements(facts: DatabaseFacts, database: str, marker: str) -> lis
         key, _, value = setting.partition("=")
         guc = ".".join(quote_ident(part) for part in key.split("."))
         prefix = f"ALTER ROLE {quote_ident(role)} IN DATABASE {name}" if role else f"ALTER DATABASE {name}"
-        statements.append(f"{prefix} SET {guc} = {_setting_value(guc, value)}")
+        statements.append(f"{prefix} SET {guc} = {setting_value_sql(guc, value)}")
     statements += [grant.format(database=name) for grant in facts.grants]
     return statements
-
-
-def _setting_value(guc: str, value: str) -> str:
-    """A stored setting's value as SQL: a list (search_path's "$user", public) stays a list of literals.
-
-    The catalog keeps a list setting as its elements, quoted where needed; one string literal of
-    that text would become one element. The value is parsed (never pasted) and only constants pass.
-    """
-    try:
-        parsed = pglast.parse_sql(f"SET {guc} TO {value}")
-    except pglast.parser.ParseError:
-        return quote_literal(value)
-    statement = parsed[0].stmt if len(parsed) == 1 else None
-    if not isinstance(statement, ast.VariableSetStmt) or not statement.args:
-        return quote_literal(value)
-    if not all(isinstance(arg, ast.A_Const) for arg in statement.args):
-        return quote_literal(value)
-    return ", ".join(RawStream()(arg) for arg in statement.args)

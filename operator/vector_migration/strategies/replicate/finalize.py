@@ -15,7 +15,7 @@ from .plan import conninfo, subscription
 from .prepare import START_OVER, recorded_replica
 from .sessions import admin_execute, login, names_of, on_database
 from .switchover import Interrupted, Turn, on_copy, turn
-from .teardown import drop_database, stop_reverse_replication, tear_down_replica
+from .teardown import drop_database, stop_reverse_replication, subscribed, tear_down_replica
 
 
 async def run_switchover(m: Migration) -> Outcome:
@@ -48,10 +48,7 @@ async def _after_switchover(m: Migration, names: ReplicaNames, recorded: Journal
     if switched is None:
         return Fail(Reason.JOURNAL_UNREADABLE, f"{names.source} is the new database but its journal has no switchover")
     async with on_database(m, names.old) as old:
-        exists = await old.session.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_subscription WHERE subname = $1)", names.back
-        )
-        if not exists:
+        if not await subscribed(old.session, names.back):
             connection = conninfo(login(m), names.source, with_password=True)
             await admin_execute(old, subscription(names.back, connection, copy_data=False))
     status = m.status.replicate

@@ -25,8 +25,12 @@ class ReplicaNames:
 
 
 def replica_names(migration: str, spec: VectorMigrationSpec, source_database: str) -> ReplicaNames:
-    """The names for a migration of ``source_database``; replication names are [a-z0-9_] as slots require."""
-    channel = "vmig_" + hashlib.sha256(migration.encode()).hexdigest()[:16]
+    """The names for a migration of ``source_database``; replication names are [a-z0-9_] as slots require.
+
+    Slots are named server-wide: the channel's name digests the database's name with the migration's,
+    so the same migration applied to two databases of one server never shares (or drops) a slot.
+    """
+    channel = "vmig_" + hashlib.sha256(f"{source_database}\0{migration}".encode()).hexdigest()[:16]
     return ReplicaNames(
         source=source_database,
         target=spec.replicate.target_database or derived_name(source_database, f"_{spec.target.extension}"),

@@ -35,7 +35,7 @@ from ...vocabulary import Reason
 from .names import ReplicaNames
 from .plan import allow_connections, publication, renames, slot, unsubscribe
 from .sessions import maintenance, on_database
-from .teardown import drop_slot
+from .teardown import drop_slot, subscribed
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ async def turn(m: Migration, turn: Turn, replica: ReplicaRecord) -> Outcome | No
     vector_columns = {(str(s), str(t)): {str(c) for c in columns} for s, t, columns in replica.tables}
     started = time.perf_counter()
     async with maintenance(m) as admin, on_database(m, turn.standby) as there:
-        if not await _subscribed(there, turn.channel):
+        if not await subscribed(there.session, turn.channel):
             raise Interrupted(
                 f"replication into {turn.standby} had already stopped when an earlier switchover was cut off"
             )
@@ -93,33 +93,17 @@ async def turn(m: Migration, turn: Turn, replica: ReplicaRecord) -> Outcome | No
             if waited is not None:
                 await admin.execute(allow_connections(turn.live, True))
                 return waited
-            compared = await compare_content(m, lambda: _checksums(m, there, tables, vector_columns))
-            verification = m.status.verification or Verification(k=m.spec.verify.k)
-            verification.tables = compared
-            m.status.verification = verification
-            different = [t.name for t in compared if unequal(t)]
-            if different:
+            mismatch = await _prove_equal(m, there, turn, tables, vector_columns)
+            if mismatch is not None:
                 await admin.execute(allow_connections(turn.live, True))
-                return Fail(
-                    Reason.DATA_MISMATCH,
-                    f"{', '.join(different)} differ between {turn.live} and {turn.standby} with writes blocked; "
-                    f"nothing was switched, {turn.live} is open again",
-                )
+                return mismatch
             await _carry_sequences(m, there)
-            if turn.back_channel is not None:
-                async with as_admin(there):
-                    await there.session.execute(publication(turn.back_channel, tuple(tables)))
-                    await there.session.execute(slot(turn.back_channel))
-            async with as_admin(there):
-                for statement in unsubscribe(turn.channel):
-                    await there.session.execute(statement)
-            await drop_slot(m, turn.channel)
-            async with as_admin(m):
-                await m.session.execute(f"DROP PUBLICATION IF EXISTS {quote_ident(turn.channel)}")
+            await _turn_replication(m, there, turn, tables)
             blocked = time.perf_counter() - started
             keep = timedelta(milliseconds=duration_ms(m.spec.replicate.keep_old_for))
+            proof = m.status.verification.tables if m.status.verification else []
             switched = records.SwitchRecord(
-                drop_old_after=now(later_by=keep), switchover_seconds=round(blocked, 3), tables=compared
+                drop_old_after=now(later_by=keep), switchover_seconds=round(blocked, 3), tables=proof
             )
             await records.write(there.session, m.name, records.REPLICA_SWITCHED, m.status.plan_hash or "", switched)
         except BaseException:
@@ -136,14 +120,39 @@ async def turn(m: Migration, turn: Turn, replica: ReplicaRecord) -> Outcome | No
     return None
 
 
-async def _subscribed(there: Migration, name: str) -> bool:
-    return bool(
-        await there.session.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_subscription WHERE subname = $1 AND subdbid = "
-            "(SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()))",
-            name,
-        )
+async def _prove_equal(
+    m: Migration,
+    there: Migration,
+    turn: Turn,
+    tables: list[tuple[str, str]],
+    vector_columns: dict[tuple[str, str], set[str]],
+) -> Fail | None:
+    """Every table's rows and checksum on both sides, into the status; a Fail naming those that differ."""
+    compared = await compare_content(m, lambda: _checksums(m, there, tables, vector_columns))
+    verification = m.status.verification or Verification(k=m.spec.verify.k)
+    verification.tables = compared
+    m.status.verification = verification
+    different = [t.name for t in compared if unequal(t)]
+    if not different:
+        return None
+    return Fail(
+        Reason.DATA_MISMATCH,
+        f"{', '.join(different)} differ between {turn.live} and {turn.standby} with writes blocked; "
+        f"nothing was switched, {turn.live} is open again",
     )
+
+
+async def _turn_replication(m: Migration, there: Migration, turn: Turn, tables: list[tuple[str, str]]) -> None:
+    """The channel back made (its slot holds every change from here), the channel here taken apart."""
+    async with as_admin(there):
+        if turn.back_channel is not None:
+            await there.session.execute(publication(turn.back_channel, tuple(tables)))
+            await there.session.execute(slot(turn.back_channel))
+        for statement in unsubscribe(turn.channel):
+            await there.session.execute(statement)
+    await drop_slot(m, turn.channel, turn.live)
+    async with as_admin(m):
+        await m.session.execute(f"DROP PUBLICATION IF EXISTS {quote_ident(turn.channel)}")
 
 
 def _own_pids(m: Migration) -> list[int]:

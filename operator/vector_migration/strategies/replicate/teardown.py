@@ -25,28 +25,36 @@ async def database_exists(conn: asyncpg.Connection, database: str) -> bool:
     )
 
 
+async def subscribed(conn: asyncpg.Connection, name: str) -> bool:
+    """Whether the session's database has a subscription of that name (subscriptions are named per database)."""
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_subscription WHERE subname = $1 AND subdbid = "
+            "(SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()))",
+            name,
+        )
+    )
+
+
 async def drop_subscription(m: Migration, database: str, name: str) -> None:
     """Drop the subscription ``name`` in ``database`` (its slot stays, for drop_slot)."""
     async with maintenance(m) as admin:
         if not await database_exists(admin, database):
             return
     async with on_database(m, database) as there, as_admin(there):
-        exists = await there.session.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_subscription WHERE subname = $1 AND subdbid = "
-            "(SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()))",
-            name,
-        )
-        if exists:
+        if await subscribed(there.session, name):
             for statement in unsubscribe(name):
                 await there.session.execute(statement)
 
 
-async def drop_slot(m: Migration, name: str) -> None:
-    """Drop a replication slot, ending the walsender that still holds it first."""
+async def drop_slot(m: Migration, name: str, database: str) -> None:
+    """Drop the replication slot ``name`` of ``database``, ending the walsender that still holds it first."""
     async with maintenance(m) as admin:
         for _ in range(50):
             row = await admin.fetchrow(
-                "SELECT active_pid FROM pg_catalog.pg_replication_slots WHERE slot_name = $1", name
+                "SELECT active_pid FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 AND database = $2",
+                name,
+                database,
             )
             if row is None:
                 return
@@ -102,8 +110,7 @@ async def tear_down_replica(m: Migration, names: ReplicaNames, migration: str) -
     """Before the switchover: the forward channel and the new database go; the source is as it was."""
     if await carries_marker(m, names.target, names.marker(migration)):
         await drop_subscription(m, names.target, names.forward)
-    await drop_slot(m, names.forward)
-    await drop_slot(m, names.back)
+    await drop_slot(m, names.forward, names.source)
     await drop_publication(m, names.source, names.forward)
     await drop_database(m, names.target, names.marker(migration))
 
@@ -111,5 +118,5 @@ async def tear_down_replica(m: Migration, names: ReplicaNames, migration: str) -
 async def stop_reverse_replication(m: Migration, names: ReplicaNames) -> None:
     """After keepOldFor: the old database stops following the new one (its channel goes)."""
     await drop_subscription(m, names.old, names.back)
-    await drop_slot(m, names.back)
+    await drop_slot(m, names.back, names.source)
     await drop_publication(m, names.source, names.back)
