@@ -22,6 +22,17 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostg
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def logical_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+    """A second server, with wal_level = logical, for the Replicate scenarios (tests/replication.py)."""
+    from tests.replication import make_logical
+
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("logical") / "data")
+    make_logical(server)
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 async def database(postgres: EmbeddedPostgres) -> ConnectionParams:
     """An empty database of its own for each test."""

@@ -7,8 +7,6 @@ nothing (no slot, no database) is left behind that nobody consumes.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,91 +14,24 @@ import asyncpg
 import pytest
 
 from tests.application import application_writing, create_shop, docs_before, final_equals_every_committed_change
+from tests.replication import REPLICATE, extensions, server_state, session, shop_on
 from tests.scenarios import condition, manifest, migration
 from vector_migration.database.sql import ConnectionParams
-from vector_migration.demo import EmbeddedPostgres, create_database
+from vector_migration.demo import EmbeddedPostgres
 from vector_migration.engine.context import close_session
 from vector_migration.engine.outcomes import Hold, Outcome
 from vector_migration.engine.runner import drive, run
 from vector_migration.vocabulary import Phase, Reason
 
-REPLICATE: dict[str, Any] = {"strategy": "Replicate", "backup": {"enabled": False}, "replicate": {"keepOldFor": "1h"}}
 EMBEDDING_TYPE = (
     "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
     "WHERE attrelid = 'docs'::regclass AND attname = 'embedding'"
 )
 
 
-@pytest.fixture(scope="module")
-def logical_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    """A server of its own with wal_level = logical (changing it needs a restart)."""
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("logical") / "data")
-
-    async def logical() -> None:
-        params = server.params()
-        conn = await asyncpg.connect(host=params.host, port=params.port, user=params.user, database="postgres")
-        await conn.execute("ALTER SYSTEM SET wal_level = logical")
-        # Every succeeded migration's old database keeps an apply worker until keepOldFor: room for them all.
-        await conn.execute("ALTER SYSTEM SET max_logical_replication_workers = 24")
-        await conn.execute("ALTER SYSTEM SET max_worker_processes = 40")
-        await conn.execute("ALTER SYSTEM SET max_replication_slots = 40")
-        await conn.execute("ALTER SYSTEM SET max_wal_senders = 40")
-        await conn.close()
-
-    asyncio.run(logical())
-    server.restart()
-    yield server
-    server.stop()
-
-
-_numbers = iter(range(1, 1000))
-
-
 @pytest.fixture
 async def shop(logical_server: EmbeddedPostgres) -> ConnectionParams:
-    """The load tests' shop in a database of its own on the logical server."""
-    name = f"shop_{next(_numbers)}"
-    await create_database(logical_server.params(), name)
-    params = logical_server.params(name)
-    conn = await session(params)
-    try:
-        await create_shop(conn)
-    finally:
-        await conn.close()
-    return params
-
-
-async def session(params: ConnectionParams, database: str | None = None) -> asyncpg.Connection:
-    return await asyncpg.connect(
-        host=params.host, port=params.port, user=params.user, database=database or params.dbname
-    )
-
-
-async def server_state(params: ConnectionParams) -> tuple[list[str], list[str]]:
-    """The replication slots and databases of this test's database: itself, and those named after it."""
-    conn = await session(params, "postgres")
-    ours = "datname = $1 OR datname LIKE $1 || '\\_%'"
-    try:
-        slot_names = [
-            r["slot_name"]
-            for r in await conn.fetch(
-                f"SELECT slot_name FROM pg_replication_slots WHERE {ours.replace('datname', 'database')}", params.dbname
-            )
-        ]
-        databases = [
-            r["datname"] for r in await conn.fetch(f"SELECT datname FROM pg_database WHERE {ours}", params.dbname)
-        ]
-        return slot_names, databases
-    finally:
-        await conn.close()
-
-
-async def extensions(params: ConnectionParams, database: str | None = None) -> set[str]:
-    conn = await session(params, database)
-    try:
-        return {r["extname"] for r in await conn.fetch("SELECT extname FROM pg_extension")}
-    finally:
-        await conn.close()
+    return await shop_on(logical_server)
 
 
 def stop_at(phase: Phase) -> Any:

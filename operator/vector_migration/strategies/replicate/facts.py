@@ -99,6 +99,22 @@ async def _server_blockers(conn: asyncpg.Connection) -> list[Blocker]:
                 "Replicate needs 2: one applies changes, one copies",
             )
         )
+    origins = await conn.fetchrow(
+        # PostgreSQL 18 bounds a subscriber's replication origins on their own; before, max_replication_slots did.
+        "SELECT COALESCE(pg_catalog.current_setting('max_active_replication_origins', true), "
+        "pg_catalog.current_setting('max_replication_slots'))::int AS max, "
+        "(SELECT count(*) FROM pg_catalog.pg_replication_origin_status)::int AS used"
+    )
+    needed_origins = 1 + int(settings.get("max_sync_workers_per_subscription", "2"))
+    if origins["max"] - origins["used"] < needed_origins:
+        blockers.append(
+            Blocker(
+                Reason.REPLICATION_UNAVAILABLE,
+                f"{origins['max'] - origins['used']} free replication origin(s) (max_active_replication_origins is "
+                f"{origins['max']}, {origins['used']} in use); Replicate needs {needed_origins}: one for the "
+                "subscription, one for each table copied at a time",
+            )
+        )
     if not await conn.fetchval("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = SESSION_USER"):
         blockers.append(
             Blocker(

@@ -59,6 +59,10 @@ class Turn:
         return cls(names.source, names.old, names.back, names.target, None)
 
 
+# How far behind (WAL bytes) the standby may be when writes are blocked: what it applies in well under a second.
+NEARLY_CAUGHT_UP = 1 << 20
+
+
 class Interrupted(RuntimeError):
     """A switchover was cut off after it stopped replication: the standby may lack later writes."""
 
@@ -80,16 +84,21 @@ async def turn(m: Migration, turn: Turn, replica: ReplicaRecord) -> Outcome | No
     """
     tables = [(schema, table) for schema, table in replica.published]
     vector_columns = {(str(s), str(t)): {str(c) for c in columns} for s, t, columns in replica.tables}
-    started = time.perf_counter()
+    timeout = duration_ms(m.spec.replicate.switchover_timeout) / 1000
     async with maintenance(m) as admin, on_database(m, turn.standby) as there:
         if not await subscribed(there.session, turn.channel):
             raise Interrupted(
                 f"replication into {turn.standby} had already stopped when an earlier switchover was cut off"
             )
+        # Writes are blocked only once the standby is close behind: the wait under the block stays short.
+        nearly = await _caught_up(m, turn.channel, timeout, within=NEARLY_CAUGHT_UP, blocked=False)
+        if nearly is not None:
+            return nearly
+        started = time.perf_counter()
         await admin.execute(allow_connections(turn.live, False))
         try:
             await _end_sessions(admin, turn.live, keep=_own_pids(m))
-            waited = await _caught_up(m, turn.channel, duration_ms(m.spec.replicate.switchover_timeout) / 1000)
+            waited = await _caught_up(m, turn.channel, timeout, within=0, blocked=True)
             if waited is not None:
                 await admin.execute(allow_connections(turn.live, True))
                 return waited
@@ -171,27 +180,33 @@ async def _end_sessions(admin: asyncpg.Connection, database: str, *, keep: list[
     )
 
 
-async def _caught_up(m: Migration, channel: str, timeout: float) -> Outcome | None:
-    """Wait until the standby has flushed everything written before the block; a Wait after ``timeout``."""
+async def _caught_up(m: Migration, channel: str, timeout: float, *, within: int, blocked: bool) -> Outcome | None:
+    """Wait until the standby has flushed all but ``within`` bytes of the WAL written so far; a Wait after ``timeout``.
+
+    A slot no walsender streams from (its subscriber reconnecting) counts as behind.
+    """
     target = await m.session.fetchval("SELECT pg_catalog.pg_current_wal_lsn()")
     started = time.monotonic()
     while True:
-        behind = await m.session.fetchval(
-            "SELECT pg_catalog.pg_wal_lsn_diff($2::pg_catalog.pg_lsn, confirmed_flush_lsn)::bigint "
+        row = await m.session.fetchrow(
+            "SELECT pg_catalog.pg_wal_lsn_diff($2::pg_catalog.pg_lsn, confirmed_flush_lsn)::bigint AS behind, active "
             "FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
             channel,
             target,
         )
-        if behind is not None and behind <= 0:
+        behind = row["behind"] if row is not None else None
+        if behind is not None and behind <= within and (row["active"] or within == 0):
             return None
         if time.monotonic() - started > timeout:
+            state = "with writes blocked; writes are open again" if blocked else "before writes were blocked"
             return Wait(
                 Reason.REPLICATION_LAGGING,
-                f"the standby was still {behind} bytes behind after switchoverTimeout "
-                f"({m.spec.replicate.switchover_timeout}) with writes blocked; writes are open again, "
-                "the switchover will be tried again",
+                f"the new database was still {behind} bytes behind after switchoverTimeout "
+                f"({m.spec.replicate.switchover_timeout}) {state}; the switchover will be tried again",
                 delay=30.0,
             )
+        if not blocked:
+            target = await m.session.fetchval("SELECT pg_catalog.pg_current_wal_lsn()")  # writes go on
         await asyncio.sleep(0.02)
 
 
