@@ -28,6 +28,9 @@ STAGES = {
     "afterBackfill": "After the backfill",
     "finalizeTransaction": "Finalize (one transaction)",
     "afterKeepOldFor": "After parallel.keepOldFor",
+    "prepare": "Prepare the new database (the source is not touched)",
+    "afterCopy": "On the new database, once its rows are copied",
+    "switchover": "Switchover (writes blocked on the source)",
 }
 
 
@@ -116,7 +119,7 @@ def print_summary(console: Console, status: VectorMigrationStatus) -> None:
     """Tables of the numbers that prove the result."""
     verification = status.verification
     if verification and verification.tables:
-        table = Table(title="Data (checksums taken under the swap's lock)")
+        table = Table(title="Data (checksums taken with writes blocked)")
         for column in ("table", "rows before", "rows after", "checksum before", "checksum after", "equal"):
             table.add_column(column, overflow="fold")
         for row in verification.tables:
