@@ -137,6 +137,33 @@ async def parallel_run(server: EmbeddedPostgres, rows: int, work: Path) -> dict[
     return await engine_run(server, "Concurrent", work, strategy="Parallel", params=params)
 
 
+async def replicate_run(server: EmbeddedPostgres, rows: int, work: Path) -> dict[str, Any]:
+    """A Replicate migration of the first ``rows`` rows: its switchover window and its copy's pace."""
+    params = await fresh_copy(server, f"bench_replicate_{rows}")
+    conn = await connect(params)
+    try:
+        await conn.execute("DROP INDEX items_l2")
+        await conn.execute("DELETE FROM items WHERE id > $1", rows)
+        await conn.execute("VACUUM ANALYZE items")
+        await conn.execute("SET maintenance_work_mem = '1GB'")
+        await conn.execute(f"CREATE INDEX items_l2 ON items USING hnsw (embedding vector_l2_ops) {HNSW}")
+    finally:
+        await conn.close()
+    measured = await engine_run(server, "Atomic", work, strategy="Replicate", params=params)
+    copy_s = measured["timings"].get("backfillSeconds", 0.0)
+    return {**measured, "copy_s": copy_s, "copy_rows_per_s": rows / copy_s if copy_s else None}
+
+
+async def make_logical(server: EmbeddedPostgres) -> None:
+    """wal_level = logical for the Replicate runs (a restart: measured last, so nothing else pays for it)."""
+    admin = await connect(server.params())
+    try:
+        await admin.execute("ALTER SYSTEM SET wal_level = logical")
+    finally:
+        await admin.close()
+    await asyncio.to_thread(server.restart)
+
+
 async def engine_run(
     server: EmbeddedPostgres,
     mode: str,
@@ -154,6 +181,7 @@ async def engine_run(
             "spec": {
                 "strategy": strategy,
                 "parallel": {"keepOldFor": "0s", "batchSize": 10_000},
+                "replicate": {"keepOldFor": "0s", "dropOld": True},
                 "target": {"extension": TARGET},
                 "reindex": {"mode": mode},
                 "backup": {"enabled": False},
@@ -173,6 +201,8 @@ async def engine_run(
     before = [i.recall_before for i in measured if i.recall_before is not None]
     after = [i.recall_after for i in measured if i.recall_after is not None]
     lock_window = status.parallel.lock_window_seconds if status.parallel else None
+    if status.replicate is not None:
+        lock_window = status.replicate.switchover_seconds
     return {
         "wall_s": wall,
         "timings": status.timings,
@@ -303,6 +333,36 @@ def median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
     return {**ordered[len(ordered) // 2], "all_" + key: [round(float(run[key]), 3) for run in runs]}
 
 
+async def replicate_only(rows: int, dims: int, work: Path) -> dict[str, Any]:
+    """`--only replicate`: the raw conversion floor and Replicate at a tenth of the rows and at all of them."""
+    work.mkdir(parents=True, exist_ok=True)
+    server = EmbeddedPostgres(work / "pgdata")
+    try:
+        print(f"seeding {rows:,} x {dims} ...", flush=True)
+        await seed(server, rows, dims)
+        floor = await raw_floor(server, dims)
+        await make_logical(server)
+        replicate = {}
+        for size in sorted({max(rows // 10, 1), rows}):
+            print(f"  replicate {size:,} rows ...", flush=True)
+            replicate[str(size)] = await replicate_run(server, size, work)
+    finally:
+        server.stop()
+    return {"date": datetime.date.today().isoformat(), "rows": rows, "dims": dims, "machine": machine(),
+            "floor": floor, "replicate": replicate}  # fmt: skip
+
+
+def report_replicate(result: dict[str, Any]) -> None:
+    """The switchover window at each size, and the copy's pace against the raw conversion."""
+    floor = result["floor"]
+    print(f"  raw ALTER ... TYPE floor: {floor['conversion_s']:.1f}s for {result['rows']:,} rows "
+          f"({result['rows'] / floor['conversion_s']:,.0f} rows/s)")  # fmt: skip
+    for size, measured in result["replicate"].items():
+        print(f"  replicate at {int(size):,} rows: {measured['wall_s']:.1f}s; writes blocked "
+              f"{measured['lock_window_s']:.3f}s at the switchover; initial copy {measured['copy_s']:.1f}s "
+              f"({measured['copy_rows_per_s'] or 0:,.0f} rows/s); recall@10 {_recall(measured)}")  # fmt: skip
+
+
 async def main(rows: int, dims: int, work: Path, repeats: int) -> dict[str, Any]:
     """Every measurement, on one server; each migration `repeats` times, the median run reported."""
     work.mkdir(parents=True, exist_ok=True)
@@ -329,6 +389,9 @@ async def main(rows: int, dims: int, work: Path, repeats: int) -> dict[str, Any]
         backup = await backup_cost(server, work)
         print("  operator ...", flush=True)
         operator = await operator_costs(server)
+        await make_logical(server)
+        print("  replicate ...", flush=True)
+        replicate = {str(size): await replicate_run(server, size, work) for size in sorted({max(rows // 10, 1), rows})}
     finally:
         server.stop()
     return {
@@ -350,6 +413,7 @@ async def main(rows: int, dims: int, work: Path, repeats: int) -> dict[str, Any]
         # The larger table's window; the goal is that it does not grow with the table (both recorded).
         "parallel_lock_window_s": parallel[str(rows)]["lock_window_s"],
         "parallel": parallel,
+        "replicate": replicate,
         **operator,
     }
 
@@ -376,6 +440,7 @@ def report(result: dict[str, Any]) -> None:
         wall, window = measured["wall_s"], measured["lock_window_s"]
         print(f"  parallel at {int(size):,} rows: {wall:.1f}s, writes waited {window:.3f}s, "
               f"recall@10 {_recall(measured)}")  # fmt: skip
+    report_replicate(result)
 
 
 def _recall(run: dict[str, Any]) -> str:
@@ -391,7 +456,14 @@ if __name__ == "__main__":
     parser.add_argument("--work", type=Path, default=ROOT / ".bench")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each migration; the median is reported")
+    parser.add_argument("--only", choices=["all", "replicate"], default="all", help="replicate: Replicate alone")
     args = parser.parse_args()
+    if args.only == "replicate":
+        only = asyncio.run(replicate_only(args.rows, args.dims, args.work))
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"{only['date']}-replicate.json").write_text(json.dumps(only, indent=2, sort_keys=True) + "\n")
+        report_replicate(only)
+        raise SystemExit(0)
     outcome = asyncio.run(main(args.rows, args.dims, args.work, args.repeats))
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / outcome["date"]
