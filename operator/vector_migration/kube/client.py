@@ -141,11 +141,11 @@ def login_of(configuration: k8s.Configuration) -> Login:
 class KubeClient:
     """The operator's own API calls, each in a worker thread, each failure a KubeError."""
 
-    def __init__(self, configuration: k8s.Configuration) -> None:
+    def __init__(self, configuration: k8s.Configuration, agent: str = "vector-migration-operator") -> None:
         self.configuration = configuration
         self._api = k8s.ApiClient(configuration)
         # audit logs and API priority-and-fairness see who is calling
-        self._api.user_agent = f"vector-migration-operator/{__version__}"
+        self._api.user_agent = f"{agent}/{__version__}"
         self.core = k8s.CoreV1Api(self._api)
         self.batch = k8s.BatchV1Api(self._api)
         self.custom = k8s.CustomObjectsApi(self._api)
@@ -200,6 +200,31 @@ class KubeClient:
             namespace,
             PLURAL,
             name,
+        )
+
+    async def annotate_migration(
+        self, namespace: str, name: str, annotations: Mapping[str, str | None], resource_version: str | None = None
+    ) -> None:
+        """Set (or, with None, remove) annotations; with ``resource_version``, only on that version (else 409)."""
+        metadata: dict[str, Any] = {"annotations": dict(annotations)}
+        if resource_version is not None:
+            metadata["resourceVersion"] = resource_version
+        await self._call(
+            f"annotate vectormigration {namespace}/{name}",
+            self.custom.patch_namespaced_custom_object,
+            API_GROUP,
+            API_VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"metadata": metadata},
+            _content_type=MERGE_PATCH,
+        )
+
+    async def read_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A ConfigMap, or None."""
+        return await self._call(
+            f"get configmap {namespace}/{name}", self.core.read_namespaced_config_map, name, namespace
         )
 
     async def patch_migration_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
