@@ -188,3 +188,44 @@ async def test_check_says_in_sync_then_names_the_drift_when_a_client_installs_pg
     assert "Drifted" in said and "extension vector is installed again" in said
     assert "index public.items_l2 is INVALID" in said
     assert await snapshot(conn) == before  # a check changes nothing
+
+
+async def test_migrate_prints_its_status_as_json_and_status_reads_it_back_from_the_journal(
+    database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await create_rich_database(conn)
+    manifest = str(write(tmp_path, MANIFEST))
+    before = await asyncio.to_thread(main, ["status", "-f", manifest, "--database-url", url(database)])
+    assert before == 1 and "nothing recorded" in capsys.readouterr().err
+
+    code = await asyncio.to_thread(
+        main, ["migrate", "-f", manifest, "--database-url", url(database), "--backup-dir", str(tmp_path / "b"),
+               "-o", "json"],
+    )  # fmt: skip
+
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["phase"] == "Succeeded"
+    code = await asyncio.to_thread(main, ["status", "-f", manifest, "--database-url", url(database), "-o", "yaml"])
+    recorded = yaml.safe_load(capsys.readouterr().out)
+    assert code == 0 and recorded["phase"] == "Succeeded" and recorded["planHash"] == printed["planHash"]
+
+
+SUBCOMMANDS = ["plan", "migrate", "rollback", "status", "check", "report", "demo", "operator", "crd", "completion"]
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_subcommand_explains_itself_with_examples_and_exit_codes(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    assert "examples:" in text and "vector-migration" in text.split("examples:")[1] and "exit codes:" in text
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_scripts_are_generated(shell: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["completion", shell]) == 0
+    assert "vector-migration" in capsys.readouterr().out

@@ -32,15 +32,57 @@ from ..engine.runner import run
 from ..phases.drift import check_once
 from ..report import render_report
 from ..vocabulary import Phase, Reason
-from .output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, RichReporter, finish, print_plan
+from .output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, RichReporter, finish, print_plan, print_summary
 
 DATABASE_URL_ENV = "DATABASE_URL"
 ADMIN_DATABASE_URL_ENV = "ADMIN_DATABASE_URL"
+
+EXIT_CODES = """exit codes:
+  0  done (a plan or dry run that passed, a migration that succeeded)
+  1  failed: the message says why and what state the database is in
+  2  bad input: a manifest, URL or file that cannot be used (nothing was changed)
+  3  held for a person: approval, a promotion, or consent to restore"""
+
+# Each subcommand's examples, shown under its --help with the exit codes.
+EXAMPLES = {
+    "plan": ["DATABASE_URL=postgresql://app@db/shop vector-migration plan -f migration.yaml",
+             "vector-migration plan -f migration.yaml -o json"],
+    "migrate": ["DATABASE_URL=postgresql://app@db/shop vector-migration migrate -f migration.yaml",
+                "vector-migration migrate -f migration.yaml --approve sha256:0123456789abcdef -o json"],
+    "rollback": ["vector-migration rollback -f migration.yaml", "vector-migration rollback -f migration.yaml -o yaml"],
+    "status": ["vector-migration status -f migration.yaml", "vector-migration status -f migration.yaml -o json"],
+    "check": ["vector-migration check -f migration.yaml"],
+    "report": ["vector-migration migrate -f migration.yaml --status-out status.json",
+               "vector-migration report --status status.json -o report.html"],
+    "demo": ["vector-migration demo", "vector-migration demo --surface script --rows 5000"],
+    "operator": ["vector-migration operator -A", "vector-migration operator -n shop --standalone"],
+    "crd": ["vector-migration crd | kubectl apply -f -"],
+    "completion": ["source <(vector-migration completion bash)", "vector-migration completion fish | source"],
+}  # fmt: skip
+
+
+def _command(commands: Any, name: str, summary: str) -> argparse.ArgumentParser:
+    """A subcommand whose --help has a description, examples and the exit codes."""
+    examples = "\n".join(f"  {example}" for example in EXAMPLES[name])
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name,
+        help=summary,
+        description=summary[0].upper() + summary[1:] + ".",
+        epilog=f"examples:\n{examples}\n\n{EXIT_CODES}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``vector-migration`` command."""
     parser = _parser()
+    try:
+        import argcomplete
+
+        argcomplete.autocomplete(parser)
+    except ImportError:  # pragma: no cover - completion is optional at run time
+        pass
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
@@ -86,14 +128,17 @@ def _parser() -> argparse.ArgumentParser:
             f"acts as the first URL's user for everything else; prefer {ADMIN_DATABASE_URL_ENV}",
         )
 
-    plan = commands.add_parser("plan", help="run the checklist and print the plan; changes nothing")
+    plan = _command(commands, "plan", "run the checklist and print the plan; changes nothing")
     database_options(plan)
     plan.add_argument("-o", "--output", choices=["text", "yaml", "json"], default="text")
     plan.set_defaults(handler=_plan)
 
-    migrate = commands.add_parser("migrate", help="run every phase")
+    migrate = _command(commands, "migrate", "run every phase until the migration ends or waits for a person")
     database_options(migrate)
     migrate.add_argument("--status-out", type=Path, help="write the final status as JSON")
+    migrate.add_argument(
+        "-o", "--output", choices=["text", "json", "yaml"], default="text", help="the final status's form on stdout"
+    )
     migrate.add_argument("--backup-dir", type=Path, default=Path("backups"), help="where pg_dump writes (./backups)")
     scratch_option(migrate)
     reconnect_option(migrate)
@@ -110,11 +155,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     migrate.set_defaults(handler=_migrate)
 
-    rollback = commands.add_parser(
-        "rollback", help="undo a migration's committed swap (in SQL; from the backup only with --restore)"
+    rollback = _command(
+        commands, "rollback", "undo a migration's committed swap (in SQL; from the backup only with --restore)"
     )
     database_options(rollback)
     rollback.add_argument("--status-out", type=Path, help="write the final status as JSON")
+    rollback.add_argument(
+        "-o", "--output", choices=["text", "json", "yaml"], default="text", help="the final status's form on stdout"
+    )
     rollback.add_argument("--pg-bin-dir", type=Path, action="append", default=[], help="where pg_restore is")
     reconnect_option(rollback)
     rollback.add_argument(
@@ -124,17 +172,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     rollback.set_defaults(handler=_rollback)
 
-    check = commands.add_parser(
+    check = _command(
+        commands,
         "check",
-        help="check that a succeeded migration still holds (pgvector not back, no column of its types, "
+        "check that a succeeded migration still holds (pgvector not back, no column of its types, "
         "no INVALID index); changes nothing. Exit 0 in sync, 1 drifted or not migrated, 2 bad input",
     )
     database_options(check)
     check.set_defaults(handler=_check)
 
-    report = commands.add_parser(
+    report = _command(
+        commands,
         "report",
-        help="write the migration report (HTML) from a status that migrate --status-out wrote; "
+        "write the migration report (HTML) from a status that migrate --status-out wrote; "
         "exit 0, or 2 when the status cannot be read",
     )
     report.add_argument("--status", type=Path, required=True, help="the status JSON (migrate --status-out)")
@@ -142,7 +192,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--title", default="VectorMigration report", help="the page's title")
     report.set_defaults(handler=_report)
 
-    demo = commands.add_parser("demo", help="migrate a seeded embedded PostgreSQL to a RuVector stand-in")
+    demo = _command(commands, "demo", "migrate a seeded embedded PostgreSQL to a RuVector stand-in")
     demo.add_argument(
         "--surface",
         choices=["published", "script", "v2"],
@@ -153,7 +203,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--workdir", type=Path, default=Path(".demo"), help="where the demo keeps its files")
     demo.set_defaults(handler=_demo)
 
-    operator = commands.add_parser("operator", help="run the Kubernetes operator (kopf)")
+    operator = _command(commands, "operator", "run the Kubernetes operator (kopf)")
     scope = operator.add_mutually_exclusive_group(required=True)
     scope.add_argument("-n", "--namespace", action="append", default=[], help="watch this namespace (repeatable)")
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
@@ -185,8 +235,17 @@ def _parser() -> argparse.ArgumentParser:
     scratch_option(operator)
     operator.set_defaults(handler=_operator)
 
-    crd = commands.add_parser("crd", help="print the CustomResourceDefinition generated from the models")
+    crd = _command(commands, "crd", "print the CustomResourceDefinition generated from the models")
     crd.set_defaults(handler=_crd)
+
+    status = _command(commands, "status", "print the status the migration's journal records; changes nothing")
+    database_options(status)
+    status.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text")
+    status.set_defaults(handler=_status)
+
+    completion = _command(commands, "completion", "print a shell completion script (bash, zsh or fish)")
+    completion.add_argument("shell", choices=["bash", "zsh", "fish"])
+    completion.set_defaults(handler=_completion)
     return parser
 
 
@@ -333,7 +392,63 @@ def _drive(
         migration = Migration(inputs, decisions, status or VectorMigrationStatus())
         give_up_on = frozenset({Reason.MIGRATION_LOCKED, Reason.DATABASE_UNAVAILABLE})
         status = asyncio.run(run(migration, give_up_on=give_up_on, reconnect_for=args.reconnect_for))
-    return finish(console, status, args.status_out)
+    code = finish(console, status, args.status_out, summary_on_stderr=args.output != "text")
+    print_status_as(status, args.output)
+    return code
+
+
+def print_status_as(status: VectorMigrationStatus, form: str) -> None:
+    """The status on stdout as JSON or YAML (text: the summary, already on stderr)."""
+    if form == "text":
+        return
+    document = status.model_dump(by_alias=True, mode="json", exclude_none=True)
+    if form == "json":
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    else:
+        sys.stdout.write(yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
+
+
+def _status(args: argparse.Namespace) -> int:
+    console = Console(stderr=True, soft_wrap=True)
+    loaded = _load(args, console)
+    if loaded is None:
+        return EXIT_USAGE
+    resource, params, _ = loaded
+    try:
+        status = asyncio.run(recorded_status(resource.metadata.name, params))
+    except DatabaseUnavailable as error:
+        console.print(f"[red]error:[/] {escape(str(error))}")
+        return EXIT_FAILED
+    if status is None:
+        console.print(f"[yellow]{escape(resource.metadata.name)}: nothing recorded in this database[/]")
+        return EXIT_FAILED
+    if args.output == "text":
+        Console().print(
+            f"[bold]{escape(resource.metadata.name)}[/]: {escape(status.phase.value)}  {escape(status.message)}"
+        )
+        print_summary(Console(soft_wrap=False, width=max(Console().width, 120)), status)
+    else:
+        print_status_as(status, args.output)
+    return EXIT_OK
+
+
+async def recorded_status(name: str, params: ConnectionParams) -> VectorMigrationStatus | None:
+    """What the database's journal records of the migration (None: nothing)."""
+    from ..database.sql import connect
+    from ..engine import records
+
+    conn = await connect(params)
+    try:
+        return records.latest_status(await records.read(conn, name))
+    finally:
+        await conn.close()
+
+
+def _completion(args: argparse.Namespace) -> int:
+    from argcomplete.shell_integration import shellcode
+
+    sys.stdout.write(shellcode(["vector-migration"], shell=args.shell))
+    return EXIT_OK
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -99,11 +99,13 @@ def print_plan(console: Console, document: dict[str, Any], status: VectorMigrati
             )
 
 
-def finish(console: Console, status: VectorMigrationStatus, status_out: Path | None) -> int:
-    """Print the summary, write --status-out, and choose the exit code."""
+def finish(
+    console: Console, status: VectorMigrationStatus, status_out: Path | None, *, summary_on_stderr: bool = False
+) -> int:
+    """Print the summary (on stderr when stdout carries data), write --status-out, choose the exit code."""
     if status_out is not None:
         status_out.write_text(status.model_dump_json(by_alias=True, indent=2, exclude_none=True) + "\n")
-    print_summary(Console(soft_wrap=False, width=max(Console().width, 120)), status)
+    print_summary(Console(soft_wrap=False, width=max(Console().width, 120), stderr=summary_on_stderr), status)
     ready = next((c for c in status.conditions if c.type == ConditionType.READY.value), None)
     if status.phase is Phase.SUCCEEDED or (status.phase is Phase.ROLLED_BACK and ready and ready.status == "True"):
         console.print(f"[green]✔ {escape(status.message)}[/]")

@@ -367,6 +367,18 @@ class Journal:
         return self.get(FINALIZED, FinalizeRecord)
 
 
+def latest_status(recorded: Journal) -> VectorMigrationStatus | None:
+    """The furthest status the journal records: the succeeded one, else the one kept with the first change."""
+    if recorded.verified is not None:
+        return recorded.verified.status
+    for record in (recorded.replica, recorded.prepared, recorded.swapped):
+        if record is not None:
+            return record.status
+    if ROLLED_BACK in recorded:
+        return VectorMigrationStatus(phase=Phase.ROLLED_BACK, message="rolled back (recorded in the journal)")
+    return None
+
+
 async def read(conn: asyncpg.Connection, migration: str) -> Journal:
     """A migration's journal."""
     return Journal(await journal.read(conn, migration))
