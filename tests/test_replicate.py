@@ -195,3 +195,31 @@ async def test_the_checklist_names_everything_replication_needs_at_once(
     assert '"public"."audit"' in status.message and "REPLICA IDENTITY FULL" in status.message
     assert '"public"."doc_titles"' in status.message
     assert await conn.fetchval("SELECT count(*) FROM pg_database WHERE datname LIKE $1", f"{database.dbname}_%") == 0
+
+
+async def test_the_operator_runs_a_replicate_migration_on_the_api_emulator(
+    logical_server: EmbeddedPostgres, shop: ConnectionParams, tmp_path: Path
+) -> None:
+    from tests.chart import assert_allowed_by_the_chart
+    from tests.cluster import condition as resource_condition
+    from tests.cluster import phase, running_cluster, running_operator
+    from tests.test_operator import migration as resource
+    from tests.test_operator import secret_for
+
+    async with (
+        running_cluster(tmp_path, logical_server.bin_dir) as (cluster, runner),
+        running_operator(cluster),
+    ):
+        await cluster.apply_secret("shop-app", {**secret_for(shop), "port": str(shop.port)})
+        await cluster.apply(resource(**REPLICATE))
+
+        done = await cluster.wait_for("shop", lambda r: phase(r) in ("Succeeded", "Failed", "RolledBack"), timeout=120)
+
+        assert phase(done) == "Succeeded", done["status"]["message"]
+        for kind in ("Ready", "ReplicaSynced", "IndexesRebuilt", "Finalized", "Verified"):
+            assert resource_condition(done, kind)["status"] == "True", kind
+        replicate = done["status"]["replicate"]
+        assert replicate["switchedOver"] and replicate["switchoverSeconds"] < 10
+        assert [name.rsplit("-", 1)[0] for name in runner.started] == ["shop-schema"]  # the schema copy ran as a Job
+        assert_allowed_by_the_chart(cluster.operator_requests())
+    assert "vector" not in await extensions(shop) and "vector" in await extensions(shop, f"{shop.dbname}_pgvector_old")

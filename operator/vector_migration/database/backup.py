@@ -64,8 +64,19 @@ class RestoreRequest:
     keep_schema: str  # the migration journal: it records the restore, so the restore must not rewind it
 
 
+@dataclass(frozen=True)
+class SchemaCopyRequest:
+    """A database's schema copied into another, empty one of the same server (strategy Replicate)."""
+
+    migration: str
+    source_database: str
+    target_database: str
+    server_major: int
+    plan_hash: str
+
+
 class BackupRuntime(Protocol):
-    """Where a backup runs: here (pg_dump as a child process) or in a Kubernetes Job."""
+    """Where pg_dump and pg_restore run: here (child processes) or in a Kubernetes Job."""
 
     async def backup(self, params: ConnectionParams, request: BackupRequest) -> BackupResult:
         """Return a verified archive, raise BackupPending while it runs, BackupError when it failed."""
@@ -73,6 +84,10 @@ class BackupRuntime(Protocol):
 
     async def restore(self, params: ConnectionParams, request: RestoreRequest) -> None:
         """Restore the archive in one transaction; BackupPending while it runs, BackupError when it failed."""
+        ...
+
+    async def copy_schema(self, params: ConnectionParams, request: SchemaCopyRequest) -> None:
+        """pg_dump --schema-only | pg_restore, as ``params``' login; BackupPending while it runs, BackupError."""
         ...
 
 
@@ -98,6 +113,16 @@ class LocalBackup:
     async def restore(self, params: ConnectionParams, request: RestoreRequest) -> None:
         """Restore now, after checking the archive is the one that was verified."""
         await run_restore(params, Path(request.location), request, list(self.pg_bin_dirs))
+
+    async def copy_schema(self, params: ConnectionParams, request: SchemaCopyRequest) -> None:
+        """Dump the schema beside the backups and restore it into the target now."""
+        await copy_schema(
+            params.with_database(request.source_database),
+            params.with_database(request.target_database),
+            self.directory,
+            request.server_major,
+            list(self.pg_bin_dirs),
+        )
 
 
 def find_client(name: str, server_major: int, extra_dirs: list[Path]) -> Path:

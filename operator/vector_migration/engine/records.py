@@ -37,6 +37,7 @@ PREPARED = "parallel_prepared"
 BACKFILL = "parallel_backfill"
 FINALIZED = "parallel_finalized"
 OLD_DROPPED = "parallel_old_dropped"
+REPLICA_PREPARING = "replicate_preparing"  # the new database is being made, under this plan hash
 REPLICA_PREPARED = "replicate_prepared"
 REPLICA_SWITCHED = "replicate_switched"
 REPLICA_STOPPED = "replicate_stopped"

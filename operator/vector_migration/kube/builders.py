@@ -13,6 +13,7 @@ from typing import Any
 
 from ..api import JobDefaults, JobPlacement, VectorMigration, VectorMigrationStatus
 from ..database.backup import restore_arguments
+from ..database.sql import conninfo_value
 from ..vocabulary import API_GROUP, API_VERSION, KIND, BackupScope, Phase
 
 MANAGED_BY = "vector-migration-operator"
@@ -64,6 +65,17 @@ sum=$(sha256sum "$archive" | cut -d ' ' -f 1)
   echo "archive $archive changed since it was verified (sha256 differs); not restoring it" >&2; exit 3; }
 pg_restore "$@" --dbname="$PGDATABASE" "$archive"
 printf '{"restored":"%s","sha256":"%s"}' "$archive" "$sum" > "$TERMINATION_LOG"
+"""
+)
+
+# The schema container's script (strategy Replicate): the source's schema, without subscriptions,
+# restored into the new, empty database in one transaction. $TARGET_CONNINFO names the new database
+# as a connection string ("dbname='…'"), so no database name is ever read as one.
+SCHEMA_SCRIPT = (
+    _WRITE_PGPASS
+    + r"""pg_dump --schema-only --no-subscriptions --format=custom --no-password --file="$SCRATCH_DIR/schema.dump"
+pg_restore --single-transaction --exit-on-error --no-password --dbname="$TARGET_CONNINFO" "$SCRATCH_DIR/schema.dump"
+printf '{"copied":"%s"}' "$TARGET_DATABASE" > "$TERMINATION_LOG"
 """
 )
 
@@ -184,6 +196,37 @@ def build_restore_job(
     )
 
 
+def build_schema_job(
+    resource: VectorMigration,
+    *,
+    defaults: JobDefaults | None = None,
+    ca: tuple[str, str] | None = None,
+    secret_name: str,
+    connection: dict[str, str],
+    target_database: str,
+    server_major: int,
+    plan_hash: str,
+) -> dict[str, Any]:
+    """The Job that copies the source's schema into Replicate's new database (no archive volume)."""
+    return _database_job(
+        resource,
+        component="schema",
+        name=object_name(resource.metadata.name, f"schema-{plan_hash.removeprefix('sha256:')[:8]}"),
+        container="pg-schema",
+        image=_image(resource, defaults or JobDefaults(), server_major),
+        defaults=defaults or JobDefaults(),
+        ca=ca,
+        command=["/bin/sh", "-c", SCHEMA_SCRIPT, "schema"],
+        env={
+            **connection,
+            "TARGET_DATABASE": target_database,
+            "TARGET_CONNINFO": f"dbname={conninfo_value(target_database)}",
+        },
+        secret_name=secret_name,
+        archive_read_only=None,
+    )
+
+
 def _image(resource: VectorMigration, defaults: JobDefaults, server_major: int) -> str:
     """The spec's image, else PostgreSQL's client image for the server's major version from the default repository."""
     return resource.spec.backup.image or f"{defaults.image_repository}:{server_major}"
@@ -217,9 +260,18 @@ def _database_job(
     command: list[str],
     env: dict[str, str],
     secret_name: str,
-    archive_read_only: bool,
+    archive_read_only: bool | None,
 ) -> dict[str, Any]:
-    """A Job that runs one PostgreSQL client script against the database, restricted and once."""
+    """A Job that runs one PostgreSQL client script against the database, restricted and once.
+
+    ``archive_read_only`` None: the Job touches no archive, and the backup volume is not mounted.
+    """
+    archive_mounts = (
+        []
+        if archive_read_only is None
+        else [{"name": "backup", "mountPath": BACKUP_DIR, "readOnly": archive_read_only}]
+    )
+    archive_volumes = [] if archive_read_only is None else [{"name": "backup", **backup_volume(resource)}]
     if ca is not None:
         env = {**env, "PGSSLROOTCERT": f"{CA_DIR}/ca.crt"}  # libpq verifies the server against it
     variables = [{"name": key, "value": value} for key, value in sorted(env.items()) if value]
@@ -265,7 +317,7 @@ def _database_job(
                             "terminationMessagePolicy": "File",
                             **_resources(resource.spec.backup, defaults),
                             "volumeMounts": [
-                                {"name": "backup", "mountPath": BACKUP_DIR, "readOnly": archive_read_only},
+                                *archive_mounts,
                                 {"name": "scratch", "mountPath": SCRATCH_DIR},
                                 {"name": "database-password", "mountPath": PASSWORD_DIR, "readOnly": True},
                                 *_ca_mounts(ca),
@@ -273,7 +325,7 @@ def _database_job(
                         }
                     ],
                     "volumes": [
-                        {"name": "backup", **backup_volume(resource)},
+                        *archive_volumes,
                         {"name": "scratch", "emptyDir": {"sizeLimit": "64Mi"}},
                         {
                             "name": "database-password",

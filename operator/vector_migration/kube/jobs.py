@@ -8,9 +8,16 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from ..api import JobDefaults, VectorMigration
-from ..database.backup import BackupError, BackupPending, BackupRequest, BackupResult, RestoreRequest
+from ..database.backup import (
+    BackupError,
+    BackupPending,
+    BackupRequest,
+    BackupResult,
+    RestoreRequest,
+    SchemaCopyRequest,
+)
 from ..database.sql import ConnectionParams
-from .builders import build_backup_job, build_restore_job, labels, object_name
+from .builders import build_backup_job, build_restore_job, build_schema_job, labels, object_name
 from .client import KubeClient, KubeError
 
 MIN_CLAIM_BYTES = 1 << 30
@@ -63,6 +70,20 @@ class JobBackup:
             keep_schema=request.keep_schema,
         )
         await self._run_job("restore", job, None)
+
+    async def copy_schema(self, params: ConnectionParams, request: SchemaCopyRequest) -> None:
+        """Start the schema Job (once per plan), or read how it ended; as the admin login when there is one."""
+        job = build_schema_job(
+            self.resource,
+            defaults=self.defaults,
+            ca=self.ca,
+            secret_name=self.admin_secret_name or self.secret_name,
+            connection=self._connection(params.with_database(request.source_database)),
+            target_database=request.target_database,
+            server_major=request.server_major,
+            plan_hash=request.plan_hash,
+        )
+        await self._run_job("schema", job, None)
 
     def _connection(self, params: ConnectionParams) -> dict[str, str]:
         if params.password is None:

@@ -12,11 +12,12 @@ from typing import cast
 import asyncpg
 
 from ...api import ReplicatedTable, ReplicateStatus
-from ...database import journal
-from ...database.backup import BackupError, copy_schema
+from ...database.backup import BackupError, BackupPending, SchemaCopyRequest
+from ...database.catalog import read_extension
+from ...database.journal import JOURNAL
 from ...engine import records
-from ...engine.context import Migration
-from ...engine.outcomes import Advance, Fail, Outcome
+from ...engine.context import Migration, as_admin
+from ...engine.outcomes import Advance, Fail, Outcome, Wait
 from ...engine.records import IndexBuild, Journal, ReplicaRecord
 from ...engine.transactions import (
     PlanDrift,
@@ -31,8 +32,8 @@ from ...phases.swap import check_plan_unchanged, convert, replan_after_drift
 from ...status import set_condition
 from ...vocabulary import ConditionType, Phase, Reason
 from .plan import ReplicatePlan, conninfo, publication, slot, subscription
-from .sessions import admin_execute, login, maintenance, on_database
-from .teardown import tear_down_replica
+from .sessions import login, maintenance, on_database
+from .teardown import database_exists, subscribed, tear_down_replica
 
 # A phase after the new database was made, run where the journal records none: plan again from the start.
 START_OVER = Advance(Phase.CHECKLIST, "no new database is recorded; starting from the checklist")
@@ -49,8 +50,12 @@ async def recorded_replica(m: Migration) -> tuple[Journal, ReplicaRecord | None]
 
 
 async def run_create_replica(m: Migration) -> Outcome:
-    """Create the new database with the converted schema, publish every table, and subscribe it."""
-    _, replica = await recorded_replica(m)
+    """Create the new database with the converted schema, publish every table, and subscribe it.
+
+    Each step is skipped when its result is there, so a run that waited for the schema Job, or was
+    cut off, continues where it was; an attempt under another plan is taken apart first.
+    """
+    recorded, replica = await recorded_replica(m)
     if replica is not None:
         return Advance(Phase.BACKFILL, "the new database already exists; continuing with its copy")
     ready = ready_to_change(m, "the new database")
@@ -62,25 +67,20 @@ async def run_create_replica(m: Migration) -> Outcome:
     except PlanDrift as error:
         return replan_after_drift(m, error)
     names = plan.names
+    if records.REPLICA_PREPARING not in recorded or recorded.plan_hash(records.REPLICA_PREPARING) != plan.plan_hash:
+        await tear_down_replica(m, names, m.name)  # an attempt under another plan, recognised by its marker
+        # Recorded first: the journal is replicated with the tables, so it must be in the schema copied.
+        await records.write(m.session, m.name, records.REPLICA_PREPARING, plan.plan_hash, records.Record())
     m.reporter.progress("new database", note=f"creating {names.target}")
-    await tear_down_replica(m, names, m.name)  # an interrupted attempt's, recognised by its marker
-    await journal.ensure(m.session)  # the journal is replicated with the tables: it must be in the schema
-    async with maintenance(m) as admin:
-        for statement in plan.database:
-            await admin.execute(statement)
-    m.reporter.progress("new database", note="copying the schema (pg_dump --schema-only | pg_restore)")
     try:
-        await copy_schema(
-            login(m).with_database(names.source),
-            login(m).with_database(names.target),
-            m.scratch,
-            ready.inventory.server.version_num // 10000,
-            list(getattr(m.backup, "pg_bin_dirs", ())),
-        )
+        await _create_database(m, plan)
+        await _copy_schema(m, plan, ready)
+        converted = await _convert_schema(m, plan, ready)
+    except BackupPending as pending:
+        return Wait(Reason.IN_PROGRESS, str(pending), delay=5.0)
     except BackupError as error:
         await tear_down_replica(m, names, m.name)
         return Fail(Reason.SWAP_FAILED, f"copying the schema into {names.target} failed: {error}; nothing was changed")
-    converted = await _convert_schema(m, plan, ready)
     if converted is not None:
         await tear_down_replica(m, names, m.name)
         return converted
@@ -104,9 +104,44 @@ async def run_create_replica(m: Migration) -> Outcome:
     return Advance(Phase.BACKFILL, message)
 
 
-async def _convert_schema(m: Migration, plan: ReplicatePlan, ready: Ready) -> Outcome | None:
-    """The InPlace conversion on the new database's empty tables, in one transaction; a Fail when it cannot."""
+async def _create_database(m: Migration, plan: ReplicatePlan) -> None:
+    """CREATE DATABASE with the source's properties and this migration's marker, unless it is there."""
+    async with maintenance(m) as admin:
+        if await database_exists(admin, plan.names.target):
+            return
+        for statement in plan.database:
+            await admin.execute(statement)
+
+
+async def _copy_schema(m: Migration, plan: ReplicatePlan, ready: Ready) -> None:
+    """pg_dump --schema-only | pg_restore (here or in a Job), unless the new database has the schema.
+
+    The restore is one transaction: the journal's table, which the source always has by now, is
+    there only when everything is.
+    """
     async with on_database(m, plan.names.target) as there:
+        if await there.session.fetchval("SELECT pg_catalog.to_regclass($1) IS NOT NULL", JOURNAL):
+            return
+    m.reporter.progress("new database", note="copying the schema (pg_dump --schema-only | pg_restore)")
+    request = SchemaCopyRequest(
+        migration=m.name,
+        source_database=plan.names.source,
+        target_database=plan.names.target,
+        server_major=ready.inventory.server.version_num // 10000,
+        plan_hash=plan.plan_hash,
+    )
+    await m.backup.copy_schema(login(m), request)
+
+
+async def _convert_schema(m: Migration, plan: ReplicatePlan, ready: Ready) -> Outcome | None:
+    """The InPlace conversion on the new database's empty tables, in one transaction; a Fail when it cannot.
+
+    Skipped when the new database no longer has the source extension: the conversion, which drops
+    it last, committed.
+    """
+    async with on_database(m, plan.names.target) as there:
+        if await read_extension(there.session, m.spec.source.extension) is None:
+            return None
         progress = Progress()
         transaction = await begin_bounded_transaction(there)
         try:
@@ -119,12 +154,21 @@ async def _convert_schema(m: Migration, plan: ReplicatePlan, ready: Ready) -> Ou
 
 
 async def _subscribe(m: Migration, plan: ReplicatePlan) -> None:
-    """Publication and slot on the source, then the subscription that copies and streams into the new database."""
+    """Publication and slot on the source, then the subscription that copies and streams; each unless there."""
     names = plan.names
-    await admin_execute(m, publication(names.forward, plan.tables), slot(names.forward))
+    async with as_admin(m):
+        if not await m.session.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $1)", names.forward
+        ):
+            await m.session.execute(publication(names.forward, plan.tables))
+        if not await m.session.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1)", names.forward
+        ):
+            await m.session.execute(slot(names.forward))
     connection = conninfo(login(m), names.source, with_password=True)
-    async with on_database(m, names.target) as there:
-        await admin_execute(there, subscription(names.forward, connection, copy_data=True))
+    async with on_database(m, names.target) as there, as_admin(there):
+        if not await subscribed(there.session, names.forward):
+            await there.session.execute(subscription(names.forward, connection, copy_data=True))
 
 
 def _record(m: Migration, plan: ReplicatePlan) -> ReplicaRecord:
