@@ -223,3 +223,21 @@ async def test_the_operator_runs_a_replicate_migration_on_the_api_emulator(
         assert [name.rsplit("-", 1)[0] for name in runner.started] == ["shop-schema"]  # the schema copy ran as a Job
         assert_allowed_by_the_chart(cluster.operator_requests())
     assert "vector" not in await extensions(shop) and "vector" in await extensions(shop, f"{shop.dbname}_pgvector_old")
+
+
+async def test_cutover_steps_weigh_reads_onto_the_new_database_before_the_switchover(
+    shop: ConnectionParams, backup_dir: Path
+) -> None:
+    steps = {"cutover": {"steps": [{"setWeight": 25}, {"pause": {}}, {"setWeight": 75}]}}
+    resource = manifest(**REPLICATE, **steps)
+
+    held = await run(migration(shop, resource, backup_dir))
+
+    assert held.phase is Phase.CUTOVER, held.message
+    assert held.cutover is not None and held.cutover.weight == 25
+    assert "reads on the new database" in held.message
+    assert "vector" in await extensions(shop)  # not switched yet: the application is on the source
+    promoted = await run(migration(shop, resource, backup_dir, status=held, promote=True), reconnect_for=30)
+    assert promoted.phase is Phase.SUCCEEDED, promoted.message
+    assert promoted.cutover is not None and promoted.cutover.weight == 100
+    assert "vector" not in await extensions(shop)

@@ -1,58 +1,23 @@
-"""Cutover: the steps of the spec (weights published for the application's router, pauses), each re-analysed."""
+"""Cutover: the spec's steps walked over the shadow tables (phases.cutover), each step re-analysed."""
 
 from __future__ import annotations
 
-from ...api import CutoverStatus, duration_ms
 from ...engine.context import Migration
-from ...engine.outcomes import Advance, Hold, Outcome, Wait
-from ...phases.verify import fail_verification, hold_for_a_decision
-from ...status import now, seconds_since
-from ...vocabulary import Phase, Reason
+from ...engine.outcomes import Outcome
+from ...phases.cutover import walk_cutover
+from ...phases.judge import Judgement
 from .shadow import START_OVER, recorded_shadows
 from .verify import analyse
 
 
 async def run_cutover(m: Migration) -> Outcome:
-    """Walk the cutover steps: publish weights, pause, and re-run the analysis before each next step."""
+    """Walk the cutover steps: publish weights, pause, and compare the shadows again before each next step."""
     _, tables = await recorded_shadows(m)
     if tables is None:
         return START_OVER
-    cutover = m.status.cutover = m.status.cutover or CutoverStatus()
-    steps = m.spec.cutover.steps
-    while cutover.step < len(steps):
-        current = steps[cutover.step]
-        if cutover.step_started_at is None:
-            cutover.step_started_at = now()
-        if current.set_weight is not None:
-            cutover.weight = current.set_weight
-            judgement = await analyse(m, tables, "shadow")
-            problems = judgement.problems
-            if judgement.held and not problems:
-                return hold_for_a_decision(m, judgement.held, f"cutover step {cutover.step + 1} holds")
-            if problems:
-                step = f"cutover step {cutover.step + 1} (weight {cutover.weight}%): "
-                return fail_verification(m, problems, step, reason=Reason.ANALYSIS_FAILED)
-        elif current.pause is not None and current.pause.duration is None:
-            if not m.decisions.promote or m.facts.promotion_used:
-                return Hold(
-                    Reason.AWAITING_PROMOTION,
-                    f"cutover paused at step {cutover.step + 1} of {len(steps)} with {cutover.weight}% of reads on "
-                    'the new tables; promote to go on (annotation ruvector.dev/promote: "true", or --promote)',
-                )
-            m.facts.promotion_used = True
-        elif current.pause is not None:
-            remaining = duration_ms(current.pause.duration or "0") / 1000 - _age(cutover.step_started_at)
-            if remaining > 0:
-                return Wait(
-                    Reason.CUTOVER_PAUSED,
-                    f"cutover paused at step {cutover.step + 1} of {len(steps)} for {remaining:.0f}s more",
-                    delay=remaining,
-                )
-        cutover.step += 1
-        cutover.step_started_at = None
-    cutover.weight = 100
-    return Advance(Phase.FINALIZE, f"cutover steps done ({len(steps)}); finalizing")
+    shadows = tables
 
+    async def analyse_shadows(run: Migration) -> Judgement:
+        return await analyse(run, shadows, "shadow")
 
-def _age(stamp: str | None) -> float:
-    return 0.0 if stamp is None else seconds_since(stamp)
+    return await walk_cutover(m, analyse_shadows, "the new tables")

@@ -10,8 +10,9 @@ and swaps the two databases' names in one transaction. The old database follows 
 (replication turned around) until ``replicate.keepOldFor``, so a rollback loses nothing.
 
 Phases: Checklist, Backup, (approval), Swap (the new database: prepare.py), Backfill (the initial
-copy: stream.py), Reindex, Verify (on the new database: stream.py), Finalize (the switchover:
-finalize.py, switchover.py), and Rolling back.
+copy: stream.py), Reindex, Verify and Cutover (``cutover.steps``, reads weighted onto the new
+database, each step measured there: stream.py), Finalize (the switchover: finalize.py,
+switchover.py), and Rolling back.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from .names import replica_names
 from .plan import ReplicatePlan, allow_connections, conninfo
 from .prepare import run_create_replica
 from .sessions import login, maintenance
-from .stream import run_initial_copy, run_replica_reindex, run_replica_verify
+from .stream import run_initial_copy, run_replica_cutover, run_replica_reindex, run_replica_verify
 
 REPLICATE_PHASES: Mapping[Phase, PhaseFunction] = {
     Phase.PENDING: run_checklist,
@@ -51,6 +52,7 @@ REPLICATE_PHASES: Mapping[Phase, PhaseFunction] = {
     Phase.BACKFILL: run_initial_copy,
     Phase.REINDEX: run_replica_reindex,
     Phase.VERIFY: run_replica_verify,
+    Phase.CUTOVER: run_replica_cutover,
     Phase.FINALIZE: run_switchover,
     Phase.ROLLING_BACK: run_replica_rollback,
 }
@@ -62,9 +64,9 @@ class Replicate:
     kind = Strategy.REPLICATE
     phases = REPLICATE_PHASES
     # Once the new database exists a failure leaves it (and its replication) in place.
-    undo_on_failure = frozenset({Phase.BACKFILL, Phase.REINDEX, Phase.VERIFY, Phase.FINALIZE})
+    undo_on_failure = frozenset({Phase.BACKFILL, Phase.REINDEX, Phase.VERIFY, Phase.CUTOVER, Phase.FINALIZE})
     # Until the switchover the application runs on the source, untouched: a person may abort at once.
-    abortable = frozenset({Phase.BACKFILL, Phase.REINDEX, Phase.VERIFY})
+    abortable = frozenset({Phase.BACKFILL, Phase.REINDEX, Phase.VERIFY, Phase.CUTOVER})
 
     def resume(self, m: Migration, recorded: Journal) -> Outcome | None:
         """With the new database recorded: continue its copy (each phase finds its own place again)."""

@@ -19,7 +19,8 @@ from ...engine import records
 from ...engine.context import Migration
 from ...engine.outcomes import Advance, Fail, Outcome
 from ...engine.transactions import bounded_reads
-from ...phases.judge import judge_probes
+from ...phases.cutover import walk_cutover
+from ...phases.judge import Judgement, judge_probes
 from ...phases.reindex import IndexBuildFailed, analyze, build_index
 from ...phases.verify import fail_verification, hold_for_a_decision
 from ...status import set_condition
@@ -141,6 +142,24 @@ async def run_replica_verify(m: Migration) -> Outcome:
 
 
 async def _verify_replica(m: Migration) -> Outcome:
+    judgement = await analyse_replica(m)
+    if judgement.problems:
+        after = "; the application still runs on the source"
+        return fail_verification(m, judgement.problems, "verification failed on the new database: ", after=after)
+    if judgement.held:
+        return hold_for_a_decision(m, judgement.held, "the new database is streaming, its indexes valid")
+    verification = m.status.verification
+    recalls = [v.recall_after for v in verification.indexes if v.recall_after is not None] if verification else []
+    message = f"{len(m.facts.rebuilds)} index(es) valid on the new database" + (
+        f"; lowest recall@{m.spec.verify.k} {min(recalls):.3f}" if recalls else ""
+    )
+    if m.spec.cutover.steps:
+        return Advance(Phase.CUTOVER, f"{message}; cutover steps next")
+    return Advance(Phase.FINALIZE, f"{message}; switching over")
+
+
+async def analyse_replica(m: Migration) -> Judgement:
+    """On the new database's session: no source extension, every index valid, recall and latency held."""
     problems: list[tuple[Reason, str]] = []
     verification = m.status.verification or Verification(k=m.spec.verify.k)
     if await read_extension(m.session, m.spec.source.extension) is not None:
@@ -148,20 +167,22 @@ async def _verify_replica(m: Migration) -> Outcome:
     for rebuild in m.facts.rebuilds:
         state = await index_state(m.session, rebuild.index_schema, rebuild.name)
         if state is None or not state[0] or state[1] != rebuild.method:
-            problems.append(
-                (Reason.VERIFICATION_FAILED, f"index {rebuild.name} is missing, INVALID or not on {rebuild.method}")
-            )
+            wrong = f"index {rebuild.name} is missing, INVALID or not on {rebuild.method}"
+            problems.append((Reason.VERIFICATION_FAILED, wrong))
     judgement = await judge_probes(m, m.facts.probes, verification)
-    problems += judgement.problems
     m.status.verification = verification
-    if problems:
-        return fail_verification(
-            m, problems, "verification failed on the new database: ", after="; the application still runs on the source"
-        )
-    if judgement.held:
-        return hold_for_a_decision(m, judgement.held, "the new database is streaming, its indexes valid")
-    recalls = [v.recall_after for v in verification.indexes if v.recall_after is not None]
-    message = f"{len(m.facts.rebuilds)} index(es) valid on the new database" + (
-        f"; lowest recall@{m.spec.verify.k} {min(recalls):.3f}" if recalls else ""
-    )
-    return Advance(Phase.FINALIZE, f"{message}; switching over")
+    return Judgement(problems + judgement.problems, judgement.held)
+
+
+async def run_replica_cutover(m: Migration) -> Outcome:
+    """The spec's cutover steps, each re-analysed on the new database, while reads are weighted onto it."""
+    recorded, replica = await recorded_replica(m)
+    if replica is None:
+        return START_OVER
+    names = names_of(m, recorded)
+
+    async def on_the_new_database(run: Migration) -> Judgement:
+        async with on_database(run, names.target) as there:
+            return await analyse_replica(there)
+
+    return await walk_cutover(m, on_the_new_database, "the new database")
