@@ -61,7 +61,7 @@ async def connect(params: ConnectionParams) -> asyncpg.Connection:
     return await asyncpg.connect(host=params.host, port=params.port, user=params.user, database=params.dbname)
 
 
-async def seed(server: EmbeddedPostgres, rows: int, dims: int) -> float:
+async def seed(server: EmbeddedPostgres, rows: int, dims: int, *, index: bool = True) -> float:
     """The dataset, once, as a template database that every run copies."""
     started = time.perf_counter()
     await create_database(server.params(), TEMPLATE)
@@ -81,7 +81,8 @@ async def seed(server: EmbeddedPostgres, rows: int, dims: int) -> float:
               FROM generate_series(1, {rows}) g
             """
         )
-        await conn.execute(f"CREATE INDEX items_l2 ON items USING hnsw (embedding vector_l2_ops) {HNSW}")
+        if index:
+            await conn.execute(f"CREATE INDEX items_l2 ON items USING hnsw (embedding vector_l2_ops) {HNSW}")
         await conn.execute("VACUUM ANALYZE items")
     finally:
         await conn.close()
@@ -99,7 +100,7 @@ async def fresh_copy(server: EmbeddedPostgres, name: str) -> ConnectionParams:
     return server.params(name)
 
 
-async def raw_floor(server: EmbeddedPostgres, dims: int) -> dict[str, float]:
+async def raw_floor(server: EmbeddedPostgres, dims: int, *, index: bool = True) -> dict[str, float]:
     """The conversion and the index build by hand: the least any tool could do."""
     conn = await connect(await fresh_copy(server, "bench_floor"))
     try:
@@ -107,14 +108,16 @@ async def raw_floor(server: EmbeddedPostgres, dims: int) -> dict[str, float]:
         started = time.perf_counter()
         async with conn.transaction():
             await conn.execute(f"CREATE EXTENSION {TARGET}")
-            await conn.execute("DROP INDEX items_l2")
+            if index:
+                await conn.execute("DROP INDEX items_l2")
             target_type = f"ruvector({dims})"
             await conn.execute(
                 f"ALTER TABLE items ALTER COLUMN embedding TYPE {target_type} USING embedding::text::{target_type}"
             )
             await conn.execute("DROP EXTENSION vector")
         converted = time.perf_counter()
-        await conn.execute(f"CREATE INDEX items_l2 ON items USING ruhnsw (embedding ruvector_l2_ops) {HNSW}")
+        if index:
+            await conn.execute(f"CREATE INDEX items_l2 ON items USING ruhnsw (embedding ruvector_l2_ops) {HNSW}")
         built = time.perf_counter()
     finally:
         await conn.close()
@@ -352,6 +355,50 @@ async def replicate_only(rows: int, dims: int, work: Path) -> dict[str, Any]:
             "floor": floor, "replicate": replicate}  # fmt: skip
 
 
+async def text_route(rows: int, work: Path, repeats: int) -> dict[str, Any]:
+    """`--only text-route`: real RuVector has no casts, so its conversion goes through text.
+
+    At 384 and 1536 dimensions (the common embedding sizes), ``repeats`` times each: the raw
+    ``ALTER ... TYPE ... USING c::text::ruvector(N)`` and the engine's InPlace swap, whose
+    write-blocking window is what a user's application waits (no index: the window of a
+    Concurrent reindex, which builds after the commit). The stand-in reads text with pgvector's
+    parser, so this is the route's cost around the engine, not RuVector's own parser.
+    """
+    measured: dict[str, Any] = {}
+    for dims in (384, 1536):
+        server = EmbeddedPostgres(work / f"pgdata-text-{dims}")
+        try:
+            print(f"seeding {rows:,} x {dims} ...", flush=True)
+            await seed(server, rows, dims, index=False)
+            floors, windows = [], []
+            for attempt in range(1, repeats + 1):
+                floors.append((await raw_floor(server, dims, index=False))["conversion_s"])
+                run_ = await engine_run(server, "Concurrent", work)
+                windows.append(run_["timings"]["writeBlockedSeconds"])
+                print(f"  {dims} dims, run {attempt}/{repeats}: floor {floors[-1]:.2f}s, "
+                      f"writes blocked {windows[-1]:.2f}s", flush=True)  # fmt: skip
+        finally:
+            server.stop()
+        measured[str(dims)] = {
+            "floor_s": sorted(floors),
+            "write_blocked_s": sorted(windows),
+            "floor_median_s": sorted(floors)[len(floors) // 2],
+            "write_blocked_median_s": sorted(windows)[len(windows) // 2],
+        }
+    return {"date": datetime.date.today().isoformat(), "rows": rows, "repeats": repeats, "machine": machine(),
+            "text_route": measured}  # fmt: skip
+
+
+def report_text_route(result: dict[str, Any]) -> None:
+    """Median and spread of the text route's window, per dimension."""
+    for dims, m in result["text_route"].items():
+        floor, blocked = m["floor_s"], m["write_blocked_s"]
+        print(f"  text route, {result['rows']:,} x {dims}: raw ALTER median {m['floor_median_s']:.2f}s "
+              f"({floor[0]:.2f}-{floor[-1]:.2f}); engine's write-blocking window median "
+              f"{m['write_blocked_median_s']:.2f}s ({blocked[0]:.2f}-{blocked[-1]:.2f}); "
+              f"ratio {m['write_blocked_median_s'] / m['floor_median_s']:.2f}")  # fmt: skip
+
+
 def report_replicate(result: dict[str, Any]) -> None:
     """The switchover window at each size, and the copy's pace against the raw conversion."""
     floor = result["floor"]
@@ -456,8 +503,16 @@ if __name__ == "__main__":
     parser.add_argument("--work", type=Path, default=ROOT / ".bench")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each migration; the median is reported")
-    parser.add_argument("--only", choices=["all", "replicate"], default="all", help="replicate: Replicate alone")
+    parser.add_argument(
+        "--only", choices=["all", "replicate", "text-route"], default="all", help="one case alone (see its function)"
+    )
     args = parser.parse_args()
+    if args.only == "text-route":
+        text = asyncio.run(text_route(args.rows, args.work, args.repeats))
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"{text['date']}-text-route.json").write_text(json.dumps(text, indent=2, sort_keys=True) + "\n")
+        report_text_route(text)
+        raise SystemExit(0)
     if args.only == "replicate":
         only = asyncio.run(replicate_only(args.rows, args.dims, args.work))
         args.out.mkdir(parents=True, exist_ok=True)

@@ -187,6 +187,11 @@ async def test_the_checklist_names_everything_replication_needs_at_once(
     await create_shop(conn)
     await conn.execute("CREATE TABLE audit (at timestamptz, what text)")
     await conn.execute("CREATE MATERIALIZED VIEW doc_titles AS SELECT title FROM docs")
+    await conn.execute(
+        "CREATE FUNCTION audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$; "
+        "CREATE TRIGGER docs_audit AFTER INSERT ON docs FOR EACH ROW EXECUTE FUNCTION audit(); "
+        "ALTER TABLE docs ENABLE ALWAYS TRIGGER docs_audit"
+    )
 
     status = await run(migration(database, manifest(**REPLICATE), backup_dir))
 
@@ -194,6 +199,7 @@ async def test_the_checklist_names_everything_replication_needs_at_once(
     assert "wal_level is replica" in status.message
     assert '"public"."audit"' in status.message and "REPLICA IDENTITY FULL" in status.message
     assert '"public"."doc_titles"' in status.message
+    assert "docs_audit on public.docs fire on replicated rows" in status.message
     assert await conn.fetchval("SELECT count(*) FROM pg_database WHERE datname LIKE $1", f"{database.dbname}_%") == 0
 
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from tests.application import application_writing, docs_before, final_equals_every_committed_change
@@ -189,3 +190,38 @@ async def test_switchover_while_the_new_database_lags(shop: ConnectionParams, ba
         f"({committed[0]} writes)",
         0,
     )
+
+
+declare(
+    "owner-code-replicate",
+    "an ordinary table owner plants a function that grants it SUPERUSER in a CHECK constraint, escaping SET ROLE "
+    "with RESET ROLE; a Replicate migration run by a superuser (the subscription copies and applies the rows)",
+    "the rows are applied as the table's owner (run_as_owner = false), so the owner stays ordinary; Succeeded",
+)
+
+
+async def test_a_table_owners_code_runs_as_the_owner_when_rows_are_replicated(
+    logical_server: EmbeddedPostgres, backup_dir: Path
+) -> None:
+    from tests.test_privileges import ATTACKER, HOSTILE_SCHEMA, SETUP
+
+    shop = await shop_on(logical_server)
+    admin = await session(shop)
+    await admin.execute(SETUP)
+    owner = await asyncpg.connect(host=shop.host, port=shop.port, user=ATTACKER, database=shop.dbname)
+    try:  # the owner's table and function, without its materialized view (Replicate refuses those)
+        await owner.execute(HOSTILE_SCHEMA.split("CREATE MATERIALIZED VIEW")[0])
+    finally:
+        await owner.close()
+
+    await admin.close()  # the switchover ends every session on the database
+
+    status = await run(migration(shop, manifest(**REPLICATE), backup_dir), reconnect_for=30)
+
+    admin = await session(shop)
+    gained = int(await admin.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = $1", ATTACKER))
+    rows = await admin.fetchval("SELECT count(*) FROM public.documents")
+    await admin.close()
+    assert status.phase is Phase.SUCCEEDED, status.message
+    assert gained == 0 and rows == 200
+    observe("owner-code-replicate", "the owner is still an ordinary role; Succeeded", 0, privilege_gained=gained)

@@ -32,6 +32,7 @@ from ..engine.runner import run
 from ..phases.drift import check_once
 from ..report import render_report
 from ..vocabulary import Phase, Reason
+from .help import completion_script, enable_completion, subcommand
 from .output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, RichReporter, finish, print_plan, print_summary
 
 DATABASE_URL_ENV = "DATABASE_URL"
@@ -62,27 +63,14 @@ EXAMPLES = {
 
 
 def _command(commands: Any, name: str, summary: str) -> argparse.ArgumentParser:
-    """A subcommand whose --help has a description, examples and the exit codes."""
-    examples = "\n".join(f"  {example}" for example in EXAMPLES[name])
-    parser: argparse.ArgumentParser = commands.add_parser(
-        name,
-        help=summary,
-        description=summary[0].upper() + summary[1:] + ".",
-        epilog=f"examples:\n{examples}\n\n{EXIT_CODES}",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    return parser
+    """A subcommand with its examples and the exit codes."""
+    return subcommand(commands, name, summary, EXAMPLES[name], EXIT_CODES)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``vector-migration`` command."""
     parser = _parser()
-    try:
-        import argcomplete
-
-        argcomplete.autocomplete(parser)
-    except ImportError:  # pragma: no cover - completion is optional at run time
-        pass
+    enable_completion(parser)
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
@@ -445,9 +433,7 @@ async def recorded_status(name: str, params: ConnectionParams) -> VectorMigratio
 
 
 def _completion(args: argparse.Namespace) -> int:
-    from argcomplete.shell_integration import shellcode
-
-    sys.stdout.write(shellcode(["vector-migration"], shell=args.shell))
+    sys.stdout.write(completion_script("vector-migration", args.shell))
     return EXIT_OK
 
 

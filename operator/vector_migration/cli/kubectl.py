@@ -27,7 +27,7 @@ from rich.text import Text
 
 from ..api import VectorMigrationStatus
 from ..kube.builders import object_name
-from ..kube.client import KubeClient, KubeError, LoginError, in_cluster_configuration, kubeconfig_configuration
+from ..kube.client import KubeClient, KubeError, LoginError, person_login
 from ..phases.restore import restore_token
 from ..report import render_report
 from ..vocabulary import (
@@ -39,6 +39,7 @@ from ..vocabulary import (
     ConditionType,
     Phase,
 )
+from .help import completion_script, enable_completion, subcommand
 from .output import print_plan, print_summary
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
@@ -340,13 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--kubeconfig", help="the kubeconfig file (default: KUBECONFIG, else ~/.kube/config)")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
     for verb, (summary, examples) in _HELP.items():
-        sub = verbs.add_parser(
-            verb,
-            help=summary,
-            description=summary[0].upper() + summary[1:] + ".",
-            epilog="examples:\n" + "\n".join(f"  {e}" for e in examples) + "\n\n" + EXIT_CODES,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
+        sub = subcommand(verbs, verb, summary, examples, EXIT_CODES)
         sub.add_argument("name", help="the VectorMigration's name")
         if verb == "status":
             sub.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text")
@@ -360,65 +355,35 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("-y", "--yes", action="store_true", help="do not ask (for scripts)")
         if verb == "approve":
             sub.add_argument("--hash", help="the plan hash you reviewed: refused if the plan is another now")
-    completion = verbs.add_parser(
+    completion = subcommand(
+        verbs,
         "completion",
-        help="print a shell completion script (bash, zsh or fish)",
-        description="Print a completion script for kubectl-vmig (argcomplete).",
-        epilog="examples:\n  source <(kubectl-vmig completion bash)\n  kubectl-vmig completion fish | source"
-        "\n\n" + EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "print a shell completion script (bash, zsh or fish)",
+        ["source <(kubectl-vmig completion bash)", "kubectl-vmig completion fish | source"],
+        EXIT_CODES,
     )
     completion.add_argument("shell", choices=["bash", "zsh", "fish"])
     return parser
 
 
-def completion_script(shell: str) -> str:
-    """The shell's completion script from argcomplete, completing kubectl-vmig's own parser."""
-    from argcomplete.shell_integration import shellcode
-
-    script: str = shellcode(["kubectl-vmig"], shell=shell)
-    return script
-
-
 def _client(args: argparse.Namespace) -> tuple[KubeClient, str]:
-    """The login kubectl would use: --kubeconfig/--context, else a pod's service account, else the kubeconfig."""
-    from kubernetes import config as k8s_config
-
+    """The login kubectl would use, and the namespace: -n, else the context's, else default."""
     try:
-        if args.kubeconfig or args.context:
-            configuration = kubeconfig_configuration(args.kubeconfig, args.context)
-        else:
-            try:
-                configuration = in_cluster_configuration()
-            except k8s_config.ConfigException:
-                configuration = kubeconfig_configuration(None, None)
-    except (k8s_config.ConfigException, LoginError, OSError) as error:
-        raise Unusable(f"no cluster login: {error}") from None
-    namespace = args.namespace
-    if namespace is None:
-        try:
-            _, current = k8s_config.list_kube_config_contexts(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
-            chosen = current if args.context is None else {"context": {}}
-            namespace = (chosen or {}).get("context", {}).get("namespace")
-        except (k8s_config.ConfigException, OSError):
-            namespace = None
-    return KubeClient(configuration, agent="kubectl-vmig"), namespace or "default"
+        configuration, namespace = person_login(args.kubeconfig, args.context)
+    except LoginError as error:
+        raise Unusable(str(error)) from None
+    return KubeClient(configuration, agent="kubectl-vmig"), args.namespace or namespace or "default"
 
 
 def main(argv: list[str] | None = None, *, ask: Ask = input, out: TextIO | None = None) -> int:
     """The plugin's entry point; the exit code."""
     parser = build_parser()
-    try:
-        import argcomplete
-
-        argcomplete.autocomplete(parser)
-    except ImportError:  # pragma: no cover - completion is optional at run time
-        pass
+    enable_completion(parser)
     args = parser.parse_args(argv)
     stream = out or sys.stdout
     console = Console(file=stream, soft_wrap=False, width=max(Console(file=stream).width, 120))
     if args.verb == "completion":
-        stream.write(completion_script(args.shell))
+        stream.write(completion_script("kubectl-vmig", args.shell))
         return EXIT_OK
     try:
         client, namespace = _client(args)

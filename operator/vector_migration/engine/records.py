@@ -7,6 +7,7 @@ message rather than half-understood: the journal says what is done, and a misrea
 repeat a swap.
 """
 
+# size: every strategy's record types in one module, on purpose: one schema version covers them all.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass

@@ -105,6 +105,30 @@ def load_configuration(
             raise LoginError(f"no service account ({in_cluster}) and no usable kubeconfig ({kubeconfig})") from None
 
 
+def person_login(
+    kubeconfig: str | None, context: str | None, service_account: Path = SERVICE_ACCOUNT_DIR
+) -> tuple[k8s.Configuration, str | None]:
+    """The login kubectl would use, and the namespace it would default to.
+
+    --kubeconfig/--context when given, else a pod's service account, else KUBECONFIG or
+    ~/.kube/config; the namespace is the chosen context's (None when it names none).
+    """
+    try:
+        if kubeconfig or context:
+            configuration = kubeconfig_configuration(kubeconfig, context)
+        else:
+            try:
+                return in_cluster_configuration(service_account), (service_account / "namespace").read_text().strip()
+            except (k8s_config.ConfigException, OSError):
+                configuration = kubeconfig_configuration(None, None)
+        contexts, current = k8s_config.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+    except (k8s_config.ConfigException, OSError) as error:
+        raise LoginError(f"no cluster login: {error}") from None
+    chosen = next((c for c in contexts if c.get("name") == context), None) if context else current
+    namespace = ((chosen or {}).get("context") or {}).get("namespace")
+    return configuration, namespace
+
+
 @dataclass(frozen=True)
 class Login:
     """What kopf needs to watch with the same credentials (see controller.connection_info)."""

@@ -50,34 +50,60 @@ async def replication_blockers(conn: asyncpg.Connection, names: ReplicaNames, mi
     """What keeps this server and database from a logical replica: each with what to do, all at once."""
     return [
         *await _server_blockers(conn),
+        *await _capacity_blockers(conn),
         *await _table_blockers(conn),
+        *await _uncarried_blockers(conn),
         *await _name_blockers(conn, names, migration),
     ]
 
 
+# Before 16 a subscription applies rows as its owner, a superuser: a table owner's ENABLE ALWAYS
+# trigger would run with that role. From 16 it switches to each table's owner (run_as_owner = false).
+MIN_REPLICATE_SERVER_VERSION_NUM = 160000
+
+
 async def _server_blockers(conn: asyncpg.Connection) -> list[Blocker]:
-    """wal_level, free slots and workers, and a login that may create subscriptions."""
+    """The server's version, wal_level, and a login that may create subscriptions."""
     blockers: list[Blocker] = []
-    settings = {
-        r["name"]: r["setting"]
-        for r in await conn.fetch(
-            "SELECT name, setting FROM pg_catalog.pg_settings WHERE name = ANY($1::text[])",
-            ["wal_level", "max_replication_slots", "max_wal_senders", "max_sync_workers_per_subscription"],
+    if await conn.fetchval("SELECT pg_catalog.current_setting('server_version_num')::int") < (
+        MIN_REPLICATE_SERVER_VERSION_NUM
+    ):
+        blockers.append(
+            Blocker(
+                Reason.UNSUPPORTED_SERVER,
+                "Replicate needs PostgreSQL 16 or newer: before 16 a subscription applies rows as a superuser, "
+                "and a table owner's triggers would run with its privileges; choose InPlace or Parallel",
+            )
         )
-    }
-    if settings.get("wal_level") != "logical":
+    wal_level = await conn.fetchval("SELECT pg_catalog.current_setting('wal_level')")
+    if wal_level != "logical":
         blockers.append(
             Blocker(
                 Reason.REPLICATION_UNAVAILABLE,
-                f"wal_level is {settings.get('wal_level')}; Replicate needs wal_level = logical "
+                f"wal_level is {wal_level}; Replicate needs wal_level = logical "
                 "(ALTER SYSTEM SET wal_level = logical, then restart the server; CloudNativePG: "
                 "postgresql.parameters.wal_level)",
             )
         )
+    if not await conn.fetchval("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = SESSION_USER"):
+        blockers.append(
+            Blocker(
+                Reason.INSUFFICIENT_PRIVILEGE,
+                "Replicate creates a database, a publication of every table, replication slots and subscriptions: "
+                "it needs a superuser login (spec.database.adminSecretRef, --admin-database-url)",
+            )
+        )
+    return blockers
+
+
+async def _capacity_blockers(conn: asyncpg.Connection) -> list[Blocker]:
+    """Free replication slots, logical replication workers and replication origins."""
+    blockers: list[Blocker] = []
+    sync_workers = int(await conn.fetchval("SELECT pg_catalog.current_setting('max_sync_workers_per_subscription')"))
     slots_used = await conn.fetchval("SELECT count(*) FROM pg_catalog.pg_replication_slots")
     # The subscription's slot, one per table copied at a time, and the slot replicating back.
-    needed = 2 + int(settings.get("max_sync_workers_per_subscription", "2"))
-    free = int(settings.get("max_replication_slots", "0")) - slots_used
+    needed = 2 + sync_workers
+    free = int(await conn.fetchval("SELECT pg_catalog.current_setting('max_replication_slots')")) - slots_used
     if free < needed:
         blockers.append(
             Blocker(
@@ -105,7 +131,7 @@ async def _server_blockers(conn: asyncpg.Connection) -> list[Blocker]:
         "pg_catalog.current_setting('max_replication_slots'))::int AS max, "
         "(SELECT count(*) FROM pg_catalog.pg_replication_origin_status)::int AS used"
     )
-    needed_origins = 1 + int(settings.get("max_sync_workers_per_subscription", "2"))
+    needed_origins = 1 + sync_workers
     if origins["max"] - origins["used"] < needed_origins:
         blockers.append(
             Blocker(
@@ -113,14 +139,6 @@ async def _server_blockers(conn: asyncpg.Connection) -> list[Blocker]:
                 f"{origins['max'] - origins['used']} free replication origin(s) (max_active_replication_origins is "
                 f"{origins['max']}, {origins['used']} in use); Replicate needs {needed_origins}: one for the "
                 "subscription, one for each table copied at a time",
-            )
-        )
-    if not await conn.fetchval("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = SESSION_USER"):
-        blockers.append(
-            Blocker(
-                Reason.INSUFFICIENT_PRIVILEGE,
-                "Replicate creates a database, a publication of every table, replication slots and subscriptions: "
-                "it needs a superuser login (spec.database.adminSecretRef, --admin-database-url)",
             )
         )
     return blockers
@@ -143,6 +161,33 @@ async def _table_blockers(conn: asyncpg.Connection) -> list[Blocker]:
                 "replicated; add a primary key or run ALTER TABLE ... REPLICA IDENTITY FULL on each",
             )
         )
+    firing = await conn.fetch(
+        """
+        SELECT pg_catalog.format('%I on %I.%I', t.tgname, n.nspname, c.relname) AS trigger
+          FROM pg_catalog.pg_trigger t
+          JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
+          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE NOT t.tgisinternal AND t.tgenabled IN ('A', 'R')
+         ORDER BY 1
+        """
+    )
+    if firing:
+        # The apply worker runs in replica mode: such a trigger fires again on the new database for every
+        # replicated row, and what it writes elsewhere arrives a second time from the source.
+        blockers.append(
+            Blocker(
+                Reason.BLOCKING_DEPENDENT,
+                f"trigger(s) {', '.join(r['trigger'] for r in firing)} fire on replicated rows (ENABLE ALWAYS or "
+                "ENABLE REPLICA) and would apply their effects twice; set them back to ENABLE, or choose Parallel",
+            )
+        )
+    return blockers
+
+
+async def _uncarried_blockers(conn: asyncpg.Connection) -> list[Blocker]:
+    """What logical replication does not carry: unlogged tables, materialized views, large objects, subscriptions."""
+    blockers: list[Blocker] = []
+    rows = await conn.fetch(_TABLES)
     unlogged = [qualify(r["schema"], r["name"]) for r in rows if r["kind"] == "r" and r["persistence"] == "u"]
     if unlogged:
         blockers.append(

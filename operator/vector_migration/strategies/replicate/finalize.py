@@ -12,7 +12,7 @@ from ...status import seconds_since, set_condition
 from ...vocabulary import ConditionType, Phase, Reason
 from .names import ReplicaNames
 from .plan import conninfo, subscription
-from .prepare import START_OVER, recorded_replica
+from .prepare import Recorded, recorded_or_start_over, recorded_replica
 from .sessions import admin_execute, login, names_of, on_database
 from .switchover import Interrupted, Turn, on_copy, turn
 from .teardown import drop_database, stop_reverse_replication, subscribed, tear_down_replica
@@ -20,14 +20,14 @@ from .teardown import drop_database, stop_reverse_replication, subscribed, tear_
 
 async def run_switchover(m: Migration) -> Outcome:
     """Switch the application's database name to the new database, then make the old one follow it."""
-    recorded, replica = await recorded_replica(m)
-    if replica is None:
-        return START_OVER
-    names = names_of(m, recorded)
+    found = await recorded_or_start_over(m)
+    if not isinstance(found, Recorded):
+        return found
+    names = found.names
     if await on_copy(m, names):
-        return await _after_switchover(m, names, recorded)
+        return await _after_switchover(m, names, found.journal)
     try:
-        stopped = await turn(m, Turn.forward(names), replica)
+        stopped = await turn(m, Turn.forward(names), found.replica)
     except Interrupted as error:
         return Fail(
             Reason.SWAP_FAILED,

@@ -41,11 +41,15 @@ def slot(name: str) -> str:
 
 
 def subscription(name: str, connection: str, *, copy_data: bool) -> str:
-    """A subscription on the slot made beforehand; ``copy_data`` copies the tables before streaming."""
+    """A subscription on the slot made beforehand; ``copy_data`` copies the tables before streaming.
+
+    ``run_as_owner = false`` (16's default, said anyway): rows are applied as each table's owner, so a
+    table owner's code never runs as the subscription's superuser.
+    """
     return (
         f"CREATE SUBSCRIPTION {quote_ident(name)} CONNECTION {quote_literal(connection)} "
         f"PUBLICATION {quote_ident(name)} WITH (create_slot = false, slot_name = {quote_literal(name)}, "
-        f"copy_data = {'true' if copy_data else 'false'})"
+        f"copy_data = {'true' if copy_data else 'false'}, run_as_owner = false)"
     )
 
 

@@ -7,6 +7,7 @@ next run (tear_down_replica); after the record, the next run continues with the 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import cast
 
 import asyncpg
@@ -31,8 +32,9 @@ from ...engine.transactions import (
 from ...phases.swap import check_plan_unchanged, convert, replan_after_drift
 from ...status import set_condition
 from ...vocabulary import ConditionType, Phase, Reason
+from .names import ReplicaNames
 from .plan import ReplicatePlan, conninfo, publication, slot, subscription
-from .sessions import login, maintenance, on_database
+from .sessions import login, maintenance, names_of, on_database
 from .teardown import database_exists, subscribed, tear_down_replica
 
 # A phase after the new database was made, run where the journal records none: plan again from the start.
@@ -47,6 +49,23 @@ async def recorded_replica(m: Migration) -> tuple[Journal, ReplicaRecord | None]
         records.load_swap_record(m, replica, recorded.plan_hash(records.REPLICA_PREPARED))
         m.status.replicate = m.status.replicate or replica.status.replicate
     return recorded, replica
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A phase after the new database was made: the journal, its record of the new database, the names."""
+
+    journal: Journal
+    replica: ReplicaRecord
+    names: ReplicaNames
+
+
+async def recorded_or_start_over(m: Migration) -> Recorded | Outcome:
+    """What the journal records of the new database, or (none recorded) back to the checklist."""
+    journal, replica = await recorded_replica(m)
+    if replica is None:
+        return START_OVER
+    return Recorded(journal, replica, names_of(m, journal))
 
 
 async def run_create_replica(m: Migration) -> Outcome:

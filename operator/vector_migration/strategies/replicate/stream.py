@@ -25,8 +25,8 @@ from ...phases.reindex import IndexBuildFailed, analyze, build_index
 from ...phases.verify import fail_verification, hold_for_a_decision
 from ...status import set_condition
 from ...vocabulary import ConditionType, Phase, Reason
-from .prepare import START_OVER, recorded_replica
-from .sessions import names_of, on_database
+from .prepare import Recorded, recorded_or_start_over
+from .sessions import on_database
 
 # Sync workers retry a failed table copy; this many failures means a value the target refuses.
 MAX_SUBSCRIPTION_ERRORS = 3
@@ -35,10 +35,10 @@ _STATES = {"i": "starting", "d": "copying", "f": "copied", "s": "catching up", "
 
 async def run_initial_copy(m: Migration) -> Outcome:
     """Wait for the subscription to copy every table, reporting each table's state and the lag."""
-    recorded, replica = await recorded_replica(m)
-    if replica is None:
-        return START_OVER
-    names = names_of(m, recorded)
+    found = await recorded_or_start_over(m)
+    if not isinstance(found, Recorded):
+        return found
+    names = found.names
     limit = duration_ms(m.spec.statement_timeout) / 1000 or float("inf")
     started = time.monotonic()
     async with on_database(m, names.target) as there:
@@ -111,10 +111,10 @@ async def lag_bytes(conn: asyncpg.Connection, slot_name: str) -> int | None:
 
 async def run_replica_reindex(m: Migration) -> Outcome:
     """Build the vector indexes (and carried ones) on the new database, now that its rows are there."""
-    recorded, replica = await recorded_replica(m)
-    if replica is None:
-        return START_OVER
-    names = names_of(m, recorded)
+    found = await recorded_or_start_over(m)
+    if not isinstance(found, Recorded):
+        return found
+    names, replica = found.names, found.replica
     async with on_database(m, names.target) as there:
         try:
             for rebuild in m.facts.rebuilds:
@@ -133,10 +133,10 @@ async def run_replica_reindex(m: Migration) -> Outcome:
 
 async def run_replica_verify(m: Migration) -> Outcome:
     """On the new database: no source extension, every index valid, recall and latency held against the baseline."""
-    recorded, replica = await recorded_replica(m)
-    if replica is None:
-        return START_OVER
-    names = names_of(m, recorded)
+    found = await recorded_or_start_over(m)
+    if not isinstance(found, Recorded):
+        return found
+    names = found.names
     async with on_database(m, names.target) as there:
         return await bounded_reads(there, "verification", _verify_replica)
 
@@ -176,10 +176,10 @@ async def analyse_replica(m: Migration) -> Judgement:
 
 async def run_replica_cutover(m: Migration) -> Outcome:
     """The spec's cutover steps, each re-analysed on the new database, while reads are weighted onto it."""
-    recorded, replica = await recorded_replica(m)
-    if replica is None:
-        return START_OVER
-    names = names_of(m, recorded)
+    found = await recorded_or_start_over(m)
+    if not isinstance(found, Recorded):
+        return found
+    names = found.names
 
     async def on_the_new_database(run: Migration) -> Judgement:
         async with on_database(run, names.target) as there:
