@@ -353,6 +353,11 @@ class Journal:
         """The backfill cursors (Parallel)."""
         return self.get(BACKFILL, BackfillRecord)
 
+    @property
+    def first_change(self) -> SwapRecord | None:
+        """The record of the migration's first change, whichever strategy made it."""
+        return self.swapped or self.prepared or self.replica
+
     @cached_property
     def replica(self) -> ReplicaRecord | None:
         """The new database's record (Replicate)."""
@@ -373,9 +378,8 @@ def latest_status(recorded: Journal) -> VectorMigrationStatus | None:
     """The furthest status the journal records: the succeeded one, else the one kept with the first change."""
     if recorded.verified is not None:
         return recorded.verified.status
-    for record in (recorded.replica, recorded.prepared, recorded.swapped):
-        if record is not None:
-            return record.status
+    if recorded.first_change is not None:
+        return recorded.first_change.status
     if ROLLED_BACK in recorded:
         return VectorMigrationStatus(phase=Phase.ROLLED_BACK, message="rolled back (recorded in the journal)")
     return None

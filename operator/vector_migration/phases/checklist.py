@@ -81,7 +81,7 @@ async def _continue_from_journal(m: Migration) -> Outcome | None:
         m.status = verified.status
         if m.decisions.rollback:
             return Advance(Phase.ROLLING_BACK, "migrated and verified; rolling back as requested")
-        drifted = await drift_from(m, recorded.swapped or recorded.prepared)
+        drifted = await drift_from(m, recorded.first_change)
         if drifted:
             return Fail(
                 Reason.DRIFTED,

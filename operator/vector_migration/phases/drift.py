@@ -54,7 +54,7 @@ async def check_drift(m: Migration) -> DriftCheck:
     if recorded.verified is None:
         return DriftCheck(migrated=False)
     m.status = recorded.verified.status
-    return DriftCheck(True, tuple(await drift_from(m, recorded.swapped or recorded.prepared)))
+    return DriftCheck(True, tuple(await drift_from(m, recorded.first_change)))
 
 
 async def drift_from(m: Migration, record: records.SwapRecord | None) -> list[str]:
