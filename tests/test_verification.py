@@ -29,8 +29,11 @@ INSERT INTO docs SELECT i, (SELECT array_agg(random()::real) FROM generate_serie
   FROM generate_series(1, 4000) i;
 CREATE INDEX docs_l2 ON docs USING hnsw (embedding vector_l2_ops) WITH (m = 16, ef_construction = 64);
 """
-# The latency bound with no slack, so that a real slow-down is seen whatever the machine.
-STRICT_LATENCY = {"sampleQueries": 60, "k": 10, "maxLatencyRegression": 1.5, "latencySlackMs": 0.05}
+# The latency bound with no slack and no allowance, so that a real slow-down is seen whatever the
+# machine: searching 25 times more of the graph measured 2.6-4x the baseline's ratio to the control
+# query here, and with the default 1.5x allowance a baseline measured under load swallowed it once
+# (a clean-clone CI run that Succeeded instead of holding).
+STRICT_LATENCY = {"sampleQueries": 60, "k": 10, "maxLatencyRegression": 1.0, "latencySlackMs": 0.05}
 
 
 async def slow_the_index_down_from_now_on(conn: asyncpg.Connection, session: asyncpg.Connection) -> None:
