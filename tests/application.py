@@ -59,20 +59,23 @@ def a_vector(rng: random.Random) -> str:
 
 
 @contextlib.asynccontextmanager
-async def application_writing(database: ConnectionParams, *, reconnect: bool = False) -> AsyncIterator[list[int]]:
+async def application_writing(
+    database: ConnectionParams, *, reconnect: bool = False, where: Callable[[], ConnectionParams] | None = None
+) -> AsyncIterator[list[int]]:
     """Inserts, updates and deletes, one transaction each, logged in `changes`, until the block ends.
 
     The application names its table, never its type, and sends vectors as untyped text: the same
     statements work before and after the column becomes ruvector (no prepared-statement cache).
     With ``reconnect``, a session ended under it (a switchover ends them all) is opened again, as
     a connection pool would: a transaction cut off either committed with its log row or not at all.
+    ``where`` says where the database is when the application connects (a moved endpoint).
     """
 
     async def connect() -> asyncpg.Connection:
+        at = where() if where is not None else database
         return await asyncpg.connect(
-            host=database.host, port=database.port, user=database.user, database=database.dbname,
-            statement_cache_size=0,
-        )  # fmt: skip
+            host=at.host, port=at.port, user=at.user, database=at.dbname, statement_cache_size=0
+        )
 
     writer = await connect()
     rng = random.Random(7)

@@ -33,6 +33,17 @@ def logical_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedde
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def other_logical_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+    """A third server, with wal_level = logical: where Replicate's replicate.target scenarios make the new database."""
+    from tests.replication import make_logical
+
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("other") / "data")
+    make_logical(server)
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 async def database(postgres: EmbeddedPostgres) -> ConnectionParams:
     """An empty database of its own for each test."""

@@ -181,6 +181,7 @@ def migration(
     status: VectorMigrationStatus | None = None,
     backup: BackupRuntime | None = None,
     heartbeat: HeartbeatSettings | None = DEFAULT_HEARTBEAT,
+    target_server: ConnectionParams | None = None,
     **decided: Any,
 ) -> Migration:
     """A run of the resource against the database; ``decided`` is what a person said (Decisions' fields)."""
@@ -191,6 +192,7 @@ def migration(
         backup=backup or LocalBackup(backup_dir),
         **({"scratch": scratch} if scratch is not None else {}),
         heartbeat=heartbeat,
+        target_server=target_server,
     )
     return Migration(inputs, Decisions(**decided), status or VectorMigrationStatus())
 

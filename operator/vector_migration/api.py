@@ -318,11 +318,42 @@ class ParallelSpec(ApiModel):
     keep_old_for: Annotated[str, Field(pattern=_DURATION, max_length=_SETTING_LENGTH), _LONG_DURATION] = "24h"
 
 
+# On another server the old database is the source itself, where the migration's journal is.
+DROP_OLD_ACROSS_SERVERS = (
+    "replicate.dropOld applies on the same server; with replicate.target, drop the old one yourself"
+)
+
+
+class ReplicateTargetSpec(ApiModel):
+    """Another server (another CloudNativePG cluster) for the new database."""
+
+    # A superuser login on that server (CloudNativePG's <cluster>-superuser Secret): it creates the
+    # new database and the subscriptions. Only its host, port, user and password are read.
+    secret_ref: SecretRef
+
+
 class ReplicateSpec(ApiModel):
     """The Replicate strategy: the new database the rows are replicated into, and what happens to the old one."""
 
-    # The new database on the same server; empty: <database>_<target extension>.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.target) || !has(self.dropOld) || !self.dropOld",
+                    "message": DROP_OLD_ACROSS_SERVERS,
+                    "fieldPath": ".dropOld",
+                }
+            ]
+        }
+    )
+
+    # The new database. Empty: <database>_<target extension> on the same server, or the source's
+    # name on another server (target).
     target_database: Annotated[str | None, Field(min_length=1, max_length=63)] = None
+    # Unset: the new database is made on the source's server and the switchover renames the two.
+    # Set: it is made on that server; the switchover fences the source (CONNECTION LIMIT 0) and
+    # publishes the new endpoint (status.replicate.endpoint, the <name>-target Secret).
+    target: ReplicateTargetSpec | None = None
     # After the switchover the old database (<database>_pgvector_old) is kept in sync from the new one
     # this long, so a rollback loses no write; then replication stops.
     keep_old_for: Annotated[str, Field(pattern=_DURATION, max_length=_SETTING_LENGTH), _LONG_DURATION] = "24h"
@@ -330,6 +361,12 @@ class ReplicateSpec(ApiModel):
     drop_old: bool = False
     # How long the switchover waits, with writes blocked, for the new database to catch up.
     switchover_timeout: Annotated[str, Field(pattern=_DURATION, max_length=_SETTING_LENGTH), _PG_DURATION] = "60s"
+
+    @model_validator(mode="after")
+    def _old_database_kept_across_servers(self) -> ReplicateSpec:
+        if self.target is not None and self.drop_old:
+            raise ValueError(DROP_OLD_ACROSS_SERVERS)
+        return self
 
 
 class PauseSpec(ApiModel):
@@ -640,6 +677,9 @@ class ReplicateStatus(ApiModel):
     source_database: str
     target_database: str
     old_database: str
+    # replicate.target: the new database's server and name (host:port/database), where the
+    # application connects after the switchover; unset on the same server.
+    endpoint: str | None = None
     tables: list[ReplicatedTable] = Field(default_factory=list)
     lag_bytes: int | None = None
     switchover_seconds: float | None = None

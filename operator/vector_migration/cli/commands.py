@@ -15,6 +15,7 @@ import os
 import socket
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +32,13 @@ from ..engine.context import Decisions, Migration, RunInputs
 from ..engine.runner import run
 from ..phases.drift import check_once
 from ..report import render_report
-from ..vocabulary import Phase, Reason
+from ..vocabulary import Phase, Reason, Strategy
 from .help import completion_script, enable_completion, subcommand
 from .output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, RichReporter, finish, print_plan, print_summary
 
 DATABASE_URL_ENV = "DATABASE_URL"
 ADMIN_DATABASE_URL_ENV = "ADMIN_DATABASE_URL"
+TARGET_DATABASE_URL_ENV = "TARGET_DATABASE_URL"
 
 EXIT_CODES = """exit codes:
   0  done (a plan or dry run that passed, a migration that succeeded)
@@ -114,6 +116,11 @@ def _parser() -> argparse.ArgumentParser:
             "--admin-database-url",
             help=f"a second login (its user and password) for CREATE/DROP EXTENSION and restores only; the session "
             f"acts as the first URL's user for everything else; prefer {ADMIN_DATABASE_URL_ENV}",
+        )
+        command.add_argument(
+            "--target-database-url",
+            help="strategy Replicate with replicate.target: a superuser login on the other server (its host, port, "
+            f"user and password; the database is replicate.targetDatabase); prefer {TARGET_DATABASE_URL_ENV}",
         )
 
     plan = _command(commands, "plan", "run the checklist and print the plan; changes nothing")
@@ -237,10 +244,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(
-    args: argparse.Namespace, console: Console
-) -> tuple[VectorMigration, ConnectionParams, ConnectionParams | None] | None:
-    """The manifest, the database's parameters, and the admin login's (the same server), or None after an error."""
+@dataclass(frozen=True)
+class Loaded:
+    """The manifest and the logins the command line was given."""
+
+    resource: VectorMigration
+    params: ConnectionParams
+    admin: ConnectionParams | None  # the same server's admin login
+    target_server: ConnectionParams | None  # replicate.target's server (--target-database-url)
+
+
+def _load(args: argparse.Namespace, console: Console) -> Loaded | None:
+    """The manifest, the database's parameters, the admin login's and the target server's, or None after an error."""
     try:
         resource = load_manifest(args.file)
     except SpecError as error:
@@ -251,9 +266,23 @@ def _load(
         console.print(f"[red]error:[/] give --database-url or set {DATABASE_URL_ENV}")
         return None
     admin_url = args.admin_database_url or os.environ.get(ADMIN_DATABASE_URL_ENV)
+    target_url = args.target_database_url or os.environ.get(TARGET_DATABASE_URL_ENV)
+    spec = resource.spec
+    if target_url and spec.strategy is not Strategy.REPLICATE:
+        console.print(
+            "[red]error:[/] --target-database-url: only strategy Replicate makes a database on another server"
+        )
+        return None
+    if spec.strategy is Strategy.REPLICATE and spec.replicate.target is not None and not target_url:
+        console.print(
+            f"[red]error:[/] spec.replicate.target: give the other server as --target-database-url "
+            f"or {TARGET_DATABASE_URL_ENV}"
+        )
+        return None
     try:
-        params = parse_database_url(url, resource.spec.database.ssl_mode)
-        admin = parse_database_url(admin_url, resource.spec.database.ssl_mode) if admin_url else None
+        params = parse_database_url(url, spec.database.ssl_mode)
+        admin = parse_database_url(admin_url, spec.database.ssl_mode) if admin_url else None
+        target_server = parse_database_url(target_url, spec.database.ssl_mode) if target_url else None
     except ConnectionError_ as error:
         console.print(f"[red]error:[/] {escape(str(error))}")
         return None
@@ -262,7 +291,7 @@ def _load(
             console.print("[red]error:[/] --admin-database-url and --database-url must both name their user")
             return None
         admin = params.with_login(admin.user, admin.password)
-    return resource, params, admin
+    return Loaded(resource, params, admin, target_server)
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -270,10 +299,13 @@ def _plan(args: argparse.Namespace) -> int:
     loaded = _load(args, console)
     if loaded is None:
         return EXIT_USAGE
-    resource, params, admin = loaded
+    resource, params, admin = loaded.resource, loaded.params, loaded.admin
     resource.spec.dry_run = True
     resource.spec.backup.enabled = False
-    migration = Migration(RunInputs(resource.metadata.name, resource.spec, params, admin_params=admin))
+    inputs = RunInputs(
+        resource.metadata.name, resource.spec, params, admin_params=admin, target_server=loaded.target_server
+    )
+    migration = Migration(inputs)
     # A plan reports a locked table at once (after lockTimeout) rather than retrying like a migration.
     reasons = frozenset({Reason.MIGRATION_LOCKED, Reason.DATABASE_UNAVAILABLE, Reason.LOCK_TIMEOUT})
     status = asyncio.run(run(migration, give_up_on=reasons))
@@ -298,7 +330,7 @@ def _check(args: argparse.Namespace) -> int:
     loaded = _load(args, console)
     if loaded is None:
         return EXIT_USAGE
-    resource, params, _ = loaded  # a check reads; it needs no admin
+    resource, params = loaded.resource, loaded.params  # a check reads; it needs no admin
     migration = Migration(RunInputs(resource.metadata.name, resource.spec, params))
     try:
         found = asyncio.run(check_once(migration))
@@ -365,7 +397,7 @@ def _drive(
     loaded = _load(args, console)
     if loaded is None:
         return EXIT_USAGE
-    resource, params, admin = loaded
+    resource, params, admin = loaded.resource, loaded.params, loaded.admin
     with RichReporter(console) as reporter:
         inputs = RunInputs(
             resource.metadata.name,
@@ -376,6 +408,7 @@ def _drive(
             reporter=reporter,
             generation=resource.metadata.generation,
             admin_params=admin,
+            target_server=loaded.target_server,
         )
         migration = Migration(inputs, decisions, status or VectorMigrationStatus())
         give_up_on = frozenset({Reason.MIGRATION_LOCKED, Reason.DATABASE_UNAVAILABLE})
@@ -401,7 +434,7 @@ def _status(args: argparse.Namespace) -> int:
     loaded = _load(args, console)
     if loaded is None:
         return EXIT_USAGE
-    resource, params, _ = loaded
+    resource, params = loaded.resource, loaded.params
     try:
         status = asyncio.run(recorded_status(resource.metadata.name, params))
     except DatabaseUnavailable as error:

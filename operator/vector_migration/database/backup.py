@@ -66,7 +66,7 @@ class RestoreRequest:
 
 @dataclass(frozen=True)
 class SchemaCopyRequest:
-    """A database's schema copied into another, empty one of the same server (strategy Replicate)."""
+    """A database's schema copied into another, empty one of the same or another server (strategy Replicate)."""
 
     migration: str
     source_database: str
@@ -86,8 +86,13 @@ class BackupRuntime(Protocol):
         """Restore the archive in one transaction; BackupPending while it runs, BackupError when it failed."""
         ...
 
-    async def copy_schema(self, params: ConnectionParams, request: SchemaCopyRequest) -> None:
-        """pg_dump --schema-only | pg_restore, as ``params``' login; BackupPending while it runs, BackupError."""
+    async def copy_schema(
+        self, params: ConnectionParams, request: SchemaCopyRequest, target: ConnectionParams | None = None
+    ) -> None:
+        """pg_dump --schema-only as ``params``' login | pg_restore as ``target``'s (another server), else the same.
+
+        BackupPending while it runs, BackupError when it failed.
+        """
         ...
 
 
@@ -114,11 +119,13 @@ class LocalBackup:
         """Restore now, after checking the archive is the one that was verified."""
         await run_restore(params, Path(request.location), request, list(self.pg_bin_dirs))
 
-    async def copy_schema(self, params: ConnectionParams, request: SchemaCopyRequest) -> None:
+    async def copy_schema(
+        self, params: ConnectionParams, request: SchemaCopyRequest, target: ConnectionParams | None = None
+    ) -> None:
         """Dump the schema beside the backups and restore it into the target now."""
         await copy_schema(
             params.with_database(request.source_database),
-            params.with_database(request.target_database),
+            (target or params).with_database(request.target_database),
             self.directory,
             request.server_major,
             list(self.pg_bin_dirs),

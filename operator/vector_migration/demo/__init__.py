@@ -65,31 +65,31 @@ class EmbeddedPostgres:
 
         return parse_database_url(uri)
 
-    def restart(self, mode: str = "fast") -> None:
-        """Restart the server, waiting until it accepts connections.
-
-        ``fast`` terminates open sessions cleanly; ``immediate`` kills every process as a crash
-        would, and the server recovers from its WAL on start.
-        """
+    def _pg_ctl(self, *arguments: str) -> None:
+        """pg_ctl on this server's data directory, as the user the server runs as."""
         import subprocess
         import tempfile
 
         # As root, the wheel runs the server as a user of its own; pg_ctl must run as that user too.
         # The new postmaster logs to a file: one inheriting a pipe would keep this call waiting.
         owner = getattr(self.server, "system_user", None)
-        pg_ctl = [str(self.bin_dir / "pg_ctl"), "restart", "-D", str(self.pgdata), "-m", mode, "-w"]
+        pg_ctl = [str(self.bin_dir / "pg_ctl"), *arguments, "-D", str(self.pgdata)]
         with tempfile.TemporaryFile() as output:
-            subprocess.run(
-                [*pg_ctl, "-l", str(self.pgdata / "restart.log")],
-                check=True,
-                stdout=output,
-                stderr=output,
-                **({"user": owner} if owner else {}),
-            )
+            subprocess.run(pg_ctl, check=True, stdout=output, stderr=output, **({"user": owner} if owner else {}))
+
+    def restart(self, mode: str = "fast") -> None:
+        """Restart the server, waiting until it accepts connections.
+
+        ``fast`` terminates open sessions cleanly; ``immediate`` kills every process as a crash
+        would, and the server recovers from its WAL on start.
+        """
+        self._pg_ctl("restart", "-m", mode, "-w", "-l", str(self.pgdata / "restart.log"))
 
     def stop(self) -> None:
-        """Stop the server."""
+        """Stop the server (the wheel stops the postmaster it started; pg_ctl one a restart started)."""
         self.server.cleanup()
+        if (self.pgdata / "postmaster.pid").exists():
+            self._pg_ctl("stop", "-m", "fast", "-w")
 
 
 async def create_database(admin: ConnectionParams, name: str) -> None:

@@ -131,6 +131,8 @@ class RunInputs:
     # The admin login (spec.database.adminSecretRef): the session logs in with it and acts as
     # params.user, taking the admin's own privileges back only for what needs them (as_admin).
     admin_params: ConnectionParams | None = None
+    # Replicate's other server (replicate.target): a superuser login there. None: the source's server.
+    target_server: ConnectionParams | None = None
     # How the control session's server is watched while a phase waits on it (database.liveness).
     heartbeat: HeartbeatSettings | None = field(default_factory=HeartbeatSettings)
 

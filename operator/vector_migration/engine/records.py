@@ -282,6 +282,11 @@ class ReplicaRecord(SwapRecord):
     forward: str
     back: str
     published: list[list[str]] = Field(default_factory=list)  # [[schema, table]] of every replicated table
+    # replicate.target: the new database is on another server, whose endpoint (host:port/database)
+    # the application moves to; the source is fenced at the switchover and given back this
+    # connection limit when it is live again.
+    endpoint: str | None = None
+    source_connection_limit: int = Field(default=-1, alias="sourceConnectionLimit")
     # [[step, sql, role or ""]]: the conversion's other index builds (carried indexes), run after the copy
     builds: list[list[str]] = Field(default_factory=list)
 
@@ -394,6 +399,11 @@ async def write(conn: asyncpg.Connection, migration: str, event: str, plan_hash:
     """Record an event (inside the caller's transaction when there is one), at the current schema version."""
     record.schema_version = SCHEMA_VERSION
     await journal.record(conn, migration, event, plan_hash, record.model_dump(by_alias=True, mode="json"))
+
+
+async def forget(conn: asyncpg.Connection, migration: str, event: str) -> None:
+    """Remove one record of a migration (inside the caller's transaction when there is one)."""
+    await conn.execute(f"DELETE FROM {journal.JOURNAL} WHERE migration = $1 AND event = $2", migration, event)
 
 
 async def forget_all_but_rollback(conn: asyncpg.Connection, migration: str, plan_hash: str, record: Record) -> None:

@@ -71,8 +71,12 @@ class JobBackup:
         )
         await self._run_job("restore", job, None)
 
-    async def copy_schema(self, params: ConnectionParams, request: SchemaCopyRequest) -> None:
+    async def copy_schema(
+        self, params: ConnectionParams, request: SchemaCopyRequest, target: ConnectionParams | None = None
+    ) -> None:
         """Start the schema Job (once per plan), or read how it ended; as the admin login when there is one."""
+        if target is not None and (target.host, target.port) != (params.host, params.port):
+            raise BackupError("a schema copy to another server runs from the command line only, for now")
         job = build_schema_job(
             self.resource,
             defaults=self.defaults,

@@ -150,7 +150,10 @@ async def _plan(m: Migration, inventory: SourceInventory) -> Ready | Fail:
     target = m.spec.target.extension
     target_schema = m.target_schema(inventory)
     try:
-        surface = await probe_surface(m, inventory, target_schema, inventory.server.can_create_database)
+        # Replicate's other server holds the target; the source's may not have it installed.
+        surface = await probe_surface(
+            m, inventory, target_schema, inventory.server.can_create_database, m.inputs.target_server
+        )
     except ProbeFailed as error:
         return Fail(error.reason, str(error))
     m.facts.copy_format = copy_format(m.facts.checksum_mode)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 import asyncpg
 
 from ..database.catalog import (
@@ -19,6 +22,8 @@ from ..database.measure import (
     sends_identically,
 )
 from ..database.sql import (
+    ConnectionParams,
+    DatabaseUnavailable,
     connect,
     qualify,
     quote_ident,
@@ -41,15 +46,21 @@ class ProbeFailed(RuntimeError):
 
 # size: two routes (a rolled-back transaction, else a scratch database), each with its cleanup
 async def probe_surface(
-    m: Migration, inventory: SourceInventory, target_schema: str, can_create_database: bool
+    m: Migration,
+    inventory: SourceInventory,
+    target_schema: str,
+    can_create_database: bool,
+    elsewhere: ConnectionParams | None = None,
 ) -> TargetSurface:
     """Learn the target's SQL surface without changing the database.
 
     Tried first inside a transaction that is always rolled back. When the target's names
     collide with the source's, it cannot be created beside it, so it is created alone in a
-    scratch database instead (which needs CREATEDB), then that database is dropped. Either
-    way, sampled source values are printed through the target type to learn whether the
-    cheap text checksum is valid (see measure.table_checksum).
+    scratch database instead (which needs CREATEDB), then that database is dropped. With
+    ``elsewhere`` (Replicate's other server, where the target is installed and the source server
+    may not have it), the scratch database is made there. Either way, sampled source values
+    are printed through the target type to learn whether the cheap text checksum is valid (see
+    measure.table_checksum).
     """
     conn = m.session
     source = inventory.source
@@ -57,6 +68,8 @@ async def probe_surface(
     library = m.facts.source_library = await source_library(conn, source.oid)
     # An array column is always compared by its printed form (measure.table_checksum): no samples.
     samples = {c: await _value_samples(conn, c) for c in inventory.columns if not c.array}
+    if elsewhere is not None:
+        return await _probe_in_scratch(m, inventory, target_schema, samples, elsewhere)
     installed = await read_extension(conn, target)
     if installed is not None:
         surface = await discover(conn, target, library, collides=False)
@@ -86,16 +99,30 @@ async def probe_surface(
             f"extension {target} uses names that collide with {source.name}'s; planning its conversion needs "
             "CREATEDB to inspect it in a scratch database (grant CREATEDB to the migration role)",
         )
+    return await _probe_in_scratch(m, inventory, target_schema, samples, None)
+
+
+async def _probe_in_scratch(
+    m: Migration,
+    inventory: SourceInventory,
+    target_schema: str,
+    samples: dict[VectorColumn, list[tuple[str, bytes]]],
+    elsewhere: ConnectionParams | None,
+) -> TargetSurface:
+    """The target created alone in a scratch database (of ``elsewhere``, else the source's server), then dropped."""
+    target = m.spec.target.extension
+    create = create_extension_sql(target, m.spec.target.version, target_schema)
+    server = elsewhere or m.inputs.admin_params or m.params
     scratch = _scratch_database_name(inventory.server.database)
-    async with as_admin(m):
-        await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(scratch)}")
-        await conn.execute(f"CREATE DATABASE {quote_ident(scratch)} TEMPLATE template0")
+    async with _server_session(m, elsewhere) as admin:
+        await admin.execute(f"DROP DATABASE IF EXISTS {quote_ident(scratch)}")
+        await admin.execute(f"CREATE DATABASE {quote_ident(scratch)} TEMPLATE template0")
     try:
-        probe = await connect((m.inputs.admin_params or m.params).with_database(scratch))
+        probe = await connect(server.with_database(scratch))
         try:
             await probe.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(target_schema)}")
             await probe.execute(create)
-            surface = await discover(probe, target, library, collides=True)
+            surface = await discover(probe, target, m.facts.source_library, collides=True)
             await _choose_checksum_mode(m, probe, surface, samples)
             return surface
         except asyncpg.PostgresError as error:
@@ -105,8 +132,25 @@ async def probe_surface(
         finally:
             await probe.close()
     finally:
+        async with _server_session(m, elsewhere) as admin:
+            await admin.execute(f"DROP DATABASE IF EXISTS {quote_ident(scratch)}")
+
+
+@contextlib.asynccontextmanager
+async def _server_session(m: Migration, elsewhere: ConnectionParams | None) -> AsyncIterator[asyncpg.Connection]:
+    """Where a scratch database is made and dropped: the other server's maintenance database, else the session."""
+    if elsewhere is None:
         async with as_admin(m):
-            await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(scratch)}")
+            yield m.session
+        return
+    try:
+        conn = await connect(elsewhere.with_database("postgres"))
+    except DatabaseUnavailable as error:
+        raise ProbeFailed(Reason.DATABASE_UNAVAILABLE, f"the target server: {error}") from None
+    try:
+        yield conn
+    finally:
+        await conn.close()
 
 
 def _scratch_database_name(database: str) -> str:

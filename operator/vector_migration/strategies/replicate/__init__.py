@@ -37,11 +37,12 @@ from ...phases.checklist import run_checklist
 from ...vocabulary import Phase, ReindexMode, Strategy
 from .facts import database_facts, database_statements, replicated_tables, replication_blockers
 from .finalize import run_replica_rollback, run_switchover, seconds_until_replication_stops, stop_following
-from .names import replica_names
+from .other_server import endpoint, target_server_blockers
 from .plan import ReplicatePlan, allow_connections, conninfo
 from .prepare import run_create_replica
-from .sessions import login, maintenance
+from .sessions import across_servers, derived_names, login, maintenance, target_login
 from .stream import run_initial_copy, run_replica_cutover, run_replica_reindex, run_replica_verify
+from .teardown import carries_marker
 
 REPLICATE_PHASES: Mapping[Phase, PhaseFunction] = {
     Phase.PENDING: run_checklist,
@@ -80,7 +81,7 @@ class Replicate:
         """The InPlace conversion, for the new database: its settings are written to that database."""
         spec = m.spec.model_copy(deep=True)
         spec.reindex.mode = ReindexMode.ATOMIC  # the indexes are built after the copy, with no writer but replication
-        names = replica_names(m.name, m.spec, inputs.inventory.server.database)
+        names = derived_names(m, inputs.inventory.server.database)
         server = dataclasses.replace(inputs.inventory.server, database=names.target)
         return build_plan(
             dataclasses.replace(inputs.inventory, server=server),
@@ -92,12 +93,15 @@ class Replicate:
 
     async def check(self, m: Migration, inventory: SourceInventory, surface: TargetSurface) -> list[Blocker]:
         """The server's replication capacity, every table's replica identity, and the names the databases need."""
-        names = replica_names(m.name, m.spec, inventory.server.database)
-        return await replication_blockers(m.session, names, m.name)
+        names = derived_names(m, inventory.server.database)
+        return [
+            *await replication_blockers(m.session, names, m.name),
+            *await target_server_blockers(m, names, m.name),
+        ]
 
     async def plan(self, m: Migration, inputs: PlanInputs, conversion: MigrationPlan) -> StrategyPlan:
         """The new database, the schema copy and its conversion, the replication channels and the switchover."""
-        names = replica_names(m.name, m.spec, inputs.inventory.server.database)
+        names = derived_names(m, inputs.inventory.server.database)
         facts = await database_facts(m.session)
         return ReplicatePlan(
             conversion=conversion,
@@ -105,6 +109,8 @@ class Replicate:
             tables=tuple(await replicated_tables(m.session)),
             database=tuple(database_statements(facts, names.target, names.marker(m.name))),
             connection=conninfo(login(m), names.source, with_password=False),
+            back_connection=conninfo(target_login(m), names.target, with_password=False),
+            endpoint=endpoint(target_login(m), names.target) if names.across_servers else None,
         )
 
     def scratch_area(self, m: Migration) -> AbstractContextManager[Path | None]:
@@ -132,10 +138,21 @@ class Replicate:
     async def recover_connection(self, m: Migration) -> bool:
         """The application's database closed by a switchover that was cut off: open it again (True when it did).
 
-        Only when this migration's new database exists beside it: a database closed by anyone else stays closed.
+        Only when this migration's new database exists beside it (or on replicate.target's server): a
+        database closed by anyone else stays closed.
         """
         database = m.params.dbname or ""
-        names = replica_names(m.name, m.spec, database)
+        names = derived_names(m, database)
+        if across_servers(m):
+            if not await carries_marker(m, names.target, names.marker(m.name), m.inputs.target_server):
+                return False
+            async with maintenance(m) as admin:
+                closed = await admin.fetchval(
+                    "SELECT NOT datallowconn FROM pg_catalog.pg_database WHERE datname = $1", database
+                )
+                if closed:
+                    await admin.execute(allow_connections(database, True))
+            return bool(closed)
         async with maintenance(m) as admin:
             rows = await admin.fetch(
                 "SELECT datname, datallowconn, pg_catalog.shobj_description(oid, 'pg_database') AS comment "

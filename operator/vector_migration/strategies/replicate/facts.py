@@ -47,14 +47,46 @@ async def replicated_tables(conn: asyncpg.Connection) -> list[tuple[str, str]]:
 
 
 async def replication_blockers(conn: asyncpg.Connection, names: ReplicaNames, migration: str) -> list[Blocker]:
-    """What keeps this server and database from a logical replica: each with what to do, all at once."""
+    """What keeps this server and database from a logical replica: each with what to do, all at once.
+
+    On another server (names.across_servers) the source publishes the copy and subscribes to the
+    channel back; the other server's own needs are target_server_blockers'.
+    """
+    sync_workers = await sync_workers_per_subscription(conn)
+    if names.across_servers:
+        capacity = Capacity(slots=1 + sync_workers, workers=1, origins=1)
+        name_blockers: list[Blocker] = []
+    else:
+        capacity = Capacity(slots=2 + sync_workers, workers=2, origins=1 + sync_workers)
+        name_blockers = await name_blockers_on(conn, names, migration, [names.target, names.old])
     return [
-        *await _server_blockers(conn),
-        *await _capacity_blockers(conn),
+        *await server_blockers(conn, ADMIN_LOGIN),
+        *await capacity_blockers(conn, capacity),
         *await _table_blockers(conn),
         *await _uncarried_blockers(conn),
-        *await _name_blockers(conn, names, migration),
+        *name_blockers,
     ]
+
+
+ADMIN_LOGIN = "spec.database.adminSecretRef, --admin-database-url"
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What one server gives Replicate: slots it publishes from, workers and origins it subscribes with.
+
+    A subscription's table copies each take a temporary slot on the publisher and an origin on the
+    subscriber, max_sync_workers_per_subscription at a time.
+    """
+
+    slots: int
+    workers: int
+    origins: int
+
+
+async def sync_workers_per_subscription(conn: asyncpg.Connection) -> int:
+    """How many tables a subscription on this server copies at a time."""
+    return int(await conn.fetchval("SELECT pg_catalog.current_setting('max_sync_workers_per_subscription')"))
 
 
 # Before 16 a subscription applies rows as its owner, a superuser: a table owner's ENABLE ALWAYS
@@ -62,8 +94,8 @@ async def replication_blockers(conn: asyncpg.Connection, names: ReplicaNames, mi
 MIN_REPLICATE_SERVER_VERSION_NUM = 160000
 
 
-async def _server_blockers(conn: asyncpg.Connection) -> list[Blocker]:
-    """The server's version, wal_level, and a login that may create subscriptions."""
+async def server_blockers(conn: asyncpg.Connection, login_field: str) -> list[Blocker]:
+    """The server's version, wal_level, and a login (given as ``login_field``) that may create subscriptions."""
     blockers: list[Blocker] = []
     if await conn.fetchval("SELECT pg_catalog.current_setting('server_version_num')::int") < (
         MIN_REPLICATE_SERVER_VERSION_NUM
@@ -90,39 +122,36 @@ async def _server_blockers(conn: asyncpg.Connection) -> list[Blocker]:
             Blocker(
                 Reason.INSUFFICIENT_PRIVILEGE,
                 "Replicate creates a database, a publication of every table, replication slots and subscriptions: "
-                "it needs a superuser login (spec.database.adminSecretRef, --admin-database-url)",
+                f"it needs a superuser login ({login_field})",
             )
         )
     return blockers
 
 
-async def _capacity_blockers(conn: asyncpg.Connection) -> list[Blocker]:
-    """Free replication slots, logical replication workers and replication origins."""
+async def capacity_blockers(conn: asyncpg.Connection, needed: Capacity) -> list[Blocker]:
+    """Free replication slots, logical replication workers and replication origins, against what is needed."""
     blockers: list[Blocker] = []
-    sync_workers = int(await conn.fetchval("SELECT pg_catalog.current_setting('max_sync_workers_per_subscription')"))
     slots_used = await conn.fetchval("SELECT count(*) FROM pg_catalog.pg_replication_slots")
-    # The subscription's slot, one per table copied at a time, and the slot replicating back.
-    needed = 2 + sync_workers
     free = int(await conn.fetchval("SELECT pg_catalog.current_setting('max_replication_slots')")) - slots_used
-    if free < needed:
+    if free < needed.slots:
         blockers.append(
             Blocker(
                 Reason.REPLICATION_UNAVAILABLE,
-                f"{free} free replication slot(s) (max_replication_slots); Replicate needs {needed}",
+                f"{free} free replication slot(s) (max_replication_slots); Replicate needs {needed.slots}",
             )
         )
     workers = await conn.fetchrow(
         "SELECT pg_catalog.current_setting('max_logical_replication_workers')::int AS max, "
         "(SELECT count(*) FROM pg_catalog.pg_stat_subscription WHERE pid IS NOT NULL)::int AS used"
     )
-    if workers["max"] - workers["used"] < 2:
+    if workers["max"] - workers["used"] < needed.workers:
         # Without a free worker the subscription waits for one, and the copy never starts.
         blockers.append(
             Blocker(
                 Reason.REPLICATION_UNAVAILABLE,
                 f"{workers['max'] - workers['used']} free logical replication worker(s) "
                 f"(max_logical_replication_workers is {workers['max']}, {workers['used']} in use); "
-                "Replicate needs 2: one applies changes, one copies",
+                f"Replicate needs {needed.workers}: one applies each subscription's changes, one copies",
             )
         )
     origins = await conn.fetchrow(
@@ -131,13 +160,12 @@ async def _capacity_blockers(conn: asyncpg.Connection) -> list[Blocker]:
         "pg_catalog.current_setting('max_replication_slots'))::int AS max, "
         "(SELECT count(*) FROM pg_catalog.pg_replication_origin_status)::int AS used"
     )
-    needed_origins = 1 + sync_workers
-    if origins["max"] - origins["used"] < needed_origins:
+    if origins["max"] - origins["used"] < needed.origins:
         blockers.append(
             Blocker(
                 Reason.REPLICATION_UNAVAILABLE,
                 f"{origins['max'] - origins['used']} free replication origin(s) (max_active_replication_origins is "
-                f"{origins['max']}, {origins['used']} in use); Replicate needs {needed_origins}: one for the "
+                f"{origins['max']}, {origins['used']} in use); Replicate needs {needed.origins}: one for each "
                 "subscription, one for each table copied at a time",
             )
         )
@@ -228,13 +256,15 @@ async def _uncarried_blockers(conn: asyncpg.Connection) -> list[Blocker]:
     return blockers
 
 
-async def _name_blockers(conn: asyncpg.Connection, names: ReplicaNames, migration: str) -> list[Blocker]:
-    """The new and the old database's names, taken by databases this migration did not make."""
+async def name_blockers_on(
+    conn: asyncpg.Connection, names: ReplicaNames, migration: str, databases: list[str], where: str = ""
+) -> list[Blocker]:
+    """The databases' names, taken on the session's server by databases this migration did not make."""
     blockers: list[Blocker] = []
     taken = await conn.fetch(
         "SELECT datname, pg_catalog.shobj_description(oid, 'pg_database') AS comment FROM pg_catalog.pg_database "
         "WHERE datname = ANY($1::text[])",
-        [names.target, names.old],
+        databases,
     )
     for row in taken:
         if row["datname"] == names.target and (row["comment"] or "") == names.marker(migration):
@@ -242,7 +272,7 @@ async def _name_blockers(conn: asyncpg.Connection, names: ReplicaNames, migratio
         blockers.append(
             Blocker(
                 Reason.BLOCKING_DEPENDENT,
-                f"database {row['datname']} already exists; drop it, "
+                f"database {row['datname']} already exists{where}; drop it, "
                 "or name another with spec.replicate.targetDatabase",
             )
         )

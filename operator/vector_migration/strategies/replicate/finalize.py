@@ -6,7 +6,7 @@ from ...api import VectorMigrationStatus
 from ...engine import records
 from ...engine.context import Migration
 from ...engine.outcomes import Advance, Fail, Outcome
-from ...engine.records import Journal, RollbackRecord
+from ...engine.records import Journal, ReplicaRecord, RollbackRecord
 from ...phases.verify import record_success
 from ...status import seconds_since, set_condition
 from ...vocabulary import ConditionType, Phase, Reason
@@ -24,7 +24,7 @@ async def run_switchover(m: Migration) -> Outcome:
     if not isinstance(found, Recorded):
         return found
     names = found.names
-    if await on_copy(m, names):
+    if await on_copy(m, names, found.journal):
         return await _after_switchover(m, names, found.journal)
     try:
         stopped = await turn(m, Turn.forward(names), found.replica)
@@ -37,8 +37,16 @@ async def run_switchover(m: Migration) -> Outcome:
     if stopped is not None:
         return stopped
     window = m.status.replicate.switchover_seconds if m.status.replicate else None
-    return Advance(
-        Phase.FINALIZE, f"switched over: {names.source} is now the migrated database (writes blocked {window}s)"
+    return Advance(Phase.FINALIZE, f"switched over: {_where_it_is(names, found.replica)} (writes blocked {window}s)")
+
+
+def _where_it_is(names: ReplicaNames, replica: ReplicaRecord) -> str:
+    """Where the migrated database is after the switchover, as a person reads it."""
+    if replica.endpoint is None:
+        return f"{names.source} is now the migrated database"
+    return (
+        f"the migrated database is {replica.endpoint}; point the application there ({names.source} "
+        "refuses its connections from now on: CONNECTION LIMIT 0)"
     )
 
 
@@ -47,10 +55,11 @@ async def _after_switchover(m: Migration, names: ReplicaNames, recorded: Journal
     switched = recorded.switched
     if switched is None:
         return Fail(Reason.JOURNAL_UNREADABLE, f"{names.source} is the new database but its journal has no switchover")
-    async with on_database(m, names.old) as old:
-        if not await subscribed(old.session, names.back):
-            connection = conninfo(login(m), names.source, with_password=True)
-            await admin_execute(old, subscription(names.back, connection, copy_data=False))
+    if not names.across_servers:  # across servers the turn subscribed the old database itself
+        async with on_database(m, names.old) as old:
+            if not await subscribed(old.session, names.back):
+                connection = conninfo(login(m), names.source, with_password=True)
+                await admin_execute(old, subscription(names.back, connection, copy_data=False))
     status = m.status.replicate
     if status is not None:
         status.switched_over, status.reverse_replication = True, True
@@ -59,8 +68,10 @@ async def _after_switchover(m: Migration, names: ReplicaNames, recorded: Journal
     if m.status.verification is not None and not m.status.verification.tables:
         m.status.verification.tables = switched.tables
     seconds = status.switchover_seconds if status else switched.switchover_seconds
+    replica = recorded.replica
+    where = _where_it_is(names, replica) if replica is not None else f"{names.source} is the migrated database"
     message = (
-        f"{names.source} is the migrated database; writes were blocked {seconds}s for the switchover, every table "
+        f"{where}; writes were blocked {seconds}s for the switchover, every table "
         f"equal; {names.old} follows it until {switched.drop_old_after} (replicate.keepOldFor)"
     )
     set_condition(m.status, ConditionType.FINALIZED, True, Reason.COMPLETED, message, m.generation)
@@ -72,8 +83,8 @@ async def _after_switchover(m: Migration, names: ReplicaNames, recorded: Journal
 async def run_replica_rollback(m: Migration) -> Outcome:
     """Back to the source: the new database dropped before the switchover, the names turned back after it."""
     recorded, replica = await recorded_replica(m)
-    names = names_of(m, recorded)
-    if replica is not None and await on_copy(m, names):
+    names = await names_of(m, recorded)
+    if replica is not None and await on_copy(m, names, recorded):
         try:
             stopped = await turn(m, Turn.backward(names), replica)
         except Interrupted as error:
@@ -81,7 +92,7 @@ async def run_replica_rollback(m: Migration) -> Outcome:
         if stopped is not None:
             return stopped if not isinstance(stopped, Fail) else Fail(Reason.ROLLBACK_FAILED, stopped.message)
         return Advance(Phase.ROLLING_BACK, f"switched back: {names.source} is the pgvector database again")
-    await tear_down_replica(m, names, m.name)
+    await tear_down_replica(m, names, m.name, replica.source_connection_limit if replica else None)
     await records.forget_all_but_rollback(m.session, m.name, m.status.plan_hash or "", RollbackRecord())
     message = f"{names.source} is as it was before the migration; {names.target} and its replication are gone"
     set_condition(m.status, ConditionType.ROLLED_BACK, True, Reason.ROLLED_BACK, message, m.generation)
@@ -99,7 +110,7 @@ def seconds_until_replication_stops(status: VectorMigrationStatus) -> float | No
 async def stop_following(m: Migration) -> str:
     """After keepOldFor: the old database stops following (its channel goes), and is dropped if asked."""
     recorded, _ = await recorded_replica(m)
-    names = names_of(m, recorded)
+    names = await names_of(m, recorded)
     await stop_reverse_replication(m, names)
     dropped = False
     if m.spec.replicate.drop_old:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ...database.sql import ConnectionParams, conninfo_value, qualify, quote_ident, quote_literal
 from ...engine.plan import MigrationPlan, Statement
-from ...vocabulary import StatementKind
+from ...vocabulary import JOURNAL_SCHEMA, JOURNAL_TABLE, StatementKind
 from .names import ReplicaNames
 
 
@@ -68,6 +68,15 @@ def allow_connections(database: str, allowed: bool) -> str:
     return f"ALTER DATABASE {quote_ident(database)} ALLOW_CONNECTIONS {'true' if allowed else 'false'}"
 
 
+def connection_limit(database: str, limit: int) -> str:
+    """Fence a database from other logins than superusers (0), or give its limit back (-1: none).
+
+    Across servers the old database is fenced once the switchover is done, rather than closed:
+    the channel back, a superuser's subscription, must still reach it.
+    """
+    return f"ALTER DATABASE {quote_ident(database)} CONNECTION LIMIT {int(limit)}"
+
+
 def renames(pairs: list[tuple[str, str]]) -> list[str]:
     """Database renames, run in one transaction (PostgreSQL allows it): both names change, or neither."""
     return [f"ALTER DATABASE {quote_ident(old)} RENAME TO {quote_ident(new)}" for old, new in pairs]
@@ -82,6 +91,8 @@ class ReplicatePlan:
     tables: tuple[tuple[str, str], ...]  # every replicated table
     database: tuple[str, ...]  # CREATE DATABASE and its settings, privileges and marker
     connection: str  # the forward subscription's connection, without the password
+    back_connection: str  # the channel back's connection (to the new database), without the password
+    endpoint: str | None = None  # replicate.target: where the new database is (host:port/database)
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -107,7 +118,8 @@ class ReplicatePlan:
             Statement(
                 StatementKind.COPY_SCHEMA,
                 f"pg_dump --schema-only --no-subscriptions {quote_ident(names.source)} "
-                f"| pg_restore --single-transaction --exit-on-error --dbname={quote_ident(names.target)}",
+                f"| pg_restore --single-transaction --exit-on-error --dbname={quote_ident(names.target)}"
+                + (f"  # on {self.endpoint}" if self.endpoint else ""),
             ),
             *self.schema,
             Statement(StatementKind.PUBLISH, publication(names.forward, self.tables)),
@@ -116,9 +128,42 @@ class ReplicatePlan:
         )
 
     @property
+    def back_tables(self) -> tuple[tuple[str, str], ...]:
+        """What the channel back carries: every table, but on another server not the journal.
+
+        There the migration's control session stays on the old database and keeps writing its
+        journal; the new database's journal is not the record any more.
+        """
+        if not self.names.across_servers:
+            return self.tables
+        return tuple(t for t in self.tables if t != (JOURNAL_SCHEMA, JOURNAL_TABLE))
+
+    @property
     def switchover(self) -> tuple[Statement, ...]:
         """Writes blocked on the source, the rows proven equal, replication turned around, the names swapped."""
         names = self.names
+        turned = (
+            Statement(StatementKind.PUBLISH, publication(names.back, self.back_tables)),
+            Statement(StatementKind.CREATE_SLOT, slot(names.back)),
+            *(Statement(StatementKind.UNSUBSCRIBE, sql) for sql in unsubscribe(names.forward)),
+        )
+        if names.across_servers:  # the channel back subscribed, then the source fenced (no renames)
+            after: tuple[Statement, ...] = (
+                Statement(StatementKind.SUBSCRIBE, subscription(names.back, self.back_connection, copy_data=False)),
+                Statement(StatementKind.BLOCK_WRITES, connection_limit(names.source, 0)),
+                Statement(StatementKind.BLOCK_WRITES, allow_connections(names.source, True)),
+            )
+        else:
+            after = (
+                *(
+                    Statement(StatementKind.RENAME_DATABASES, sql)
+                    for sql in [
+                        *renames([(names.source, names.old), (names.target, names.source)]),
+                        allow_connections(names.old, True),
+                    ]
+                ),
+                Statement(StatementKind.SUBSCRIBE, subscription(names.back, self.connection, copy_data=False)),
+            )
         return (
             Statement(StatementKind.BLOCK_WRITES, allow_connections(names.source, False)),
             Statement(
@@ -127,17 +172,8 @@ class ReplicatePlan:
                 f"WHERE datname = {quote_literal(names.source)} AND backend_type = 'client backend'",
             ),
             Statement(StatementKind.SET_SEQUENCES, "SELECT pg_catalog.setval(<sequence>, <source's last value>, true)"),
-            Statement(StatementKind.PUBLISH, publication(names.back, self.tables)),
-            Statement(StatementKind.CREATE_SLOT, slot(names.back)),
-            *(Statement(StatementKind.UNSUBSCRIBE, sql) for sql in unsubscribe(names.forward)),
-            *(
-                Statement(StatementKind.RENAME_DATABASES, sql)
-                for sql in [
-                    *renames([(names.source, names.old), (names.target, names.source)]),
-                    allow_connections(names.old, True),
-                ]
-            ),
-            Statement(StatementKind.SUBSCRIBE, subscription(names.back, self.connection, copy_data=False)),
+            *turned,
+            *after,
         )
 
     @property
@@ -149,6 +185,7 @@ class ReplicatePlan:
             "switchover": [s.hashed() for s in self.switchover],
             "surface": self.conversion.surface,
             "route": self.conversion.route,
+            **({"endpoint": self.endpoint} if self.endpoint else {}),
         }
         digest = hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
         return f"sha256:{digest[:16]}"
@@ -166,7 +203,12 @@ class ReplicatePlan:
             "strategy": "Replicate",
             "route": self.conversion.route,
             "target": self.conversion.surface,
-            "databases": {"source": self.names.source, "new": self.names.target, "oldAfterSwitchover": self.names.old},
+            "databases": {
+                "source": self.names.source,
+                "new": self.names.target,
+                "oldAfterSwitchover": self.names.old,
+                **({"newEndpoint": self.endpoint} if self.endpoint else {}),
+            },
             "replicatedTables": [f"{s}.{t}" for s, t in self.tables],
             "prepare": listed(self.prepare),
             "afterCopy": listed(self.builds),

@@ -34,7 +34,7 @@ from ...status import set_condition
 from ...vocabulary import ConditionType, Phase, Reason
 from .names import ReplicaNames
 from .plan import ReplicatePlan, conninfo, publication, slot, subscription
-from .sessions import login, maintenance, names_of, on_database
+from .sessions import login, maintenance, names_of, on_new_database, target_login
 from .teardown import database_exists, subscribed, tear_down_replica
 
 # A phase after the new database was made, run where the journal records none: plan again from the start.
@@ -65,7 +65,7 @@ async def recorded_or_start_over(m: Migration) -> Recorded | Outcome:
     journal, replica = await recorded_replica(m)
     if replica is None:
         return START_OVER
-    return Recorded(journal, replica, names_of(m, journal))
+    return Recorded(journal, replica, await names_of(m, journal))
 
 
 async def run_create_replica(m: Migration) -> Outcome:
@@ -87,7 +87,7 @@ async def run_create_replica(m: Migration) -> Outcome:
         return replan_after_drift(m, error)
     names = plan.names
     if records.REPLICA_PREPARING not in recorded or recorded.plan_hash(records.REPLICA_PREPARING) != plan.plan_hash:
-        await tear_down_replica(m, names, m.name)  # an attempt under another plan, recognised by its marker
+        await tear_down_replica(m, names, m.name, None)  # an attempt under another plan, recognised by its marker
         # Recorded first: the journal is replicated with the tables, so it must be in the schema copied.
         await records.write(m.session, m.name, records.REPLICA_PREPARING, plan.plan_hash, records.Record())
     m.reporter.progress("new database", note=f"creating {names.target}")
@@ -98,10 +98,10 @@ async def run_create_replica(m: Migration) -> Outcome:
     except BackupPending as pending:
         return Wait(Reason.IN_PROGRESS, str(pending), delay=5.0)
     except BackupError as error:
-        await tear_down_replica(m, names, m.name)
+        await tear_down_replica(m, names, m.name, None)
         return Fail(Reason.SWAP_FAILED, f"copying the schema into {names.target} failed: {error}; nothing was changed")
     if converted is not None:
-        await tear_down_replica(m, names, m.name)
+        await tear_down_replica(m, names, m.name, None)
         return converted
     await _subscribe(m, plan)
     m.facts.rebuilds = [IndexBuild.of(r) for r in plan.conversion.rebuilds]
@@ -111,9 +111,13 @@ async def run_create_replica(m: Migration) -> Outcome:
         source_database=names.source,
         target_database=names.target,
         old_database=names.old,
+        endpoint=plan.endpoint,
         tables=[ReplicatedTable(name=f"{s}.{t}", state="copying") for s, t in plan.tables],
     )
-    await records.write(m.session, m.name, records.REPLICA_PREPARED, plan.plan_hash, _record(m, plan))
+    limit = await m.session.fetchval(
+        "SELECT datconnlimit FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()"
+    )
+    await records.write(m.session, m.name, records.REPLICA_PREPARED, plan.plan_hash, _record(m, plan, limit))
     message = (
         f"database {names.target} created with {ready.surface.extension} ({plan.conversion.route} route); "
         f"copying {len(plan.tables)} table(s) from {names.source} by logical replication"
@@ -125,7 +129,7 @@ async def run_create_replica(m: Migration) -> Outcome:
 
 async def _create_database(m: Migration, plan: ReplicatePlan) -> None:
     """CREATE DATABASE with the source's properties and this migration's marker, unless it is there."""
-    async with maintenance(m) as admin:
+    async with maintenance(m, m.inputs.target_server) as admin:
         if await database_exists(admin, plan.names.target):
             return
         for statement in plan.database:
@@ -138,7 +142,7 @@ async def _copy_schema(m: Migration, plan: ReplicatePlan, ready: Ready) -> None:
     The restore is one transaction: the journal's table, which the source always has by now, is
     there only when everything is.
     """
-    async with on_database(m, plan.names.target) as there:
+    async with on_new_database(m, plan.names) as there:
         if await there.session.fetchval("SELECT pg_catalog.to_regclass($1) IS NOT NULL", JOURNAL):
             return
     m.reporter.progress("new database", note="copying the schema (pg_dump --schema-only | pg_restore)")
@@ -149,7 +153,7 @@ async def _copy_schema(m: Migration, plan: ReplicatePlan, ready: Ready) -> None:
         server_major=ready.inventory.server.version_num // 10000,
         plan_hash=plan.plan_hash,
     )
-    await m.backup.copy_schema(login(m), request)
+    await m.backup.copy_schema(login(m), request, target_login(m))
 
 
 async def _convert_schema(m: Migration, plan: ReplicatePlan, ready: Ready) -> Outcome | None:
@@ -158,7 +162,7 @@ async def _convert_schema(m: Migration, plan: ReplicatePlan, ready: Ready) -> Ou
     Skipped when the new database no longer has the source extension: the conversion, which drops
     it last, committed.
     """
-    async with on_database(m, plan.names.target) as there:
+    async with on_new_database(m, plan.names) as there:
         if await read_extension(there.session, m.spec.source.extension) is None:
             return None
         progress = Progress()
@@ -185,12 +189,12 @@ async def _subscribe(m: Migration, plan: ReplicatePlan) -> None:
         ):
             await m.session.execute(slot(names.forward))
     connection = conninfo(login(m), names.source, with_password=True)
-    async with on_database(m, names.target) as there, as_admin(there):
+    async with on_new_database(m, names) as there, as_admin(there):
         if not await subscribed(there.session, names.forward):
             await there.session.execute(subscription(names.forward, connection, copy_data=True))
 
 
-def _record(m: Migration, plan: ReplicatePlan) -> ReplicaRecord:
+def _record(m: Migration, plan: ReplicatePlan, connection_limit: int) -> ReplicaRecord:
     """The swap record's facts, and the names and tables of this replica."""
     names = plan.names
     rebuilt = {r.definition for r in plan.conversion.rebuilds}
@@ -202,5 +206,7 @@ def _record(m: Migration, plan: ReplicatePlan) -> ReplicaRecord:
         forward=names.forward,
         back=names.back,
         published=[[s, t] for s, t in plan.tables],
+        endpoint=plan.endpoint,
+        source_connection_limit=connection_limit,
         builds=[[s.step.value, s.sql, s.run_as or ""] for s in plan.builds if s.sql not in rebuilt],
     )

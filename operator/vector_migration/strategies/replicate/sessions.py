@@ -1,7 +1,9 @@
-"""Replicate's other sessions: on the new database, the old one, and the server's maintenance database.
+"""Replicate's other sessions: on the new database, the old one, and each server's maintenance database.
 
-Each logs in as the control session does (the admin login when there is one, acting as the
-application's role), so statements that run other roles' code run as they would on the source.
+On the source's server each logs in as the control session does (the admin login when there is
+one, acting as the application's role), so statements that run other roles' code run as they
+would on the source. On another server (replicate.target) they log in as its superuser login,
+acting as the application's role too.
 """
 
 from __future__ import annotations
@@ -21,32 +23,52 @@ MAINTENANCE_DATABASE = "postgres"
 
 
 def login(m: Migration) -> ConnectionParams:
-    """The login that creates databases, slots and subscriptions: the admin's, else the migration's."""
+    """The login that makes databases, slots and subscriptions on the source's server: the admin's, else the own."""
     return m.inputs.admin_params or m.params
 
 
+def target_login(m: Migration) -> ConnectionParams:
+    """The login on the new database's server: replicate.target's, else the source server's."""
+    return m.inputs.target_server or login(m)
+
+
+def across_servers(m: Migration) -> bool:
+    """Whether the new database is on another server (replicate.target)."""
+    return m.inputs.target_server is not None
+
+
 @contextlib.asynccontextmanager
-async def on_database(m: Migration, database: str) -> AsyncIterator[Migration]:
-    """The migration as seen from another database of the same server: its session, the same status and facts.
+async def on_database(
+    m: Migration, database: str, *, server: ConnectionParams | None = None
+) -> AsyncIterator[Migration]:
+    """The migration as seen from another database (of ``server``, else the source's): its session, the same status.
 
     The returned Migration shares the run's status, facts and decisions; only its session (and the
     parameters an index build's progress watcher connects with) differ.
     """
-    conn = await connect(login(m).with_database(database), command_timeout=call_timeout(m.spec.statement_timeout))
+    params = (server or login(m)).with_database(database)
+    conn = await connect(params, command_timeout=call_timeout(m.spec.statement_timeout))
     try:
+        # The application's role acts here as on the source (on another server the checklist found it there).
         if m.acting_role is not None:
             await conn.execute("SELECT pg_catalog.set_config('role', $1, false)", m.acting_role)
-        inputs = dataclasses.replace(m.inputs, params=m.params.with_database(database), heartbeat=None)
+        own = m.params.with_database(database) if server is None else params
+        inputs = dataclasses.replace(m.inputs, params=own, heartbeat=None)
         yield dataclasses.replace(m, inputs=inputs, conn=conn, heartbeat=None)
     finally:
         with contextlib.suppress(Exception):
             await conn.close(timeout=5.0)
 
 
+def on_new_database(m: Migration, names: ReplicaNames) -> contextlib.AbstractAsyncContextManager[Migration]:
+    """The new database's session, where it is until the switchover (on the target's server)."""
+    return on_database(m, names.target, server=m.inputs.target_server)
+
+
 @contextlib.asynccontextmanager
-async def maintenance(m: Migration) -> AsyncIterator[asyncpg.Connection]:
-    """A session on the maintenance database, with the login's own privileges (renames, terminations)."""
-    conn = await connect(login(m).with_database(MAINTENANCE_DATABASE), command_timeout=60.0)
+async def maintenance(m: Migration, server: ConnectionParams | None = None) -> AsyncIterator[asyncpg.Connection]:
+    """A session on a server's maintenance database (the source's by default), with the login's own privileges."""
+    conn = await connect((server or login(m)).with_database(MAINTENANCE_DATABASE), command_timeout=60.0)
     try:
         yield conn
     finally:
@@ -61,8 +83,8 @@ async def admin_execute(m: Migration, *statements: str) -> None:
             await m.session.execute(statement)
 
 
-def names_of(m: Migration, recorded: Journal | None = None) -> ReplicaNames:
-    """The migration's names: as recorded once the new database exists, else derived from the spec."""
+async def names_of(m: Migration, recorded: Journal | None = None) -> ReplicaNames:
+    """The migration's names: as recorded once the new database exists, else derived for the session's database."""
     replica: ReplicaRecord | None = recorded.replica if recorded is not None else None
     if replica is not None:
         return ReplicaNames(
@@ -71,5 +93,11 @@ def names_of(m: Migration, recorded: Journal | None = None) -> ReplicaNames:
             old=replica.old_database,
             forward=replica.forward,
             back=replica.back,
+            across_servers=replica.endpoint is not None,
         )
-    return replica_names(m.name, m.spec, m.params.dbname or "")
+    return derived_names(m, await m.session.fetchval("SELECT pg_catalog.current_database()"))
+
+
+def derived_names(m: Migration, source_database: str) -> ReplicaNames:
+    """The names this run gives what it creates for ``source_database``."""
+    return replica_names(m.name, m.spec, source_database, across_servers=across_servers(m))

@@ -26,7 +26,7 @@ from ...phases.verify import fail_verification, hold_for_a_decision
 from ...status import set_condition
 from ...vocabulary import ConditionType, Phase, Reason
 from .prepare import Recorded, recorded_or_start_over
-from .sessions import on_database
+from .sessions import on_new_database
 
 # Sync workers retry a failed table copy; this many failures means a value the target refuses.
 MAX_SUBSCRIPTION_ERRORS = 3
@@ -41,7 +41,7 @@ async def run_initial_copy(m: Migration) -> Outcome:
     names = found.names
     limit = duration_ms(m.spec.statement_timeout) / 1000 or float("inf")
     started = time.monotonic()
-    async with on_database(m, names.target) as there:
+    async with on_new_database(m, names) as there:
         while True:
             states = await there.session.fetch(
                 """
@@ -115,7 +115,7 @@ async def run_replica_reindex(m: Migration) -> Outcome:
     if not isinstance(found, Recorded):
         return found
     names, replica = found.names, found.replica
-    async with on_database(m, names.target) as there:
+    async with on_new_database(m, names) as there:
         try:
             for rebuild in m.facts.rebuilds:
                 await build_index(there, rebuild.index_schema, rebuild.name, rebuild.definition, rebuild.method)
@@ -137,7 +137,7 @@ async def run_replica_verify(m: Migration) -> Outcome:
     if not isinstance(found, Recorded):
         return found
     names = found.names
-    async with on_database(m, names.target) as there:
+    async with on_new_database(m, names) as there:
         return await bounded_reads(there, "verification", _verify_replica)
 
 
@@ -182,7 +182,7 @@ async def run_replica_cutover(m: Migration) -> Outcome:
     names = found.names
 
     async def on_the_new_database(run: Migration) -> Judgement:
-        async with on_database(run, names.target) as there:
+        async with on_new_database(run, names) as there:
             return await analyse_replica(there)
 
     return await walk_cutover(m, on_the_new_database, "the new database")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -28,14 +29,14 @@ from ...database.sql import quote_ident
 from ...engine import records
 from ...engine.context import Migration, as_admin, close_session
 from ...engine.outcomes import Fail, Outcome, Wait
-from ...engine.records import ReplicaRecord
+from ...engine.records import Journal, ReplicaRecord
 from ...phases.verify import compare_content, unequal
 from ...status import now, record_timing
-from ...vocabulary import Reason
+from ...vocabulary import JOURNAL_SCHEMA, JOURNAL_TABLE, Reason
 from .names import ReplicaNames
-from .plan import allow_connections, publication, renames, slot, unsubscribe
-from .sessions import maintenance, on_database
-from .teardown import drop_slot, subscribed
+from .plan import allow_connections, connection_limit, conninfo, publication, renames, slot, subscription, unsubscribe
+from .sessions import maintenance, on_database, target_login
+from .teardown import drop_slot, subscribed, unfence
 
 
 @dataclass(frozen=True)
@@ -47,17 +48,28 @@ class Turn:
     channel: str  # publication, slot and subscription carrying live -> standby
     live_becomes: str
     back_channel: str | None  # standby -> live, made under the block (forward only)
+    # Across servers (replicate.target) nothing is renamed: the old database is fenced once the
+    # turn is done (CONNECTION LIMIT 0, which the channel back's superuser passes).
+    across_servers: bool = False
+
+    @property
+    def forwards(self) -> bool:
+        """The source hands over to the new database (else the way back)."""
+        return self.back_channel is not None
 
     @classmethod
     def forward(cls, names: ReplicaNames) -> Turn:
-        """The source hands its name to the new database."""
-        return cls(names.source, names.target, names.forward, names.old, names.back)
+        """The source hands its name (across servers: its place) to the new database."""
+        return cls(names.source, names.target, names.forward, names.old, names.back, names.across_servers)
 
     @classmethod
     def backward(cls, names: ReplicaNames) -> Turn:
-        """The new database hands the name back to the old one."""
-        return cls(names.source, names.old, names.back, names.target, None)
+        """The new database hands the name (across servers: the place) back to the old one."""
+        live = names.target if names.across_servers else names.source
+        return cls(live, names.old, names.back, names.target, None, names.across_servers)
 
+
+JOURNAL_KEY = (JOURNAL_SCHEMA, JOURNAL_TABLE)
 
 # How far behind (WAL bytes) the standby may be when writes are blocked: what it applies in well under a second.
 NEARLY_CAUGHT_UP = 1 << 20
@@ -67,8 +79,14 @@ class Interrupted(RuntimeError):
     """A switchover was cut off after it stopped replication: the standby may lack later writes."""
 
 
-async def on_copy(m: Migration, names: ReplicaNames) -> bool:
-    """Whether the control session is on the new database (the names have turned)."""
+async def on_copy(m: Migration, names: ReplicaNames, recorded: Journal) -> bool:
+    """Whether the new database is the live one.
+
+    Same server: the control session is on it (the names have turned). Across servers the control
+    session stays on the old database: its journal records the switchover.
+    """
+    if names.across_servers:
+        return recorded.switched is not None
     comment = await m.session.fetchval(
         "SELECT pg_catalog.shobj_description(oid, 'pg_database') FROM pg_catalog.pg_database "
         "WHERE datname = pg_catalog.current_database()"
@@ -76,52 +94,74 @@ async def on_copy(m: Migration, names: ReplicaNames) -> bool:
     return bool(comment == names.marker(m.name))
 
 
+@contextlib.asynccontextmanager
+async def _sides(m: Migration, turn: Turn) -> AsyncIterator[tuple[Migration, Migration, asyncpg.Connection]]:
+    """The live database's session, the standby's, and the live server's maintenance session.
+
+    The control session is on the live database, except across servers on the way back, where it
+    stays on the old database (the standby) and the new one is reached on the other server.
+    """
+    elsewhere = m.inputs.target_server
+    if turn.across_servers and not turn.forwards:
+        async with maintenance(m, elsewhere) as admin, on_database(m, turn.live, server=elsewhere) as live:
+            yield live, m, admin
+        return
+    standby_server = elsewhere if turn.across_servers else None
+    async with maintenance(m) as admin, on_database(m, turn.standby, server=standby_server) as standby:
+        yield m, standby, admin
+
+
 async def turn(m: Migration, turn: Turn, replica: ReplicaRecord) -> Outcome | None:
     """Block writes, wait for the standby, prove it equal, turn replication around, swap the names.
 
     None when the names have turned (the control session is closed: the next step reconnects, to
-    the database that now has the name); otherwise why not, with the live database open again.
+    the database that now has the name) or, across servers, the new database is live; otherwise
+    why not, with the live database open again.
     """
     tables = [(schema, table) for schema, table in replica.published]
+    if turn.across_servers and not turn.forwards:  # the old database's journal went on alone
+        tables = [t for t in tables if t != JOURNAL_KEY]
     vector_columns = {(str(s), str(t)): {str(c) for c in columns} for s, t, columns in replica.tables}
     timeout = duration_ms(m.spec.replicate.switchover_timeout) / 1000
-    async with maintenance(m) as admin, on_database(m, turn.standby) as there:
-        if not await subscribed(there.session, turn.channel):
+    async with _sides(m, turn) as (live, standby, admin):
+        if not await subscribed(standby.session, turn.channel):
             raise Interrupted(
                 f"replication into {turn.standby} had already stopped when an earlier switchover was cut off"
             )
         # Writes are blocked only once the standby is close behind: the wait under the block stays short.
-        nearly = await _caught_up(m, turn.channel, timeout, within=NEARLY_CAUGHT_UP, blocked=False)
+        nearly = await _caught_up(live, turn.channel, timeout, within=NEARLY_CAUGHT_UP, blocked=False)
         if nearly is not None:
             return nearly
         started = time.perf_counter()
         await admin.execute(allow_connections(turn.live, False))
         try:
-            await _end_sessions(admin, turn.live, keep=_own_pids(m))
-            waited = await _caught_up(m, turn.channel, timeout, within=0, blocked=True)
+            await _end_sessions(admin, turn.live, keep=_own_pids(m, live))
+            waited = await _caught_up(live, turn.channel, timeout, within=0, blocked=True)
             if waited is not None:
                 await admin.execute(allow_connections(turn.live, True))
                 return waited
-            mismatch = await _prove_equal(m, there, turn, tables, vector_columns)
+            mismatch = await _prove_equal(m, live, standby, turn, tables, vector_columns)
             if mismatch is not None:
                 await admin.execute(allow_connections(turn.live, True))
                 return mismatch
-            await _carry_sequences(m, there)
-            await _turn_replication(m, there, turn, tables)
-            blocked = time.perf_counter() - started
-            keep = timedelta(milliseconds=duration_ms(m.spec.replicate.keep_old_for))
-            proof = m.status.verification.tables if m.status.verification else []
-            switched = records.SwitchRecord(
-                drop_old_after=now(later_by=keep), switchover_seconds=round(blocked, 3), tables=proof
-            )
-            await records.write(there.session, m.name, records.REPLICA_SWITCHED, m.status.plan_hash or "", switched)
+            await _carry_sequences(live, standby)
+            await _turn_replication(m, live, standby, turn, tables)
+            await _record_turn(m, live, standby, turn, started)
+            if turn.across_servers and turn.forwards:
+                async with admin.transaction():  # fenced from the application, open to the channel back
+                    await admin.execute(connection_limit(turn.live, 0))
+                    await admin.execute(allow_connections(turn.live, True))
         except BaseException:
             with contextlib.suppress(Exception):
                 await admin.execute(allow_connections(turn.live, True))
             raise
-    await close_session(m)
-    async with maintenance(m) as admin:
-        await _rename(admin, turn)
+    if turn.across_servers:
+        if not turn.forwards:  # the old database is live again, with its own limit
+            await unfence(m, turn.standby, replica.source_connection_limit)
+    else:
+        await close_session(m)
+        async with maintenance(m) as admin:
+            await _rename(admin, turn)
     window = round(time.perf_counter() - started, 3)
     record_timing(m.status, "writeBlockedSeconds", window)
     if m.status.replicate is not None:
@@ -129,15 +169,40 @@ async def turn(m: Migration, turn: Turn, replica: ReplicaRecord) -> Outcome | No
     return None
 
 
+async def _record_turn(m: Migration, live: Migration, standby: Migration, turn: Turn, started: float) -> None:
+    """The journal's record of the turn, where the next run reads it.
+
+    Same server: the switchover's record in the standby, which is about to take the name. Across
+    servers the control session stays on the old database: forward, the channel back is
+    subscribed there and the switchover recorded in one transaction (on_copy reads it); backward,
+    _turn_replication took the record away with the channel.
+    """
+    keep = timedelta(milliseconds=duration_ms(m.spec.replicate.keep_old_for))
+    proof = m.status.verification.tables if m.status.verification else []
+    switched = records.SwitchRecord(
+        drop_old_after=now(later_by=keep), switchover_seconds=round(time.perf_counter() - started, 3), tables=proof
+    )
+    plan_hash = m.status.plan_hash or ""
+    if not turn.across_servers:
+        await records.write(standby.session, m.name, records.REPLICA_SWITCHED, plan_hash, switched)
+        return
+    if turn.forwards:
+        back = conninfo(target_login(m), turn.standby, with_password=True)
+        async with as_admin(live), live.session.transaction():
+            await live.session.execute(subscription(turn.back_channel or "", back, copy_data=False))
+            await records.write(live.session, m.name, records.REPLICA_SWITCHED, plan_hash, switched)
+
+
 async def _prove_equal(
     m: Migration,
-    there: Migration,
+    live: Migration,
+    standby: Migration,
     turn: Turn,
     tables: list[tuple[str, str]],
     vector_columns: dict[tuple[str, str], set[str]],
 ) -> Fail | None:
     """Every table's rows and checksum on both sides, into the status; a Fail naming those that differ."""
-    compared = await compare_content(m, lambda: _checksums(m, there, tables, vector_columns))
+    compared = await compare_content(m, lambda: _checksums(live, standby, tables, vector_columns))
     verification = m.status.verification or Verification(k=m.spec.verify.k)
     verification.tables = compared
     m.status.verification = verification
@@ -151,23 +216,35 @@ async def _prove_equal(
     )
 
 
-async def _turn_replication(m: Migration, there: Migration, turn: Turn, tables: list[tuple[str, str]]) -> None:
-    """The channel back made (its slot holds every change from here), the channel here taken apart."""
-    async with as_admin(there):
+async def _turn_replication(
+    m: Migration, live: Migration, standby: Migration, turn: Turn, tables: list[tuple[str, str]]
+) -> None:
+    """The channel back made (its slot holds every change from here), the channel here taken apart.
+
+    Across servers on the way back the old database's subscription goes with the journal's record
+    of the switchover, in one transaction: the next run finds both or neither.
+    """
+    async with as_admin(standby):
         if turn.back_channel is not None:
-            await there.session.execute(publication(turn.back_channel, tuple(tables)))
-            await there.session.execute(slot(turn.back_channel))
-        for statement in unsubscribe(turn.channel):
-            await there.session.execute(statement)
-    await drop_slot(m, turn.channel, turn.live)
-    async with as_admin(m):
-        await m.session.execute(f"DROP PUBLICATION IF EXISTS {quote_ident(turn.channel)}")
+            back_tables = tuple(t for t in tables if not (turn.across_servers and t == JOURNAL_KEY))
+            await standby.session.execute(publication(turn.back_channel, back_tables))
+            await standby.session.execute(slot(turn.back_channel))
+        async with contextlib.AsyncExitStack() as stack:
+            if turn.across_servers and not turn.forwards:
+                await stack.enter_async_context(standby.session.transaction())
+                await records.forget(standby.session, m.name, records.REPLICA_SWITCHED)
+            for statement in unsubscribe(turn.channel):
+                await standby.session.execute(statement)
+    live_server = m.inputs.target_server if turn.across_servers and not turn.forwards else None
+    await drop_slot(m, turn.channel, turn.live, live_server)
+    async with as_admin(live):
+        await live.session.execute(f"DROP PUBLICATION IF EXISTS {quote_ident(turn.channel)}")
 
 
-def _own_pids(m: Migration) -> list[int]:
-    """The control session's backend and its heartbeat's probe."""
-    probe = m.heartbeat.probe_pid if m.heartbeat is not None else None
-    return [m.session.get_server_pid(), *([probe] if probe else [])]
+def _own_pids(m: Migration, live: Migration) -> list[int]:
+    """The live session's backend, and the control session's heartbeat probe when that is the live one."""
+    probe = m.heartbeat.probe_pid if m.heartbeat is not None and live is m else None
+    return [live.session.get_server_pid(), *([probe] if probe else [])]
 
 
 async def _end_sessions(admin: asyncpg.Connection, database: str, *, keep: list[int]) -> None:
@@ -180,11 +257,12 @@ async def _end_sessions(admin: asyncpg.Connection, database: str, *, keep: list[
     )
 
 
-async def _caught_up(m: Migration, channel: str, timeout: float, *, within: int, blocked: bool) -> Outcome | None:
+async def _caught_up(live: Migration, channel: str, timeout: float, *, within: int, blocked: bool) -> Outcome | None:
     """Wait until the standby has flushed all but ``within`` bytes of the WAL written so far; a Wait after ``timeout``.
 
     A slot no walsender streams from (its subscriber reconnecting) counts as behind.
     """
+    m = live
     target = await m.session.fetchval("SELECT pg_catalog.pg_current_wal_lsn()")
     started = time.monotonic()
     while True:
@@ -211,31 +289,32 @@ async def _caught_up(m: Migration, channel: str, timeout: float, *, within: int,
 
 
 async def _checksums(
-    m: Migration, there: Migration, tables: list[tuple[str, str]], vector_columns: dict[tuple[str, str], set[str]]
+    live: Migration, standby: Migration, tables: list[tuple[str, str]], vector_columns: dict[tuple[str, str], set[str]]
 ) -> list[TableVerification]:
     compared = []
     # As the login itself: row-level security must not hide rows from the proof.
-    async with as_admin(m), as_admin(there):
+    async with as_admin(live), as_admin(standby):
         for schema, table in tables:
             vectors = vector_columns.get((schema, table), set())
-            live = await table_checksum(m.session, schema, table, vectors, m.facts.checksum_mode)
-            standby = await table_checksum(there.session, schema, table, vectors, m.facts.checksum_mode)
+            mode = live.facts.checksum_mode
+            before = await table_checksum(live.session, schema, table, vectors, mode)
+            after = await table_checksum(standby.session, schema, table, vectors, mode)
             compared.append(
                 TableVerification(
                     name=f"{schema}.{table}",
-                    rows_before=live.rows,
-                    rows_after=standby.rows,
-                    checksum_before=live.checksum,
-                    checksum_after=standby.checksum,
+                    rows_before=before.rows,
+                    rows_after=after.rows,
+                    checksum_before=before.checksum,
+                    checksum_after=after.checksum,
                 )
             )
     return compared
 
 
-async def _carry_sequences(m: Migration, there: Migration) -> None:
+async def _carry_sequences(live: Migration, there: Migration) -> None:
     """Logical replication carries no sequence: each takes the live database's value on the standby."""
-    async with as_admin(m):  # pg_sequences hides the value of a sequence the role may not read
-        values = await m.session.fetch(
+    async with as_admin(live):  # pg_sequences hides the value of a sequence the role may not read
+        values = await live.session.fetch(
             "SELECT pg_catalog.format('%I.%I', schemaname, sequencename) AS name, last_value "
             "FROM pg_catalog.pg_sequences WHERE last_value IS NOT NULL"
         )

@@ -11,9 +11,10 @@ import asyncio
 
 import asyncpg
 
-from ...database.sql import quote_ident
+from ...database.sql import ConnectionParams, quote_ident
 from ...engine.context import Migration, as_admin
 from .names import ReplicaNames
+from .plan import connection_limit as connection_limit_sql
 from .plan import unsubscribe
 from .sessions import maintenance, on_database
 
@@ -36,20 +37,30 @@ async def subscribed(conn: asyncpg.Connection, name: str) -> bool:
     )
 
 
-async def drop_subscription(m: Migration, database: str, name: str) -> None:
-    """Drop the subscription ``name`` in ``database`` (its slot stays, for drop_slot)."""
-    async with maintenance(m) as admin:
-        if not await database_exists(admin, database):
+async def drop_subscription(m: Migration, database: str, name: str, server: ConnectionParams | None = None) -> None:
+    """Drop the subscription ``name`` in ``database`` of ``server`` (the source's by default; its slot stays).
+
+    Subscriptions are a shared catalog: whether there is one is read without reaching the database
+    (which a switchover back may have closed for good).
+    """
+    async with maintenance(m, server) as admin:
+        exists = await admin.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_subscription s JOIN pg_catalog.pg_database d "
+            "ON d.oid = s.subdbid WHERE s.subname = $1 AND d.datname = $2)",
+            name,
+            database,
+        )
+        if not exists:
             return
-    async with on_database(m, database) as there, as_admin(there):
+    async with on_database(m, database, server=server) as there, as_admin(there):
         if await subscribed(there.session, name):
             for statement in unsubscribe(name):
                 await there.session.execute(statement)
 
 
-async def drop_slot(m: Migration, name: str, database: str) -> None:
-    """Drop the replication slot ``name`` of ``database``, ending the walsender that still holds it first."""
-    async with maintenance(m) as admin:
+async def drop_slot(m: Migration, name: str, database: str, server: ConnectionParams | None = None) -> None:
+    """Drop the replication slot ``name`` of ``database`` on ``server``, ending the walsender that holds it first."""
+    async with maintenance(m, server) as admin:
         for _ in range(50):
             row = await admin.fetchrow(
                 "SELECT active_pid FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 AND database = $2",
@@ -70,22 +81,24 @@ async def drop_slot(m: Migration, name: str, database: str) -> None:
         raise RuntimeError(f"replication slot {name} stayed in use; drop it with pg_drop_replication_slot")
 
 
-async def drop_publication(m: Migration, database: str, name: str) -> None:
-    """Drop the publication ``name`` in ``database``, if both exist."""
-    async with maintenance(m) as admin:
+async def drop_publication(m: Migration, database: str, name: str, server: ConnectionParams | None = None) -> None:
+    """Drop the publication ``name`` in ``database`` of ``server``, if both exist."""
+    async with maintenance(m, server) as admin:
         if not await database_exists(admin, database):
             return
-    async with on_database(m, database) as there, as_admin(there):
+    async with on_database(m, database, server=server) as there, as_admin(there):
         await there.session.execute(f"DROP PUBLICATION IF EXISTS {quote_ident(name)}")
 
 
-async def drop_database(m: Migration, database: str, marker: str | None) -> None:
+async def drop_database(
+    m: Migration, database: str, marker: str | None, server: ConnectionParams | None = None
+) -> None:
     """Drop a database this migration made, ending its sessions (WITH (FORCE)).
 
     With a ``marker``, only while the database still carries it as its comment: a database of that
     name that someone else made is never dropped.
     """
-    async with maintenance(m) as admin:
+    async with maintenance(m, server) as admin:
         comment = await admin.fetchrow(
             "SELECT pg_catalog.shobj_description(oid, 'pg_database') AS comment FROM pg_catalog.pg_database "
             "WHERE datname = $1",
@@ -96,9 +109,9 @@ async def drop_database(m: Migration, database: str, marker: str | None) -> None
         await admin.execute(f"DROP DATABASE {quote_ident(database)} WITH (FORCE)")
 
 
-async def carries_marker(m: Migration, database: str, marker: str) -> bool:
-    """Whether the database exists with this migration's marker as its comment (made by it)."""
-    async with maintenance(m) as admin:
+async def carries_marker(m: Migration, database: str, marker: str, server: ConnectionParams | None = None) -> bool:
+    """Whether the database exists on ``server`` with this migration's marker as its comment (made by it)."""
+    async with maintenance(m, server) as admin:
         comment = await admin.fetchval(
             "SELECT pg_catalog.shobj_description(oid, 'pg_database') FROM pg_catalog.pg_database WHERE datname = $1",
             database,
@@ -106,17 +119,41 @@ async def carries_marker(m: Migration, database: str, marker: str) -> bool:
     return bool(comment == marker)
 
 
-async def tear_down_replica(m: Migration, names: ReplicaNames, migration: str) -> None:
-    """Before the switchover: the forward channel and the new database go; the source is as it was."""
-    if await carries_marker(m, names.target, names.marker(migration)):
-        await drop_subscription(m, names.target, names.forward)
+async def tear_down_replica(m: Migration, names: ReplicaNames, migration: str, connection_limit: int | None) -> None:
+    """Before the switchover: the channels and the new database go; the source is as it was.
+
+    Across servers a switchover cut off before its record may have made the channel back and
+    fenced the source: both are undone too (the fence by giving back ``connection_limit``).
+    """
+    elsewhere = m.inputs.target_server
+    if await carries_marker(m, names.target, names.marker(migration), elsewhere):
+        await drop_subscription(m, names.target, names.forward, elsewhere)
     await drop_slot(m, names.forward, names.source)
     await drop_publication(m, names.source, names.forward)
-    await drop_database(m, names.target, names.marker(migration))
+    if names.across_servers:
+        await drop_subscription(m, names.source, names.back)
+        await drop_slot(m, names.back, names.target, elsewhere)
+    await drop_database(m, names.target, names.marker(migration), elsewhere)
+    if names.across_servers and connection_limit is not None:
+        await unfence(m, names.source, connection_limit)
+
+
+async def unfence(m: Migration, database: str, connection_limit: int, server: ConnectionParams | None = None) -> None:
+    """Give a database fenced with CONNECTION LIMIT 0 its limit back (when it is still fenced)."""
+    async with maintenance(m, server) as admin:
+        fenced = await admin.fetchval(
+            "SELECT datconnlimit = 0 FROM pg_catalog.pg_database WHERE datname = $1", database
+        )
+        if fenced:
+            await admin.execute(connection_limit_sql(database, connection_limit))
 
 
 async def stop_reverse_replication(m: Migration, names: ReplicaNames) -> None:
     """After keepOldFor: the old database stops following the new one (its channel goes)."""
     await drop_subscription(m, names.old, names.back)
-    await drop_slot(m, names.back, names.source)
-    await drop_publication(m, names.source, names.back)
+    if names.across_servers:
+        await drop_slot(m, names.back, names.target, m.inputs.target_server)
+        await drop_publication(m, names.target, names.back, m.inputs.target_server)
+    else:
+        await drop_slot(m, names.back, names.source)
+        await drop_publication(m, names.source, names.back)

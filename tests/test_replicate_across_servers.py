@@ -1,0 +1,226 @@
+"""Replicate to another server (replicate.target): the new database is made there, and the application moves to it.
+
+Two servers with wal_level = logical. The application logs in as a role of its own, as it would
+in production: at the switchover the old database is fenced (CONNECTION LIMIT 0) and the
+application, told the new endpoint, reconnects there. Every committed change must be on the new
+server exactly once; a rollback brings the application back with every write it made there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from tests.application import application_writing, docs_before, final_equals_every_committed_change
+from tests.replication import REPLICATE, extensions, session, shop_on
+from tests.scenarios import condition, manifest, migration
+from vector_migration.database.sql import ConnectionParams
+from vector_migration.demo import EmbeddedPostgres
+from vector_migration.engine.context import Migration, close_session
+from vector_migration.engine.outcomes import Hold, Outcome
+from vector_migration.engine.runner import drive, run
+from vector_migration.vocabulary import Phase, Reason
+
+_roles = itertools.count(1)
+ACROSS: dict[str, Any] = {**REPLICATE, "replicate": {"keepOldFor": "1h", "target": {"secretRef": {"name": "other"}}}}
+
+
+@dataclasses.dataclass(frozen=True)
+class Shop:
+    """The shop on the first server, the application's own login to it, and the second server."""
+
+    source: ConnectionParams  # the migration's (superuser) login
+    app: ConnectionParams  # the application's login, an ordinary role
+    other: ConnectionParams  # a superuser login on the second server
+
+    @property
+    def moved(self) -> ConnectionParams:
+        """The application's login to the new database on the second server."""
+        return dataclasses.replace(self.app, host=self.other.host, port=self.other.port)
+
+
+async def create_role(params: ConnectionParams, role: str) -> None:
+    conn = await session(params, "postgres")
+    try:
+        await conn.execute(f'CREATE ROLE "{role}" LOGIN')
+    except asyncpg.DuplicateObjectError:
+        pass  # a role is the server's: an earlier test made it
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def shop(logical_server: EmbeddedPostgres, other_logical_server: EmbeddedPostgres) -> AsyncIterator[Shop]:
+    source = await shop_on(logical_server)
+    role = f"shop_app_{next(_roles)}"
+    for server in (logical_server, other_logical_server):
+        await create_role(server.params(), role)
+    await create_role(other_logical_server.params(), "vmig_app")  # the shop grants it reads (tests/application.py)
+    conn = await session(source)
+    try:
+        await conn.execute(f'GRANT ALL ON ALL TABLES IN SCHEMA public TO "{role}"')
+        await conn.execute(f'GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO "{role}"')
+    finally:
+        await conn.close()
+    yield Shop(source, dataclasses.replace(source, user=role), other_logical_server.params())
+
+
+def following(m: Migration, shop: Shop) -> Callable[[], ConnectionParams]:
+    """Where the application connects: the source until the switchover has said the new endpoint."""
+
+    def where() -> ConnectionParams:
+        replicate = m.status.replicate
+        return shop.moved if replicate is not None and replicate.switchover_seconds is not None else shop.app
+
+    return where
+
+
+async def slots_and_databases(params: ConnectionParams, database: str) -> tuple[list[str], list[str]]:
+    """The server's replication slots of ``database`` and its databases called ``database``."""
+    conn = await session(params, "postgres")
+    try:
+        slot_names = [
+            r["slot_name"]
+            for r in await conn.fetch("SELECT slot_name FROM pg_replication_slots WHERE database = $1", database)
+        ]
+        databases = [
+            r["datname"] for r in await conn.fetch("SELECT datname FROM pg_database WHERE datname = $1", database)
+        ]
+        return slot_names, databases
+    finally:
+        await conn.close()
+
+
+async def connection_limit(params: ConnectionParams) -> int:
+    conn = await session(params, "postgres")
+    try:
+        return int(await conn.fetchval("SELECT datconnlimit FROM pg_database WHERE datname = $1", params.dbname))
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("target", ["ruvector_standin", "ruvector_script_standin", "ruvector_v2_standin"])
+async def test_the_application_moves_to_the_new_server_and_loses_nothing(
+    shop: Shop, backup_dir: Path, target: str
+) -> None:
+    # Arrange: the shop on the first server, the application writing as its own role for the whole run.
+    conn = await session(shop.source)
+    before = await docs_before(conn)
+    await conn.close()
+    m = migration(shop.source, manifest(target, **ACROSS), backup_dir, target_server=shop.other)
+    # Act
+    async with application_writing(shop.app, reconnect=True, where=following(m, shop)) as committed:
+        status = await run(m, reconnect_for=30)
+    # Assert: the new server holds the migrated data with every committed change once.
+    assert status.phase is Phase.SUCCEEDED, status.message
+    assert committed[0] > 0 and committed[1] >= 1  # the switchover ended its session; it reconnected
+    new = dataclasses.replace(shop.other, dbname=shop.source.dbname)
+    assert "vector" not in await extensions(new) and target in await extensions(new)
+    conn = await session(new)
+    try:
+        await final_equals_every_committed_change(conn, before)
+        await conn.execute("INSERT INTO changes (op) VALUES ('after')")  # the sequences came along
+    finally:
+        await conn.close()
+    # The old database keeps pgvector and follows the new one; the application cannot reach it.
+    assert "vector" in await extensions(shop.source)
+    assert await connection_limit(shop.source) == 0
+    with pytest.raises(asyncpg.TooManyConnectionsError):
+        await session(shop.app)
+    old_slots, _ = await slots_and_databases(shop.source, shop.source.dbname or "")
+    new_slots, _ = await slots_and_databases(shop.other, shop.source.dbname or "")
+    assert old_slots == [] and len(new_slots) == 1 and new_slots[0].endswith("_back")
+    replicate = status.replicate
+    assert replicate is not None and replicate.switched_over and replicate.reverse_replication
+    assert replicate.endpoint == f"{shop.other.host}:{shop.other.port}/{shop.source.dbname}"
+    assert replicate.endpoint in status.message
+    assert status.verification is not None and status.verification.tables
+    assert all(t.checksum_before == t.checksum_after for t in status.verification.tables)
+    assert condition(status, "Ready").status == "True"
+
+
+async def test_a_rollback_brings_the_application_back_with_its_writes_on_the_new_server(
+    shop: Shop, backup_dir: Path
+) -> None:
+    resource = manifest(**ACROSS)
+    status = await run(migration(shop.source, resource, backup_dir, target_server=shop.other), reconnect_for=30)
+    assert status.phase is Phase.SUCCEEDED, status.message
+    conn = await session(shop.moved)
+    await conn.execute("INSERT INTO docs (category, title, embedding) SELECT 1, 'after', embedding FROM docs LIMIT 3")
+    rows = await conn.fetchval("SELECT count(*) FROM docs")
+    await conn.close()
+
+    rolled = await run(
+        migration(shop.source, resource, backup_dir, status=status, rollback=True, target_server=shop.other),
+        reconnect_for=30,
+    )
+
+    assert rolled.phase is Phase.ROLLED_BACK, rolled.message
+    assert await connection_limit(shop.source) == -1  # the application may connect again
+    conn = await session(shop.app)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM docs") == rows
+        assert await conn.fetchval("SELECT count(*) FROM docs WHERE title = 'after'") == 3
+    finally:
+        await conn.close()
+    assert "vector" in await extensions(shop.source)
+    assert await slots_and_databases(shop.source, shop.source.dbname or "") == ([], [shop.source.dbname])
+    assert await slots_and_databases(shop.other, shop.source.dbname or "") == ([], [])
+
+
+def stop_at(phase: Phase) -> Any:
+    async def stop(current: Phase) -> Outcome | None:
+        return Hold(Reason.PAUSED, f"cut off before {phase.value}") if current is phase else None
+
+    return stop
+
+
+async def test_an_abort_before_the_switchover_leaves_nothing_on_either_server(shop: Shop, backup_dir: Path) -> None:
+    resource = manifest(**ACROSS)
+    m = migration(shop.source, resource, backup_dir, target_server=shop.other)
+    await drive(m, stop=stop_at(Phase.VERIFY))
+    await close_session(m)
+    assert m.status.phase is Phase.VERIFY
+    assert len((await slots_and_databases(shop.source, shop.source.dbname or ""))[0]) == 1  # the copy's slot
+
+    rolled = await run(
+        migration(shop.source, resource, backup_dir, status=m.status, rollback=True, target_server=shop.other)
+    )
+
+    assert rolled.phase is Phase.ROLLED_BACK, rolled.message
+    assert await slots_and_databases(shop.source, shop.source.dbname or "") == ([], [shop.source.dbname])
+    assert await slots_and_databases(shop.other, shop.source.dbname or "") == ([], [])
+    conn = await session(shop.source)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM pg_publication") == 0
+    finally:
+        await conn.close()
+
+
+async def test_every_blocker_of_the_other_server_is_named_at_once(
+    shop: Shop, postgres: EmbeddedPostgres, backup_dir: Path
+) -> None:
+    # Arrange: the suite's default server as the target: wal_level replica, the application's role
+    # missing, and a database of the shop's name already there.
+    other = postgres.params()
+    conn = await session(other, "postgres")
+    try:
+        await conn.execute(f'CREATE DATABASE "{shop.source.dbname}"')
+    finally:
+        await conn.close()
+    # Act
+    status = await run(migration(shop.source, manifest(**ACROSS), backup_dir, target_server=other))
+    # Assert
+    assert status.phase is Phase.FAILED
+    message = status.message
+    assert "on the target server: wal_level is replica" in message
+    assert f"role(s) {shop.app.user}, vmig_app own or are granted" in message
+    assert f"database {shop.source.dbname} already exists" in message
+    assert await connection_limit(shop.source) == -1
+    assert (await slots_and_databases(shop.source, shop.source.dbname or ""))[0] == []
