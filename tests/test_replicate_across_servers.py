@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ async def create_role(params: ConnectionParams, role: str) -> None:
 
 
 @pytest.fixture
-async def shop(logical_server: EmbeddedPostgres, other_logical_server: EmbeddedPostgres) -> AsyncIterator[Shop]:
+async def shop(logical_server: EmbeddedPostgres, other_logical_server: EmbeddedPostgres) -> Shop:
     source = await shop_on(logical_server)
     role = f"shop_app_{next(_roles)}"
     for server in (logical_server, other_logical_server):
@@ -68,7 +68,7 @@ async def shop(logical_server: EmbeddedPostgres, other_logical_server: EmbeddedP
         await conn.execute(f'GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO "{role}"')
     finally:
         await conn.close()
-    yield Shop(source, dataclasses.replace(source, user=role), other_logical_server.params())
+    return Shop(source, dataclasses.replace(source, user=role), other_logical_server.params())
 
 
 def following(m: Migration, shop: Shop) -> Callable[[], ConnectionParams]:
