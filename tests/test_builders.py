@@ -331,3 +331,24 @@ async def test_the_restore_job_brings_back_the_archived_rows_and_refuses_a_chang
     assert code == 0, stderr
     assert await conn.fetchval("SELECT count(*) FROM items") == rows
     assert json.loads((tmp_path / "termination-log").read_text())["sha256"] == digest
+
+
+def test_the_target_secret_keeps_the_login_and_changes_only_where_the_database_is() -> None:
+    from vector_migration.kube.replica_target import moved_credentials
+
+    source = {
+        "host": "shop-rw.default", "port": "5432", "dbname": "app", "username": "app", "user": "app",
+        "password": "p:w\\d", "ca.crt": "-----BEGIN CERTIFICATE-----",
+        "uri": "postgresql://app:p%3Aw%5Cd@shop-rw.default:5432/app?sslmode=verify-full",
+        "jdbc-uri": "jdbc:postgresql://shop-rw.default:5432/app?password=p%3Aw%5Cd&user=app",
+        "pgpass": "shop-rw.default:5432:app:app:p\\:w\\\\d\n",
+    }  # fmt: skip
+
+    moved = moved_credentials(source, "shop-v2-rw.db", 5433, "app")
+
+    assert (moved["host"], moved["port"], moved["dbname"]) == ("shop-v2-rw.db", "5433", "app")
+    assert (moved["username"], moved["password"]) == ("app", "p:w\\d")
+    assert moved["uri"] == "postgresql://app:p%3Aw%5Cd@shop-v2-rw.db:5433/app?sslmode=verify-full"
+    assert moved["jdbc-uri"] == "jdbc:postgresql://shop-v2-rw.db:5433/app?password=p%3Aw%5Cd&user=app"
+    assert moved["pgpass"] == "shop-v2-rw.db:5433:app:app:p\\:w\\\\d\n"
+    assert "ca.crt" not in moved  # the other server's CA is its own

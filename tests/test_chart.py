@@ -227,7 +227,8 @@ def test_rbac_grants_exact_verbs_and_nothing_wild(values: dict[str, Any]) -> Non
         for field in ("apiGroups", "resources", "verbs"):
             assert "*" not in rule[field], rule
     secrets = [rule for rule in granted if "secrets" in rule["resources"]]
-    assert {verb for rule in secrets for verb in rule["verbs"]} == {"get"}  # read one by name, never list
+    # read one by name, never list or delete; create and patch publish Replicate's <name>-target
+    assert {verb for rule in secrets for verb in rule["verbs"]} == {"get", "create", "patch"}
     assert not allows(granted, "", "pods", "create")
     assert not allows(granted, "batch", "jobs", "delete")  # Jobs go with their owner, by the garbage collector
     assert not allows(granted, "rbac.authorization.k8s.io", "clusterroles", "bind")

@@ -229,3 +229,41 @@ def test_every_subcommand_explains_itself_with_examples_and_exit_codes(
 def test_completion_scripts_are_generated(shell: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["completion", shell]) == 0
     assert "vector-migration" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("spec", "arguments", "said"),
+    [
+        (
+            {"strategy": "Replicate"},
+            ["--target-database-url", "postgresql://su@other/postgres"],
+            "--target-database-url: the manifest has no spec.replicate.target",
+        ),
+        (
+            {"replicate": {"target": {"secretRef": {"name": "other"}}}},
+            ["--target-database-url", "postgresql://su@other/postgres"],
+            "replicate.target requires strategy: Replicate",
+        ),
+        (
+            {"strategy": "Replicate", "replicate": {"target": {"secretRef": {"name": "other"}}}},
+            [],
+            "spec.replicate.target: give the other server as --target-database-url",
+        ),
+        (
+            {"strategy": "Replicate", "replicate": {"target": {"secretRef": {"name": "o"}}, "dropOld": True}},
+            ["--target-database-url", "postgresql://su@other/postgres"],
+            "replicate.dropOld applies on the same server",
+        ),
+    ],
+    ids=["no-target", "not-replicate", "no-url", "drop-old"],
+)
+def test_another_server_is_asked_for_where_it_means_something(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], spec: dict[str, object], arguments: list[str], said: str
+) -> None:
+    manifest = {**MANIFEST, "spec": {**MANIFEST["spec"], **spec}}
+
+    code = main(["plan", "-f", str(write(tmp_path, manifest)), "--database-url", "postgresql://app@/db", *arguments])
+
+    assert code == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -112,3 +112,27 @@ def test_rebuild_column_types_outside_a_rebuild_are_rejected_by_the_api_server_a
     ]
     with pytest.raises(ValueError, match=r"not both"):
         stored(strategy="Rebuild", rebuild=half, **half)
+
+
+def replicate_rules_admit(replicate: dict[str, Any]) -> list[str]:
+    """The messages of spec.replicate's own CEL rules that reject it."""
+    schema = crd_document()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    environment = celpy.Environment()
+    rules = schema["properties"]["replicate"]["x-kubernetes-validations"]
+    return [
+        rule["message"]
+        for rule in rules
+        if not environment.program(environment.compile(rule["rule"])).evaluate({"self": celpy.json_to_cel(replicate)})
+    ]
+
+
+def test_drop_old_across_servers_is_rejected_by_the_api_server_and_by_the_models() -> None:
+    defaulted = stored(strategy="Replicate")["spec"]["replicate"]
+    target = {"target": {"secretRef": {"name": "other"}}}
+    assert replicate_rules_admit({**defaulted, "dropOld": True}) == []
+    assert replicate_rules_admit({**defaulted, **target}) == []
+    assert replicate_rules_admit({**defaulted, **target, "dropOld": True}) == [
+        "replicate.dropOld applies on the same server; with replicate.target, drop the old one yourself"
+    ]
+    with pytest.raises(ValueError, match=r"replicate\.dropOld applies on the same server"):
+        stored(strategy="Replicate", replicate={**target, "dropOld": True})

@@ -532,3 +532,25 @@ async def test_a_succeeded_migration_is_checked_for_drift_on_a_timer_and_the_dat
         await cluster.eventually(lambda: ("Warning", "Drifted") in _event_reasons(cluster))
         assert _event_reasons(cluster).count(("Warning", "Drifted")) == 1
         assert await snapshot(conn) == before  # the check never changes the database
+
+
+async def test_kept_old_tables_neither_delay_a_rollback_nor_outstay_keep_old_for(
+    postgres: EmbeddedPostgres, database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    # While keepOldFor runs the reconciliation ends (kopf would sleep through a retry, and through a
+    # person's annotation with it); the timer drops what was kept once it is due.
+    from tests.test_parallel import create_shop
+
+    await create_shop(conn)
+    kept = "SELECT to_regclass('public.docs_pgvector_old') IS NOT NULL"
+    async with running_cluster(tmp_path, postgres.bin_dir) as (cluster, _), running_operator(cluster, drift_timer=1.0):
+        await cluster.apply_secret("shop-app", secret_for(database))
+        await cluster.apply(migration(strategy="Parallel", backup={"enabled": False}, parallel={"keepOldFor": "4s"}))
+        done = await cluster.wait_for("shop", lambda r: phase(r) in ("Succeeded", "Failed"))
+        assert phase(done) == "Succeeded", done["status"]["message"]
+        assert await conn.fetchval(kept)
+
+        gone = await cluster.wait_for("shop", lambda r: "dropped" in r["status"]["message"], timeout=30)
+
+        assert not await conn.fetchval(kept)
+        assert phase(gone) == "Succeeded" and condition(gone, "Ready")["status"] == "True"

@@ -8,6 +8,7 @@ server exactly once; a rollback brings the application back with every write it 
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import itertools
 from collections.abc import Callable
@@ -224,3 +225,56 @@ async def test_every_blocker_of_the_other_server_is_named_at_once(
     assert f"database {shop.source.dbname} already exists" in message
     assert await connection_limit(shop.source) == -1
     assert (await slots_and_databases(shop.source, shop.source.dbname or ""))[0] == []
+
+
+def secret_of(cluster_secret: dict[str, Any] | None) -> dict[str, str]:
+    assert cluster_secret is not None
+    return {key: base64.b64decode(value).decode() for key, value in cluster_secret["data"].items()}
+
+
+async def test_the_operator_publishes_where_the_database_went_and_points_back_after_a_rollback(
+    logical_server: EmbeddedPostgres, shop: Shop, tmp_path: Path
+) -> None:
+    from tests.chart import assert_allowed_by_the_chart
+    from tests.cluster import phase, running_cluster, running_operator
+    from tests.test_operator import PASSWORD, secret_for
+    from tests.test_operator import migration as resource
+
+    source_secret = {**secret_for(shop.source), "port": str(shop.source.port)}
+    # CloudNativePG's keys that say where the database is, beside host, port and dbname (not read to connect)
+    source_secret["jdbc-uri"] = f"jdbc:postgresql://shop-rw.default:5432/{shop.source.dbname}?password={PASSWORD}"
+    source_secret["pgpass"] = f"shop-rw.default:5432:{shop.source.dbname}:postgres:{PASSWORD}\n"
+    async with (
+        running_cluster(tmp_path, logical_server.bin_dir) as (cluster, _),
+        running_operator(cluster),
+    ):
+        await cluster.apply_secret("shop-app", source_secret)
+        other = {"host": shop.other.host or "", "port": str(shop.other.port), "username": "postgres"}
+        await cluster.apply_secret("other", {**other, "password": PASSWORD, "dbname": "*"})
+        await cluster.apply(resource(**ACROSS))
+
+        done = await cluster.wait_for("shop", lambda r: phase(r) in ("Succeeded", "Failed", "RolledBack"), timeout=120)
+
+        # Assert: Succeeded, the schema copied by a Job that logs in to the other server, <name>-target published.
+        assert phase(done) == "Succeeded", done["status"]["message"]
+        replicate = done["status"]["replicate"]
+        assert replicate["switchedOver"] and replicate["endpoint"].endswith(f"/{shop.source.dbname}")
+        (schema_job,) = await cluster.list("batch/v1", "jobs")
+        volumes = {v["name"]: v for v in schema_job["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["target-password"]["secret"]["secretName"] == "other"
+        moved = secret_of(await cluster.request("GET", "/api/v1/namespaces/default/secrets/shop-target"))
+        assert (moved["host"], moved["port"]) == (shop.other.host, str(shop.other.port))
+        assert moved["password"] == PASSWORD and moved["username"] == "postgres"  # the application's login
+        at = f"{shop.other.host}:{shop.other.port}/{shop.source.dbname}"
+        assert moved["jdbc-uri"] == f"jdbc:postgresql://{at}?password={PASSWORD}"
+        assert moved["pgpass"] == f"{shop.other.host}:{shop.other.port}:{shop.source.dbname}:postgres:{PASSWORD}\n"
+
+        # Act: roll back; the Secret names the source again.
+        await cluster.annotate("shop", {"ruvector.dev/rollback": "true"})
+        rolled = await cluster.wait_for("shop", lambda r: phase(r) in ("RolledBack", "Failed"), timeout=120)
+
+        assert phase(rolled) == "RolledBack", rolled["status"]["message"]
+        back = secret_of(await cluster.request("GET", "/api/v1/namespaces/default/secrets/shop-target"))
+        assert back == source_secret
+        assert_allowed_by_the_chart(cluster.operator_requests())
+    assert await connection_limit(shop.source) == -1

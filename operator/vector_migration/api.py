@@ -415,6 +415,8 @@ REBUILD_NEEDS_BACKUP = "strategy Rebuild requires backup.enabled: true (a verifi
 # Only Rebuild re-creates the tables; InPlace and Parallel keep each column's kind of type.
 COLUMN_TYPES_NEED_REBUILD = "rebuild.columnTypes requires strategy: Rebuild (columnTypes serves every strategy)"
 COLUMN_TYPES_TWICE = "give columnTypes or rebuild.columnTypes (its older spelling), not both"
+# Only Replicate makes a new database, and so only it can make one on another server.
+TARGET_SERVER_NEEDS_REPLICATE = "replicate.target requires strategy: Replicate"
 
 
 class VectorMigrationSpec(ApiModel):
@@ -439,6 +441,11 @@ class VectorMigrationSpec(ApiModel):
                     " || !has(self.rebuild.columnTypes) || size(self.rebuild.columnTypes) == 0",
                     "message": COLUMN_TYPES_TWICE,
                     "fieldPath": ".columnTypes",
+                },
+                {
+                    "rule": "self.strategy == 'Replicate' || !has(self.replicate) || !has(self.replicate.target)",
+                    "message": TARGET_SERVER_NEEDS_REPLICATE,
+                    "fieldPath": ".replicate.target",
                 },
             ]
         }
@@ -477,6 +484,8 @@ class VectorMigrationSpec(ApiModel):
             raise ValueError(COLUMN_TYPES_NEED_REBUILD)
         if self.rebuild.column_types and self.column_types:
             raise ValueError(COLUMN_TYPES_TWICE)
+        if self.replicate.target is not None and self.strategy is not Strategy.REPLICATE:
+            raise ValueError(TARGET_SERVER_NEEDS_REPLICATE)
         each_column_once(self.column_types)
         return self
 

@@ -84,10 +84,11 @@ Each line names the code that needs it.
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["get", "create", "delete"]
-# database credentials from spec.database.secretRef: read, never listed
+# database credentials from spec.database.secretRef: read, never listed; Replicate to another
+# server publishes <name>-target (create), and changes only a Secret labelled as its own (patch)
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get"]
+  verbs: ["get", "create", "patch"]
 {{- end -}}
 
 {{/* The operator's defaults for its Jobs, as JSON (vector_migration.api.JobDefaults). */}}

@@ -15,7 +15,6 @@ import os
 import socket
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +24,17 @@ from rich.console import Console
 from rich.markup import escape
 
 from .. import __version__
-from ..api import SpecError, VectorMigration, VectorMigrationStatus, describe_validation_error, load_manifest
+from ..api import VectorMigrationStatus, describe_validation_error
 from ..database.backup import LocalBackup
-from ..database.sql import ConnectionError_, ConnectionParams, DatabaseUnavailable, parse_database_url
+from ..database.sql import ConnectionParams, DatabaseUnavailable
 from ..engine.context import Decisions, Migration, RunInputs
 from ..engine.runner import run
 from ..phases.drift import check_once
 from ..report import render_report
-from ..vocabulary import Phase, Reason, Strategy
+from ..vocabulary import Phase, Reason
 from .help import completion_script, enable_completion, subcommand
+from .logins import ADMIN_DATABASE_URL_ENV, DATABASE_URL_ENV, TARGET_DATABASE_URL_ENV, load
 from .output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, RichReporter, finish, print_plan, print_summary
-
-DATABASE_URL_ENV = "DATABASE_URL"
-ADMIN_DATABASE_URL_ENV = "ADMIN_DATABASE_URL"
-TARGET_DATABASE_URL_ENV = "TARGET_DATABASE_URL"
 
 EXIT_CODES = """exit codes:
   0  done (a plan or dry run that passed, a migration that succeeded)
@@ -244,59 +240,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-@dataclass(frozen=True)
-class Loaded:
-    """The manifest and the logins the command line was given."""
-
-    resource: VectorMigration
-    params: ConnectionParams
-    admin: ConnectionParams | None  # the same server's admin login
-    target_server: ConnectionParams | None  # replicate.target's server (--target-database-url)
-
-
-def _load(args: argparse.Namespace, console: Console) -> Loaded | None:
-    """The manifest, the database's parameters, the admin login's and the target server's, or None after an error."""
-    try:
-        resource = load_manifest(args.file)
-    except SpecError as error:
-        console.print(f"[red]error:[/] {escape(str(error))}")
-        return None
-    url = args.database_url or os.environ.get(DATABASE_URL_ENV)
-    if not url:
-        console.print(f"[red]error:[/] give --database-url or set {DATABASE_URL_ENV}")
-        return None
-    admin_url = args.admin_database_url or os.environ.get(ADMIN_DATABASE_URL_ENV)
-    target_url = args.target_database_url or os.environ.get(TARGET_DATABASE_URL_ENV)
-    spec = resource.spec
-    if target_url and spec.strategy is not Strategy.REPLICATE:
-        console.print(
-            "[red]error:[/] --target-database-url: only strategy Replicate makes a database on another server"
-        )
-        return None
-    if spec.strategy is Strategy.REPLICATE and spec.replicate.target is not None and not target_url:
-        console.print(
-            f"[red]error:[/] spec.replicate.target: give the other server as --target-database-url "
-            f"or {TARGET_DATABASE_URL_ENV}"
-        )
-        return None
-    try:
-        params = parse_database_url(url, spec.database.ssl_mode)
-        admin = parse_database_url(admin_url, spec.database.ssl_mode) if admin_url else None
-        target_server = parse_database_url(target_url, spec.database.ssl_mode) if target_url else None
-    except ConnectionError_ as error:
-        console.print(f"[red]error:[/] {escape(str(error))}")
-        return None
-    if admin is not None:
-        if not admin.user or not params.user:
-            console.print("[red]error:[/] --admin-database-url and --database-url must both name their user")
-            return None
-        admin = params.with_login(admin.user, admin.password)
-    return Loaded(resource, params, admin, target_server)
-
-
 def _plan(args: argparse.Namespace) -> int:
     console = Console(stderr=True, soft_wrap=True)
-    loaded = _load(args, console)
+    loaded = load(args, console)
     if loaded is None:
         return EXIT_USAGE
     resource, params, admin = loaded.resource, loaded.params, loaded.admin
@@ -327,11 +273,12 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     console = Console(stderr=True, soft_wrap=True)
-    loaded = _load(args, console)
+    loaded = load(args, console)
     if loaded is None:
         return EXIT_USAGE
     resource, params = loaded.resource, loaded.params  # a check reads; it needs no admin
-    migration = Migration(RunInputs(resource.metadata.name, resource.spec, params))
+    inputs = RunInputs(resource.metadata.name, resource.spec, params, target_server=loaded.target_server)
+    migration = Migration(inputs)
     try:
         found = asyncio.run(check_once(migration))
     except DatabaseUnavailable as error:
@@ -394,7 +341,7 @@ def _drive(
 ) -> int:
     """Run the engine on the manifest's migration until it ends or waits for a person."""
     console = Console(stderr=True, soft_wrap=True)
-    loaded = _load(args, console)
+    loaded = load(args, console)
     if loaded is None:
         return EXIT_USAGE
     resource, params, admin = loaded.resource, loaded.params, loaded.admin
@@ -431,7 +378,7 @@ def print_status_as(status: VectorMigrationStatus, form: str) -> None:
 
 def _status(args: argparse.Namespace) -> int:
     console = Console(stderr=True, soft_wrap=True)
-    loaded = _load(args, console)
+    loaded = load(args, console)
     if loaded is None:
         return EXIT_USAGE
     resource, params = loaded.resource, loaded.params

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from ..api import VectorMigrationSpec, VectorMigrationStatus
 from ..database.catalog import Blocker, SourceInventory
+from ..database.sql import ConnectionParams
 from ..database.surface import TargetSurface
 from ..vocabulary import Phase, Strategy
 from .context import Migration, PhaseFunction
@@ -86,6 +87,9 @@ class MigrationStrategy(Protocol):
     async def recover_connection(self, m: Migration) -> bool:
         """The database refuses connections: undo what of this strategy's closed it; whether it did."""
 
+    def migrated_database(self, m: Migration, recorded: Journal) -> ConnectionParams | None:
+        """Where a succeeded migration left the migrated tables, when not in the control session's database."""
+
 
 class ConvertingStrategy:
     """What InPlace and Rebuild share: one transaction converts the tables, nothing is left behind."""
@@ -144,6 +148,10 @@ class ConvertingStrategy:
     async def recover_connection(self, m: Migration) -> bool:
         """Nothing of this strategy closes a database."""
         return False
+
+    def migrated_database(self, m: Migration, recorded: Journal) -> ConnectionParams | None:
+        """The tables are converted where they are."""
+        return None
 
 
 _REGISTRY: dict[Strategy, MigrationStrategy] = {}

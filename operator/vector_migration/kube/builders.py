@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from ..api import JobDefaults, JobPlacement, VectorMigration, VectorMigrationStatus
@@ -23,6 +24,7 @@ LABEL_COMPONENT = "app.kubernetes.io/component"
 # Paths inside the backup container; the script reads them from the environment, never from argv.
 PASSWORD_DIR = "/var/run/secrets/database"  # noqa: S105 - a mount path, not a password
 CA_DIR = "/var/run/secrets/database-ca"  # the database server's CA, when one is given
+TARGET_PASSWORD_DIR = "/var/run/secrets/target-database"  # noqa: S105 - Replicate's other server's login
 BACKUP_DIR = "/backup"
 SCRATCH_DIR = "/tmp"  # noqa: S108 - an emptyDir, because the root filesystem is read-only
 
@@ -74,6 +76,10 @@ printf '{"restored":"%s","sha256":"%s"}' "$archive" "$sum" > "$TERMINATION_LOG"
 SCHEMA_SCRIPT = (
     _WRITE_PGPASS
     + r"""pg_dump --schema-only --no-subscriptions --format=custom --no-password --file="$SCRATCH_DIR/schema.dump"
+if [ -n "${TARGET_PASSWORD_DIR:-}" ]; then  # another server (replicate.target): its own login
+  PGPASSFILE="$SCRATCH_DIR/target-pgpass"
+  { printf '*:*:*:*:'; sed -e 's/\\/\\\\/g' -e 's/:/\\:/g' "$TARGET_PASSWORD_DIR/password"; echo; } > "$PGPASSFILE"
+fi
 pg_restore --single-transaction --exit-on-error --no-password --dbname="$TARGET_CONNINFO" "$SCRATCH_DIR/schema.dump"
 printf '{"copied":"%s"}' "$TARGET_DATABASE" > "$TERMINATION_LOG"
 """
@@ -206,8 +212,15 @@ def build_schema_job(
     target_database: str,
     server_major: int,
     plan_hash: str,
+    target: TargetServer | None = None,
 ) -> dict[str, Any]:
-    """The Job that copies the source's schema into Replicate's new database (no archive volume)."""
+    """The Job that copies the source's schema into Replicate's new database (no archive volume).
+
+    With ``target`` (replicate.target) the restore logs in to the other server with its Secret's
+    password, mounted like the source's.
+    """
+    where = {} if target is None else {"host": target.host, "port": target.port, "user": target.user}
+    conninfo = " ".join(f"{key}={conninfo_value(value)}" for key, value in where.items() if value)
     return _database_job(
         resource,
         component="schema",
@@ -220,11 +233,22 @@ def build_schema_job(
         env={
             **connection,
             "TARGET_DATABASE": target_database,
-            "TARGET_CONNINFO": f"dbname={conninfo_value(target_database)}",
+            "TARGET_CONNINFO": f"{conninfo} dbname={conninfo_value(target_database)}".strip(),
         },
         secret_name=secret_name,
         archive_read_only=None,
+        target_secret_name=target.secret_name if target is not None else None,
     )
+
+
+@dataclass(frozen=True)
+class TargetServer:
+    """Replicate's other server as a Job reaches it: its address, login, and the Secret with the password."""
+
+    secret_name: str
+    host: str
+    port: str
+    user: str
 
 
 def _image(resource: VectorMigration, defaults: JobDefaults, server_major: int) -> str:
@@ -261,6 +285,7 @@ def _database_job(
     env: dict[str, str],
     secret_name: str,
     archive_read_only: bool | None,
+    target_secret_name: str | None = None,
 ) -> dict[str, Any]:
     """A Job that runs one PostgreSQL client script against the database, restricted and once.
 
@@ -277,6 +302,7 @@ def _database_job(
     variables = [{"name": key, "value": value} for key, value in sorted(env.items()) if value]
     variables += [
         {"name": "PASSWORD_DIR", "value": PASSWORD_DIR},
+        *([{"name": "TARGET_PASSWORD_DIR", "value": TARGET_PASSWORD_DIR}] if target_secret_name else []),
         {"name": "BACKUP_DIR", "value": BACKUP_DIR},
         {"name": "SCRATCH_DIR", "value": SCRATCH_DIR},
         {"name": "TERMINATION_LOG", "value": "/dev/termination-log"},
@@ -320,6 +346,7 @@ def _database_job(
                                 *archive_mounts,
                                 {"name": "scratch", "mountPath": SCRATCH_DIR},
                                 {"name": "database-password", "mountPath": PASSWORD_DIR, "readOnly": True},
+                                *_target_mounts(target_secret_name),
                                 *_ca_mounts(ca),
                             ],
                         }
@@ -335,12 +362,26 @@ def _database_job(
                                 "defaultMode": 0o400,
                             },
                         },
+                        *_target_volumes(target_secret_name),
                         *_ca_volumes(ca),
                     ],
                 },
             },
         },
     }
+
+
+def _target_mounts(secret_name: str | None) -> list[dict[str, Any]]:
+    return (
+        [] if secret_name is None else [{"name": "target-password", "mountPath": TARGET_PASSWORD_DIR, "readOnly": True}]
+    )
+
+
+def _target_volumes(secret_name: str | None) -> list[dict[str, Any]]:
+    if secret_name is None:
+        return []
+    items = [{"key": "password", "path": "password"}]
+    return [{"name": "target-password", "secret": {"secretName": secret_name, "items": items, "defaultMode": 0o400}}]
 
 
 def _ca_mounts(ca: tuple[str, str] | None) -> list[dict[str, Any]]:

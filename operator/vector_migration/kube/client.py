@@ -273,6 +273,32 @@ class KubeClient:
             return None
         return {key: base64.b64decode(value).decode() for key, value in (secret.get("data") or {}).items()}
 
+    async def apply_secret(self, secret: dict[str, Any], owner_label: tuple[str, str]) -> None:
+        """Create a Secret, or bring its data up to date when it carries ``owner_label`` (ours).
+
+        A Secret of that name that someone else made is never changed: a KubeError says so.
+        """
+        namespace, name = secret["metadata"]["namespace"] or "default", secret["metadata"]["name"]
+        existing = await self._create(
+            f"secret {namespace}/{name}",
+            self.core.create_namespaced_secret,
+            lambda: self._call(f"get secret {namespace}/{name}", self.core.read_namespaced_secret, name, namespace),
+            namespace,
+            secret,
+        )
+        key, value = owner_label
+        if (existing.get("metadata", {}).get("labels") or {}).get(key) != value:
+            raise KubeError(409, f"secret {namespace}/{name} exists and is not this migration's; it was left unchanged")
+        if (existing.get("data") or {}) != secret["data"]:
+            await self._call(
+                f"patch secret {namespace}/{name}",
+                self.core.patch_namespaced_secret,
+                name,
+                namespace,
+                {"data": secret["data"]},
+                _content_type=MERGE_PATCH,
+            )
+
     # Jobs and their pods
     async def read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         """A Job; None when it does not exist."""

@@ -33,7 +33,7 @@ from ..vocabulary import (
 )
 from .client import KubeClient, KubeError, load_configuration, login_of
 from .metrics import OperatorMetrics
-from .reconciler import OperatorState, check_for_drift, next_step, write_status
+from .reconciler import OperatorState, check_for_drift, clean_up_when_due, next_step, write_status
 from .reconciler import reconcile as reconcile_migration
 from .reconciler import release as release_migration
 
@@ -172,6 +172,12 @@ def build_registry(
 
     @kopf.timer(*RESOURCE, interval=drift_timer, initial_delay=drift_timer, registry=registry)
     async def drift(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        # What a succeeded migration kept until keepOldFor goes once it is due.
+        cleaned = await clean_up_when_due(state, body)
+        if cleaned is not None:
+            for key, value in cleaned.items():
+                patch.status[key] = value
+            return
         # Each resource's own spec.driftCheck.interval decides when its database is read again.
         found = await check_for_drift(state, body)
         if found is None:

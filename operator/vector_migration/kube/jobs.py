@@ -17,7 +17,7 @@ from ..database.backup import (
     SchemaCopyRequest,
 )
 from ..database.sql import ConnectionParams
-from .builders import build_backup_job, build_restore_job, build_schema_job, labels, object_name
+from .builders import TargetServer, build_backup_job, build_restore_job, build_schema_job, labels, object_name
 from .client import KubeClient, KubeError
 
 MIN_CLAIM_BYTES = 1 << 30
@@ -34,6 +34,8 @@ class JobBackup:
     ca: tuple[str, str] | None = None  # (Secret, key) of the database server's CA, mounted for libpq
     # spec.database.adminSecretRef: the restore re-creates extensions, which the application may not
     admin_secret_name: str | None = None
+    # spec.replicate.target.secretRef: the other server's login, for Replicate's schema copy
+    target_secret_name: str | None = None
 
     async def backup(self, params: ConnectionParams, request: BackupRequest) -> BackupResult:
         """Start the Job, or read how it ended."""
@@ -75,8 +77,12 @@ class JobBackup:
         self, params: ConnectionParams, request: SchemaCopyRequest, target: ConnectionParams | None = None
     ) -> None:
         """Start the schema Job (once per plan), or read how it ended; as the admin login when there is one."""
+        elsewhere: TargetServer | None = None
         if target is not None and (target.host, target.port) != (params.host, params.port):
-            raise BackupError("a schema copy to another server runs from the command line only, for now")
+            if self.target_secret_name is None or target.password is None:
+                raise BackupError("replicate.target: its Secret's 'password' is needed for the schema copy")
+            port = str(target.port) if target.port else ""
+            elsewhere = TargetServer(self.target_secret_name, target.host or "", port, target.user or "")
         job = build_schema_job(
             self.resource,
             defaults=self.defaults,
@@ -86,6 +92,7 @@ class JobBackup:
             target_database=request.target_database,
             server_major=request.server_major,
             plan_hash=request.plan_hash,
+            target=elsewhere,
         )
         await self._run_job("schema", job, None)
 

@@ -41,6 +41,7 @@ from ..vocabulary import (
 from .builders import build_cutover_configmap, build_plan_configmap, object_name
 from .client import KubeClient, KubeError
 from .jobs import JobBackup
+from .replica_target import publish_target_secret, target_server_login
 
 
 @dataclass
@@ -184,6 +185,8 @@ async def reconcile(state: OperatorState, body: Mapping[str, Any], on_progress: 
         if run.status.cutover is not None:
             # Routing first: whoever reads a status that says "paused at 50%" finds the ConfigMap at 50%.
             await client.apply_configmap(build_cutover_configmap(resource, run.status))
+        if run.inputs.target_server is not None:  # where the database is, before the status says so
+            await publish_target_secret(client, resource, run.status, run.inputs.target_server)
         await on_progress(before, run.status, outcome)
 
     outcome = await drive(run, stop=deleted, observe=moved)
@@ -203,7 +206,11 @@ async def reconcile(state: OperatorState, body: Mapping[str, Any], on_progress: 
 
 
 async def _old_tables(state: OperatorState, run: Migration) -> Outcome | None:
-    """A succeeded migration may keep something until it is due (Parallel's old tables): come back then."""
+    """A succeeded migration may keep something until it is due (Parallel's old tables, Replicate's old database).
+
+    Until then the reconciliation ends (a Hold, not a retry kopf would sleep through): a person's
+    rollback annotation is acted on at once, and the timer (clean_up_when_due) removes it when due.
+    """
     if run.status.phase is not Phase.SUCCEEDED:
         return None
     strategy = strategy_of(run.spec)
@@ -211,7 +218,7 @@ async def _old_tables(state: OperatorState, run: Migration) -> Outcome | None:
     if remaining is None:
         return None
     if remaining > 0:
-        return Wait(Reason.OLD_TABLES_KEPT, strategy.kept_for(remaining), delay=min(remaining, 3600.0))
+        return Hold(Reason.OLD_TABLES_KEPT, strategy.kept_for(remaining))
     opened = await open_session(run) if run.conn is None else None
     if opened is not None:
         return opened
@@ -288,31 +295,69 @@ async def _prepare(
     except ConnectionError_ as error:
         return Fail(Reason.SECRET_UNAVAILABLE, f"secret {namespace}/{secret_ref.name}: {error}")
     admin_ref = resource.spec.database.admin_secret_ref
-    admin: ConnectionParams | None = None
-    if admin_ref is not None:
-        admin_credentials = await _secret(state.client, namespace, admin_ref.name)
-        if isinstance(admin_credentials, Fail):
-            return admin_credentials
-        user = admin_credentials.get("username") or admin_credentials.get("user")
-        if not user or "password" not in admin_credentials:
-            return Fail(
-                Reason.SECRET_UNAVAILABLE,
-                f"secret {namespace}/{admin_ref.name} needs 'username' and 'password' (spec.database.adminSecretRef)",
-            )
-        admin = params.with_login(user, admin_credentials["password"])
+    admin = await _admin_login(state.client, namespace, admin_ref.name, params) if admin_ref is not None else None
+    if isinstance(admin, Fail):
+        return admin
+    target = await target_server_login(state.client, resource, namespace, ca_pem, _secret)
+    if isinstance(target, Fail):
+        return target
+    target_ref = resource.spec.replicate.target
     inputs = RunInputs(
         f"{namespace}/{name}",
         resource.spec,
         params,
         backup=JobBackup(
-            state.client, resource, secret_ref.name, state.job_defaults, ca, admin_ref.name if admin_ref else None
+            state.client,
+            resource,
+            secret_ref.name,
+            state.job_defaults,
+            ca,
+            admin_ref.name if admin_ref else None,
+            target_ref.secret_ref.name if target is not None and target_ref is not None else None,
         ),
         generation=generation,
         admin_params=admin,
+        target_server=target,
     )
     if state.scratch is not None:
         inputs = dataclasses.replace(inputs, scratch=state.scratch)
     return Migration(inputs, status=status)
+
+
+async def clean_up_when_due(state: OperatorState, body: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A succeeded migration's leftovers, removed once due (the timer's): the status to write, or None."""
+    meta = body.get("metadata") or {}
+    status = _status_of(body)
+    if status.phase is not Phase.SUCCEEDED or state.client is None:
+        return None
+    try:
+        resource = _resource_of(body)
+    except ValidationError:
+        return None
+    remaining = strategy_of(resource.spec).cleanup_due_in(status)
+    if remaining is None or remaining > 0 or str(meta.get("uid")) in state.runs:
+        return None  # nothing due, or a reconciliation holds the migration now
+    namespace, name = str(meta.get("namespace")), str(meta.get("name"))
+    run = await _prepare(state, resource, status, namespace, name, meta.get("generation"))
+    if isinstance(run, Fail) or await _old_tables(state, run) is not None:
+        return None  # the next tick tries again
+    return _dump(run.status)
+
+
+async def _admin_login(
+    client: KubeClient, namespace: str, name: str, params: ConnectionParams
+) -> ConnectionParams | Fail:
+    """spec.database.adminSecretRef's login, to the same server as ``params``."""
+    credentials = await _secret(client, namespace, name)
+    if isinstance(credentials, Fail):
+        return credentials
+    user = credentials.get("username") or credentials.get("user")
+    if not user or "password" not in credentials:
+        return Fail(
+            Reason.SECRET_UNAVAILABLE,
+            f"secret {namespace}/{name} needs 'username' and 'password' (spec.database.adminSecretRef)",
+        )
+    return params.with_login(user, credentials["password"])
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ migration check`` and the operator's periodic check all read the catalog through
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ..database.catalog import read_extension
@@ -54,7 +55,15 @@ async def check_drift(m: Migration) -> DriftCheck:
     if recorded.verified is None:
         return DriftCheck(migrated=False)
     m.status = recorded.verified.status
-    return DriftCheck(True, tuple(await drift_from(m, recorded.first_change)))
+    elsewhere = strategy_of(m.spec).migrated_database(m, recorded)
+    if elsewhere is None:
+        return DriftCheck(True, tuple(await drift_from(m, recorded.first_change)))
+    there = dataclasses.replace(m, conn=await connect(elsewhere))  # Replicate's new database on another server
+    try:
+        await set_timeouts(there.session, m.spec.lock_timeout, m.spec.statement_timeout, local=False)
+        return DriftCheck(True, tuple(await drift_from(there, recorded.first_change)))
+    finally:
+        await close_session(there)
 
 
 async def drift_from(m: Migration, record: records.SwapRecord | None) -> list[str]:

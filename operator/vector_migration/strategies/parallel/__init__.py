@@ -29,6 +29,7 @@ from pathlib import Path
 
 from ...api import VectorMigrationStatus
 from ...database.catalog import Blocker, SourceInventory
+from ...database.sql import ConnectionParams
 from ...database.surface import TargetSurface
 from ...engine import records
 from ...engine.context import Migration, PhaseFunction
@@ -134,3 +135,7 @@ class Parallel:
     async def recover_connection(self, m: Migration) -> bool:
         """Nothing of this strategy closes a database."""
         return False
+
+    def migrated_database(self, m: Migration, recorded: Journal) -> ConnectionParams | None:
+        """The new tables took the old ones' names in the same database."""
+        return None

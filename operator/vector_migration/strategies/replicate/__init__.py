@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ...api import VectorMigrationStatus
 from ...database.catalog import Blocker, SourceInventory
+from ...database.sql import ConnectionParams
 from ...database.surface import TargetSurface
 from ...engine.context import Migration, PhaseFunction
 from ...engine.conversion import build_plan
@@ -134,6 +135,13 @@ class Replicate:
     def kept_for(self, remaining: float) -> str:
         """The old database, kept following the new one until keepOldFor has passed."""
         return f"the old database follows the new one for {remaining:.0f}s more (replicate.keepOldFor)"
+
+    def migrated_database(self, m: Migration, recorded: Journal) -> ConnectionParams | None:
+        """Across servers, once switched over: the new database there (the control session stays on the old one)."""
+        replica = recorded.replica
+        if replica is None or replica.endpoint is None or recorded.switched is None:
+            return None
+        return target_login(m).with_database(replica.target_database)
 
     async def recover_connection(self, m: Migration) -> bool:
         """The application's database closed by a switchover that was cut off: open it again (True when it did).

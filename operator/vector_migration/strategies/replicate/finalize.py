@@ -11,9 +11,9 @@ from ...phases.verify import record_success
 from ...status import seconds_since, set_condition
 from ...vocabulary import ConditionType, Phase, Reason
 from .names import ReplicaNames
-from .plan import conninfo, subscription
+from .plan import connection_limit, conninfo, subscription
 from .prepare import Recorded, recorded_or_start_over, recorded_replica
-from .sessions import admin_execute, login, names_of, on_database
+from .sessions import admin_execute, login, maintenance, names_of, on_database
 from .switchover import Interrupted, Turn, on_copy, turn
 from .teardown import drop_database, stop_reverse_replication, subscribed, tear_down_replica
 
@@ -55,7 +55,12 @@ async def _after_switchover(m: Migration, names: ReplicaNames, recorded: Journal
     switched = recorded.switched
     if switched is None:
         return Fail(Reason.JOURNAL_UNREADABLE, f"{names.source} is the new database but its journal has no switchover")
-    if not names.across_servers:  # across servers the turn subscribed the old database itself
+    if names.across_servers:
+        # The turn subscribed the old database itself; a run cut off before its fence fences it now.
+        async with maintenance(m) as admin:
+            if await admin.fetchval("SELECT datconnlimit FROM pg_catalog.pg_database WHERE datname = $1", names.old):
+                await admin.execute(connection_limit(names.old, 0))
+    else:
         async with on_database(m, names.old) as old:
             if not await subscribed(old.session, names.back):
                 connection = conninfo(login(m), names.source, with_password=True)

@@ -166,6 +166,7 @@ async def turn(m: Migration, turn: Turn, replica: ReplicaRecord) -> Outcome | No
     record_timing(m.status, "writeBlockedSeconds", window)
     if m.status.replicate is not None:
         m.status.replicate.switchover_seconds = window
+        m.status.replicate.switched_over = turn.forwards  # where the application goes (<name>-target)
     return None
 
 
@@ -258,15 +259,14 @@ async def _end_sessions(admin: asyncpg.Connection, database: str, *, keep: list[
 
 
 async def _caught_up(live: Migration, channel: str, timeout: float, *, within: int, blocked: bool) -> Outcome | None:
-    """Wait until the standby has flushed all but ``within`` bytes of the WAL written so far; a Wait after ``timeout``.
+    """Wait until the standby has flushed all but ``within`` bytes of the live server's WAL; a Wait after ``timeout``.
 
     A slot no walsender streams from (its subscriber reconnecting) counts as behind.
     """
-    m = live
-    target = await m.session.fetchval("SELECT pg_catalog.pg_current_wal_lsn()")
+    target = await live.session.fetchval("SELECT pg_catalog.pg_current_wal_lsn()")
     started = time.monotonic()
     while True:
-        row = await m.session.fetchrow(
+        row = await live.session.fetchrow(
             "SELECT pg_catalog.pg_wal_lsn_diff($2::pg_catalog.pg_lsn, confirmed_flush_lsn)::bigint AS behind, active "
             "FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
             channel,
@@ -280,11 +280,11 @@ async def _caught_up(live: Migration, channel: str, timeout: float, *, within: i
             return Wait(
                 Reason.REPLICATION_LAGGING,
                 f"the new database was still {behind} bytes behind after switchoverTimeout "
-                f"({m.spec.replicate.switchover_timeout}) {state}; the switchover will be tried again",
+                f"({live.spec.replicate.switchover_timeout}) {state}; the switchover will be tried again",
                 delay=30.0,
             )
         if not blocked:
-            target = await m.session.fetchval("SELECT pg_catalog.pg_current_wal_lsn()")  # writes go on
+            target = await live.session.fetchval("SELECT pg_catalog.pg_current_wal_lsn()")  # writes go on
         await asyncio.sleep(0.02)
 
 
