@@ -140,9 +140,20 @@ async def parallel_run(server: EmbeddedPostgres, rows: int, work: Path) -> dict[
     return await engine_run(server, "Concurrent", work, strategy="Parallel", params=params)
 
 
-async def replicate_run(server: EmbeddedPostgres, rows: int, work: Path) -> dict[str, Any]:
-    """A Replicate migration of the first ``rows`` rows: its switchover window and its copy's pace."""
+async def replicate_run(
+    server: EmbeddedPostgres, rows: int, work: Path, other: EmbeddedPostgres | None = None
+) -> dict[str, Any]:
+    """A Replicate migration of the first ``rows`` rows: its switchover window and its copy's pace.
+
+    With ``other``, the new database is made on that server (an earlier run's copy there dropped first).
+    """
     params = await fresh_copy(server, f"bench_replicate_{rows}")
+    if other is not None:
+        admin = await connect(other.params())
+        try:
+            await admin.execute(f"DROP DATABASE IF EXISTS bench_replicate_{rows} WITH (FORCE)")
+        finally:
+            await admin.close()
     conn = await connect(params)
     try:
         await conn.execute("DROP INDEX items_l2")
@@ -152,7 +163,8 @@ async def replicate_run(server: EmbeddedPostgres, rows: int, work: Path) -> dict
         await conn.execute(f"CREATE INDEX items_l2 ON items USING hnsw (embedding vector_l2_ops) {HNSW}")
     finally:
         await conn.close()
-    measured = await engine_run(server, "Atomic", work, strategy="Replicate", params=params)
+    target = other.params() if other is not None else None
+    measured = await engine_run(server, "Atomic", work, strategy="Replicate", params=params, target_server=target)
     copy_s = measured["timings"].get("backfillSeconds", 0.0)
     return {**measured, "copy_s": copy_s, "copy_rows_per_s": rows / copy_s if copy_s else None}
 
@@ -173,9 +185,16 @@ async def engine_run(
     work: Path,
     strategy: str = "InPlace",
     params: ConnectionParams | None = None,
+    target_server: ConnectionParams | None = None,
 ) -> dict[str, Any]:
-    """The engine's migration on a fresh copy (backup measured separately: the floor has none)."""
+    """The engine's migration on a fresh copy (backup measured separately: the floor has none).
+
+    With ``target_server``, Replicate makes its new database on that server (replicate.target).
+    """
     params = params or await fresh_copy(server, f"bench_{mode.lower()}")
+    replicate: dict[str, Any] = {"keepOldFor": "0s", "dropOld": True}
+    if target_server is not None:
+        replicate = {"keepOldFor": "0s", "target": {"secretRef": {"name": "bench"}}}
     resource = parse_manifest(
         {
             "apiVersion": "ruvector.dev/v1alpha1",
@@ -184,7 +203,7 @@ async def engine_run(
             "spec": {
                 "strategy": strategy,
                 "parallel": {"keepOldFor": "0s", "batchSize": 10_000},
-                "replicate": {"keepOldFor": "0s", "dropOld": True},
+                "replicate": replicate,
                 "target": {"extension": TARGET},
                 "reindex": {"mode": mode},
                 "backup": {"enabled": False},
@@ -193,7 +212,13 @@ async def engine_run(
         }
     )
     migration = Migration(
-        RunInputs(resource.metadata.name, resource.spec, params, backup=LocalBackup(work / "backups"))
+        RunInputs(
+            resource.metadata.name,
+            resource.spec,
+            params,
+            backup=LocalBackup(work / "backups"),
+            target_server=target_server,
+        )
     )
     started = time.perf_counter()
     status = await run(migration)
@@ -336,23 +361,31 @@ def median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
     return {**ordered[len(ordered) // 2], "all_" + key: [round(float(run[key]), 3) for run in runs]}
 
 
-async def replicate_only(rows: int, dims: int, work: Path) -> dict[str, Any]:
-    """`--only replicate`: the raw conversion floor and Replicate at a tenth of the rows and at all of them."""
+async def replicate_only(rows: int, dims: int, work: Path, across: bool = False) -> dict[str, Any]:
+    """`--only replicate`: the raw conversion floor and Replicate at a tenth of the rows and at all of them.
+
+    ``across`` (`--only replicate-across`): the new database on a second server of this machine.
+    """
     work.mkdir(parents=True, exist_ok=True)
     server = EmbeddedPostgres(work / "pgdata")
+    other = EmbeddedPostgres(work / "pgdata-other") if across else None
     try:
         print(f"seeding {rows:,} x {dims} ...", flush=True)
         await seed(server, rows, dims)
         floor = await raw_floor(server, dims)
         await make_logical(server)
+        if other is not None:
+            await make_logical(other)
         replicate = {}
         for size in sorted({max(rows // 10, 1), rows}):
-            print(f"  replicate {size:,} rows ...", flush=True)
-            replicate[str(size)] = await replicate_run(server, size, work)
+            print(f"  replicate {size:,} rows{' to the other server' if across else ''} ...", flush=True)
+            replicate[str(size)] = await replicate_run(server, size, work, other)
     finally:
         server.stop()
+        if other is not None:
+            other.stop()
     return {"date": datetime.date.today().isoformat(), "rows": rows, "dims": dims, "machine": machine(),
-            "floor": floor, "replicate": replicate}  # fmt: skip
+            "floor": floor, "replicate": replicate, "across_servers": across}  # fmt: skip
 
 
 async def text_route(rows: int, work: Path, repeats: int) -> dict[str, Any]:
@@ -405,7 +438,8 @@ def report_replicate(result: dict[str, Any]) -> None:
     print(f"  raw ALTER ... TYPE floor: {floor['conversion_s']:.1f}s for {result['rows']:,} rows "
           f"({result['rows'] / floor['conversion_s']:,.0f} rows/s)")  # fmt: skip
     for size, measured in result["replicate"].items():
-        print(f"  replicate at {int(size):,} rows: {measured['wall_s']:.1f}s; writes blocked "
+        where = " to another server" if result.get("across_servers") else ""
+        print(f"  replicate{where} at {int(size):,} rows: {measured['wall_s']:.1f}s; writes blocked "
               f"{measured['lock_window_s']:.3f}s at the switchover; initial copy {measured['copy_s']:.1f}s "
               f"({measured['copy_rows_per_s'] or 0:,.0f} rows/s); recall@10 {_recall(measured)}")  # fmt: skip
 
@@ -504,7 +538,10 @@ if __name__ == "__main__":
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each migration; the median is reported")
     parser.add_argument(
-        "--only", choices=["all", "replicate", "text-route"], default="all", help="one case alone (see its function)"
+        "--only",
+        choices=["all", "replicate", "replicate-across", "text-route"],
+        default="all",
+        help="one case alone (see its function)",
     )
     args = parser.parse_args()
     if args.only == "text-route":
@@ -513,10 +550,11 @@ if __name__ == "__main__":
         (args.out / f"{text['date']}-text-route.json").write_text(json.dumps(text, indent=2, sort_keys=True) + "\n")
         report_text_route(text)
         raise SystemExit(0)
-    if args.only == "replicate":
-        only = asyncio.run(replicate_only(args.rows, args.dims, args.work))
+    if args.only in ("replicate", "replicate-across"):
+        only = asyncio.run(replicate_only(args.rows, args.dims, args.work, across=args.only == "replicate-across"))
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / f"{only['date']}-replicate.json").write_text(json.dumps(only, indent=2, sort_keys=True) + "\n")
+        result = args.out / f"{only['date']}-{args.only}.json"
+        result.write_text(json.dumps(only, indent=2, sort_keys=True) + "\n")
         report_replicate(only)
         raise SystemExit(0)
     outcome = asyncio.run(main(args.rows, args.dims, args.work, args.repeats))

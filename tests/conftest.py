@@ -22,26 +22,25 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostg
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def logical_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    """A second server, with wal_level = logical, for the Replicate scenarios (tests/replication.py)."""
+def _logical(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[EmbeddedPostgres]:
     from tests.replication import make_logical
 
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("logical") / "data")
+    server = EmbeddedPostgres(tmp_path_factory.mktemp(name) / "data")
     make_logical(server)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def logical_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+    """A second server, with wal_level = logical, for the Replicate scenarios (tests/replication.py)."""
+    yield from _logical(tmp_path_factory, "logical")
 
 
 @pytest.fixture(scope="session")
 def other_logical_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
     """A third server, with wal_level = logical: where Replicate's replicate.target scenarios make the new database."""
-    from tests.replication import make_logical
-
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("other") / "data")
-    make_logical(server)
-    yield server
-    server.stop()
+    yield from _logical(tmp_path_factory, "other")
 
 
 @pytest.fixture

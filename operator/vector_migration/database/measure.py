@@ -6,6 +6,8 @@ that prints ``1.0`` where pgvector printed ``1`` still checks equal, while any c
 lost row or duplicated row does not.
 """
 
+# size: one module for every number the status shows (checksums, recall, latency), sharing their SQL
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,7 +20,7 @@ from typing import Any
 
 import asyncpg
 
-from ..api import LatencyMs
+from ..api import LatencyMs, TableVerification
 from ..vocabulary import ChecksumMode
 from .sql import operator_ref, qualify, quote_ident
 
@@ -37,6 +39,13 @@ class TableChecksum:
 
     rows: int
     checksum: str
+
+    def against(self, name: str, after: TableChecksum) -> TableVerification:
+        """The status's record of this table's rows and checksum (before) beside another's (after)."""
+        return TableVerification(
+            name=name, rows_before=self.rows, rows_after=after.rows, checksum_before=self.checksum,
+            checksum_after=after.checksum,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)

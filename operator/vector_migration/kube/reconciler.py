@@ -324,16 +324,24 @@ async def _prepare(
     return Migration(inputs, status=status)
 
 
-async def clean_up_when_due(state: OperatorState, body: Mapping[str, Any]) -> dict[str, Any] | None:
-    """A succeeded migration's leftovers, removed once due (the timer's): the status to write, or None."""
-    meta = body.get("metadata") or {}
+def _succeeded(state: OperatorState, body: Mapping[str, Any]) -> tuple[VectorMigration, VectorMigrationStatus] | None:
+    """A succeeded migration's resource and status, for the timer's work (None: not succeeded, or unreadable)."""
     status = _status_of(body)
     if status.phase is not Phase.SUCCEEDED or state.client is None:
         return None
     try:
-        resource = _resource_of(body)
+        return _resource_of(body), status
     except ValidationError:
         return None
+
+
+async def clean_up_when_due(state: OperatorState, body: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A succeeded migration's leftovers, removed once due (the timer's): the status to write, or None."""
+    meta = body.get("metadata") or {}
+    succeeded = _succeeded(state, body)
+    if succeeded is None:
+        return None
+    resource, status = succeeded
     remaining = strategy_of(resource.spec).cleanup_due_in(status)
     if remaining is None or remaining > 0 or str(meta.get("uid")) in state.runs:
         return None  # nothing due, or a reconciliation holds the migration now
@@ -375,13 +383,10 @@ async def check_for_drift(state: OperatorState, body: Mapping[str, Any]) -> Drif
     """
     meta = body.get("metadata") or {}
     uid, namespace, name = str(meta.get("uid")), str(meta.get("namespace")), str(meta.get("name"))
-    status = _status_of(body)
-    if status.phase is not Phase.SUCCEEDED or state.client is None:
+    succeeded = _succeeded(state, body)
+    if succeeded is None:
         return None
-    try:
-        resource = _resource_of(body)
-    except ValidationError:
-        return None
+    resource, status = succeeded
     interval = resource.spec.drift_check.seconds
     now = time.monotonic()
     if interval is None or now - state.drift_checked.get(uid, -interval) < interval:

@@ -90,15 +90,7 @@ async def convert(
         names = {c.column for c in inventory.columns_of(schema, table)}
         after = await table_checksum(conn, schema, table, names, mode)
         was = before[(schema, table)]
-        tables.append(
-            TableVerification(
-                name=f"{schema}.{table}",
-                rows_before=was.rows,
-                rows_after=after.rows,
-                checksum_before=was.checksum,
-                checksum_after=after.checksum,
-            )
-        )
+        tables.append(was.against(f"{schema}.{table}", after))
         if (after.rows, after.checksum) != (was.rows, was.checksum):
             raise DataMismatch(
                 f"{schema}.{table}: {was.rows} rows/{was.checksum} before, {after.rows} rows/{after.checksum} after"

@@ -28,9 +28,7 @@ async def checksum_pair(m: Migration, table: ShadowTable, left: str, right: str)
     names = set(table.vector_columns)
     a = await table_checksum(conn, table.table_schema, left, names, mode)
     b = await table_checksum(conn, table.table_schema, right, names, mode)
-    return TableVerification(
-        name=table.name, rows_before=a.rows, rows_after=b.rows, checksum_before=a.checksum, checksum_after=b.checksum
-    )
+    return a.against(table.name, b)
 
 
 async def analyse(m: Migration, tables: list[ShadowTable], relation: str) -> Judgement:

@@ -299,15 +299,7 @@ async def _checksums(
             mode = live.facts.checksum_mode
             before = await table_checksum(live.session, schema, table, vectors, mode)
             after = await table_checksum(standby.session, schema, table, vectors, mode)
-            compared.append(
-                TableVerification(
-                    name=f"{schema}.{table}",
-                    rows_before=before.rows,
-                    rows_after=after.rows,
-                    checksum_before=before.checksum,
-                    checksum_after=after.checksum,
-                )
-            )
+            compared.append(before.against(f"{schema}.{table}", after))
     return compared
 
 
