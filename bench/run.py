@@ -186,6 +186,7 @@ async def engine_run(
     strategy: str = "InPlace",
     params: ConnectionParams | None = None,
     target_server: ConnectionParams | None = None,
+    sample_queries: int = 100,
 ) -> dict[str, Any]:
     """The engine's migration on a fresh copy (backup measured separately: the floor has none).
 
@@ -207,7 +208,7 @@ async def engine_run(
                 "target": {"extension": TARGET},
                 "reindex": {"mode": mode},
                 "backup": {"enabled": False},
-                "verify": {"sampleQueries": 100, "k": 10},
+                "verify": {"sampleQueries": sample_queries, "k": 10},
             },
         }
     )
@@ -388,6 +389,31 @@ async def replicate_only(rows: int, dims: int, work: Path, across: bool = False)
             "floor": floor, "replicate": replicate, "across_servers": across}  # fmt: skip
 
 
+async def sample_sizes(rows: int, dims: int, work: Path) -> dict[str, Any]:
+    """`--only sample-sizes`: what verify.sampleQueries costs (the checklist's baseline and verify), InPlace Atomic."""
+    work.mkdir(parents=True, exist_ok=True)
+    server = EmbeddedPostgres(work / "pgdata")
+    runs: dict[str, Any] = {}
+    try:
+        print(f"seeding {rows:,} x {dims} ...", flush=True)
+        await seed(server, rows, dims)
+        for size in (100, 200, 500, 1000):
+            measured = await engine_run(server, "Atomic", work, sample_queries=size)
+            timings = measured["timings"]
+            runs[str(size)] = {
+                "wall_s": round(measured["wall_s"], 2),
+                "checklist_s": timings.get("checklistSeconds"),
+                "verify_s": timings.get("verifySeconds"),
+                "share": round(timings.get("verifySeconds", 0.0) / measured["wall_s"], 4),
+                "recall": [measured["recall_before"], measured["recall_after"]],
+            }
+            print(f"  sampleQueries {size}: {runs[str(size)]}", flush=True)
+    finally:
+        server.stop()
+    return {"date": datetime.date.today().isoformat(), "rows": rows, "dims": dims, "strategy": "InPlace",
+            "reindex": "Atomic", "machine": machine(), "runs": runs}  # fmt: skip
+
+
 async def text_route(rows: int, work: Path, repeats: int) -> dict[str, Any]:
     """`--only text-route`: real RuVector has no casts, so its conversion goes through text.
 
@@ -539,7 +565,7 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=3, help="runs of each migration; the median is reported")
     parser.add_argument(
         "--only",
-        choices=["all", "replicate", "replicate-across", "text-route"],
+        choices=["all", "replicate", "replicate-across", "text-route", "sample-sizes"],
         default="all",
         help="one case alone (see its function)",
     )
@@ -549,6 +575,11 @@ if __name__ == "__main__":
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / f"{text['date']}-text-route.json").write_text(json.dumps(text, indent=2, sort_keys=True) + "\n")
         report_text_route(text)
+        raise SystemExit(0)
+    if args.only == "sample-sizes":
+        sizes = asyncio.run(sample_sizes(args.rows, args.dims, args.work))
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"{sizes['date']}-sample-sizes.json").write_text(json.dumps(sizes, indent=2, sort_keys=True) + "\n")
         raise SystemExit(0)
     if args.only in ("replicate", "replicate-across"):
         only = asyncio.run(replicate_only(args.rows, args.dims, args.work, across=args.only == "replicate-across"))

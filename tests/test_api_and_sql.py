@@ -116,5 +116,5 @@ def test_the_crd_is_structural_and_speaks_kubectl() -> None:
 
     walk(version["schema"])
     assert spec["properties"]["reindex"]["properties"]["mode"]["enum"] == ["Atomic", "Concurrent"]
-    assert spec["properties"]["verify"]["properties"]["sampleQueries"]["default"] == 100
+    assert spec["properties"]["verify"]["properties"]["sampleQueries"]["default"] == 200
     assert yaml.safe_load(render_crd()) == document
