@@ -22,7 +22,7 @@ def test_defaults_are_what_a_user_expects() -> None:
     assert (spec.strategy, spec.source.extension, spec.target.extension) == ("InPlace", "vector", "ruvector")
     assert spec.backup.enabled and spec.backup.scope == "Full"
     assert (spec.approval, spec.dry_run, spec.reindex.mode) == ("Automatic", False, "Atomic")
-    assert (spec.verify.sample_queries, spec.verify.k, spec.verify.max_recall_drop) == (100, 10, 0.05)
+    assert (spec.verify.sample_queries, spec.verify.k, spec.verify.max_recall_drop) == (200, 10, 0.05)
     assert spec.rollback.on_failure == "Automatic"
 
 
