@@ -15,6 +15,10 @@ import asyncpg
 from tests.application import create_shop
 from vector_migration.database.sql import ConnectionParams
 from vector_migration.demo import EmbeddedPostgres, create_database
+from vector_migration.engine.context import Migration, close_session
+from vector_migration.engine.outcomes import Hold, Outcome
+from vector_migration.engine.runner import drive
+from vector_migration.vocabulary import Phase, Reason
 
 REPLICATE: dict[str, Any] = {"strategy": "Replicate", "backup": {"enabled": False}, "replicate": {"keepOldFor": "1h"}}
 _shops = itertools.count(1)
@@ -82,3 +86,19 @@ async def extensions(params: ConnectionParams, database: str | None = None) -> s
         return {r["extname"] for r in await conn.fetch("SELECT extname FROM pg_extension")}
     finally:
         await conn.close()
+
+
+def stop_at(phase: Phase) -> Any:
+    """A drive() stop that holds the run just before ``phase`` (where a test cuts it off)."""
+
+    async def stop(current: Phase) -> Outcome | None:
+        return Hold(Reason.PAUSED, f"cut off before {phase.value}") if current is phase else None
+
+    return stop
+
+
+async def advance(m: Migration, phase: Phase) -> None:
+    """Run the migration up to ``phase`` and let its process go (session closed)."""
+    await drive(m, stop=stop_at(phase))
+    await close_session(m)
+    assert m.status.phase is phase, m.status.message

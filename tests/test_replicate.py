@@ -8,20 +8,18 @@ nothing (no slot, no database) is left behind that nobody consumes.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
 
 from tests.application import application_writing, create_shop, docs_before, final_equals_every_committed_change
-from tests.replication import REPLICATE, extensions, server_state, session, shop_on
+from tests.replication import REPLICATE, extensions, server_state, session, shop_on, stop_at
 from tests.scenarios import condition, manifest, migration
 from vector_migration.database.sql import ConnectionParams
 from vector_migration.demo import EmbeddedPostgres
 from vector_migration.engine.context import close_session
-from vector_migration.engine.outcomes import Hold, Outcome
 from vector_migration.engine.runner import drive, run
-from vector_migration.vocabulary import Phase, Reason
+from vector_migration.vocabulary import Phase
 
 EMBEDDING_TYPE = (
     "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
@@ -32,13 +30,6 @@ EMBEDDING_TYPE = (
 @pytest.fixture
 async def shop(logical_server: EmbeddedPostgres) -> ConnectionParams:
     return await shop_on(logical_server)
-
-
-def stop_at(phase: Phase) -> Any:
-    async def stop(current: Phase) -> Outcome | None:
-        return Hold(Reason.PAUSED, f"cut off before {phase.value}") if current is phase else None
-
-    return stop
 
 
 @pytest.mark.parametrize("target", ["ruvector_standin", "ruvector_script_standin", "ruvector_v2_standin"])

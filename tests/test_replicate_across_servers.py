@@ -20,14 +20,13 @@ import asyncpg
 import pytest
 
 from tests.application import application_writing, docs_before, final_equals_every_committed_change
-from tests.replication import REPLICATE, extensions, session, shop_on
+from tests.replication import REPLICATE, extensions, session, shop_on, stop_at
 from tests.scenarios import condition, manifest, migration
 from vector_migration.database.sql import ConnectionParams
 from vector_migration.demo import EmbeddedPostgres
 from vector_migration.engine.context import Migration, close_session
-from vector_migration.engine.outcomes import Hold, Outcome
 from vector_migration.engine.runner import drive, run
-from vector_migration.vocabulary import Phase, Reason
+from vector_migration.vocabulary import Phase
 
 _roles = itertools.count(1)
 ACROSS: dict[str, Any] = {**REPLICATE, "replicate": {"keepOldFor": "1h", "target": {"secretRef": {"name": "other"}}}}
@@ -178,13 +177,6 @@ async def test_a_rollback_brings_the_application_back_with_its_writes_on_the_new
     assert "vector" in await extensions(shop.source)
     assert await slots_and_databases(shop.source, shop.source.dbname or "") == ([], [shop.source.dbname])
     assert await slots_and_databases(shop.other, shop.source.dbname or "") == ([], [])
-
-
-def stop_at(phase: Phase) -> Any:
-    async def stop(current: Phase) -> Outcome | None:
-        return Hold(Reason.PAUSED, f"cut off before {phase.value}") if current is phase else None
-
-    return stop
 
 
 async def test_an_abort_before_the_switchover_leaves_nothing_on_either_server(shop: Shop, backup_dir: Path) -> None:

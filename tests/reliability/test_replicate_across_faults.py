@@ -11,14 +11,12 @@ from pathlib import Path
 
 from tests.application import application_writing, docs_before, final_equals_every_committed_change
 from tests.reliability.report import declare, observe
-from tests.replication import session
+from tests.replication import advance, session
 from tests.scenarios import manifest, migration
 from tests.test_replicate_across_servers import ACROSS, Shop, following, shop, slots_and_databases
 from vector_migration.demo import EmbeddedPostgres
-from vector_migration.engine.context import Migration, close_session
-from vector_migration.engine.outcomes import Hold, Outcome
-from vector_migration.engine.runner import drive, run
-from vector_migration.vocabulary import Phase, Reason
+from vector_migration.engine.runner import run
+from vector_migration.vocabulary import Phase
 
 __all__ = ["shop"]  # the fixture, shared with the scenarios across servers
 
@@ -26,17 +24,6 @@ EXPECTED = (
     "the run continues from the journal; Succeeded on the other server; every committed write present once; "
     "no slot left but the one back"
 )
-
-
-async def advance(m: Migration, phase: Phase) -> None:
-    """Run the migration up to ``phase`` and let its process go (session closed)."""
-
-    async def stopping(current: Phase) -> Outcome | None:
-        return Hold(Reason.PAUSED, f"stopped before {phase.value}") if current is phase else None
-
-    await drive(m, stop=stopping)
-    await close_session(m)
-    assert m.status.phase is phase, m.status.message
 
 
 async def nothing_lost_nothing_left(shop: Shop, before: dict[int, str | None]) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
@@ -16,32 +15,16 @@ import pytest
 from tests.application import application_writing, docs_before, final_equals_every_committed_change
 from tests.reliability.harness import stop, until
 from tests.reliability.report import declare, observe
-from tests.replication import REPLICATE, server_state, session, shop_on
+from tests.replication import REPLICATE, advance, server_state, session, shop_on
 from tests.scenarios import manifest, migration
 from vector_migration.database.sql import ConnectionParams
 from vector_migration.demo import EmbeddedPostgres
-from vector_migration.engine.context import Migration, close_session
-from vector_migration.engine.outcomes import Hold, Outcome
-from vector_migration.engine.runner import drive, run
-from vector_migration.vocabulary import Phase, Reason
+from vector_migration.engine.runner import run
+from vector_migration.vocabulary import Phase
 
 EXPECTED = (
     "the run continues from the journal; Succeeded; every committed write present once; no slot left but the one back"
 )
-
-
-def stop_at(phase: Phase) -> Any:
-    async def stopping(current: Phase) -> Outcome | None:
-        return Hold(Reason.PAUSED, f"stopped before {phase.value}") if current is phase else None
-
-    return stopping
-
-
-async def advance(m: Migration, phase: Phase) -> None:
-    """Run the migration up to ``phase`` and let its process go (session closed)."""
-    await drive(m, stop=stop_at(phase))
-    await close_session(m)
-    assert m.status.phase is phase, m.status.message
 
 
 async def nothing_lost_nothing_left(shop: ConnectionParams, before: dict[int, str | None]) -> None:

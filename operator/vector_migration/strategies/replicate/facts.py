@@ -53,6 +53,7 @@ async def replication_blockers(conn: asyncpg.Connection, names: ReplicaNames, mi
     channel back; the other server's own needs are target_server_blockers'.
     """
     sync_workers = await sync_workers_per_subscription(conn)
+    tables = await conn.fetch(_TABLES)
     if names.across_servers:
         capacity = Capacity(slots=1 + sync_workers, workers=1, origins=1)
         name_blockers: list[Blocker] = []
@@ -62,8 +63,8 @@ async def replication_blockers(conn: asyncpg.Connection, names: ReplicaNames, mi
     return [
         *await server_blockers(conn, ADMIN_LOGIN),
         *await capacity_blockers(conn, capacity),
-        *await _table_blockers(conn),
-        *await _uncarried_blockers(conn),
+        *await _table_blockers(conn, tables),
+        *await _uncarried_blockers(conn, tables),
         *name_blockers,
     ]
 
@@ -172,10 +173,9 @@ async def capacity_blockers(conn: asyncpg.Connection, needed: Capacity) -> list[
     return blockers
 
 
-async def _table_blockers(conn: asyncpg.Connection) -> list[Blocker]:
-    """Tables whose changes cannot be replicated, and what logical replication does not carry."""
+async def _table_blockers(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> list[Blocker]:
+    """Tables (``rows``: _TABLES) whose changes cannot be replicated, and triggers that would apply them twice."""
     blockers: list[Blocker] = []
-    rows = await conn.fetch(_TABLES)
     unidentified = [
         qualify(r["schema"], r["name"])
         for r in rows
@@ -212,10 +212,9 @@ async def _table_blockers(conn: asyncpg.Connection) -> list[Blocker]:
     return blockers
 
 
-async def _uncarried_blockers(conn: asyncpg.Connection) -> list[Blocker]:
-    """What logical replication does not carry: unlogged tables, materialized views, large objects, subscriptions."""
+async def _uncarried_blockers(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> list[Blocker]:
+    """What logical replication does not carry (``rows``: _TABLES): unlogged tables, matviews, large objects, etc."""
     blockers: list[Blocker] = []
-    rows = await conn.fetch(_TABLES)
     unlogged = [qualify(r["schema"], r["name"]) for r in rows if r["kind"] == "r" and r["persistence"] == "u"]
     if unlogged:
         blockers.append(
@@ -257,7 +256,7 @@ async def _uncarried_blockers(conn: asyncpg.Connection) -> list[Blocker]:
 
 
 async def name_blockers_on(
-    conn: asyncpg.Connection, names: ReplicaNames, migration: str, databases: list[str], where: str = ""
+    conn: asyncpg.Connection, names: ReplicaNames, migration: str, databases: list[str]
 ) -> list[Blocker]:
     """The databases' names, taken on the session's server by databases this migration did not make."""
     blockers: list[Blocker] = []
@@ -272,7 +271,7 @@ async def name_blockers_on(
         blockers.append(
             Blocker(
                 Reason.BLOCKING_DEPENDENT,
-                f"database {row['datname']} already exists{where}; drop it, "
+                f"database {row['datname']} already exists; drop it, "
                 "or name another with spec.replicate.targetDatabase",
             )
         )

@@ -63,6 +63,17 @@ def unsubscribe(name: str) -> list[str]:
     ]
 
 
+def carried_back(tables: tuple[tuple[str, str], ...], *, across_servers: bool) -> tuple[tuple[str, str], ...]:
+    """What the channel back carries, and the way back proves equal: every table, but across servers not the journal.
+
+    There the migration's control session stays on the old database and keeps writing its
+    journal; the new database's journal is not the record any more.
+    """
+    if not across_servers:
+        return tables
+    return tuple(t for t in tables if t != (JOURNAL_SCHEMA, JOURNAL_TABLE))
+
+
 def allow_connections(database: str, allowed: bool) -> str:
     """Open or close a database to new sessions (superusers included)."""
     return f"ALTER DATABASE {quote_ident(database)} ALLOW_CONNECTIONS {'true' if allowed else 'false'}"
@@ -129,14 +140,8 @@ class ReplicatePlan:
 
     @property
     def back_tables(self) -> tuple[tuple[str, str], ...]:
-        """What the channel back carries: every table, but on another server not the journal.
-
-        There the migration's control session stays on the old database and keeps writing its
-        journal; the new database's journal is not the record any more.
-        """
-        if not self.names.across_servers:
-            return self.tables
-        return tuple(t for t in self.tables if t != (JOURNAL_SCHEMA, JOURNAL_TABLE))
+        """What the channel back carries (carried_back)."""
+        return carried_back(self.tables, across_servers=self.names.across_servers)
 
     @property
     def switchover(self) -> tuple[Statement, ...]:

@@ -32,9 +32,19 @@ from ...engine.outcomes import Fail, Outcome, Wait
 from ...engine.records import Journal, ReplicaRecord
 from ...phases.verify import compare_content, unequal
 from ...status import now, record_timing
-from ...vocabulary import JOURNAL_SCHEMA, JOURNAL_TABLE, Reason
+from ...vocabulary import Reason
 from .names import ReplicaNames
-from .plan import allow_connections, connection_limit, conninfo, publication, renames, slot, subscription, unsubscribe
+from .plan import (
+    allow_connections,
+    carried_back,
+    connection_limit,
+    conninfo,
+    publication,
+    renames,
+    slot,
+    subscription,
+    unsubscribe,
+)
 from .sessions import maintenance, on_database, target_login
 from .teardown import drop_slot, subscribed, unfence
 
@@ -68,8 +78,6 @@ class Turn:
         live = names.target if names.across_servers else names.source
         return cls(live, names.old, names.back, names.target, None, names.across_servers)
 
-
-JOURNAL_KEY = (JOURNAL_SCHEMA, JOURNAL_TABLE)
 
 # How far behind (WAL bytes) the standby may be when writes are blocked: what it applies in well under a second.
 NEARLY_CAUGHT_UP = 1 << 20
@@ -119,8 +127,8 @@ async def turn(m: Migration, turn: Turn, replica: ReplicaRecord) -> Outcome | No
     why not, with the live database open again.
     """
     tables = [(schema, table) for schema, table in replica.published]
-    if turn.across_servers and not turn.forwards:  # the old database's journal went on alone
-        tables = [t for t in tables if t != JOURNAL_KEY]
+    if not turn.forwards:  # the way back: what the channel back carried
+        tables = list(carried_back(tuple(tables), across_servers=turn.across_servers))
     vector_columns = {(str(s), str(t)): {str(c) for c in columns} for s, t, columns in replica.tables}
     timeout = duration_ms(m.spec.replicate.switchover_timeout) / 1000
     async with _sides(m, turn) as (live, standby, admin):
@@ -227,7 +235,7 @@ async def _turn_replication(
     """
     async with as_admin(standby):
         if turn.back_channel is not None:
-            back_tables = tuple(t for t in tables if not (turn.across_servers and t == JOURNAL_KEY))
+            back_tables = carried_back(tuple(tables), across_servers=turn.across_servers)
             await standby.session.execute(publication(turn.back_channel, back_tables))
             await standby.session.execute(slot(turn.back_channel))
         async with contextlib.AsyncExitStack() as stack:
