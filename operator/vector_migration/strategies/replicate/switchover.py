@@ -6,8 +6,9 @@ new one and a later rollback loses nothing. Backward (a rollback after the switc
 database is live and the old one takes its name back.
 
 The write block is ``ALLOW_CONNECTIONS false`` on the live database and the end of its client
-sessions: nobody, superusers included, writes there until the names have changed. What happens
-under it does not grow with the table except the proof, a checksum of every table on both sides.
+sessions: nobody, superusers included, writes there until the names have changed. Nothing under
+it grows with the tables: the checksums of both sides are taken before, at a cut of the live
+side's history (proof.py), and the block shows that only replication changed the standby since.
 A crash while it holds leaves the live database closed; the next run opens it again
 (Replicate.recover_connection) and turns again.
 """
@@ -22,10 +23,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import asyncpg
+from asyncpg.transaction import Transaction
 
 from ...api import TableVerification, Verification, duration_ms
 from ...database.measure import table_checksum
-from ...database.sql import quote_ident
+from ...database.sql import ConnectionParams, quote_ident
 from ...engine import records
 from ...engine.context import Migration, as_admin, close_session
 from ...engine.outcomes import Fail, Outcome, Wait
@@ -45,6 +47,7 @@ from .plan import (
     subscription,
     unsubscribe,
 )
+from .proof import Cut, hold, others_on, reading_at, standby_sessions
 from .sessions import maintenance, on_database, target_login
 from .teardown import drop_slot, subscribed, unfence
 
@@ -140,18 +143,19 @@ async def turn(m: Migration, turn: Turn, replica: ReplicaRecord) -> Outcome | No
         nearly = await _caught_up(live, turn.channel, timeout, within=NEARLY_CAUGHT_UP, blocked=False)
         if nearly is not None:
             return nearly
+        cut = await _prove_at_a_cut(m, live, standby, turn, tables, vector_columns)
+        if not isinstance(cut, Cut):
+            return cut
         started = time.perf_counter()
         await admin.execute(allow_connections(turn.live, False))
         try:
             await _end_sessions(admin, turn.live, keep=_own_pids(m, live))
             waited = await _caught_up(live, turn.channel, timeout, within=0, blocked=True)
+            if waited is None and not await _only_replication_since(m, standby, turn, cut):
+                waited = await _prove_equal(m, live, standby, turn, tables, vector_columns, "with writes blocked")
             if waited is not None:
                 await admin.execute(allow_connections(turn.live, True))
                 return waited
-            mismatch = await _prove_equal(m, live, standby, turn, tables, vector_columns)
-            if mismatch is not None:
-                await admin.execute(allow_connections(turn.live, True))
-                return mismatch
             await _carry_sequences(live, standby)
             await _turn_replication(m, live, standby, turn, tables)
             await _record_turn(m, live, standby, turn, started)
@@ -202,6 +206,65 @@ async def _record_turn(m: Migration, live: Migration, standby: Migration, turn: 
             await records.write(live.session, m.name, records.REPLICA_SWITCHED, plan_hash, switched)
 
 
+async def _prove_at_a_cut(
+    m: Migration,
+    live: Migration,
+    standby: Migration,
+    turn: Turn,
+    tables: list[tuple[str, str]],
+    vector_columns: dict[tuple[str, str], set[str]],
+) -> Cut | Outcome:
+    """Both sides checksummed at one point of the live side's history, with writes going on (proof.py).
+
+    The live side's tables are held only until the standby has confirmed that point. A Wait when
+    it does not within switchoverTimeout, or a writer keeps its lock past lockTimeout; a Fail
+    naming the tables that differ.
+    """
+    timeout = duration_ms(m.spec.replicate.switchover_timeout) / 1000
+    async with on_database(m, turn.live, server=_live_server(m, turn)) as reader:
+        started = time.perf_counter()
+        held = await hold(live, tables)
+        if held is None:
+            return Wait(
+                Reason.LOCK_TIMEOUT,
+                f"a writer held a table of {turn.live} past lockTimeout ({m.spec.lock_timeout}) when the "
+                "switchover's proof asked to hold it; the switchover will be tried again",
+                delay=30.0,
+            )
+        holding, snapshot = held
+        reading: list[Transaction] = []
+        try:
+            reading.append(await reading_at(reader.session, snapshot))
+            waited = await _caught_up(live, turn.channel, timeout, within=0, blocked=True)
+            if waited is not None:
+                return waited
+            sessions = await standby_sessions(standby.session)
+            reading.append(await reading_at(standby.session, None))
+            await holding.commit()  # writes go on; both snapshots stay
+            held_seconds = round(time.perf_counter() - started, 3)
+            mismatch = await _prove_equal(m, reader, standby, turn, tables, vector_columns, "at a cut of its history")
+        finally:
+            for transaction in (*reversed(reading), holding):
+                with contextlib.suppress(asyncpg.InterfaceError):  # one already committed
+                    await transaction.rollback()
+    record_timing(m.status, "proofHeldWritesSeconds", held_seconds)
+    return mismatch or Cut(sessions=sessions, held_seconds=held_seconds)
+
+
+async def _only_replication_since(m: Migration, standby: Migration, turn: Turn, cut: Cut) -> bool:
+    """Whether no session but the migration's own has been on the standby since the cut (else a warning why not)."""
+    own = [standby.session.get_server_pid(), *([m.heartbeat.probe_pid] if standby is m and m.heartbeat else [])]
+    others = await others_on(standby.session, [pid for pid in own if pid])
+    came = await standby_sessions(standby.session) - cut.sessions
+    if not others and came <= 0:
+        return True
+    m.warn(
+        f"{came} session(s) came to {turn.standby} after the switchover's proof (open now: {len(others)}): "
+        "its tables were checksummed again with writes blocked"
+    )
+    return False
+
+
 async def _prove_equal(
     m: Migration,
     live: Migration,
@@ -209,6 +272,7 @@ async def _prove_equal(
     turn: Turn,
     tables: list[tuple[str, str]],
     vector_columns: dict[tuple[str, str], set[str]],
+    when: str,
 ) -> Fail | None:
     """Every table's rows and checksum on both sides, into the status; a Fail naming those that differ."""
     compared = await compare_content(m, lambda: _checksums(live, standby, tables, vector_columns))
@@ -220,9 +284,14 @@ async def _prove_equal(
         return None
     return Fail(
         Reason.DATA_MISMATCH,
-        f"{', '.join(different)} differ between {turn.live} and {turn.standby} with writes blocked; "
-        f"nothing was switched, {turn.live} is open again",
+        f"{', '.join(different)} differ between {turn.live} and {turn.standby} {when}; "
+        f"nothing was switched, {turn.live} is open",
     )
+
+
+def _live_server(m: Migration, turn: Turn) -> ConnectionParams | None:
+    """The live database's server: the other one on the way back across servers, else the source's."""
+    return m.inputs.target_server if turn.across_servers and not turn.forwards else None
 
 
 async def _turn_replication(
@@ -244,8 +313,7 @@ async def _turn_replication(
                 await records.forget(standby.session, m.name, records.REPLICA_SWITCHED)
             for statement in unsubscribe(turn.channel):
                 await standby.session.execute(statement)
-    live_server = m.inputs.target_server if turn.across_servers and not turn.forwards else None
-    await drop_slot(m, turn.channel, turn.live, live_server)
+    await drop_slot(m, turn.channel, turn.live, _live_server(m, turn))
     async with as_admin(live):
         await live.session.execute(f"DROP PUBLICATION IF EXISTS {quote_ident(turn.channel)}")
 
