@@ -100,6 +100,29 @@ async def fresh_copy(server: EmbeddedPostgres, name: str) -> ConnectionParams:
     return server.params(name)
 
 
+async def _drop_replication(server: EmbeddedPostgres) -> None:
+    """Every subscription and slot on the server: what earlier Replicate runs left following (keepOldFor)."""
+    admin = await connect(server.params())
+    try:
+        subscribed = await admin.fetch(
+            "SELECT DISTINCT d.datname FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid"
+        )
+        for (database,) in subscribed:
+            conn = await connect(server.params(database))
+            try:
+                query = "SELECT subname FROM pg_subscription WHERE subdbid = (SELECT oid FROM pg_database " \
+                        "WHERE datname = current_database())"  # fmt: skip
+                for (name,) in await conn.fetch(query):
+                    await conn.execute(f"ALTER SUBSCRIPTION {quote_ident(name)} DISABLE")
+                    await conn.execute(f"ALTER SUBSCRIPTION {quote_ident(name)} SET (slot_name = NONE)")
+                    await conn.execute(f"DROP SUBSCRIPTION {quote_ident(name)}")
+            finally:
+                await conn.close()
+        await admin.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE NOT active")
+    finally:
+        await admin.close()
+
+
 async def raw_floor(server: EmbeddedPostgres, dims: int, *, index: bool = True) -> dict[str, float]:
     """The conversion and the index build by hand: the least any tool could do."""
     conn = await connect(await fresh_copy(server, "bench_floor"))
@@ -147,6 +170,9 @@ async def replicate_run(
 
     With ``other``, the new database is made on that server (an earlier run's copy there dropped first).
     """
+    for each in (server, other):
+        if each is not None:
+            await _drop_replication(each)
     params = await fresh_copy(server, f"bench_replicate_{rows}")
     if other is not None:
         admin = await connect(other.params())
@@ -465,8 +491,10 @@ def report_replicate(result: dict[str, Any]) -> None:
           f"({result['rows'] / floor['conversion_s']:,.0f} rows/s)")  # fmt: skip
     for size, measured in result["replicate"].items():
         where = " to another server" if result.get("across_servers") else ""
+        held = measured["timings"].get("proofHeldWritesSeconds")
+        proof = f" (and held {held:.3f}s for the proof's cut)" if held is not None else ""
         print(f"  replicate{where} at {int(size):,} rows: {measured['wall_s']:.1f}s; writes blocked "
-              f"{measured['lock_window_s']:.3f}s at the switchover; initial copy {measured['copy_s']:.1f}s "
+              f"{measured['lock_window_s']:.3f}s at the switchover{proof}; initial copy {measured['copy_s']:.1f}s "
               f"({measured['copy_rows_per_s'] or 0:,.0f} rows/s); recall@10 {_recall(measured)}")  # fmt: skip
 
 
