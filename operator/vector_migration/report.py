@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from html import escape
 
-from .api import IndexVerification, LatencyMs, VectorMigrationStatus
+from .api import ColumnInventory, IndexVerification, Inventory, LatencyMs, VectorMigrationStatus
+from .report_charts import latency_chart, recall_chart, timeline_chart
 
 _STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 72rem; color: #1b1f24; }
@@ -22,6 +23,7 @@ th, td { border: 1px solid #d0d7de; padding: .3rem .5rem; text-align: left; vert
 th { background: #f6f8fa; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .Pass, .True { color: #1a7f37; } .Fail, .False { color: #cf222e; } .Inconclusive, .Unknown { color: #9a6700; }
 .outcome { font-size: 1.1rem; padding: .6rem .8rem; border-radius: 6px; background: #f6f8fa; }
+figure { margin: 1rem 0; } figure svg { max-width: 100%; height: auto; }
 """
 _ROW_VERDICTS = frozenset({"Pass", "Fail", "Inconclusive", "True", "False", "Unknown"})
 
@@ -37,6 +39,7 @@ def render_report(status: VectorMigrationStatus, title: str) -> str:
     ]
     if status.plan_hash:
         parts.append(f"<p>Plan hash <code>{escape(status.plan_hash)}</code></p>")
+    parts += _figure("timeline", timeline_chart(status))
     parts += _section(
         "Conditions",
         ("type", "status", "reason", "message", "since"),
@@ -68,6 +71,10 @@ def render_report(status: VectorMigrationStatus, title: str) -> str:
             ),
             [_index_row(i) for i in verification.indexes],
         )  # fmt: skip
+        parts += _figure("recall", recall_chart(status))
+        parts += _figure("latency", latency_chart(status))
+    if status.inventory is not None:
+        parts += _carried(status.inventory)
     parts += _section(
         "Timings (seconds)", ("what", "seconds"), [(name, seconds) for name, seconds in sorted(status.timings.items())]
     )
@@ -77,6 +84,40 @@ def render_report(status: VectorMigrationStatus, title: str) -> str:
         parts.append("</ul>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _carried(inventory: Inventory) -> list[str]:
+    """What the migration found, and what it carried, rebuilt or dropped."""
+    parts = _section(
+        "Tables",
+        ("table", "rows", "vector columns"),
+        [(t.name, t.rows, ", ".join(_column(c) for c in t.columns)) for t in inventory.tables],
+    )
+    parts += _section(
+        "Indexes (as they were, and as rebuilt)",
+        ("index", "table", "definition before", "definition after", "handling"),
+        [(i.name, i.table, i.definition, i.target_definition, i.handling) for i in inventory.indexes],
+    )
+    parts += _section(
+        "Dependent objects (carried or dropped)",
+        ("kind", "name", "handling"),
+        [(d.kind, d.name, d.handling) for d in inventory.dependents],
+    )
+    parts += _section(
+        "Settings",
+        ("scope", "setting", "value", "carried as"),
+        [(st.scope, st.name, st.value, st.target_name) for st in inventory.settings],
+    )
+    return parts
+
+
+def _column(column: ColumnInventory) -> str:
+    return f"{column.name} {column.type} -> {column.target_type or column.type}"
+
+
+def _figure(name: str, svg: str | None) -> list[str]:
+    """A chart (already inert: report_charts strips scripts and escapes text), or nothing."""
+    return [f'<figure class="chart" id="chart-{name}">{svg}</figure>'] if svg else []
 
 
 def _index_row(index: IndexVerification) -> tuple[object, ...]:
