@@ -25,7 +25,7 @@ from vector_migration.database.sql import ConnectionParams
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None and os.environ.get("VMIG_REQUIRE_BROWSER") != "1":
-    pytest.skip("no Chromium here (Debian's chromium package); the report's browser test skips", allow_module_level=True)
+    pytest.skip("no Chromium here (Debian's chromium package): browser test skipped", allow_module_level=True)
 
 # As the machine's probe starts it: no sandbox as root, and none of the background connections a
 # closed network refuses.
@@ -65,7 +65,8 @@ async def test_chromium_renders_the_report_with_its_charts_and_no_markup_from_na
 
     dumped = await asyncio.to_thread(chromium, tmp_path, "--dump-dom", report.as_uri())
     screenshot = tmp_path / "report.png"
-    await asyncio.to_thread(chromium, tmp_path, f"--screenshot={screenshot}", "--window-size=1280,2600", report.as_uri())
+    window = "--window-size=1280,2600"
+    await asyncio.to_thread(chromium, tmp_path, f"--screenshot={screenshot}", window, report.as_uri())
 
     page = Rendered()
     page.feed(dumped.stdout.decode())
