@@ -16,6 +16,7 @@ from vector_migration.kube.builders import (
     build_backup_job,
     build_cutover_configmap,
     build_plan_configmap,
+    build_report_configmap,
     build_restore_job,
     is_dns_label,
     object_name,
@@ -157,6 +158,22 @@ def test_the_cutover_configmap_routes_reads_to_the_shadows_until_the_finalize() 
     assert json.loads(during["data"]["tables.json"]) == {"public.docs": "public.docs_vmig_shadow"}
     assert after["data"]["weight"] == "100"
     assert json.loads(after["data"]["tables.json"]) == {"public.docs": "public.docs"}
+
+
+def test_the_report_configmap_holds_the_page_or_says_how_to_make_it_when_too_large() -> None:
+    from vector_migration.api import VectorMigrationStatus
+    from vector_migration.vocabulary import Phase
+
+    status = VectorMigrationStatus(phase=Phase.SUCCEEDED, message="1100 rows equal", timings={"swapSeconds": 1.5})
+    small = build_report_configmap(resource(), status)
+    status.warnings = [f"warning {n}: " + "x" * 1000 for n in range(1000)]  # a page of about 1 MB
+    large = build_report_configmap(resource(), status)
+
+    assert small["metadata"]["name"] == "shop-report" and small["data"]["phase"] == "Succeeded"
+    assert small["metadata"]["ownerReferences"][0]["uid"] == "1234-abcd"
+    assert "1100 rows equal" in small["data"]["report.html"] and "<svg" in small["data"]["report.html"]
+    assert len(large["data"]["report.html"]) < 1000
+    assert "kubectl vmig report shop -n " in large["data"]["report.html"]
 
 
 @pytest.mark.parametrize("password", ["plain", "with:colon", "back\\slash", "sp ace$and'quote"])

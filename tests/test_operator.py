@@ -89,6 +89,9 @@ async def test_apply_and_the_migration_becomes_ready(
             ("vector-migration-operator", "vector-migration-operator")
         }
         assert done["metadata"]["finalizers"] == ["ruvector.dev/finalizer"]
+        configmaps = {c["metadata"]["name"]: c for c in await cluster.list("v1", "configmaps")}
+        report = configmaps["shop-report"]["data"]["report.html"]  # for the change ticket
+        assert "<strong>Succeeded</strong>" in report and 'id="chart-timeline"' in report
         scraped = metrics.registry.get_sample_value
         await cluster.eventually(lambda: scraped("vector_migration_migrations", {"phase": "Succeeded"}) == 1)
         assert scraped("vector_migration_migrations", {"phase": "Verify"}) == 0

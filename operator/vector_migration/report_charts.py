@@ -8,6 +8,7 @@ name as text and nothing else. Each builder is pure: a status in, an SVG string 
 
 from __future__ import annotations
 
+import sys
 import xml.etree.ElementTree as ET  # parses pygal's own output, never user input as XML
 
 import pygal
@@ -16,6 +17,11 @@ from pygal.style import Style
 from .api import VectorMigrationStatus
 from .status import timing_key
 from .vocabulary import Phase
+
+# Importing pygal appends a finder to sys.meta_path for its map plugins (pygal.maps.*, unused
+# here) that has only the find_module API Python 3.4 deprecated: every later import in the
+# process then warns (ImportWarning). It is taken out again.
+sys.meta_path[:] = [finder for finder in sys.meta_path if type(finder).__module__ != "pygal"]
 
 SVG = "http://www.w3.org/2000/svg"
 _BLUE, _GREEN, _RED = "#0969da", "#1a7f37", "#cf222e"

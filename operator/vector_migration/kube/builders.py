@@ -10,6 +10,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from html import escape
 from typing import Any
 
 from ..api import JobDefaults, JobPlacement, VectorMigration, VectorMigrationStatus
@@ -451,6 +452,37 @@ def build_cutover_configmap(resource: VectorMigration, status: VectorMigrationSt
             "phase": status.phase.value,
             "tables.json": json.dumps(tables, sort_keys=True),
         },
+    }
+
+
+# The API server keeps an object, a ConfigMap's data included, within 1 MiB: a report larger than
+# this is replaced by a page that says how to make the whole one.
+REPORT_BYTES_LIMIT = 900 * 1024
+
+
+def build_report_configmap(resource: VectorMigration, status: VectorMigrationStatus) -> dict[str, Any]:
+    """The migration report (report.py's page) where on-call finds it: ``<name>-report``, key ``report.html``."""
+    from ..report import render_report  # pygal is loaded once a report is written, never by an idle operator
+
+    name, namespace = resource.metadata.name, resource.metadata.namespace
+    page = render_report(status, f"{namespace}/{name}")
+    if len(page.encode()) > REPORT_BYTES_LIMIT:
+        command = f"kubectl vmig report {name} -n {namespace} -o report.html"
+        page = (
+            f'<!DOCTYPE html><html lang="en"><meta charset="utf-8"><title>{escape(name)}</title>'
+            f"<p>This migration's report is larger than a ConfigMap holds: <code>{escape(command)}</code> "
+            "writes it from the status.</p></html>\n"
+        )
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": object_name(name, "report"),
+            "namespace": namespace,
+            "labels": labels(resource, "report"),
+            "ownerReferences": [owner_reference(resource)],
+        },
+        "data": {"report.html": page, "phase": status.phase.value},
     }
 
 

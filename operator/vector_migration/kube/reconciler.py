@@ -38,7 +38,7 @@ from ..vocabulary import (
     Phase,
     Reason,
 )
-from .builders import build_cutover_configmap, build_plan_configmap, object_name
+from .builders import build_cutover_configmap, build_plan_configmap, build_report_configmap, object_name
 from .client import KubeClient, KubeError
 from .jobs import JobBackup
 from .replica_target import publish_target_secret, target_server_login
@@ -187,6 +187,9 @@ async def reconcile(state: OperatorState, body: Mapping[str, Any], on_progress: 
             await client.apply_configmap(build_cutover_configmap(resource, run.status))
         if run.inputs.target_server is not None:  # where the database is, before the status says so
             await publish_target_secret(client, resource, run.status, run.inputs.target_server)
+        if run.status.phase.terminal or (isinstance(outcome, Hold) and run.status.phase is Phase.VERIFY):
+            # the numbers for the change ticket, once there is an outcome or a person must decide
+            await client.apply_configmap(build_report_configmap(resource, run.status))
         await on_progress(before, run.status, outcome)
 
     outcome = await drive(run, stop=deleted, observe=moved)
