@@ -14,12 +14,11 @@ from typing import Any
 import pytest
 
 from tests.application import application_writing, docs_before, final_equals_every_committed_change
-from tests.replication import REPLICATE, extensions, session, shop_on, stop_at
+from tests.replication import REPLICATE, advance, extensions, session, shop_on
 from tests.scenarios import manifest, migration
 from vector_migration.database.sql import ConnectionParams
 from vector_migration.demo import EmbeddedPostgres
-from vector_migration.engine.context import close_session
-from vector_migration.engine.runner import drive, run
+from vector_migration.engine.runner import run
 from vector_migration.strategies.replicate import switchover
 from vector_migration.vocabulary import Phase, Reason
 
@@ -67,8 +66,7 @@ async def test_a_row_changed_on_the_new_database_before_the_cut_stops_the_switch
 ) -> None:
     resource = manifest(**REPLICATE)
     first = migration(shop, resource, backup_dir)
-    await drive(first, stop=stop_at(Phase.FINALIZE))
-    await close_session(first)
+    await advance(first, Phase.FINALIZE)
     await delete_a_row_on_the_new_database(shop)
 
     status = await run(migration(shop, resource, backup_dir, status=first.status), reconnect_for=30)
@@ -84,8 +82,7 @@ async def test_a_row_changed_on_the_new_database_after_the_cut_is_found_under_th
 ) -> None:
     resource = manifest(**REPLICATE)
     first = migration(shop, resource, backup_dir)
-    await drive(first, stop=stop_at(Phase.FINALIZE))
-    await close_session(first)
+    await advance(first, Phase.FINALIZE)
     proven_at_a_cut = switchover._prove_at_a_cut
 
     async def then_a_write_behind_replications_back(*args: Any, **kwargs: Any) -> Any:

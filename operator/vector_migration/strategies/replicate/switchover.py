@@ -82,6 +82,14 @@ class Turn:
         return cls(live, names.old, names.back, names.target, None, names.across_servers)
 
 
+@dataclass(frozen=True)
+class _Proven:
+    """What the switchover proves equal: the tables, and each one's vector columns (hashed by their form)."""
+
+    tables: list[tuple[str, str]]
+    vector_columns: dict[tuple[str, str], set[str]]
+
+
 # How far behind (WAL bytes) the standby may be when writes are blocked: what it applies in well under a second.
 NEARLY_CAUGHT_UP = 1 << 20
 
@@ -132,7 +140,7 @@ async def turn(m: Migration, turn: Turn, replica: ReplicaRecord) -> Outcome | No
     tables = [(schema, table) for schema, table in replica.published]
     if not turn.forwards:  # the way back: what the channel back carried
         tables = list(carried_back(tuple(tables), across_servers=turn.across_servers))
-    vector_columns = {(str(s), str(t)): {str(c) for c in columns} for s, t, columns in replica.tables}
+    proven = _Proven(tables, {(str(s), str(t)): {str(c) for c in columns} for s, t, columns in replica.tables})
     timeout = duration_ms(m.spec.replicate.switchover_timeout) / 1000
     async with _sides(m, turn) as (live, standby, admin):
         if not await subscribed(standby.session, turn.channel):
@@ -143,7 +151,7 @@ async def turn(m: Migration, turn: Turn, replica: ReplicaRecord) -> Outcome | No
         nearly = await _caught_up(live, turn.channel, timeout, within=NEARLY_CAUGHT_UP, blocked=False)
         if nearly is not None:
             return nearly
-        cut = await _prove_at_a_cut(m, live, standby, turn, tables, vector_columns)
+        cut = await _prove_at_a_cut(m, live, standby, turn, proven)
         if not isinstance(cut, Cut):
             return cut
         started = time.perf_counter()
@@ -152,7 +160,7 @@ async def turn(m: Migration, turn: Turn, replica: ReplicaRecord) -> Outcome | No
             await _end_sessions(admin, turn.live, keep=_own_pids(m, live))
             waited = await _caught_up(live, turn.channel, timeout, within=0, blocked=True)
             if waited is None and not await _only_replication_since(m, standby, turn, cut):
-                waited = await _prove_equal(m, live, standby, turn, tables, vector_columns, "with writes blocked")
+                waited = await _prove_equal(m, live, standby, turn, proven, "with writes blocked")
             if waited is not None:
                 await admin.execute(allow_connections(turn.live, True))
                 return waited
@@ -207,12 +215,7 @@ async def _record_turn(m: Migration, live: Migration, standby: Migration, turn: 
 
 
 async def _prove_at_a_cut(
-    m: Migration,
-    live: Migration,
-    standby: Migration,
-    turn: Turn,
-    tables: list[tuple[str, str]],
-    vector_columns: dict[tuple[str, str], set[str]],
+    m: Migration, live: Migration, standby: Migration, turn: Turn, proven: _Proven
 ) -> Cut | Outcome:
     """Both sides checksummed at one point of the live side's history, with writes going on (proof.py).
 
@@ -223,7 +226,7 @@ async def _prove_at_a_cut(
     timeout = duration_ms(m.spec.replicate.switchover_timeout) / 1000
     async with on_database(m, turn.live, server=_live_server(m, turn)) as reader:
         started = time.perf_counter()
-        held = await hold(live, tables)
+        held = await hold(live, proven.tables)
         if held is None:
             return Wait(
                 Reason.LOCK_TIMEOUT,
@@ -242,7 +245,7 @@ async def _prove_at_a_cut(
             reading.append(await reading_at(standby.session, None))
             await holding.commit()  # writes go on; both snapshots stay
             held_seconds = round(time.perf_counter() - started, 3)
-            mismatch = await _prove_equal(m, reader, standby, turn, tables, vector_columns, "at a cut of its history")
+            mismatch = await _prove_equal(m, reader, standby, turn, proven, "at a cut of its history")
         finally:
             for transaction in (*reversed(reading), holding):
                 with contextlib.suppress(asyncpg.InterfaceError):  # one already committed
@@ -266,16 +269,10 @@ async def _only_replication_since(m: Migration, standby: Migration, turn: Turn, 
 
 
 async def _prove_equal(
-    m: Migration,
-    live: Migration,
-    standby: Migration,
-    turn: Turn,
-    tables: list[tuple[str, str]],
-    vector_columns: dict[tuple[str, str], set[str]],
-    when: str,
+    m: Migration, live: Migration, standby: Migration, turn: Turn, proven: _Proven, when: str
 ) -> Fail | None:
     """Every table's rows and checksum on both sides, into the status; a Fail naming those that differ."""
-    compared = await compare_content(m, lambda: _checksums(live, standby, tables, vector_columns))
+    compared = await compare_content(m, lambda: _checksums(live, standby, proven))
     verification = m.status.verification or Verification(k=m.spec.verify.k)
     verification.tables = compared
     m.status.verification = verification
@@ -364,14 +361,12 @@ async def _caught_up(live: Migration, channel: str, timeout: float, *, within: i
         await asyncio.sleep(0.02)
 
 
-async def _checksums(
-    live: Migration, standby: Migration, tables: list[tuple[str, str]], vector_columns: dict[tuple[str, str], set[str]]
-) -> list[TableVerification]:
+async def _checksums(live: Migration, standby: Migration, proven: _Proven) -> list[TableVerification]:
     compared = []
     # As the login itself: row-level security must not hide rows from the proof.
     async with as_admin(live), as_admin(standby):
-        for schema, table in tables:
-            vectors = vector_columns.get((schema, table), set())
+        for schema, table in proven.tables:
+            vectors = proven.vector_columns.get((schema, table), set())
             mode = live.facts.checksum_mode
             before = await table_checksum(live.session, schema, table, vectors, mode)
             after = await table_checksum(standby.session, schema, table, vectors, mode)
