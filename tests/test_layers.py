@@ -188,3 +188,14 @@ def test_what_is_long_says_why(module: str) -> None:
             if length > FUNCTION_LINES and not (_has_reason(lines, node.lineno) or _has_reason(lines, first)):
                 problems.append(f"{node.name} ({length} lines, line {node.lineno})")
     assert not problems, f"{module}: long without a '# size:' reason: {problems}"
+
+
+def test_the_operator_process_loads_no_chart_library_until_a_report_is_written() -> None:
+    # The operator's idle memory has a goal of 100 MB (bench/run.py); pygal alone costs 8 MB.
+    import subprocess
+    import sys
+
+    modules = "vector_migration.cli.commands, vector_migration.kube.controller"
+    loaded = f"import sys, {modules}; print('pygal' in sys.modules)"
+    run = subprocess.run([sys.executable, "-c", loaded], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "False"

@@ -30,7 +30,6 @@ from ..database.sql import ConnectionParams, DatabaseUnavailable
 from ..engine.context import Decisions, Migration, RunInputs
 from ..engine.runner import run
 from ..phases.drift import check_once
-from ..report import render_report
 from ..vocabulary import Phase, Reason
 from .help import completion_script, enable_completion, subcommand
 from .logins import ADMIN_DATABASE_URL_ENV, DATABASE_URL_ENV, TARGET_DATABASE_URL_ENV, load
@@ -308,6 +307,8 @@ def _report(args: argparse.Namespace) -> int:
         reason = getattr(error, "strerror", None) or str(error).splitlines()[0]
         console.print(f"[red]error:[/] --status {escape(str(args.status))}: {escape(reason)}")
         return EXIT_USAGE
+    from ..report import render_report  # its charts' library costs 8 MB: not loaded by the operator's process
+
     page = render_report(status, args.title)
     if args.output is None:
         sys.stdout.write(page)

@@ -29,7 +29,6 @@ from ..api import VectorMigrationStatus
 from ..kube.builders import object_name
 from ..kube.client import KubeClient, KubeError, LoginError, person_login
 from ..phases.restore import restore_token
-from ..report import render_report
 from ..vocabulary import (
     ANNOTATION_APPROVE,
     ANNOTATION_PAUSED,
@@ -280,6 +279,8 @@ async def restore(s: Session, args: argparse.Namespace) -> int:
 async def report(s: Session, args: argparse.Namespace) -> int:
     """The migration report (one self-contained HTML page) from the status."""
     resource = await s.migration(args.name)
+    from ..report import render_report  # its charts' library costs 8 MB: loaded for a report only
+
     args.report_file.write_text(render_report(status_of(resource), f"{s.namespace}/{args.name}"))
     s.console.print(f"wrote {escape(str(args.report_file))}")
     return EXIT_OK
