@@ -41,6 +41,7 @@ from vector_migration.database.sql import ConnectionParams, quote_ident  # noqa:
 from vector_migration.demo import EmbeddedPostgres, clustered_embeddings_sql, create_database  # noqa: E402
 from vector_migration.engine.context import Migration, RunInputs  # noqa: E402
 from vector_migration.engine.runner import run  # noqa: E402
+from vector_migration.strategies.replicate.plan import unsubscribe  # noqa: E402
 from vector_migration.vocabulary import Phase  # noqa: E402
 
 TARGET = "ruvector_standin"
@@ -113,9 +114,8 @@ async def _drop_replication(server: EmbeddedPostgres) -> None:
                 query = "SELECT subname FROM pg_subscription WHERE subdbid = (SELECT oid FROM pg_database " \
                         "WHERE datname = current_database())"  # fmt: skip
                 for (name,) in await conn.fetch(query):
-                    await conn.execute(f"ALTER SUBSCRIPTION {quote_ident(name)} DISABLE")
-                    await conn.execute(f"ALTER SUBSCRIPTION {quote_ident(name)} SET (slot_name = NONE)")
-                    await conn.execute(f"DROP SUBSCRIPTION {quote_ident(name)}")
+                    for statement in unsubscribe(name):  # its slot goes below, with the other leftovers
+                        await conn.execute(statement)
             finally:
                 await conn.close()
         await admin.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE NOT active")
@@ -611,6 +611,12 @@ def report(result: dict[str, Any]) -> None:
     report_replicate(result)
 
 
+def write_result(path: Path, result: dict[str, Any]) -> None:
+    """A case's results as JSON in bench/results (made when missing), keys sorted so reruns diff cleanly."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+
+
 def _recall(run: dict[str, Any]) -> str:
     """The lowest index recall, pgvector's baseline -> the target's."""
     before, after = run.get("recall_before"), run.get("recall_after")
@@ -633,33 +639,25 @@ if __name__ == "__main__":
     args = parser.parse_args()
     if args.only == "text-route":
         text = asyncio.run(text_route(args.rows, args.work, args.repeats))
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / f"{text['date']}-text-route.json").write_text(json.dumps(text, indent=2, sort_keys=True) + "\n")
+        write_result(args.out / f"{text['date']}-text-route.json", text)
         report_text_route(text)
         raise SystemExit(0)
     if args.only == "parallel-build":
         built = asyncio.run(parallel_build(args.rows, args.dims, args.work, args.repeats))
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / f"{built['date']}-parallel-build.json").write_text(
-            json.dumps(built, indent=2, sort_keys=True) + "\n"
-        )
+        write_result(args.out / f"{built['date']}-parallel-build.json", built)
         raise SystemExit(0)
     if args.only == "sample-sizes":
         sizes = asyncio.run(sample_sizes(args.rows, args.dims, args.work))
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / f"{sizes['date']}-sample-sizes.json").write_text(json.dumps(sizes, indent=2, sort_keys=True) + "\n")
+        write_result(args.out / f"{sizes['date']}-sample-sizes.json", sizes)
         raise SystemExit(0)
     if args.only in ("replicate", "replicate-across"):
         only = asyncio.run(replicate_only(args.rows, args.dims, args.work, across=args.only == "replicate-across"))
-        args.out.mkdir(parents=True, exist_ok=True)
-        result = args.out / f"{only['date']}-{args.only}.json"
-        result.write_text(json.dumps(only, indent=2, sort_keys=True) + "\n")
+        write_result(args.out / f"{only['date']}-{args.only}.json", only)
         report_replicate(only)
         raise SystemExit(0)
     outcome = asyncio.run(main(args.rows, args.dims, args.work, args.repeats))
-    args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / outcome["date"]
-    stem.with_suffix(".json").write_text(json.dumps(outcome, indent=2, sort_keys=True) + "\n")
+    write_result(stem.with_suffix(".json"), outcome)
     chart(outcome, stem.with_suffix(".png"))
     report(outcome)
     print(f"\nwrote {stem.with_suffix('.json')} and {stem.with_suffix('.png')}")

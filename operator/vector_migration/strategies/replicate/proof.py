@@ -35,7 +35,6 @@ class Cut:
     """The point both sides were proven equal at, and the standby's session count then."""
 
     sessions: int  # client sessions ever opened on the standby (pg_stat_database.sessions)
-    held_seconds: float  # how long writers to the live side's tables waited for the cut
 
 
 async def standby_sessions(standby: asyncpg.Connection) -> int:
@@ -64,8 +63,8 @@ async def hold(live: Migration, tables: list[tuple[str, str]]) -> tuple[Transact
     another, so an application transaction writing two of them could deadlock with the hold, and
     PostgreSQL might end the application's transaction to break it. Each attempt therefore gives
     up well before ``deadlock_timeout``, when the detector would run, lets go of what it holds
-    and tries again, for ``lockTimeout`` in all (then None). As the login
-    itself, as the checksums are.
+    and tries again, for ``lockTimeout`` in all (then None). As the login itself, as the
+    checksums are.
     """
     detector_ms = int(
         await live.session.fetchval("SELECT setting FROM pg_catalog.pg_settings WHERE name = 'deadlock_timeout'")

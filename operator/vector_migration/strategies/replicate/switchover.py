@@ -151,7 +151,7 @@ async def turn(m: Migration, turn: Turn, replica: ReplicaRecord) -> Outcome | No
         nearly = await _caught_up(live, turn.channel, timeout, within=NEARLY_CAUGHT_UP, blocked=False)
         if nearly is not None:
             return nearly
-        cut = await _prove_at_a_cut(m, live, standby, turn, proven)
+        cut = await _prove_at_a_cut(m, live, standby, turn, proven, timeout)
         if not isinstance(cut, Cut):
             return cut
         started = time.perf_counter()
@@ -215,7 +215,7 @@ async def _record_turn(m: Migration, live: Migration, standby: Migration, turn: 
 
 
 async def _prove_at_a_cut(
-    m: Migration, live: Migration, standby: Migration, turn: Turn, proven: _Proven
+    m: Migration, live: Migration, standby: Migration, turn: Turn, proven: _Proven, timeout: float
 ) -> Cut | Outcome:
     """Both sides checksummed at one point of the live side's history, with writes going on (proof.py).
 
@@ -223,7 +223,6 @@ async def _prove_at_a_cut(
     it does not within switchoverTimeout, or a writer keeps its lock past lockTimeout; a Fail
     naming the tables that differ.
     """
-    timeout = duration_ms(m.spec.replicate.switchover_timeout) / 1000
     async with on_database(m, turn.live, server=_live_server(m, turn)) as reader:
         started = time.perf_counter()
         held = await hold(live, proven.tables)
@@ -251,13 +250,12 @@ async def _prove_at_a_cut(
                 with contextlib.suppress(asyncpg.InterfaceError):  # one already committed
                     await transaction.rollback()
     record_timing(m.status, "proofHeldWritesSeconds", held_seconds)
-    return mismatch or Cut(sessions=sessions, held_seconds=held_seconds)
+    return mismatch or Cut(sessions=sessions)
 
 
 async def _only_replication_since(m: Migration, standby: Migration, turn: Turn, cut: Cut) -> bool:
     """Whether no session but the migration's own has been on the standby since the cut (else a warning why not)."""
-    own = [standby.session.get_server_pid(), *([m.heartbeat.probe_pid] if standby is m and m.heartbeat else [])]
-    others = await others_on(standby.session, [pid for pid in own if pid])
+    others = await others_on(standby.session, _own_pids(m, standby))
     came = await standby_sessions(standby.session) - cut.sessions
     if not others and came <= 0:
         return True
@@ -315,10 +313,10 @@ async def _turn_replication(
         await live.session.execute(f"DROP PUBLICATION IF EXISTS {quote_ident(turn.channel)}")
 
 
-def _own_pids(m: Migration, live: Migration) -> list[int]:
-    """The live session's backend, and the control session's heartbeat probe when that is the live one."""
-    probe = m.heartbeat.probe_pid if m.heartbeat is not None and live is m else None
-    return [live.session.get_server_pid(), *([probe] if probe else [])]
+def _own_pids(m: Migration, side: Migration) -> list[int]:
+    """A side's session backend, and the control session's heartbeat probe when that side is the control session."""
+    probe = m.heartbeat.probe_pid if m.heartbeat is not None and side is m else None
+    return [side.session.get_server_pid(), *([probe] if probe else [])]
 
 
 async def _end_sessions(admin: asyncpg.Connection, database: str, *, keep: list[int]) -> None:
