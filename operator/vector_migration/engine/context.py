@@ -98,6 +98,7 @@ class RunFacts:
     plan: StrategyPlan | None = None
     source_library: str | None = None
     checksum_mode: ChecksumMode = ChecksumMode.NORMALIZED
+    checksums_under_lock: bool = False  # a checksum read before the swap's lock was not the content's
     copy_format: str = COPY_TEXT  # Rebuild's export format, fixed at the checklist with the plan
     probes: list[Probe] = field(default_factory=list)
     rebuilds: list[IndexBuild] = field(default_factory=list)

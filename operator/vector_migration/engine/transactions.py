@@ -88,6 +88,7 @@ class Progress:
     started: float = field(default_factory=time.perf_counter)
     locked_at: float | None = None
     exported_bytes: int = 0
+    checksums_read_early: int = 0  # tables whose "before" checksum was read before the lock
 
     @property
     def blocked_seconds(self) -> float:
