@@ -123,8 +123,8 @@ async def _drop_replication(server: EmbeddedPostgres) -> None:
         await admin.close()
 
 
-async def raw_floor(server: EmbeddedPostgres, dims: int, *, index: bool = True) -> dict[str, float]:
-    """The conversion and the index build by hand: the least any tool could do."""
+async def raw_floor(server: EmbeddedPostgres, dims: int, *, index: bool = True, build: bool = True) -> dict[str, float]:
+    """The conversion and the index build by hand: the least any tool could do (``build``: the index too)."""
     conn = await connect(await fresh_copy(server, "bench_floor"))
     try:
         await conn.execute("SET maintenance_work_mem = '1GB'")
@@ -139,7 +139,7 @@ async def raw_floor(server: EmbeddedPostgres, dims: int, *, index: bool = True) 
             )
             await conn.execute("DROP EXTENSION vector")
         converted = time.perf_counter()
-        if index:
+        if index and build:
             await conn.execute(f"CREATE INDEX items_l2 ON items USING ruhnsw (embedding ruvector_l2_ops) {HNSW}")
         built = time.perf_counter()
     finally:
@@ -213,10 +213,12 @@ async def engine_run(
     params: ConnectionParams | None = None,
     target_server: ConnectionParams | None = None,
     sample_queries: int = 100,
+    early_checksum: bool = True,
 ) -> dict[str, Any]:
     """The engine's migration on a fresh copy (backup measured separately: the floor has none).
 
     With ``target_server``, Replicate makes its new database on that server (replicate.target).
+    Without ``early_checksum``, the swap reads both checksums under its lock (as until 2026-11-30).
     """
     params = params or await fresh_copy(server, f"bench_{mode.lower()}")
     replicate: dict[str, Any] = {"keepOldFor": "0s", "dropOld": True}
@@ -247,6 +249,7 @@ async def engine_run(
             target_server=target_server,
         )
     )
+    migration.facts.checksums_under_lock = not early_checksum
     started = time.perf_counter()
     status = await run(migration)
     wall = time.perf_counter() - started
@@ -314,11 +317,24 @@ async def operator_costs(server: EmbeddedPostgres) -> dict[str, float]:
                 })  # fmt: skip
                 await cluster.wait_for("bench", lambda r: phase(r) is not None, timeout=120)
                 reaction = time.perf_counter() - applied
+                await asyncio.sleep(10)  # the dry run's checklist done: the API classes and engine in use
+                working_mb = _rss_mb(process.pid)
             finally:
                 process.terminate()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(process.wait(), timeout=20)
-    return {"operator_idle_rss_mb": rss_mb, "operator_reaction_s": reaction}
+    return {"operator_idle_rss_mb": rss_mb, "operator_reaction_s": reaction, "operator_rss_after_a_run_mb": working_mb}
+
+
+async def operator_only(work: Path) -> dict[str, float]:
+    """`--only operator`: the operator's idle memory and reaction time alone (printed, not written)."""
+    work.mkdir(parents=True, exist_ok=True)
+    server = EmbeddedPostgres(work / "pgdata")
+    try:
+        await create_database(server.params(), TEMPLATE)  # fresh_copy's template: empty here
+        return await operator_costs(server)
+    finally:
+        server.stop()
 
 
 def _rss_mb(pid: int) -> float:
@@ -473,6 +489,42 @@ async def parallel_build(rows: int, dims: int, work: Path, repeats: int) -> dict
             "strategy": "Parallel", "sample_queries": 200, "ways": ways}  # fmt: skip
 
 
+async def concurrent_window(rows: int, dims: int, work: Path, repeats: int) -> dict[str, Any]:
+    """`--only concurrent-window`: Concurrent's write-blocking window against the raw conversion.
+
+    Each round runs the raw `ALTER ... TYPE`, the engine with its "before" checksum read ahead of
+    the lock, and the engine with both checksums under it, back to back on fresh copies, so the
+    ratios compare runs made under the same conditions.
+    """
+    work.mkdir(parents=True, exist_ok=True)
+    server = EmbeddedPostgres(work / "pgdata")
+    rounds = []
+    try:
+        await seed(server, rows, dims)
+        for attempt in range(1, repeats + 1):
+            floor = (await raw_floor(server, dims, build=False))["conversion_s"]
+            early = (await engine_run(server, "Concurrent", work))["timings"]
+            under = (await engine_run(server, "Concurrent", work, early_checksum=False))["timings"]
+            rounds.append({"conversion_floor_s": floor, "early": early, "under_lock": under})
+            print(f"  round {attempt}/{repeats}: floor {floor:.2f}s, window {early['writeBlockedSeconds']:.2f}s "
+                  f"(both checksums under the lock: {under['writeBlockedSeconds']:.2f}s)", flush=True)  # fmt: skip
+    finally:
+        server.stop()
+    ratios = {
+        way: sorted(r[way]["writeBlockedSeconds"] / r["conversion_floor_s"] for r in rounds)
+        for way in ("early", "under_lock")
+    }
+    return {
+        "date": datetime.date.today().isoformat(),
+        "rows": rows,
+        "dims": dims,
+        "machine": machine(),
+        "rounds": rounds,
+        "ratio_median": {way: values[len(values) // 2] for way, values in ratios.items()},
+        "ratio_range": {way: [values[0], values[-1]] for way, values in ratios.items()},
+    }
+
+
 async def text_route(rows: int, work: Path, repeats: int) -> dict[str, Any]:
     """`--only text-route`: real RuVector has no casts, so its conversion goes through text.
 
@@ -603,7 +655,8 @@ def report(result: dict[str, Any]) -> None:
         value = result[key]
         verdict = "meets" if value <= goal else "MISSES"
         print(f"  {key} = {value:.3f} ({verdict} the goal <= {goal})")
-    print(f"  operator_reaction_s = {result['operator_reaction_s']:.2f}")
+    print(f"  operator_reaction_s = {result['operator_reaction_s']:.2f}, "
+          f"operator_rss_after_a_run_mb = {result['operator_rss_after_a_run_mb']:.1f}")  # fmt: skip
     for size, measured in result["parallel"].items():
         wall, window = measured["wall_s"], measured["lock_window_s"]
         print(f"  parallel at {int(size):,} rows: {wall:.1f}s, writes waited {window:.3f}s, "
@@ -632,7 +685,16 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=3, help="runs of each migration; the median is reported")
     parser.add_argument(
         "--only",
-        choices=["all", "replicate", "replicate-across", "text-route", "sample-sizes", "parallel-build"],
+        choices=[
+            "all",
+            "replicate",
+            "replicate-across",
+            "text-route",
+            "sample-sizes",
+            "parallel-build",
+            "operator",
+            "concurrent-window",
+        ],
         default="all",
         help="one case alone (see its function)",
     )
@@ -645,6 +707,14 @@ if __name__ == "__main__":
     if args.only == "parallel-build":
         built = asyncio.run(parallel_build(args.rows, args.dims, args.work, args.repeats))
         write_result(args.out / f"{built['date']}-parallel-build.json", built)
+        raise SystemExit(0)
+    if args.only == "concurrent-window":
+        window = asyncio.run(concurrent_window(args.rows, args.dims, args.work, args.repeats))
+        write_result(args.out / f"{window['date']}-concurrent-window.json", window)
+        print(f"window / conversion floor, median (range): {window['ratio_median']} {window['ratio_range']}")
+        raise SystemExit(0)
+    if args.only == "operator":
+        print(asyncio.run(operator_only(args.work)))
         raise SystemExit(0)
     if args.only == "sample-sizes":
         sizes = asyncio.run(sample_sizes(args.rows, args.dims, args.work))

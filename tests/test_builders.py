@@ -13,6 +13,7 @@ import pytest
 from vector_migration.api import VectorMigration, parse_manifest
 from vector_migration.kube.builders import (
     BACKUP_SCRIPT,
+    REPORT_BYTES_LIMIT,
     build_backup_job,
     build_cutover_configmap,
     build_plan_configmap,
@@ -160,20 +161,46 @@ def test_the_cutover_configmap_routes_reads_to_the_shadows_until_the_finalize() 
     assert json.loads(after["data"]["tables.json"]) == {"public.docs": "public.docs"}
 
 
-def test_the_report_configmap_holds_the_page_or_says_how_to_make_it_when_too_large() -> None:
+def test_the_report_configmap_holds_the_page_shortened_to_fit_or_says_how_to_make_it() -> None:
     from vector_migration.api import VectorMigrationStatus
     from vector_migration.vocabulary import Phase
 
     status = VectorMigrationStatus(phase=Phase.SUCCEEDED, message="1100 rows equal", timings={"swapSeconds": 1.5})
-    small = build_report_configmap(resource(), status)
+    whole = build_report_configmap(resource(), status)
     status.warnings = [f"warning {n}: " + "x" * 1000 for n in range(1000)]  # a page of about 1 MB
-    large = build_report_configmap(resource(), status)
+    shortened = build_report_configmap(resource(), status)
+    status.message = "x" * 1_000_000  # nothing to leave out makes this fit
+    pointer = build_report_configmap(resource(), status)
 
-    assert small["metadata"]["name"] == "shop-report" and small["data"]["phase"] == "Succeeded"
-    assert small["metadata"]["ownerReferences"][0]["uid"] == "1234-abcd"
-    assert "1100 rows equal" in small["data"]["report.html"] and "<svg" in small["data"]["report.html"]
-    assert len(large["data"]["report.html"]) < 1000
-    assert "kubectl vmig report shop -n " in large["data"]["report.html"]
+    assert whole["metadata"]["name"] == "shop-report" and whole["data"]["phase"] == "Succeeded"
+    assert whole["metadata"]["ownerReferences"][0]["uid"] == "1234-abcd"
+    assert "1100 rows equal" in whole["data"]["report.html"] and "<svg" in whole["data"]["report.html"]
+    assert "not shown here" not in whole["data"]["report.html"]
+    page = shortened["data"]["report.html"]
+    assert len(page.encode()) <= REPORT_BYTES_LIMIT
+    assert "1100 rows equal" in page and "<svg" in page and "warning 199: " in page and "warning 200: " not in page
+    assert "800 more rows not shown here: <code>kubectl vmig report shop -n " in page
+    assert len(pointer["data"]["report.html"]) < 1000
+    assert "kubectl vmig report shop -n " in pointer["data"]["report.html"]
+
+
+def test_a_report_of_thousands_of_indexes_fits_its_configmap_with_the_first_ones_charted() -> None:
+    from vector_migration.api import IndexVerification, LatencyMs, VectorMigrationStatus, Verification
+    from vector_migration.vocabulary import Phase
+
+    latency = LatencyMs(p50=1.0, p95=2.0, p99=3.0)
+    measured = {"queries": 200, "recall_before": 0.97, "recall_after": 0.96, "latency_before": latency,
+                "latency_after": latency}  # fmt: skip
+    indexes = [IndexVerification(name=f"index_{n:04}", **measured) for n in range(3000)]
+    status = VectorMigrationStatus(phase=Phase.SUCCEEDED, message="3000 indexes valid",
+                                   verification=Verification(indexes=indexes))  # fmt: skip
+
+    page = build_report_configmap(resource(), status)["data"]["report.html"]
+
+    assert len(page.encode()) <= REPORT_BYTES_LIMIT
+    assert page.count('<figure class="chart"') == 2  # recall and latency, of the indexes shown
+    assert "index_0199" in page and "index_0200" not in page
+    assert "2,800 more rows not shown here" in page
 
 
 @pytest.mark.parametrize("password", ["plain", "with:colon", "back\\slash", "sp ace$and'quote"])

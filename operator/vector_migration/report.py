@@ -9,7 +9,8 @@ table's name, a message) is escaped, never interpreted as markup.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import functools
+from collections.abc import Callable, Iterable, Sequence
 from html import escape
 
 from .api import ColumnInventory, IndexVerification, Inventory, LatencyMs, VectorMigrationStatus
@@ -28,8 +29,16 @@ figure { margin: 1rem 0; } figure svg { max-width: 100%; height: auto; }
 _ROW_VERDICTS = frozenset({"Pass", "Fail", "Inconclusive", "True", "False", "Unknown"})
 
 
-def render_report(status: VectorMigrationStatus, title: str) -> str:
-    """The report of one migration's status, as an HTML document."""
+def render_report(
+    status: VectorMigrationStatus, title: str, rows_shown: int | None = None, whole_report: str = ""
+) -> str:
+    """The report of one migration's status, as an HTML document.
+
+    ``rows_shown`` caps every table and list (a database of thousands of tables, a page too large
+    for a ConfigMap); what is left out is counted, beside ``whole_report``, the command that writes
+    it all.
+    """
+    section = functools.partial(_section, rows_shown=rows_shown, whole_report=whole_report)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -40,70 +49,76 @@ def render_report(status: VectorMigrationStatus, title: str) -> str:
     if status.plan_hash:
         parts.append(f"<p>Plan hash <code>{escape(status.plan_hash)}</code></p>")
     parts += _figure("timeline", timeline_chart(status))
-    parts += _section(
+    parts += section(
         "Conditions",
         ("type", "status", "reason", "message", "since"),
         [(c.type, c.status, c.reason, c.message, c.last_transition_time) for c in status.conditions],
     )
-    verification = status.verification
-    if verification is not None:
-        parts += _section(
-            "Data (checksums taken under the swap's lock)",
-            ("table", "rows before", "rows after", "checksum before", "checksum after", "equal"),
-            [
-                (
-                    t.name,
-                    t.rows_before,
-                    t.rows_after,
-                    t.checksum_before,
-                    t.checksum_after,
-                    "Pass" if (t.rows_before, t.checksum_before) == (t.rows_after, t.checksum_after) else "Fail",
-                )
-                for t in verification.tables
-            ],
-        )
-        parts += _section(
-            f"Indexes (recall@{verification.k} against exact search; latency beside a control query)",
-            (
-                "index", "queries", "recall before", "recall after", "95% interval", "recall verdict",
-                "held-out queries", "p95 before (ms)", "p95 after (ms)", "ratio before", "ratio after",
-                "ratio 95% interval", "latency verdict", "rounds",
-            ),
-            [_index_row(i) for i in verification.indexes],
-        )  # fmt: skip
-        parts += _figure("recall", recall_chart(status))
-        parts += _figure("latency", latency_chart(status))
+    parts += _verification(status, section, rows_shown)
     if status.inventory is not None:
-        parts += _carried(status.inventory)
-    parts += _section(
+        parts += _carried(status.inventory, section)
+    parts += section(
         "Timings (seconds)", ("what", "seconds"), [(name, seconds) for name, seconds in sorted(status.timings.items())]
     )
-    if status.warnings:
-        parts.append("<h2>Warnings</h2><ul>")
-        parts += [f"<li>{escape(warning)}</li>" for warning in status.warnings]
-        parts.append("</ul>")
+    parts += section("Warnings", ("warning",), [(warning,) for warning in status.warnings])
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
 
-def _carried(inventory: Inventory) -> list[str]:
+def _verification(
+    status: VectorMigrationStatus, section: Callable[..., list[str]], rows_shown: int | None
+) -> list[str]:
+    """Each table's rows and checksums, each index's recall and latency, and their charts."""
+    verification = status.verification
+    if verification is None:
+        return []
+    parts = section(
+        "Data (the swap's checksums before and after the conversion, proven under its lock)",
+        ("table", "rows before", "rows after", "checksum before", "checksum after", "equal"),
+        [
+            (
+                t.name,
+                t.rows_before,
+                t.rows_after,
+                t.checksum_before,
+                t.checksum_after,
+                "Pass" if (t.rows_before, t.checksum_before) == (t.rows_after, t.checksum_after) else "Fail",
+            )
+            for t in verification.tables
+        ],
+    )
+    parts += section(
+        f"Indexes (recall@{verification.k} against exact search; latency beside a control query)",
+        (
+            "index", "queries", "recall before", "recall after", "95% interval", "recall verdict",
+            "held-out queries", "p95 before (ms)", "p95 after (ms)", "ratio before", "ratio after",
+            "ratio 95% interval", "latency verdict", "rounds",
+        ),
+        [_index_row(i) for i in verification.indexes],
+    )  # fmt: skip
+    parts += _figure("recall", recall_chart(status, rows_shown))
+    parts += _figure("latency", latency_chart(status, rows_shown))
+    return parts
+
+
+def _carried(inventory: Inventory, section: Callable[..., list[str]]) -> list[str]:
     """What the migration found, and what it carried, rebuilt or dropped."""
-    parts = _section(
+    parts = section(
         "Tables",
         ("table", "rows", "vector columns"),
         [(t.name, t.rows, ", ".join(_column(c) for c in t.columns)) for t in inventory.tables],
     )
-    parts += _section(
+    parts += section(
         "Indexes (as they were, and as rebuilt)",
         ("index", "table", "definition before", "definition after", "handling"),
         [(i.name, i.table, i.definition, i.target_definition, i.handling) for i in inventory.indexes],
     )
-    parts += _section(
+    parts += section(
         "Dependent objects (carried or dropped)",
         ("kind", "name", "handling"),
         [(d.kind, d.name, d.handling) for d in inventory.dependents],
     )
-    parts += _section(
+    parts += section(
         "Settings",
         ("scope", "setting", "value", "carried as"),
         [(st.scope, st.name, st.value, st.target_name) for st in inventory.settings],
@@ -113,6 +128,15 @@ def _carried(inventory: Inventory) -> list[str]:
 
 def _column(column: ColumnInventory) -> str:
     return f"{column.name} {column.type} -> {column.target_type or column.type}"
+
+
+def pointer_page(name: str, command: str) -> str:
+    """The page that stands for a report too large to keep: the command that writes it from the status."""
+    return (
+        f'<!DOCTYPE html><html lang="en"><meta charset="utf-8"><title>{escape(name)}</title>'
+        f"<p>This migration's report is larger than a ConfigMap holds: <code>{escape(command)}</code> "
+        "writes it from the status.</p></html>\n"
+    )
 
 
 def _figure(name: str, svg: str | None) -> list[str]:
@@ -150,16 +174,25 @@ def _interval(interval: Sequence[float | None] | None) -> str | None:
     return f"{low:.3f} to {'unbounded' if high is None else f'{high:.3f}'}"
 
 
-def _section(heading: str, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
+def _section(
+    heading: str,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[object]],
+    rows_shown: int | None = None,
+    whole_report: str = "",
+) -> list[str]:
     rows = list(rows)
     if not rows:
         return []
     lines = [f"<h2>{escape(heading)}</h2><table><thead><tr>"]
     lines += [f"<th>{escape(column)}</th>" for column in columns]
     lines.append("</tr></thead><tbody>")
-    for row in rows:
+    for row in rows[:rows_shown]:
         lines.append("<tr>" + "".join(_cell(value) for value in row) + "</tr>")
     lines.append("</tbody></table>")
+    if rows_shown is not None and len(rows) > rows_shown:
+        where = f": <code>{escape(whole_report)}</code> writes them all" if whole_report else ""
+        lines.append(f'<p class="more">{len(rows) - rows_shown:,} more rows not shown here{where}.</p>')
     return lines
 
 

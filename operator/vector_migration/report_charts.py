@@ -50,9 +50,9 @@ def timeline_chart(status: VectorMigrationStatus) -> str | None:
     return _inert(chart.render(is_unicode=True))
 
 
-def latency_chart(status: VectorMigrationStatus) -> str | None:
-    """Each index's p50, p95 and p99 before and after, in milliseconds."""
-    indexes = [i for i in (status.verification.indexes if status.verification else []) if i.latency_before]
+def latency_chart(status: VectorMigrationStatus, limit: int | None = None) -> str | None:
+    """Each index's p50, p95 and p99 before and after, in milliseconds (the first ``limit`` indexes)."""
+    indexes = [i for i in (status.verification.indexes if status.verification else []) if i.latency_before][:limit]
     if not indexes:
         return None
     chart = _chart(pygal.Bar, "Latency before and after (ms)", len(indexes), _PERCENTILES, values=False)
@@ -64,10 +64,11 @@ def latency_chart(status: VectorMigrationStatus) -> str | None:
     return _inert(chart.render(is_unicode=True))
 
 
-def recall_chart(status: VectorMigrationStatus) -> str | None:
-    """Each index's recall before and after, the after with its 95% interval."""
+def recall_chart(status: VectorMigrationStatus, limit: int | None = None) -> str | None:
+    """Each index's recall before and after, the after with its 95% interval (the first ``limit`` indexes)."""
     k = status.verification.k if status.verification else 0
-    indexes = [i for i in (status.verification.indexes if status.verification else []) if i.recall_after is not None]
+    measured = status.verification.indexes if status.verification else []
+    indexes = [i for i in measured if i.recall_after is not None][:limit]
     if not indexes:
         return None
     chart = _chart(pygal.Bar, f"Recall@{k} before and after (95% interval)", len(indexes), (_BLUE, _GREEN))

@@ -10,7 +10,6 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from html import escape
 from typing import Any
 
 from ..api import JobDefaults, JobPlacement, VectorMigration, VectorMigrationStatus
@@ -456,23 +455,25 @@ def build_cutover_configmap(resource: VectorMigration, status: VectorMigrationSt
 
 
 # The API server keeps an object, a ConfigMap's data included, within 1 MiB: a report larger than
-# this is replaced by a page that says how to make the whole one.
+# this shows fewer rows per table (counting the rest), and one still larger is replaced by a page
+# that says how to make the whole one.
 REPORT_BYTES_LIMIT = 900 * 1024
+# Rows per table and list when the whole report does not fit (thousands of tables): None is all.
+REPORT_ROWS_SHOWN = (None, 200, 20)
 
 
 def build_report_configmap(resource: VectorMigration, status: VectorMigrationStatus) -> dict[str, Any]:
     """The migration report (report.py's page) where on-call finds it: ``<name>-report``, key ``report.html``."""
-    from ..report import render_report  # pygal is loaded once a report is written, never by an idle operator
+    from ..report import pointer_page, render_report  # pygal: loaded to write a report, never by an idle operator
 
     name, namespace = resource.metadata.name, resource.metadata.namespace
-    page = render_report(status, f"{namespace}/{name}")
-    if len(page.encode()) > REPORT_BYTES_LIMIT:
-        command = f"kubectl vmig report {name} -n {namespace} -o report.html"
-        page = (
-            f'<!DOCTYPE html><html lang="en"><meta charset="utf-8"><title>{escape(name)}</title>'
-            f"<p>This migration's report is larger than a ConfigMap holds: <code>{escape(command)}</code> "
-            "writes it from the status.</p></html>\n"
-        )
+    command = f"kubectl vmig report {name} -n {namespace} -o report.html"
+    for rows_shown in REPORT_ROWS_SHOWN:  # the whole page, else fewer rows per table until it fits
+        page = render_report(status, f"{namespace}/{name}", rows_shown, command)
+        if len(page.encode()) <= REPORT_BYTES_LIMIT:
+            break
+    else:
+        page = pointer_page(name, command)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
