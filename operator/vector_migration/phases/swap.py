@@ -209,7 +209,7 @@ def _after_mismatch(m: Migration, error: DataMismatch, progress: Progress) -> Ou
     if facts.checksum_mode.cheap or progress.checksums_read_early:
         # The target sent or printed some value differently from the sample, or the checksum
         # read before the lock was not the content's: compare parsed values, both under the lock.
-        early_read = " (one read before the lock)" if progress.checksums_read_early else ""
+        early_read = " (read before the lock)" if progress.checksums_read_early else ""
         was = f"{facts.checksum_mode} checksums{early_read}"
         facts.checksum_mode, facts.checksums_under_lock = ChecksumMode.NORMALIZED, True
         return Advance(Phase.SWAP, f"{was} differ ({error}); retrying with value checksums under the lock")
