@@ -43,14 +43,16 @@ def cpu_hogs() -> Iterator[None]:
 
 
 @pytest.mark.parametrize("attempt", range(RUNS))
+@pytest.mark.parametrize("mode", ["Atomic", "Concurrent"])  # Concurrent reads a checksum before its lock
 async def test_a_healthy_migration_beside_a_cpu_hog_is_never_rolled_back(
-    attempt: int, database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+    attempt: int, mode: str, database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
 ) -> None:
     await create_rich_database(conn)
     before = await snapshot(conn)
 
     with cpu_hogs():
-        status = await run(migration(database, manifest(backup={"enabled": False}), backup_dir))
+        resource = manifest(backup={"enabled": False}, reindex={"mode": mode})
+        status = await run(migration(database, resource, backup_dir))
 
     assert status.phase is not Phase.ROLLED_BACK, status.message
     held = condition(status, "Stalled")
