@@ -165,3 +165,21 @@ async def test_a_crippled_index_is_built_again_once_then_still_fails_and_rolls_b
     assert index.recall_after_interval is not None and index.recall_after_interval[1] < index.recall_before
     assert index.recall_verdict == "Fail"  # a clear miss: no held-out queries, no hold
     assert await conn.fetchval("SELECT extname FROM pg_extension WHERE extname = 'vector'") == "vector"
+
+
+async def test_rows_the_application_deletes_before_verify_do_not_count_against_the_new_index(
+    database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    # The application keeps writing after the swap: the neighbours the checklist found may be gone
+    # by the time verify asks the new index. Judged against those, a healthy index loses recall.
+    await conn.execute(DOCS)
+    m = migration(database, manifest(backup={"enabled": False}, reindex={"mode": "Concurrent"}), backup_dir)
+    await step_until(m, Phase.VERIFY)
+    await conn.execute("DELETE FROM docs WHERE id % 3 = 0")
+
+    status = await run(m)
+
+    assert status.phase is Phase.SUCCEEDED, status.message
+    (index,) = [i for i in status.verification.indexes if i.name == "docs_l2"]
+    assert index.recall_verdict == "Pass" and index.recall_after is not None and index.recall_after >= 0.9
+    assert await conn.fetchval("SELECT count(*) FROM docs") == 4000 - 4000 // 3

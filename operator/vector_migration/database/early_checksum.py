@@ -9,7 +9,7 @@ share a ``(ctid, xmin)``: the slot of a dead version is reused only once its del
 and the version that reuses it is written by a later transaction. So one statement (one
 snapshot) sums the content and the ``(ctid, xmin)`` of every row; under the lock, one scan that
 reads no column but those two sums the identities again. Equal count and identity sum: the
-content sum read earlier is the content now. Anything else (a write, VACUUM FULL, a rewrite):
+content sum read earlier is the content now. Anything else (a write, a rewrite that moved rows):
 the caller checksums under the lock, as before.
 
 What keeps this sound whatever the identity sum says: the "after" checksum is always read in

@@ -77,8 +77,7 @@ class IndexMeasurement:
     usable: bool
     used_by_planner: bool
     # Exact search's answer per query: how many neighbours it found (k, or fewer rows) and the
-    # distance of the farthest. Verification after the swap reuses it: the checksums prove the
-    # rows are the same, so the true neighbours are too, and a second exact scan would only cost.
+    # distance of the farthest, read in the same snapshot as the index's answers.
     truth: tuple[tuple[int, float], ...] | None = None
     # Recall's counts: true neighbours found, and neighbours asked for (queries x k, fewer rows).
     hits: int | None = None
@@ -324,19 +323,20 @@ async def measure_index(
     target: IndexTarget,
     queries: list[str],
     k: int,
-    truth: tuple[tuple[int, float], ...] | None = None,
 ) -> IndexMeasurement:
     """Recall@k of the index against exact search, and index-scan latency, on the same queries.
 
     A result counts as a true neighbour when it is no farther than exact search's k-th one
-    (rows tied at that distance are all correct answers). ``truth`` is exact search's answer
-    measured before, on the same rows; without it, exact search runs here, after the index's.
+    (rows tied at that distance are all correct answers). The index's answers and exact search's
+    are read in one snapshot: the application writes while a migration verifies, and a neighbour
+    it deleted in between would count against the index (a healthy index read 0.60 against
+    neighbours found before the application deleted a third of the rows, and was rolled back).
     """
     searched = _Search(target, k)
     latencies: list[float] = []
     controls: list[float] = []
     answers: list[list[float]] = []
-    async with conn.transaction():
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
         # Forbidding sequential scans makes the planner use the index whenever it can serve the query.
         await _set_local(conn, plan_cache_mode="force_custom_plan", enable_seqscan="off")
         plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {searched.body}", queries[0]) if queries else None
@@ -351,7 +351,6 @@ async def measure_index(
             started = time.perf_counter()
             await conn.fetchval(CONTROL_QUERY)
             controls.append((time.perf_counter() - started) * 1000)
-    if truth is None or len(truth) != len(queries):
         truth = await _exact_search(conn, searched, queries, answers)
     found_per_query = [
         (expected, min(expected, sum(1 for d in found if d <= _within(farthest))))
@@ -422,10 +421,11 @@ async def _exact_search(
     k = searched.k
     bounded = [i for i, found in enumerate(answers) if len(found) >= k and all(math.isfinite(d) for d in found)]
     found_within: dict[int, list[float]] = {i: [] for i in bounded}
-    async with conn.transaction():
+    async with conn.transaction():  # inside measure_index's: the snapshot its index answers were read in
         await _set_local(
             conn,
             plan_cache_mode="force_custom_plan",
+            enable_seqscan="on",
             enable_indexscan="off",
             enable_bitmapscan="off",
             enable_indexonlyscan="off",
