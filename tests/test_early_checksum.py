@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from tests.replication import session
 from tests.scenarios import condition, create_rich_database, manifest, migration, snapshot
 from vector_migration.database.early_checksum import early_checksum, still_current
 from vector_migration.database.measure import BINARY, table_checksum
@@ -42,7 +43,7 @@ async def early_then(conn: asyncpg.Connection, database: ConnectionParams, *writ
     """Read the early checksum, let another session run ``writes`` (one transaction each), ask under a lock."""
     early = await early_checksum(conn, "public", "notes", {"v"}, BINARY)
     assert early.content == await table_checksum(conn, "public", "notes", {"v"}, BINARY)
-    other = await asyncpg.connect(host=database.host, port=database.port, user=database.user, database=database.dbname)
+    other = await session(database)
     try:
         for write in writes:
             await other.execute(write)
@@ -93,7 +94,7 @@ async def test_every_write_between_the_early_read_and_the_lock_is_seen(
 async def test_a_write_in_flight_at_the_early_read_and_committed_before_the_lock_is_seen(
     notes: asyncpg.Connection, database: ConnectionParams
 ) -> None:
-    writer = await asyncpg.connect(host=database.host, port=database.port, user=database.user, database=database.dbname)
+    writer = await session(database)
     try:
         await writer.execute("BEGIN; UPDATE notes SET v = '[0,0,0]' WHERE id = 11; SAVEPOINT s;"
                              " INSERT INTO notes VALUES (2000, 'sub', '[2,2,2]')")  # fmt: skip
@@ -117,8 +118,7 @@ def after_the_early_read(monkeypatch: pytest.MonkeyPatch, database: ConnectionPa
     async def reading_then_writing(*args: Any) -> Any:
         early = await read(*args)
         if args[2] == "items" and "items" not in calls:
-            app = await asyncpg.connect(host=database.host, port=database.port, user=database.user,
-                                        database=database.dbname)  # fmt: skip
+            app = await session(database)
             try:
                 await app.execute(write)
             finally:
