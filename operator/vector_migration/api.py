@@ -643,10 +643,20 @@ class IndexVerification(ApiModel):
     latency_verdict: str | None = None
 
 
+class CatalogCheck(ApiModel):
+    """The whole catalog compared before and after the change: what was equal, what changed as planned, what else."""
+
+    equal: int = 0
+    changed_as_planned: int = 0
+    # every difference the plan does not make ("column public.t.c: acl was [...], is none"); any fails the migration
+    differences: list[str] = Field(default_factory=list)
+
+
 class Verification(ApiModel):
     """The numbers that prove the result."""
 
     k: int = 10
+    catalog: CatalogCheck | None = None
     # "text": vectors hashed as printed (source and target print alike); "normalized": as parsed floats
     checksum_mode: str | None = None
     tables: list[TableVerification] = Field(default_factory=list)

@@ -192,6 +192,7 @@ class Reason(StrEnum):
     NOTHING_TO_ROLL_BACK = "NothingToRollBack"
     VERIFICATION_FAILED = "VerificationFailed"
     DATA_MISMATCH = "DataMismatch"
+    CATALOG_MISMATCH = "CatalogMismatch"  # the change would leave the catalog other than its plan says
     RECALL_DROPPED = "RecallDropped"
     LATENCY_REGRESSED = "LatencyRegressed"
     INVALID_SPEC = "InvalidSpec"

@@ -130,8 +130,10 @@ def build_plan(
         )
         for k in inventory.referencing_keys
     ]
-    empty_tables = unlink + (
-        [
+    # Only Rebuild empties tables: InPlace converts the rows where they are, and a key to them stays.
+    empty_tables = (
+        unlink
+        + [
             statement
             for s, t in tables
             for statement in (

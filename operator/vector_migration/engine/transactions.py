@@ -15,6 +15,7 @@ from ..api import (
 from ..database.catalog import (
     SourceInventory,
 )
+from ..database.catalog_state import Comparison
 from ..database.sql import run_as_role, set_timeouts
 from ..database.surface import TargetSurface
 from ..vocabulary import (
@@ -89,6 +90,8 @@ class Progress:
     locked_at: float | None = None
     exported_bytes: int = 0
     checksums_read_early: int = 0  # tables whose "before" checksum was read before the lock
+    catalog: Comparison | None = None  # the catalog before and after, compared (engine.invariant)
+    catalog_seconds: float = 0.0  # reading and comparing it
 
     @property
     def blocked_seconds(self) -> float:

@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 
 from ..api import (
+    CatalogCheck,
     TableVerification,
     Verification,
 )
@@ -23,6 +24,7 @@ from ..database.catalog import (
     SourceInventory,
     read_extension,
 )
+from ..database.catalog_state import CatalogState, Expected, read_catalog
 from ..database.early_checksum import EarlyChecksum, early_checksum, still_current
 from ..database.inventory import read_inventory
 from ..database.measure import (
@@ -32,6 +34,7 @@ from ..database.sql import set_timeouts
 from ..database.surface import TargetSurface, discover
 from ..engine import records
 from ..engine.context import Migration
+from ..engine.invariant import CatalogLoss, check_catalog, expected_of
 from ..engine.outcomes import Advance, Fail, Outcome
 from ..engine.plan import PlanningError, Statement
 from ..engine.strategy import PlanInputs, replan, strategy_of
@@ -66,16 +69,22 @@ async def convert(
     progress: Progress,
     exports: Path | None = None,
     early: Mapping[tuple[str, str], EarlyChecksum] | None = None,
+    expected: Expected | None = None,
 ) -> list[TableVerification]:
     """Run a plan's statements inside the caller's transaction, checksumming every table under the lock.
 
     A table's ``early`` checksum stands for its "before" one when the lock finds the same row
     versions it summed (progress.checksums_read_early counts them). Raises DataMismatch when
     any table's rows or content differ after the conversion, so the caller's transaction rolls
-    back instead of committing a lossy change.
+    back instead of committing a lossy change. With ``expected`` (what the plan changes) the
+    whole catalog is read under the lock and again after the last statement: CatalogLoss when
+    anything else differs (progress.catalog holds the comparison).
     """
     conn = m.session
     before: dict[tuple[str, str], Any] = {}
+    catalog = None
+    if expected is not None and not any(s.step is StatementKind.LOCK for s in statements):
+        catalog = await _read_catalog(conn, progress)
     for number, statement in enumerate(statements, start=1):
         progress.step = statement.step
         m.reporter.progress("swap", number - 1, len(statements), statement.step)
@@ -91,6 +100,8 @@ async def convert(
                 raise PlanDrift("the target extension differs from the one the plan was made for")
         if statement.step is StatementKind.LOCK:
             progress.locked_at = time.perf_counter()
+            if expected is not None:
+                catalog = await _read_catalog(conn, progress)
             progress.step = "checksum-before"
             for schema, table in inventory.tables():
                 names = {c.column for c in inventory.columns_of(schema, table)}
@@ -111,7 +122,21 @@ async def convert(
             raise DataMismatch(
                 f"{schema}.{table}: {was.rows} rows/{was.checksum} before, {after.rows} rows/{after.checksum} after"
             )
+    if expected is not None and catalog is not None:
+        progress.step, started = "catalog-after", time.perf_counter()
+        try:
+            progress.catalog = await check_catalog(conn, catalog, expected)
+        finally:
+            progress.catalog_seconds += time.perf_counter() - started
     return tables
+
+
+async def _read_catalog(conn: asyncpg.Connection, progress: Progress) -> CatalogState:
+    """The catalog as it is before the change, timed (the window counts it)."""
+    progress.step, started = "catalog-before", time.perf_counter()
+    catalog = await read_catalog(conn)
+    progress.catalog_seconds += time.perf_counter() - started
+    return catalog
 
 
 async def _checksums_before_the_lock(
@@ -169,15 +194,20 @@ async def run_swap(m: Migration) -> Outcome:
     try:
         progress.step = "re-plan"
         await check_plan_unchanged(m, ready)
+        expected = expected_of(
+            plan, inventory, target_extension=surface.extension, target_schema=m.target_schema(inventory)
+        )
         with strategy_of(m.spec).scratch_area(m) as exports:
             tables = await convert(
-                m, list(plan.swap), inventory, surface, facts.checksum_mode, progress, exports, early
+                m, list(plan.swap), inventory, surface, facts.checksum_mode, progress, exports, early, expected
             )
         verification = m.status.verification or Verification(k=m.spec.verify.k)
         verification.tables = tables
         verification.checksum_mode = facts.checksum_mode
+        verification.catalog = catalog_check(progress)
         m.status.verification = verification
         record_timing(m.status, "writeBlockedSeconds", progress.blocked_seconds)
+        record_timing(m.status, "catalogCheckSeconds", progress.catalog_seconds)
         progress.step = "journal"
         facts.rebuilds = [records.IndexBuild.of(r) for r in plan.rebuilds] + [
             records.IndexBuild(
@@ -196,11 +226,39 @@ async def run_swap(m: Migration) -> Outcome:
     except DataMismatch as error:
         await roll_back(transaction)
         return _after_mismatch(m, error, progress)
+    except CatalogLoss as error:
+        await roll_back(transaction)
+        return catalog_lost(m, error, "swap")
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
         await roll_back(transaction)
         return transaction_failure(error, progress, m.spec, "swap")
     m.reporter.task_done("swap")
     return _swapped(m, ready, progress)
+
+
+# The status names this many of a failed comparison's differences (the message counts them all).
+SHOWN_IN_STATUS = 100
+
+
+def catalog_check(progress: Progress) -> CatalogCheck | None:
+    """What the status shows of the catalog comparison a transaction made."""
+    comparison = progress.catalog
+    if comparison is None:
+        return None
+    return CatalogCheck(equal=comparison.equal, changed_as_planned=comparison.planned)
+
+
+def catalog_lost(m: Migration, error: CatalogLoss, what: str) -> Outcome:
+    """After the catalog differed from what the plan makes (and the transaction rolled back): Fail, naming it."""
+    verification = m.status.verification or Verification(k=m.spec.verify.k)
+    comparison = error.comparison
+    verification.catalog = CatalogCheck(
+        equal=comparison.equal,
+        changed_as_planned=comparison.planned,
+        differences=[str(d) for d in comparison.differences[:SHOWN_IN_STATUS]],
+    )
+    m.status.verification = verification
+    return Fail(Reason.CATALOG_MISMATCH, f"{error}; the {what} rolled back, nothing changed")
 
 
 def _after_mismatch(m: Migration, error: DataMismatch, progress: Progress) -> Outcome:
@@ -224,6 +282,7 @@ def _swapped(m: Migration, ready: Ready, progress: Progress) -> Outcome:
         f"{ready.inventory.source.name} → {ready.surface.extension} ({plan.route} route); "
         f"writes blocked {m.status.timings['writeBlockedSeconds']:.2f}s; checksums equal"
         + (f" ({read_early} of {tables} read before the lock, the same rows under it)" if read_early else "")
+        + (f"; {progress.catalog.summary}" if progress.catalog else "")
         + (f"; {progress.exported_bytes} bytes exported and imported ({m.facts.copy_format} COPY)"
            if progress.exported_bytes else "")
     )  # fmt: skip
