@@ -30,6 +30,7 @@ async def read_carried(conn: asyncpg.Connection, inv: SourceInventory, index_oid
                EXISTS (SELECT 1 FROM members m WHERE m.classid = 'pg_catalog.pg_am'::pg_catalog.regclass
                           AND m.objid = am.oid) AS method_owned,
                pg_catalog.pg_get_indexdef(i.indexrelid) AS definition,
+               pg_catalog.obj_description(i.indexrelid, 'pg_class') AS comment,
                c.conname
           FROM pg_catalog.pg_index i
           JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
@@ -66,6 +67,7 @@ async def read_carried(conn: asyncpg.Connection, inv: SourceInventory, index_oid
                 keys=keys.get(row["oid"], ()),
                 definition=row["definition"],
                 constraint=row["conname"],
+                comment=row["comment"],
             )
         )
 

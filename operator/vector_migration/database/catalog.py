@@ -67,6 +67,9 @@ class VectorColumn:
     type_name: str
     typmod: int  # pgvector stores the dimension count as the typmod; -1 when unconstrained
     array: bool = False  # vector[]: type_name is the element's; converted element-wise through text
+    # SET STORAGE a person chose (pg_attribute.attstorage where it is not the type's own): set again
+    # after the conversion, which gives the column the new type's
+    storage: str | None = None
 
     @property
     def dims(self) -> int | None:
@@ -103,6 +106,7 @@ class SavedIndex:
     predicate: str | None
     tablespace: str | None
     definition: str
+    comment: str | None = None  # COMMENT ON INDEX: given again after the index is built on the target
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,7 @@ class CarriedIndex:
     keys: tuple[KeyOpclass, ...]
     definition: str  # pg_get_indexdef
     constraint: str | None = None  # the UNIQUE/EXCLUDE constraint it serves: refused, never dropped
+    comment: str | None = None  # COMMENT ON INDEX: given again after the index is built on the target
 
 
 @dataclass(frozen=True)

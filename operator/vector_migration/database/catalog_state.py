@@ -394,12 +394,15 @@ def translated(found: CatalogObject, expected: Expected) -> CatalogObject:
 
 def compare(before: CatalogState, after: CatalogState, expected: Expected) -> Comparison:
     """Every difference between the two readings that the plan does not account for."""
-    was = {
-        moved.key: moved
-        for found in before.objects.values()
-        if found.table not in expected.own
-        for moved in [translated(found, expected)]
-    }
+    was: dict[str, CatalogObject] = {}
+    retyped: set[str] = set()  # objects whose type references the plan changes: changed as planned
+    for found in before.objects.values():
+        if found.table in expected.own:
+            continue
+        moved = translated(found, expected)
+        was[moved.key] = moved
+        if moved != found:
+            retyped.add(moved.key)
     now = {key: found for key, found in after.objects.items() if found.table not in expected.own}
     differences: list[Difference] = []
     equal = planned = 0
@@ -429,7 +432,7 @@ def compare(before: CatalogState, after: CatalogState, expected: Expected) -> Co
                 Difference(key, f"{name} was {_shown(old.attributes.get(name))}, is {_shown(new.attributes.get(name))}")
                 for name in unplanned
             ]
-        elif changed:
+        elif changed or key in retyped:
             planned += 1
         else:
             equal += 1

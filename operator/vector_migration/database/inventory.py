@@ -87,7 +87,8 @@ async def _read_columns(conn: asyncpg.Connection, spec: VectorMigrationSpec, inv
         SELECT n.nspname, c.relname, c.oid::bigint AS table_oid, c.relkind::text AS relkind,
                a.attname, a.attnum, a.atttypmod, t.oid::bigint AS type_oid, t.typname,
                tn.nspname AS type_schema, t.typcategory = 'A' AS is_array,
-               et.typname AS element_name
+               et.typname AS element_name,
+               NULLIF(a.attstorage, t.typstorage)::text AS storage
           FROM pg_catalog.pg_attribute a
           JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -123,6 +124,7 @@ async def _read_columns(conn: asyncpg.Connection, spec: VectorMigrationSpec, inv
                 type_name=row["element_name"] if row["is_array"] else row["typname"],
                 typmod=row["atttypmod"],
                 array=row["is_array"],
+                storage=row["storage"],
             )
         )
     inv.columns = _select_columns(found, spec.tables, inv.blockers)
@@ -179,6 +181,7 @@ async def _read_indexes(conn: asyncpg.Connection, inv: SourceInventory) -> None:
                i.indisunique, i.indisvalid, c.conname, ic.reloptions, ts.spcname,
                pg_catalog.pg_get_indexdef(i.indexrelid) AS definition,
                pg_catalog.pg_get_expr(i.indpred, i.indrelid) AS predicate,
+               pg_catalog.obj_description(i.indexrelid, 'pg_class') AS comment,
                oc.opcname, ocn.nspname AS opclass_schema,
                (SELECT o.oprname FROM pg_catalog.pg_amop ao
                   JOIN pg_catalog.pg_operator o ON o.oid = ao.amopopr
@@ -256,6 +259,7 @@ async def _read_indexes(conn: asyncpg.Connection, inv: SourceInventory) -> None:
                 predicate=row["predicate"],
                 tablespace=row["spcname"],
                 definition=row["definition"],
+                comment=row["comment"],
             )
         )
     await read_carried(conn, inv, carried)

@@ -28,7 +28,7 @@ from ..database.surface import (
     target_type_for,
 )
 from ..vocabulary import Reason, StatementKind, UnmappableIndexes
-from .plan import CarriedBuild, CarriedFunctions, PlanningError, Rewritten, Statement
+from .plan import CarriedBuild, CarriedFunctions, PlanningError, Rewritten, Statement, index_comment
 
 if TYPE_CHECKING:
     from .rewrite import NameMap
@@ -92,11 +92,11 @@ class CarriedPlan:
             if concurrent:  # parsed only then: its method decides, and it gains CONCURRENTLY
                 sql, method = built_concurrently(definition)
                 if not concurrent_build_bug(surface, method):
-                    after.append(
-                        CarriedBuild(index.schema, index.name, f"{index.table_schema}.{index.table}", method, sql)
-                    )
+                    table = f"{index.table_schema}.{index.table}"
+                    after.append(CarriedBuild(index.schema, index.name, table, method, sql, index.comment))
                     continue
             in_swap.append(Statement(StatementKind.BUILD_INDEX, definition))
+            in_swap += index_comment(index.schema, index.name, index.comment)
         return in_swap, after
 
     def rewritten(self, defaults: list[tuple[str, str, str, str]]) -> Rewritten:

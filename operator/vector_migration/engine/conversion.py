@@ -46,6 +46,7 @@ from .plan import (
     SettingCarry,
     Statement,
     column_key,
+    index_comment,
 )
 
 FLOAT4_ARRAY = "_float4"  # pg_type.typname of real[]
@@ -161,6 +162,7 @@ def build_plan(
         statements += [
             _alter_columns(conversions, s, t, stage="direct", owner=inventory.owners.get((s, t))) for s, t in tables
         ]
+        statements += _storage_kept(conversions)
         statements.append(drop_source)
     else:
         if tables:
@@ -177,6 +179,7 @@ def build_plan(
             _alter_columns(conversions, s, t, stage="from-intermediate", owner=inventory.owners.get((s, t)))
             for s, t in tables
         ]
+        statements += _storage_kept(conversions)
     views = (
         list(functions.forward)
         + _set_defaults(defaults)
@@ -211,7 +214,10 @@ def build_plan(
     else:
         statements += views + settings_carried
     statements += functions.validate
-    statements += [Statement(StatementKind.BUILD_INDEX, r.definition) for r in rebuilds if not r.concurrent]
+    for rebuild in rebuilds:
+        if not rebuild.concurrent:
+            statements.append(Statement(StatementKind.BUILD_INDEX, rebuild.definition))
+            statements += index_comment(rebuild.saved.schema, rebuild.saved.name, rebuild.saved.comment)
     carried_in_swap, carried_after = carried.builds(spec.reindex.mode is ReindexMode.CONCURRENT, surface)
     statements += carried_in_swap
     return MigrationPlan(
@@ -306,6 +312,21 @@ def _alter_columns(
 
 
 _BUILTIN_TYPES = {"real[]": "pg_catalog.float4[]", "text": "pg_catalog.text"}
+
+STORAGE = {"p": "PLAIN", "e": "EXTERNAL", "x": "EXTENDED", "m": "MAIN"}
+
+
+def _storage_kept(conversions: tuple[ColumnConversion, ...]) -> list[Statement]:
+    """A column's SET STORAGE set again: a new type gives the column its own (a person's choice would be lost)."""
+    return [
+        Statement(
+            StatementKind.RECREATE_DEPENDENT,
+            f"ALTER TABLE {qualify(c.column.schema, c.column.table)} ALTER COLUMN {quote_ident(c.column.column)} "
+            f"SET STORAGE {STORAGE[c.column.storage]}",
+        )
+        for c in conversions
+        if c.column.storage in STORAGE
+    ]
 
 
 def _rebuild(

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 from ..database.catalog import SavedIndex, SavedSetting, VectorColumn
-from ..database.sql import qualify, quote_ident
+from ..database.sql import qualify, quote_ident, quote_literal
 from ..database.surface import TargetOpclass, TargetType
 from ..vocabulary import Reason, StatementKind
 
@@ -115,6 +115,15 @@ class CarriedBuild(NamedTuple):
     table: str  # schema.table
     method: str
     sql: str
+    comment: str | None = None  # its COMMENT ON INDEX, given again once it is built
+
+
+def index_comment(schema: str, name: str, comment: str | None) -> list[Statement]:
+    """An index's comment given again after it is built on the target (none when it had none)."""
+    if comment is None:
+        return []
+    sql = f"COMMENT ON INDEX {qualify(schema, name)} IS {quote_literal(comment)}"
+    return [Statement(StatementKind.RECREATE_DEPENDENT, sql)]
 
 
 @dataclass(frozen=True)
@@ -154,7 +163,13 @@ class MigrationPlan:
     @property
     def after_commit(self) -> list[str]:
         """The CREATE INDEX CONCURRENTLY statements run after the swap commits, in order."""
-        return [r.definition for r in self.concurrent_rebuilds] + [c.sql for c in self.carried_concurrent]
+        built = [(r.definition, r.saved.schema, r.saved.name, r.saved.comment) for r in self.concurrent_rebuilds]
+        built += [(c.sql, c.schema, c.name, c.comment) for c in self.carried_concurrent]
+        return [
+            sql
+            for definition, schema, name, comment in built
+            for sql in [definition, *(s.sql for s in index_comment(schema, name, comment))]
+        ]
 
     @property
     def plan_hash(self) -> str:
@@ -178,7 +193,15 @@ class MigrationPlan:
                 {"step": s.step.value, "sql": s.sql, **({"runAs": s.run_as} if s.run_as else {})} for s in self.swap
             ],
             "afterCommit": [
-                {"step": StatementKind.REINDEX_CONCURRENTLY.value, "sql": sql} for sql in self.after_commit
+                {
+                    "step": (
+                        StatementKind.RECREATE_DEPENDENT
+                        if sql.startswith("COMMENT ")
+                        else StatementKind.REINDEX_CONCURRENTLY
+                    ).value,
+                    "sql": sql,
+                }
+                for sql in self.after_commit
             ],
             "warnings": list(self.warnings),
             **({"droppedIndexes": list(self.dropped_indexes)} if self.dropped_indexes else {}),

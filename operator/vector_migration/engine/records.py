@@ -65,6 +65,7 @@ class IndexBuild(BaseModel):
     method: str
     definition: str
     concurrent: bool
+    comment: str | None = None  # COMMENT ON INDEX, given again once it is built
 
     model_config = ConfigDict(populate_by_name=True)
 
@@ -78,6 +79,7 @@ class IndexBuild(BaseModel):
             method=build.method,
             definition=build.sql,
             concurrent=True,
+            comment=build.comment,
         )
 
     @classmethod
@@ -91,6 +93,7 @@ class IndexBuild(BaseModel):
             method=rebuild.method,
             definition=rebuild.definition,
             concurrent=rebuild.concurrent,
+            comment=saved.comment,
         )
 
 

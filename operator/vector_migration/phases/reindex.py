@@ -18,7 +18,9 @@ from ..database.sql import (
 from ..engine import records
 from ..engine.context import Migration
 from ..engine.outcomes import Advance, Fail, Outcome
+from ..engine.plan import index_comment
 from ..engine.records import ensure_swap_facts
+from ..engine.transactions import execute
 from ..status import set_condition
 from ..vocabulary import (
     ConditionType,
@@ -74,6 +76,8 @@ async def run_reindex(m: Migration) -> Outcome:
     try:
         for rebuild in m.facts.rebuilds:
             built += await build_index(m, rebuild.index_schema, rebuild.name, rebuild.definition, rebuild.method)
+            for comment in index_comment(rebuild.index_schema, rebuild.name, rebuild.comment):
+                await execute(m, comment)  # the plan's (afterCommit): the same text, however often this runs
     except IndexBuildFailed as error:
         return Fail(Reason.REINDEX_FAILED, f"{error}; the data is migrated and intact, the index is not")
     await analyze(m, m.facts.tables)

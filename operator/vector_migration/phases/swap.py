@@ -210,10 +210,7 @@ async def run_swap(m: Migration) -> Outcome:
         record_timing(m.status, "catalogCheckSeconds", progress.catalog_seconds)
         progress.step = "journal"
         facts.rebuilds = [records.IndexBuild.of(r) for r in plan.rebuilds] + [
-            records.IndexBuild(
-                index_schema=schema, name=name, table=table, method=method, definition=sql, concurrent=True
-            )
-            for schema, name, table, method, sql in plan.carried_concurrent
+            records.IndexBuild.carried(build) for build in plan.carried_concurrent
         ]
         facts.tables = inventory.tables()
         facts.swap_loaded = True

@@ -12,14 +12,18 @@ from datetime import timedelta
 
 import asyncpg
 
-from ...api import ParallelStatus, VectorMigrationStatus, duration_ms
+from ...api import ParallelStatus, Verification, VectorMigrationStatus, duration_ms
 from ...database.catalog import read_extension
+from ...database.catalog_state import CatalogState, Expected, read_catalog
+from ...database.sql import qualify, quote_ident
 from ...engine import records
 from ...engine.context import Migration
+from ...engine.invariant import CatalogLoss, check_catalog
 from ...engine.outcomes import Advance, Outcome
 from ...engine.plan import Statement
 from ...engine.transactions import Progress, begin_bounded_transaction, execute, roll_back, transaction_failure
 from ...phases.restore import drop_unused_extension
+from ...phases.swap import catalog_check, catalog_lost
 from ...phases.verify import fail_verification, hold_for_a_decision, record_success
 from ...status import now, record_timing, seconds_since, set_condition
 from ...vocabulary import ConditionType, Phase, Reason, StatementKind
@@ -39,11 +43,19 @@ async def run_finalize(m: Migration) -> Outcome:
         progress = Progress()
         transaction = await begin_bounded_transaction(m)
         try:
+            catalog = None
             for statement in finalize_transaction(tables, _after_renames(recorded)):
                 progress.step = statement.step.value
                 await execute(m, statement)
                 if statement.step is StatementKind.LOCK:
                     progress.locked_at = time.perf_counter()
+                    catalog = await read_catalog(conn)
+                    progress.catalog_seconds = time.perf_counter() - progress.locked_at
+            if catalog is not None:
+                progress.step, started = "catalog-after", time.perf_counter()
+                expected = shadows_expected(catalog, tables, _staying(recorded), _remade_views(recorded))
+                progress.catalog = await check_catalog(conn, catalog, expected)
+                progress.catalog_seconds += time.perf_counter() - started
             keep = timedelta(milliseconds=duration_ms(m.spec.parallel.keep_old_for))
             parallel = m.status.parallel or ParallelStatus()
             parallel.old_tables = [f"{t.table_schema}.{t.old}" for t in tables]
@@ -57,10 +69,17 @@ async def run_finalize(m: Migration) -> Outcome:
             progress.step = "commit"
             await transaction.commit()
             parallel.lock_window_seconds = round(progress.blocked_seconds, 4)
+        except CatalogLoss as error:
+            await roll_back(transaction)
+            return catalog_lost(m, error, "finalize")
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
             await roll_back(transaction)
             return transaction_failure(error, progress, m.spec, "finalize")
         record_timing(m.status, "writeBlockedSeconds", parallel.lock_window_seconds or 0.0)
+        verification = m.status.verification or Verification(k=m.spec.verify.k)
+        verification.catalog = catalog_check(progress)
+        m.status.verification = verification
+        record_timing(m.status, "catalogCheckSeconds", progress.catalog_seconds)
     # Idempotent: a key already valid is not scanned again, so a run cut off here simply repeats it.
     for statement in validate_keys(tables):
         await execute(m, statement)
@@ -81,6 +100,93 @@ async def run_finalize(m: Migration) -> Outcome:
         message += "; " + await drop_old_tables(m)
     await record_success(m, message)
     return Advance(Phase.SUCCEEDED, message)
+
+
+def shadows_expected(
+    before: CatalogState,
+    tables: list[records.ShadowTable],
+    staying: frozenset[str] = frozenset(),
+    remade: frozenset[str] = frozenset(),
+) -> Expected:
+    """What the finalize changes, read off the shadows the approved plan made: each takes its table's place.
+
+    A migrated column becomes what its shadow's column is (the type the plan converted to), a vector
+    index what the shadow's index is (the target's method and classes), and the types they had become
+    the shadow's everywhere else (a carried function's arguments). Everything else of the table (its
+    grants, sequences, comments, publications, rules, triggers, options) must be as it was. The
+    shadows and the old tables kept aside are the migration's own. A materialized view in
+    ``staying`` (qualified) reads the old table until keepOldFor: its query names that table now,
+    and its columns keep their types. A view in ``remade`` is made again over the migrated table by
+    the plan, from its query rewritten for the target where it named the source's types.
+    """
+    types: dict[str, str] = {}
+    column_types: dict[str, str] = {}
+    changes: dict[str, frozenset[str]] = {}
+    for table in tables:
+        original, shadow = qualify(table.table_schema, table.table), qualify(table.table_schema, table.shadow)
+        for column in table.vector_columns:
+            was = before.objects.get(f"column {original}.{quote_ident(column)}")
+            becomes = before.objects.get(f"column {shadow}.{quote_ident(column)}")
+            if was is None or becomes is None:
+                continue
+            column_types[f"column {original}.{quote_ident(column)}"] = becomes.attributes["type"]
+            types.setdefault(was.attributes["type"], becomes.attributes["type"])
+        for index in table.vector_indexes:
+            changes[f"index {qualify(table.table_schema, index.original)}"] = frozenset(
+                {"method", "operator classes", "options", "predicate"}
+            )
+        for schema, referencing, name, _ in table.referencing_keys:
+            # re-pointed NOT VALID under the lock, validated right after it commits (validate_keys)
+            changes[f"constraint {qualify(schema, referencing)}.{quote_ident(name)}"] = frozenset(
+                {"definition", "validated"}
+            )
+    for found in before.objects.values():
+        if found.kind == "function" and any(t in types for t in found.parts[2] or []):
+            changes[found.family] = frozenset({"arguments", "source"})
+        elif found.kind == "column" and found.table in staying:
+            column_types[found.key] = found.attributes["type"]
+    for view in staying | remade:
+        changes[f"relation {view}"] = frozenset({"definition"})
+    own = {qualify(t.table_schema, name) for t in tables for name in (t.shadow, t.old)}
+    return Expected(types=types, column_types=column_types, changes=changes, own=frozenset(own))
+
+
+_DROP_MATERIALIZED = "DROP MATERIALIZED VIEW "
+
+
+def _staying(recorded: records.Journal) -> frozenset[str]:
+    """The materialized views that stay with the old tables until keepOldFor: the plan's later move drops them."""
+    prepared = recorded.prepared
+    moves = prepared.materialized_moves if prepared is not None else []
+    return frozenset(
+        sql.removeprefix(_DROP_MATERIALIZED).removesuffix(" RESTRICT")
+        for _, sql, _ in moves
+        if sql.startswith(_DROP_MATERIALIZED)
+    )
+
+
+def _remade_views(recorded: records.Journal) -> frozenset[str]:
+    """The views the plan makes again at the finalize (their CREATE statements), qualified as the catalog names them."""
+    prepared = recorded.prepared
+    creates = prepared.view_creates if prepared is not None else []
+    names = set()
+    for _, sql in creates:
+        for prefix in ("CREATE VIEW ", "CREATE MATERIALIZED VIEW "):
+            if sql.startswith(prefix):
+                names.add(_qualified_name_at(sql, len(prefix)))
+    return frozenset(names)
+
+
+def _qualified_name_at(sql: str, start: int) -> str:
+    """The quoted "schema"."name" the engine wrote at ``start`` of its own statement (quote_ident quotes always)."""
+    end, parts = start, 0
+    while parts < 2:
+        end = sql.index('"', end + 1)  # the closing quote, skipping doubled ones
+        while sql.startswith('""', end):
+            end = sql.index('"', end + 2)
+        parts += 1
+        end += 1 if parts == 2 else 2  # past the closing quote, and past the dot between the parts
+    return sql[start:end]
 
 
 def _after_renames(recorded: records.Journal) -> list[Statement]:
