@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import asyncpg
 
-from ...api import ParallelStatus, Verification, VectorMigrationStatus, duration_ms
+from ...api import ParallelStatus, VectorMigrationStatus, Verification, duration_ms
 from ...database.catalog import read_extension
 from ...database.catalog_state import CatalogState, Expected, read_catalog
 from ...database.sql import qualify, quote_ident
