@@ -13,10 +13,24 @@ GRANTABLE_PRIVILEGES = frozenset(
 
 
 FUNCTION_PRIVILEGES = frozenset({"EXECUTE"})
+SEQUENCE_PRIVILEGES = frozenset({"USAGE", "SELECT", "UPDATE"})
+# Privileges a GRANT may give on a column (aclexplode of pg_attribute.attacl)
+COLUMN_PRIVILEGES = frozenset({"SELECT", "INSERT", "UPDATE", "REFERENCES"})
 
 
 class UnknownPrivilege(ValueError):
     """A privilege no GRANT on a relation can name (the catalog said something this code does not know)."""
+
+
+# SET STORAGE's words, by pg_attribute.attstorage
+STORAGE = {"p": "PLAIN", "e": "EXTERNAL", "x": "EXTENDED", "m": "MAIN"}
+
+
+def set_storage_sql(relation: str, column: str, storage: str) -> str | None:
+    """A column's SET STORAGE a person chose, made again (None for a letter this code does not know)."""
+    if storage not in STORAGE:
+        return None
+    return f"ALTER TABLE {relation} ALTER COLUMN {quote_ident(column)} SET STORAGE {STORAGE[storage]}"
 
 
 def create_extension_sql(extension: str, version: str | None, schema: str) -> str:
@@ -40,4 +54,16 @@ def grant_statements(
         who = "PUBLIC" if grantee == "PUBLIC" else quote_ident(grantee)
         option = " WITH GRANT OPTION" if grantable else ""
         statements.append(f"GRANT {privilege} ON {target} TO {who}{option}")
+    return statements
+
+
+def column_grant_statements(target: str, grants: Iterable[tuple[str, str, str, bool]]) -> list[str]:
+    """GRANTs giving ``target``'s columns what another relation's had: (column, grantee, privilege, grantable)."""
+    statements = []
+    for column, grantee, privilege, grantable in grants:
+        if privilege not in COLUMN_PRIVILEGES:
+            raise UnknownPrivilege(privilege)
+        who = "PUBLIC" if grantee == "PUBLIC" else quote_ident(grantee)
+        option = " WITH GRANT OPTION" if grantable else ""
+        statements.append(f"GRANT {privilege} ({quote_ident(column)}) ON {target} TO {who}{option}")
     return statements

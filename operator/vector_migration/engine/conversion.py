@@ -17,11 +17,10 @@ from ..database.catalog import (
     KNOWN_INDEX_PARAMETERS,
     SavedIndex,
     SavedSetting,
-    SavedView,
     SourceInventory,
     VectorColumn,
 )
-from ..database.ddl import UnknownPrivilege, create_extension_sql, grant_statements
+from ..database.ddl import create_extension_sql, set_storage_sql
 from ..database.sql import qualify, quote_ident, quote_literal
 from ..database.surface import (
     SETTING_CANDIDATES,
@@ -48,6 +47,7 @@ from .plan import (
     column_key,
     index_comment,
 )
+from .views import drop_views, recreate_view
 
 FLOAT4_ARRAY = "_float4"  # pg_type.typname of real[]
 
@@ -313,19 +313,14 @@ def _alter_columns(
 
 _BUILTIN_TYPES = {"real[]": "pg_catalog.float4[]", "text": "pg_catalog.text"}
 
-STORAGE = {"p": "PLAIN", "e": "EXTERNAL", "x": "EXTENDED", "m": "MAIN"}
-
 
 def _storage_kept(conversions: tuple[ColumnConversion, ...]) -> list[Statement]:
     """A column's SET STORAGE set again: a new type gives the column its own (a person's choice would be lost)."""
     return [
-        Statement(
-            StatementKind.RECREATE_DEPENDENT,
-            f"ALTER TABLE {qualify(c.column.schema, c.column.table)} ALTER COLUMN {quote_ident(c.column.column)} "
-            f"SET STORAGE {STORAGE[c.column.storage]}",
-        )
+        Statement(StatementKind.RECREATE_DEPENDENT, sql)
         for c in conversions
-        if c.column.storage in STORAGE
+        if c.column.storage
+        and (sql := set_storage_sql(qualify(c.column.schema, c.column.table), c.column.column, c.column.storage))
     ]
 
 
@@ -464,54 +459,3 @@ def _rewritten_defaults(
             ) from None
         rewritten.append((default.schema, default.table, default.column, expression))
     return rewritten
-
-
-def drop_views(views: list[SavedView]) -> list[Statement]:
-    """Saved views dropped, views over others first (RESTRICT: nothing else may depend on them)."""
-    statements = []
-    for view in sorted(views, key=lambda v: (-v.depth, v.schema, v.name)):
-        kind = "MATERIALIZED VIEW" if view.materialized else "VIEW"
-        statements.append(
-            Statement(StatementKind.DROP_DEPENDENT, f"DROP {kind} {qualify(view.schema, view.name)} RESTRICT")
-        )
-    return statements
-
-
-def recreate_view(view: SavedView, carried: frozenset[str] = frozenset(), query: str | None = None) -> list[Statement]:
-    """A saved view created again from its definition, with its options, owner, indexes, grants and comment.
-
-    ``carried`` are index definitions built later from their rewritten form (an HNSW index on a
-    materialized view uses the source's operator class): they are left out here. ``query`` replaces
-    the view's own when that names the source's types or functions (carry.plan_carried).
-    """
-    name = qualify(view.schema, view.name)
-    kind = "MATERIALIZED VIEW" if view.materialized else "VIEW"
-    options = ""
-    if view.options:
-        pairs = [option.split("=", 1) for option in view.options]
-        options = " WITH (" + ", ".join(f"{quote_ident(k)} = {quote_literal(v)}" for k, v in pairs) + ")"
-    create = f"CREATE {kind} {name}{options} AS {query or view.definition}"
-    if view.materialized:
-        create += " WITH DATA" if view.populated else " WITH NO DATA"
-    statements = [
-        # CREATE MATERIALIZED VIEW runs the view's query: as its owner, who then owns it as before
-        Statement(StatementKind.RECREATE_DEPENDENT, create, run_as=view.owner if view.materialized else None),
-        Statement(StatementKind.RECREATE_DEPENDENT, f"ALTER {kind} {name} OWNER TO {quote_ident(view.owner)}"),
-    ]
-    statements += [
-        Statement(StatementKind.RECREATE_DEPENDENT, definition)
-        for definition in view.index_definitions
-        if definition not in carried
-    ]
-    try:
-        granted = grant_statements(name, view.grants)
-    except UnknownPrivilege as error:
-        raise PlanningError(
-            Reason.BLOCKING_DEPENDENT, f"view {view.schema}.{view.name} has an unknown privilege {str(error)!r}"
-        ) from None
-    statements += [Statement(StatementKind.RECREATE_DEPENDENT, grant) for grant in granted]
-    if view.comment is not None:
-        statements.append(
-            Statement(StatementKind.RECREATE_DEPENDENT, f"COMMENT ON {kind} {name} IS {quote_literal(view.comment)}")
-        )
-    return statements

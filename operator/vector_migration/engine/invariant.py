@@ -10,14 +10,16 @@ transaction rolls back with nothing changed.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 import asyncpg
 
 from ..database.catalog import SourceInventory
-from ..database.catalog_state import CatalogState, Comparison, Expected, compare, read_catalog
+from ..database.catalog_state import SOURCE_NAMES, CatalogState, Comparison, Expected, compare, read_catalog
 from ..database.sql import qualify, quote_ident
 from .plan import MigrationPlan
+from .transactions import Progress
 
 # How many differences a message names before it counts the rest.
 SHOWN_DIFFERENCES = 5
@@ -57,13 +59,10 @@ def expected_of(
     """
     types: dict[str, str] = {}
     for conversion in plan.conversions:
-        column = conversion.column
-        before = type_ref(column.type_schema, column.type_name)
-        after = type_ref(conversion.target_type.schema, conversion.target_type.name)
-        types.setdefault(before, after)
+        column, target = conversion.column, conversion.target_type
+        types.setdefault(type_ref(column.type_schema, column.type_name), type_ref(target.schema, target.name))
         types.setdefault(
-            type_ref(column.type_schema, "_" + column.type_name),
-            type_ref(conversion.target_type.schema, "_" + conversion.target_type.name),
+            type_ref(column.type_schema, "_" + column.type_name), type_ref(target.schema, "_" + target.name)
         )
     column_types = {
         f"column {qualify(c.column.schema, c.column.table)}.{quote_ident(c.column.column)}": type_ref(
@@ -71,48 +70,14 @@ def expected_of(
         )
         for c in plan.conversions
     }
-    changes: dict[str, set[str]] = {}
-    added: dict[str, str] = {}
-    removed: dict[str, str] = {}
-
-    def change(key: str, *attributes: str) -> None:
-        changes.setdefault(key, set()).update(attributes)
-
-    for rebuild in plan.rebuilds:
-        key = f"index {qualify(rebuild.saved.schema, rebuild.saved.name)}"
-        change(key, "method", "operator classes", "options", "predicate")
-        if rebuild.concurrent:
-            removed[key] = "built after the swap commits (reindex.mode: Concurrent)"
-    for schema, table, name, _ in plan.rewritten.indexes:
-        index_schema = next((i.schema for i in inventory.carried_indexes if (i.table_schema, i.table, i.name) ==
-                             (schema, table, name)), schema)  # fmt: skip
-        change(f"index {qualify(index_schema, name)}", "method", "operator classes", "keys", "predicate")
-    for build in plan.carried_concurrent:
-        removed[f"index {qualify(build.schema, build.name)}"] = (
-            "built after the swap commits (reindex.mode: Concurrent)"
-        )
-    for index in inventory.carried_indexes:
-        if index.definition in plan.dropped_indexes:
-            removed[f"index {qualify(index.schema, index.name)}"] = "dropped by request (indexes.unmappable: Drop)"
-    for schema, table, name, _ in plan.rewritten.checks:
-        change(f"constraint {qualify(schema, table)}.{quote_ident(name)}", "definition")
-    for schema, table, name, _ in plan.rewritten.defaults:
-        change(f"column {qualify(schema, table)}.{quote_ident(name)}", "default")
-    for schema, view, _ in plan.rewritten.views:
-        change(f"relation {qualify(schema, view)}", "definition")
-    for function in inventory.functions:
-        change(f"function {qualify(function.schema, function.name)}", "arguments", "source")
-    for carried in plan.settings:
-        if carried.statement is None or carried.target_name is None:
-            continue
-        saved = carried.saved
-        role = saved.role or "(every role)"
-        scope = "this database" if saved.database_scoped or not saved.role else "every database"
-        added[f"setting {carried.target_name} of {role} in {scope}"] = "the source's setting, carried"
-    added[f"extension {quote_ident(target_extension)}"] = "the target extension"
+    changes, removed = _index_changes(plan, inventory)
+    for key, names in _rewritten_changes(plan, inventory).items():
+        changes.setdefault(key, set()).update(names)
+    added = {f"extension {quote_ident(target_extension)}": "the target extension"}
+    added[f"schema {quote_ident(target_schema)}"] = "the target extension's schema"
+    added.update(_carried_settings(plan))
     if drops_source:
         removed[f"extension {quote_ident(inventory.source.name)}"] = "the source extension, replaced"
-    added[f"schema {quote_ident(target_schema)}"] = "the target extension's schema"
     return Expected(
         types=types,
         column_types=column_types,
@@ -123,9 +88,76 @@ def expected_of(
     )
 
 
-async def check_catalog(conn: asyncpg.Connection, before: CatalogState, expected: Expected) -> Comparison:
-    """Read the catalog again and compare it with ``before``: CatalogLoss on anything the plan does not make."""
-    comparison = compare(before, await read_catalog(conn), expected)
+_AFTER_THE_SWAP = "built after the swap commits (reindex.mode: Concurrent)"
+
+
+def _index_changes(plan: MigrationPlan, inventory: SourceInventory) -> tuple[dict[str, set[str]], dict[str, str]]:
+    """What the plan changes of each index it rebuilds or carries, and the indexes absent when the swap commits."""
+    changes: dict[str, set[str]] = {}
+    removed: dict[str, str] = {}
+    for rebuild in plan.rebuilds:
+        key = f"index {qualify(rebuild.saved.schema, rebuild.saved.name)}"
+        changes[key] = {"method", "operator classes", "options", "predicate"}
+        if rebuild.concurrent:
+            removed[key] = _AFTER_THE_SWAP
+    schemas = {(i.table_schema, i.table, i.name): i.schema for i in inventory.carried_indexes}
+    for schema, table, name, _ in plan.rewritten.indexes:
+        key = f"index {qualify(schemas.get((schema, table, name), schema), name)}"
+        changes[key] = {"method", "operator classes", "keys", "predicate"}
+    for build in plan.carried_concurrent:
+        removed[f"index {qualify(build.schema, build.name)}"] = _AFTER_THE_SWAP
+    for index in inventory.carried_indexes:
+        if index.definition in plan.dropped_indexes:
+            removed[f"index {qualify(index.schema, index.name)}"] = "dropped by request (indexes.unmappable: Drop)"
+    return changes, removed
+
+
+def _rewritten_changes(plan: MigrationPlan, inventory: SourceInventory) -> dict[str, set[str]]:
+    """The constraints, defaults, views and functions the plan makes again from definitions rewritten for the target."""
+    changes: dict[str, set[str]] = {}
+    for schema, table, name, _ in plan.rewritten.checks:
+        changes[f"constraint {qualify(schema, table)}.{quote_ident(name)}"] = {"definition"}
+    for schema, table, name, _ in plan.rewritten.defaults:
+        changes[f"column {qualify(schema, table)}.{quote_ident(name)}"] = {"default"}
+    for schema, view, _ in plan.rewritten.views:
+        changes[f"relation {qualify(schema, view)}"] = {"definition"}
+    for function in inventory.functions:
+        changes[f"function {qualify(function.schema, function.name)}"] = {"arguments", SOURCE_NAMES}
+    return changes
+
+
+def _carried_settings(plan: MigrationPlan) -> dict[str, str]:
+    """The settings the plan writes for the target (ALTER DATABASE/ROLE … SET), as the reading names them."""
+    added = {}
+    for carried in plan.settings:
+        if carried.statement is None or carried.target_name is None:
+            continue
+        saved = carried.saved
+        role = saved.role or "(every role)"
+        scope = "this database" if saved.database_scoped or not saved.role else "every database"
+        added[f"setting {carried.target_name} of {role} in {scope}"] = "the source's setting, carried"
+    return added
+
+
+async def catalog_before(conn: asyncpg.Connection, progress: Progress) -> CatalogState:
+    """The catalog as it is before the change, under the change's lock (the time counts in progress)."""
+    progress.step, started = "catalog-before", time.perf_counter()
+    try:
+        return await read_catalog(conn)
+    finally:
+        progress.catalog_seconds += time.perf_counter() - started
+
+
+async def catalog_after(conn: asyncpg.Connection, before: CatalogState, expected: Expected, progress: Progress) -> None:
+    """Read the catalog again and compare it with ``before``: CatalogLoss on anything the plan does not make.
+
+    The comparison is in progress.catalog, and its time in progress.catalog_seconds.
+    """
+    progress.step, started = "catalog-after", time.perf_counter()
+    try:
+        comparison = compare(before, await read_catalog(conn), expected)
+    finally:
+        progress.catalog_seconds += time.perf_counter() - started
     if comparison.differences:
         raise CatalogLoss(comparison)
-    return comparison
+    progress.catalog = comparison

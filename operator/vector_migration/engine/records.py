@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
 
 from ..api import SPEC_MUTABLE_AFTER_SWAP, TableVerification, VectorMigrationSpec, VectorMigrationStatus, frozen_spec
 from ..database import journal
@@ -27,7 +28,9 @@ from .context import Migration, Probe
 from .outcomes import Advance, Fail, Outcome
 from .plan import CarriedBuild, IndexRebuild
 
-SCHEMA_VERSION = 2
+# 3: a shadow's identity sequences, what LIKE does not copy (extras) and the plan's rewrites; an index's
+# comment. Read from older rows as absent: such a Parallel finalize fails its catalog check rather than lose them.
+SCHEMA_VERSION = 3
 
 # The journal's events, by name (the names are stored: they never change).
 SWAPPED = journal.SWAPPED
@@ -161,6 +164,87 @@ class ShadowIndex(BaseModel):
     method: str
 
 
+class Grant(BaseModel):
+    """One privilege given to a role (PUBLIC for everyone)."""
+
+    grantee: str
+    privilege: str
+    grantable: bool = False
+
+
+class IdentitySequence(BaseModel):
+    """A table's identity sequence: at the finalize the migrated table's own takes its name and its grants."""
+
+    column: str
+    sequence: str  # the original's, as pg_get_serial_sequence names it
+    name: str  # its name in its schema: the migrated table's sequence takes it, the original's goes aside
+    grants: list[Grant] = Field(default_factory=list)
+
+
+class _Camel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class ColumnSettings(_Camel):
+    """A column's settings a person may have made: SET STATISTICS, SET STORAGE (where not the type's), SET (…)."""
+
+    column: str
+    statistics: int | None = None
+    storage: str | None = None  # pg_attribute.attstorage: p, e, x, m
+    options: list[str] = Field(default_factory=list)  # attoptions, "key=value"
+
+
+class StatisticsObject(_Camel):
+    """An extended statistics object on the table (CREATE STATISTICS), by its name."""
+
+    statistics_schema: str = Field(alias="schema")
+    name: str
+    definition: str  # pg_get_statisticsobjdef
+    target: int | None = None
+    comment: str | None = None
+
+
+class TableRule(_Camel):
+    """A rule on the table (CREATE RULE): made on the migrated table at the finalize, disabled on the old one."""
+
+    name: str
+    definition: str  # pg_get_ruledef, which names the table
+    enabled: str = "O"  # pg_rewrite.ev_enabled
+    comment: str | None = None
+
+
+class PublicationMembership(_Camel):
+    """A publication that lists the table, with the columns and rows it publishes."""
+
+    name: str
+    columns: list[str] | None = None
+    row_filter: str | None = None
+
+
+class TableRewrites(_Camel):
+    """What the plan made again for the target on a table (names only): the finalize's catalog check allows it."""
+
+    defaults: list[str] = Field(default_factory=list)  # columns whose default names the source's types
+    checks: list[str] = Field(default_factory=list)  # CHECK constraints rewritten
+    indexes: list[str] = Field(default_factory=list)  # carried indexes rewritten (expressions, several keys)
+    dropped: list[str] = Field(default_factory=list)  # indexes dropped by indexes.unmappable: Drop
+
+
+class TableExtras(_Camel):
+    """What LIKE does not copy of a table; each is given to the shadow or moved to it (parallel/extras.py)."""
+
+    options: list[str] = Field(default_factory=list)  # reloptions, "key=value"
+    replica_identity: str = "d"  # pg_class.relreplident
+    replica_index: str | None = None
+    clustered: str | None = None  # the index of its CLUSTER mark
+    columns: list[ColumnSettings] = Field(default_factory=list)
+    index_comments: dict[str, str] = Field(default_factory=dict)  # original index -> comment
+    constraint_comments: dict[str, str] = Field(default_factory=dict)  # original constraint -> comment
+    statistics: list[StatisticsObject] = Field(default_factory=list)
+    rules: list[TableRule] = Field(default_factory=list)
+    publications: list[PublicationMembership] = Field(default_factory=list)
+
+
 class ShadowTable(BaseModel):
     """One table moving through a shadow (strategy Parallel): what every later phase needs."""
 
@@ -194,6 +278,12 @@ class ShadowTable(BaseModel):
     # [[name, pg_get_triggerdef, tgenabled]] of the table's own triggers: made on the migrated table at
     # the finalize and disabled on the old one (the reverse mirror must not fire them twice)
     triggers: list[list[str]] = Field(default_factory=list)
+    # Absent before 0.3: the identity sequences renamed at the finalize (a record without them leaves
+    # the migrated table's under the shadow's name, as 0.2 did)
+    identity_sequences: list[IdentitySequence] = Field(default_factory=list)
+    # Absent before 0.3 (nothing of it was carried): what LIKE does not copy (parallel/extras.py)
+    extras: TableExtras = Field(default_factory=TableExtras)
+    rewrites: TableRewrites = Field(default_factory=TableRewrites)
 
     model_config = ConfigDict(populate_by_name=True)
 

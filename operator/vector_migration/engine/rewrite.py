@@ -4,11 +4,14 @@ A function or procedure whose signature, result or body names a source type (Sup
 ``match_documents(query_embedding vector(1536), …)``, a plpgsql helper casting to ``vector``)
 is saved, dropped in the swap, and created again with every such type name replaced by the
 target's. The definition is ``pg_get_functiondef``'s, parsed with pglast (libpg_query): the
-signature and SQL bodies (``LANGUAGE sql`` and ``BEGIN ATOMIC``) are rewritten as syntax trees
-and printed again; plpgsql bodies, which libpg_query parses but cannot print, are rewritten on
-the tokens of PostgreSQL's own scanner, only where a token is a type by its place (after ``::``,
-after ``AS`` in a ``CAST``, or as a declared variable's type). A source type name left anywhere
-else in a body is not guessed at: the function is refused, named, before anything changes.
+signature and ``BEGIN ATOMIC`` bodies (which PostgreSQL keeps as trees and prints itself) are
+rewritten as syntax trees and printed again. A body a person wrote as text keeps its text: a
+``LANGUAGE sql`` body is parsed, and only the names the parser shows to be the source's types or
+functions are replaced, where they stand, so its comments and layout stay; plpgsql bodies, which
+libpg_query parses but cannot print, are rewritten on the tokens of PostgreSQL's own scanner, only
+where a token is a type by its place (after ``::``, after ``AS`` in a ``CAST``, or as a declared
+variable's type). A source type name left anywhere else in a body is not guessed at: the function
+is refused, named, before anything changes.
 """
 
 from __future__ import annotations
@@ -91,16 +94,28 @@ def _parsed(definition: str, kind: type[_Statement], what: str) -> _Statement:
 class _Retype(visitors.Visitor):
     def __init__(self, type_map: dict[str, tuple[str, str]], source_schema: str) -> None:
         self.type_map, self.source_schema = type_map, source_schema
+        # (location, parts of the name there, what it becomes): each name changed, to edit a text in place
+        self.edits: list[tuple[int | None, int, str]] = []
 
     def _is_source(self, names: list[str]) -> bool:
         """Whether a name is the source's: unqualified, or qualified with the source's schema."""
         return len(names) == 1 or names[-2] == self.source_schema
 
+    def _names_the_same(self, names: list[str], schema: str, name: str) -> bool:
+        """Whether ``names`` (the source's) already reaches the target's ``schema.name``: nothing to change.
+
+        So on a target whose names equal pgvector's (the v2 plan's), a person's text is left as it is.
+        """
+        return names[-1] == name and schema == (names[-2] if len(names) > 1 else self.source_schema)
+
     def visit_TypeName(self, _ancestors: object, node: ast.TypeName) -> None:
         names = [name.sval for name in node.names or ()]
         if names[-1] in self.type_map and self._is_source(names):
             schema, name = self.type_map[names[-1]]
+            if self._names_the_same(names, schema, name):
+                return
             node.names = (ast.String(sval=schema), ast.String(sval=name))
+            self.edits.append((node.location, len(names), qualify(schema, name)))
 
 
 @dataclass(frozen=True)
@@ -134,7 +149,10 @@ class _Remap(_Retype):
             return
         if names[-1] in self.names.functions:
             schema, name = self.names.functions[names[-1]]
+            if self._names_the_same(names, schema, name):
+                return
             node.funcname = (ast.String(sval=schema), ast.String(sval=name))
+            self.edits.append((node.location, len(names), qualify(schema, name)))
         elif names[-1] in self.names.source_functions:
             self.missing.add(f"function {names[-1]}")
 
@@ -283,15 +301,44 @@ def _rewrite_body(
             statements = parse_sql(body)
         except ParseError as error:
             raise RewriteError(f"its SQL body cannot be parsed ({error})") from None
-        parsed = [raw.stmt for raw in statements if raw.stmt is not None]
-        for node in parsed:
-            visitor(node)
-        return ";\n".join(str(RawStream()(node)) for node in parsed)
+        visitor.edits = []
+        for raw in statements:
+            if raw.stmt is not None:
+                visitor(raw.stmt)
+        return edited_in_place(body, visitor.edits)
     if language == "plpgsql":
         return _rewrite_plpgsql(body, type_map, source_schema, visitor if isinstance(visitor, _Remap) else None)
     if any(_is_type_token(body, token, type_map) for token in _tokens(body)):
         raise RewriteError(f"its {language} body names a vector type, and {language} bodies are not rewritten")
     return body
+
+
+_NAME_TOKENS = frozenset({"IDENT", "UNRESERVED_KEYWORD", "COL_NAME_KEYWORD", "TYPE_FUNC_NAME_KEYWORD"})
+
+
+def edited_in_place(text: str, edits: list[tuple[int | None, int, str]]) -> str:
+    """``text`` with each name the parser located replaced where it stands, and nothing else touched.
+
+    Each edit is (location, parts, replacement): the (possibly qualified) name of ``parts`` parts
+    that starts at ``location`` becomes ``replacement``. Comments, layout and every other token stay
+    as the person wrote them. A location where the scanner finds no such name is refused, never guessed.
+    """
+    tokens = _tokens(text)
+    starting = {token.start: position for position, token in enumerate(tokens)}
+    spans = []
+    for location, parts, replacement in edits:
+        position = None if location is None else starting.get(location)
+        if location is None or position is None:
+            raise RewriteError(f"its body has no name at character {(location or 0) + 1} to rewrite")
+        last = position + 2 * (parts - 1)
+        shape = [t.name == "ASCII_46" if i % 2 else t.kind in _NAME_TOKENS or t.name == "IDENT"
+                 for i, t in enumerate(tokens[position : last + 1])]  # fmt: skip
+        if len(shape) != 2 * parts - 1 or not all(shape):
+            raise RewriteError(f"its body's name at character {location + 1} is not where the parser put it")
+        spans.append((location, tokens[last].end, replacement))
+    for start, end, replacement in sorted(set(spans), reverse=True):
+        text = text[:start] + replacement + text[end + 1 :]
+    return text
 
 
 def _tokens(text: str) -> list[Token]:
@@ -352,7 +399,9 @@ def _rewrite_plpgsql(
                 "where it is not plainly a type (a cast or a declaration); qualify or cast it there, or drop the "
                 "function before migrating and create it for the target afterwards"
             )
-        replacements.append((start, end, qualify(*type_map[_word(body, token)])))
+        schema, name = type_map[_word(body, token)]
+        if (schema, name) != (source_schema, _word(body, token)):  # else it names the target already
+            replacements.append((start, end, qualify(schema, name)))
     for start, end, replacement in sorted(replacements, reverse=True):
         body = body[:start] + replacement + body[end + 1 :]
     return body

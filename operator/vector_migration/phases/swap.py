@@ -24,7 +24,7 @@ from ..database.catalog import (
     SourceInventory,
     read_extension,
 )
-from ..database.catalog_state import CatalogState, Expected, read_catalog
+from ..database.catalog_state import Expected
 from ..database.early_checksum import EarlyChecksum, early_checksum, still_current
 from ..database.inventory import read_inventory
 from ..database.measure import (
@@ -34,7 +34,7 @@ from ..database.sql import set_timeouts
 from ..database.surface import TargetSurface, discover
 from ..engine import records
 from ..engine.context import Migration
-from ..engine.invariant import CatalogLoss, check_catalog, expected_of
+from ..engine.invariant import CatalogLoss, catalog_after, catalog_before, expected_of
 from ..engine.outcomes import Advance, Fail, Outcome
 from ..engine.plan import PlanningError, Statement
 from ..engine.strategy import PlanInputs, replan, strategy_of
@@ -84,7 +84,7 @@ async def convert(
     before: dict[tuple[str, str], Any] = {}
     catalog = None
     if expected is not None and not any(s.step is StatementKind.LOCK for s in statements):
-        catalog = await _read_catalog(conn, progress)
+        catalog = await catalog_before(conn, progress)
     for number, statement in enumerate(statements, start=1):
         progress.step = statement.step
         m.reporter.progress("swap", number - 1, len(statements), statement.step)
@@ -101,16 +101,43 @@ async def convert(
         if statement.step is StatementKind.LOCK:
             progress.locked_at = time.perf_counter()
             if expected is not None:
-                catalog = await _read_catalog(conn, progress)
-            progress.step = "checksum-before"
-            for schema, table in inventory.tables():
-                names = {c.column for c in inventory.columns_of(schema, table)}
-                read_early = (early or {}).get((schema, table))
-                if read_early is not None and await still_current(conn, schema, table, read_early):
-                    before[(schema, table)] = read_early.content
-                    progress.checksums_read_early += 1
-                else:
-                    before[(schema, table)] = await table_checksum(conn, schema, table, names, mode)
+                catalog = await catalog_before(conn, progress)
+            before = await _checksums_under_the_lock(conn, inventory, mode, early or {}, progress)
+    tables = await _checksums_after(conn, inventory, mode, before, progress)
+    if expected is not None and catalog is not None:
+        await catalog_after(conn, catalog, expected, progress)
+    return tables
+
+
+async def _checksums_under_the_lock(
+    conn: asyncpg.Connection,
+    inventory: SourceInventory,
+    mode: ChecksumMode,
+    early: Mapping[tuple[str, str], EarlyChecksum],
+    progress: Progress,
+) -> dict[tuple[str, str], Any]:
+    """Every table's "before" checksum: the one read early where the lock finds the same row versions."""
+    progress.step = "checksum-before"
+    before: dict[tuple[str, str], Any] = {}
+    for schema, table in inventory.tables():
+        names = {c.column for c in inventory.columns_of(schema, table)}
+        read_early = early.get((schema, table))
+        if read_early is not None and await still_current(conn, schema, table, read_early):
+            before[(schema, table)] = read_early.content
+            progress.checksums_read_early += 1
+        else:
+            before[(schema, table)] = await table_checksum(conn, schema, table, names, mode)
+    return before
+
+
+async def _checksums_after(
+    conn: asyncpg.Connection,
+    inventory: SourceInventory,
+    mode: ChecksumMode,
+    before: Mapping[tuple[str, str], Any],
+    progress: Progress,
+) -> list[TableVerification]:
+    """Every table's checksum after the conversion against its "before": DataMismatch on any difference."""
     progress.step = "checksum-after"
     tables = []
     for schema, table in inventory.tables():
@@ -122,21 +149,7 @@ async def convert(
             raise DataMismatch(
                 f"{schema}.{table}: {was.rows} rows/{was.checksum} before, {after.rows} rows/{after.checksum} after"
             )
-    if expected is not None and catalog is not None:
-        progress.step, started = "catalog-after", time.perf_counter()
-        try:
-            progress.catalog = await check_catalog(conn, catalog, expected)
-        finally:
-            progress.catalog_seconds += time.perf_counter() - started
     return tables
-
-
-async def _read_catalog(conn: asyncpg.Connection, progress: Progress) -> CatalogState:
-    """The catalog as it is before the change, timed (the window counts it)."""
-    progress.step, started = "catalog-before", time.perf_counter()
-    catalog = await read_catalog(conn)
-    progress.catalog_seconds += time.perf_counter() - started
-    return catalog
 
 
 async def _checksums_before_the_lock(

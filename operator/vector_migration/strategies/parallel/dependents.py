@@ -12,9 +12,9 @@ import dataclasses
 
 from ...database.catalog import SavedView
 from ...database.sql import qualify, quote_ident
-from ...engine.conversion import recreate_view
 from ...engine.plan import PlanningError, Rewritten, Statement
 from ...engine.records import ShadowTable
+from ...engine.views import recreate_view
 from ...vocabulary import Reason, StatementKind
 from .facts import TableFacts
 from .names import REPLACEMENT_SUFFIX, derived_name

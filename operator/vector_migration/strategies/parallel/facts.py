@@ -7,13 +7,15 @@ the database.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 
 from ...database.catalog import SavedView
 from ...database.inventory import read_view_tree
 from ...database.sql import qualify
+from ...engine.records import TableExtras
+from .extras import read_extras
 from .names import SYNC_TRIGGER, SYNC_TRUNCATE_TRIGGER
 
 
@@ -53,6 +55,11 @@ class TableFacts:
     materialized_readers: tuple[tuple[str, str], ...] = ()
     # (name, PERMISSIVE|RESTRICTIVE, command, roles, USING expression, WITH CHECK expression)
     policies: tuple[tuple[str, str, str, tuple[str, ...], str | None, str | None], ...] = ()
+    # each identity sequence: (column, sequence as regclass text, its name, its grants (grantee, privilege, grantable))
+    identity_sequences: tuple[tuple[str, str, str, tuple[tuple[str, str, bool], ...]], ...] = ()
+    # (column, grantee, privilege, grantable) of the privileges granted on single columns (pg_attribute.attacl)
+    column_grants: tuple[tuple[str, str, str, bool], ...] = ()
+    extras: TableExtras = field(default_factory=TableExtras)  # what LIKE does not copy (extras.py)
 
 
 # size: ten short catalog queries: one place reads everything a shadow copies
@@ -156,11 +163,27 @@ async def read_table_facts(conn: asyncpg.Connection, schema: str, table: str, ve
     )
     owned = await conn.fetch(
         """
-        SELECT a.attname, pg_catalog.pg_get_serial_sequence($1, a.attname) AS sequence, a.attidentity <> '' AS identity
+        SELECT a.attname, pg_catalog.pg_get_serial_sequence($1, a.attname) AS sequence, a.attidentity <> '' AS identity,
+               s.relname AS sequence_name,
+               ARRAY(SELECT ARRAY[CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(g.grantee) END,
+                                  g.privilege_type, g.is_grantable::pg_catalog.text]
+                       FROM pg_catalog.aclexplode(s.relacl) g
+                      WHERE g.grantee <> s.relowner) AS grants
           FROM pg_catalog.pg_attribute a
+          JOIN pg_catalog.pg_class s ON s.oid = pg_catalog.pg_get_serial_sequence($1, a.attname)::pg_catalog.regclass
          WHERE a.attrelid = $1::pg_catalog.regclass AND a.attnum > 0 AND NOT a.attisdropped
            AND pg_catalog.pg_get_serial_sequence($1, a.attname) IS NOT NULL
          ORDER BY a.attnum
+        """,
+        relation,
+    )
+    column_grants = await conn.fetch(
+        """
+        SELECT a.attname, g.privilege_type, g.is_grantable,
+               CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(g.grantee) END AS grantee
+          FROM pg_catalog.pg_attribute a, pg_catalog.aclexplode(a.attacl) g
+         WHERE a.attrelid = $1::pg_catalog.regclass AND a.attnum > 0 AND NOT a.attisdropped
+         ORDER BY a.attnum, 4, 2
         """,
         relation,
     )
@@ -180,6 +203,14 @@ async def read_table_facts(conn: asyncpg.Connection, schema: str, table: str, ve
         ),
         sequences=tuple((r["attname"], r["sequence"]) for r in owned if not r["identity"]),
         identities=tuple((r["attname"], r["sequence"]) for r in owned if r["identity"]),
+        identity_sequences=tuple(
+            (r["attname"], r["sequence"], r["sequence_name"], tuple((g, p, o == "true") for g, p, o in r["grants"]))
+            for r in owned
+            if r["identity"]
+        ),
+        column_grants=tuple(
+            (r["attname"], r["grantee"], r["privilege_type"], r["is_grantable"]) for r in column_grants
+        ),
         comment=owner_and_grants["comment"],
         row_security=bool(policies and policies[0]["relrowsecurity"]),
         policies=tuple(
@@ -196,6 +227,7 @@ async def read_table_facts(conn: asyncpg.Connection, schema: str, table: str, ve
         ),
         triggers=tuple((r["tgname"], r["definition"], r["enabled"]) for r in triggers),
         views=tuple(tree),
+        extras=await read_extras(conn, relation),
         materialized_readers=tuple(materialized_readers),
         referencing=tuple(
             (r["nspname"], r["relname"], r["conname"], r["definition"].removesuffix(" NOT VALID")) for r in referencing

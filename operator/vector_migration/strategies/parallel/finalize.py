@@ -14,11 +14,11 @@ import asyncpg
 
 from ...api import ParallelStatus, VectorMigrationStatus, Verification, duration_ms
 from ...database.catalog import read_extension
-from ...database.catalog_state import CatalogState, Expected, read_catalog
+from ...database.catalog_state import SOURCE_NAMES, CatalogState, Expected
 from ...database.sql import qualify, quote_ident
 from ...engine import records
 from ...engine.context import Migration
-from ...engine.invariant import CatalogLoss, check_catalog
+from ...engine.invariant import CatalogLoss, catalog_after, catalog_before
 from ...engine.outcomes import Advance, Outcome
 from ...engine.plan import Statement
 from ...engine.transactions import Progress, begin_bounded_transaction, execute, roll_back, transaction_failure
@@ -35,51 +35,13 @@ from .verify import analyse
 
 async def run_finalize(m: Migration) -> Outcome:
     """Swap every shadow in under its table's name in one short transaction; keep the old tables in sync."""
-    conn = m.session
     recorded, tables = await recorded_shadows(m)
     if tables is None:
         return START_OVER
     if records.FINALIZED not in recorded:
-        progress = Progress()
-        transaction = await begin_bounded_transaction(m)
-        try:
-            catalog = None
-            for statement in finalize_transaction(tables, _after_renames(recorded)):
-                progress.step = statement.step.value
-                await execute(m, statement)
-                if statement.step is StatementKind.LOCK:
-                    progress.locked_at = time.perf_counter()
-                    catalog = await read_catalog(conn)
-                    progress.catalog_seconds = time.perf_counter() - progress.locked_at
-            if catalog is not None:
-                progress.step, started = "catalog-after", time.perf_counter()
-                expected = shadows_expected(catalog, tables, _staying(recorded), _remade_views(recorded))
-                progress.catalog = await check_catalog(conn, catalog, expected)
-                progress.catalog_seconds += time.perf_counter() - started
-            keep = timedelta(milliseconds=duration_ms(m.spec.parallel.keep_old_for))
-            parallel = m.status.parallel or ParallelStatus()
-            parallel.old_tables = [f"{t.table_schema}.{t.old}" for t in tables]
-            parallel.drop_old_after = now(later_by=keep)
-            parallel.lock_window_seconds = round(progress.blocked_seconds, 4)
-            m.status.parallel = parallel
-            finalized = records.FinalizeRecord(
-                drop_old_after=parallel.drop_old_after, lock_window_seconds=parallel.lock_window_seconds
-            )
-            await records.write(conn, m.name, records.FINALIZED, m.status.plan_hash or "", finalized)
-            progress.step = "commit"
-            await transaction.commit()
-            parallel.lock_window_seconds = round(progress.blocked_seconds, 4)
-        except CatalogLoss as error:
-            await roll_back(transaction)
-            return catalog_lost(m, error, "finalize")
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
-            await roll_back(transaction)
-            return transaction_failure(error, progress, m.spec, "finalize")
-        record_timing(m.status, "writeBlockedSeconds", parallel.lock_window_seconds or 0.0)
-        verification = m.status.verification or Verification(k=m.spec.verify.k)
-        verification.catalog = catalog_check(progress)
-        m.status.verification = verification
-        record_timing(m.status, "catalogCheckSeconds", progress.catalog_seconds)
+        failed = await _finalize(m, recorded, tables)
+        if failed is not None:
+            return failed
     # Idempotent: a key already valid is not scanned again, so a run cut off here simply repeats it.
     for statement in validate_keys(tables):
         await execute(m, statement)
@@ -102,11 +64,57 @@ async def run_finalize(m: Migration) -> Outcome:
     return Advance(Phase.SUCCEEDED, message)
 
 
+async def _finalize(m: Migration, recorded: records.Journal, tables: list[records.ShadowTable]) -> Outcome | None:
+    """The finalize's one transaction, proven by the catalog before it commits; the outcome when it failed."""
+    conn = m.session
+    progress = Progress()
+    transaction = await begin_bounded_transaction(m)
+    try:
+        catalog = None
+        for statement in finalize_transaction(tables, _after_renames(recorded)):
+            progress.step = statement.step.value
+            await execute(m, statement)
+            if statement.step is StatementKind.LOCK:
+                progress.locked_at = time.perf_counter()
+                catalog = await catalog_before(conn, progress)
+        if catalog is not None:
+            expected = shadows_expected(
+                catalog, tables, _staying(recorded), _remade_views(recorded), _carried_functions(recorded)
+            )
+            await catalog_after(conn, catalog, expected, progress)
+        keep = timedelta(milliseconds=duration_ms(m.spec.parallel.keep_old_for))
+        parallel = m.status.parallel or ParallelStatus()
+        parallel.old_tables = [f"{t.table_schema}.{t.old}" for t in tables]
+        parallel.drop_old_after = now(later_by=keep)
+        parallel.lock_window_seconds = round(progress.blocked_seconds, 4)
+        m.status.parallel = parallel
+        finalized = records.FinalizeRecord(
+            drop_old_after=parallel.drop_old_after, lock_window_seconds=parallel.lock_window_seconds
+        )
+        await records.write(conn, m.name, records.FINALIZED, m.status.plan_hash or "", finalized)
+        progress.step = "commit"
+        await transaction.commit()
+        parallel.lock_window_seconds = round(progress.blocked_seconds, 4)
+    except CatalogLoss as error:
+        await roll_back(transaction)
+        return catalog_lost(m, error, "finalize")
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
+        await roll_back(transaction)
+        return transaction_failure(error, progress, m.spec, "finalize")
+    record_timing(m.status, "writeBlockedSeconds", parallel.lock_window_seconds or 0.0)
+    record_timing(m.status, "catalogCheckSeconds", progress.catalog_seconds)
+    verification = m.status.verification or Verification(k=m.spec.verify.k)
+    verification.catalog = catalog_check(progress)
+    m.status.verification = verification
+    return None
+
+
 def shadows_expected(
     before: CatalogState,
     tables: list[records.ShadowTable],
     staying: frozenset[str] = frozenset(),
     remade: frozenset[str] = frozenset(),
+    carried: frozenset[str] = frozenset(),
 ) -> Expected:
     """What the finalize changes, read off the shadows the approved plan made: each takes its table's place.
 
@@ -117,11 +125,14 @@ def shadows_expected(
     shadows and the old tables kept aside are the migration's own. A materialized view in
     ``staying`` (qualified) reads the old table until keepOldFor: its query names that table now,
     and its columns keep their types. A view in ``remade`` is made again over the migrated table by
-    the plan, from its query rewritten for the target where it named the source's types.
+    the plan, from its query rewritten for the target where it named the source's types. A function
+    in ``carried`` ("function schema.name") is made again for the target: only the names in its
+    signature and body may change.
     """
     types: dict[str, str] = {}
     column_types: dict[str, str] = {}
     changes: dict[str, frozenset[str]] = {}
+    removed: dict[str, str] = {}
     for table in tables:
         original, shadow = qualify(table.table_schema, table.table), qualify(table.table_schema, table.shadow)
         for column in table.vector_columns:
@@ -135,20 +146,29 @@ def shadows_expected(
             changes[f"index {qualify(table.table_schema, index.original)}"] = frozenset(
                 {"method", "operator classes", "options", "predicate"}
             )
+        rewrites, schema = table.rewrites, table.table_schema
+        for column in rewrites.defaults:
+            changes[f"column {original}.{quote_ident(column)}"] = frozenset({"default"})
+        for name in rewrites.checks:
+            changes[f"constraint {original}.{quote_ident(name)}"] = frozenset({"definition"})
+        for name in rewrites.indexes:
+            changes[f"index {qualify(schema, name)}"] = frozenset({"method", "operator classes", "keys", "predicate"})
+        removed.update({f"index {qualify(schema, name)}": "dropped by request (indexes.unmappable: Drop)"
+                        for name in rewrites.dropped})  # fmt: skip
         for schema, referencing, name, _ in table.referencing_keys:
             # re-pointed NOT VALID under the lock, validated right after it commits (validate_keys)
             changes[f"constraint {qualify(schema, referencing)}.{quote_ident(name)}"] = frozenset(
                 {"definition", "validated"}
             )
+    for function in carried:
+        changes[function] = frozenset({"arguments", SOURCE_NAMES})
     for found in before.objects.values():
-        if found.kind == "function" and any(t in types for t in found.parts[2] or []):
-            changes[found.family] = frozenset({"arguments", "source"})
-        elif found.kind == "column" and found.table in staying:
+        if found.kind == "column" and found.table in staying:
             column_types[found.key] = found.attributes["type"]
     for view in staying | remade:
         changes[f"relation {view}"] = frozenset({"definition"})
     own = {qualify(t.table_schema, name) for t in tables for name in (t.shadow, t.old)}
-    return Expected(types=types, column_types=column_types, changes=changes, own=frozenset(own))
+    return Expected(types=types, column_types=column_types, changes=changes, removed=removed, own=frozenset(own))
 
 
 _DROP_MATERIALIZED = "DROP MATERIALIZED VIEW "
@@ -163,6 +183,18 @@ def _staying(recorded: records.Journal) -> frozenset[str]:
         for _, sql, _ in moves
         if sql.startswith(_DROP_MATERIALIZED)
     )
+
+
+def _carried_functions(recorded: records.Journal) -> frozenset[str]:
+    """The functions the plan drops and makes again for the target, as the catalog reading names them."""
+    prepared = recorded.prepared
+    statements = prepared.functions if prepared is not None else []
+    names = set()
+    for _, sql in statements:
+        for prefix in ("DROP FUNCTION ", "DROP PROCEDURE "):
+            if sql.startswith(prefix):
+                names.add(f"function {_qualified_name_at(sql, len(prefix))}")
+    return frozenset(names)
 
 
 def _remade_views(recorded: records.Journal) -> frozenset[str]:

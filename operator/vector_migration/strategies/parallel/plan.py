@@ -15,12 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ...database.ddl import UnknownPrivilege, grant_statements
+from ...database.ddl import UnknownPrivilege, column_grant_statements, grant_statements
 from ...database.sql import qualify, quote_ident, quote_literal
 from ...database.surface import TargetSurface, concurrent_build_bug
-from ...engine.conversion import drop_views, recreate_view
 from ...engine.plan import ColumnConversion, MigrationPlan, PlanningError, Rewritten, Statement
-from ...engine.records import ShadowIndex, ShadowTable
+from ...engine.records import Grant, IdentitySequence, ShadowIndex, ShadowTable, TableRewrites
+from ...engine.views import drop_views, recreate_view
 from ...vocabulary import Reason, StatementKind
 from .dependents import (
     move_materialized_view,
@@ -30,6 +30,7 @@ from .dependents import (
     view_queries,
     views_over,
 )
+from .extras import at_finalize, identity_sequences_renamed, on_shadow
 from .facts import TableFacts
 from .names import INDEX_SUFFIX, OLD_SUFFIX, OURS, SHADOW_SUFFIX, derived_name
 from .sync import drop_sync, install_sync
@@ -236,6 +237,22 @@ def _table_plan(
         referencing_keys=[list(key) for key in facts.referencing],
         row_security=facts.row_security,
         triggers=[list(trigger) for trigger in facts.triggers],
+        identity_sequences=[
+            IdentitySequence(
+                column=column,
+                sequence=sequence,
+                name=name,
+                grants=[Grant(grantee=g, privilege=p, grantable=o) for g, p, o in grants],
+            )
+            for column, sequence, name, grants in facts.identity_sequences
+        ],
+        extras=facts.extras,
+        rewrites=TableRewrites(
+            defaults=[column for _, _, column, _ in rewritten.defaults],
+            checks=[name for _, _, name, _ in rewritten.checks],
+            indexes=[name for _, _, name, _ in rewritten.indexes],
+            dropped=[name for _, _, name, _ in rewritten.dropped],
+        ),
     )
     return TablePlan(
         shadow=shadow,
@@ -271,7 +288,8 @@ def _create_shadow(
     source, target = qualify(schema, shadow.table), qualify(schema, shadow.shadow)
     note = f"{OURS} {migration}: shadow of {schema}.{shadow.table} (Parallel strategy); dropped when it is done"
     sql = [
-        f"CREATE TABLE {target} (LIKE {source} INCLUDING ALL EXCLUDING INDEXES)",
+        # Extended statistics are made under names of the engine's (extras.on_shadow), so the finalize can name them
+        f"CREATE TABLE {target} (LIKE {source} INCLUDING ALL EXCLUDING INDEXES EXCLUDING STATISTICS)",
         f"COMMENT ON TABLE {target} IS {quote_literal(note)}",
     ]
     sql += [f"ALTER TABLE {target} ALTER COLUMN {quote_ident(column)} DROP DEFAULT"
@@ -292,24 +310,30 @@ def _create_shadow(
             for _, _, name, definition in rewritten.checks]  # fmt: skip
     sql += [index_on(definition, schema, shadow.shadow, derived_name(name, INDEX_SUFFIX))
             for _, _, name, definition in rewritten.indexes]  # fmt: skip
+    made = {name: derived_name(name, INDEX_SUFFIX) for _, _, name, _ in rewritten.indexes}  # original -> shadow's
+    constraints = {name: name for name, _ in facts.foreign_keys}
     for index in facts.indexes:
         if index.on_vector or index.name in rewritten.index_names:
             continue  # rebuilt on the target's methods below, rewritten above, or dropped by request
         name = derived_name(index.constraint or index.name, INDEX_SUFFIX)
+        made[index.name] = name
         if index.constraint is not None and index.constraint_definition is not None:
             sql.append(f"ALTER TABLE {target} ADD CONSTRAINT {quote_ident(name)} {index.constraint_definition}")
+            constraints[index.constraint] = name
         else:
             sql.append(index_on(index.definition, schema, shadow.shadow, name))
     sql += [f"ALTER TABLE {target} ADD CONSTRAINT {quote_ident(name)} {definition} NOT VALID"
             for name, definition in facts.foreign_keys]  # fmt: skip
     try:
         sql += grant_statements(target, facts.grants)
+        sql += column_grant_statements(target, facts.column_grants)
     except UnknownPrivilege as error:
         raise PlanningError(
             Reason.BLOCKING_DEPENDENT, f"table {shadow.name} has an unknown privilege {str(error)!r}"
         ) from None
     sql.append(f"ALTER TABLE {target} OWNER TO {quote_ident(facts.owner)}")
     sql += _row_security(facts, target)
+    sql += on_shadow(shadow, made, constraints)
     statements = [Statement(StatementKind.CREATE_SHADOW, text) for text in sql]
     statements += [
         Statement(StatementKind.BUILD_INDEX, index.definition)
@@ -450,7 +474,9 @@ def finalize_statements(table: ShadowTable) -> list[Statement]:
         f"{quote_literal(sequence)}::pg_catalog.regclass) AS v) s WHERE v IS NOT NULL"
         for column, sequence in table.identities
     ]
+    sql += identity_sequences_renamed(table)
     sql += move_triggers(table)
+    sql += at_finalize(table)
     statements = [Statement(StatementKind.SWAP_NAMES, text) for text in sql]
     statements += repoint_keys(table)
     statements += [Statement(StatementKind.SYNC_TRIGGER, text) for text in install_sync(table, forward=False)]

@@ -24,6 +24,7 @@ from ...phases.verify import compare_content, unequal
 from ...status import record_timing, set_condition
 from ...vocabulary import ConditionType, Phase, Reason
 from .dependents import TRIGGER_STATES, repoint_keys
+from .extras import back_from_finalize, identity_sequences_back
 from .names import INDEX_SUFFIX, OLD_SUFFIX, derived_name
 from .shadow import recorded_shadows
 from .sync import drop_sync
@@ -128,3 +129,5 @@ async def _swap_back(conn: asyncpg.Connection, table: ShadowTable) -> None:
         await conn.execute(f"ALTER TABLE {source} {TRIGGER_STATES[enabled]} TRIGGER {quote_ident(name)}")
     for column, sequence in table.sequences:
         await conn.execute(f"ALTER SEQUENCE {sequence} OWNED BY {source}.{quote_ident(column)}")
+    for statement in [*identity_sequences_back(table), *back_from_finalize(table)]:
+        await conn.execute(statement)
