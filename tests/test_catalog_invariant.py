@@ -9,15 +9,22 @@ sequence, an edited function body), fails the migration with CatalogMismatch, an
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from pathlib import Path
 
 import asyncpg
 import pytest
 
+from tests.application import create_shop, docs_before, final_equals_every_committed_change
+from tests.replication import REPLICATE, advance, extensions, make_logical, server_state, session
 from tests.scenarios import manifest, migration, snapshot
 from vector_migration.database.sql import ConnectionParams
+from vector_migration.demo import EmbeddedPostgres, create_database
 from vector_migration.engine.runner import run
 from vector_migration.vocabulary import Phase, Reason
+
+_numbers = itertools.count(1)
 
 # The issue's reproduction: Django's default shape, two models with a VectorField and a ForeignKey.
 DJANGO_TWO_MODELS = """
@@ -135,8 +142,8 @@ PLANTED = {
 }
 
 
-async def plant(conn: asyncpg.Connection, loss: str) -> None:
-    """An event trigger that makes the loss at the first ALTER TABLE of a transaction (the conversion's)."""
+async def plant(conn: asyncpg.Connection, loss: str, tag: str = "ALTER TABLE") -> None:
+    """An event trigger that makes the loss at the first command ``tag`` of a transaction (the migration's)."""
     await conn.execute(
         f"""
         CREATE FUNCTION public.plant_loss() RETURNS event_trigger LANGUAGE plpgsql AS $f$
@@ -146,7 +153,7 @@ async def plant(conn: asyncpg.Connection, loss: str) -> None:
             EXECUTE {asyncpg.utils._quote_literal(loss)};  -- noqa: a test's own literal
           END IF;
         END $f$;
-        CREATE EVENT TRIGGER plant_loss ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
+        CREATE EVENT TRIGGER plant_loss ON ddl_command_end WHEN TAG IN ({asyncpg.utils._quote_literal(tag)})
           EXECUTE FUNCTION public.plant_loss();
         """
     )
@@ -191,3 +198,124 @@ async def test_a_planted_loss_fails_the_migration_with_nothing_changed(
     assert await catalog_facts(conn) == facts
     catalog = status.verification.catalog if status.verification else None
     assert catalog is not None and catalog.differences, catalog
+
+
+async def test_parallel_fails_closed_when_its_finalize_would_lose_something(
+    database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    # The finalize renames indexes (ALTER INDEX); the prepare stage makes none of that kind.
+    await conn.execute(PLANTED_SCHEMA)
+    before, facts = await snapshot(conn), await catalog_facts(conn)
+    await plant(conn, PLANTED["a dropped constraint"], tag="ALTER INDEX")
+    resource = manifest(strategy="Parallel", backup={"enabled": False}, parallel={"keepOldFor": "0s"})
+
+    status = await run(migration(database, resource, tmp_path / "b"))
+
+    assert status.phase is Phase.ROLLED_BACK, status.message  # Parallel takes its shadows away again
+    assert Reason.CATALOG_MISMATCH in {c.reason for c in status.conditions}, status.message
+    assert 'constraint "public"."parts"."parts_id_positive": is gone' in status.message
+    await conn.execute("DROP EVENT TRIGGER plant_loss")
+    assert await snapshot(conn) == before
+    assert await catalog_facts(conn) == facts
+
+
+async def test_parallel_fails_closed_when_its_prepare_stage_would_lose_something(
+    database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    await conn.execute(PLANTED_SCHEMA)
+    before, facts = await snapshot(conn), await catalog_facts(conn)
+    await plant(conn, PLANTED["a renamed sequence"], tag="CREATE TABLE")
+    resource = manifest(strategy="Parallel", backup={"enabled": False}, parallel={"keepOldFor": "0s"})
+
+    status = await run(migration(database, resource, tmp_path / "b"))
+
+    assert status.phase is Phase.FAILED, status.message
+    assert status.conditions[0].reason == Reason.CATALOG_MISMATCH, status.message
+    await conn.execute("DROP EVENT TRIGGER plant_loss")
+    assert await snapshot(conn) == before
+    assert await catalog_facts(conn) == facts
+
+
+REPLICATE_ONCE: dict[str, object] = {**REPLICATE, "replicate": {"keepOldFor": "0s"}}
+
+
+async def test_replicate_fails_closed_when_the_new_databases_conversion_would_lose_something(
+    logical_server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    # pg_dump carries the event trigger into the new database, where it fires in the conversion.
+    params = await fresh_database(logical_server)
+    conn = await session(params)
+    try:
+        await conn.execute(PLANTED_SCHEMA)
+        before, facts = await snapshot(conn), await catalog_facts(conn)
+        await plant(conn, PLANTED["a dropped constraint"])
+
+        status = await run(migration(params, manifest(**REPLICATE_ONCE), tmp_path / "b"))
+
+        assert status.phase is Phase.FAILED, status.message
+        assert status.conditions[0].reason == Reason.CATALOG_MISMATCH, status.message
+        assert "parts_id_positive" in status.message
+        await conn.execute("DROP EVENT TRIGGER plant_loss")
+        assert await snapshot(conn) == before
+        assert await catalog_facts(conn) == facts
+    finally:
+        await conn.close()
+    slots, databases = await server_state(params)
+    assert slots == [] and databases == [params.dbname]
+
+
+async def test_a_schema_change_on_the_source_after_the_copy_stops_replicates_switchover(
+    logical_server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    # Logical replication carries no DDL: a column added to the source after the copy would be lost.
+    params = await fresh_database(logical_server)
+    conn = await session(params)
+    try:
+        await conn.execute(PLANTED_SCHEMA)
+        m = migration(params, manifest(**REPLICATE_ONCE), tmp_path / "b")
+        await advance(m, Phase.FINALIZE)
+        await conn.execute("ALTER TABLE docs ADD COLUMN reviewed boolean DEFAULT false")
+
+        status = await run(migration(params, manifest(**REPLICATE_ONCE), tmp_path / "b", status=m.status))
+
+        assert status.phase is Phase.ROLLED_BACK, status.message  # Replicate drops its new database again
+        assert Reason.CATALOG_MISMATCH in {c.reason for c in status.conditions}, status.message
+        assert 'column "public"."docs"."reviewed": is gone' in status.message
+        assert "vector" in await extensions(params)  # the application's database is as it was, and open
+        assert await conn.fetchval("SELECT count(*) FROM docs WHERE reviewed IS FALSE") == 40
+    finally:
+        await conn.close()
+
+
+async def test_replicate_migrates_the_postgres_database_itself(tmp_path: Path) -> None:
+    # Supabase keeps its data in postgres: the switchover fences and renames it from another database.
+    server = EmbeddedPostgres(tmp_path / "pg" / "data")
+    try:
+        await asyncio.to_thread(make_logical, server)
+        params = server.params("postgres")
+        conn = await session(params)
+        try:
+            await create_shop(conn)
+            before = await docs_before(conn)
+        finally:
+            await conn.close()
+
+        status = await run(migration(params, manifest(**REPLICATE_ONCE), tmp_path / "b"), reconnect_for=30)
+
+        assert status.phase is Phase.SUCCEEDED, status.message
+        assert "vector" not in await extensions(params) and "ruvector_standin" in await extensions(params)
+        conn = await session(params)
+        try:
+            await final_equals_every_committed_change(conn, before)
+        finally:
+            await conn.close()
+        catalog = status.verification.catalog if status.verification else None
+        assert catalog is not None and catalog.equal > 20 and not catalog.differences, catalog
+    finally:
+        server.stop()
+
+
+async def fresh_database(server: EmbeddedPostgres) -> ConnectionParams:
+    name = f"invariant_{next(_numbers)}"
+    await create_database(server.params(), name)
+    return server.params(name)

@@ -233,6 +233,7 @@ class StatementKind(StrEnum):
     IMPORT_CHECKED = "import-checked"
     BUILD_INDEX = "build-index"
     RESTORE_INDEX = "restore-index"
+    INDEX_COMMENT = "index-comment"  # an index's comment given again once it is built
     REINDEX_CONCURRENTLY = "reindex-concurrently"
     # Parallel's
     CREATE_SHADOW = "create-shadow"
@@ -256,6 +257,11 @@ class StatementKind(StrEnum):
     def builds_index(self) -> bool:
         """Whether the statement builds an index (its progress is reported)."""
         return self in (StatementKind.BUILD_INDEX, StatementKind.RESTORE_INDEX)
+
+    @property
+    def completes_index(self) -> bool:
+        """Whether the statement builds an index or finishes one (its comment): it runs where the build runs."""
+        return self.builds_index or self is StatementKind.INDEX_COMMENT
 
     @property
     def copies(self) -> bool:

@@ -15,6 +15,7 @@ object and attribute: the migration fails and its transaction rolls back.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Mapping
@@ -283,6 +284,9 @@ def _key(kind: str, parts: list[Any]) -> str:
     return f"{kind} {parts[0]}"
 
 
+_PUBLICATION_KINDS = frozenset({"publication", "published table", "published schema"})
+
+
 @dataclass(frozen=True)
 class CatalogObject:
     """One object: its kind, its name's parts (function arguments are type references), its attributes."""
@@ -302,6 +306,12 @@ class CatalogObject:
         if self.kind == "function":
             return f"function {self.parts[0]}.{self.parts[1]}"
         return self.key
+
+    def is_own(self, own: frozenset[str]) -> bool:
+        """Whether the object is the migration's own: one of its relations, a part of one, or its publication."""
+        if self.kind in _PUBLICATION_KINDS:
+            return str(self.parts[0]) in own
+        return self.table in own
 
     @property
     def table(self) -> str | None:
@@ -354,6 +364,38 @@ class Expected:
     added: Mapping[str, str] = field(default_factory=dict)
     removed: Mapping[str, str] = field(default_factory=dict)
     own: frozenset[str] = frozenset()
+    # attributes set after the comparison, on every object (Replicate's sequences get their values
+    # under the switchover's block, after its proof)
+    settled_later: frozenset[str] = frozenset()
+
+    def as_document(self) -> dict[str, Any]:
+        """As a journal keeps it (Replicate compares its two databases with it at the switchover)."""
+        return {
+            "types": dict(self.types),
+            "columnTypes": dict(self.column_types),
+            "changes": {key: sorted(names) for key, names in self.changes.items()},
+            "added": dict(self.added),
+            "removed": dict(self.removed),
+            "own": sorted(self.own),
+            "settledLater": sorted(self.settled_later),
+        }
+
+    @classmethod
+    def of_document(cls, document: Mapping[str, Any]) -> Expected:
+        """What as_document wrote."""
+        return cls(
+            types=dict(document.get("types", {})),
+            column_types=dict(document.get("columnTypes", {})),
+            changes={key: frozenset(names) for key, names in document.get("changes", {}).items()},
+            added=dict(document.get("added", {})),
+            removed=dict(document.get("removed", {})),
+            own=frozenset(document.get("own", [])),
+            settled_later=frozenset(document.get("settledLater", [])),
+        )
+
+    def owning(self, *names: str) -> Expected:
+        """The same, with more relations or publications the migration's own."""
+        return dataclasses.replace(self, own=self.own | frozenset(names))
 
 
 @dataclass(frozen=True)
@@ -401,13 +443,13 @@ def compare(before: CatalogState, after: CatalogState, expected: Expected) -> Co
     was: dict[str, CatalogObject] = {}
     retyped: set[str] = set()  # objects whose type references the plan changes: changed as planned
     for found in before.objects.values():
-        if found.table in expected.own:
+        if found.is_own(expected.own):
             continue
         moved = translated(found, expected)
         was[moved.key] = moved
         if moved != found:
             retyped.add(moved.key)
-    now = {key: found for key, found in after.objects.items() if found.table not in expected.own}
+    now = {key: found for key, found in after.objects.items() if not found.is_own(expected.own)}
     differences: list[Difference] = []
     equal = planned = 0
     for key in sorted(was.keys() | now.keys()):
@@ -428,7 +470,8 @@ def compare(before: CatalogState, after: CatalogState, expected: Expected) -> Co
         changed = [
             name
             for name in sorted(old.attributes.keys() | new.attributes.keys())
-            if not _same(name, old.attributes.get(name), new.attributes.get(name))
+            if name not in expected.settled_later
+            and not _same(name, old.attributes.get(name), new.attributes.get(name))
         ]
         unplanned = [
             name

@@ -28,7 +28,7 @@ SHOWN_DIFFERENCES = 5
 class CatalogLoss(Exception):
     """The change would leave the catalog other than its plan says: it must not commit."""
 
-    def __init__(self, comparison: Comparison) -> None:
+    def __init__(self, comparison: Comparison, before: CatalogState | None = None) -> None:
         shown = "; ".join(str(d) for d in comparison.differences[:SHOWN_DIFFERENCES])
         more = len(comparison.differences) - SHOWN_DIFFERENCES
         super().__init__(
@@ -36,6 +36,21 @@ class CatalogLoss(Exception):
             + (f"; and {more} more" if more > 0 else "")
         )
         self.comparison = comparison
+        self.before = before
+
+
+async def changed_by_others(conn: asyncpg.Connection, loss: CatalogLoss) -> Comparison | None:
+    """After the transaction rolled back: whether the catalog differs from the reading it began with.
+
+    The reading is taken when the transaction begins, before its locks, so a change another session
+    committed in between shows as a difference too. Read again once ours is gone: a catalog that is
+    no longer the one read was changed by someone else (the change is tried again from the
+    checklist); one that still is means the transaction itself would have lost what differed.
+    """
+    if loss.before is None:
+        return None
+    comparison = compare(loss.before, await read_catalog(conn), Expected())
+    return comparison if comparison.differences else None
 
 
 def type_ref(schema: str, name: str) -> str:
@@ -51,11 +66,14 @@ def expected_of(
     target_schema: str,
     drops_source: bool = True,
     own: Iterable[str] = (),
+    built_later: bool = False,
 ) -> Expected:
     """Everything the conversion plan changes, as the catalog reading will show it.
 
     ``drops_source``: the plan drops the source extension (InPlace and Rebuild; Parallel keeps it
-    for the old tables). ``own`` are relations the migration made for itself, quoted and qualified.
+    for the old tables). ``own`` are relations and publications the migration made for itself,
+    quoted (and qualified). ``built_later``: no index the plan builds is there when the conversion
+    commits (Replicate builds them on the new database once its rows are copied).
     """
     types: dict[str, str] = {}
     for conversion in plan.conversions:
@@ -70,7 +88,7 @@ def expected_of(
         )
         for c in plan.conversions
     }
-    changes, removed = _index_changes(plan, inventory)
+    changes, removed = _index_changes(plan, inventory, built_later)
     for key, names in _rewritten_changes(plan, inventory).items():
         changes.setdefault(key, set()).update(names)
     added = {f"extension {quote_ident(target_extension)}": "the target extension"}
@@ -89,9 +107,12 @@ def expected_of(
 
 
 _AFTER_THE_SWAP = "built after the swap commits (reindex.mode: Concurrent)"
+_AFTER_THE_COPY = "built on the new database once its rows are copied (Replicate)"
 
 
-def _index_changes(plan: MigrationPlan, inventory: SourceInventory) -> tuple[dict[str, set[str]], dict[str, str]]:
+def _index_changes(
+    plan: MigrationPlan, inventory: SourceInventory, built_later: bool
+) -> tuple[dict[str, set[str]], dict[str, str]]:
     """What the plan changes of each index it rebuilds or carries, and the indexes absent when the swap commits."""
     changes: dict[str, set[str]] = {}
     removed: dict[str, str] = {}
@@ -100,10 +121,14 @@ def _index_changes(plan: MigrationPlan, inventory: SourceInventory) -> tuple[dic
         changes[key] = {"method", "operator classes", "options", "predicate"}
         if rebuild.concurrent:
             removed[key] = _AFTER_THE_SWAP
+        elif built_later:
+            removed[key] = _AFTER_THE_COPY
     schemas = {(i.table_schema, i.table, i.name): i.schema for i in inventory.carried_indexes}
     for schema, table, name, _ in plan.rewritten.indexes:
         key = f"index {qualify(schemas.get((schema, table, name), schema), name)}"
         changes[key] = {"method", "operator classes", "keys", "predicate"}
+        if built_later:
+            removed[key] = _AFTER_THE_COPY
     for build in plan.carried_concurrent:
         removed[f"index {qualify(build.schema, build.name)}"] = _AFTER_THE_SWAP
     for index in inventory.carried_indexes:
@@ -140,7 +165,11 @@ def _carried_settings(plan: MigrationPlan) -> dict[str, str]:
 
 
 async def catalog_before(conn: asyncpg.Connection, progress: Progress) -> CatalogState:
-    """The catalog as it is before the change, under the change's lock (the time counts in progress)."""
+    """The catalog as the change's transaction begins, before any of its statements (the time counts in progress).
+
+    Read before the locks, it costs the write-blocking window nothing; a change another session
+    commits before the locks are granted is told from a loss after the fact (changed_by_others).
+    """
     progress.step, started = "catalog-before", time.perf_counter()
     try:
         return await read_catalog(conn)
@@ -159,5 +188,5 @@ async def catalog_after(conn: asyncpg.Connection, before: CatalogState, expected
     finally:
         progress.catalog_seconds += time.perf_counter() - started
     if comparison.differences:
-        raise CatalogLoss(comparison)
+        raise CatalogLoss(comparison, before)
     progress.catalog = comparison

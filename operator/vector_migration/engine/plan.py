@@ -123,7 +123,7 @@ def index_comment(schema: str, name: str, comment: str | None) -> list[Statement
     if comment is None:
         return []
     sql = f"COMMENT ON INDEX {qualify(schema, name)} IS {quote_literal(comment)}"
-    return [Statement(StatementKind.RECREATE_DEPENDENT, sql)]
+    return [Statement(StatementKind.INDEX_COMMENT, sql)]
 
 
 @dataclass(frozen=True)
@@ -195,7 +195,7 @@ class MigrationPlan:
             "afterCommit": [
                 {
                     "step": (
-                        StatementKind.RECREATE_DEPENDENT
+                        StatementKind.INDEX_COMMENT
                         if sql.startswith("COMMENT ")
                         else StatementKind.REINDEX_CONCURRENTLY
                     ).value,

@@ -382,6 +382,9 @@ class ReplicaRecord(SwapRecord):
     source_connection_limit: int = Field(default=-1, alias="sourceConnectionLimit")
     # [[step, sql, role or ""]]: the conversion's other index builds (carried indexes), run after the copy
     builds: list[list[str]] = Field(default_factory=list)
+    # What the approved plan changes of the source's catalog (catalog_state.Expected.as_document): the
+    # switchover compares the two databases with it at its cut. Absent before 0.3: not compared.
+    catalog: dict[str, Any] | None = None
 
 
 class SwitchRecord(Record):

@@ -24,7 +24,7 @@ from ..database.catalog import (
     SourceInventory,
     read_extension,
 )
-from ..database.catalog_state import Expected
+from ..database.catalog_state import Comparison, Expected
 from ..database.early_checksum import EarlyChecksum, early_checksum, still_current
 from ..database.inventory import read_inventory
 from ..database.measure import (
@@ -34,7 +34,7 @@ from ..database.sql import set_timeouts
 from ..database.surface import TargetSurface, discover
 from ..engine import records
 from ..engine.context import Migration
-from ..engine.invariant import CatalogLoss, catalog_after, catalog_before, expected_of
+from ..engine.invariant import CatalogLoss, catalog_after, catalog_before, changed_by_others, expected_of
 from ..engine.outcomes import Advance, Fail, Outcome
 from ..engine.plan import PlanningError, Statement
 from ..engine.strategy import PlanInputs, replan, strategy_of
@@ -77,14 +77,12 @@ async def convert(
     versions it summed (progress.checksums_read_early counts them). Raises DataMismatch when
     any table's rows or content differ after the conversion, so the caller's transaction rolls
     back instead of committing a lossy change. With ``expected`` (what the plan changes) the
-    whole catalog is read under the lock and again after the last statement: CatalogLoss when
+    whole catalog is read before the first statement and again after the last: CatalogLoss when
     anything else differs (progress.catalog holds the comparison).
     """
     conn = m.session
     before: dict[tuple[str, str], Any] = {}
-    catalog = None
-    if expected is not None and not any(s.step is StatementKind.LOCK for s in statements):
-        catalog = await catalog_before(conn, progress)
+    catalog = await catalog_before(conn, progress) if expected is not None else None
     for number, statement in enumerate(statements, start=1):
         progress.step = statement.step
         m.reporter.progress("swap", number - 1, len(statements), statement.step)
@@ -100,8 +98,6 @@ async def convert(
                 raise PlanDrift("the target extension differs from the one the plan was made for")
         if statement.step is StatementKind.LOCK:
             progress.locked_at = time.perf_counter()
-            if expected is not None:
-                catalog = await catalog_before(conn, progress)
             before = await _checksums_under_the_lock(conn, inventory, mode, early or {}, progress)
     tables = await _checksums_after(conn, inventory, mode, before, progress)
     if expected is not None and catalog is not None:
@@ -217,8 +213,8 @@ async def run_swap(m: Migration) -> Outcome:
         verification = m.status.verification or Verification(k=m.spec.verify.k)
         verification.tables = tables
         verification.checksum_mode = facts.checksum_mode
-        verification.catalog = catalog_check(progress)
         m.status.verification = verification
+        record_catalog(m, progress.catalog)
         record_timing(m.status, "writeBlockedSeconds", progress.blocked_seconds)
         record_timing(m.status, "catalogCheckSeconds", progress.catalog_seconds)
         progress.step = "journal"
@@ -238,7 +234,7 @@ async def run_swap(m: Migration) -> Outcome:
         return _after_mismatch(m, error, progress)
     except CatalogLoss as error:
         await roll_back(transaction)
-        return catalog_lost(m, error, "swap")
+        return await catalog_lost(m, error, "swap")
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
         await roll_back(transaction)
         return transaction_failure(error, progress, m.spec, "swap")
@@ -250,24 +246,29 @@ async def run_swap(m: Migration) -> Outcome:
 SHOWN_IN_STATUS = 100
 
 
-def catalog_check(progress: Progress) -> CatalogCheck | None:
-    """What the status shows of the catalog comparison a transaction made."""
-    comparison = progress.catalog
+def record_catalog(m: Migration, comparison: Comparison | None) -> None:
+    """The status's record of a catalog comparison: the counts, and the first differences by name."""
     if comparison is None:
-        return None
-    return CatalogCheck(equal=comparison.equal, changed_as_planned=comparison.planned)
-
-
-def catalog_lost(m: Migration, error: CatalogLoss, what: str) -> Outcome:
-    """After the catalog differed from what the plan makes (and the transaction rolled back): Fail, naming it."""
+        return
     verification = m.status.verification or Verification(k=m.spec.verify.k)
-    comparison = error.comparison
     verification.catalog = CatalogCheck(
         equal=comparison.equal,
         changed_as_planned=comparison.planned,
         differences=[str(d) for d in comparison.differences[:SHOWN_IN_STATUS]],
     )
     m.status.verification = verification
+
+
+async def catalog_lost(m: Migration, error: CatalogLoss, what: str, conn: asyncpg.Connection | None = None) -> Outcome:
+    """After the catalog differed from what the plan makes (and the transaction rolled back): Fail, naming it.
+
+    Unless another session changed the catalog while the transaction began: then the plan is made
+    again (twice at most), as after any change under it. ``conn`` reads the catalog (the session's).
+    """
+    raced = await changed_by_others(conn or m.session, error)
+    if raced is not None:
+        return replan_after_drift(m, PlanDrift(f"the catalog changed while the {what} began ({raced.differences[0]})"))
+    record_catalog(m, error.comparison)
     return Fail(Reason.CATALOG_MISMATCH, f"{error}; the {what} rolled back, nothing changed")
 
 

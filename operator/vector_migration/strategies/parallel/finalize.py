@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import asyncpg
 
-from ...api import ParallelStatus, VectorMigrationStatus, Verification, duration_ms
+from ...api import ParallelStatus, VectorMigrationStatus, duration_ms
 from ...database.catalog import read_extension
 from ...database.catalog_state import SOURCE_NAMES, CatalogState, Expected
 from ...database.sql import qualify, quote_ident
@@ -23,7 +23,7 @@ from ...engine.outcomes import Advance, Outcome
 from ...engine.plan import Statement
 from ...engine.transactions import Progress, begin_bounded_transaction, execute, roll_back, transaction_failure
 from ...phases.restore import drop_unused_extension
-from ...phases.swap import catalog_check, catalog_lost
+from ...phases.swap import catalog_lost, record_catalog
 from ...phases.verify import fail_verification, hold_for_a_decision, record_success
 from ...status import now, record_timing, seconds_since, set_condition
 from ...vocabulary import ConditionType, Phase, Reason, StatementKind
@@ -70,18 +70,16 @@ async def _finalize(m: Migration, recorded: records.Journal, tables: list[record
     progress = Progress()
     transaction = await begin_bounded_transaction(m)
     try:
-        catalog = None
+        catalog = await catalog_before(conn, progress)
         for statement in finalize_transaction(tables, _after_renames(recorded)):
             progress.step = statement.step.value
             await execute(m, statement)
             if statement.step is StatementKind.LOCK:
                 progress.locked_at = time.perf_counter()
-                catalog = await catalog_before(conn, progress)
-        if catalog is not None:
-            expected = shadows_expected(
-                catalog, tables, _staying(recorded), _remade_views(recorded), _carried_functions(recorded)
-            )
-            await catalog_after(conn, catalog, expected, progress)
+        expected = shadows_expected(
+            catalog, tables, _staying(recorded), _remade_views(recorded), _carried_functions(recorded)
+        )
+        await catalog_after(conn, catalog, expected, progress)
         keep = timedelta(milliseconds=duration_ms(m.spec.parallel.keep_old_for))
         parallel = m.status.parallel or ParallelStatus()
         parallel.old_tables = [f"{t.table_schema}.{t.old}" for t in tables]
@@ -97,15 +95,13 @@ async def _finalize(m: Migration, recorded: records.Journal, tables: list[record
         parallel.lock_window_seconds = round(progress.blocked_seconds, 4)
     except CatalogLoss as error:
         await roll_back(transaction)
-        return catalog_lost(m, error, "finalize")
+        return await catalog_lost(m, error, "finalize")
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
         await roll_back(transaction)
         return transaction_failure(error, progress, m.spec, "finalize")
     record_timing(m.status, "writeBlockedSeconds", parallel.lock_window_seconds or 0.0)
     record_timing(m.status, "catalogCheckSeconds", progress.catalog_seconds)
-    verification = m.status.verification or Verification(k=m.spec.verify.k)
-    verification.catalog = catalog_check(progress)
-    m.status.verification = verification
+    record_catalog(m, progress.catalog)
     return None
 
 

@@ -14,11 +14,13 @@ import asyncpg
 from ...api import ParallelStatus, ShadowTableStatus
 from ...database import journal
 from ...database.catalog import index_names
+from ...database.catalog_state import Expected
 from ...database.measure import IndexTarget
-from ...database.sql import qualify
+from ...database.sql import qualify, quote_ident
 from ...database.surface import discover
 from ...engine import records
 from ...engine.context import Migration
+from ...engine.invariant import CatalogLoss, catalog_after, catalog_before
 from ...engine.outcomes import Advance, Outcome
 from ...engine.records import Journal, ShadowTable
 from ...engine.transactions import (
@@ -31,7 +33,7 @@ from ...engine.transactions import (
     roll_back,
     transaction_failure,
 )
-from ...phases.swap import check_plan_unchanged, replan_after_drift
+from ...phases.swap import catalog_lost, check_plan_unchanged, replan_after_drift
 from ...status import set_condition
 from ...vocabulary import ConditionType, Phase, Reason, StatementKind
 from .plan import ParallelPlan
@@ -59,7 +61,6 @@ async def recorded_shadows(m: Migration) -> tuple[Journal, list[ShadowTable] | N
 
 async def run_prepare(m: Migration) -> Outcome:
     """Run the plan's prepare stage in one transaction, after checking the plan still holds."""
-    conn = m.session
     _, shadows = await recorded_shadows(m)
     if shadows is not None:
         return Advance(Phase.BACKFILL, "the shadow tables already exist; continuing with the backfill")
@@ -72,24 +73,7 @@ async def run_prepare(m: Migration) -> Outcome:
     progress = Progress()
     transaction = await begin_bounded_transaction(m)
     try:
-        statements = list(plan.prepare)
-        locks = [s for s in statements if s.step is StatementKind.LOCK]
-        for statement in locks:
-            progress.step = "lock"
-            await execute(m, statement)
-        progress.step = "re-plan"
-        await check_plan_unchanged(m, ready)
-        await journal.ensure(conn)  # the schema the sync functions live in
-        for statement in statements:
-            if statement.step is StatementKind.LOCK:
-                continue
-            progress.step = statement.step.value
-            await execute(m, statement)
-            if statement.step is StatementKind.CREATE_TARGET_EXTENSION:
-                surface = ready.surface
-                real = await discover(conn, surface.extension, m.facts.source_library, collides=surface.collides)
-                if real.summary() != surface.summary():
-                    raise PlanDrift("the target extension differs from the one the plan was made for")
+        await _prepare(m, plan, ready, progress)
         progress.step = "journal"
         await _record_shadows(m, plan, ready)
         progress.step = "commit"
@@ -97,6 +81,9 @@ async def run_prepare(m: Migration) -> Outcome:
     except PlanDrift as error:
         await roll_back(transaction)
         return replan_after_drift(m, error)
+    except CatalogLoss as error:
+        await roll_back(transaction)
+        return await catalog_lost(m, error, "preparation")
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
         await roll_back(transaction)
         return transaction_failure(error, progress, m.spec, "shadow")
@@ -105,6 +92,37 @@ async def run_prepare(m: Migration) -> Outcome:
         "triggers keep them in sync from now on"
     )
     return Advance(Phase.BACKFILL, message)
+
+
+async def _prepare(m: Migration, plan: ParallelPlan, ready: Ready, progress: Progress) -> None:
+    """The prepare stage under its locks, once the plan is proven to hold: it may add only what is the migration's.
+
+    The shadows (and what is theirs) and the target extension are new; anything else of the catalog
+    that differs when the stage ends is a loss (CatalogLoss), and the transaction must not commit.
+    """
+    conn = m.session
+    statements = list(plan.prepare)
+    catalog = await catalog_before(conn, progress)
+    for statement in (s for s in statements if s.step is StatementKind.LOCK):
+        progress.step = "lock"
+        await execute(m, statement)
+    progress.step = "re-plan"
+    await check_plan_unchanged(m, ready)
+    await journal.ensure(conn)  # the schema the sync functions live in
+    for statement in statements:
+        if statement.step is StatementKind.LOCK:
+            continue
+        progress.step = statement.step.value
+        await execute(m, statement)
+        if statement.step is StatementKind.CREATE_TARGET_EXTENSION:
+            surface = ready.surface
+            real = await discover(conn, surface.extension, m.facts.source_library, collides=surface.collides)
+            if real.summary() != surface.summary():
+                raise PlanDrift("the target extension differs from the one the plan was made for")
+    shadows = frozenset(qualify(t.shadow.table_schema, t.shadow.shadow) for t in plan.tables)
+    target = {f"extension {quote_ident(ready.surface.extension)}": "the target extension"}
+    target[f"schema {quote_ident(m.target_schema(ready.inventory))}"] = "the target extension's schema"
+    await catalog_after(conn, catalog, Expected(added=target, own=shadows), progress)
 
 
 async def _record_shadows(m: Migration, plan: ParallelPlan, ready: Ready) -> None:

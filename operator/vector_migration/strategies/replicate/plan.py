@@ -112,13 +112,13 @@ class ReplicatePlan:
 
     @property
     def schema(self) -> tuple[Statement, ...]:
-        """The conversion as it runs on the new database's empty copy: everything but index builds."""
-        return tuple(s for s in self.conversion.swap if not s.step.builds_index)
+        """The conversion as it runs on the new database's empty copy: everything but index builds (and comments)."""
+        return tuple(s for s in self.conversion.swap if not s.step.completes_index)
 
     @property
     def builds(self) -> tuple[Statement, ...]:
-        """The vector indexes, built on the new database once its rows are copied."""
-        return tuple(s for s in self.conversion.swap if s.step.builds_index)
+        """The vector indexes, built on the new database once its rows are copied, and their comments."""
+        return tuple(s for s in self.conversion.swap if s.step.completes_index)
 
     @property
     def prepare(self) -> tuple[Statement, ...]:

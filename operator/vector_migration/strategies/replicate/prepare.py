@@ -7,6 +7,7 @@ next run (tear_down_replica); after the record, the next run continues with the 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import cast
 
@@ -15,9 +16,12 @@ import asyncpg
 from ...api import ReplicatedTable, ReplicateStatus
 from ...database.backup import BackupError, BackupPending, SchemaCopyRequest
 from ...database.catalog import read_extension
+from ...database.catalog_state import Expected, compare, read_catalog
 from ...database.journal import JOURNAL
+from ...database.sql import quote_ident
 from ...engine import records
 from ...engine.context import Migration, as_admin
+from ...engine.invariant import CatalogLoss, expected_of
 from ...engine.outcomes import Advance, Fail, Outcome, Wait
 from ...engine.records import IndexBuild, Journal, ReplicaRecord
 from ...engine.transactions import (
@@ -29,7 +33,7 @@ from ...engine.transactions import (
     roll_back,
     transaction_failure,
 )
-from ...phases.swap import check_plan_unchanged, convert, replan_after_drift
+from ...phases.swap import catalog_lost, check_plan_unchanged, convert, replan_after_drift
 from ...status import set_condition
 from ...vocabulary import ConditionType, Phase, Reason
 from .names import ReplicaNames
@@ -117,7 +121,9 @@ async def run_create_replica(m: Migration) -> Outcome:
     limit = await m.session.fetchval(
         "SELECT datconnlimit FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()"
     )
-    await records.write(m.session, m.name, records.REPLICA_PREPARED, plan.plan_hash, _record(m, plan, limit))
+    record = _record(m, plan, limit)
+    record.catalog = catalog_expected(m, plan, ready, built_later=False).as_document()
+    await records.write(m.session, m.name, records.REPLICA_PREPARED, plan.plan_hash, record)
     message = (
         f"database {names.target} created with {ready.surface.extension} ({plan.conversion.route} route); "
         f"copying {len(plan.tables)} table(s) from {names.source} by logical replication"
@@ -162,18 +168,54 @@ async def _convert_schema(m: Migration, plan: ReplicatePlan, ready: Ready) -> Ou
     Skipped when the new database no longer has the source extension: the conversion, which drops
     it last, committed.
     """
-    async with on_new_database(m, plan.names) as there:
+    names = plan.names
+    async with on_new_database(m, names) as there:
         if await read_extension(there.session, m.spec.source.extension) is None:
             return None
+        copied = compare(await read_catalog(m.session), await read_catalog(there.session), SEQUENCES_LATER)
+        if copied.differences:
+            return Fail(
+                Reason.CATALOG_MISMATCH,
+                f"the schema copied into {names.target} is not {names.source}'s: {CatalogLoss(copied)}; "
+                "the application's database was not changed",
+            )
+        expected = catalog_expected(m, plan, ready, built_later=True)
         progress = Progress()
         transaction = await begin_bounded_transaction(there)
         try:
-            await convert(there, list(plan.schema), ready.inventory, ready.surface, m.facts.checksum_mode, progress)
+            statements = list(plan.schema)
+            await convert(
+                there, statements, ready.inventory, ready.surface, m.facts.checksum_mode, progress, None, None, expected
+            )
             await transaction.commit()
+        except CatalogLoss as error:
+            await roll_back(transaction)
+            return await catalog_lost(m, error, f"conversion of {names.target}", there.session)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, PlanDrift) as error:
             await roll_back(transaction)
             return transaction_failure(error, progress, m.spec, "swap")
     return None
+
+
+def catalog_expected(m: Migration, plan: ReplicatePlan, ready: Ready, *, built_later: bool) -> Expected:
+    """What the conversion changes of the source's catalog; the channels' publications are the migration's own.
+
+    ``built_later``: as the conversion leaves the new database, before its indexes are built.
+    """
+    inventory = ready.inventory
+    expected = expected_of(
+        plan.conversion,
+        inventory,
+        target_extension=ready.surface.extension,
+        target_schema=m.target_schema(inventory),
+        built_later=built_later,
+    )
+    own = expected.owning(quote_ident(plan.names.forward), quote_ident(plan.names.back))
+    return dataclasses.replace(own, settled_later=SEQUENCES_LATER.settled_later)
+
+
+# The sequences' values reach the new database under the switchover's block, after every comparison.
+SEQUENCES_LATER = Expected(settled_later=frozenset({"last value"}))
 
 
 async def _subscribe(m: Migration, plan: ReplicatePlan) -> None:

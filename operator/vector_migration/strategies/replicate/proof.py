@@ -26,6 +26,7 @@ import asyncpg
 from asyncpg.transaction import Transaction
 
 from ...api import duration_ms
+from ...database.catalog_state import CatalogState
 from ...database.sql import qualify, quote_literal, set_timeouts
 from ...engine.context import Migration
 
@@ -35,6 +36,7 @@ class Cut:
     """The point both sides were proven equal at, and the standby's session count then."""
 
     sessions: int  # client sessions ever opened on the standby (pg_stat_database.sessions)
+    catalog: CatalogState | None = None  # the live side's catalog at the cut: under the block it must be the same
 
 
 async def standby_sessions(standby: asyncpg.Connection) -> int:

@@ -20,6 +20,9 @@ from ...engine.records import Journal, ReplicaRecord
 from .names import ReplicaNames, replica_names
 
 MAINTENANCE_DATABASE = "postgres"
+# Where the maintenance session goes when the application's database is postgres itself. The engine
+# makes its databases from template0, so a session here delays no CREATE DATABASE of its own.
+OTHER_MAINTENANCE_DATABASE = "template1"
 
 
 def login(m: Migration) -> ConnectionParams:
@@ -67,8 +70,14 @@ def on_new_database(m: Migration, names: ReplicaNames) -> contextlib.AbstractAsy
 
 @contextlib.asynccontextmanager
 async def maintenance(m: Migration, server: ConnectionParams | None = None) -> AsyncIterator[asyncpg.Connection]:
-    """A session on a server's maintenance database (the source's by default), with the login's own privileges."""
-    conn = await connect((server or login(m)).with_database(MAINTENANCE_DATABASE), command_timeout=60.0)
+    """A session on a server's maintenance database (the source's by default), with the login's own privileges.
+
+    Never on the application's own database: the switchover fences and renames it from here, and
+    PostgreSQL refuses both for the database a session is on (Supabase keeps its data in postgres).
+    """
+    params = server or login(m)
+    database = MAINTENANCE_DATABASE if params.dbname != MAINTENANCE_DATABASE else OTHER_MAINTENANCE_DATABASE
+    conn = await connect(params.with_database(database), command_timeout=60.0)
     try:
         yield conn
     finally:

@@ -26,12 +26,15 @@ import asyncpg
 from asyncpg.transaction import Transaction
 
 from ...api import TableVerification, Verification, duration_ms
+from ...database.catalog_state import CatalogState, Expected, compare, read_catalog
 from ...database.measure import table_checksum
 from ...database.sql import ConnectionParams, quote_ident
 from ...engine import records
 from ...engine.context import Migration, as_admin, close_session
+from ...engine.invariant import CatalogLoss
 from ...engine.outcomes import Fail, Outcome, Wait
 from ...engine.records import Journal, ReplicaRecord
+from ...phases.swap import record_catalog
 from ...phases.verify import compare_content, unequal
 from ...status import now, record_timing
 from ...vocabulary import Reason
@@ -151,7 +154,8 @@ async def turn(m: Migration, turn: Turn, replica: ReplicaRecord) -> Outcome | No
         nearly = await _caught_up(live, turn.channel, timeout, within=NEARLY_CAUGHT_UP, blocked=False)
         if nearly is not None:
             return nearly
-        cut = await _prove_at_a_cut(m, live, standby, turn, proven, timeout)
+        expected = Expected.of_document(replica.catalog) if turn.forwards and replica.catalog else None
+        cut = await _prove_at_a_cut(m, live, standby, turn, proven, timeout, expected)
         if not isinstance(cut, Cut):
             return cut
         started = time.perf_counter()
@@ -159,8 +163,7 @@ async def turn(m: Migration, turn: Turn, replica: ReplicaRecord) -> Outcome | No
         try:
             await _end_sessions(admin, turn.live, keep=_own_pids(m, live))
             waited = await _caught_up(live, turn.channel, timeout, within=0, blocked=True)
-            if waited is None and not await _only_replication_since(m, standby, turn, cut):
-                waited = await _prove_equal(m, live, standby, turn, proven, "with writes blocked")
+            waited = waited or await _still_as_proven(m, live, standby, turn, proven, cut)
             if waited is not None:
                 await admin.execute(allow_connections(turn.live, True))
                 return waited
@@ -214,14 +217,23 @@ async def _record_turn(m: Migration, live: Migration, standby: Migration, turn: 
             await records.write(live.session, m.name, records.REPLICA_SWITCHED, plan_hash, switched)
 
 
+# size: the hold, both snapshots and what is proven in them, in the one order that makes them a cut
 async def _prove_at_a_cut(
-    m: Migration, live: Migration, standby: Migration, turn: Turn, proven: _Proven, timeout: float
+    m: Migration,
+    live: Migration,
+    standby: Migration,
+    turn: Turn,
+    proven: _Proven,
+    timeout: float,
+    expected: Expected | None = None,
 ) -> Cut | Outcome:
     """Both sides checksummed at one point of the live side's history, with writes going on (proof.py).
 
     The live side's tables are held only until the standby has confirmed that point. A Wait when
     it does not within switchoverTimeout, or a writer keeps its lock past lockTimeout; a Fail
-    naming the tables that differ.
+    naming the tables that differ. With ``expected`` (what the plan changes of the catalog), both
+    catalogs are compared in the same snapshots: a Fail naming what else differs (a change to the
+    live side's schema since the copy: logical replication carries no DDL).
     """
     async with on_database(m, turn.live, server=_live_server(m, turn)) as reader:
         started = time.perf_counter()
@@ -244,13 +256,62 @@ async def _prove_at_a_cut(
             reading.append(await reading_at(standby.session, None))
             await holding.commit()  # writes go on; both snapshots stay
             held_seconds = round(time.perf_counter() - started, 3)
-            mismatch = await _prove_equal(m, reader, standby, turn, proven, "at a cut of its history")
+            # The catalogs first: a change to the live side's schema explains any difference of content
+            catalog, mismatch = None, None
+            if expected is not None:
+                catalog = await read_catalog(reader.session)
+                mismatch = _catalogs_differ(m, catalog, await read_catalog(standby.session), expected, turn)
+            mismatch = mismatch or await _prove_equal(m, reader, standby, turn, proven, "at a cut of its history")
         finally:
             for transaction in (*reversed(reading), holding):
                 with contextlib.suppress(asyncpg.InterfaceError):  # one already committed
                     await transaction.rollback()
     record_timing(m.status, "proofHeldWritesSeconds", held_seconds)
-    return mismatch or Cut(sessions=sessions)
+    return mismatch or Cut(sessions=sessions, catalog=catalog)
+
+
+def _catalogs_differ(
+    m: Migration, live: CatalogState, standby: CatalogState, expected: Expected, turn: Turn
+) -> Fail | None:
+    """The standby's catalog against the live one's, translated by the plan: a Fail naming what else differs."""
+    comparison = compare(live, standby, expected)
+    record_catalog(m, comparison)
+    if not comparison.differences:
+        return None
+    return Fail(
+        Reason.CATALOG_MISMATCH,
+        f"{turn.standby} is not {turn.live} as the plan makes it ({CatalogLoss(comparison)}); a change to "
+        f"{turn.live}'s schema since the copy is not replicated. Nothing was switched, {turn.live} is open: "
+        "roll back and migrate again",
+    )
+
+
+async def _still_as_proven(
+    m: Migration, live: Migration, standby: Migration, turn: Turn, proven: _Proven, cut: Cut
+) -> Fail | None:
+    """Under the block: the live side's schema as at the cut, and the standby written by replication alone since.
+
+    Where another session came to the standby, both sides are checksummed again with writes blocked.
+    """
+    if cut.catalog is not None:
+        changed = await _schema_as_at_the_cut(live, cut.catalog, turn)
+        if changed is not None:
+            return changed
+    if await _only_replication_since(m, standby, turn, cut):
+        return None
+    return await _prove_equal(m, live, standby, turn, proven, "with writes blocked")
+
+
+async def _schema_as_at_the_cut(live: Migration, at_the_cut: CatalogState, turn: Turn) -> Fail | None:
+    """Under the block: the live side's catalog as it was at the cut (a change since would not reach the standby)."""
+    comparison = compare(at_the_cut, await read_catalog(live.session), Expected())
+    if not comparison.differences:
+        return None
+    return Fail(
+        Reason.CATALOG_MISMATCH,
+        f"{turn.live}'s schema changed after the switchover's proof ({CatalogLoss(comparison)}); it is not "
+        f"replicated to {turn.standby}. Nothing was switched, {turn.live} is open",
+    )
 
 
 async def _only_replication_since(m: Migration, standby: Migration, turn: Turn, cut: Cut) -> bool:
