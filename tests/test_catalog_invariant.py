@@ -19,6 +19,7 @@ import pytest
 from tests.application import create_shop, docs_before, final_equals_every_committed_change
 from tests.replication import REPLICATE, advance, extensions, make_logical, server_state, session
 from tests.scenarios import manifest, migration, snapshot
+from vector_migration.database.catalog_state import Expected, compare, read_catalog
 from vector_migration.database.sql import ConnectionParams
 from vector_migration.demo import EmbeddedPostgres, create_database
 from vector_migration.engine.runner import run
@@ -319,3 +320,21 @@ async def fresh_database(server: EmbeddedPostgres) -> ConnectionParams:
     name = f"invariant_{next(_numbers)}"
     await create_database(server.params(), name)
     return server.params(name)
+
+
+@pytest.mark.parametrize("spec", STRATEGIES)
+async def test_a_rollback_gives_the_whole_catalog_back(
+    spec: dict[str, object], database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    await conn.execute(STORAGE_AND_COMMENTS)
+    await conn.execute(DJANGO_TWO_MODELS.format(deferrable="DEFERRABLE INITIALLY DEFERRED").replace(
+        "CREATE EXTENSION vector;", ""))  # fmt: skip
+    before = await read_catalog(conn)
+    resource = manifest(**spec)
+    status = await run(migration(database, resource, tmp_path / "b", scratch=tmp_path / "s"))
+    assert status.phase is Phase.SUCCEEDED, status.message
+
+    rolled = await run(migration(database, resource, tmp_path / "b", status=status, rollback=True))
+
+    assert rolled.phase is Phase.ROLLED_BACK, rolled.message
+    assert compare(before, await read_catalog(conn), Expected()).differences == ()

@@ -174,7 +174,7 @@ async def catalog_before(conn: asyncpg.Connection, progress: Progress) -> Catalo
     try:
         return await read_catalog(conn)
     finally:
-        progress.catalog_seconds += time.perf_counter() - started
+        progress.catalog_before_seconds += time.perf_counter() - started
 
 
 async def catalog_after(conn: asyncpg.Connection, before: CatalogState, expected: Expected, progress: Progress) -> None:

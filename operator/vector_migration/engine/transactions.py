@@ -91,7 +91,8 @@ class Progress:
     exported_bytes: int = 0
     checksums_read_early: int = 0  # tables whose "before" checksum was read before the lock
     catalog: Comparison | None = None  # the catalog before and after, compared (engine.invariant)
-    catalog_seconds: float = 0.0  # reading and comparing it
+    catalog_before_seconds: float = 0.0  # reading it as the transaction began (before its locks)
+    catalog_seconds: float = 0.0  # reading it again and comparing, before the commit (in the window)
 
     @property
     def blocked_seconds(self) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import asyncpg
 
 from ..api import (
@@ -13,13 +15,16 @@ from ..database.catalog import (
     read_extension,
     read_server,
 )
+from ..database.catalog_state import Expected
 from ..database.inventory import read_inventory
+from ..database.sql import qualify
 from ..database.surface import TargetSurface
 from ..engine import records
 from ..engine.context import Migration, RunInputs
 from ..engine.conversion import build_plan
+from ..engine.invariant import CatalogLoss, expected_of
 from ..engine.outcomes import Advance, Fail, Outcome
-from ..engine.plan import PlanningError, Statement, column_key
+from ..engine.plan import PlanningError, Statement, column_key, index_comment
 from ..engine.records import SwapRecord
 from ..engine.transactions import (
     DataMismatch,
@@ -42,9 +47,9 @@ from ..vocabulary import (
 )
 from .probe import ProbeFailed, probe_surface
 from .restore import ask_for_restore, restore_backup, restore_token
-from .swap import convert
+from .swap import convert, record_catalog
 
-ReversePlan = tuple[Migration, SourceInventory, TargetSurface, list[Statement]]
+ReversePlan = tuple[Migration, SourceInventory, TargetSurface, list[Statement], Expected]
 
 
 async def run_rollback(m: Migration) -> Outcome:
@@ -117,9 +122,24 @@ async def _reverse_plan(m: Migration, swapped: SwapRecord) -> ReversePlan | Fail
     except (ProbeFailed, PlanningError) as error:
         return Fail(Reason.ROLLBACK_FAILED, f"cannot roll back: {error}")
     saved_indexes = saved.inventory.indexes if saved.inventory else []
-    statements = [s for s in plan.swap if s.step is not StatementKind.BUILD_INDEX]
-    statements += [Statement(StatementKind.RESTORE_INDEX, index.definition) for index in saved_indexes]
-    return backwards, inventory, surface, statements
+    # The target's indexes carry the originals' comments (the swap gave them): each goes back with its index.
+    comments = {(i.schema, i.name): i.comment for i in inventory.indexes}
+    comments.update({(i.schema, i.name): i.comment for i in inventory.carried_indexes})
+    statements = [s for s in plan.swap if not s.step.completes_index]
+    restored = []
+    for index in saved_indexes:
+        schema = index.table.split(".", 1)[0]
+        statements.append(Statement(StatementKind.RESTORE_INDEX, index.definition))
+        statements += index_comment(schema, index.name, comments.get((schema, index.name)))
+        restored.append(f"index {qualify(schema, index.name)}")
+    expected = expected_of(plan, inventory, target_extension=surface.extension, target_schema=original.source_schema)
+    # Each saved index comes back as it was before the migration, whatever the target's is now (or if it is gone).
+    expected = dataclasses.replace(
+        expected,
+        changes={**expected.changes, **{key: frozenset({"*"}) for key in restored}},
+        added={**expected.added, **{key: "restored from its saved definition" for key in restored}},
+    )
+    return backwards, inventory, surface, statements, expected
 
 
 async def _reverse_in_sql(m: Migration, swapped: SwapRecord, plan_hash: str) -> Outcome:
@@ -135,7 +155,7 @@ async def _reverse_in_sql(m: Migration, swapped: SwapRecord, plan_hash: str) -> 
     reverse = await _reverse_plan(m, swapped)
     if isinstance(reverse, Fail):
         return reverse
-    backwards, inventory, surface, statements = reverse
+    backwards, inventory, surface, statements, expected = reverse
     original, saved = swapped.source, swapped.status
     assert original is not None  # noqa: S101 - _reverse_plan refuses a record without it
     saved_indexes = saved.inventory.indexes if saved.inventory else []
@@ -144,7 +164,7 @@ async def _reverse_in_sql(m: Migration, swapped: SwapRecord, plan_hash: str) -> 
     transaction = await begin_bounded_transaction(m)
     try:
         mode = backwards.facts.checksum_mode
-        tables = await convert(backwards, statements, inventory, surface, mode, progress)
+        tables = await convert(backwards, statements, inventory, surface, mode, progress, expected=expected)
         progress.step = "journal"
         await records.forget_all_but_rollback(conn, m.name, plan_hash, records.RollbackRecord(tables=tables))
         progress.step = "commit"
@@ -152,6 +172,12 @@ async def _reverse_in_sql(m: Migration, swapped: SwapRecord, plan_hash: str) -> 
     except DataMismatch as error:
         await roll_back(transaction)
         return Fail(Reason.ROLLBACK_FAILED, f"rollback would change content ({error}); it rolled back itself")
+    except CatalogLoss as error:
+        await roll_back(transaction)
+        record_catalog(m, error.comparison)
+        return Fail(
+            Reason.ROLLBACK_FAILED, f"rollback would not give the catalog back ({error}); it rolled back itself"
+        )
     except (PlanDrift, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
         await roll_back(transaction)
         return transaction_failure(error, progress, m.spec, "rollback")

@@ -216,6 +216,7 @@ async def run_swap(m: Migration) -> Outcome:
         m.status.verification = verification
         record_catalog(m, progress.catalog)
         record_timing(m.status, "writeBlockedSeconds", progress.blocked_seconds)
+        record_timing(m.status, "catalogReadBeforeSeconds", progress.catalog_before_seconds)
         record_timing(m.status, "catalogCheckSeconds", progress.catalog_seconds)
         progress.step = "journal"
         facts.rebuilds = [records.IndexBuild.of(r) for r in plan.rebuilds] + [

@@ -100,6 +100,7 @@ async def _finalize(m: Migration, recorded: records.Journal, tables: list[record
         await roll_back(transaction)
         return transaction_failure(error, progress, m.spec, "finalize")
     record_timing(m.status, "writeBlockedSeconds", parallel.lock_window_seconds or 0.0)
+    record_timing(m.status, "catalogReadBeforeSeconds", progress.catalog_before_seconds)
     record_timing(m.status, "catalogCheckSeconds", progress.catalog_seconds)
     record_catalog(m, progress.catalog)
     return None
