@@ -47,23 +47,24 @@ def grant_statements(
     Each grant is (grantee, privilege, grantable). Raises UnknownPrivilege for a privilege outside
     ``allowed`` rather than writing it into SQL.
     """
-    statements = []
-    for grantee, privilege, grantable in grants:
-        if privilege not in allowed:
-            raise UnknownPrivilege(privilege)
-        who = "PUBLIC" if grantee == "PUBLIC" else quote_ident(grantee)
-        option = " WITH GRANT OPTION" if grantable else ""
-        statements.append(f"GRANT {privilege} ON {target} TO {who}{option}")
-    return statements
+    return [_grant(privilege, None, target, grantee, grantable, allowed) for grantee, privilege, grantable in grants]
 
 
 def column_grant_statements(target: str, grants: Iterable[tuple[str, str, str, bool]]) -> list[str]:
     """GRANTs giving ``target``'s columns what another relation's had: (column, grantee, privilege, grantable)."""
-    statements = []
-    for column, grantee, privilege, grantable in grants:
-        if privilege not in COLUMN_PRIVILEGES:
-            raise UnknownPrivilege(privilege)
-        who = "PUBLIC" if grantee == "PUBLIC" else quote_ident(grantee)
-        option = " WITH GRANT OPTION" if grantable else ""
-        statements.append(f"GRANT {privilege} ({quote_ident(column)}) ON {target} TO {who}{option}")
-    return statements
+    return [
+        _grant(privilege, column, target, grantee, grantable, COLUMN_PRIVILEGES)
+        for column, grantee, privilege, grantable in grants
+    ]
+
+
+def _grant(
+    privilege: str, column: str | None, target: str, grantee: str, grantable: bool, allowed: frozenset[str]
+) -> str:
+    """One GRANT (of one column's privilege, with ``column``); UnknownPrivilege rather than SQL for one not allowed."""
+    if privilege not in allowed:
+        raise UnknownPrivilege(privilege)
+    who = "PUBLIC" if grantee == "PUBLIC" else quote_ident(grantee)
+    on_column = f" ({quote_ident(column)})" if column is not None else ""
+    option = " WITH GRANT OPTION" if grantable else ""
+    return f"GRANT {privilege}{on_column} ON {target} TO {who}{option}"

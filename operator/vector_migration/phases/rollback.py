@@ -7,6 +7,7 @@ import dataclasses
 import asyncpg
 
 from ..api import (
+    IndexInventory,
     TableVerification,
     VectorMigrationStatus,
 )
@@ -121,25 +122,32 @@ async def _reverse_plan(m: Migration, swapped: SwapRecord) -> ReversePlan | Fail
         )
     except (ProbeFailed, PlanningError) as error:
         return Fail(Reason.ROLLBACK_FAILED, f"cannot roll back: {error}")
-    saved_indexes = saved.inventory.indexes if saved.inventory else []
-    # The target's indexes carry the originals' comments (the swap gave them): each goes back with its index.
+    expected = expected_of(plan, inventory, target_extension=surface.extension, target_schema=original.source_schema)
+    statements = [s for s in plan.swap if not s.step.completes_index]
+    restored, expected = _restored_indexes(saved.inventory.indexes if saved.inventory else [], inventory, expected)
+    return backwards, inventory, surface, statements + restored, expected
+
+
+def _restored_indexes(
+    saved: list[IndexInventory], inventory: SourceInventory, expected: Expected
+) -> tuple[list[Statement], Expected]:
+    """Each index saved before the migration made again, with the comment the target's carried; what the catalog shows.
+
+    Each comes back as it was before the migration, whatever the target's is now (or if it is gone).
+    """
     comments = {(i.schema, i.name): i.comment for i in inventory.indexes}
     comments.update({(i.schema, i.name): i.comment for i in inventory.carried_indexes})
-    statements = [s for s in plan.swap if not s.step.completes_index]
-    restored = []
-    for index in saved_indexes:
+    statements, restored = [], []
+    for index in saved:
         schema = index.table.split(".", 1)[0]
         statements.append(Statement(StatementKind.RESTORE_INDEX, index.definition))
         statements += index_comment(schema, index.name, comments.get((schema, index.name)))
         restored.append(f"index {qualify(schema, index.name)}")
-    expected = expected_of(plan, inventory, target_extension=surface.extension, target_schema=original.source_schema)
-    # Each saved index comes back as it was before the migration, whatever the target's is now (or if it is gone).
-    expected = dataclasses.replace(
+    return statements, dataclasses.replace(
         expected,
         changes={**expected.changes, **{key: frozenset({"*"}) for key in restored}},
         added={**expected.added, **{key: "restored from its saved definition" for key in restored}},
     )
-    return backwards, inventory, surface, statements, expected
 
 
 async def _reverse_in_sql(m: Migration, swapped: SwapRecord, plan_hash: str) -> Outcome:

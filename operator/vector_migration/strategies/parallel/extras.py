@@ -18,7 +18,7 @@ import asyncpg
 from ...database.ddl import SEQUENCE_PRIVILEGES, grant_statements, set_storage_sql
 from ...database.sql import qualify, quote_ident, quote_literal
 from ...engine.plan import PlanningError
-from ...engine.records import PublicationMembership, ShadowTable, TableExtras
+from ...engine.records import PublicationMembership, ShadowTable, StatisticsObject, TableExtras
 from ...vocabulary import Reason
 from .names import INDEX_SUFFIX, OLD_SUFFIX, SHADOW_SUFFIX, derived_name
 
@@ -248,15 +248,8 @@ def at_finalize(table: ShadowTable) -> list[str]:
         comment = extras.index_comments.get(index.original)
         if comment is not None:
             sql.append(f"COMMENT ON INDEX {qualify(schema, index.original)} IS {quote_literal(comment)}")
-    for statistic in extras.statistics:
-        sql.append(
-            f"ALTER STATISTICS {qualify(statistic.statistics_schema, statistic.name)} "
-            f"RENAME TO {quote_ident(derived_name(statistic.name, OLD_SUFFIX))}"
-        )
-        sql.append(
-            f"ALTER STATISTICS {qualify(statistic.statistics_schema, derived_name(statistic.name, INDEX_SUFFIX))} "
-            f"RENAME TO {quote_ident(statistic.name)}"
-        )
+    for statistic in extras.statistics:  # the original's aside, the shadow's to its name
+        sql += _statistics_renamed(statistic, OLD_SUFFIX, INDEX_SUFFIX)
     for rule in extras.rules:
         sql.append(rule.definition.removesuffix(";"))  # pg_get_ruledef names the table: the migrated one now
         if rule.enabled != "O":
@@ -270,6 +263,15 @@ def at_finalize(table: ShadowTable) -> list[str]:
     return sql
 
 
+def _statistics_renamed(statistic: StatisticsObject, aside: str, incoming: str) -> list[str]:
+    """The statistics object under its name goes to ``name + aside``; the one at ``name + incoming`` takes the name."""
+    schema, name = statistic.statistics_schema, statistic.name
+    return [
+        f"ALTER STATISTICS {qualify(schema, name)} RENAME TO {quote_ident(derived_name(name, aside))}",
+        f"ALTER STATISTICS {qualify(schema, derived_name(name, incoming))} RENAME TO {quote_ident(name)}",
+    ]
+
+
 def _published(relation: str, publication: PublicationMembership) -> str:
     """A relation as ALTER PUBLICATION … ADD TABLE lists it: with the columns and rows it publishes."""
     listed = f" ({', '.join(quote_ident(c) for c in publication.columns)})" if publication.columns else ""
@@ -281,15 +283,8 @@ def back_from_finalize(table: ShadowTable) -> list[str]:
     extras, schema = table.extras, table.table_schema
     source, shadow = qualify(schema, table.table), qualify(schema, table.shadow)
     sql = []
-    for statistic in extras.statistics:
-        sql.append(
-            f"ALTER STATISTICS {qualify(statistic.statistics_schema, statistic.name)} "
-            f"RENAME TO {quote_ident(derived_name(statistic.name, SHADOW_SUFFIX))}"
-        )
-        sql.append(
-            f"ALTER STATISTICS {qualify(statistic.statistics_schema, derived_name(statistic.name, OLD_SUFFIX))} "
-            f"RENAME TO {quote_ident(statistic.name)}"
-        )
+    for statistic in extras.statistics:  # the migrated table's goes with it (the shadow again), the original's back
+        sql += _statistics_renamed(statistic, SHADOW_SUFFIX, OLD_SUFFIX)
     for rule in extras.rules:
         sql.append(f"ALTER TABLE {source} {RULE_STATES[rule.enabled]} RULE {quote_ident(rule.name)}")
         sql.append(f"DROP RULE IF EXISTS {quote_ident(rule.name)} ON {shadow}")

@@ -186,24 +186,21 @@ def _carried_functions(recorded: records.Journal) -> frozenset[str]:
     """The functions the plan drops and makes again for the target, as the catalog reading names them."""
     prepared = recorded.prepared
     statements = prepared.functions if prepared is not None else []
-    names = set()
-    for _, sql in statements:
-        for prefix in ("DROP FUNCTION ", "DROP PROCEDURE "):
-            if sql.startswith(prefix):
-                names.add(f"function {_qualified_name_at(sql, len(prefix))}")
-    return frozenset(names)
+    return frozenset(f"function {name}" for name in _named_by(statements, ("DROP FUNCTION ", "DROP PROCEDURE ")))
 
 
 def _remade_views(recorded: records.Journal) -> frozenset[str]:
     """The views the plan makes again at the finalize (their CREATE statements), qualified as the catalog names them."""
     prepared = recorded.prepared
     creates = prepared.view_creates if prepared is not None else []
-    names = set()
-    for _, sql in creates:
-        for prefix in ("CREATE VIEW ", "CREATE MATERIALIZED VIEW "):
-            if sql.startswith(prefix):
-                names.add(_qualified_name_at(sql, len(prefix)))
-    return frozenset(names)
+    return frozenset(_named_by(creates, ("CREATE VIEW ", "CREATE MATERIALIZED VIEW ")))
+
+
+def _named_by(statements: list[list[str]], prefixes: tuple[str, ...]) -> set[str]:
+    """The objects the journal's [[step, sql]] statements that start with one of ``prefixes`` name first."""
+    return {
+        _qualified_name_at(sql, len(prefix)) for _, sql in statements for prefix in prefixes if sql.startswith(prefix)
+    }
 
 
 def _qualified_name_at(sql: str, start: int) -> str:
