@@ -526,6 +526,47 @@ async def concurrent_window(rows: int, dims: int, work: Path, repeats: int) -> d
     }
 
 
+async def invariant_cost(rows: int, dims: int, work: Path, repeats: int) -> dict[str, Any]:
+    """`--only invariant`: InPlace Atomic with the catalog invariant and without it, against the floor, paired.
+
+    Each round runs the raw conversion and index build, the engine as it is, and the engine with
+    the swap's catalog comparison switched off (its plan expectations replaced by none: a
+    measurement only, the product has no such switch), back to back on fresh copies.
+    """
+    from vector_migration.phases import swap
+
+    work.mkdir(parents=True, exist_ok=True)
+    server = EmbeddedPostgres(work / "pgdata")
+    rounds = []
+    real_expected_of = swap.expected_of
+    try:
+        await seed(server, rows, dims)
+        for attempt in range(1, repeats + 1):
+            floor = (await raw_floor(server, dims))["total_s"]
+            with_it = await engine_run(server, "Atomic", work)
+            swap.expected_of = lambda *args, **kwargs: None  # type: ignore[assignment]
+            try:
+                without = await engine_run(server, "Atomic", work)
+            finally:
+                swap.expected_of = real_expected_of
+            rounds.append({"floor_s": floor, "with": with_it["wall_s"], "without": without["wall_s"],
+                           "timings_with": with_it["timings"]})  # fmt: skip
+            print(f"  round {attempt}/{repeats}: floor {floor:.2f}s, Atomic {with_it['wall_s']:.2f}s with the "
+                  f"invariant, {without['wall_s']:.2f}s without", flush=True)  # fmt: skip
+    finally:
+        server.stop()
+    ratios = {way: sorted(r[way] / r["floor_s"] for r in rounds) for way in ("with", "without")}
+    return {
+        "date": datetime.date.today().isoformat(),
+        "rows": rows,
+        "dims": dims,
+        "machine": machine(),
+        "rounds": rounds,
+        "ratio_median": {way: values[len(values) // 2] for way, values in ratios.items()},
+        "ratio_range": {way: [values[0], values[-1]] for way, values in ratios.items()},
+    }
+
+
 async def text_route(rows: int, work: Path, repeats: int) -> dict[str, Any]:
     """`--only text-route`: real RuVector has no casts, so its conversion goes through text.
 
@@ -745,6 +786,7 @@ if __name__ == "__main__":
             "operator",
             "concurrent-window",
             "catalog",
+            "invariant",
         ],
         default="all",
         help="one case alone (see its function)",
@@ -763,6 +805,11 @@ if __name__ == "__main__":
         window = asyncio.run(concurrent_window(args.rows, args.dims, args.work, args.repeats))
         write_result(args.out / f"{window['date']}-concurrent-window.json", window)
         print(f"window / conversion floor, median (range): {window['ratio_median']} {window['ratio_range']}")
+        raise SystemExit(0)
+    if args.only == "invariant":
+        paired = asyncio.run(invariant_cost(args.rows, args.dims, args.work, args.repeats))
+        write_result(args.out / f"{paired['date']}-invariant.json", paired)
+        print(f"Atomic / floor, median (range): {paired['ratio_median']} {paired['ratio_range']}")
         raise SystemExit(0)
     if args.only == "catalog":
         cost = asyncio.run(catalog_cost(args.work, args.repeats))
