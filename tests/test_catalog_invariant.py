@@ -10,6 +10,7 @@ sequence, an edited function body), fails the migration with CatalogMismatch, an
 from __future__ import annotations
 
 import asyncio
+import html
 import itertools
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from vector_migration.database.catalog_state import Expected, compare, read_cata
 from vector_migration.database.sql import ConnectionParams
 from vector_migration.demo import EmbeddedPostgres, create_database
 from vector_migration.engine.runner import run
+from vector_migration.report import render_report
 from vector_migration.vocabulary import Phase, Reason
 
 _numbers = itertools.count(1)
@@ -199,6 +201,9 @@ async def test_a_planted_loss_fails_the_migration_with_nothing_changed(
     assert await catalog_facts(conn) == facts
     catalog = status.verification.catalog if status.verification else None
     assert catalog is not None and catalog.differences, catalog
+    page = render_report(status, "planted")  # what a person reads: each difference, by name
+    assert "Catalog differences the plan does not make" in page
+    assert all(html.escape(difference) in page for difference in catalog.differences)
 
 
 # Where Parallel's transactions meet a loss: the prepare stage makes tables (CREATE TABLE), the finalize

@@ -87,6 +87,15 @@ def _verification(
             for t in verification.tables
         ],
     )
+    catalog = verification.catalog
+    if catalog is not None:
+        parts += section(
+            "Catalog (every object the application depends on, compared before and after the change)",
+            ("objects equal", "changed as the plan says", "anything else"),
+            [(catalog.equal, catalog.changed_as_planned, len(catalog.differences))],
+        )
+        parts += section("Catalog differences the plan does not make", ("object: what differs",),
+                         [(difference,) for difference in catalog.differences])  # fmt: skip
     parts += section(
         f"Indexes (recall@{verification.k} against exact search; latency beside a control query)",
         (

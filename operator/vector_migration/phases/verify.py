@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from ..api import (
+    CatalogCheck,
     TableVerification,
     Verification,
 )
@@ -72,10 +73,16 @@ async def _verify(m: Migration) -> Outcome:
         f"{sum(t.rows_after or 0 for t in verification.tables)} rows in {len(verification.tables)} table(s) equal "
         f"before and after; {len(m.facts.rebuilds)} index(es) valid"
         + (f"; lowest recall@{spec.k} {min(recalls):.3f}" if recalls else "")
+        + (f"; catalog: {_catalog_summary(verification.catalog)}" if verification.catalog else "")
     )
     set_condition(m.status, ConditionType.VERIFIED, True, Reason.PASSED, message, m.generation)
     await record_success(m, message)
     return Advance(Phase.SUCCEEDED, message)
+
+
+def _catalog_summary(catalog: CatalogCheck) -> str:
+    """``35 objects equal, 13 changed as planned``: the catalog comparison, for a message."""
+    return f"{catalog.equal} objects equal, {catalog.changed_as_planned} changed as planned"
 
 
 async def record_success(m: Migration, message: str) -> None:
