@@ -608,7 +608,8 @@ async def catalog_cost(work: Path, repeats: int) -> dict[str, Any]:
     btree index and a comment, a vector with an HNSW index, a grant. The swap reads the catalog
     once before its lock and once more (and compares) inside it.
     """
-    from vector_migration.database.catalog_state import Expected, compare, read_catalog
+    from vector_migration.database.catalog_compare import Expected, compare
+    from vector_migration.database.catalog_state import read_catalog
 
     work.mkdir(parents=True, exist_ok=True)
     server = EmbeddedPostgres(work / "pgdata")

@@ -20,7 +20,8 @@ import pytest
 from tests.application import create_shop, docs_before, final_equals_every_committed_change
 from tests.replication import REPLICATE, advance, extensions, make_logical, server_state, session
 from tests.scenarios import manifest, migration, snapshot
-from vector_migration.database.catalog_state import Expected, compare, read_catalog
+from vector_migration.database.catalog_compare import Expected, compare
+from vector_migration.database.catalog_state import read_catalog
 from vector_migration.database.sql import ConnectionParams
 from vector_migration.demo import EmbeddedPostgres, create_database
 from vector_migration.engine.runner import run

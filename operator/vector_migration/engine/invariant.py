@@ -16,7 +16,8 @@ from collections.abc import Iterable
 import asyncpg
 
 from ..database.catalog import SourceInventory
-from ..database.catalog_state import SOURCE_NAMES, CatalogState, Comparison, Expected, compare, read_catalog
+from ..database.catalog_compare import SOURCE_NAMES, Comparison, Expected, compare
+from ..database.catalog_state import CatalogState, read_catalog
 from ..database.sql import qualify, quote_ident
 from .plan import MigrationPlan
 from .transactions import Progress

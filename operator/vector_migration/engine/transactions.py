@@ -15,7 +15,7 @@ from ..api import (
 from ..database.catalog import (
     SourceInventory,
 )
-from ..database.catalog_state import Comparison
+from ..database.catalog_compare import Comparison
 from ..database.sql import run_as_role, set_timeouts
 from ..database.surface import TargetSurface
 from ..vocabulary import (

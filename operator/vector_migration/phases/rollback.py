@@ -16,7 +16,7 @@ from ..database.catalog import (
     read_extension,
     read_server,
 )
-from ..database.catalog_state import Expected
+from ..database.catalog_compare import Expected
 from ..database.inventory import read_inventory
 from ..database.sql import qualify
 from ..database.surface import TargetSurface

@@ -24,7 +24,7 @@ from ..database.catalog import (
     SourceInventory,
     read_extension,
 )
-from ..database.catalog_state import Comparison, Expected
+from ..database.catalog_compare import Comparison, Expected
 from ..database.early_checksum import EarlyChecksum, early_checksum, still_current
 from ..database.inventory import read_inventory
 from ..database.measure import (

@@ -14,7 +14,8 @@ import asyncpg
 
 from ...api import ParallelStatus, VectorMigrationStatus, duration_ms
 from ...database.catalog import read_extension
-from ...database.catalog_state import SOURCE_NAMES, CatalogState, Expected
+from ...database.catalog_compare import SOURCE_NAMES, Expected
+from ...database.catalog_state import CatalogState
 from ...database.sql import qualify, quote_ident
 from ...engine import records
 from ...engine.context import Migration

@@ -14,7 +14,7 @@ import asyncpg
 from ...api import ParallelStatus, ShadowTableStatus
 from ...database import journal
 from ...database.catalog import index_names
-from ...database.catalog_state import Expected
+from ...database.catalog_compare import Expected
 from ...database.measure import IndexTarget
 from ...database.sql import qualify, quote_ident
 from ...database.surface import discover

@@ -16,7 +16,8 @@ import asyncpg
 from ...api import ReplicatedTable, ReplicateStatus
 from ...database.backup import BackupError, BackupPending, SchemaCopyRequest
 from ...database.catalog import read_extension
-from ...database.catalog_state import Expected, compare, read_catalog
+from ...database.catalog_compare import Expected, compare
+from ...database.catalog_state import read_catalog
 from ...database.journal import JOURNAL
 from ...database.sql import quote_ident
 from ...engine import records

@@ -26,7 +26,8 @@ import asyncpg
 from asyncpg.transaction import Transaction
 
 from ...api import TableVerification, Verification, duration_ms
-from ...database.catalog_state import CatalogState, Expected, compare, read_catalog
+from ...database.catalog_compare import Expected, compare
+from ...database.catalog_state import CatalogState, read_catalog
 from ...database.measure import table_checksum
 from ...database.sql import ConnectionParams, quote_ident
 from ...engine import records
