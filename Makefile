@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit crd e2e bench reliability stress clean
+.PHONY: demo test lint typecheck unit crd e2e bench reliability stress clean ruvector
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ e2e: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# The published RuVector extension, built with cargo-pgrx into a cache outside the checkout (keyed by
+# the versions; a second run takes seconds). Its last line: `pg_config: <path>` of that PostgreSQL.
+ruvector:
+	scripts/build-ruvector.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo .bench
