@@ -168,27 +168,36 @@ async def _reverse_in_sql(m: Migration, swapped: SwapRecord, plan_hash: str) -> 
     assert original is not None  # noqa: S101 - _reverse_plan refuses a record without it
     saved_indexes = saved.inventory.indexes if saved.inventory else []
 
-    progress = Progress()
-    transaction = await begin_bounded_transaction(m)
-    try:
-        mode = backwards.facts.checksum_mode
-        tables = await convert(backwards, statements, inventory, surface, mode, progress, expected=expected)
-        progress.step = "journal"
-        await records.forget_all_but_rollback(conn, m.name, plan_hash, records.RollbackRecord(tables=tables))
-        progress.step = "commit"
-        await transaction.commit()
-    except DataMismatch as error:
-        await roll_back(transaction)
-        return Fail(Reason.ROLLBACK_FAILED, f"rollback would change content ({error}); it rolled back itself")
-    except CatalogLoss as error:
-        await roll_back(transaction)
-        record_catalog(m, error.comparison)
-        return Fail(
-            Reason.ROLLBACK_FAILED, f"rollback would not give the catalog back ({error}); it rolled back itself"
-        )
-    except (PlanDrift, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
-        await roll_back(transaction)
-        return transaction_failure(error, progress, m.spec, "rollback")
+    # The cheapest checksum the samples allow, and parsed values if it differs: a target may print or
+    # send a value other than its samples showed (the real RuVector prints some floats as pgvector
+    # does not), which is a difference of form, never of content; the swap retries the same way.
+    modes = [backwards.facts.checksum_mode]
+    if modes[0].cheap:
+        modes.append(ChecksumMode.NORMALIZED)
+    for mode in modes:
+        progress = Progress()
+        transaction = await begin_bounded_transaction(m)
+        try:
+            tables = await convert(backwards, statements, inventory, surface, mode, progress, expected=expected)
+            progress.step = "journal"
+            await records.forget_all_but_rollback(conn, m.name, plan_hash, records.RollbackRecord(tables=tables))
+            progress.step = "commit"
+            await transaction.commit()
+            break
+        except DataMismatch as error:
+            await roll_back(transaction)
+            if mode is not modes[-1]:
+                continue
+            return Fail(Reason.ROLLBACK_FAILED, f"rollback would change content ({error}); it rolled back itself")
+        except CatalogLoss as error:
+            await roll_back(transaction)
+            record_catalog(m, error.comparison)
+            return Fail(
+                Reason.ROLLBACK_FAILED, f"rollback would not give the catalog back ({error}); it rolled back itself"
+            )
+        except (PlanDrift, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
+            await roll_back(transaction)
+            return transaction_failure(error, progress, m.spec, "rollback")
     record_timing(m.status, "rollbackWriteBlockedSeconds", progress.blocked_seconds)
     m.reporter.task_done("swap")
     unchanged = _equal_to_before_migration(saved, tables, mode)
