@@ -182,6 +182,7 @@ def migration(
     backup: BackupRuntime | None = None,
     heartbeat: HeartbeatSettings | None = DEFAULT_HEARTBEAT,
     target_server: ConnectionParams | None = None,
+    admin: ConnectionParams | None = None,
     **decided: Any,
 ) -> Migration:
     """A run of the resource against the database; ``decided`` is what a person said (Decisions' fields)."""
@@ -193,6 +194,7 @@ def migration(
         **({"scratch": scratch} if scratch is not None else {}),
         heartbeat=heartbeat,
         target_server=target_server,
+        admin_params=admin,
     )
     return Migration(inputs, Decisions(**decided), status or VectorMigrationStatus())
 

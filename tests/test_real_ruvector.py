@@ -3,12 +3,15 @@
 `make ruvector` builds ruvector-postgres 2.0.6 with cargo-pgrx 0.12.9 into PostgreSQL 16.2 with
 pgvector 0.6.2 (the PyPI wheel pgserver); `.ci/run` runs it and names its `pg_config` in
 VMIG_RUVECTOR_PG_CONFIG, and sets VMIG_REQUIRE_RUVECTOR so that these tests fail, rather than
-skip, when the build is missing. A pgvector database is migrated with the engine as a user runs
-it, checked in the database with queries of these tests' own, and rolled back.
+skip, when the build is missing. Every strategy runs against it: InPlace (Atomic and Concurrent),
+Rebuild and Replicate migrate and roll back, Parallel is refused by name. The shop and the real
+client libraries' schemas are checked in the database with queries of these tests' own, and their
+searches run as the application's role.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import sys
@@ -19,12 +22,23 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.scenarios import manifest, migration, parse_vector
+from tests.client_schemas import SCHEMAS
+from tests.replication import session
+from tests.scenarios import manifest, migration, parse_vector, snapshot
+from tests.test_client_schemas import as_the_application, create
+from vector_migration.api import VectorMigration, VectorMigrationStatus
+from vector_migration.database.backup import LocalBackup
 from vector_migration.database.sql import ConnectionParams, parse_database_url
+from vector_migration.database.surface import discover
+from vector_migration.engine.context import Migration
 from vector_migration.engine.runner import run
-from vector_migration.vocabulary import Phase
+from vector_migration.vocabulary import Phase, Reason
 
 _databases = itertools.count(1)
+
+# The schemas whose HNSW index serves <#>, which RuVector 2.0.6 computes otherwise than pgvector
+# (docs/ruvector-findings.md): refused by name, nothing changed.
+SERVES_INNER_PRODUCT = frozenset({"supabase", "commented-function"})
 
 
 def _pg_config() -> Path | None:
@@ -34,7 +48,7 @@ def _pg_config() -> Path | None:
 
 @pytest.fixture(scope="module")
 def ruvector_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """PostgreSQL 16 with pgvector and the real RuVector, started from the pgserver `make ruvector` unpacked."""
+    """PostgreSQL 16 with pgvector and the real RuVector, from the pgserver `make ruvector` unpacked; logical WAL."""
     pg_config = _pg_config()
     if pg_config is None or not pg_config.exists():
         if os.environ.get("VMIG_REQUIRE_RUVECTOR"):
@@ -46,7 +60,16 @@ def ruvector_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         import pgserver  # type: ignore[import-not-found]
     finally:
         sys.path.remove(str(home))
-    server = pgserver.get_server(tmp_path_factory.mktemp("pg16") / "data", cleanup_mode="stop")
+    data = tmp_path_factory.mktemp("pg16") / "data"
+    server = pgserver.get_server(data, cleanup_mode="stop")
+    # Replicate's new databases follow and are followed: logical WAL, read at the restart below
+    server.psql(
+        "ALTER SYSTEM SET wal_level = logical; ALTER SYSTEM SET max_replication_slots = 30;"
+        " ALTER SYSTEM SET max_wal_senders = 30; ALTER SYSTEM SET max_worker_processes = 30;"
+        " ALTER SYSTEM SET max_logical_replication_workers = 20;"
+    )
+    server.cleanup()
+    server = pgserver.get_server(data, cleanup_mode="stop")
     yield server
     server.cleanup()
 
@@ -63,6 +86,14 @@ async def pg16(ruvector_server: Any) -> AsyncIterator[tuple[ConnectionParams, as
     conn = await asyncpg.connect(uri)
     yield parse_database_url(uri), conn
     await conn.close()
+
+
+def on_pg16(params: ConnectionParams, resource: VectorMigration, tmp_path: Path, **given: Any) -> Migration:
+    """A run with PostgreSQL 16's own pg_dump and pg_restore beside it, as a user passes --pg-bin-dir."""
+    bin_dir = _pg_config()
+    assert bin_dir is not None
+    backup = LocalBackup(tmp_path / "b", (bin_dir.parent,))
+    return migration(params, resource, tmp_path / "b", backup=backup, **given)
 
 
 SHOP = """
@@ -95,35 +126,227 @@ async def owner_of(conn: asyncpg.Connection, catalog: str, name_column: str, nam
     return owner
 
 
-@pytest.mark.parametrize("mode", ["Atomic", "Concurrent"])
-async def test_a_pgvector_database_moves_to_the_real_ruvector_and_back(
-    mode: str, pg16: tuple[ConnectionParams, asyncpg.Connection], tmp_path: Path
-) -> None:
-    params, conn = pg16
-    await conn.execute(SHOP)
-    before, answers = await vectors(conn), await conn.fetch(SEARCH)
-    resource = manifest("ruvector", backup={"enabled": False}, reindex={"mode": mode})
-
-    status = await run(migration(params, resource, tmp_path / "b"))
-
-    assert status.phase is Phase.SUCCEEDED, status.message
-    assert await vectors(conn) == before
+async def assert_on_the_real_ruvector(conn: asyncpg.Connection) -> None:
     assert await owner_of(conn, "pg_type", "typname", "ruvector") == "ruvector"
     assert await owner_of(conn, "pg_am", "amname", "hnsw") == "ruvector"  # RuVector's HNSW, under pgvector's name
     assert await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'ruvector'") == "0.3.0"
     assert await conn.fetchval("SELECT ruvector_version()") == "2.0.6"
     assert await conn.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'vector'") == 0
+
+
+def assert_proven(status: VectorMigrationStatus) -> None:
+    """The catalog kept whole, and every index's recall judged as it is for any target, and passing."""
+    verification = status.verification
+    assert verification is not None and verification.catalog is not None
+    assert not verification.catalog.differences, verification.catalog.differences
+    assert all(i.recall_verdict == "Pass" for i in verification.indexes), [
+        (i.name, i.recall_after, i.recall_verdict) for i in verification.indexes
+    ]
+
+
+@pytest.mark.parametrize(
+    ("strategy", "mode"), [("InPlace", "Atomic"), ("InPlace", "Concurrent"), ("Rebuild", "Atomic")]
+)
+async def test_a_pgvector_database_moves_to_the_real_ruvector_and_back(
+    strategy: str, mode: str, pg16: tuple[ConnectionParams, asyncpg.Connection], tmp_path: Path
+) -> None:
+    params, conn = pg16
+    await conn.execute(SHOP)
+    before, answers = await vectors(conn), await conn.fetch(SEARCH)
+    resource = manifest(
+        "ruvector", strategy=strategy, backup={"enabled": strategy == "Rebuild"}, reindex={"mode": mode}
+    )
+
+    status = await run(on_pg16(params, resource, tmp_path))
+
+    assert status.phase is Phase.SUCCEEDED, status.message
+    assert await vectors(conn) == before
+    await assert_on_the_real_ruvector(conn)
     definition = await conn.fetchval("SELECT pg_get_indexdef('items_hnsw'::regclass)")
     assert "USING hnsw" in definition and "m='16'" in definition and "ef_construction='64'" in definition
     assert await conn.fetchval("SELECT obj_description('items_hnsw'::regclass, 'pg_class')") == "the search index"
     assert await conn.fetchval("SELECT count(*) FROM pg_constraint WHERE conname = 'parts_item_fk'") == 1
     assert [r["id"] for r in await conn.fetch(SEARCH)] == [r["id"] for r in answers]
-    catalog = status.verification.catalog if status.verification else None
-    assert catalog is not None and not catalog.differences
+    assert_proven(status)
+    assert status.verification is not None and len(status.verification.indexes) == 2
 
-    rolled = await run(migration(params, resource, tmp_path / "b", status=status, rollback=True))
+    rolled = await run(on_pg16(params, resource, tmp_path, status=status, rollback=True))
 
     assert rolled.phase is Phase.ROLLED_BACK, rolled.message
     assert await vectors(conn) == before
     assert await owner_of(conn, "pg_am", "amname", "hnsw") == "vector"
     assert await conn.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'ruvector'") == 0
+
+
+async def test_parallel_is_refused_because_the_real_ruvectors_hnsw_takes_pgvectors_name(
+    pg16: tuple[ConnectionParams, asyncpg.Connection], tmp_path: Path
+) -> None:
+    params, conn = pg16
+    await conn.execute(SHOP)
+    before = await snapshot(conn)
+    # the physics of it: one database holds one access method of a name
+    with pytest.raises(asyncpg.DuplicateObjectError, match='access method "hnsw" already exists'):
+        await conn.execute("CREATE EXTENSION ruvector")
+
+    status = await run(on_pg16(params, manifest("ruvector", strategy="Parallel"), tmp_path))
+
+    assert status.phase is Phase.FAILED
+    assert status.conditions[0].reason == Reason.UNSUPPORTED_STRATEGY
+    assert "names collide" in status.message and "use InPlace" in status.message
+    assert await snapshot(conn) == before
+
+
+async def test_replicate_moves_the_database_to_a_new_one_with_the_real_ruvector_and_back(
+    pg16: tuple[ConnectionParams, asyncpg.Connection], tmp_path: Path
+) -> None:
+    params, conn = pg16
+    await conn.execute(SHOP)
+    before, answers = await vectors(conn), await conn.fetch(SEARCH)
+    await conn.close()
+    resource = manifest("ruvector", strategy="Replicate", backup={"enabled": False}, replicate={"keepOldFor": "1h"})
+
+    status = await run(on_pg16(params, resource, tmp_path), reconnect_for=30)
+
+    assert status.phase is Phase.SUCCEEDED, status.message
+    assert_proven(status)
+    conn = await session(params)
+    try:
+        assert await vectors(conn) == before
+        await assert_on_the_real_ruvector(conn)
+        assert [r["id"] for r in await conn.fetch(SEARCH)] == [r["id"] for r in answers]
+        await conn.execute("INSERT INTO items VALUES (9001, 'after', '[0.5,0.5,0.5]')")
+    finally:
+        await conn.close()
+
+    rolled = await run(on_pg16(params, resource, tmp_path, status=status, rollback=True), reconnect_for=30)
+
+    assert rolled.phase is Phase.ROLLED_BACK, rolled.message
+    conn = await session(params)
+    try:
+        assert await vectors(conn) == {**before, 9001: (0.5, 0.5, 0.5)}  # the write on the new database kept
+        assert await owner_of(conn, "pg_am", "amname", "hnsw") == "vector"
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("strategy", ["InPlace", "Rebuild"])
+@pytest.mark.parametrize("client", list(SCHEMAS))
+async def test_a_client_librarys_schema_moves_to_the_real_ruvector_and_back(
+    client: str, strategy: str, pg16: tuple[ConnectionParams, asyncpg.Connection], tmp_path: Path
+) -> None:
+    params, conn = pg16
+    schema = SCHEMAS[client]
+    await create(conn, schema)
+    before = await snapshot(conn)
+    answers = await as_the_application(conn, schema.search)
+    resource = manifest("ruvector", strategy=strategy, backup={"enabled": strategy == "Rebuild"})
+
+    status = await run(on_pg16(params, resource, tmp_path))
+
+    if client in SERVES_INNER_PRODUCT:
+        assert status.phase is Phase.FAILED, status.message
+        assert status.conditions[0].reason == Reason.UNMAPPED_INDEX
+        assert "<#>" in status.message and "is 32 in ruvector 0.3.0 and -32 in pgvector" in status.message
+        assert await snapshot(conn) == before
+        return
+    assert status.phase is Phase.SUCCEEDED, status.message
+    assert (await snapshot(conn)).rows == before.rows
+    assert await as_the_application(conn, schema.search) == answers
+    await assert_on_the_real_ruvector(conn)
+    assert_proven(status)
+
+    rolled = await run(on_pg16(params, resource, tmp_path, status=status, rollback=True))
+
+    assert rolled.phase is Phase.ROLLED_BACK, rolled.message
+    assert await snapshot(conn) == before
+    assert await as_the_application(conn, schema.search) == answers
+
+
+@pytest.mark.parametrize("client", sorted(set(SCHEMAS) - SERVES_INNER_PRODUCT))
+async def test_a_client_librarys_schema_moves_to_a_new_database_with_the_real_ruvector(
+    client: str, pg16: tuple[ConnectionParams, asyncpg.Connection], tmp_path: Path
+) -> None:
+    params, conn = pg16
+    schema = SCHEMAS[client]
+    await create(conn, schema)
+    before = await snapshot(conn)
+    answers = await as_the_application(conn, schema.search)
+    await conn.close()
+    resource = manifest(
+        "ruvector", strategy="Replicate", backup={"enabled": False}, replicate={"keepOldFor": "0s", "dropOld": True}
+    )
+
+    status = await run(on_pg16(params, resource, tmp_path), reconnect_for=30)
+
+    assert status.phase is Phase.SUCCEEDED, status.message
+    assert_proven(status)
+    conn = await session(params)
+    try:
+        assert (await snapshot(conn)).rows == before.rows
+        assert await as_the_application(conn, schema.search) == answers
+        await assert_on_the_real_ruvector(conn)
+    finally:
+        await conn.close()
+    # keepOldFor has passed: the old database and its replication go (the server's workers are few)
+    assert (await run(on_pg16(params, resource, tmp_path))).phase is Phase.SUCCEEDED
+
+
+async def test_the_real_ruvectors_inner_product_answers_by_plan_and_the_engine_measures_it(
+    pg16: tuple[ConnectionParams, asyncpg.Connection],
+) -> None:
+    # docs/ruvector-findings.md, "<#> is the inner product": the reproduction, held against the release
+    _, conn = pg16
+    await conn.execute(
+        "CREATE EXTENSION ruvector; CREATE TABLE t (id int, e ruvector(3));"
+        " INSERT INTO t VALUES (1, '[1,0,0]'), (2, '[-1,0,0]'), (3, '[0,1,0]')"
+    )
+    assert await conn.fetchval("SELECT '[1,2,3]'::ruvector <#> '[4,5,6]'") == 32  # pgvector: -32
+    sequential = [r["id"] for r in await conn.fetch("SELECT id FROM t ORDER BY e <#> '[1,0,0]' LIMIT 1")]
+    await conn.execute("CREATE INDEX ON t USING hnsw (e ruvector_ip_ops)")
+    async with conn.transaction():
+        await conn.execute("SET LOCAL enable_seqscan = off")
+        indexed = [r["id"] for r in await conn.fetch("SELECT id FROM t ORDER BY e <#> '[1,0,0]' LIMIT 1")]
+    assert (sequential, indexed) == ([2], [1])  # the least similar without the index, the most with it
+
+    surface = await discover(conn, "ruvector", None, collides=True)
+
+    assert [operator for operator, _ in surface.operators_otherwise] == ["<#>"]
+    assert surface.summary()["operatorsOtherwise"] == {"<#>": surface.operators_otherwise[0][1]}
+
+
+async def test_creating_the_real_ruvector_needs_a_superuser_though_its_control_file_says_otherwise(
+    pg16: tuple[ConnectionParams, asyncpg.Connection], tmp_path: Path
+) -> None:
+    # docs/ruvector-findings.md, "superuser = false": the application's role as CloudNativePG makes it
+    params, conn = pg16
+    await conn.execute(
+        f"CREATE ROLE vmig_app LOGIN SUPERUSER; GRANT CREATE ON DATABASE {params.dbname} TO vmig_app;"
+        " ALTER SCHEMA public OWNER TO vmig_app"
+    )
+    async with conn.transaction():  # the role owns pgvector and the tables, then is a superuser no more
+        await conn.execute("SET LOCAL ROLE vmig_app")
+        await conn.execute(SHOP)
+    await conn.execute("ALTER ROLE vmig_app NOSUPERUSER")
+    async with conn.transaction():
+        await conn.execute("SET LOCAL ROLE vmig_app")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied for language c"):
+            await conn.execute("CREATE SCHEMA elsewhere; CREATE EXTENSION ruvector SCHEMA elsewhere")
+    flags = await conn.fetchrow(
+        "SELECT superuser, trusted FROM pg_available_extension_versions WHERE name = 'ruvector' AND version = '0.3.0'"
+    )
+    assert (flags["superuser"], flags["trusted"]) == (False, True)
+    before = await snapshot(conn)
+    application = dataclasses.replace(params, user="vmig_app")
+
+    alone = await run(on_pg16(application, manifest("ruvector"), tmp_path))
+
+    assert alone.phase is Phase.FAILED
+    assert alone.conditions[0].reason == Reason.INSUFFICIENT_PRIVILEGE
+    assert "permission denied for language c" in alone.message and "--admin-database-url" in alone.message
+    assert await snapshot(conn) == before
+
+    with_admin = await run(on_pg16(application, manifest("ruvector"), tmp_path / "admin", admin=params))
+
+    assert with_admin.phase is Phase.SUCCEEDED, with_admin.message
+    await assert_on_the_real_ruvector(conn)
+    assert await conn.fetchval("SELECT relowner::regrole::text FROM pg_class WHERE relname = 'items'") == "vmig_app"

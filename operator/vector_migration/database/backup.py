@@ -133,7 +133,12 @@ class LocalBackup:
 
 
 def find_client(name: str, server_major: int, extra_dirs: list[Path]) -> Path:
-    """A pg_dump/pg_restore at least as new as the server (older ones refuse newer servers)."""
+    """The pg_dump/pg_restore nearest the server's version and not older (older ones refuse newer servers).
+
+    The nearest, because a newer one writes what an older server cannot read: pg_restore 17 and
+    later set transaction_timeout, which PostgreSQL 16 rejects, so a schema copied between two
+    PostgreSQL 16 databases by pg_restore 18 fails.
+    """
     candidates: list[Path] = [directory / name for directory in extra_dirs]
     with contextlib.suppress(ImportError), warnings.catch_warnings():
         # platformdirs warns on import when XDG_RUNTIME_DIR is unset; a user reading the run sees it.
@@ -144,14 +149,17 @@ def find_client(name: str, server_major: int, extra_dirs: list[Path]) -> Path:
     found = shutil.which(name)
     if found:
         candidates.append(Path(found))
-    seen = []
+    seen: list[str] = []
+    usable: list[tuple[int, int, Path]] = []
     for candidate in candidates:
         if not candidate.is_file():
             continue
         major = _client_major(candidate)
         seen.append(f"{candidate} ({major or 'unknown version'})")
         if major is not None and major >= server_major:
-            return candidate
+            usable.append((major, len(usable), candidate))
+    if usable:
+        return min(usable)[2]
     raise BackupError(
         f"no {name} of version {server_major} or newer found"
         + (f" (found {', '.join(seen)})" if seen else "")

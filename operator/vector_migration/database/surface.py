@@ -9,6 +9,7 @@ operator classes, casts, settings -- and maps every source column and index onto
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -53,6 +54,19 @@ CONCURRENT_BUILD_KNOWN_BUGS = {
 }
 
 ACCESS_METHOD_KINDS = ("hnsw", "ivfflat")
+
+# What pgvector's distance operators compute for two fixed vectors: what an application that orders
+# by one or reads its value relies on. The target's operators of the same names are measured on the
+# same pair; one that computes otherwise answers other rows (RuVector 2.0.6's <#> is the inner
+# product, pgvector's its negative: docs/ruvector-findings.md), so nothing that uses it is migrated.
+OPERATOR_PROBE = ("[1,2,3]", "[4,5,6]")
+PGVECTOR_OPERATOR_VALUES = {
+    "<->": math.sqrt(27.0),
+    "<#>": -32.0,
+    "<=>": 1.0 - 32.0 / math.sqrt(14.0 * 77.0),
+    "<+>": 9.0,
+}
+FINDINGS = "docs/ruvector-findings.md"
 
 
 def method_kind(method: str) -> str:
@@ -102,6 +116,12 @@ class TargetSurface:
     collides: bool = False
     # (from type name, to type name) pairs with a cast, by pg_type.typname (real[] is "_float4")
     casts: frozenset[tuple[str, str]] = field(default_factory=frozenset)
+    # (operator, what it computes against pgvector) for each operator measured to compute otherwise
+    operators_otherwise: tuple[tuple[str, str], ...] = ()
+
+    def operator_otherwise(self, operator: str | None) -> str | None:
+        """How the target's ``operator`` computes otherwise than pgvector's, if it does."""
+        return next((how for name, how in self.operators_otherwise if name == operator), None)
 
     def summary(self) -> dict[str, object]:
         """A stable, hashable description (used in the plan and its hash)."""
@@ -112,6 +132,7 @@ class TargetSurface:
             "methods": sorted(self.methods),
             "opclasses": sorted(f"{o.method}:{o.name}" for o in self.opclasses),
             "collides": self.collides,
+            **({"operatorsOtherwise": dict(self.operators_otherwise)} if self.operators_otherwise else {}),
         }
 
 
@@ -210,7 +231,35 @@ async def discover(
         shares_source_library=source_library is not None and source_library in libraries,
         collides=collides,
         casts=cast_rows,
+        operators_otherwise=await _operators_otherwise(conn, extension, row["extversion"], types),
     )
+
+
+async def _operators_otherwise(
+    conn: asyncpg.Connection, extension: str, version: str, types: tuple[TargetType, ...]
+) -> tuple[tuple[str, str], ...]:
+    """Each distance operator of the target's dense type that computes otherwise than pgvector's, measured."""
+    dense = next((t for t in types if t.name in TYPE_CANDIDATES["vector"]), None)
+    if dense is None:
+        return ()
+    type_sql = f"{quote_ident(dense.schema)}.{quote_ident(dense.name)}"
+    otherwise = []
+    for operator, expected in PGVECTOR_OPERATOR_VALUES.items():
+        try:
+            async with conn.transaction():  # a savepoint: the probe's transaction survives an operator it lacks
+                value = await conn.fetchval(
+                    f"SELECT ($1::pg_catalog.text::{type_sql} OPERATOR({quote_ident(dense.schema)}.{operator}) "
+                    f"$2::pg_catalog.text::{type_sql})::pg_catalog.float8",
+                    *OPERATOR_PROBE,
+                )
+        except asyncpg.PostgresError:
+            continue  # no such operator: an index ordering by it finds no operator class
+        if value is None or not math.isclose(value, expected, rel_tol=1e-4, abs_tol=1e-6):
+            left, right = OPERATOR_PROBE
+            measured = "NULL" if value is None else f"{value:g}"
+            how = f"'{left}' {operator} '{right}' is {measured} in {extension} {version} and {expected:g} in pgvector"
+            otherwise.append((operator, how))
+    return tuple(otherwise)
 
 
 async def _target_settings(conn: asyncpg.Connection, types: tuple[TargetType, ...]) -> frozenset[str]:
@@ -327,6 +376,13 @@ def target_function_for(surface: TargetSurface, name: str) -> str | None:
 
 def map_index(surface: TargetSurface, index: SavedIndex, target_type: TargetType) -> tuple[str, TargetOpclass]:
     """The target access method and operator class serving the same distance operator."""
+    otherwise = surface.operator_otherwise(index.ordering_operator)
+    if otherwise is not None:
+        raise MappingError(
+            Reason.UNMAPPED_INDEX,
+            f"index {index.schema}.{index.name} serves {index.ordering_operator}, which {surface.extension} "
+            f"computes otherwise ({otherwise}): its searches would return other rows ({FINDINGS})",
+        )
     methods = target_methods(surface, index.method, index.method_owned_by_source)
     found = find_opclass(surface, methods, target_type.name, index.ordering_operator)
     if found is not None:

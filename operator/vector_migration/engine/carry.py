@@ -11,6 +11,7 @@ its definition, and it stays dropped (a rollback creates it again from that defi
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,7 @@ from ..database.catalog import CarriedIndex, SavedConstraint, SavedFunction, Sou
 from ..database.ddl import FUNCTION_PRIVILEGES, UnknownPrivilege, grant_statements
 from ..database.sql import PINNED_SEARCH_PATH, qualify, quote_ident, quote_literal
 from ..database.surface import (
+    FINDINGS,
     MappingError,
     TargetSurface,
     concurrent_build_bug,
@@ -176,6 +178,34 @@ def target_predicate(
         raise MappingError(Reason.UNMAPPED_INDEX, f"predicate {predicate}: {error}") from None
 
 
+def code_using_operators_otherwise(inventory: SourceInventory, surface: TargetSurface) -> list[MappingError]:
+    """Each view and function using an operator the target computes otherwise: it would answer otherwise."""
+    if not surface.operators_otherwise or not (inventory.views or inventory.functions):
+        return []
+    from .rewrite import RewriteError, function_operators, operators_written
+
+    found: list[tuple[str, set[str]]] = []
+    for view in inventory.views:
+        kind = "materialized view" if view.materialized else "view"
+        with contextlib.suppress(RewriteError):  # unscannable: the view's own rewrite names it
+            found.append((f"{kind} {view.schema}.{view.name}", operators_written(view.definition)))
+    for function in inventory.functions:
+        kind = "procedure" if function.procedure else "function"
+        with contextlib.suppress(RewriteError):
+            found.append((f"{kind} {function.schema}.{function.name}({function.identity})",
+                          function_operators(function.definition)))  # fmt: skip
+    return [
+        MappingError(
+            Reason.BLOCKING_DEPENDENT,
+            f"{where} uses {operator}, which {surface.extension} computes otherwise ({how}): it would answer "
+            f"otherwise after the migration ({FINDINGS})",
+        )
+        for where, operators in found
+        for operator, how in surface.operators_otherwise
+        if operator in operators
+    ]
+
+
 def _carry_index(
     index: CarriedIndex,
     surface: TargetSurface,
@@ -222,6 +252,12 @@ def _rewritten(index: CarriedIndex, surface: TargetSurface, names: NameMap) -> s
         if not key.owned_by_source:
             opclasses.append(None)
             continue
+        otherwise = surface.operator_otherwise(key.ordering_operator)
+        if otherwise is not None:
+            raise MappingError(
+                Reason.UNMAPPED_INDEX,
+                f"{where}: {key.ordering_operator} computes otherwise in {surface.extension} ({otherwise})",
+            )
         mapped_type = target_type_for(surface, key.input_type)
         input_type = mapped_type.name if mapped_type is not None else key.input_type
         found = find_opclass(surface, methods, input_type, key.ordering_operator)

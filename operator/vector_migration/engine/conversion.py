@@ -23,6 +23,7 @@ from ..database.catalog import (
 from ..database.ddl import create_extension_sql, set_storage_sql
 from ..database.sql import qualify, quote_ident, quote_literal
 from ..database.surface import (
+    FINDINGS,
     SETTING_CANDIDATES,
     MappingError,
     TargetSurface,
@@ -35,7 +36,7 @@ from ..database.surface import (
     target_type_for,
 )
 from ..vocabulary import Reason, ReindexMode, StatementKind
-from .carry import carry_functions, plan_carried, target_predicate
+from .carry import carry_functions, code_using_operators_otherwise, plan_carried, target_predicate
 from .plan import (
     ColumnConversion,
     ColumnKey,
@@ -93,12 +94,18 @@ def build_plan(
         except MappingError as error:
             unmapped.append(error)
     carried = plan_carried(inventory, surface, spec, type_map, unmapped)
+    unmapped += code_using_operators_otherwise(inventory, surface)
     functions = carry_functions(inventory, surface, type_map)
     carried_definitions = frozenset(index.definition for index in inventory.carried_indexes)
     defaults = _rewritten_defaults(inventory, type_map)
     if unmapped:
         raise PlanningError(unmapped[0].reason, "; ".join(str(error) for error in unmapped))
     warnings += carried.warnings
+    warnings += [
+        f"{operator} computes otherwise in {surface.extension} ({how}): application queries that order by it "
+        f"or read its value answer otherwise after the migration ({FINDINGS})"
+        for operator, how in surface.operators_otherwise
+    ]
     rebuilds = tuple(rebuilt)
     settings = tuple(_carry_setting(inventory, surface, setting, warnings) for setting in inventory.settings)
     if surface.shares_source_library:

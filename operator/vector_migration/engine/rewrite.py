@@ -341,6 +341,18 @@ def edited_in_place(text: str, edits: list[tuple[int | None, int, str]]) -> str:
     return text
 
 
+def operators_written(sql: str) -> set[str]:
+    """The operators ``sql`` uses, as the scanner reads them: never one inside a comment or a string."""
+    return {sql[token.start : token.end + 1] for token in _tokens(sql) if token.name == "Op"}
+
+
+def function_operators(definition: str) -> set[str]:
+    """The operators a function's definition uses: in its signature, a BEGIN ATOMIC body, or its quoted body."""
+    found = operators_written(definition)
+    body = _option(_parsed(definition, ast.CreateFunctionStmt, "a CREATE FUNCTION"), "as")
+    return found | operators_written(body) if body is not None else found
+
+
 def _tokens(text: str) -> list[Token]:
     try:
         return list(scan(text))

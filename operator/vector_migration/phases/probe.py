@@ -90,7 +90,7 @@ async def probe_surface(
     except (asyncpg.DuplicateObjectError, asyncpg.DuplicateFunctionError, asyncpg.DuplicateTableError):
         pass  # names collide with the source's: probe alone in a scratch database below
     except asyncpg.PostgresError as error:
-        raise ProbeFailed(Reason.TARGET_EXTENSION_UNAVAILABLE, f"CREATE EXTENSION {target} fails: {error}") from None
+        raise _create_failed(m, error) from None
     finally:
         await transaction.rollback()
     if not can_create_database:
@@ -126,14 +126,28 @@ async def _probe_in_scratch(
             await _choose_checksum_mode(m, probe, surface, samples)
             return surface
         except asyncpg.PostgresError as error:
-            raise ProbeFailed(
-                Reason.TARGET_EXTENSION_UNAVAILABLE, f"CREATE EXTENSION {target} fails: {error}"
-            ) from None
+            raise _create_failed(m, error) from None
         finally:
             await probe.close()
     finally:
         async with _server_session(m, elsewhere) as admin:
             await admin.execute(f"DROP DATABASE IF EXISTS {quote_ident(scratch)}")
+
+
+def _create_failed(m: Migration, error: asyncpg.PostgresError) -> ProbeFailed:
+    """Why the target cannot be created; a privilege it lacks is the login's to fix, and said so."""
+    target = m.spec.target.extension
+    if isinstance(error, asyncpg.InsufficientPrivilegeError):
+        # RuVector 2.0.6 declares superuser = false, yet its script creates C functions, which only a
+        # superuser may: the catalog's flags cannot tell beforehand (docs/ruvector-findings.md).
+        login = m.inputs.admin_params.user if m.inputs.admin_params else m.params.user
+        return ProbeFailed(
+            Reason.INSUFFICIENT_PRIVILEGE,
+            f"CREATE EXTENSION {target} fails as role {login}: {error}; creating it needs a superuser although "
+            "its control file does not say so (an admin login for the extension alone: "
+            "spec.database.adminSecretRef, --admin-database-url)",
+        )
+    return ProbeFailed(Reason.TARGET_EXTENSION_UNAVAILABLE, f"CREATE EXTENSION {target} fails: {error}")
 
 
 @contextlib.asynccontextmanager
