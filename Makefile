@@ -42,9 +42,11 @@ stress: $(STAMP)
 e2e: $(STAMP)
 	tests/e2e/run.sh
 
+# The stand-in's rows, and the real RuVector's beside them (make ruvector's build: seconds once cached).
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
-	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	VMIG_RUVECTOR_PG_CONFIG="$$(scripts/build-ruvector.sh | tail -n 1 | sed 's/^pg_config: //')" \
+		$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 # The published RuVector extension, built with cargo-pgrx into a cache outside the checkout (keyed by
 # the versions; a second run takes seconds). Its last line: `pg_config: <path>` of that PostgreSQL.

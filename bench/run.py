@@ -9,8 +9,11 @@ one HNSW index):
   process logged in to kmock's API emulator.
 
 Writes bench/results/<date>.json and <date>.png (phase timings) and prints the ratios against
-the goals. The target is the RuVector STAND-IN (pgvector's C code under RuVector's names): the
-numbers measure the engine's overhead around the database work, not RuVector's own speed.
+the goals. The target of these rows is the RuVector STAND-IN (pgvector's C code under RuVector's
+names): they measure the engine's overhead around the database work, not RuVector's own speed.
+With VMIG_RUVECTOR_PG_CONFIG (`make bench` sets it from `make ruvector`), the real RuVector's rows
+follow under "real_ruvector": its floor, the engine against it, and both HNSW indexes' build time,
+size, recall@10 and latency on the same data (bench/real_ruvector.py).
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ from vector_migration.engine.context import Migration, RunInputs  # noqa: E402
 from vector_migration.engine.runner import run  # noqa: E402
 from vector_migration.strategies.replicate.plan import unsubscribe  # noqa: E402
 from vector_migration.vocabulary import Phase  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import real_ruvector  # noqa: E402
 
 TARGET = "ruvector_standin"
 TEMPLATE = "bench_template"
@@ -788,6 +794,7 @@ if __name__ == "__main__":
             "concurrent-window",
             "catalog",
             "invariant",
+            "ruvector",
         ],
         default="all",
         help="one case alone (see its function)",
@@ -816,6 +823,14 @@ if __name__ == "__main__":
         cost = asyncio.run(catalog_cost(args.work, args.repeats))
         write_result(args.out / f"{cost['date']}-catalog.json", cost)
         raise SystemExit(0)
+    real_build = os.environ.get("VMIG_RUVECTOR_PG_CONFIG")
+    if args.only == "ruvector":
+        if not real_build:
+            raise SystemExit("--only ruvector needs VMIG_RUVECTOR_PG_CONFIG: the last line of make ruvector")
+        real = asyncio.run(real_ruvector.measure(Path(real_build), args.rows, args.dims, args.work, args.repeats))
+        write_result(args.out / f"{real['date']}-ruvector.json", real)
+        real_ruvector.report(real)
+        raise SystemExit(0)
     if args.only == "operator":
         print(asyncio.run(operator_only(args.work)))
         raise SystemExit(0)
@@ -829,8 +844,14 @@ if __name__ == "__main__":
         report_replicate(only)
         raise SystemExit(0)
     outcome = asyncio.run(main(args.rows, args.dims, args.work, args.repeats))
+    if real_build:  # make bench with make ruvector's build: the real rows beside the stand-in's
+        outcome["real_ruvector"] = asyncio.run(
+            real_ruvector.measure(Path(real_build), args.rows, args.dims, args.work, args.repeats)
+        )
     stem = args.out / outcome["date"]
     write_result(stem.with_suffix(".json"), outcome)
     chart(outcome, stem.with_suffix(".png"))
     report(outcome)
+    if "real_ruvector" in outcome:
+        real_ruvector.report(outcome["real_ruvector"])
     print(f"\nwrote {stem.with_suffix('.json')} and {stem.with_suffix('.png')}")

@@ -3,10 +3,14 @@
 `make ruvector` builds ruvector-postgres 2.0.6 with cargo-pgrx 0.12.9 into PostgreSQL 16.2 with
 pgvector 0.6.2 (the PyPI wheel pgserver); `.ci/run` runs it and names its `pg_config` in
 VMIG_RUVECTOR_PG_CONFIG, and sets VMIG_REQUIRE_RUVECTOR so that these tests fail, rather than
-skip, when the build is missing. Every strategy runs against it: InPlace (Atomic and Concurrent),
-Rebuild and Replicate migrate and roll back, Parallel is refused by name. The shop and the real
-client libraries' schemas are checked in the database with queries of these tests' own, and their
-searches run as the application's role.
+skip, when the build is missing.
+
+RuVector 2.0.6's HNSW hides a table's rows from a whole-table read (docs/ruvector-findings.md), so
+the engine refuses every vector index to it, by name, changing nothing: each database here is
+migrated once with its indexes (refused) and once without them, as a user who drops them first.
+Without them, InPlace (Atomic and Concurrent), Rebuild and Replicate migrate and roll back;
+Parallel is refused by name. The shop and the real client libraries' schemas are checked in the
+database with queries of these tests' own, and their searches run as the application's role.
 """
 
 from __future__ import annotations
@@ -36,9 +40,9 @@ from vector_migration.vocabulary import Phase, Reason
 
 _databases = itertools.count(1)
 
-# The schemas whose HNSW index serves <#>, which RuVector 2.0.6 computes otherwise than pgvector
-# (docs/ruvector-findings.md): refused by name, nothing changed.
-SERVES_INNER_PRODUCT = frozenset({"supabase", "commented-function"})
+# The schemas whose function uses <#>, which RuVector 2.0.6 computes otherwise than pgvector
+# (docs/ruvector-findings.md): refused by name, nothing changed, with or without their indexes.
+USES_INNER_PRODUCT = frozenset({"commented-function"})
 
 
 def _pg_config() -> Path | None:
@@ -101,11 +105,13 @@ CREATE EXTENSION vector;
 CREATE TABLE items (id int PRIMARY KEY, body text, embedding vector(3));
 INSERT INTO items SELECT i, 'item ' || i, ARRAY[cos(i), sin(i), (i % 7) / 7.0]::real[]::vector
   FROM generate_series(1, 2000) i;
-CREATE INDEX items_hnsw ON items USING hnsw (embedding vector_l2_ops) WITH (m = 16, ef_construction = 64);
-CREATE INDEX items_cosine ON items USING hnsw (embedding vector_cosine_ops);
-COMMENT ON INDEX items_hnsw IS 'the search index';
+COMMENT ON COLUMN items.embedding IS 'the search column';
 CREATE TABLE parts (id int PRIMARY KEY, item int CONSTRAINT parts_item_fk REFERENCES items (id));
 INSERT INTO parts SELECT i, i FROM generate_series(1, 50) i;
+"""
+SHOP_INDEXES = """
+CREATE INDEX items_hnsw ON items USING hnsw (embedding vector_l2_ops) WITH (m = 16, ef_construction = 64);
+CREATE INDEX items_cosine ON items USING hnsw (embedding vector_cosine_ops);
 """
 
 SEARCH = "SELECT id FROM items ORDER BY embedding <-> '[1,0,0]', id LIMIT 5"
@@ -124,6 +130,27 @@ async def owner_of(conn: asyncpg.Connection, catalog: str, name_column: str, nam
         name,
     )
     return owner
+
+
+async def vector_index_count(conn: asyncpg.Connection) -> int:
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "JOIN pg_am a ON a.oid = c.relam WHERE a.amname IN ('hnsw', 'ivfflat')"
+    )
+    return count
+
+
+async def drop_vector_indexes(conn: asyncpg.Connection) -> None:
+    """What a user of RuVector 2.0.6 must do first: drop every HNSW and IVFFlat index."""
+    names = [
+        r[0]
+        for r in await conn.fetch(
+            "SELECT i.indexrelid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_am a ON a.oid = c.relam WHERE a.amname IN ('hnsw', 'ivfflat') ORDER BY 1"
+        )
+    ]
+    for name in names:
+        await conn.execute(f"DROP INDEX {name}")
 
 
 async def assert_on_the_real_ruvector(conn: asyncpg.Connection) -> None:
@@ -161,14 +188,16 @@ async def test_a_pgvector_database_moves_to_the_real_ruvector_and_back(
 
     assert status.phase is Phase.SUCCEEDED, status.message
     assert await vectors(conn) == before
+    assert await conn.fetchval("SELECT count(*) FROM items") == 2000
     await assert_on_the_real_ruvector(conn)
-    definition = await conn.fetchval("SELECT pg_get_indexdef('items_hnsw'::regclass)")
-    assert "USING hnsw" in definition and "m='16'" in definition and "ef_construction='64'" in definition
-    assert await conn.fetchval("SELECT obj_description('items_hnsw'::regclass, 'pg_class')") == "the search index"
+    column_type = (
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'items'::regclass AND attnum = 3"
+    )
+    assert await conn.fetchval(column_type) == "ruvector(3)"
+    assert await conn.fetchval("SELECT col_description('items'::regclass, 3)") == "the search column"
     assert await conn.fetchval("SELECT count(*) FROM pg_constraint WHERE conname = 'parts_item_fk'") == 1
     assert [r["id"] for r in await conn.fetch(SEARCH)] == [r["id"] for r in answers]
     assert_proven(status)
-    assert status.verification is not None and len(status.verification.indexes) == 2
 
     rolled = await run(on_pg16(params, resource, tmp_path, status=status, rollback=True))
 
@@ -176,6 +205,27 @@ async def test_a_pgvector_database_moves_to_the_real_ruvector_and_back(
     assert await vectors(conn) == before
     assert await owner_of(conn, "pg_am", "amname", "hnsw") == "vector"
     assert await conn.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'ruvector'") == 0
+
+
+@pytest.mark.parametrize("strategy", ["InPlace", "Rebuild", "Replicate"])
+async def test_an_hnsw_index_is_refused_because_the_real_ruvectors_makes_count_answer_zero(
+    strategy: str, pg16: tuple[ConnectionParams, asyncpg.Connection], tmp_path: Path
+) -> None:
+    params, conn = pg16
+    await conn.execute(SHOP + SHOP_INDEXES)
+    before = await snapshot(conn)
+    resource = manifest("ruvector", strategy=strategy, backup={"enabled": strategy == "Rebuild"})
+
+    status = await run(on_pg16(params, resource, tmp_path))
+
+    assert status.phase is Phase.FAILED
+    assert status.conditions[0].reason == Reason.UNMAPPED_INDEX
+    for index in ("items_hnsw", "items_cosine"):
+        assert f"index public.{index}" in status.message
+    assert "SELECT count(*) of a table of 200 rows answered 0 with its index present" in status.message
+    assert "docs/ruvector-findings.md" in status.message
+    assert await snapshot(conn) == before
+    assert await conn.fetchval("SELECT count(*) FROM pg_database WHERE datname LIKE $1", f"{params.dbname}_%") == 0
 
 
 async def test_parallel_is_refused_because_the_real_ruvectors_hnsw_takes_pgvectors_name(
@@ -229,24 +279,34 @@ async def test_replicate_moves_the_database_to_a_new_one_with_the_real_ruvector_
         await conn.close()
 
 
+@pytest.mark.parametrize("indexes", ["kept", "dropped first"])
 @pytest.mark.parametrize("strategy", ["InPlace", "Rebuild"])
 @pytest.mark.parametrize("client", list(SCHEMAS))
 async def test_a_client_librarys_schema_moves_to_the_real_ruvector_and_back(
-    client: str, strategy: str, pg16: tuple[ConnectionParams, asyncpg.Connection], tmp_path: Path
+    client: str, strategy: str, indexes: str, pg16: tuple[ConnectionParams, asyncpg.Connection], tmp_path: Path
 ) -> None:
     params, conn = pg16
     schema = SCHEMAS[client]
     await create(conn, schema)
+    vector_indexes = await vector_index_count(conn)
+    if indexes == "dropped first":
+        await drop_vector_indexes(conn)
     before = await snapshot(conn)
     answers = await as_the_application(conn, schema.search)
     resource = manifest("ruvector", strategy=strategy, backup={"enabled": strategy == "Rebuild"})
 
     status = await run(on_pg16(params, resource, tmp_path))
 
-    if client in SERVES_INNER_PRODUCT:
+    if vector_indexes and indexes == "kept":
         assert status.phase is Phase.FAILED, status.message
         assert status.conditions[0].reason == Reason.UNMAPPED_INDEX
-        assert "<#>" in status.message and "is 32 in ruvector 0.3.0 and -32 in pgvector" in status.message
+        assert "answered 0 with its index present" in status.message or "serves <#>" in status.message
+        assert await snapshot(conn) == before
+        return
+    if client in USES_INNER_PRODUCT:
+        assert status.phase is Phase.FAILED, status.message
+        assert status.conditions[0].reason == Reason.BLOCKING_DEPENDENT
+        assert "uses <#>" in status.message and "is 32 in ruvector 0.3.0 and -32 in pgvector" in status.message
         assert await snapshot(conn) == before
         return
     assert status.phase is Phase.SUCCEEDED, status.message
@@ -262,13 +322,14 @@ async def test_a_client_librarys_schema_moves_to_the_real_ruvector_and_back(
     assert await as_the_application(conn, schema.search) == answers
 
 
-@pytest.mark.parametrize("client", sorted(set(SCHEMAS) - SERVES_INNER_PRODUCT))
+@pytest.mark.parametrize("client", sorted(set(SCHEMAS) - USES_INNER_PRODUCT))
 async def test_a_client_librarys_schema_moves_to_a_new_database_with_the_real_ruvector(
     client: str, pg16: tuple[ConnectionParams, asyncpg.Connection], tmp_path: Path
 ) -> None:
     params, conn = pg16
     schema = SCHEMAS[client]
     await create(conn, schema)
+    await drop_vector_indexes(conn)
     before = await snapshot(conn)
     answers = await as_the_application(conn, schema.search)
     await conn.close()
@@ -307,11 +368,64 @@ async def test_the_real_ruvectors_inner_product_answers_by_plan_and_the_engine_m
         await conn.execute("SET LOCAL enable_seqscan = off")
         indexed = [r["id"] for r in await conn.fetch("SELECT id FROM t ORDER BY e <#> '[1,0,0]' LIMIT 1")]
     assert (sequential, indexed) == ([2], [1])  # the least similar without the index, the most with it
+    with pytest.raises(asyncpg.PostgresError, match="CREATE INDEX CONCURRENTLY is not supported safely yet"):
+        await conn.execute("CREATE INDEX CONCURRENTLY ON t USING hnsw (e ruvector_l2_ops)")
 
     surface = await discover(conn, "ruvector", None, collides=True)
 
     assert [operator for operator, _ in surface.operators_otherwise] == ["<#>"]
     assert surface.summary()["operatorsOtherwise"] == {"<#>": surface.operators_otherwise[0][1]}
+    assert [method for method, _ in surface.methods_failing] == ["hnsw", "ruivfflat"]
+    assert await conn.fetchval("SELECT count(*) FROM pg_class WHERE relname LIKE 'vmig_index_check%'") == 0
+
+
+async def test_the_real_ruvectors_hnsw_makes_count_of_the_table_answer_zero(
+    pg16: tuple[ConnectionParams, asyncpg.Connection],
+) -> None:
+    # docs/ruvector-findings.md, "count(*) answers 0": with the planner's defaults
+    _, conn = pg16
+    await conn.execute(
+        "CREATE EXTENSION ruvector; CREATE TABLE items (id int PRIMARY KEY, embedding ruvector(64));"
+        " INSERT INTO items SELECT g, ('[' || (SELECT string_agg(random()::text, ',') FROM generate_series(1, 64)"
+        " WHERE g > 0) || ']')::ruvector FROM generate_series(1, 2000) g;"
+        " CREATE INDEX items_l2 ON items USING hnsw (embedding ruvector_l2_ops); ANALYZE items"
+    )
+
+    assert await conn.fetchval("SELECT count(*) FROM items") == 0
+    assert "Index Scan on items_l2" in "\n".join(r[0] for r in await conn.fetch("EXPLAIN SELECT count(*) FROM items"))
+    assert len(await conn.fetch("SELECT * FROM items")) == 2000  # read otherwise: all there
+    assert await conn.fetchval("SELECT count(id) FROM items") == 2000
+    await conn.execute("DROP INDEX items_l2")
+    assert await conn.fetchval("SELECT count(*) FROM items") == 2000
+
+
+async def test_the_real_ruvectors_ivfflat_drops_rows_of_an_exhaustive_search_and_an_ivfflat_index_is_refused(
+    pg16: tuple[ConnectionParams, asyncpg.Connection], tmp_path: Path
+) -> None:
+    # docs/ruvector-findings.md, "ruivfflat": one list, so the search is exhaustive, and still
+    params, conn = pg16
+    await conn.execute(
+        "CREATE SCHEMA ru; CREATE EXTENSION ruvector SCHEMA ru; CREATE TABLE ru.t (id int, e ru.ruvector(3));"
+        " INSERT INTO ru.t SELECT i, ('[' || cos(i)::real || ',' || sin(i)::real || ',0]')::ru.ruvector"
+        " FROM generate_series(1, 100) i;"
+        " CREATE INDEX ON ru.t USING ruivfflat (e ru.ruvector_l2_ops) WITH (lists = 1)"
+    )
+    async with conn.transaction():
+        await conn.execute("SET LOCAL enable_seqscan = off; SET LOCAL ruvector.probes = 1")
+        rows = await conn.fetch("SELECT id FROM ru.t ORDER BY e OPERATOR(ru.<->) '[1,0,0]' LIMIT 50")
+    assert len(rows) < 50  # one row here; ten of 2,000 (its scan keeps k = 10: src/index/ivfflat_am.rs)
+    await conn.execute("DROP SCHEMA ru CASCADE")  # and the extension in it
+    await conn.execute(SHOP)
+    await conn.execute("CREATE INDEX items_ivf ON items USING ivfflat (embedding vector_l2_ops) WITH (lists = 4)")
+    before = await snapshot(conn)
+
+    status = await run(on_pg16(params, manifest("ruvector"), tmp_path))
+
+    assert status.phase is Phase.FAILED
+    assert status.conditions[0].reason == Reason.UNMAPPED_INDEX
+    assert "index public.items_ivf" in status.message and "its ruivfflat answered otherwise" in status.message
+    assert "answered 0 with its index present" in status.message
+    assert await snapshot(conn) == before
 
 
 async def test_creating_the_real_ruvector_needs_a_superuser_though_its_control_file_says_otherwise(

@@ -9,7 +9,6 @@ operator classes, casts, settings -- and maps every source column and index onto
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -17,6 +16,7 @@ import asyncpg
 from ..vocabulary import Reason
 from .catalog import SavedIndex, VectorColumn, owned_types, read_casts
 from .sql import quote_ident
+from .target_checks import FINDINGS, methods_failing, operators_otherwise
 
 # Source type name -> target type names that hold the same values, in order of preference.
 # RuVector's documented dense type is "ruvector"; the v2 plan keeps pgvector's names.
@@ -50,23 +50,11 @@ CONCURRENT_BUILD_KNOWN_BUGS = {
     (
         "ruvector",
         "hnsw",
-    ): "RuVector's HNSW inserts rows twice under CREATE INDEX CONCURRENTLY (ruvector PR #716)",
+    ): "RuVector's HNSW refuses CREATE INDEX CONCURRENTLY ('not supported safely yet' in 2.0.6; it inserted "
+    "rows twice before, ruvector PR #716)",
 }
 
 ACCESS_METHOD_KINDS = ("hnsw", "ivfflat")
-
-# What pgvector's distance operators compute for two fixed vectors: what an application that orders
-# by one or reads its value relies on. The target's operators of the same names are measured on the
-# same pair; one that computes otherwise answers other rows (RuVector 2.0.6's <#> is the inner
-# product, pgvector's its negative: docs/ruvector-findings.md), so nothing that uses it is migrated.
-OPERATOR_PROBE = ("[1,2,3]", "[4,5,6]")
-PGVECTOR_OPERATOR_VALUES = {
-    "<->": math.sqrt(27.0),
-    "<#>": -32.0,
-    "<=>": 1.0 - 32.0 / math.sqrt(14.0 * 77.0),
-    "<+>": 9.0,
-}
-FINDINGS = "docs/ruvector-findings.md"
 
 
 def method_kind(method: str) -> str:
@@ -118,10 +106,25 @@ class TargetSurface:
     casts: frozenset[tuple[str, str]] = field(default_factory=frozenset)
     # (operator, what it computes against pgvector) for each operator measured to compute otherwise
     operators_otherwise: tuple[tuple[str, str], ...] = ()
+    # (access method, what it answered) for each method whose index answered otherwise than an exact search
+    methods_failing: tuple[tuple[str, str], ...] = ()
 
     def operator_otherwise(self, operator: str | None) -> str | None:
         """How the target's ``operator`` computes otherwise than pgvector's, if it does."""
         return next((how for name, how in self.operators_otherwise if name == operator), None)
+
+    def method_failing(self, method: str) -> str | None:
+        """What the target's access method answered in its check, if it answered wrongly."""
+        return next((how for name, how in self.methods_failing if name == method), None)
+
+    def failing_of_kind(self, method: str) -> str:
+        """'; ruivfflat …' for each method of ``method``'s kind that failed its check: why none serves."""
+        kind = method_kind(method)
+        return "".join(
+            f"; its {name} answered otherwise than an exact search ({how}; {FINDINGS})"
+            for name, how in self.methods_failing
+            if method_kind(name) == kind
+        )
 
     def summary(self) -> dict[str, object]:
         """A stable, hashable description (used in the plan and its hash)."""
@@ -133,6 +136,7 @@ class TargetSurface:
             "opclasses": sorted(f"{o.method}:{o.name}" for o in self.opclasses),
             "collides": self.collides,
             **({"operatorsOtherwise": dict(self.operators_otherwise)} if self.operators_otherwise else {}),
+            **({"methodsFailing": dict(self.methods_failing)} if self.methods_failing else {}),
         }
 
 
@@ -204,62 +208,31 @@ async def discover(
         oid,
     )
     types = tuple(TargetType(r["oid"], r["nspname"], r["typname"], r["has_typmod"]) for r in type_rows)
+    dense = next((t for t in types if t.name in TYPE_CANDIDATES["vector"]), None)
     type_oids = [t.oid for t in types]
     cast_rows = await read_casts(conn, type_oids)
     settings = await _target_settings(conn, types)
     libraries = {r["probin"] for r in methods if r["probin"]}
+    opclasses = tuple(
+        TargetOpclass(r["nspname"], r["opcname"], r["amname"], r["input_type"], r["ordering_operator"], r["opcdefault"])
+        for r in opclass_rows
+    )
     return TargetSurface(
         extension=extension,
         version=row["extversion"],
         schema=row["nspname"],
         types=types,
         methods=tuple(sorted(r["amname"] for r in methods)),
-        opclasses=tuple(
-            TargetOpclass(
-                r["nspname"],
-                r["opcname"],
-                r["amname"],
-                r["input_type"],
-                r["ordering_operator"],
-                r["opcdefault"],
-            )
-            for r in opclass_rows
-        ),
+        opclasses=opclasses,
         operator_names=frozenset(r["name"] for r in member_names if r["kind"] == "o"),
         functions=frozenset(r["name"] for r in member_names if r["kind"] == "f"),
         settings=settings,
         shares_source_library=source_library is not None and source_library in libraries,
         collides=collides,
         casts=cast_rows,
-        operators_otherwise=await _operators_otherwise(conn, extension, row["extversion"], types),
+        operators_otherwise=await operators_otherwise(conn, extension, row["extversion"], dense),
+        methods_failing=await methods_failing(conn, extension, row["extversion"], dense, opclasses),
     )
-
-
-async def _operators_otherwise(
-    conn: asyncpg.Connection, extension: str, version: str, types: tuple[TargetType, ...]
-) -> tuple[tuple[str, str], ...]:
-    """Each distance operator of the target's dense type that computes otherwise than pgvector's, measured."""
-    dense = next((t for t in types if t.name in TYPE_CANDIDATES["vector"]), None)
-    if dense is None:
-        return ()
-    type_sql = f"{quote_ident(dense.schema)}.{quote_ident(dense.name)}"
-    otherwise = []
-    for operator, expected in PGVECTOR_OPERATOR_VALUES.items():
-        try:
-            async with conn.transaction():  # a savepoint: the probe's transaction survives an operator it lacks
-                value = await conn.fetchval(
-                    f"SELECT ($1::pg_catalog.text::{type_sql} OPERATOR({quote_ident(dense.schema)}.{operator}) "
-                    f"$2::pg_catalog.text::{type_sql})::pg_catalog.float8",
-                    *OPERATOR_PROBE,
-                )
-        except asyncpg.PostgresError:
-            continue  # no such operator: an index ordering by it finds no operator class
-        if value is None or not math.isclose(value, expected, rel_tol=1e-4, abs_tol=1e-6):
-            left, right = OPERATOR_PROBE
-            measured = "NULL" if value is None else f"{value:g}"
-            how = f"'{left}' {operator} '{right}' is {measured} in {extension} {version} and {expected:g} in pgvector"
-            otherwise.append((operator, how))
-    return tuple(otherwise)
 
 
 async def _target_settings(conn: asyncpg.Connection, types: tuple[TargetType, ...]) -> frozenset[str]:
@@ -349,7 +322,8 @@ def map_type(surface: TargetSurface, column: VectorColumn, requested: str | None
 def target_methods(surface: TargetSurface, method: str, owned_by_source: bool) -> list[str]:
     """The target's access methods of the same kind as a source index's (a built-in one stays itself)."""
     kind = method_kind(method)
-    return [m for m in surface.methods if method_kind(m) == kind] or ([method] if not owned_by_source else [])
+    usable = [m for m in surface.methods if method_kind(m) == kind and surface.method_failing(m) is None]
+    return usable or ([method] if not owned_by_source else [])
 
 
 def find_opclass(
@@ -391,7 +365,8 @@ def map_index(surface: TargetSurface, index: SavedIndex, target_type: TargetType
     raise MappingError(
         Reason.UNMAPPED_INDEX,
         f"index {index.schema}.{index.name} ({index.method}, {index.opclass}, operator {operator}) has no "
-        f"counterpart in target extension {surface.extension} (methods: {', '.join(surface.methods) or 'none'})",
+        f"counterpart in target extension {surface.extension} (methods: {', '.join(surface.methods) or 'none'})"
+        + surface.failing_of_kind(index.method),
     )
 
 

@@ -20,7 +20,6 @@ from ..database.catalog import CarriedIndex, SavedConstraint, SavedFunction, Sou
 from ..database.ddl import FUNCTION_PRIVILEGES, UnknownPrivilege, grant_statements
 from ..database.sql import PINNED_SEARCH_PATH, qualify, quote_ident, quote_literal
 from ..database.surface import (
-    FINDINGS,
     MappingError,
     TargetSurface,
     concurrent_build_bug,
@@ -29,6 +28,7 @@ from ..database.surface import (
     target_methods,
     target_type_for,
 )
+from ..database.target_checks import FINDINGS
 from ..vocabulary import Reason, StatementKind, UnmappableIndexes
 from .plan import CarriedBuild, CarriedFunctions, PlanningError, Rewritten, Statement, index_comment
 
@@ -244,7 +244,9 @@ def _rewritten(index: CarriedIndex, surface: TargetSurface, names: NameMap) -> s
     methods = target_methods(surface, index.method, index.method_owned_by_source)
     if not methods:
         raise MappingError(
-            Reason.UNMAPPED_INDEX, f"{where}: target extension {surface.extension} has no {index.method} access method"
+            Reason.UNMAPPED_INDEX,
+            f"{where}: target extension {surface.extension} has no {index.method} access method"
+            + surface.failing_of_kind(index.method),
         )
     method = methods[0]
     opclasses: list[tuple[str, str] | None] = []

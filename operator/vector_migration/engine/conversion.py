@@ -23,7 +23,6 @@ from ..database.catalog import (
 from ..database.ddl import create_extension_sql, set_storage_sql
 from ..database.sql import qualify, quote_ident, quote_literal
 from ..database.surface import (
-    FINDINGS,
     SETTING_CANDIDATES,
     MappingError,
     TargetSurface,
@@ -35,6 +34,7 @@ from ..database.surface import (
     method_kind,
     target_type_for,
 )
+from ..database.target_checks import FINDINGS
 from ..vocabulary import Reason, ReindexMode, StatementKind
 from .carry import carry_functions, code_using_operators_otherwise, plan_carried, target_predicate
 from .plan import (
