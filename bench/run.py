@@ -782,6 +782,9 @@ if __name__ == "__main__":
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each migration; the median is reported")
     parser.add_argument(
+        "--real-rows", type=int, default=10_000, help="rows of the real RuVector's case (its HNSW builds slowly)"
+    )
+    parser.add_argument(
         "--only",
         choices=[
             "all",
@@ -827,7 +830,7 @@ if __name__ == "__main__":
     if args.only == "ruvector":
         if not real_build:
             raise SystemExit("--only ruvector needs VMIG_RUVECTOR_PG_CONFIG: the last line of make ruvector")
-        real = asyncio.run(real_ruvector.measure(Path(real_build), args.rows, args.dims, args.work, args.repeats))
+        real = asyncio.run(real_ruvector.measure(Path(real_build), args.real_rows, args.dims, args.work, args.repeats))
         write_result(args.out / f"{real['date']}-ruvector.json", real)
         real_ruvector.report(real)
         raise SystemExit(0)
@@ -846,7 +849,7 @@ if __name__ == "__main__":
     outcome = asyncio.run(main(args.rows, args.dims, args.work, args.repeats))
     if real_build:  # make bench with make ruvector's build: the real rows beside the stand-in's
         outcome["real_ruvector"] = asyncio.run(
-            real_ruvector.measure(Path(real_build), args.rows, args.dims, args.work, args.repeats)
+            real_ruvector.measure(Path(real_build), args.real_rows, args.dims, args.work, args.repeats)
         )
     stem = args.out / outcome["date"]
     write_result(stem.with_suffix(".json"), outcome)

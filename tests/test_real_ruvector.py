@@ -28,7 +28,7 @@ import pytest
 
 from tests.client_schemas import SCHEMAS
 from tests.replication import session
-from tests.scenarios import manifest, migration, parse_vector, snapshot
+from tests.scenarios import DB_SETTINGS, RICH_SCHEMA, manifest, migration, parse_vector, snapshot
 from tests.test_client_schemas import as_the_application, create
 from vector_migration.api import VectorMigration, VectorMigrationStatus
 from vector_migration.database.backup import LocalBackup
@@ -464,3 +464,42 @@ async def test_creating_the_real_ruvector_needs_a_superuser_though_its_control_f
     assert with_admin.phase is Phase.SUCCEEDED, with_admin.message
     await assert_on_the_real_ruvector(conn)
     assert await conn.fetchval("SELECT relowner::regrole::text FROM pg_class WHERE relname = 'items'") == "vmig_app"
+
+
+async def test_the_rich_fixture_moves_to_the_real_ruvector_with_its_settings_check_and_view_and_back(
+    pg16: tuple[ConnectionParams, asyncpg.Connection], tmp_path: Path
+) -> None:
+    # tests/scenarios.py's rich fixture, less its L1 index (pgvector 0.6.2 has no L1 HNSW, RuVector no L1
+    # class) and its vector indexes (finding 1), plus a CHECK that calls pgvector's vector_dims
+    params, conn = pg16
+    schema = "\n".join(line for line in RICH_SCHEMA.splitlines() if "vector_l1_ops" not in line)
+    if await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = 'vmig_test_reader'"):
+        schema = schema.replace("CREATE ROLE vmig_test_reader;", "")
+    await conn.execute(schema)
+    await conn.execute(DB_SETTINGS.format(database=params.dbname))
+    await drop_vector_indexes(conn)
+    await conn.execute("ALTER TABLE items ADD CONSTRAINT items_dims CHECK (vector_dims(embedding) = 8)")
+    before = await snapshot(conn)
+
+    status = await run(on_pg16(params, manifest("ruvector"), tmp_path))
+
+    assert status.phase is Phase.SUCCEEDED, status.message
+    assert (await snapshot(conn)).rows == before.rows
+    await assert_on_the_real_ruvector(conn)
+    # RuVector's vector_dims takes real[]: the CHECK calls its ruvector_dims, which takes ruvector
+    check = await conn.fetchval("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'items_dims'")
+    assert "ruvector_dims(embedding) = 8" in check
+    settings = await conn.fetchval(
+        "SELECT setconfig FROM pg_db_role_setting WHERE setdatabase = (SELECT oid FROM pg_database "
+        "WHERE datname = current_database()) AND setrole = 0"
+    )
+    assert {"ruvector.hnsw_ef_search=80", "ruvector.probes=4"} <= set(settings)
+    assert await conn.fetchval("SELECT count(*) FROM category_a") == 200
+    assert await conn.fetchval("SELECT has_table_privilege('vmig_test_reader', 'category_a', 'SELECT')")
+    assert any("<#> computes otherwise in ruvector" in warning for warning in status.warnings)
+    assert_proven(status)
+
+    rolled = await run(on_pg16(params, manifest("ruvector"), tmp_path, status=status, rollback=True))
+
+    assert rolled.phase is Phase.ROLLED_BACK, rolled.message
+    assert await snapshot(conn) == before

@@ -38,9 +38,10 @@ FUNCTION_CANDIDATES = {
 }
 
 # Source setting -> target settings that mean the same; the spellings differ between RuVector's
-# guide (ruvector.ef_search) and its source (ruvector.hnsw_ef_search), so both are probed.
+# guide (ruvector.ef_search) and its source (ruvector.hnsw_ef_search, of which 2.0.6 calls the
+# other a deprecated alias), so both are probed, the canonical one first.
 SETTING_CANDIDATES = {
-    "hnsw.ef_search": ("ruvector.ef_search", "ruvector.hnsw_ef_search", "hnsw.ef_search"),
+    "hnsw.ef_search": ("ruvector.hnsw_ef_search", "ruvector.ef_search", "hnsw.ef_search"),
     "ivfflat.probes": ("ruvector.probes", "ruvector.ivfflat_probes", "ivfflat.probes"),
 }
 
@@ -98,7 +99,7 @@ class TargetSurface:
     methods: tuple[str, ...]
     opclasses: tuple[TargetOpclass, ...]
     operator_names: frozenset[str]
-    functions: frozenset[str]
+    functions: frozenset[str]  # those taking one of its own types first (the ones an expression can call)
     settings: frozenset[str]
     shares_source_library: bool
     collides: bool = False
@@ -156,13 +157,14 @@ async def discover(
     if row is None:
         raise LookupError(f"extension {extension} is not installed")
     oid = row["oid"]
+    owned = list(await owned_types(conn, oid))
     type_rows = await conn.fetch(
         """
         SELECT t.oid::bigint AS oid, n.nspname, t.typname, t.typmodin <> 0 AS has_typmod
           FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
          WHERE t.oid = ANY($1::oid[])
         """,
-        list(await owned_types(conn, oid)),
+        owned,
     )
     methods = await conn.fetch(
         """
@@ -193,12 +195,15 @@ async def discover(
         """,
         oid,
     )
+    # A function counts only when it takes one of the extension's own types first: RuVector 2.0.6's
+    # vector_dims and vector_norm take real[], so vector_dims(embedding) must become ruvector_dims.
     member_names = await conn.fetch(
         """
         SELECT 'f' AS kind, p.proname AS name FROM pg_catalog.pg_depend d
           JOIN pg_catalog.pg_proc p ON p.oid = d.objid
          WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.refobjid = $1 AND d.deptype = 'e'
            AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
+           AND p.pronargs > 0 AND p.proargtypes[0] = ANY($2::oid[])
         UNION ALL
         SELECT 'o', o.oprname FROM pg_catalog.pg_depend d
           JOIN pg_catalog.pg_operator o ON o.oid = d.objid
@@ -206,6 +211,7 @@ async def discover(
            AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
         """,
         oid,
+        owned,
     )
     types = tuple(TargetType(r["oid"], r["nspname"], r["typname"], r["has_typmod"]) for r in type_rows)
     dense = next((t for t in types if t.name in TYPE_CANDIDATES["vector"]), None)
