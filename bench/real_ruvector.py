@@ -31,6 +31,7 @@ from vector_migration.api import parse_manifest
 from vector_migration.database.backup import LocalBackup
 from vector_migration.database.sql import ConnectionParams, parse_database_url, quote_ident
 from vector_migration.demo import clustered_embeddings_sql
+from vector_migration.demo.real import BUILT, RealRuvectorServer
 from vector_migration.engine.context import Migration, RunInputs
 from vector_migration.engine.runner import run
 from vector_migration.vocabulary import Phase
@@ -40,18 +41,6 @@ HNSW = "WITH (m = 16, ef_construction = 64)"
 CENTRES = 1000
 QUERIES = 100
 K = 10
-
-
-def start_server(pg_config: Path, data: Path) -> Any:
-    """The pgserver PostgreSQL 16 that `make ruvector` installed RuVector into, on a data directory of the bench's."""
-    home = pg_config.parents[3]
-    sys.path.insert(0, str(home))
-    try:
-        import pgserver  # type: ignore[import-not-found]
-    finally:
-        sys.path.remove(str(home))
-    data.parent.mkdir(parents=True, exist_ok=True)
-    return pgserver.get_server(data, cleanup_mode="stop")
 
 
 async def _seed(uri: str, rows: int, dims: int) -> None:
@@ -190,9 +179,9 @@ async def _engine_run(uri: str, work: Path, pg_bin: Path) -> tuple[dict[str, Any
 
 async def measure(pg_config: Path, rows: int, dims: int, work: Path, repeats: int) -> dict[str, Any]:
     """Every real-RuVector row of the bench, each migration ``repeats`` times with the median run reported."""
-    server = start_server(pg_config, work / "pgdata-real")
+    server = RealRuvectorServer(pg_config, work / "pgdata-real")
     try:
-        uri = server.get_uri()
+        uri = server.uri()
         print(f"real RuVector: seeding {rows:,} x {dims} on PostgreSQL 16 ...", flush=True)
         await _seed(uri, rows, dims)
         floors, runs = [], []
@@ -215,7 +204,7 @@ async def measure(pg_config: Path, rows: int, dims: int, work: Path, repeats: in
         finally:
             await conn.close()
     finally:
-        server.cleanup()
+        server.stop()
     floor = sorted(floors, key=lambda r: r["conversion_s"])[len(floors) // 2]
     engine = sorted(runs, key=lambda r: r["wall_s"])[len(runs) // 2]
     return {
@@ -223,7 +212,7 @@ async def measure(pg_config: Path, rows: int, dims: int, work: Path, repeats: in
         "rows": rows,
         "dims": dims,
         "repeats": repeats,
-        "server": "PostgreSQL 16.2 (pgserver 0.1.4), pgvector 0.6.2, ruvector-postgres 2.0.6 (SQL 0.3.0)",
+        "server": BUILT,
         "floor": floor,
         "inplace_atomic": engine,
         "inplace_vs_floor": engine["wall_s"] / floor["conversion_s"],

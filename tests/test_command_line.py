@@ -87,6 +87,25 @@ def test_an_unknown_field_is_named(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "spec.reindx: unknown field" in capsys.readouterr().err
 
 
+def test_the_demo_with_the_real_ruvector_but_no_build_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("VMIG_RUVECTOR_PG_CONFIG", raising=False)
+
+    assert main(["demo", "--target", "real", "--workdir", str(tmp_path)]) == EXIT_USAGE
+    said = capsys.readouterr().err.strip().splitlines()
+    assert said == [
+        "--target real: the real RuVector is not built here: run make ruvector and name its last line's path "
+        "(--ruvector-pg-config, or VMIG_RUVECTOR_PG_CONFIG)"
+    ]
+    code = main(
+        ["demo", "--target", "real", "--ruvector-pg-config", str(tmp_path / "nope"), "--workdir", str(tmp_path)]
+    )
+    assert code == EXIT_USAGE
+    assert "is not make ruvector's pg_config" in capsys.readouterr().err
+    assert not (tmp_path / "pgdata-real").exists()  # nothing started
+
+
 def test_a_wrong_enum_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     document = {**MANIFEST, "spec": {**MANIFEST["spec"], "reindex": {"mode": "Sometimes"}}}  # type: ignore[dict-item]
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,9 +30,11 @@ from tests.replication import session
 from tests.scenarios import DB_SETTINGS, RICH_SCHEMA, manifest, migration, parse_vector, snapshot
 from tests.test_client_schemas import as_the_application, create
 from vector_migration.api import VectorMigration, VectorMigrationStatus
+from vector_migration.cli import main
 from vector_migration.database.backup import LocalBackup
-from vector_migration.database.sql import ConnectionParams, parse_database_url
+from vector_migration.database.sql import ConnectionParams
 from vector_migration.database.surface import discover
+from vector_migration.demo.real import PG_CONFIG_VARIABLE, RealRuvectorMissing, RealRuvectorServer, built_pg_config
 from vector_migration.engine.context import Migration
 from vector_migration.engine.runner import run
 from vector_migration.vocabulary import Phase, Reason
@@ -46,49 +47,34 @@ USES_INNER_PRODUCT = frozenset({"commented-function"})
 
 
 def _pg_config() -> Path | None:
-    named = os.environ.get("VMIG_RUVECTOR_PG_CONFIG")
+    named = os.environ.get(PG_CONFIG_VARIABLE)
     return Path(named) if named else None
 
 
 @pytest.fixture(scope="module")
-def ruvector_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def ruvector_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealRuvectorServer]:
     """PostgreSQL 16 with pgvector and the real RuVector, from the pgserver `make ruvector` unpacked; logical WAL."""
-    pg_config = _pg_config()
-    if pg_config is None or not pg_config.exists():
-        if os.environ.get("VMIG_REQUIRE_RUVECTOR"):
-            pytest.fail("VMIG_REQUIRE_RUVECTOR is set but VMIG_RUVECTOR_PG_CONFIG names no build: run make ruvector")
-        pytest.skip("the real RuVector is not built here (make ruvector; VMIG_RUVECTOR_PG_CONFIG)")
-    home = pg_config.parents[3]  # <home>/pgserver/pginstall/bin/pg_config: the wheel's package is importable
-    sys.path.insert(0, str(home))
     try:
-        import pgserver  # type: ignore[import-not-found]
-    finally:
-        sys.path.remove(str(home))
-    data = tmp_path_factory.mktemp("pg16") / "data"
-    server = pgserver.get_server(data, cleanup_mode="stop")
-    # Replicate's new databases follow and are followed: logical WAL, read at the restart below
-    server.psql(
-        "ALTER SYSTEM SET wal_level = logical; ALTER SYSTEM SET max_replication_slots = 30;"
-        " ALTER SYSTEM SET max_wal_senders = 30; ALTER SYSTEM SET max_worker_processes = 30;"
-        " ALTER SYSTEM SET max_logical_replication_workers = 20;"
-    )
-    server.cleanup()
-    server = pgserver.get_server(data, cleanup_mode="stop")
+        pg_config = built_pg_config()
+    except RealRuvectorMissing as missing:
+        if os.environ.get("VMIG_REQUIRE_RUVECTOR"):
+            pytest.fail(f"VMIG_REQUIRE_RUVECTOR is set, but {missing}")
+        pytest.skip(str(missing))
+    server = RealRuvectorServer(pg_config, tmp_path_factory.mktemp("pg16") / "data", logical=True)
     yield server
-    server.cleanup()
+    server.stop()
 
 
 @pytest.fixture
-async def pg16(ruvector_server: Any) -> AsyncIterator[tuple[ConnectionParams, asyncpg.Connection]]:
+async def pg16(ruvector_server: RealRuvectorServer) -> AsyncIterator[tuple[ConnectionParams, asyncpg.Connection]]:
     name = f"real_{next(_databases)}"
-    admin = await asyncpg.connect(ruvector_server.get_uri())
+    admin = await asyncpg.connect(ruvector_server.uri())
     try:
         await admin.execute(f"CREATE DATABASE {name}")
     finally:
         await admin.close()
-    uri = ruvector_server.get_uri(database=name)
-    conn = await asyncpg.connect(uri)
-    yield parse_database_url(uri), conn
+    conn = await asyncpg.connect(ruvector_server.uri(name))
+    yield ruvector_server.params(name), conn
     await conn.close()
 
 
@@ -503,3 +489,15 @@ async def test_the_rich_fixture_moves_to_the_real_ruvector_with_its_settings_che
 
     assert rolled.phase is Phase.ROLLED_BACK, rolled.message
     assert await snapshot(conn) == before
+
+
+def test_the_demo_migrates_to_the_real_ruvector_and_says_so(
+    ruvector_server: RealRuvectorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["demo", "--target", "real", "--rows", "600", "--workdir", str(tmp_path)])
+
+    said = capsys.readouterr().out
+    assert code == 0, said
+    assert "The migration target here is the real RuVector" in said and "STAND-IN" not in said
+    assert "600 rows in 4 table(s) equal before and after" in said
+    assert "The target was the real RuVector: ruvector-postgres 2.0.6" in said

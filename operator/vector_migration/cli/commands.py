@@ -52,7 +52,11 @@ EXAMPLES = {
     "check": ["vector-migration check -f migration.yaml"],
     "report": ["vector-migration migrate -f migration.yaml --status-out status.json",
                "vector-migration report --status status.json -o report.html"],
-    "demo": ["vector-migration demo", "vector-migration demo --surface script --rows 5000"],
+    "demo": [
+        "vector-migration demo",
+        "vector-migration demo --surface script --rows 5000",
+        "vector-migration demo --target real --ruvector-pg-config \"$(make -s ruvector | tail -n 1 | cut -d' ' -f2)\"",
+    ],
     "operator": ["vector-migration operator -A", "vector-migration operator -n shop --standalone"],
     "crd": ["vector-migration crd | kubectl apply -f -"],
     "completion": ["source <(vector-migration completion bash)", "vector-migration completion fish | source"],
@@ -182,7 +186,18 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--title", default="VectorMigration report", help="the page's title")
     report.set_defaults(handler=_report)
 
-    demo = _command(commands, "demo", "migrate a seeded embedded PostgreSQL to a RuVector stand-in")
+    demo = _command(commands, "demo", "migrate a seeded embedded PostgreSQL to a RuVector stand-in (or the real one)")
+    demo.add_argument(
+        "--target",
+        choices=["standin", "real"],
+        default="standin",
+        help="standin (default, no Rust needed) or real: the RuVector make ruvector built (PostgreSQL 16)",
+    )
+    demo.add_argument(
+        "--ruvector-pg-config",
+        type=Path,
+        help="make ruvector's last line, for --target real (default: $VMIG_RUVECTOR_PG_CONFIG)",
+    )
     demo.add_argument(
         "--surface",
         choices=["published", "script", "v2"],
@@ -421,7 +436,13 @@ def _completion(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from ..demo import run_demo
 
-    return run_demo(surface=args.surface, rows=args.rows, workdir=args.workdir)
+    return run_demo(
+        surface=args.surface,
+        rows=args.rows,
+        workdir=args.workdir,
+        target=args.target,
+        pg_config=args.ruvector_pg_config,
+    )
 
 
 def peering_priority(pod_name: str) -> int:

