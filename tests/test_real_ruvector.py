@@ -184,10 +184,16 @@ async def test_a_pgvector_database_moves_to_the_real_ruvector_and_back(
     assert await conn.fetchval("SELECT count(*) FROM pg_constraint WHERE conname = 'parts_item_fk'") == 1
     assert [r["id"] for r in await conn.fetch(SEARCH)] == [r["id"] for r in answers]
     assert_proven(status)
+    # what the application may call by name, which the engine cannot see: told, as measured
+    assert "ruvector has no function taking its type for vector's avg(), sum()" in "\n".join(status.warnings)
+    assert any("vector_dims() by ruvector_dims()" in warning for warning in status.warnings)
+    with pytest.raises(asyncpg.UndefinedFunctionError):
+        await conn.fetchval("SELECT avg(embedding) FROM items")
 
     rolled = await run(on_pg16(params, resource, tmp_path, status=status, rollback=True))
 
     assert rolled.phase is Phase.ROLLED_BACK, rolled.message
+    assert not any("for ruvector's" in warning for warning in rolled.warnings)  # back to what it called before
     assert await vectors(conn) == before
     assert await owner_of(conn, "pg_am", "amname", "hnsw") == "vector"
     assert await conn.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'ruvector'") == 0

@@ -21,6 +21,7 @@ async def read_carried(conn: asyncpg.Connection, inv: SourceInventory, index_oid
     whose operator class belongs to the source (pgvector's classes for ``bit``) is one too.
     """
     inv.source_functions = await _source_function_names(conn, inv.source.oid)
+    inv.callable_functions = await _callable_function_names(conn, inv.source.oid)
     rows = await conn.fetch(
         EXTENSION_MEMBERS
         + """
@@ -80,6 +81,39 @@ async def _source_function_names(conn: asyncpg.Connection, extension_oid: int) -
          WHERE m.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
         """,
         extension_oid,
+    )
+    return frozenset(row["proname"] for row in rows)
+
+
+# An operator's function an application also calls by name (langchain's PGVectorStore selects
+# cosine_distance(embedding, $1)); the others behind an operator (vector_lt, vector_add) it does not.
+DISTANCES_CALLED_BY_NAME = ("l2_distance", "cosine_distance", "inner_product", "l1_distance", "hamming_distance")
+
+
+async def _callable_function_names(conn: asyncpg.Connection, extension_oid: int) -> frozenset[str]:
+    """The source's functions and aggregates an application calls on its types by name (avg, vector_dims, …).
+
+    Not the machinery behind a type, a cast, an operator or an index method: those are what the
+    migration maps, not what a query names.
+    """
+    rows = await conn.fetch(
+        EXTENSION_MEMBERS
+        + """
+        , owned_types AS (SELECT objid FROM members WHERE classid = 'pg_catalog.pg_type'::pg_catalog.regclass)
+        SELECT DISTINCT p.proname FROM members m JOIN pg_catalog.pg_proc p ON p.oid = m.objid
+         WHERE m.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND p.prokind IN ('f', 'a')
+           AND p.pronargs > 0 AND p.proargtypes[0] IN (SELECT objid FROM owned_types)
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_type t WHERE p.oid IN (t.typinput, t.typoutput,
+                           t.typreceive, t.typsend, t.typmodin, t.typmodout, t.typanalyze))
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_cast c WHERE c.castfunc = p.oid)
+           AND (p.proname = ANY($2::text[])
+                OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_operator o WHERE o.oprcode = p.oid))
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_amproc a WHERE a.amproc = p.oid)
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_aggregate g
+                            WHERE p.oid IN (g.aggtransfn, g.aggfinalfn, g.aggcombinefn))
+        """,
+        extension_oid,
+        list(DISTANCES_CALLED_BY_NAME),
     )
     return frozenset(row["proname"] for row in rows)
 

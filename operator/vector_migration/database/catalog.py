@@ -257,6 +257,8 @@ class SourceInventory:
     defaults: list[SavedDefault] = field(default_factory=list)
     carried_indexes: list[CarriedIndex] = field(default_factory=list)
     source_functions: frozenset[str] = frozenset()  # names of the functions the source extension owns
+    # those an application calls on the source's types by name (avg, vector_dims): each needs the target's
+    callable_functions: frozenset[str] = frozenset()
     constraints: list[SavedConstraint] = field(default_factory=list)
     referencing_keys: list[ReferencingKey] = field(default_factory=list)
     settings: list[SavedSetting] = field(default_factory=list)

@@ -35,6 +35,7 @@ FUNCTION_CANDIDATES = {
     "l2_distance": ("l2_distance", "ruvector_l2_distance"),
     "cosine_distance": ("cosine_distance", "ruvector_cosine_distance"),
     "l1_distance": ("l1_distance", "ruvector_l1_distance"),
+    "inner_product": ("inner_product", "ruvector_inner_product"),  # both the product itself, not <#>'s negative
 }
 
 # Source setting -> target settings that mean the same; the spellings differ between RuVector's

@@ -32,6 +32,7 @@ from ..database.surface import (
     map_index,
     map_type,
     method_kind,
+    target_function_for,
     target_type_for,
 )
 from ..database.target_checks import FINDINGS
@@ -106,6 +107,7 @@ def build_plan(
         f"or read its value answer otherwise after the migration ({FINDINGS})"
         for operator, how in surface.operators_otherwise
     ]
+    warnings += functions_an_application_may_miss(inventory, surface)
     rebuilds = tuple(rebuilt)
     settings = tuple(_carry_setting(inventory, surface, setting, warnings) for setting in inventory.settings)
     if surface.shares_source_library:
@@ -329,6 +331,27 @@ def _storage_kept(conversions: tuple[ColumnConversion, ...]) -> list[Statement]:
         if c.column.storage
         and (sql := set_storage_sql(qualify(c.column.schema, c.column.table), c.column.column, c.column.storage))
     ]
+
+
+def functions_an_application_may_miss(inventory: SourceInventory, surface: TargetSurface) -> list[str]:
+    """What queries calling the source's functions by name need after the migration: the engine cannot see them."""
+    renamed, missing = [], []
+    for name in sorted(inventory.callable_functions):
+        target = target_function_for(surface, name)
+        if target is None:
+            missing.append(f"{name}()")
+        elif target != name:
+            renamed.append(f"{name}() by {target}()")
+    source, target_name = inventory.source.name, surface.extension
+    warnings = []
+    if missing:
+        warnings.append(
+            f"{target_name} has no function taking its type for {source}'s {', '.join(missing)}: application "
+            "queries calling them by name fail after the migration"
+        )
+    if renamed:
+        warnings.append(f"application queries must call {source}'s {', '.join(renamed)} after the migration")
+    return warnings
 
 
 def _rebuild(

@@ -98,6 +98,7 @@ async def _reverse_plan(m: Migration, swapped: SwapRecord) -> ReversePlan | Fail
     inventory = await read_inventory(conn, reverse, server, target, count_rows=False)
     if inventory.blockers:
         return Fail(Reason.ROLLBACK_FAILED, "cannot roll back: " + "; ".join(b.message for b in inventory.blockers))
+    inventory.callable_functions = frozenset()  # back to what the application called before: nothing to warn of
     # Every column goes back to exactly the type it had: a halfvec column given a 32-bit type by
     # rebuild.columnTypes becomes halfvec again, not the 32-bit type's own counterpart.
     saved_types = {
