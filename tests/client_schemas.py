@@ -21,6 +21,9 @@ the application's role; it must answer the same after a migration.
   INITIALLY DEFERRED`` as Django writes them.
 - Supabase's guide (supabase.com/docs/guides/ai/vector-columns): a ``documents`` table with
   row-level security and a policy, and ``match_documents`` in SQL.
+- pgvector's own README ("Getting Started", "Querying", "Indexing"): ``items`` with a
+  ``bigserial`` key and ``vector(3)``, its HNSW index as the README creates it (unnamed, default
+  options), and its query for a row's nearest neighbours by a subquery.
 """
 
 from __future__ import annotations
@@ -176,6 +179,21 @@ SUPABASE = ClientSchema(
     tables=("documents",),
 )
 
+PGVECTOR_README = ClientSchema(
+    name="pgvector README",
+    ddl=f"""
+    CREATE EXTENSION IF NOT EXISTS vector;
+    CREATE TABLE items (id bigserial PRIMARY KEY, embedding vector(3));
+    INSERT INTO items (embedding) VALUES ('[1,2,3]'), ('[4,5,6]');
+    INSERT INTO items (embedding) SELECT {VECTOR} FROM {ROWS};
+    CREATE INDEX ON items USING hnsw (embedding vector_l2_ops);
+    """,
+    search="""
+    SELECT id FROM items WHERE id != 1 ORDER BY embedding <-> (SELECT embedding FROM items WHERE id = 1), id LIMIT 5
+    """,
+    tables=("items",),
+)
+
 # The shapes an independent whole-catalog check found lost (issue "Nothing of the schema lost"):
 # each is what an application or its operators make, and each must come through every strategy.
 
@@ -298,6 +316,7 @@ SCHEMAS = {
     "llamaindex": LLAMAINDEX,
     "django": DJANGO,
     "supabase": SUPABASE,
+    "pgvector-readme": PGVECTOR_README,
     "django-two-vector-models": DJANGO_TWO_VECTOR_MODELS,
     "column-grants": COLUMN_GRANTS,
     "serial": SERIAL_TABLE,
