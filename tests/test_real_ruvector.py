@@ -507,3 +507,20 @@ def test_the_demo_migrates_to_the_real_ruvector_and_says_so(
     assert "The migration target here is the real RuVector" in said and "STAND-IN" not in said
     assert "600 rows in 4 table(s) equal before and after" in said
     assert "The target was the real RuVector: ruvector-postgres 2.0.6" in said
+
+
+async def test_post_migration_registration_is_skipped_by_name_because_the_real_ruvector_has_none(
+    pg16: tuple[ConnectionParams, asyncpg.Connection], tmp_path: Path
+) -> None:
+    # the seed's ruvector_register_collection, tiers and integrity: RuVector 2.0.6 has none of them
+    params, conn = pg16
+    await conn.execute(SHOP)
+    spec = {"registerCollections": True, "tiers": {"hotHours": 12}, "integrityPolicy": {}}
+    resource = manifest("ruvector", backup={"enabled": False}, postMigration=spec)
+
+    status = await run(on_pg16(params, resource, tmp_path))
+
+    assert status.phase is Phase.SUCCEEDED, status.message
+    for function in ("ruvector_register_collection", "ruvector_set_tiers", "ruvector_integrity_policy_set"):
+        assert f"postMigration: target ruvector has no {function}(); skipped" in status.warnings
+        assert await conn.fetchval("SELECT count(*) FROM pg_proc WHERE proname = $1", function) == 0
