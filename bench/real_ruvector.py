@@ -38,9 +38,22 @@ from vector_migration.vocabulary import Phase
 
 TEMPLATE = "bench_real_template"
 HNSW = "WITH (m = 16, ef_construction = 64)"
-CENTRES = 1000
+CENTRES = 1000  # topics the dataset's vectors cluster around (100 rows each at 100,000)
 QUERIES = 100
 K = 10
+
+
+async def fill_items(conn: asyncpg.Connection, rows: int, dims: int) -> None:
+    """The bench's dataset in ``conn``'s database: ``items``, ``rows`` vectors clustered around topics."""
+    await conn.execute("SET maintenance_work_mem = '1GB'")
+    await conn.execute("CREATE EXTENSION vector")
+    await conn.execute(f"CREATE TABLE items (id bigint PRIMARY KEY, category text NOT NULL, embedding vector({dims}))")
+    await conn.execute("SELECT setseed(0.42)")
+    await conn.execute(clustered_embeddings_sql(dims, centres=CENTRES))
+    await conn.execute(
+        f"INSERT INTO items SELECT g, (ARRAY['a', 'b', 'c', 'd'])[1 + g % 4], pg_temp.embedding(g)::vector "
+        f"FROM generate_series(1, {rows}) g"
+    )
 
 
 async def _seed(uri: str, rows: int, dims: int) -> None:
@@ -53,17 +66,7 @@ async def _seed(uri: str, rows: int, dims: int) -> None:
         await admin.close()
     conn = await asyncpg.connect(_with_database(uri, TEMPLATE))
     try:
-        await conn.execute("SET maintenance_work_mem = '1GB'")
-        await conn.execute("CREATE EXTENSION vector")
-        await conn.execute(
-            f"CREATE TABLE items (id bigint PRIMARY KEY, category text NOT NULL, embedding vector({dims}))"
-        )
-        await conn.execute("SELECT setseed(0.42)")
-        await conn.execute(clustered_embeddings_sql(dims, centres=CENTRES))
-        await conn.execute(
-            f"INSERT INTO items SELECT g, (ARRAY['a', 'b', 'c', 'd'])[1 + g % 4], pg_temp.embedding(g)::vector "
-            f"FROM generate_series(1, {rows}) g"
-        )
+        await fill_items(conn, rows, dims)
         await conn.execute("VACUUM ANALYZE items")
     finally:
         await conn.close()

@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))  # the emulator harness in tests/ serves the opera
 from vector_migration.api import parse_manifest  # noqa: E402
 from vector_migration.database.backup import LocalBackup  # noqa: E402
 from vector_migration.database.sql import ConnectionParams, quote_ident  # noqa: E402
-from vector_migration.demo import EmbeddedPostgres, clustered_embeddings_sql, create_database  # noqa: E402
+from vector_migration.demo import EmbeddedPostgres, create_database  # noqa: E402
 from vector_migration.engine.context import Migration, RunInputs  # noqa: E402
 from vector_migration.engine.runner import run  # noqa: E402
 from vector_migration.strategies.replicate.plan import unsubscribe  # noqa: E402
@@ -53,7 +53,6 @@ import real_ruvector  # noqa: E402
 TARGET = "ruvector_standin"
 TEMPLATE = "bench_template"
 HNSW = "WITH (m = 16, ef_construction = 64)"
-CENTRES = 1000  # topics the dataset's vectors cluster around (100 rows each at the default size)
 GOALS = {
     "inplace_vs_floor": 1.10,
     "concurrent_lock_vs_conversion_floor": 1.05,
@@ -74,20 +73,7 @@ async def seed(server: EmbeddedPostgres, rows: int, dims: int, *, index: bool = 
     await create_database(server.params(), TEMPLATE)
     conn = await connect(server.params(TEMPLATE))
     try:
-        await conn.execute("SET maintenance_work_mem = '1GB'")
-        await conn.execute("CREATE EXTENSION vector")
-        await conn.execute(
-            f"CREATE TABLE items (id bigint PRIMARY KEY, category text NOT NULL, embedding vector({dims}))"
-        )
-        await conn.execute("SELECT setseed(0.42)")
-        await conn.execute(clustered_embeddings_sql(dims, centres=CENTRES))
-        await conn.execute(
-            f"""
-            INSERT INTO items
-            SELECT g, (ARRAY['a', 'b', 'c', 'd'])[1 + g % 4], pg_temp.embedding(g)::vector
-              FROM generate_series(1, {rows}) g
-            """
-        )
+        await real_ruvector.fill_items(conn, rows, dims)
         if index:
             await conn.execute(f"CREATE INDEX items_l2 ON items USING hnsw (embedding vector_l2_ops) {HNSW}")
         await conn.execute("VACUUM ANALYZE items")

@@ -123,7 +123,11 @@ CREATE FUNCTION pg_temp.embedding(i bigint) RETURNS real[] LANGUAGE sql AS $$
 """
 
 
-SEED_SQL = """
+# The sample's tables, view, grant and settings; SEED_INDEXES holds its vector indexes. The real
+# RuVector's sample has the tables without the indexes, which the engine refuses to RuVector 2.0.6
+# (docs/ruvector-findings.md, finding 1), and plain vectors for products (pgvector 0.6.2 has no
+# l2_normalize).
+SEED_TABLES = """
 CREATE EXTENSION vector;
 SELECT setseed(0.42);
 {embeddings}
@@ -131,39 +135,42 @@ SELECT setseed(0.42);
 CREATE TABLE documents (id bigint PRIMARY KEY, title text NOT NULL, published date, embedding vector({dims}));
 INSERT INTO documents SELECT i, 'Document ' || i, date '2026-01-01' + (i % 300), pg_temp.embedding(i)::vector
   FROM generate_series(1, {documents}) i;
-CREATE INDEX documents_embedding_hnsw ON documents USING hnsw (embedding vector_l2_ops)
-  WITH (m = 16, ef_construction = 64);
-CREATE INDEX documents_embedding_ivf ON documents USING ivfflat (embedding vector_cosine_ops) WITH (lists = 40);
-
 CREATE TABLE products (sku text PRIMARY KEY, category text NOT NULL, price numeric(10,2), embedding vector({dims}));
 INSERT INTO products SELECT 'SKU-' || i, (ARRAY['books','music','tools','garden'])[1 + i % 4], (i % 500) / 3.0,
-       -- inner-product search is meant for unit vectors, as embedding models produce them
-       l2_normalize(pg_temp.embedding(i * 7)::vector) FROM generate_series(1, {products}) i;
-CREATE INDEX products_embedding_cosine ON products USING hnsw (embedding vector_cosine_ops);
-CREATE INDEX products_books_ip ON products USING hnsw (embedding vector_ip_ops) WHERE category = 'books';
-
+       {product_embedding} FROM generate_series(1, {products}) i;
 CREATE SCHEMA "Support Desk";
 CREATE TABLE "Support Desk"."Tickets" ("Ticket ID" int PRIMARY KEY, "Subject" text, "Body Embedding" vector({dims}));
 INSERT INTO "Support Desk"."Tickets" SELECT i, 'Ticket #' || i,
        CASE WHEN i % 10 = 0 THEN NULL ELSE pg_temp.embedding(i * 13)::vector END FROM generate_series(1, {tickets}) i;
-CREATE INDEX "Tickets L1" ON "Support Desk"."Tickets" USING hnsw ("Body Embedding" vector_l1_ops);
-
 CREATE TABLE drafts (id int PRIMARY KEY, embedding vector({dims}));
-CREATE INDEX drafts_embedding ON drafts USING hnsw (embedding vector_l2_ops);
 
 CREATE VIEW recent_documents AS SELECT id, title, embedding FROM documents WHERE published >= date '2026-09-01';
 CREATE ROLE demo_reader;
 GRANT SELECT ON recent_documents TO demo_reader;
 ALTER DATABASE {database} SET ivfflat.probes = 10;
 ALTER DATABASE {database} SET hnsw.ef_search = 64;
-ANALYZE;
 """
 
+SEED_INDEXES = """
+CREATE INDEX documents_embedding_hnsw ON documents USING hnsw (embedding vector_l2_ops)
+  WITH (m = 16, ef_construction = 64);
+CREATE INDEX documents_embedding_ivf ON documents USING ivfflat (embedding vector_cosine_ops) WITH (lists = 40);
+CREATE INDEX products_embedding_cosine ON products USING hnsw (embedding vector_cosine_ops);
+CREATE INDEX products_books_ip ON products USING hnsw (embedding vector_ip_ops) WHERE category = 'books';
+CREATE INDEX "Tickets L1" ON "Support Desk"."Tickets" USING hnsw ("Body Embedding" vector_l1_ops);
+CREATE INDEX drafts_embedding ON drafts USING hnsw (embedding vector_l2_ops);
+"""
 
-async def seed(params: ConnectionParams, rows: int, sql: str = SEED_SQL) -> None:
-    """Fill the demo database: about 60% documents, 30% products, 10% tickets."""
+# inner-product search is meant for unit vectors, as embedding models produce them
+UNIT_PRODUCTS = "l2_normalize(pg_temp.embedding(i * 7)::vector)"
+PLAIN_PRODUCTS = "pg_temp.embedding(i * 7)::vector"
+
+
+async def seed(params: ConnectionParams, rows: int, *, real: bool = False) -> None:
+    """Fill the demo database: about 60% documents, 30% products, 10% tickets (``real``: for the real RuVector)."""
     documents, products = int(rows * 0.6), int(rows * 0.3)
     tickets = max(rows - documents - products, 1)
+    sql = SEED_TABLES + ("" if real else SEED_INDEXES) + "ANALYZE;"
     conn = await asyncpg.connect(host=params.host, port=params.port, user=params.user, database=params.dbname)
     try:
         await conn.execute("DROP ROLE IF EXISTS demo_reader")
@@ -173,39 +180,13 @@ async def seed(params: ConnectionParams, rows: int, sql: str = SEED_SQL) -> None
                 dims=DIMS,
                 documents=documents,
                 products=products,
+                product_embedding=PLAIN_PRODUCTS if real else UNIT_PRODUCTS,
                 tickets=tickets,
                 database=quote_ident(params.dbname or "postgres"),
             )
         )
     finally:
         await conn.close()
-
-
-# The real RuVector's sample: the same tables, views and settings on pgvector 0.6.2 (no L1 class, no
-# l2_normalize) and without vector indexes, which the engine refuses to RuVector 2.0.6 (finding 1).
-REAL_SEED_SQL = """
-CREATE EXTENSION vector;
-SELECT setseed(0.42);
-{embeddings}
-
-CREATE TABLE documents (id bigint PRIMARY KEY, title text NOT NULL, published date, embedding vector({dims}));
-INSERT INTO documents SELECT i, 'Document ' || i, date '2026-01-01' + (i % 300), pg_temp.embedding(i)::vector
-  FROM generate_series(1, {documents}) i;
-CREATE TABLE products (sku text PRIMARY KEY, category text NOT NULL, price numeric(10,2), embedding vector({dims}));
-INSERT INTO products SELECT 'SKU-' || i, (ARRAY['books','music','tools','garden'])[1 + i % 4], (i % 500) / 3.0,
-       pg_temp.embedding(i * 7)::vector FROM generate_series(1, {products}) i;
-CREATE SCHEMA "Support Desk";
-CREATE TABLE "Support Desk"."Tickets" ("Ticket ID" int PRIMARY KEY, "Subject" text, "Body Embedding" vector({dims}));
-INSERT INTO "Support Desk"."Tickets" SELECT i, 'Ticket #' || i,
-       CASE WHEN i % 10 = 0 THEN NULL ELSE pg_temp.embedding(i * 13)::vector END FROM generate_series(1, {tickets}) i;
-CREATE TABLE drafts (id int PRIMARY KEY, embedding vector({dims}));
-CREATE VIEW recent_documents AS SELECT id, title, embedding FROM documents WHERE published >= date '2026-09-01';
-CREATE ROLE demo_reader;
-GRANT SELECT ON recent_documents TO demo_reader;
-ALTER DATABASE {database} SET ivfflat.probes = 10;
-ALTER DATABASE {database} SET hnsw.ef_search = 64;
-ANALYZE;
-"""
 
 
 def demo_manifest(extension: str) -> VectorMigration:
@@ -271,7 +252,7 @@ def run_demo(*, surface: str, rows: int, workdir: Path, target: str = "standin",
         console.print(f"{where} at {database.describe()}")
         asyncio.run(create_database(admin, "demo"))
         with console.status(f"seeding {rows} rows of {DIMS}-dimension vectors…"):
-            asyncio.run(seed(database, rows, REAL_SEED_SQL if real else SEED_SQL))
+            asyncio.run(seed(database, rows, real=real))
         resource = demo_manifest(extension)
         manifest = workdir.resolve() / "migration.yaml"
         manifest.write_text(
