@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 import yaml
 
-from tests.gitops import GITOPS, argo_health, kstatus
-from vector_migration.vocabulary import API_GROUP, API_VERSION, KIND
+from tests.gitops import GITOPS, argo_health, kstatus, kubectl_wait_ready
+from vector_migration.api import VectorMigrationStatus
+from vector_migration.status import WAITING_ON_A_PERSON, fail, hold, set_phase, summarize
+from vector_migration.vocabulary import API_GROUP, API_VERSION, KIND, Phase, Reason
 
 
 def resource(generation: int = 1, **status: object) -> dict[str, object]:
@@ -66,3 +71,44 @@ def test_a_rollback_waiting_for_consent_to_restore_is_suspended() -> None:
                     condition("Stalled", "False", "RestoreNeedsConsent")],
     )  # fmt: skip
     assert argo_health(waiting) == ("Suspended", "RestoreNeedsConsent: consent with sha256:…")
+
+
+def as_resource(status: VectorMigrationStatus) -> dict[str, object]:
+    written = status.model_dump(by_alias=True, mode="json", exclude_none=True)
+    return resource(observedGeneration=1, **{k: v for k, v in written.items() if k != "observedGeneration"})
+
+
+@pytest.mark.parametrize("reason", sorted(WAITING_ON_A_PERSON, key=lambda r: r.value), ids=lambda r: r.value)
+def test_a_hold_for_a_person_is_suspended_in_argo_cd_and_waiting_in_flux(reason: Reason) -> None:
+    status = VectorMigrationStatus()
+    set_phase(status, Phase.VERIFY, "verifying")
+    hold(status, reason, "a person decides")
+
+    seen = as_resource(status)
+
+    assert argo_health(seen) == ("Suspended", f"{reason.value}: a person decides")
+    assert kstatus(seen) == "InProgress"  # Flux waits (until its own timeout), it does not fail at once
+    assert not kubectl_wait_ready(seen)
+
+
+@pytest.mark.parametrize(
+    ("arrange", "argo", "flux"),
+    [
+        (lambda s: set_phase(s, Phase.SWAP, "swapping"), "Progressing", "InProgress"),
+        (lambda s: hold(s, Reason.MIGRATION_LOCKED, "another run holds the lock"), "Progressing", "InProgress"),
+        (lambda s: set_phase(s, Phase.SUCCEEDED, "done"), "Healthy", "Current"),
+        (lambda s: fail(s, Reason.SWAP_FAILED, "the swap failed"), "Degraded", "Failed"),
+        (lambda s: (setattr(s, "phase", Phase.ROLLED_BACK), summarize(s, Reason.RECALL_DROPPED, "rolled back")),
+         "Degraded", "Failed"),
+    ],
+    ids=["in-progress", "waiting-for-a-lock", "succeeded", "failed", "rolled-back-by-itself"],
+)  # fmt: skip
+def test_each_phase_reads_the_same_in_argo_cd_and_flux(arrange: Any, argo: str, flux: str) -> None:
+    status = VectorMigrationStatus()
+    set_phase(status, Phase.CHECKLIST, "starting")
+    arrange(status)
+
+    seen = as_resource(status)
+
+    assert argo_health(seen)[0] == argo
+    assert kstatus(seen) == flux

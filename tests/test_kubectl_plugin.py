@@ -99,6 +99,28 @@ async def test_status_shows_the_phase_the_plan_and_each_tables_progress(cluster:
     assert code == EXIT_OK and json.loads(document)["status"]["phase"] == "Backfill"
 
 
+@pytest.mark.parametrize(
+    ("phase", "conditions", "code"),
+    [
+        ("Succeeded", [("Ready", "True", "Succeeded"), ("Stalled", "False", "Succeeded")], EXIT_OK),
+        ("Failed", [("Ready", "False", "SwapFailed"), ("Stalled", "True", "SwapFailed")], 1),
+        ("RolledBack", [("Ready", "False", "RecallDropped"), ("Stalled", "True", "RecallDropped")], 1),
+        ("Verify", [("Reconciling", "True", "VerificationInconclusive"), ("Stalled", "False", "x")], 3),
+        ("Checklist", [("Reconciling", "True", "AwaitingApproval"), ("Stalled", "False", "x")], 3),
+    ],
+    ids=["succeeded", "failed", "rolled-back-by-itself", "held-for-a-person", "awaiting-approval"],
+)
+async def test_status_watch_ends_with_an_exit_code_a_script_can_branch_on(
+    cluster: Cluster, phase: str, conditions: list[tuple[str, str, str]], code: int
+) -> None:
+    written = [
+        {"type": t, "status": v, "reason": r, "message": "", "lastTransitionTime": "x"} for t, v, r in conditions
+    ]
+    await set_status(cluster, {"phase": phase, "message": "m", "conditions": written})
+
+    assert (await kubectl_vmig(cluster, "status", "shop", "-w", "--interval", "0.1"))[0] == code
+
+
 async def test_approve_annotates_the_hash_it_showed(cluster: Cluster) -> None:
     await set_status(cluster, {"phase": "AwaitingApproval", "planHash": PLAN})
     await publish_plan(cluster, PLAN)

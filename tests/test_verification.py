@@ -116,8 +116,10 @@ async def test_a_slower_index_is_held_for_a_person_and_promotion_accepts_it(
     held = await run(m)
 
     assert held.phase is Phase.VERIFY, held.message
-    stalled = condition(held, "Stalled")
-    assert stalled.status == "True" and stalled.reason == Reason.VERIFICATION_INCONCLUSIVE
+    # waiting for a person, not stuck: Reconciling with the reason (Argo CD: Suspended; Flux: waiting)
+    reconciling = condition(held, "Reconciling")
+    assert reconciling.status == "True" and reconciling.reason == Reason.VERIFICATION_INCONCLUSIVE
+    assert condition(held, "Stalled").status == "False"
     assert "Awaiting a decision" in held.message and "ruvector.dev/promote" in held.message
     (index,) = [i for i in held.verification.indexes if i.name == "docs_l2"]
     assert index.latency_rounds == 3 and index.relative_latency_after > index.relative_latency_before

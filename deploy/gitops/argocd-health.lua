@@ -1,7 +1,7 @@
 -- Argo CD health check for ruvector.dev/VectorMigration.
 -- Reads the conditions the operator writes (kstatus conventions): Stalled=True is Degraded,
--- Ready=True is Healthy, a migration waiting on a person (approval, pause, consent to a restore, promotion of a cutover pause)
--- is Suspended,
+-- Ready=True is Healthy, a migration waiting on a person (approval, a pause, promotion, consent
+-- to a restore, a verdict only a person can give) is Suspended, as Argo CD shows a paused Rollout;
 -- anything else is Progressing. Install: argocd-cm.yaml in this folder.
 local health = {}
 local status = obj.status
@@ -29,7 +29,8 @@ local function describe(condition)
 end
 local stalled, ready, reconciling = conditions["Stalled"], conditions["Ready"], conditions["Reconciling"]
 local waiting_on_a_person = {
-  AwaitingApproval = true, Paused = true, RestoreNeedsConsent = true, AwaitingPromotion = true,
+  AwaitingApproval = true, Paused = true, CutoverPaused = true, AwaitingPromotion = true,
+  RestoreNeedsConsent = true, VerificationInconclusive = true,
 }
 if stalled ~= nil and stalled.status == "True" then
   health.status = "Degraded"

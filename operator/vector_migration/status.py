@@ -12,8 +12,19 @@ from datetime import UTC, datetime, timedelta
 from .api import Condition, VectorMigrationStatus
 from .vocabulary import ConditionType, Phase, Reason
 
-# Holds that only a person's decision ends (not an approval a pipeline expects): Stalled, not Reconciling.
-STALLING_HOLDS = frozenset({Reason.VERIFICATION_INCONCLUSIVE})
+# Holds that a person's decision ends: Reconciling with the reason, never Stalled. kstatus keeps
+# Stalled for "cannot progress without a change", so Flux would fail a wait at once; Argo CD shows
+# these as Suspended, as it shows a paused Rollout (deploy/gitops/argocd-health.lua lists the same).
+WAITING_ON_A_PERSON = frozenset(
+    {
+        Reason.AWAITING_APPROVAL,
+        Reason.PAUSED,
+        Reason.CUTOVER_PAUSED,
+        Reason.AWAITING_PROMOTION,
+        Reason.RESTORE_NEEDS_CONSENT,
+        Reason.VERIFICATION_INCONCLUSIVE,
+    }
+)
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # RFC 3339 UTC with second precision, as Kubernetes writes times
 
 
@@ -75,7 +86,10 @@ def set_phase(status: VectorMigrationStatus, phase: Phase, message: str, generat
 
 
 def summarize(status: VectorMigrationStatus, reason: Reason, message: str, generation: int | None = None) -> None:
-    """Ready/Reconciling/Stalled from the phase: success is Ready; a terminal failure is Stalled."""
+    """Ready/Reconciling/Stalled from the phase: success is Ready; a terminal failure is Stalled.
+
+    Everything else, holds for a person included, is Reconciling with its reason.
+    """
     if reason is Reason.DRY_RUN or (status.phase is Phase.ROLLED_BACK and reason is Reason.ROLLBACK_REQUESTED):
         # A dry run has done what its spec asks (a checked plan, published): kubectl wait and
         # GitOps health checks may move on, while phase and reason say that nothing was migrated.
@@ -87,7 +101,7 @@ def summarize(status: VectorMigrationStatus, reason: Reason, message: str, gener
         set_condition(status, ConditionType.READY, True, Reason.SUCCEEDED, message, generation)
         set_condition(status, ConditionType.RECONCILING, False, Reason.SUCCEEDED, "", generation)
         set_condition(status, ConditionType.STALLED, False, Reason.SUCCEEDED, "", generation)
-    elif status.phase in (Phase.FAILED, Phase.ROLLED_BACK) or reason in STALLING_HOLDS:
+    elif status.phase in (Phase.FAILED, Phase.ROLLED_BACK):
         set_condition(status, ConditionType.READY, False, reason, message, generation)
         set_condition(status, ConditionType.RECONCILING, False, reason, "", generation)
         set_condition(status, ConditionType.STALLED, True, reason, message, generation)

@@ -29,6 +29,7 @@ from ..api import VectorMigrationStatus
 from ..kube.builders import object_name
 from ..kube.client import KubeClient, KubeError, LoginError, person_login
 from ..phases.restore import restore_token
+from ..status import WAITING_ON_A_PERSON as WAITING
 from ..vocabulary import (
     ANNOTATION_APPROVE,
     ANNOTATION_PAUSED,
@@ -39,7 +40,7 @@ from ..vocabulary import (
     Phase,
 )
 from .help import completion_script, enable_completion, subcommand
-from .output import print_plan, print_summary
+from .output import EXIT_FAILED, EXIT_HELD, print_plan, print_summary
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 EXIT_CODES = """exit codes:
@@ -125,14 +126,25 @@ async def show_status(s: Session, args: argparse.Namespace) -> int:
         elif (status.phase.value, status.message) != seen:
             seen = (status.phase.value, status.message)
             print_status(s.console, args.name, status)
-        if not args.watch or status.phase.terminal or _held(status):
+        if not args.watch:
             return EXIT_OK
+        if status.phase.terminal or _stalled(status):
+            return EXIT_FAILED if _stalled(status) else EXIT_OK
+        if _held(status):
+            return EXIT_HELD
         await asyncio.sleep(args.interval)
 
 
-def _held(status: VectorMigrationStatus) -> bool:
+def _stalled(status: VectorMigrationStatus) -> bool:
+    """Failed, or rolled back by itself: nothing moves without a change."""
     stalled = condition_of(status, ConditionType.STALLED)
     return bool(stalled is not None and stalled.status == "True")
+
+
+def _held(status: VectorMigrationStatus) -> bool:
+    """Waiting for a person: approval, a pause, promotion, consent to restore."""
+    reconciling = condition_of(status, ConditionType.RECONCILING)
+    return bool(reconciling is not None and reconciling.status == "True" and reconciling.reason in WAITING)
 
 
 def print_status(console: Console, name: str, status: VectorMigrationStatus) -> None:
@@ -346,7 +358,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("name", help="the VectorMigration's name")
         if verb == "status":
             sub.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text")
-            sub.add_argument("-w", "--watch", action="store_true", help="follow it until it ends or waits for a person")
+            sub.add_argument(
+                "-w",
+                "--watch",
+                action="store_true",
+                help="follow it until it ends (exit 0, or 1 when Failed) or waits for a person (exit 3)",
+            )
             sub.add_argument("--interval", type=float, default=2.0, help=argparse.SUPPRESS)
         elif verb == "plan":
             sub.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text")
