@@ -55,7 +55,7 @@ async def test_a_healthy_migration_beside_a_cpu_hog_is_never_rolled_back(
         status = await run(migration(database, resource, backup_dir))
 
     assert status.phase is not Phase.ROLLED_BACK, status.message
-    held = condition(status, "Stalled")
+    held = condition(status, "Reconciling")  # waiting for a person: Reconciling with the reason
     assert status.phase is Phase.SUCCEEDED or (
         status.phase is Phase.VERIFY and held is not None and held.reason == Reason.VERIFICATION_INCONCLUSIVE
     ), status.message
