@@ -136,3 +136,21 @@ def test_drop_old_across_servers_is_rejected_by_the_api_server_and_by_the_models
     ]
     with pytest.raises(ValueError, match=r"replicate\.dropOld applies on the same server"):
         stored(strategy="Replicate", replicate={**target, "dropOld": True})
+
+
+def undescribed(node: dict[str, Any], path: str) -> list[str]:
+    """Every property below ``node`` without a description, as a dotted path."""
+    found = []
+    for name, child in (node.get("properties") or {}).items():
+        where = f"{path}.{name}"
+        if not child.get("description"):
+            found.append(where)
+        found += undescribed(child, where)
+        found += undescribed(child.get("items") or {}, f"{where}[]")
+    return found
+
+
+def test_every_spec_field_is_described_for_kubectl_explain() -> None:
+    schema = crd_document()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+    assert undescribed(schema["properties"]["spec"], "spec") == []

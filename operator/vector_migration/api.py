@@ -87,6 +87,8 @@ class ApiModel(BaseModel):
         populate_by_name=True,
         extra="forbid",
         validate_assignment=True,
+        # A field's docstring is its description: the CRD's, so `kubectl explain` shows it.
+        use_attribute_docstrings=True,
     )
 
 
@@ -94,6 +96,7 @@ class SecretRef(ApiModel):
     """A Secret in the resource's namespace holding the connection (CloudNativePG's app-secret layout)."""
 
     name: Annotated[str, Field(min_length=1, max_length=253)]
+    """The Secret's name, in the VectorMigration's namespace."""
 
 
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
@@ -103,44 +106,62 @@ class SecretKeyRef(ApiModel):
     """A key of a Secret in the resource's namespace."""
 
     name: Annotated[str, Field(min_length=1, max_length=253)]
+    """The Secret's name, in the VectorMigration's namespace."""
     key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")] = "ca.crt"
+    """The key holding the PEM certificate (ca.crt by default)."""
 
 
 class DatabaseSpec(ApiModel):
     """How to reach the database. The command line takes a URL instead of the Secret."""
 
     secret_ref: SecretRef | None = None
+    """The Secret with the application's login: a `uri` key, or host, port, dbname, user and password keys
+    (CloudNativePG's <cluster>-app Secret has both)."""
     # A second login (CloudNativePG's <cluster>-superuser Secret) for the few statements the
     # application's role cannot run: CREATE/DROP EXTENSION of an extension that is not trusted,
     # and a restore of the backup. The migration's session logs in with it and acts as
     # secretRef's user (SET ROLE) for everything else, so the swap stays one transaction.
     admin_secret_ref: SecretRef | None = None
+    """A second login (CloudNativePG's <cluster>-superuser Secret, with enableSuperuserAccess) for the statements
+    the application's role cannot run: CREATE/DROP EXTENSION of an extension that needs a superuser, and a restore
+    of the backup. The session logs in with it and acts as secretRef's user for everything else."""
     ssl_mode: SslMode | None = None
+    """libpq's sslmode for every session and backup Job: disable, allow, prefer, require, verify-ca or verify-full.
+    Unset: the Secret's, else prefer."""
     # The CA that signed the server's certificate, for sslMode verify-ca/verify-full: a Secret key
     # (CloudNativePG's <cluster>-ca Secret holds ca.crt). Unset: a ca.crt key in secretRef's Secret,
     # if it has one. The operator's sessions and the backup Jobs trust it alike.
     ca_secret_ref: SecretKeyRef | None = None
+    """The CA that signed the server's certificate, for verify-ca and verify-full (CloudNativePG's <cluster>-ca
+    Secret holds ca.crt). Unset: a ca.crt key in secretRef's Secret, if it has one."""
 
 
 class SourceSpec(ApiModel):
     """The extension being migrated away from."""
 
     extension: Annotated[str, Field(min_length=1, max_length=63, pattern=_EXTENSION_NAME)] = "vector"
+    """The extension the vector columns use now (vector: pgvector)."""
 
 
 class TargetSpec(ApiModel):
     """The extension being migrated to; schema defaults to the source extension's schema."""
 
     extension: Annotated[str, Field(min_length=1, max_length=63, pattern=_EXTENSION_NAME)] = "ruvector"
+    """The extension to move them to (ruvector). Its types, access methods, operator classes and settings are
+    discovered, not assumed."""
     version: Annotated[str | None, Field(max_length=63, pattern=_EXTENSION_VERSION)] = None
+    """The target extension's version for CREATE EXTENSION … VERSION; unset: its default version."""
     target_schema: Annotated[str | None, Field(alias="schema", min_length=1, max_length=63)] = None
+    """The schema the target extension is created in; unset: the source extension's schema."""
 
 
 class TableSelection(ApiModel):
     """One table, as schema.table (schema defaults to public), and optionally some of its columns."""
 
     name: Annotated[str, Field(min_length=1, max_length=260)]
+    """'table' or 'schema.table' (schema defaults to public); double-quote a part that holds a dot."""
     columns: list[Annotated[str, Field(min_length=1, max_length=63)]] = Field(default_factory=list, max_length=100)
+    """Some of its vector columns only; empty: all of them."""
 
     def qualified(self) -> tuple[str, str]:
         """Split the name into (schema, table); a quoted part may contain dots."""
@@ -169,8 +190,11 @@ class ColumnType(ApiModel):
     """One vector column re-created with a target type of the user's choosing (strategy Rebuild)."""
 
     table: Annotated[str, Field(min_length=1, max_length=260)]
+    """'table' or 'schema.table' (schema defaults to public)."""
     column: Annotated[str, Field(min_length=1, max_length=63)]
+    """The vector column."""
     type: Annotated[str, Field(min_length=1, max_length=63)]
+    """The target type's name (ruvector, say); it must hold every source value exactly."""
 
     def key(self) -> tuple[str, str, str]:
         """(schema, table, column); the schema defaults to public."""
@@ -189,6 +213,7 @@ class RebuildSpec(ApiModel):
     # Only types that hold every source value exactly are accepted (halfvec into a 32-bit vector
     # type, say); the checklist refuses the rest, naming the column.
     column_types: list[ColumnType] = Field(default_factory=list, max_length=1000)
+    """The older spelling of spec.columnTypes, for strategy Rebuild only; give one or the other."""
 
     def requested_types(self) -> dict[tuple[str, str, str], str]:
         """(schema, table, column) -> the target type name asked for."""
@@ -217,10 +242,15 @@ class JobPlacement(ApiModel):
 
     # A core/v1 ResourceRequirements (requests, limits).
     resources: dict[str, Any] | None = None
+    """A core/v1 ResourceRequirements (requests, limits) for the Job's container; unset: the chart's
+    jobs.resources."""
     node_selector: dict[str, Annotated[str, Field(max_length=253)]] | None = Field(default=None, max_length=32)
+    """Node labels the Job's pod must match; unset: the chart's jobs.nodeSelector."""
     # core/v1 Tolerations.
     tolerations: list[dict[str, Any]] | None = Field(default=None, max_length=32)
+    """core/v1 Tolerations for the Job's pod; unset: the chart's jobs.tolerations."""
     image_pull_secrets: list[SecretRef] | None = Field(default=None, max_length=16)
+    """Secrets for pulling the Job's image; unset: the chart's jobs.imagePullSecrets."""
 
 
 class JobDefaults(JobPlacement):
@@ -235,20 +265,30 @@ class BackupSpec(JobPlacement):
     """The pre-migration dump; the swap never runs without a verified one while enabled."""
 
     enabled: bool = True
+    """Whether a verified pg_dump is taken before the swap. Strategy Rebuild requires it."""
     scope: BackupScope = BackupScope.FULL
+    """Full: the whole database; Tables: the migrated tables only."""
     # Any Kubernetes volume source (the operator mounts it into the backup Job); a PVC by default.
     volume: dict[str, Any] | None = None
+    """Any Kubernetes volume source for the dump, mounted into the backup Job; unset: a PersistentVolumeClaim sized
+    from the database."""
     image: Annotated[str | None, Field(max_length=512)] = None
+    """The whole image for the backup and restore Jobs; unset: the chart's jobs.imageRepository tagged with the
+    server's major version."""
 
 
 class ReindexSpec(ApiModel):
     """How target indexes are built. Parameters override saved index storage parameters."""
 
     mode: ReindexMode = ReindexMode.ATOMIC
+    """Atomic: indexes are built inside the swap's transaction; Concurrent: after its commit, with CREATE INDEX
+    CONCURRENTLY, so writes wait only for the conversion."""
     maintenance_work_mem: Annotated[
         str, Field(pattern=_MEMORY, max_length=_SETTING_LENGTH), AfterValidator(_at_most_kb)
     ] = "1GB"
+    """maintenance_work_mem for the index builds (PostgreSQL's spelling: 1GB, 512MB)."""
     parameters: dict[str, int | str] = Field(default_factory=dict, max_length=32)
+    """Index storage parameters for every rebuilt index (m, ef_construction, lists), over the saved ones."""
 
     @field_validator("parameters")
     @classmethod
@@ -267,6 +307,7 @@ class DriftCheckSpec(ApiModel):
     """How often the operator re-checks a succeeded migration's database (a read; it changes nothing)."""
 
     interval: Annotated[str, Field(pattern=_DURATION, max_length=_SETTING_LENGTH), _LONG_DURATION] = "10min"
+    """How often (10min, 1h, …); 0 turns the check off."""
 
     @property
     def seconds(self) -> float | None:
@@ -279,12 +320,16 @@ class IndexesSpec(ApiModel):
     """Indexes beyond a plain vector column's: expressions, several columns, pgvector's classes for bit."""
 
     unmappable: UnmappableIndexes = UnmappableIndexes.REFUSE
+    """Refuse (the default): the checklist refuses an index the target has no counterpart for, by name; Drop: the
+    plan drops it, listing its definition (a rollback creates it again)."""
 
 
 class LatencyVerifySpec(ApiModel):
     """What a latency regression does once it survived every round of measurement."""
 
     enforce: LatencyEnforcement = LatencyEnforcement.HOLD
+    """Hold (the default): wait in Verify for a person to promote or roll back; Rollback: roll a clear regression
+    back; Warn: succeed with a warning."""
 
 
 class VerifySpec(ApiModel):
@@ -293,31 +338,46 @@ class VerifySpec(ApiModel):
     # 200: at 100,000 x 384 on 2 cores verify takes 1.9% of the migration, the checklist with its
     # baseline and verify 10% (bench/run.py --only sample-sizes; README); 1,000 would take a third.
     sample_queries: Annotated[int, Field(ge=1, le=10_000)] = 200
+    """How many stored vectors serve as queries for recall and latency, before and after."""
     k: Annotated[int, Field(ge=1, le=1_000)] = 10
+    """Neighbours per query: recall@k."""
     max_recall_drop: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
+    """How far recall@k may fall below the pgvector baseline (0.05: five points)."""
     min_recall: Annotated[float | None, Field(ge=0.0, le=1.0)] = None
+    """An absolute floor for recall@k, checked as well when set."""
     max_latency_regression: Annotated[float, Field(ge=1.0)] = 1.5
+    """How many times slower than before an index may answer (1.5: half as slow again), relative to a control
+    query."""
     # Absolute slack added to the latency bound, so sub-millisecond noise cannot fail a migration.
     latency_slack_ms: Annotated[float, Field(ge=0.0)] = 2.0
+    """Milliseconds added to the latency bound, so sub-millisecond noise cannot fail a migration."""
     # Latency over the bound is measured again, up to this many rounds in all, before it counts.
     max_rounds: Annotated[int, Field(ge=1, le=10)] = 3
+    """Latency over the bound is measured again, up to this many rounds in all, before it counts."""
     latency: LatencyVerifySpec = Field(default_factory=lambda: LatencyVerifySpec())
+    """What a latency regression does once every round confirmed it."""
 
 
 class RollbackSpec(ApiModel):
     """What happens when a phase after the swap fails."""
 
     on_failure: RollbackPolicy = RollbackPolicy.AUTOMATIC
+    """Automatic: a failure after the swap rolls back in SQL (or restores the backup, with consent); Manual: the
+    migration stops for a person."""
 
 
 class ParallelSpec(ApiModel):
     """The Parallel strategy's backfill pace and how long the replaced tables are kept."""
 
     batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = 5_000
+    """Rows copied into a shadow table per transaction."""
     # None: as fast as the database allows; a number bounds the backfill's load on a busy primary.
     rows_per_second: Annotated[int | None, Field(ge=1)] = None
+    """A bound on the backfill's pace, for a busy primary; unset: as fast as the database allows."""
     # The replaced pgvector tables stay (kept in sync, so a swap back loses nothing) this long.
     keep_old_for: Annotated[str, Field(pattern=_DURATION, max_length=_SETTING_LENGTH), _LONG_DURATION] = "24h"
+    """How long the replaced pgvector tables are kept in sync after the finalize, so a swap back loses nothing
+    (24h, 30min; 0s drops them at once)."""
 
 
 # On another server the old database is the source itself, where the migration's journal is.
@@ -332,6 +392,8 @@ class ReplicateTargetSpec(ApiModel):
     # A superuser login on that server (CloudNativePG's <cluster>-superuser Secret): it creates the
     # new database and the subscriptions. Only its host, port, user and password are read.
     secret_ref: SecretRef
+    """A superuser login on that server (CloudNativePG's <cluster>-superuser Secret): it creates the new database
+    and the subscriptions. Only its host, port, user and password are read."""
 
 
 class ReplicateSpec(ApiModel):
@@ -352,17 +414,25 @@ class ReplicateSpec(ApiModel):
     # The new database. Empty: <database>_<target extension> on the same server, or the source's
     # name on another server (target).
     target_database: Annotated[str | None, Field(min_length=1, max_length=63)] = None
+    """The new database's name; unset: <database>_<target extension> on the same server, or the source's name on
+    another server."""
     # Unset: the new database is made on the source's server and the switchover renames the two.
     # Set: it is made on that server; the switchover fences the source (CONNECTION LIMIT 0) and
     # publishes the new endpoint (status.replicate.endpoint, the <name>-target Secret).
     target: ReplicateTargetSpec | None = None
+    """Another server for the new database; unset: the source's server, and the switchover renames the two."""
     # After the switchover the old database (<database>_pgvector_old) is kept in sync from the new one
     # this long, so a rollback loses no write; then replication stops.
     keep_old_for: Annotated[str, Field(pattern=_DURATION, max_length=_SETTING_LENGTH), _LONG_DURATION] = "24h"
+    """How long the old database is kept in sync from the new one after the switchover, so a rollback loses no
+    write (24h, 30min)."""
     # Whether the old database is dropped once keepOldFor has passed (else it stays, unreplicated).
     drop_old: bool = False
+    """Whether the old database is dropped once keepOldFor has passed (else it stays, no longer replicated). Same
+    server only."""
     # How long the switchover waits, with writes blocked, for the new database to catch up.
     switchover_timeout: Annotated[str, Field(pattern=_DURATION, max_length=_SETTING_LENGTH), _PG_DURATION] = "60s"
+    """How long the switchover waits, with writes blocked, for the new database to catch up (60s)."""
 
     @model_validator(mode="after")
     def _old_database_kept_across_servers(self) -> ReplicateSpec:
@@ -375,13 +445,16 @@ class PauseSpec(ApiModel):
     """A pause between cutover steps: for a duration, or (no duration) until promoted."""
 
     duration: Annotated[str | None, Field(pattern=_DURATION, max_length=_SETTING_LENGTH), _LONG_DURATION] = None
+    """How long to pause (10min, 1h); unset: until a person promotes (kubectl vmig promote)."""
 
 
 class CutoverStep(ApiModel):
     """One step of the cutover: route a share of reads to the new tables, or pause."""
 
     set_weight: Annotated[int | None, Field(ge=0, le=100)] = None
+    """The percentage of reads routed to the new tables."""
     pause: PauseSpec | None = None
+    """A pause, for a duration or until promoted."""
 
     @model_validator(mode="after")
     def _one_action(self) -> CutoverStep:
@@ -394,22 +467,30 @@ class CutoverSpec(ApiModel):
     """Steps between a verified shadow and the finalize (Argo Rollouts' canary steps, for reads)."""
 
     steps: list[CutoverStep] = Field(default_factory=list, max_length=50)
+    """The steps in order, each a setWeight or a pause (Argo Rollouts' canary steps, for reads)."""
 
 
 class TierSpec(ApiModel):
     """RuVector tiered storage thresholds, in hours."""
 
     hot_hours: Annotated[int, Field(ge=1)] = 24
+    """Hours a vector stays in the hot tier."""
     warm_hours: Annotated[int, Field(ge=1)] = 168
+    """Hours before it moves to the cold tier."""
     cold_hours: Annotated[int, Field(ge=1)] = 720
+    """Hours before it is archived."""
 
 
 class PostMigrationSpec(ApiModel):
     """Optional RuVector features, applied only when the target exposes their functions."""
 
     register_collections: bool = False
+    """Register each migrated column as a RuVector collection (ruvector_register_collection), where the target has
+    that function."""
     tiers: TierSpec | None = None
+    """RuVector tiered storage thresholds (ruvector_set_tiers), where the target has that function."""
     integrity_policy: dict[str, Any] | None = None
+    """A RuVector integrity policy (ruvector_integrity_policy_set), where the target has that function."""
 
 
 # Rebuild empties each table inside its transaction; a verified dump is the second copy it insists on.
@@ -454,29 +535,55 @@ class VectorMigrationSpec(ApiModel):
     )
 
     database: DatabaseSpec = Field(default_factory=DatabaseSpec)
+    """How to reach the database."""
     strategy: Strategy = Strategy.IN_PLACE
+    """InPlace (convert where the rows are), Rebuild (rewrite each table), Parallel (shadow tables, a lock of
+    milliseconds) or Replicate (a new database by logical replication, then a switchover)."""
     source: SourceSpec = Field(default_factory=SourceSpec)
+    """The extension being migrated away from."""
     target: TargetSpec = Field(default_factory=TargetSpec)
+    """The extension being migrated to."""
     # Bounded lists and strings keep the CRD's CEL rules within the API server's cost budget.
     tables: list[TableSelection] = Field(default_factory=list, max_length=1000)
+    """The tables to migrate; empty: every table with a vector column. InPlace needs every table of a column's
+    type, and refuses a subset that would leave one behind."""
     backup: BackupSpec = Field(default_factory=BackupSpec)
+    """The dump taken before the swap, and where its Job runs."""
     approval: Approval = Approval.AUTOMATIC
+    """Automatic, or Manual: the migration waits after the checklist until a person approves the plan's hash
+    (kubectl vmig approve)."""
     dry_run: bool = False
+    """Run the checklist and publish the plan, changing nothing; the resource becomes Ready with reason DryRun."""
     lock_timeout: Annotated[str, Field(pattern=_DURATION, max_length=_SETTING_LENGTH), _PG_DURATION] = "5s"
+    """How long the swap waits for its table locks before it gives up and retries (PostgreSQL's lock_timeout
+    spelling: 5s, 500ms, 1min)."""
     statement_timeout: Annotated[str, Field(pattern=_DURATION, max_length=_SETTING_LENGTH), _PG_DURATION] = "6h"
+    """The longest any one statement of the migration may run (PostgreSQL's statement_timeout spelling: 6h, 30min)."""
     reindex: ReindexSpec = Field(default_factory=ReindexSpec)
+    """How the target's indexes are built."""
     verify: VerifySpec = Field(default_factory=VerifySpec)
+    """What 'verified' means: recall and latency against the pgvector baseline."""
     rollback: RollbackSpec = Field(default_factory=RollbackSpec)
+    """What happens when a phase after the swap fails."""
     parallel: ParallelSpec = Field(default_factory=ParallelSpec)
+    """Strategy Parallel's backfill pace and how long the replaced tables are kept."""
     replicate: ReplicateSpec = Field(default_factory=ReplicateSpec)
+    """Strategy Replicate's new database and what happens to the old one."""
     rebuild: RebuildSpec = Field(default_factory=RebuildSpec)
+    """Strategy Rebuild's options (columnTypes' older spelling)."""
     # Columns whose target type is not the one of the same kind (halfvec widened into a 32-bit vector
     # type, say); only types that hold every source value exactly are accepted. Every strategy.
     column_types: list[ColumnType] = Field(default_factory=list, max_length=1000)
+    """Columns whose target type is not the one of the same kind (halfvec widened into a 32-bit vector type, say);
+    only types that hold every source value exactly are accepted. Every strategy."""
     indexes: IndexesSpec = Field(default_factory=IndexesSpec)
+    """What to do with indexes the target has no counterpart for."""
     drift_check: DriftCheckSpec = Field(default_factory=DriftCheckSpec)
+    """How often a succeeded migration's database is checked again."""
     cutover: CutoverSpec = Field(default_factory=CutoverSpec)
+    """Steps between a verified shadow and the finalize (strategies Parallel and Replicate)."""
     post_migration: PostMigrationSpec = Field(default_factory=PostMigrationSpec)
+    """Optional RuVector features applied after a verified migration."""
 
     @model_validator(mode="after")
     def _rebuild_keeps_a_backup(self) -> VectorMigrationSpec:

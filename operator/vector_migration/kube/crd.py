@@ -63,6 +63,11 @@ _SWAP_STARTED_PHASES = (
 )
 
 
+def one_paragraph_a_line(text: str) -> str:
+    """A docstring as `kubectl explain` wraps it best: each paragraph on one line."""
+    return "\n\n".join(" ".join(paragraph.split()) for paragraph in text.split("\n\n"))
+
+
 def structural(schema: dict[str, Any], definitions: dict[str, Any]) -> dict[str, Any]:
     """Convert one pydantic JSON Schema node into a structural OpenAPI v3 node."""
     if "$ref" in schema:
@@ -78,7 +83,7 @@ def structural(schema: dict[str, Any], definitions: dict[str, Any]) -> dict[str,
         elif all(option.get("type") in ("integer", "string", "number") for option in options):
             node = {"x-kubernetes-int-or-string": True}
             if "description" in schema:
-                node["description"] = schema["description"]
+                node["description"] = one_paragraph_a_line(schema["description"])
         else:
             node = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
         if nullable:
@@ -87,6 +92,8 @@ def structural(schema: dict[str, Any], definitions: dict[str, Any]) -> dict[str,
             node["default"] = schema["default"]
         return node
     node = {key: copy.deepcopy(value) for key, value in schema.items() if key in _KEEP}
+    if "description" in node:
+        node["description"] = one_paragraph_a_line(node["description"])
     if "properties" in node:
         node["properties"] = {name: structural(sub, definitions) for name, sub in node["properties"].items()}
     if "items" in node:
