@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from .vocabulary import (
@@ -32,19 +41,44 @@ from .vocabulary import (
     UnmappableIndexes,
 )
 
-# PostgreSQL duration spellings accepted for lock_timeout/statement_timeout ("0" disables).
-_DURATION = r"^[0-9]+(us|ms|s|min|h|d)?$"
+# One grammar for every duration: Kubernetes' and Go's (500ms, 90s, 10m, 1h30m, 24h) with
+# PostgreSQL's units besides (10min, 7d); the parts add up. "0" is zero. A bare number is refused,
+# because Kubernetes tools read it as seconds (Argo Rollouts) and PostgreSQL as milliseconds,
+# except in lockTimeout and statementTimeout, which are PostgreSQL's own settings: there it is
+# PostgreSQL's milliseconds, as it always was.
+_DURATION_PART = r"[0-9]+(?:us|ms|min|s|m|h|d)"
+_DURATION = rf"^(?:0|(?:{_DURATION_PART})+)$"
+_PG_SETTING_DURATION = rf"^(?:[0-9]+|(?:{_DURATION_PART})+)$"
+DURATION_GRAMMAR = "numbers with units, adding up: 500ms, 90s, 10m, 1h30m, 24h, 7d (us, ms, s, m or min, h, d)"
 # Memory spellings accepted for maintenance_work_mem.
 _MEMORY = r"^[0-9]+(kB|MB|GB|TB)$"
-_DURATION_MS = {"us": 0.001, "ms": 1, "s": 1_000, "min": 60_000, "h": 3_600_000, "d": 86_400_000, "": 1}
+_DURATION_MS = {"us": 0.001, "ms": 1, "s": 1_000, "m": 60_000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
 _MEMORY_KB = {"kB": 1, "MB": 1 << 10, "GB": 1 << 20, "TB": 1 << 30}
 PG_INT_MAX = (1 << 31) - 1  # PostgreSQL keeps lock_timeout, statement_timeout and maintenance_work_mem in an int
 
 
 def duration_ms(duration: str) -> float:
-    """A duration in the API's (PostgreSQL's) spelling in milliseconds; a bare number is milliseconds."""
-    number, unit = re.fullmatch(r"([0-9]+)([a-z]*)", duration).groups()  # type: ignore[union-attr]
-    return int(number) * _DURATION_MS[unit]
+    """A duration of the API's grammar in milliseconds (a bare number: PostgreSQL's milliseconds)."""
+    if duration.isdigit():
+        return int(duration)
+    return sum(int(number) * _DURATION_MS[unit] for number, unit in re.findall(r"([0-9]+)([a-z]+)", duration))
+
+
+def pg_setting_duration(duration: str) -> str:
+    """A duration as PostgreSQL's settings take it: whole milliseconds (1h30m is 5400000)."""
+    return str(round(duration_ms(duration)))
+
+
+def _duration_grammar(pattern: str) -> BeforeValidator:
+    """A duration of ``pattern``'s grammar, refused with the fix otherwise (a pattern alone says only its regex)."""
+
+    def check(value: object) -> object:
+        if isinstance(value, str) and not re.fullmatch(pattern, value):
+            bare = " (a bare number has no unit here: 600 seconds is 600s, 10 minutes 10m)" if value.isdigit() else ""
+            raise ValueError(f"{value!r} is not a duration{bare}; write {DURATION_GRAMMAR}")
+        return value
+
+    return BeforeValidator(check)
 
 
 def _at_most_ms(limit: float, described: str) -> AfterValidator:
@@ -71,6 +105,17 @@ _LONG_DURATION = _at_most_ms(3650 * 86_400_000, "3650d")
 # Durations and sizes are short; a bound lets the API server price the CRD's CEL rule, which
 # compares them, within its cost budget (an unbounded string costs as much as a 3 MB request).
 _SETTING_LENGTH = 24
+
+# A duration field: its grammar in the CRD's schema, which the API server checks, and in the
+# models, which say the fix.
+Duration = Annotated[
+    str, Field(max_length=_SETTING_LENGTH, json_schema_extra={"pattern": _DURATION}), _duration_grammar(_DURATION)
+]
+PgSettingDuration = Annotated[
+    str,
+    Field(max_length=_SETTING_LENGTH, json_schema_extra={"pattern": _PG_SETTING_DURATION}),
+    _duration_grammar(_PG_SETTING_DURATION),
+]
 # An index storage parameter value: a number or a bare word (on/off); never SQL.
 _PARAMETER_VALUE = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
 _PARAMETER_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -306,7 +351,7 @@ class ReindexSpec(ApiModel):
 class DriftCheckSpec(ApiModel):
     """How often the operator re-checks a succeeded migration's database (a read; it changes nothing)."""
 
-    interval: Annotated[str, Field(pattern=_DURATION, max_length=_SETTING_LENGTH), _LONG_DURATION] = "10min"
+    interval: Annotated[Duration, _LONG_DURATION] = "10m"
     """How often (10min, 1h, …); 0 turns the check off."""
 
     @property
@@ -375,7 +420,7 @@ class ParallelSpec(ApiModel):
     rows_per_second: Annotated[int | None, Field(ge=1)] = None
     """A bound on the backfill's pace, for a busy primary; unset: as fast as the database allows."""
     # The replaced pgvector tables stay (kept in sync, so a swap back loses nothing) this long.
-    keep_old_for: Annotated[str, Field(pattern=_DURATION, max_length=_SETTING_LENGTH), _LONG_DURATION] = "24h"
+    keep_old_for: Annotated[Duration, _LONG_DURATION] = "24h"
     """How long the replaced pgvector tables are kept in sync after the finalize, so a swap back loses nothing
     (24h, 30min; 0s drops them at once)."""
 
@@ -423,7 +468,7 @@ class ReplicateSpec(ApiModel):
     """Another server for the new database; unset: the source's server, and the switchover renames the two."""
     # After the switchover the old database (<database>_pgvector_old) is kept in sync from the new one
     # this long, so a rollback loses no write; then replication stops.
-    keep_old_for: Annotated[str, Field(pattern=_DURATION, max_length=_SETTING_LENGTH), _LONG_DURATION] = "24h"
+    keep_old_for: Annotated[Duration, _LONG_DURATION] = "24h"
     """How long the old database is kept in sync from the new one after the switchover, so a rollback loses no
     write (24h, 30min)."""
     # Whether the old database is dropped once keepOldFor has passed (else it stays, unreplicated).
@@ -431,7 +476,7 @@ class ReplicateSpec(ApiModel):
     """Whether the old database is dropped once keepOldFor has passed (else it stays, no longer replicated). Same
     server only."""
     # How long the switchover waits, with writes blocked, for the new database to catch up.
-    switchover_timeout: Annotated[str, Field(pattern=_DURATION, max_length=_SETTING_LENGTH), _PG_DURATION] = "60s"
+    switchover_timeout: Annotated[Duration, _PG_DURATION] = "60s"
     """How long the switchover waits, with writes blocked, for the new database to catch up (60s)."""
 
     @model_validator(mode="after")
@@ -444,7 +489,7 @@ class ReplicateSpec(ApiModel):
 class PauseSpec(ApiModel):
     """A pause between cutover steps: for a duration, or (no duration) until promoted."""
 
-    duration: Annotated[str | None, Field(pattern=_DURATION, max_length=_SETTING_LENGTH), _LONG_DURATION] = None
+    duration: Annotated[Duration | None, _LONG_DURATION] = None
     """How long to pause (10min, 1h); unset: until a person promotes (kubectl vmig promote)."""
 
 
@@ -554,10 +599,10 @@ class VectorMigrationSpec(ApiModel):
     (kubectl vmig approve)."""
     dry_run: bool = False
     """Run the checklist and publish the plan, changing nothing; the resource becomes Ready with reason DryRun."""
-    lock_timeout: Annotated[str, Field(pattern=_DURATION, max_length=_SETTING_LENGTH), _PG_DURATION] = "5s"
+    lock_timeout: Annotated[PgSettingDuration, _PG_DURATION] = "5s"
     """How long the swap waits for its table locks before it gives up and retries (PostgreSQL's lock_timeout
     spelling: 5s, 500ms, 1min)."""
-    statement_timeout: Annotated[str, Field(pattern=_DURATION, max_length=_SETTING_LENGTH), _PG_DURATION] = "6h"
+    statement_timeout: Annotated[PgSettingDuration, _PG_DURATION] = "6h"
     """The longest any one statement of the migration may run (PostgreSQL's statement_timeout spelling: 6h, 30min)."""
     reindex: ReindexSpec = Field(default_factory=ReindexSpec)
     """How the target's indexes are built."""

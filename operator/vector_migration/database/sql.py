@@ -301,8 +301,12 @@ async def set_timeouts(
     SET LOCAL by default, so the bound dies with the transaction and never leaks into a pooled
     session; a session-wide bound is reset by its caller (RESET lock_timeout, statement_timeout).
     """
-    await conn.execute("SELECT pg_catalog.set_config('lock_timeout', $1, $2)", lock_timeout, local)
-    await conn.execute("SELECT pg_catalog.set_config('statement_timeout', $1, $2)", statement_timeout, local)
+    from ..api import pg_setting_duration  # the spec's grammar (1h30m) as PostgreSQL's milliseconds
+
+    await conn.execute("SELECT pg_catalog.set_config('lock_timeout', $1, $2)", pg_setting_duration(lock_timeout), local)
+    await conn.execute(
+        "SELECT pg_catalog.set_config('statement_timeout', $1, $2)", pg_setting_duration(statement_timeout), local
+    )
 
 
 async def is_current_role(conn: asyncpg.Connection, role: str) -> bool:

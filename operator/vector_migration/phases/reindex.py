@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
+from ..api import pg_setting_duration
 from ..database.catalog import (
     index_state,
 )
@@ -142,7 +143,10 @@ async def run_build(m: Migration, statement: str) -> None:
         await conn.execute(
             "SELECT pg_catalog.set_config('maintenance_work_mem', $1, false)", m.spec.reindex.maintenance_work_mem
         )
-        await conn.execute("SELECT pg_catalog.set_config('statement_timeout', $1, false)", m.spec.statement_timeout)
+        await conn.execute(
+            "SELECT pg_catalog.set_config('statement_timeout', $1, false)",
+            pg_setting_duration(m.spec.statement_timeout),
+        )
         async with index_progress(m, statement):
             await conn.execute(statement)
     finally:
