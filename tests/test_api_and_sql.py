@@ -29,7 +29,7 @@ def test_defaults_are_what_a_user_expects() -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"lockTimeout": "5 seconds"}, "spec.lockTimeout: String should match pattern"),
+        ({"lockTimeout": "5 seconds"}, "spec.lockTimeout: Value error, '5 seconds' is not a duration; write"),
         ({"verify": {"k": 0}}, "spec.verify.k: Input should be greater than or equal to 1"),
         ({"reindex": {"parameters": {"m": "16; DROP TABLE x"}}}, "must be a number or a word"),
         ({"tables": [{"name": "a.b.c"}]}, "must be 'table' or 'schema.table'"),
