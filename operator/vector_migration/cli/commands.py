@@ -52,11 +52,9 @@ EXAMPLES = {
     "check": ["vector-migration check -f migration.yaml"],
     "report": ["vector-migration migrate -f migration.yaml --status-out status.json",
                "vector-migration report --status status.json -o report.html"],
-    "demo": [
-        "vector-migration demo",
-        "vector-migration demo --surface script --rows 5000",
-        "vector-migration demo --target real --ruvector-pg-config \"$(make -s ruvector | tail -n 1 | cut -d' ' -f2)\"",
-    ],
+    "demo": ["vector-migration demo", "vector-migration demo --surface script --rows 5000",
+             "vector-migration demo --target real --ruvector-pg-config ~/.cache/vector-migration/pgserver-0.1.4/"
+             "pgserver/pginstall/bin/pg_config"],
     "operator": ["vector-migration operator -A", "vector-migration operator -n shop --standalone"],
     "crd": ["vector-migration crd | kubectl apply -f -"],
     "completion": ["source <(vector-migration completion bash)", "vector-migration completion fish | source"],
