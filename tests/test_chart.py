@@ -256,6 +256,14 @@ def test_metrics_service_monitor_and_network_policy_follow_their_switches() -> N
     assert {53, 443, 6443, 5432, 6432} <= egress_ports
 
 
+def test_it_installs_as_a_subchart_of_an_umbrella_chart_whose_global_values_it_receives() -> None:
+    # helm/helm#10392: a root additionalProperties: false refused `global` in a subchart
+    values = {"global": {"imageRegistry": "mirror.example", "storageClass": "fast"}}
+
+    helm.Chart.load(CHART).validate_schema(values)
+    assert render(values)
+
+
 @pytest.mark.parametrize(
     ("values", "named"),
     [
