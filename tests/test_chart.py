@@ -10,7 +10,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.chart import CHART, NAMESPACE, ROOT, allows, of_kind, render, rules
+from tests.chart import CHART, NAMESPACE, OPERATOR_ROLE, ROOT, allows, of_kind, render, rules
 from tests.crd_conformance import violations
 from vector_migration.api import JobDefaults, VectorMigration
 from vector_migration.kube.builders import build_backup_job
@@ -39,6 +39,22 @@ MATRIX: dict[str, dict[str, Any]] = {
         "logging": {"format": "json"},
     },
     "renamed": {"fullnameOverride": "vmig", "nameOverride": "vmig-operator"},
+    "scheduling and probes": {
+        "terminationGracePeriodSeconds": 300,
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "vector-migration-operator"}},
+            }
+        ],
+        "envFrom": [{"configMapRef": {"name": "proxy-settings"}}],
+        "livenessProbe": {"initialDelaySeconds": 30, "periodSeconds": 30, "timeoutSeconds": 10, "failureThreshold": 5},
+        "readinessProbe": {"periodSeconds": 5, "timeoutSeconds": 2},
+    },
+    "standalone": {"leaderElection": {"enabled": False}},
+    "rbac managed elsewhere": {"rbac": {"create": False}},
     "crds managed elsewhere": {"crds": {"create": False}, "rbac": {"aggregateToDefaultRoles": False}},
     "air-gapped jobs": {
         "jobs": {
@@ -141,6 +157,41 @@ def test_extra_arguments_environment_and_volumes_reach_the_operator() -> None:
     assert {"name": "HTTPS_PROXY", "value": "http://proxy.internal:3128"} in container["env"]
     assert {"name": "ca", "configMap": {"name": "corporate-ca"}} in pod["volumes"]
     assert {"name": "ca", "mountPath": "/etc/ssl/corporate", "readOnly": True} in container["volumeMounts"]
+
+
+def test_scheduling_environment_and_probe_timing_reach_the_pod() -> None:
+    (deployment,) = of_kind(render(MATRIX["scheduling and probes"]), "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["terminationGracePeriodSeconds"] == 300
+    assert pod["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
+    assert container["envFrom"] == [{"configMapRef": {"name": "proxy-settings"}}]
+    assert (
+        container["livenessProbe"]["failureThreshold"] == 5
+        and container["livenessProbe"]["httpGet"]["port"] == "health"
+    )
+    assert (container["readinessProbe"]["periodSeconds"], container["readinessProbe"]["timeoutSeconds"]) == (5, 2)
+
+
+def test_without_leader_election_it_runs_standalone_with_no_peering_and_one_replica() -> None:
+    listed = render(MATRIX["standalone"])
+    (deployment,) = of_kind(listed, "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--standalone" in args and not any(a.startswith("--peering") for a in args)
+    assert not of_kind(listed, "ClusterKopfPeering") and not of_kind(listed, "KopfPeering")
+    assert not any("kopf.dev" in rule["apiGroups"] for rule in rules(listed, "ClusterRole"))
+    assert any(rules(listed, "ClusterRole"))  # its other grants stay
+    with pytest.raises(helm.HelmError):  # two replicas without peering would both act
+        helm.Chart.load(CHART).validate_schema({"leaderElection": {"enabled": False}, "replicas": 2})
+
+
+def test_rbac_can_be_left_to_a_platform_team() -> None:
+    listed = render(MATRIX["rbac managed elsewhere"])
+
+    operator_roles = [o for o in listed if o["kind"] in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding")
+                      and o["metadata"]["name"] == OPERATOR_ROLE]  # fmt: skip
+    assert operator_roles == []
+    assert of_kind(listed, "Deployment")
 
 
 def test_on_openshift_the_fixed_ids_can_go_and_the_pod_stays_restricted() -> None:
