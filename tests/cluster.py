@@ -33,6 +33,7 @@ import kopf
 import trustme
 import yaml
 
+from vector_migration.api import JobDefaults
 from vector_migration.kube.client import kubeconfig_configuration
 from vector_migration.kube.controller import LoginFunction, build_registry
 from vector_migration.kube.metrics import OperatorMetrics
@@ -422,6 +423,7 @@ async def running_operator(
     peering: tuple[str, int] | None = None,
     login: LoginFunction | None = None,
     drift_timer: float = 30.0,
+    job_defaults: JobDefaults | None = None,
 ) -> AsyncIterator[None]:
     """The operator, in this process, logged in to the emulator; standalone unless given (peering name, priority).
 
@@ -430,7 +432,12 @@ async def running_operator(
     stop = asyncio.Event()
     task = asyncio.create_task(
         kopf.operator(
-            registry=build_registry(login=login or cluster.default_login(), metrics=metrics, drift_timer=drift_timer),
+            registry=build_registry(
+                login=login or cluster.default_login(),
+                metrics=metrics,
+                drift_timer=drift_timer,
+                job_defaults=job_defaults,
+            ),
             clusterwide=True,
             standalone=peering is None,
             peering_name=peering[0] if peering else None,

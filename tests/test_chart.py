@@ -64,6 +64,14 @@ MATRIX: dict[str, dict[str, Any]] = {
             "tolerations": [{"key": "batch", "operator": "Exists", "effect": "NoSchedule"}],
         }
     },
+    "jobs in a mesh on openshift": {
+        "jobs": {
+            "podAnnotations": {"sidecar.istio.io/inject": "false"},
+            "podLabels": {"team": "data", "app.kubernetes.io/component": "mine"},
+            "storageClassName": "fast-ssd",
+            "runAsUser": None,
+        }
+    },
 }
 # Kinds kubernetes-validate knows; the others are custom resources checked by their own tests.
 CUSTOM_KINDS = {"ServiceMonitor", "ClusterKopfPeering", "KopfPeering"}
@@ -242,6 +250,38 @@ def test_the_jobs_take_the_charts_defaults_and_a_spec_overrides_them() -> None:
     assert pod["tolerations"] == [{"key": "batch", "operator": "Exists", "effect": "NoSchedule"}]
     assert pod["nodeSelector"] == {"pool": "db"}  # the spec's, not the chart's
     kubernetes_validate.validate(job, KUBERNETES, strict=True)
+
+
+def test_the_jobs_pods_take_the_charts_annotations_labels_and_ids_or_none() -> None:
+    defaults = _job_defaults(MATRIX["jobs in a mesh on openshift"])
+    resource = VectorMigration.model_validate(
+        {"apiVersion": "ruvector.dev/v1alpha1", "kind": "VectorMigration",
+         "metadata": {"name": "shop", "namespace": "shop", "uid": "u-1"}, "spec": {"target": {"extension": "ruvector"}}}
+    )  # fmt: skip
+    job = build_backup_job(
+        resource,
+        defaults=defaults,
+        secret_name="shop-app",
+        connection={"PGHOST": "db"},
+        archive_name="a.dump",
+        tables=[],
+        server_major=17,
+        plan_hash="sha256:0123456789abcdef",
+    )
+
+    template = job["spec"]["template"]
+    assert template["metadata"]["annotations"] == {"sidecar.istio.io/inject": "false"}
+    assert template["metadata"]["labels"]["team"] == "data"
+    assert template["metadata"]["labels"]["app.kubernetes.io/component"] != "mine"  # the operator's own win
+    assert template["spec"]["securityContext"] == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    assert defaults.storage_class_name == "fast-ssd"
+    kubernetes_validate.validate(job, KUBERNETES, strict=True)
+    default_job = build_backup_job(
+        resource, defaults=_job_defaults({}), secret_name="s", connection={}, archive_name="a.dump", tables=[],
+        server_major=17, plan_hash="sha256:0123456789abcdef",
+    )  # fmt: skip
+    assert default_job["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 999
+    assert "annotations" not in default_job["spec"]["template"]["metadata"]
 
 
 def test_watching_every_namespace_takes_a_cluster_role_and_a_list_takes_roles_only() -> None:

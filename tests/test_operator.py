@@ -17,6 +17,7 @@ from tests.chart import assert_allowed_by_the_chart
 from tests.cluster import JobRunner, condition, phase, running_cluster, running_operator
 from tests.gitops import argo_health, kstatus, kubectl_wait_ready
 from tests.scenarios import create_rich_database, snapshot
+from vector_migration.api import JobDefaults
 from vector_migration.database.sql import ConnectionParams
 from vector_migration.demo import EmbeddedPostgres
 from vector_migration.kube.metrics import OperatorMetrics
@@ -355,7 +356,11 @@ async def test_deleting_a_waiting_migration_releases_it_and_changes_nothing(
 ) -> None:
     await create_rich_database(conn)
     before = await snapshot(conn)
-    async with running_cluster(tmp_path, postgres.bin_dir) as (cluster, _), running_operator(cluster):
+    on_fast_disks = JobDefaults(storage_class_name="fast-ssd")  # the chart's jobs.storageClassName
+    async with (
+        running_cluster(tmp_path, postgres.bin_dir) as (cluster, _),
+        running_operator(cluster, job_defaults=on_fast_disks),
+    ):
         await cluster.apply_secret("shop-app", secret_for(database))
         await cluster.apply(migration(approval="Manual"))
         await cluster.wait_for("shop", lambda r: phase(r) == "AwaitingApproval")
@@ -366,6 +371,7 @@ async def test_deleting_a_waiting_migration_releases_it_and_changes_nothing(
         # the verified backup outlives the resource
         claims = await cluster.list("v1", "persistentvolumeclaims")
         assert [c["metadata"]["name"] for c in claims] == ["shop-backup"]
+        assert claims[0]["spec"]["storageClassName"] == "fast-ssd"
     assert await snapshot(conn) == before
     assert await conn.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
 

@@ -304,6 +304,16 @@ class JobDefaults(JobPlacement):
     # Where PostgreSQL's client image comes from, tagged with the server's major version: a mirror
     # in an air-gapped registry, say. spec.backup.image overrides it with a whole image name.
     image_repository: Annotated[str, Field(min_length=1, max_length=512)] = "postgres"
+    pod_annotations: dict[str, str] = Field(default_factory=dict, max_length=64)
+    """Annotations on the Jobs' pods: sidecar.istio.io/inject: "false", say, so a mesh's sidecar does not keep a
+    finished Job running until its deadline."""
+    pod_labels: dict[str, str] = Field(default_factory=dict, max_length=64)
+    """Labels on the Jobs' pods, beside the operator's own (which win on a clash)."""
+    storage_class_name: Annotated[str | None, Field(min_length=1, max_length=253)] = None
+    """The StorageClass of the backup claim <name>-backup; unset: the cluster's default."""
+    run_as_user: Annotated[int | None, Field(ge=1)] = 999
+    """The Jobs' UID, GID and fsGroup: 999, the official postgres image's user, which can write the archive.
+    None leaves them to the platform, as OpenShift's restricted SCC assigns them from the namespace's range."""
 
 
 class BackupSpec(JobPlacement):

@@ -94,5 +94,5 @@ Each line names the code that needs it.
 {{/* The operator's defaults for its Jobs, as JSON (vector_migration.api.JobDefaults). */}}
 {{- define "vmo.jobDefaults" -}}
 {{- $jobs := .Values.jobs -}}
-{{- dict "imageRepository" $jobs.imageRepository "imagePullSecrets" $jobs.imagePullSecrets "resources" $jobs.resources "nodeSelector" $jobs.nodeSelector "tolerations" $jobs.tolerations | toJson -}}
+{{- dict "imageRepository" $jobs.imageRepository "imagePullSecrets" $jobs.imagePullSecrets "resources" $jobs.resources "nodeSelector" $jobs.nodeSelector "tolerations" $jobs.tolerations "podAnnotations" $jobs.podAnnotations "podLabels" $jobs.podLabels "storageClassName" $jobs.storageClassName "runAsUser" $jobs.runAsUser | toJson -}}
 {{- end -}}

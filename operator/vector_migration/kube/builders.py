@@ -92,7 +92,6 @@ RESTRICTED_CONTAINER_SECURITY = {
     "capabilities": {"drop": ["ALL"]},
     "seccompProfile": {"type": "RuntimeDefault"},
 }
-POSTGRES_UID = 999  # the postgres user of the official image, which can write the archive
 
 
 def object_name(resource_name: str, suffix: str) -> str:
@@ -271,6 +270,21 @@ def job_placement(spec: JobPlacement, defaults: JobPlacement) -> dict[str, Any]:
     return placement
 
 
+def _pod_metadata(resource: VectorMigration, component: str, defaults: JobDefaults) -> dict[str, Any]:
+    """The Job pod's labels (the chart's, then ours, which win) and the chart's annotations."""
+    metadata: dict[str, Any] = {"labels": {**defaults.pod_labels, **labels(resource, component)}}
+    if defaults.pod_annotations:
+        metadata["annotations"] = dict(defaults.pod_annotations)
+    return metadata
+
+
+def _pod_security(defaults: JobDefaults) -> dict[str, Any]:
+    """Restricted, with the chart's UID, GID and fsGroup (999), or none where the platform assigns them."""
+    uid = defaults.run_as_user
+    ids = {"runAsUser": uid, "runAsGroup": uid, "fsGroup": uid} if uid is not None else {}
+    return {"runAsNonRoot": True, **ids, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
 # size: a Job manifest declared as data
 def _database_job(
     resource: VectorMigration,
@@ -321,18 +335,12 @@ def _database_job(
             "activeDeadlineSeconds": 6 * 3600,  # one that hangs must end as a failure someone sees
             "ttlSecondsAfterFinished": 7 * 24 * 3600,  # the Job (not the archive) is kept a week for inspection
             "template": {
-                "metadata": {"labels": labels(resource, component)},
+                "metadata": _pod_metadata(resource, component, defaults),
                 "spec": {
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,
                     **job_placement(resource.spec.backup, defaults),
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": POSTGRES_UID,
-                        "runAsGroup": POSTGRES_UID,
-                        "fsGroup": POSTGRES_UID,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
+                    "securityContext": _pod_security(defaults),
                     "containers": [
                         {
                             "name": container,

@@ -125,6 +125,9 @@ class JobBackup:
         Not owned, so the archive outlives the VectorMigration (unless ruvector.dev/delete-backup says otherwise).
         """
         size = max(MIN_CLAIM_BYTES, 2 * database_bytes)
+        spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": str(size)}}}
+        if self.defaults.storage_class_name:
+            spec["storageClassName"] = self.defaults.storage_class_name
         claim = {
             "apiVersion": "v1",
             "kind": "PersistentVolumeClaim",
@@ -133,7 +136,7 @@ class JobBackup:
                 "namespace": namespace,
                 "labels": labels(self.resource, "backup"),
             },
-            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": str(size)}}},
+            "spec": spec,
         }
         await self.client.create_claim(claim)
 
