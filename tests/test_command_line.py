@@ -13,6 +13,8 @@ import yaml
 from tests.reliability.harness import migration_backend, old_snapshot_held, plain, until
 from tests.scenarios import create_rich_database, snapshot
 from vector_migration.cli import EXIT_USAGE, main
+from vector_migration.cli.commands import _parser as build_parser
+from vector_migration.cli.operator_run import peering_of
 from vector_migration.database.sql import ConnectionParams
 from vector_migration.demo import EmbeddedPostgres
 
@@ -286,3 +288,21 @@ def test_another_server_is_asked_for_where_it_means_something(
     assert code == EXIT_USAGE
     err = capsys.readouterr().err
     assert said in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "environment", "peering"),
+    [
+        (["-A"], {}, None),  # a person's laptop: no peering object to wait for, so standalone
+        (["-A"], {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}, "vector-migration-operator"),  # a pod: the chart's
+        (["-A", "--peering", "mine"], {}, "mine"),
+        (["-A", "--standalone"], {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}, None),
+    ],
+    ids=["outside-a-cluster", "in-a-pod", "named", "standalone"],
+)
+def test_the_operator_peers_only_where_a_peering_object_is_to_be_had(
+    argv: list[str], environment: dict[str, str], peering: str | None
+) -> None:
+    args = build_parser().parse_args(["operator", *argv])
+
+    assert peering_of(args, environment) == peering

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from tests.chart import ROOT, of_kind, render
-from vector_migration.cli.commands import peering_priority
+from vector_migration.cli.operator_run import peering_priority
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 INSTRUCTIONS = [

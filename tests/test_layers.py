@@ -42,7 +42,7 @@ LAYERS = {
 # Third-party libraries only some layers may use.
 ONLY_IN = {
     "pygal": ("vector_migration.report_charts",),
-    "kopf": ("vector_migration.kube.controller", "vector_migration.cli.commands"),
+    "kopf": ("vector_migration.kube.controller", "vector_migration.cli.operator_run"),
     "kubernetes": ("vector_migration.kube",),
     "rich": ("vector_migration.cli", "vector_migration.demo"),
     # the demo's server; the backup also looks for the pg_dump of that wheel when it is installed

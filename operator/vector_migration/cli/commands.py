@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
-import logging
-import os
-import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -33,6 +29,7 @@ from ..phases.drift import check_once
 from ..vocabulary import Phase, Reason
 from .help import completion_script, enable_completion, subcommand
 from .logins import ADMIN_DATABASE_URL_ENV, DATABASE_URL_ENV, TARGET_DATABASE_URL_ENV, load
+from .operator_run import DEFAULT_PEERING, run_operator
 from .output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, RichReporter, finish, print_plan, print_summary
 
 EXIT_CODES = """exit codes:
@@ -214,8 +211,8 @@ def _parser() -> argparse.ArgumentParser:
     peering.add_argument(
         "--peering",
         metavar="NAME",
-        default="vector-migration-operator",
-        help="kopf peering object through which replicas keep one active (default: %(default)s)",
+        help="kopf peering object through which replicas keep one active (default in a pod: "
+        f"{DEFAULT_PEERING}; outside a cluster: none, as --standalone)",
     )
     peering.add_argument("--standalone", action="store_true", help="no peering: only for exactly one process")
     operator.add_argument(
@@ -236,7 +233,7 @@ def _parser() -> argparse.ArgumentParser:
         "--log-level", choices=["debug", "info", "warning", "error"], default="info", help="(default: info)"
     )
     scratch_option(operator)
-    operator.set_defaults(handler=_operator)
+    operator.set_defaults(handler=run_operator)
 
     crd = _command(commands, "crd", "print the CustomResourceDefinition generated from the models")
     crd.set_defaults(handler=_crd)
@@ -441,51 +438,6 @@ def _demo(args: argparse.Namespace) -> int:
         target=args.target,
         pg_config=args.ruvector_pg_config,
     )
-
-
-def peering_priority(pod_name: str) -> int:
-    """A priority that differs between replicas: kopf freezes every peer when two priorities are equal.
-
-    Pods of one Deployment have distinct names; a hash spreads them over 31 bits, so a tie
-    (and with it a frozen operator) is a one-in-two-billion event, and the same pod keeps its
-    priority across restarts of its container.
-    """
-    return int.from_bytes(hashlib.sha256(pod_name.encode()).digest()[:4], "big") >> 1
-
-
-JOB_DEFAULTS_ENV = "VMIG_JOB_DEFAULTS"
-
-
-def _operator(args: argparse.Namespace) -> int:
-    import kopf
-    from pydantic import ValidationError
-
-    from ..api import JobDefaults, describe_validation_error
-    from ..kube.controller import build_registry
-    from ..kube.metrics import OperatorMetrics
-
-    try:
-        job_defaults = JobDefaults.model_validate_json(os.environ.get(JOB_DEFAULTS_ENV) or "{}")
-    except ValidationError as error:
-        sys.stderr.write(f"error: {JOB_DEFAULTS_ENV}: {describe_validation_error(error)}\n")
-        return EXIT_USAGE
-    kopf.configure(log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL)
-    logging.getLogger().setLevel(args.log_level.upper())
-    metrics = OperatorMetrics()
-    if args.metrics_port:
-        metrics.serve(args.metrics_port)
-    asyncio.run(
-        kopf.operator(
-            registry=build_registry(metrics=metrics, scratch=args.scratch_dir, job_defaults=job_defaults),
-            clusterwide=args.all_namespaces,
-            namespaces=list(args.namespace),
-            standalone=args.standalone,
-            peering_name=None if args.standalone else args.peering,
-            priority=args.priority if args.priority is not None else peering_priority(socket.gethostname()),
-            liveness_endpoint=args.liveness,
-        )
-    )
-    return EXIT_OK
 
 
 def _crd(args: argparse.Namespace) -> int:

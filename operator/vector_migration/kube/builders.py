@@ -12,10 +12,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..api import JobDefaults, JobPlacement, VectorMigration, VectorMigrationStatus
+from ..api import JobDefaults, VectorMigration, VectorMigrationStatus
 from ..database.backup import restore_arguments
 from ..database.sql import conninfo_value
 from ..vocabulary import API_GROUP, API_VERSION, KIND, BackupScope, Phase
+from .job_pod import job_placement, pod_metadata, pod_security, resources
 
 MANAGED_BY = "vector-migration-operator"
 LABEL_MIGRATION = f"{API_GROUP}/migration"
@@ -255,36 +256,6 @@ def _image(resource: VectorMigration, defaults: JobDefaults, server_major: int) 
     return resource.spec.backup.image or f"{defaults.image_repository}:{server_major}"
 
 
-def job_placement(spec: JobPlacement, defaults: JobPlacement) -> dict[str, Any]:
-    """The pod fields a Job's placement sets: each from the spec when it says, else the operator's default."""
-    placement: dict[str, Any] = {}
-    node_selector = spec.node_selector if spec.node_selector is not None else defaults.node_selector
-    if node_selector:
-        placement["nodeSelector"] = dict(node_selector)
-    tolerations = spec.tolerations if spec.tolerations is not None else defaults.tolerations
-    if tolerations:
-        placement["tolerations"] = [dict(toleration) for toleration in tolerations]
-    pull_secrets = spec.image_pull_secrets if spec.image_pull_secrets is not None else defaults.image_pull_secrets
-    if pull_secrets:
-        placement["imagePullSecrets"] = [{"name": secret.name} for secret in pull_secrets]
-    return placement
-
-
-def _pod_metadata(resource: VectorMigration, component: str, defaults: JobDefaults) -> dict[str, Any]:
-    """The Job pod's labels (the chart's, then ours, which win) and the chart's annotations."""
-    metadata: dict[str, Any] = {"labels": {**defaults.pod_labels, **labels(resource, component)}}
-    if defaults.pod_annotations:
-        metadata["annotations"] = dict(defaults.pod_annotations)
-    return metadata
-
-
-def _pod_security(defaults: JobDefaults) -> dict[str, Any]:
-    """Restricted, with the chart's UID, GID and fsGroup (999), or none where the platform assigns them."""
-    uid = defaults.run_as_user
-    ids = {"runAsUser": uid, "runAsGroup": uid, "fsGroup": uid} if uid is not None else {}
-    return {"runAsNonRoot": True, **ids, "seccompProfile": {"type": "RuntimeDefault"}}
-
-
 # size: a Job manifest declared as data
 def _database_job(
     resource: VectorMigration,
@@ -335,12 +306,12 @@ def _database_job(
             "activeDeadlineSeconds": 6 * 3600,  # one that hangs must end as a failure someone sees
             "ttlSecondsAfterFinished": 7 * 24 * 3600,  # the Job (not the archive) is kept a week for inspection
             "template": {
-                "metadata": _pod_metadata(resource, component, defaults),
+                "metadata": pod_metadata(labels(resource, component), defaults),
                 "spec": {
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,
                     **job_placement(resource.spec.backup, defaults),
-                    "securityContext": _pod_security(defaults),
+                    "securityContext": pod_security(defaults),
                     "containers": [
                         {
                             "name": container,
@@ -349,7 +320,7 @@ def _database_job(
                             "env": variables,
                             "securityContext": RESTRICTED_CONTAINER_SECURITY,
                             "terminationMessagePolicy": "File",
-                            **_resources(resource.spec.backup, defaults),
+                            **resources(resource.spec.backup, defaults),
                             "volumeMounts": [
                                 *archive_mounts,
                                 {"name": "scratch", "mountPath": SCRATCH_DIR},
@@ -403,11 +374,6 @@ def _ca_volumes(ca: tuple[str, str] | None) -> list[dict[str, Any]]:
     secret, key = ca
     items = [{"key": key, "path": "ca.crt"}]
     return [{"name": "database-ca", "secret": {"secretName": secret, "items": items, "defaultMode": 0o444}}]
-
-
-def _resources(spec: JobPlacement, defaults: JobPlacement) -> dict[str, Any]:
-    resources = spec.resources if spec.resources is not None else defaults.resources
-    return {"resources": dict(resources)} if resources else {}
 
 
 def build_plan_configmap(resource: VectorMigration, plan: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,75 @@
+"""`vector-migration operator`: the kopf operator's process, its peering and its Job defaults."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import logging
+import os
+import socket
+import sys
+from collections.abc import Mapping
+
+from .output import EXIT_OK, EXIT_USAGE
+
+
+def peering_priority(pod_name: str) -> int:
+    """A priority that differs between replicas: kopf freezes every peer when two priorities are equal.
+
+    Pods of one Deployment have distinct names; a hash spreads them over 31 bits, so a tie
+    (and with it a frozen operator) is a one-in-two-billion event, and the same pod keeps its
+    priority across restarts of its container.
+    """
+    return int.from_bytes(hashlib.sha256(pod_name.encode()).digest()[:4], "big") >> 1
+
+
+JOB_DEFAULTS_ENV = "VMIG_JOB_DEFAULTS"
+DEFAULT_PEERING = "vector-migration-operator"
+
+
+def peering_of(args: argparse.Namespace, environment: Mapping[str, str]) -> str | None:
+    """The peering object to keep one replica active, or None to run standalone.
+
+    Outside a cluster there is rarely one, and kopf waiting for a missing one pauses every watch;
+    in a pod (KUBERNETES_SERVICE_HOST is set) the chart installs it, and names it with --peering.
+    """
+    if args.standalone:
+        return None
+    if args.peering:
+        return str(args.peering)
+    return DEFAULT_PEERING if environment.get("KUBERNETES_SERVICE_HOST") else None
+
+
+def run_operator(args: argparse.Namespace) -> int:
+    """Run the operator until it is stopped: kopf, with the registry, the metrics and the peering chosen."""
+    import kopf
+    from pydantic import ValidationError
+
+    from ..api import JobDefaults, describe_validation_error
+    from ..kube.controller import build_registry
+    from ..kube.metrics import OperatorMetrics
+
+    try:
+        job_defaults = JobDefaults.model_validate_json(os.environ.get(JOB_DEFAULTS_ENV) or "{}")
+    except ValidationError as error:
+        sys.stderr.write(f"error: {JOB_DEFAULTS_ENV}: {describe_validation_error(error)}\n")
+        return EXIT_USAGE
+    peering = peering_of(args, os.environ)
+    kopf.configure(log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL)
+    logging.getLogger().setLevel(args.log_level.upper())
+    metrics = OperatorMetrics()
+    if args.metrics_port:
+        metrics.serve(args.metrics_port)
+    asyncio.run(
+        kopf.operator(
+            registry=build_registry(metrics=metrics, scratch=args.scratch_dir, job_defaults=job_defaults),
+            clusterwide=args.all_namespaces,
+            namespaces=list(args.namespace),
+            standalone=peering is None,
+            peering_name=peering,
+            priority=args.priority if args.priority is not None else peering_priority(socket.gethostname()),
+            liveness_endpoint=args.liveness,
+        )
+    )
+    return EXIT_OK
