@@ -76,3 +76,21 @@ def crd_pattern(*path: str) -> str:
         node = node["properties"][name]
     pattern: str = node["pattern"]
     return pattern
+
+
+def test_the_operator_quick_start_creates_what_its_example_needs_and_approves_before_it_waits() -> None:
+    # The README's first operator commands: a person who runs them in order must reach Ready
+    block = README.read_text().split("## The operator", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [line.split("#")[0].strip() for line in block.splitlines() if line.strip()]
+    example = load_manifest(Path(__file__).resolve().parent.parent / "examples" / "operator-shop.yaml")
+    namespace, secret = example.metadata.namespace, example.spec.database.secret_ref
+
+    def step(text: str) -> int:
+        return next(i for i, command in enumerate(commands) if text in command)
+
+    assert secret is not None
+    assert step(f"create namespace {namespace}") < step(f"create secret generic {secret.name} -n {namespace}")
+    assert step(f"create secret generic {secret.name}") < step("apply -f examples/operator-shop.yaml")
+    assert example.spec.approval == "Manual"
+    assert step("apply -f examples/operator-shop.yaml") < step(f"vmig approve {example.metadata.name}")
+    assert step(f"vmig approve {example.metadata.name}") < step("kubectl wait --for=condition=Ready")
