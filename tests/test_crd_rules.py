@@ -154,3 +154,9 @@ def test_every_spec_field_is_described_for_kubectl_explain() -> None:
     schema = crd_document()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 
     assert undescribed(schema["properties"]["spec"], "spec") == []
+
+
+def test_every_status_field_is_described_for_kubectl_explain() -> None:
+    schema = crd_document()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+    assert undescribed(schema["properties"]["status"], "status") == []
