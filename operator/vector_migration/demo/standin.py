@@ -1,7 +1,8 @@
 """RuVector STAND-INS: SQL-only extensions that bind pgvector's C code under RuVector's names.
 
-RuVector itself cannot be built on machines without its Rust registry, so the demo and the
-tests migrate to these instead. They are not RuVector: every function runs pgvector's C code
+The real RuVector takes minutes to build (make ruvector) and needs PostgreSQL 17 or older; it is
+proven in tests/test_real_ruvector.py. The demo and the fast suite, on PostgreSQL 18, migrate to
+these instead. They are not RuVector: every function runs pgvector's C code
 (``module_pathname = '$libdir/vector'``). What they reproduce faithfully is RuVector's SQL
 *surface* -- the names a migration must discover and map -- in the three spellings that exist:
 
