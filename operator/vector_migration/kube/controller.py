@@ -132,6 +132,7 @@ def build_registry(
         # Each warning is posted once as an Event (an index dropped by request, a stand-in target),
         # so `kubectl describe` and event-watching alerting see it, not only the status.
         posted = state.warned.setdefault(uid, set((body.get("status") or {}).get("warnings") or []))
+        strategy = str((body.get("spec") or {}).get("strategy") or "InPlace")
 
         async def progress(before: Phase, status: VectorMigrationStatus, outcome: Outcome) -> None:
             await write_status(state.client, body, status)
@@ -140,6 +141,7 @@ def build_registry(
                     posted.add(message)
                     kopf.event(body, type="Warning", reason=Reason.WARNING.value, message=message[:1000])
             metrics.observe(uid, before, status.phase, status.timings.get(timing_key(before)), None)
+            metrics.describe(uid, body.metadata.namespace or "", body.metadata.name or "", strategy, status)
             if status.phase != before:
                 stalled = next((c for c in status.conditions if c.type == ConditionType.STALLED.value), None)
                 failed = stalled is not None and stalled.status == "True"
@@ -171,7 +173,7 @@ def build_registry(
             raise kopf.PermanentError(str(detail))
 
     @kopf.timer(*RESOURCE, interval=drift_timer, initial_delay=drift_timer, registry=registry)
-    async def drift(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    async def drift(body: kopf.Body, patch: kopf.Patch, uid: str, **_: Any) -> None:
         # What a succeeded migration kept until keepOldFor goes once it is due.
         cleaned = await clean_up_when_due(state, body)
         if cleaned is not None:
@@ -183,6 +185,10 @@ def build_registry(
         if found is None:
             return
         patch.status["conditions"] = found.conditions
+        drifted = any(
+            c.get("type") == ConditionType.DRIFTED.value and c.get("status") == "True" for c in found.conditions
+        )
+        metrics.set_drifted(uid, body.metadata.namespace or "", body.metadata.name or "", drifted)
         if found.newly_drifted is not None:
             kopf.event(body, type="Warning", reason=Reason.DRIFTED.value, message=found.newly_drifted[:1000])
 

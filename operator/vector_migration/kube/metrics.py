@@ -1,4 +1,9 @@
-"""Prometheus metrics of the operator: migrations by phase, phase durations, failures.
+"""Prometheus metrics of the operator: migrations by phase, phase durations, failures, and each migration's own.
+
+Each migration's series carry its namespace and name, so an alert can name it: its phase
+(`vector_migration_info`), its write-blocking window, its indexes' recall before and after, its
+backup's size, Replicate's lag, Parallel's backfill, and whether it drifted. They go when the
+resource does.
 
 A registry of its own (not the process-global default), so two operators in one test process
 do not count into each other; the command line serves it on ``/metrics``.
@@ -10,7 +15,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from ..vocabulary import Phase
+from ..api import VectorMigrationStatus
+from ..vocabulary import ConditionType, Phase
 
 # Phases last from seconds (checklist of a small database) to hours (reindex of a large one).
 _DURATION_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, float("inf"))
@@ -22,6 +28,8 @@ class OperatorMetrics:
 
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     _phases: dict[str, Phase] = field(default_factory=dict)
+    # each resource's own series (the gauge and its label values), removed when it changes or goes
+    _series: dict[str, list[tuple[Gauge, tuple[str, ...]]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.migrations = Gauge(
@@ -45,6 +53,78 @@ class OperatorMetrics:
             ["reason"],
             registry=self.registry,
         )
+        who = ["namespace", "name"]
+        self.info = Gauge(
+            "vector_migration_info", "1 for each VectorMigration, with its strategy and phase",
+            [*who, "strategy", "phase"], registry=self.registry,
+        )  # fmt: skip
+        self.write_blocked = Gauge(
+            "vector_migration_write_blocked_seconds",
+            "How long the migration blocked writes",
+            who,
+            registry=self.registry,
+        )
+        self.recall = Gauge(
+            "vector_migration_recall", "recall@k of an index against exact search, before and after the swap",
+            [*who, "index", "when"], registry=self.registry,
+        )  # fmt: skip
+        self.backup_size = Gauge(
+            "vector_migration_backup_size_bytes", "The verified dump's size", who, registry=self.registry
+        )
+        self.lag = Gauge(
+            "vector_migration_replication_lag_bytes",
+            "How far Replicate's new database is behind, in WAL bytes (a growing lag keeps WAL on the source)",
+            who,
+            registry=self.registry,
+        )
+        self.backfill = Gauge(
+            "vector_migration_backfill_rows", "Parallel's backfill: rows copied and rows to copy, per table",
+            [*who, "table", "rows"], registry=self.registry,
+        )  # fmt: skip
+        self.drifted = Gauge(
+            "vector_migration_drifted", "1 when a succeeded migration's database no longer matches it",
+            who, registry=self.registry,
+        )  # fmt: skip
+        build = Gauge("vector_migration_build_info", "The operator's version", ["version"], registry=self.registry)
+        build.labels(_version()).set(1)
+
+    def describe(self, uid: str, namespace: str, name: str, strategy: str, status: VectorMigrationStatus) -> None:
+        """Set one resource's own series from its status (the ones it no longer has go)."""
+        series: list[tuple[Gauge, tuple[str, ...], float]] = [
+            (self.info, (namespace, name, strategy, status.phase.value), 1.0)
+        ]
+        if "writeBlockedSeconds" in status.timings:
+            series.append((self.write_blocked, (namespace, name), status.timings["writeBlockedSeconds"]))
+        for index in status.verification.indexes if status.verification else []:
+            for when, value in (("before", index.recall_before), ("after", index.recall_after)):
+                if value is not None:
+                    series.append((self.recall, (namespace, name, index.name, when), value))
+        if status.backup is not None:
+            series.append((self.backup_size, (namespace, name), float(status.backup.size_bytes)))
+        if status.replicate is not None and status.replicate.lag_bytes is not None:
+            series.append((self.lag, (namespace, name), float(status.replicate.lag_bytes)))
+        for table in status.parallel.tables if status.parallel else []:
+            series.append((self.backfill, (namespace, name, table.name, "copied"), float(table.rows_copied)))
+            series.append((self.backfill, (namespace, name, table.name, "total"), float(table.rows_total)))
+        drifted = next((c for c in status.conditions if c.type == ConditionType.DRIFTED.value), None)
+        if drifted is not None:
+            series.append((self.drifted, (namespace, name), 1.0 if drifted.status == "True" else 0.0))
+        self._remove(uid)
+        for gauge, labels, value in series:
+            gauge.labels(*labels).set(value)
+        self._series[uid] = [(gauge, labels) for gauge, labels, _ in series]
+
+    def set_drifted(self, uid: str, namespace: str, name: str, drifted: bool) -> None:
+        """The drift check's finding, between reconciliations (it writes only the Drifted condition)."""
+        labels = (namespace, name)
+        self.drifted.labels(*labels).set(1.0 if drifted else 0.0)
+        known = self._series.setdefault(uid, [])
+        if (self.drifted, labels) not in known:
+            known.append((self.drifted, labels))
+
+    def _remove(self, uid: str) -> None:
+        for gauge, labels in self._series.pop(uid, []):
+            gauge.remove(*labels)
 
     def observe(self, uid: str, before: Phase, after: Phase, seconds: float | None, failure: str | None) -> None:
         """Record one reconciliation step of one resource."""
@@ -60,12 +140,22 @@ class OperatorMetrics:
             self.failures.labels(failure).inc()
 
     def forget(self, uid: str) -> None:
-        """A deleted resource no longer counts in any phase."""
+        """A deleted resource no longer counts in any phase, and its own series go."""
         previous = self._phases.pop(uid, None)
         if previous is not None:
             self.migrations.labels(previous.value).dec()
+        self._remove(uid)
 
     def serve(self, port: int, address: str = "0.0.0.0") -> int:  # noqa: S104 - scraped from other pods
         """Serve ``/metrics`` on a background thread; return the port (0 picks a free one)."""
         server, _ = start_http_server(port, addr=address, registry=self.registry)
         return int(server.server_port)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vector-migration-operator")
+    except PackageNotFoundError:  # pragma: no cover - run from a checkout without installing
+        return "unknown"
