@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import asyncpg
@@ -19,6 +20,7 @@ from tests.scenarios import (
     snapshot,
 )
 from vector_migration.database.sql import ConnectionParams
+from vector_migration.database.surface import discover, is_the_planned_target
 from vector_migration.engine.runner import run
 from vector_migration.vocabulary import Phase, Reason
 
@@ -238,3 +240,15 @@ async def test_postgresql_runs_exactly_the_approved_ddl(
     assert [query for query in seen if query not in planned and not query.startswith(JOURNAL_DDL)] == []
     ddl = [query for query in planned if not query.startswith(("LOCK TABLE", "COPY "))]
     assert [query for query in ddl if query not in seen] == []
+
+
+async def test_the_swap_knows_the_extension_it_created_by_its_catalog_without_measuring_under_the_lock(
+    conn: asyncpg.Connection,
+) -> None:
+    await conn.execute("CREATE EXTENSION ruvector_standin")
+    planned = await discover(conn, "ruvector_standin", None, collides=False)
+
+    # measured in the probe; under the swap's lock only the catalog is read again
+    assert await is_the_planned_target(conn, dataclasses.replace(planned, methods_failing=(("ruhnsw", "x"),)), None)
+    assert not await is_the_planned_target(conn, dataclasses.replace(planned, version="9.9"), None)
+    assert await conn.fetchval("SELECT count(*) FROM pg_class WHERE relname LIKE 'vmig_index_check%'") == 0

@@ -128,8 +128,8 @@ class TargetSurface:
             if method_kind(name) == kind
         )
 
-    def summary(self) -> dict[str, object]:
-        """A stable, hashable description (used in the plan and its hash)."""
+    def catalog_summary(self) -> dict[str, object]:
+        """What the catalog says of it: enough to tell the extension created in a swap is the one planned for."""
         return {
             "extension": self.extension,
             "version": self.version,
@@ -137,6 +137,12 @@ class TargetSurface:
             "methods": sorted(self.methods),
             "opclasses": sorted(f"{o.method}:{o.name}" for o in self.opclasses),
             "collides": self.collides,
+        }
+
+    def summary(self) -> dict[str, object]:
+        """A stable, hashable description (used in the plan and its hash): the catalog's, and what was measured."""
+        return {
+            **self.catalog_summary(),
             **({"operatorsOtherwise": dict(self.operators_otherwise)} if self.operators_otherwise else {}),
             **({"methodsFailing": dict(self.methods_failing)} if self.methods_failing else {}),
         }
@@ -144,9 +150,14 @@ class TargetSurface:
 
 # size: one pass over the extension's catalog objects: types, casts, methods, classes, settings
 async def discover(
-    conn: asyncpg.Connection, extension: str, source_library: str | None, *, collides: bool
+    conn: asyncpg.Connection, extension: str, source_library: str | None, *, collides: bool, measure: bool = True
 ) -> TargetSurface:
-    """Read an installed target extension's surface (run inside the transaction that created it)."""
+    """Read an installed target extension's surface (run inside the transaction that created it).
+
+    With ``measure``, its operators and index methods are measured too (database/target_checks.py):
+    the probe does, once; the swap's check that it created the planned extension does not, because
+    it runs under the tables' lock, where every millisecond is the application's.
+    """
     row = await conn.fetchrow(
         """
         SELECT e.oid::bigint AS oid, e.extversion, n.nspname
@@ -237,9 +248,15 @@ async def discover(
         shares_source_library=source_library is not None and source_library in libraries,
         collides=collides,
         casts=cast_rows,
-        operators_otherwise=await operators_otherwise(conn, extension, row["extversion"], dense),
-        methods_failing=await methods_failing(conn, extension, row["extversion"], dense, opclasses),
+        operators_otherwise=await operators_otherwise(conn, extension, row["extversion"], dense) if measure else (),
+        methods_failing=await methods_failing(conn, extension, row["extversion"], dense, opclasses) if measure else (),
     )
+
+
+async def is_the_planned_target(conn: asyncpg.Connection, planned: TargetSurface, source_library: str | None) -> bool:
+    """Whether the extension a swap just created is the one the plan was made for, by its catalog (not measured)."""
+    created = await discover(conn, planned.extension, source_library, collides=planned.collides, measure=False)
+    return created.catalog_summary() == planned.catalog_summary()
 
 
 async def _target_settings(conn: asyncpg.Connection, types: tuple[TargetType, ...]) -> frozenset[str]:

@@ -31,7 +31,7 @@ from ..database.measure import (
     table_checksum,
 )
 from ..database.sql import set_timeouts
-from ..database.surface import TargetSurface, discover
+from ..database.surface import TargetSurface, is_the_planned_target
 from ..engine import records
 from ..engine.context import Migration
 from ..engine.invariant import CatalogLoss, catalog_after, catalog_before, changed_by_others, expected_of
@@ -92,10 +92,9 @@ async def convert(
             continue
         async with index_progress(m, statement.sql if building else None):
             await execute(m, statement)
-        if statement.step is StatementKind.CREATE_TARGET_EXTENSION:
-            real = await discover(conn, surface.extension, m.facts.source_library, collides=surface.collides)
-            if real.summary() != surface.summary():
-                raise PlanDrift("the target extension differs from the one the plan was made for")
+        created = statement.step is StatementKind.CREATE_TARGET_EXTENSION
+        if created and not await is_the_planned_target(conn, surface, m.facts.source_library):
+            raise PlanDrift("the target extension differs from the one the plan was made for")
         if statement.step is StatementKind.LOCK:
             progress.locked_at = time.perf_counter()
             before = await _checksums_under_the_lock(conn, inventory, mode, early or {}, progress)

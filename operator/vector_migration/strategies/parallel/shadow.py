@@ -17,7 +17,7 @@ from ...database.catalog import index_names
 from ...database.catalog_compare import Expected
 from ...database.measure import IndexTarget
 from ...database.sql import qualify, quote_ident
-from ...database.surface import discover
+from ...database.surface import is_the_planned_target
 from ...engine import records
 from ...engine.context import Migration
 from ...engine.invariant import CatalogLoss, catalog_after, catalog_before
@@ -114,11 +114,9 @@ async def _prepare(m: Migration, plan: ParallelPlan, ready: Ready, progress: Pro
             continue
         progress.step = statement.step.value
         await execute(m, statement)
-        if statement.step is StatementKind.CREATE_TARGET_EXTENSION:
-            surface = ready.surface
-            real = await discover(conn, surface.extension, m.facts.source_library, collides=surface.collides)
-            if real.summary() != surface.summary():
-                raise PlanDrift("the target extension differs from the one the plan was made for")
+        created = statement.step is StatementKind.CREATE_TARGET_EXTENSION
+        if created and not await is_the_planned_target(conn, ready.surface, m.facts.source_library):
+            raise PlanDrift("the target extension differs from the one the plan was made for")
     shadows = frozenset(qualify(t.shadow.table_schema, t.shadow.shadow) for t in plan.tables)
     target = {f"extension {quote_ident(ready.surface.extension)}": "the target extension"}
     target[f"schema {quote_ident(m.target_schema(ready.inventory))}"] = "the target extension's schema"
