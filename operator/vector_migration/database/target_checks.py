@@ -89,24 +89,19 @@ async def methods_failing(
     return tuple(failing)
 
 
-# The search-width settings of pgvector and RuVector, set for the check alone: a session's own
-# (ALTER ROLE … SET hnsw.ef_search = 1) must not fail a healthy index, nor block a rollback.
-SEARCH_WIDTH = {
-    "hnsw.ef_search": "100",
-    "ruvector.ef_search": "100",
-    "ruvector.hnsw_ef_search": "100",
-    "ivfflat.probes": "1",
-    "ruvector.probes": "1",
-    "ruvector.ivfflat_probes": "1",
-}
-
-
 async def _search_widely(conn: asyncpg.Connection) -> None:
-    present = await conn.fetch(
-        "SELECT name FROM pg_catalog.pg_settings WHERE name = ANY($1::text[])", list(SEARCH_WIDTH)
-    )
+    """Set the search width of pgvector and RuVector wide, for the check alone.
+
+    A session's own (ALTER ROLE … SET hnsw.ef_search = 1) must not fail a healthy index, nor block
+    a rollback. The names are the ones the engine carries (surface.SETTING_CANDIDATES).
+    """
+    from .surface import SETTING_CANDIDATES  # imported here: surface imports this module
+
+    width = {name: "100" for name in SETTING_CANDIDATES["hnsw.ef_search"]}
+    width |= {name: "1" for name in SETTING_CANDIDATES["ivfflat.probes"]}  # one list: exhaustive
+    present = await conn.fetch("SELECT name FROM pg_catalog.pg_settings WHERE name = ANY($1::text[])", list(width))
     for (name,) in present:
-        await conn.execute("SELECT pg_catalog.set_config($1, $2, true)", name, SEARCH_WIDTH[name])
+        await conn.execute("SELECT pg_catalog.set_config($1, $2, true)", name, width[name])
 
 
 # size: one scenario read top to bottom: a table, its exact answer, an index, the index's answer
