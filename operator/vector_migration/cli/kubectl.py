@@ -128,8 +128,10 @@ async def show_status(s: Session, args: argparse.Namespace) -> int:
             print_status(s.console, args.name, status)
         if not args.watch:
             return EXIT_OK
-        if status.phase.terminal or _stalled(status):
-            return EXIT_FAILED if _stalled(status) else EXIT_OK
+        if _stalled(status):
+            return EXIT_FAILED
+        if status.phase.terminal:
+            return EXIT_OK
         if _held(status):
             return EXIT_HELD
         await asyncio.sleep(args.interval)

@@ -50,7 +50,6 @@ class RealRuvectorServer:
                 import pgserver  # type: ignore[import-not-found]
         finally:
             sys.path.remove(str(home))
-        self._pgserver: Any = pgserver
         self.bin_dir = pg_config.parent
         pgdata.parent.mkdir(parents=True, exist_ok=True)
         self.pgdata = pgdata

@@ -53,38 +53,36 @@ class OperatorMetrics:
             ["reason"],
             registry=self.registry,
         )
-        who = ["namespace", "name"]
-        self.info = Gauge(
-            "vector_migration_info", "1 for each VectorMigration, with its strategy and phase",
-            [*who, "strategy", "phase"], registry=self.registry,
-        )  # fmt: skip
-        self.write_blocked = Gauge(
-            "vector_migration_write_blocked_seconds",
-            "How long the migration blocked writes",
-            who,
-            registry=self.registry,
+
+        def per_migration(name: str, description: str, *labels: str) -> Gauge:
+            return Gauge(name, description, ["namespace", "name", *labels], registry=self.registry)
+
+        self.info = per_migration(
+            "vector_migration_info", "1 for each VectorMigration, with its strategy and phase", "strategy", "phase"
         )
-        self.recall = Gauge(
-            "vector_migration_recall", "recall@k of an index against exact search, before and after the swap",
-            [*who, "index", "when"], registry=self.registry,
-        )  # fmt: skip
-        self.backup_size = Gauge(
-            "vector_migration_backup_size_bytes", "The verified dump's size", who, registry=self.registry
+        self.write_blocked = per_migration(
+            "vector_migration_write_blocked_seconds", "How long the migration blocked writes"
         )
-        self.lag = Gauge(
+        self.recall = per_migration(
+            "vector_migration_recall",
+            "recall@k of an index against exact search, before and after the swap",
+            "index",
+            "when",
+        )
+        self.backup_size = per_migration("vector_migration_backup_size_bytes", "The verified dump's size")
+        self.lag = per_migration(
             "vector_migration_replication_lag_bytes",
             "How far Replicate's new database is behind, in WAL bytes (a growing lag keeps WAL on the source)",
-            who,
-            registry=self.registry,
         )
-        self.backfill = Gauge(
-            "vector_migration_backfill_rows", "Parallel's backfill: rows copied and rows to copy, per table",
-            [*who, "table", "rows"], registry=self.registry,
-        )  # fmt: skip
-        self.drifted = Gauge(
-            "vector_migration_drifted", "1 when a succeeded migration's database no longer matches it",
-            who, registry=self.registry,
-        )  # fmt: skip
+        self.backfill = per_migration(
+            "vector_migration_backfill_rows",
+            "Parallel's backfill: rows copied and rows to copy, per table",
+            "table",
+            "rows",
+        )
+        self.drifted = per_migration(
+            "vector_migration_drifted", "1 when a succeeded migration's database no longer matches it"
+        )
         build = Gauge("vector_migration_build_info", "The operator's version", ["version"], registry=self.registry)
         build.labels(_version()).set(1)
 
