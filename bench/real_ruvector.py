@@ -56,35 +56,26 @@ async def fill_items(conn: asyncpg.Connection, rows: int, dims: int) -> None:
     )
 
 
-async def _seed(uri: str, rows: int, dims: int) -> None:
-    """The dataset, once, as a template every measurement copies."""
-    admin = await asyncpg.connect(uri)
+async def _database(server: RealRuvectorServer, name: str, template: str | None = None) -> str:
+    """A new database on the server (a file copy of ``template`` when given: every run starts from the same bytes)."""
+    admin = await asyncpg.connect(server.uri())
     try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {TEMPLATE}")
-        await admin.execute(f"CREATE DATABASE {TEMPLATE}")
+        await admin.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
+        copied = f" TEMPLATE {quote_ident(template)}" if template else ""
+        await admin.execute(f"CREATE DATABASE {quote_ident(name)}{copied}")
     finally:
         await admin.close()
-    conn = await asyncpg.connect(_with_database(uri, TEMPLATE))
+    return server.uri(name)
+
+
+async def _seed(server: RealRuvectorServer, rows: int, dims: int) -> None:
+    """The dataset, once, as a template every measurement copies."""
+    conn = await asyncpg.connect(await _database(server, TEMPLATE))
     try:
         await fill_items(conn, rows, dims)
         await conn.execute("VACUUM ANALYZE items")
     finally:
         await conn.close()
-
-
-def _with_database(uri: str, database: str) -> str:
-    head, _, query = uri.partition("?")
-    return f"{head.rsplit('/', 1)[0]}/{database}?{query}"
-
-
-async def _fresh_copy(uri: str, name: str) -> str:
-    admin = await asyncpg.connect(uri)
-    try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
-        await admin.execute(f"CREATE DATABASE {quote_ident(name)} TEMPLATE {TEMPLATE}")
-    finally:
-        await admin.close()
-    return _with_database(uri, name)
 
 
 async def search_quality(conn: asyncpg.Connection, index: str) -> dict[str, Any]:
@@ -133,9 +124,9 @@ async def _hnsw(conn: asyncpg.Connection, opclass: str) -> dict[str, Any]:
     return {"build_s": built, **await search_quality(conn, "items_l2")}
 
 
-async def _raw_floor(uri: str, dims: int) -> tuple[dict[str, float], str]:
+async def _raw_floor(server: RealRuvectorServer, dims: int) -> tuple[dict[str, float], str]:
     """The conversion through text, by hand: the least any tool could do (and the converted copy's URI)."""
-    copy = await _fresh_copy(uri, "bench_real_floor")
+    copy = await _database(server, "bench_real_floor", TEMPLATE)
     conn = await asyncpg.connect(copy)
     try:
         started = time.perf_counter()
@@ -152,9 +143,9 @@ async def _raw_floor(uri: str, dims: int) -> tuple[dict[str, float], str]:
     return {"conversion_s": converted - started}, copy
 
 
-async def _engine_run(uri: str, work: Path, pg_bin: Path) -> tuple[dict[str, Any], str]:
+async def _engine_run(server: RealRuvectorServer, work: Path, pg_bin: Path) -> tuple[dict[str, Any], str]:
     """The engine's InPlace Atomic migration to the real RuVector on a fresh copy; the run and the copy's URI."""
-    copy = await _fresh_copy(uri, "bench_real_atomic")
+    copy = await _database(server, "bench_real_atomic", TEMPLATE)
     resource = parse_manifest(
         {
             "apiVersion": "ruvector.dev/v1alpha1",
@@ -184,23 +175,22 @@ async def measure(pg_config: Path, rows: int, dims: int, work: Path, repeats: in
     """Every real-RuVector row of the bench, each migration ``repeats`` times with the median run reported."""
     server = RealRuvectorServer(pg_config, work / "pgdata-real")
     try:
-        uri = server.uri()
         print(f"real RuVector: seeding {rows:,} x {dims} on PostgreSQL 16 ...", flush=True)
-        await _seed(uri, rows, dims)
+        await _seed(server, rows, dims)
         floors, runs = [], []
         for attempt in range(1, repeats + 1):
-            floors.append((await _raw_floor(uri, dims))[0])
-            runs.append((await _engine_run(uri, work, pg_config.parent))[0])
+            floors.append((await _raw_floor(server, dims))[0])
+            runs.append((await _engine_run(server, work, pg_config.parent))[0])
             print(f"  run {attempt}/{repeats}: floor {floors[-1]['conversion_s']:.2f}s, "
                   f"engine {runs[-1]['wall_s']:.2f}s", flush=True)  # fmt: skip
         print("  pgvector's HNSW ...", flush=True)
-        conn = await asyncpg.connect(await _fresh_copy(uri, "bench_real_pgvector"))
+        conn = await asyncpg.connect(await _database(server, "bench_real_pgvector", TEMPLATE))
         try:
             pgvector_hnsw = await _hnsw(conn, "vector_l2_ops")
         finally:
             await conn.close()
         print("  RuVector's HNSW ...", flush=True)
-        conn = await asyncpg.connect((await _raw_floor(uri, dims))[1])
+        conn = await asyncpg.connect((await _raw_floor(server, dims))[1])
         try:
             ruvector_hnsw = await _hnsw(conn, "ruvector_l2_ops")
             ruvector_hnsw["count_star_answers"] = await conn.fetchval("SELECT count(*) FROM items")
