@@ -223,6 +223,20 @@ def _job_defaults(values: dict[str, Any]) -> JobDefaults:
     return JobDefaults.model_validate_json(env["VMIG_JOB_DEFAULTS"])
 
 
+def backup_job(resource: VectorMigration, defaults: JobDefaults) -> dict[str, Any]:
+    """The backup Job the operator would start for ``resource`` with the chart's ``defaults``."""
+    return build_backup_job(
+        resource,
+        defaults=defaults,
+        secret_name="shop-app",
+        connection={"PGHOST": "db"},
+        archive_name="a.dump",
+        tables=[],
+        server_major=17,
+        plan_hash="sha256:0123456789abcdef",
+    )
+
+
 def test_the_jobs_take_the_charts_defaults_and_a_spec_overrides_them() -> None:
     defaults = _job_defaults(MATRIX["air-gapped jobs"])
     resource = VectorMigration.model_validate(
@@ -233,16 +247,7 @@ def test_the_jobs_take_the_charts_defaults_and_a_spec_overrides_them() -> None:
             "spec": {"target": {"extension": "ruvector"}, "backup": {"nodeSelector": {"pool": "db"}}},
         }
     )
-    job = build_backup_job(
-        resource,
-        defaults=defaults,
-        secret_name="shop-app",
-        connection={"PGHOST": "db"},
-        archive_name="a.dump",
-        tables=[],
-        server_major=17,
-        plan_hash="sha256:0123456789abcdef",
-    )
+    job = backup_job(resource, defaults)
     pod = job["spec"]["template"]["spec"]
     assert pod["containers"][0]["image"] == "registry.internal/mirror/postgres:17"
     assert pod["containers"][0]["resources"]["requests"] == {"cpu": "100m", "memory": "256Mi"}  # a quota admits it
@@ -258,16 +263,7 @@ def test_the_jobs_pods_take_the_charts_annotations_labels_and_ids_or_none() -> N
         {"apiVersion": "ruvector.dev/v1alpha1", "kind": "VectorMigration",
          "metadata": {"name": "shop", "namespace": "shop", "uid": "u-1"}, "spec": {"target": {"extension": "ruvector"}}}
     )  # fmt: skip
-    job = build_backup_job(
-        resource,
-        defaults=defaults,
-        secret_name="shop-app",
-        connection={"PGHOST": "db"},
-        archive_name="a.dump",
-        tables=[],
-        server_major=17,
-        plan_hash="sha256:0123456789abcdef",
-    )
+    job = backup_job(resource, defaults)
 
     template = job["spec"]["template"]
     assert template["metadata"]["annotations"] == {"sidecar.istio.io/inject": "false"}
@@ -276,10 +272,7 @@ def test_the_jobs_pods_take_the_charts_annotations_labels_and_ids_or_none() -> N
     assert template["spec"]["securityContext"] == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
     assert defaults.storage_class_name == "fast-ssd"
     kubernetes_validate.validate(job, KUBERNETES, strict=True)
-    default_job = build_backup_job(
-        resource, defaults=_job_defaults({}), secret_name="s", connection={}, archive_name="a.dump", tables=[],
-        server_major=17, plan_hash="sha256:0123456789abcdef",
-    )  # fmt: skip
+    default_job = backup_job(resource, _job_defaults({}))
     assert default_job["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 999
     assert "annotations" not in default_job["spec"]["template"]["metadata"]
 
