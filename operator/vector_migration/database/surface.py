@@ -46,6 +46,12 @@ SETTING_CANDIDATES = {
     "ivfflat.probes": ("ruvector.probes", "ruvector.ivfflat_probes", "ivfflat.probes"),
 }
 
+# Those settings set wide for the probe's index check (target_checks.py), so a session's own
+# (ALTER ROLE … SET hnsw.ef_search = 1) cannot fail a healthy index; one list is exhaustive.
+SEARCH_WIDTH = {name: "100" for name in SETTING_CANDIDATES["hnsw.ef_search"]} | {
+    name: "1" for name in SETTING_CANDIDATES["ivfflat.probes"]
+}
+
 # Extensions whose CREATE INDEX CONCURRENTLY is known to be wrong, by access-method kind.
 # A Concurrent reindex builds those indexes atomically inside the swap instead.
 CONCURRENT_BUILD_KNOWN_BUGS = {
@@ -249,7 +255,9 @@ async def discover(
         collides=collides,
         casts=cast_rows,
         operators_otherwise=await operators_otherwise(conn, extension, row["extversion"], dense) if measure else (),
-        methods_failing=await methods_failing(conn, extension, row["extversion"], dense, opclasses) if measure else (),
+        methods_failing=await methods_failing(conn, extension, row["extversion"], dense, opclasses, SEARCH_WIDTH)
+        if measure
+        else (),
     )
 
 

@@ -12,6 +12,7 @@ is always rolled back: nothing is left in the database.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -75,6 +76,7 @@ async def methods_failing(
     version: str,
     dense: TargetType | None,
     opclasses: tuple[TargetOpclass, ...],
+    search_width: Mapping[str, str],
 ) -> tuple[tuple[str, str], ...]:
     """Each access method whose index, on a table of this check's own, answers otherwise than an exact search."""
     if dense is None:
@@ -83,29 +85,27 @@ async def methods_failing(
     for opclass in opclasses:
         if opclass.input_type != dense.name or opclass.ordering_operator != "<->":
             continue  # L2 on the dense type: the one operator every vector index serves
-        answered = await _index_answers(conn, dense, opclass)
+        answered = await _index_answers(conn, dense, opclass, search_width)
         if answered is not None:
             failing.append((opclass.method, f"{answered}, in {extension} {version}"))
     return tuple(failing)
 
 
-async def _search_widely(conn: asyncpg.Connection) -> None:
-    """Set the search width of pgvector and RuVector wide, for the check alone.
+async def _search_widely(conn: asyncpg.Connection, width: Mapping[str, str]) -> None:
+    """Set the search width of pgvector and RuVector wide (``width``: setting -> value), for the check alone.
 
     A session's own (ALTER ROLE … SET hnsw.ef_search = 1) must not fail a healthy index, nor block
-    a rollback. The names are the ones the engine carries (surface.SETTING_CANDIDATES).
+    a rollback.
     """
-    from .surface import SETTING_CANDIDATES  # imported here: surface imports this module
-
-    width = {name: "100" for name in SETTING_CANDIDATES["hnsw.ef_search"]}
-    width |= {name: "1" for name in SETTING_CANDIDATES["ivfflat.probes"]}  # one list: exhaustive
     present = await conn.fetch("SELECT name FROM pg_catalog.pg_settings WHERE name = ANY($1::text[])", list(width))
     for (name,) in present:
         await conn.execute("SELECT pg_catalog.set_config($1, $2, true)", name, width[name])
 
 
 # size: one scenario read top to bottom: a table, its exact answer, an index, the index's answer
-async def _index_answers(conn: asyncpg.Connection, dense: TargetType, opclass: TargetOpclass) -> str | None:
+async def _index_answers(
+    conn: asyncpg.Connection, dense: TargetType, opclass: TargetOpclass, search_width: Mapping[str, str]
+) -> str | None:
     """What the method's index answered when it answered wrongly; None when right, or when not measured."""
     type_sql = f"{quote_ident(dense.schema)}.{quote_ident(dense.name)}"
     distance = f"OPERATOR({quote_ident(dense.schema)}.<->)"
@@ -130,7 +130,7 @@ async def _index_answers(conn: asyncpg.Connection, dense: TargetType, opclass: T
             f"(e {quote_ident(opclass.schema)}.{quote_ident(opclass.name)}){options}"
         )
         await conn.execute("SET LOCAL enable_seqscan = off")
-        await _search_widely(conn)
+        await _search_widely(conn, search_width)
         # A read of the whole table must find every row whatever the planner picks: RuVector's HNSW
         # offers itself for it (amgetbitmap, amcanreturn) and returns nothing without an ORDER BY.
         counted = await conn.fetchval("SELECT pg_catalog.count(*) FROM pg_temp.vmig_index_check")
