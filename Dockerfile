@@ -16,7 +16,7 @@ RUN python -m venv /opt/venv \
 
 # --- runtime: the interpreter, the virtual environment, nothing else ---------------------------
 FROM ${PYTHON_IMAGE}
-ARG VERSION=0.1.0
+ARG VERSION=0.2.0
 LABEL org.opencontainers.image.title="vector-migration-operator" \
       org.opencontainers.image.description="Declarative, lossless pgvector to RuVector migrations for PostgreSQL" \
       org.opencontainers.image.source="https://github.com/ruvector/vector-migration-operator" \

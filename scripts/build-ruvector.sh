@@ -72,7 +72,8 @@ ruvector-postgres = { version = "=$RUVECTOR_VERSION", default-features = false }
 EOF
     : > "$fetch/src/lib.rs"
     (cd "$fetch" && cargo fetch --quiet)
-    crate=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"ruvector-postgres-$RUVECTOR_VERSION" | head -n 1)
+    # the first registry index's copy (one per index; a glob, not ls, so any name is safe)
+    for crate in "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"ruvector-postgres-$RUVECTOR_VERSION"; do break; done
     cp -r "$crate" "$src"
   fi
   mkdir -p "$PGRX_HOME"

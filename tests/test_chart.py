@@ -30,6 +30,13 @@ MATRIX: dict[str, dict[str, Any]] = {
         "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
         "networkPolicy": {"enabled": True, "postgresPorts": [5432, 6432]},
     },
+    "monitoring": {
+        "metrics": {
+            "podMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+            "prometheusRule": {"enabled": True, "waitingForAPersonFor": "4h", "replicationLagBytes": 5 * 2**30},
+            "grafanaDashboard": {"enabled": True, "namespace": "monitoring"},
+        }
+    },
     "openshift": {"podSecurityContext": {"runAsUser": None, "runAsGroup": None}},
     "extras": {
         "extraArgs": ["--log-level=debug"],
@@ -74,7 +81,7 @@ MATRIX: dict[str, dict[str, Any]] = {
     },
 }
 # Kinds kubernetes-validate knows; the others are custom resources checked by their own tests.
-CUSTOM_KINDS = {"ServiceMonitor", "ClusterKopfPeering", "KopfPeering"}
+CUSTOM_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ClusterKopfPeering", "KopfPeering"}
 
 
 @pytest.mark.parametrize("values", MATRIX.values(), ids=MATRIX.keys())

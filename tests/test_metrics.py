@@ -42,6 +42,8 @@ def test_each_migration_has_series_an_alert_can_name_and_they_go_with_it() -> No
                                      "rowsCopied": 40, "rowsTotal": 100}]},
             "replicate": {"sourceDatabase": "shop", "targetDatabase": "shop_ruvector", "oldDatabase": "shop_old",
                           "lagBytes": 4096},
+            "conditions": [{"type": "Reconciling", "status": "True", "reason": "Backfilling",
+                            "lastTransitionTime": "2026-12-07T10:00:00Z"}],
         }
     )  # fmt: skip
 
@@ -57,7 +59,11 @@ def test_each_migration_has_series_an_alert_can_name_and_they_go_with_it() -> No
     assert f"vector_migration_backup_size_bytes{{{who}}} 123456.0" in text
     assert f"vector_migration_replication_lag_bytes{{{who}}} 4096.0" in text
     assert f'vector_migration_backfill_rows{{{who},rows="copied",table="public.docs"}} 40.0' in text
+    assert f'vector_migration_replication_slot{{{who},state="forward"}} 1.0' in text
     assert f"vector_migration_drifted{{{who}}} 1.0" in text
+    assert (
+        f'vector_migration_status_condition{{{who},reason="Backfilling",status="True",type="Reconciling"}} 1.0' in text
+    )
     assert "vector_migration_build_info{version=" in text
 
     status.phase = Phase.SUCCEEDED

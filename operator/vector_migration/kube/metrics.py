@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from ..api import VectorMigrationStatus
+from ..api import ReplicateStatus, VectorMigrationStatus
 from ..vocabulary import ConditionType, Phase
 
 # Phases last from seconds (checklist of a small database) to hours (reindex of a large one).
@@ -53,6 +53,12 @@ class OperatorMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self._add_per_migration_gauges()
+        build = Gauge("vector_migration_build_info", "The operator's version", ["version"], registry=self.registry)
+        build.labels(_version()).set(1)
+
+    def _add_per_migration_gauges(self) -> None:
+        """Each migration's own series, labelled by namespace and name so an alert can name it."""
 
         def per_migration(name: str, description: str, *labels: str) -> Gauge:
             return Gauge(name, description, ["namespace", "name", *labels], registry=self.registry)
@@ -80,11 +86,23 @@ class OperatorMetrics:
             "table",
             "rows",
         )
+        self.slot = per_migration(
+            "vector_migration_replication_slot",
+            "1 for Replicate's replication, in its state: forward (before the switchover), reverse (the old"
+            " database follows the new one) or stopped",
+            "state",
+        )
         self.drifted = per_migration(
             "vector_migration_drifted", "1 when a succeeded migration's database no longer matches it"
         )
-        build = Gauge("vector_migration_build_info", "The operator's version", ["version"], registry=self.registry)
-        build.labels(_version()).set(1)
+        self.condition = per_migration(
+            "vector_migration_status_condition",
+            "1 for each condition of the resource's status, with its status and reason (as kube-state-metrics"
+            " shows a Pod's)",
+            "type",
+            "status",
+            "reason",
+        )
 
     def describe(self, uid: str, namespace: str, name: str, strategy: str, status: VectorMigrationStatus) -> None:
         """Set one resource's own series from its status (the ones it no longer has go)."""
@@ -99,14 +117,18 @@ class OperatorMetrics:
                     series.append((self.recall, (namespace, name, index.name, when), value))
         if status.backup is not None:
             series.append((self.backup_size, (namespace, name), float(status.backup.size_bytes)))
-        if status.replicate is not None and status.replicate.lag_bytes is not None:
-            series.append((self.lag, (namespace, name), float(status.replicate.lag_bytes)))
+        if status.replicate is not None:
+            if status.replicate.lag_bytes is not None:
+                series.append((self.lag, (namespace, name), float(status.replicate.lag_bytes)))
+            series.append((self.slot, (namespace, name, _slot_state(status.replicate)), 1.0))
         for table in status.parallel.tables if status.parallel else []:
             series.append((self.backfill, (namespace, name, table.name, "copied"), float(table.rows_copied)))
             series.append((self.backfill, (namespace, name, table.name, "total"), float(table.rows_total)))
         drifted = next((c for c in status.conditions if c.type == ConditionType.DRIFTED.value), None)
         if drifted is not None:
             series.append((self.drifted, (namespace, name), 1.0 if drifted.status == "True" else 0.0))
+        for condition in status.conditions:
+            series.append((self.condition, (namespace, name, condition.type, condition.status, condition.reason), 1.0))
         self._remove(uid)
         for gauge, labels, value in series:
             gauge.labels(*labels).set(value)
@@ -148,6 +170,12 @@ class OperatorMetrics:
         """Serve ``/metrics`` on a background thread; return the port (0 picks a free one)."""
         server, _ = start_http_server(port, addr=address, registry=self.registry)
         return int(server.server_port)
+
+
+def _slot_state(replicate: ReplicateStatus) -> str:
+    if replicate.replication_stopped:
+        return "stopped"
+    return "reverse" if replicate.switched_over else "forward"
 
 
 def _version() -> str:
