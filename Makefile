@@ -29,7 +29,7 @@ unit: $(STAMP)
 
 workflows: $(STAMP)
 	"$$(scripts/go-tool.sh actionlint | tail -n 1)" -no-color -shellcheck=$(BIN)/shellcheck .github/workflows/*.yaml
-	$(BIN)/shellcheck .ci/run scripts/*.sh tests/e2e/*.sh
+	$(BIN)/shellcheck .ci/run scripts/*.sh examples/*.sh tests/e2e/*.sh
 
 test: lint typecheck workflows unit
 

@@ -253,9 +253,11 @@ class Cluster:
                 raise AssertionError(f"{name} is still there after {timeout}s")
             await asyncio.sleep(0.1)
 
-    async def list(self, api: str, plural: str, namespace: str = "default") -> list[dict[str, Any]]:
+    async def list(self, api: str, plural: str, namespace: str | None = "default") -> list[dict[str, Any]]:
+        """The objects of one namespace, or of every namespace with None."""
         prefix = f"/api/{api}" if "/" not in api else f"/apis/{api}"
-        body = await self.request("GET", f"{prefix}/namespaces/{namespace}/{plural}")
+        where = "" if namespace is None else f"/namespaces/{namespace}"
+        body = await self.request("GET", f"{prefix}{where}/{plural}")
         return list((body or {}).get("items", []))
 
     async def wait_for(
@@ -329,7 +331,7 @@ class JobRunner:
 
     async def run_forever(self) -> None:
         while True:
-            for job in await self.cluster.list("batch/v1", "jobs") if self.enabled else []:
+            for job in await self.cluster.list("batch/v1", "jobs", namespace=None) if self.enabled else []:
                 name = job["metadata"]["name"]
                 if name not in self.started and not job.get("status"):
                     self.started.append(name)

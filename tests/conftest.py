@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from vector_migration.database.sql import ConnectionParams
 from vector_migration.demo import EmbeddedPostgres, create_database
+from vector_migration.demo.real import RealRuvectorMissing, RealRuvectorServer, built_pg_config
 
 _numbers = itertools.count(1)
 
@@ -82,3 +84,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         if reporter is not None:
             reporter.write_line(f"RBAC: the chart grants what no operator test used: {', '.join(unused)}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="module")
+def ruvector_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealRuvectorServer]:
+    """PostgreSQL 16 with pgvector and the real RuVector, from the pgserver `make ruvector` unpacked; logical WAL."""
+    try:
+        pg_config = built_pg_config()
+    except RealRuvectorMissing as missing:
+        if os.environ.get("VMIG_REQUIRE_RUVECTOR"):
+            pytest.fail(f"VMIG_REQUIRE_RUVECTOR is set, but {missing}")
+        pytest.skip(str(missing))
+    server = RealRuvectorServer(pg_config, tmp_path_factory.mktemp("pg16") / "data", logical=True)
+    yield server
+    server.stop()

@@ -98,6 +98,11 @@ async def test_status_shows_the_phase_the_plan_and_each_tables_progress(cluster:
     code, document = await kubectl_vmig(cluster, "status", "shop", "-o", "json")
     assert code == EXIT_OK and json.loads(document)["status"]["phase"] == "Backfill"
 
+    # kubectl's flags after the name, as the README writes them, and before the verb
+    assert (await kubectl_vmig(cluster, "status", "shop", "-n", "default"))[0] == EXIT_OK
+    assert (await kubectl_vmig(cluster, "-n", "default", "status", "shop"))[0] == EXIT_OK
+    assert (await kubectl_vmig(cluster, "status", "shop", "-n", "elsewhere"))[0] != EXIT_OK
+
 
 @pytest.mark.parametrize(
     ("phase", "conditions", "code"),

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from vector_migration.cli import main
 from vector_migration.database.backup import LocalBackup
 from vector_migration.database.sql import ConnectionParams
 from vector_migration.database.surface import discover
-from vector_migration.demo.real import PG_CONFIG_VARIABLE, RealRuvectorMissing, RealRuvectorServer, built_pg_config
+from vector_migration.demo.real import PG_CONFIG_VARIABLE, RealRuvectorServer
 from vector_migration.engine.context import Migration
 from vector_migration.engine.runner import run
 from vector_migration.vocabulary import Phase, Reason
@@ -49,20 +49,6 @@ USES_INNER_PRODUCT = frozenset({"commented-function"})
 def _pg_config() -> Path | None:
     named = os.environ.get(PG_CONFIG_VARIABLE)
     return Path(named) if named else None
-
-
-@pytest.fixture(scope="module")
-def ruvector_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealRuvectorServer]:
-    """PostgreSQL 16 with pgvector and the real RuVector, from the pgserver `make ruvector` unpacked; logical WAL."""
-    try:
-        pg_config = built_pg_config()
-    except RealRuvectorMissing as missing:
-        if os.environ.get("VMIG_REQUIRE_RUVECTOR"):
-            pytest.fail(f"VMIG_REQUIRE_RUVECTOR is set, but {missing}")
-        pytest.skip(str(missing))
-    server = RealRuvectorServer(pg_config, tmp_path_factory.mktemp("pg16") / "data", logical=True)
-    yield server
-    server.stop()
 
 
 @pytest.fixture

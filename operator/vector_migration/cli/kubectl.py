@@ -351,13 +351,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("-n", "--namespace", help="the namespace (default: the context's, else default)")
-    parser.add_argument("--context", help="the kubeconfig context (default: the current one)")
-    parser.add_argument("--kubeconfig", help="the kubeconfig file (default: KUBECONFIG, else ~/.kube/config)")
+    add_login_flags(parser, None)
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
     for verb, (summary, examples) in _HELP.items():
         sub = subcommand(verbs, verb, summary, examples, EXIT_CODES)
         sub.add_argument("name", help="the VectorMigration's name")
+        # after the name too, as kubectl takes them (`kubectl vmig approve shop -n shop`); given only
+        # here, they must not reset what was given before the verb
+        add_login_flags(sub, argparse.SUPPRESS)
         if verb == "status":
             sub.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text")
             sub.add_argument(
@@ -384,6 +385,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     completion.add_argument("shell", choices=["bash", "zsh", "fish"])
     return parser
+
+
+def add_login_flags(parser: argparse.ArgumentParser, default: str | None) -> None:
+    """The login flags kubectl takes: -n, --context and --kubeconfig."""
+    parser.add_argument(
+        "-n", "--namespace", default=default, help="the namespace (default: the context's, else default)"
+    )
+    parser.add_argument("--context", default=default, help="the kubeconfig context (default: the current one)")
+    parser.add_argument(
+        "--kubeconfig", default=default, help="the kubeconfig file (default: KUBECONFIG, else ~/.kube/config)"
+    )
 
 
 def _client(args: argparse.Namespace) -> tuple[KubeClient, str]:

@@ -6,6 +6,7 @@ a restart finds the existing object instead of making a second one.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -29,12 +30,15 @@ TARGET_PASSWORD_DIR = "/var/run/secrets/target-database"  # noqa: S105 - Replica
 BACKUP_DIR = "/backup"
 SCRATCH_DIR = "/tmp"  # noqa: S108 - an emptyDir, because the root filesystem is read-only
 
-# Both scripts start by turning the Secret's password key, mounted as a file, into a libpq
+# Every script starts by turning the Secret's password key, mounted as a file, into a libpq
 # password file (sed escapes what the format reserves; no argv, no environment variable carries it).
+# A login without a password (trust, certificates) mounts none.
 _WRITE_PGPASS = r"""set -eu
 umask 077
-{ printf '*:*:*:*:'; sed -e 's/\\/\\\\/g' -e 's/:/\\:/g' "$PASSWORD_DIR/password"; echo; } > "$SCRATCH_DIR/pgpass"
-export PGPASSFILE="$SCRATCH_DIR/pgpass"
+if [ -f "$PASSWORD_DIR/password" ]; then
+  { printf '*:*:*:*:'; sed -e 's/\\/\\\\/g' -e 's/:/\\:/g' "$PASSWORD_DIR/password"; echo; } > "$SCRATCH_DIR/pgpass"
+  export PGPASSFILE="$SCRATCH_DIR/pgpass"
+fi
 """
 
 # The backup container's script: the archive is written under a .partial name; its table of
@@ -141,7 +145,7 @@ def build_backup_job(
     *,
     defaults: JobDefaults | None = None,
     ca: tuple[str, str] | None = None,
-    secret_name: str,
+    secret_name: str | None,
     connection: dict[str, str],
     archive_name: str,
     tables: list[tuple[str, str]],
@@ -179,7 +183,7 @@ def build_restore_job(
     *,
     defaults: JobDefaults | None = None,
     ca: tuple[str, str] | None = None,
-    secret_name: str,
+    secret_name: str | None,
     connection: dict[str, str],
     archive_name: str,
     sha256: str,
@@ -207,7 +211,7 @@ def build_schema_job(
     *,
     defaults: JobDefaults | None = None,
     ca: tuple[str, str] | None = None,
-    secret_name: str,
+    secret_name: str | None,
     connection: dict[str, str],
     target_database: str,
     server_major: int,
@@ -268,7 +272,7 @@ def _database_job(
     ca: tuple[str, str] | None,
     command: list[str],
     env: dict[str, str],
-    secret_name: str,
+    secret_name: str | None,
     archive_read_only: bool | None,
     target_secret_name: str | None = None,
 ) -> dict[str, Any]:
@@ -324,7 +328,7 @@ def _database_job(
                             "volumeMounts": [
                                 *archive_mounts,
                                 {"name": "scratch", "mountPath": SCRATCH_DIR},
-                                {"name": "database-password", "mountPath": PASSWORD_DIR, "readOnly": True},
+                                *_password_mounts(secret_name),
                                 *_target_mounts(target_secret_name),
                                 *_ca_mounts(ca),
                             ],
@@ -333,20 +337,44 @@ def _database_job(
                     "volumes": [
                         *archive_volumes,
                         {"name": "scratch", "emptyDir": {"sizeLimit": "64Mi"}},
-                        {
-                            "name": "database-password",
-                            "secret": {
-                                "secretName": secret_name,
-                                "items": [{"key": "password", "path": "password"}],
-                                "defaultMode": 0o400,
-                            },
-                        },
+                        *_password_volumes(secret_name),
                         *_target_volumes(target_secret_name),
                         *_ca_volumes(ca),
                     ],
                 },
             },
         },
+    }
+
+
+def _password_mounts(secret_name: str | None) -> list[dict[str, Any]]:
+    return [] if secret_name is None else [{"name": "database-password", "mountPath": PASSWORD_DIR, "readOnly": True}]
+
+
+def _password_volumes(secret_name: str | None) -> list[dict[str, Any]]:
+    """The login's password, the key ``password`` of ``secret_name`` (None: a login without one)."""
+    if secret_name is None:
+        return []
+    items = [{"key": "password", "path": "password"}]
+    return [{"name": "database-password", "secret": {"secretName": secret_name, "items": items, "defaultMode": 0o400}}]
+
+
+def build_password_secret(resource: VectorMigration, role: str, password: str) -> dict[str, Any]:
+    """``<name>-<role>-password``: the password alone, for the Jobs to mount, when the login's Secret has only a URI.
+
+    Owned by the resource, so it goes with it; never logged (the client's messages name Secrets, not data).
+    """
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": object_name(resource.metadata.name, f"{role}-password"),
+            "namespace": resource.metadata.namespace,
+            "labels": labels(resource, f"{role}-password"),
+            "ownerReferences": [owner_reference(resource)],
+        },
+        "data": {"password": base64.b64encode(password.encode()).decode()},
     }
 
 

@@ -17,7 +17,16 @@ from ..database.backup import (
     SchemaCopyRequest,
 )
 from ..database.sql import ConnectionParams
-from .builders import TargetServer, build_backup_job, build_restore_job, build_schema_job, labels, object_name
+from .builders import (
+    LABEL_MIGRATION,
+    TargetServer,
+    build_backup_job,
+    build_password_secret,
+    build_restore_job,
+    build_schema_job,
+    labels,
+    object_name,
+)
 from .client import KubeClient, KubeError
 
 MIN_CLAIM_BYTES = 1 << 30
@@ -43,7 +52,7 @@ class JobBackup:
             self.resource,
             defaults=self.defaults,
             ca=self.ca,
-            secret_name=self.secret_name,
+            secret_name=await self._password_secret(self.secret_name, "database", params),
             connection=self._connection(params),
             archive_name=request.archive_name,
             tables=request.tables,
@@ -64,7 +73,7 @@ class JobBackup:
             self.resource,
             defaults=self.defaults,
             ca=self.ca,
-            secret_name=self.admin_secret_name or self.secret_name,
+            secret_name=await self._login_password_secret(params),
             connection=self._connection(params),
             archive_name=PurePosixPath(request.location).name,
             sha256=request.sha256,
@@ -87,7 +96,7 @@ class JobBackup:
             self.resource,
             defaults=self.defaults,
             ca=self.ca,
-            secret_name=self.admin_secret_name or self.secret_name,
+            secret_name=await self._login_password_secret(params),
             connection=self._connection(params.with_database(request.source_database)),
             target_database=request.target_database,
             server_major=request.server_major,
@@ -97,10 +106,36 @@ class JobBackup:
         await self._run_job("schema", job, None)
 
     def _connection(self, params: ConnectionParams) -> dict[str, str]:
-        if params.password is None:
-            raise BackupError(f"secret {self.secret_name} has no 'password' key, which the Jobs mount")
         # The operator's own file paths mean nothing in the Job's pod: its CA is mounted (ca).
         return {key: value for key, value in params.libpq_environment(None).items() if key != "PGSSLROOTCERT"}
+
+    async def _login_password_secret(self, params: ConnectionParams) -> str | None:
+        """The password Secret of the login a restore or schema copy runs as: the admin's when there is one."""
+        if self.admin_secret_name is not None:
+            return await self._password_secret(self.admin_secret_name, "admin", params)
+        return await self._password_secret(self.secret_name, "database", params)
+
+    async def _password_secret(self, secret_name: str, role: str, params: ConnectionParams) -> str | None:
+        """The Secret whose key ``password`` the Job mounts: the login's own, or one made from its URI.
+
+        A Secret with only a ``uri`` (as the quick start creates) has the password inside the URI,
+        which a Job's shell cannot take apart safely; the operator, which has parsed it, writes it
+        alone to ``<name>-<role>-password`` (owned by the resource). None: the login has no password.
+        """
+        if params.password is None:
+            return None
+        namespace = self.resource.metadata.namespace or "default"
+        try:
+            data = await self.client.secret_data(namespace, secret_name)
+            if data is not None and "password" in data:
+                return secret_name
+            secret = build_password_secret(self.resource, role, params.password)
+            await self.client.apply_secret(secret, (LABEL_MIGRATION, self.resource.metadata.name))
+        except KubeError as error:
+            if error.transient:
+                raise BackupPending(f"secret {namespace}/{secret_name}: {error}; trying again") from None
+            raise BackupError(f"the Jobs' password secret: {error}") from None
+        return str(secret["metadata"]["name"])
 
     async def _run_job(self, what: str, job: dict[str, Any], claim_bytes: int | None) -> dict[str, Any]:
         """Create the Job if it does not exist; its report (termination message) once it succeeded."""
