@@ -17,12 +17,13 @@ def test_example_manifests_are_valid(path: Path) -> None:
     assert load_manifest(path).metadata.name
 
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 
 def readme_spec_snippets() -> list[str]:
-    """Each ```yaml block of the README that is a VectorMigration or a piece of its spec."""
-    blocks = re.findall(r"```yaml\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    """Each ```yaml block of the README and the docs that is a VectorMigration or a piece of its spec."""
+    blocks = [block for page in PAGES for block in re.findall(r"```yaml\n(.*?)```", page.read_text(), flags=re.DOTALL)]
     return [block for block in blocks if "kind: VectorMigration" in block or block.startswith("spec:")]
 
 

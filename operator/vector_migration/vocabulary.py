@@ -148,7 +148,6 @@ class Reason(StrEnum):
     """Condition reasons: one CamelCase word each, as Kubernetes requires."""
 
     # progress
-    STARTED = "Started"
     IN_PROGRESS = "InProgress"
     PASSED = "Passed"
     COMPLETED = "Completed"
@@ -168,7 +167,6 @@ class Reason(StrEnum):
     STATEMENT_TIMEOUT = "StatementTimeout"
     UNSUPPORTED_STRATEGY = "UnsupportedStrategy"
     ANALYSIS_FAILED = "AnalysisFailed"
-    ABORTED = "Aborted"
     UNSUPPORTED_SERVER = "UnsupportedServer"
     SOURCE_EXTENSION_MISSING = "SourceExtensionMissing"
     TARGET_EXTENSION_UNAVAILABLE = "TargetExtensionUnavailable"

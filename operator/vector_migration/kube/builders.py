@@ -6,7 +6,6 @@ a restart finds the existing object instead of making a second one.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import re
@@ -357,25 +356,6 @@ def _password_volumes(secret_name: str | None) -> list[dict[str, Any]]:
         return []
     items = [{"key": "password", "path": "password"}]
     return [{"name": "database-password", "secret": {"secretName": secret_name, "items": items, "defaultMode": 0o400}}]
-
-
-def build_password_secret(resource: VectorMigration, role: str, password: str) -> dict[str, Any]:
-    """``<name>-<role>-password``: the password alone, for the Jobs to mount, when the login's Secret has only a URI.
-
-    Owned by the resource, so it goes with it; never logged (the client's messages name Secrets, not data).
-    """
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "Opaque",
-        "metadata": {
-            "name": object_name(resource.metadata.name, f"{role}-password"),
-            "namespace": resource.metadata.namespace,
-            "labels": labels(resource, f"{role}-password"),
-            "ownerReferences": [owner_reference(resource)],
-        },
-        "data": {"password": base64.b64encode(password.encode()).decode()},
-    }
 
 
 def _target_mounts(secret_name: str | None) -> list[dict[str, Any]]:

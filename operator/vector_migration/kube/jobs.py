@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -21,15 +22,34 @@ from .builders import (
     LABEL_MIGRATION,
     TargetServer,
     build_backup_job,
-    build_password_secret,
     build_restore_job,
     build_schema_job,
     labels,
     object_name,
+    owner_reference,
 )
 from .client import KubeClient, KubeError
 
 MIN_CLAIM_BYTES = 1 << 30
+
+
+def build_password_secret(resource: VectorMigration, role: str, password: str) -> dict[str, Any]:
+    """``<name>-<role>-password``: the password alone, for the Jobs to mount, when the login's Secret has only a URI.
+
+    Owned by the resource, so it goes with it; never logged (the client's messages name Secrets, not data).
+    """
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": object_name(resource.metadata.name, f"{role}-password"),
+            "namespace": resource.metadata.namespace,
+            "labels": labels(resource, f"{role}-password"),
+            "ownerReferences": [owner_reference(resource)],
+        },
+        "data": {"password": base64.b64encode(password.encode()).decode()},
+    }
 
 
 @dataclass

@@ -22,6 +22,25 @@ from ..vocabulary import ConditionType, Phase
 _DURATION_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, float("inf"))
 
 
+@dataclass(frozen=True)
+class Family:
+    """One metric family as Prometheus shows it: its series' names, its type, labels and help."""
+
+    name: str
+    kind: str
+    labels: tuple[str, ...]
+    documentation: str
+
+    @property
+    def series_names(self) -> tuple[str, ...]:
+        """The names its samples carry on /metrics (a counter's _total, a histogram's _bucket, _sum, _count)."""
+        if self.kind == "counter":
+            return (f"{self.name}_total",)
+        if self.kind == "histogram":
+            return tuple(f"{self.name}_{part}" for part in ("bucket", "sum", "count"))
+        return (self.name,)
+
+
 @dataclass
 class OperatorMetrics:
     """What the operator reports; handlers call ``observe`` after every status change."""
@@ -165,6 +184,14 @@ class OperatorMetrics:
         if previous is not None:
             self.migrations.labels(previous.value).dec()
         self._remove(uid)
+
+    def families(self) -> list[Family]:
+        """Every family this registry exports, whether or not a migration has set it yet (the docs' reference)."""
+        collectors = [c for c in self.registry._collector_to_names if isinstance(c, Counter | Gauge | Histogram)]
+        return sorted(
+            (Family(c._name, c._type, tuple(c._labelnames), c._documentation) for c in collectors),
+            key=lambda family: family.name,
+        )
 
     def serve(self, port: int, address: str = "0.0.0.0") -> int:  # noqa: S104 - scraped from other pods
         """Serve ``/metrics`` on a background thread; return the port (0 picks a free one)."""
