@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit workflows docs crd e2e bench reliability stress clean ruvector
+.PHONY: demo test lint typecheck unit workflows docs crd e2e bench reliability stress clean ruvector control-plane cluster cluster-down
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,9 +23,12 @@ typecheck: $(STAMP)
 	$(BIN)/mypy operator/vector_migration
 
 # promtool (the chart's alerts) and actionlint (the workflows) come from the Go module proxy, built
-# once into a cache outside the checkout by scripts/go-tool.sh (promtool: 4 minutes the first time).
+# once into a cache outside the checkout by scripts/go-tool.sh (promtool: 4 minutes the first time);
+# so do Kubernetes' own servers for tests/real_cluster (scripts/build-control-plane.sh: 6 minutes).
 unit: $(STAMP)
-	VMIG_PROMTOOL="$$(scripts/go-tool.sh promtool | tail -n 1)" $(BIN)/pytest -q
+	VMIG_PROMTOOL="$$(scripts/go-tool.sh promtool | tail -n 1)" \
+	VMIG_CONTROL_PLANE_BIN="$$(scripts/build-control-plane.sh | tail -n 1 | sed 's/^bin: //')" \
+		$(BIN)/pytest -q
 
 workflows: $(STAMP)
 	"$$(scripts/go-tool.sh actionlint | tail -n 1)" -no-color -shellcheck=$(BIN)/shellcheck .github/workflows/*.yaml
@@ -62,6 +65,21 @@ bench: $(STAMP)
 # the versions; a second run takes seconds). Its last line: `pg_config: <path>` of that PostgreSQL.
 ruvector:
 	scripts/build-ruvector.sh
+
+# Kubernetes' own kube-apiserver, kube-controller-manager and kubectl, and etcd, built from the Go
+# module proxy into a cache outside the checkout, keyed by the release. Last line: `bin: <path>`.
+control-plane:
+	scripts/build-control-plane.sh
+
+# A local control plane (etcd, kube-apiserver with TLS and RBAC, kube-controller-manager), left
+# running. Its last line of output is `kubeconfig: <absolute path>`, an admin's.
+cluster: $(STAMP)
+	VMIG_CONTROL_PLANE_BIN="$$(scripts/build-control-plane.sh | tail -n 1 | sed 's/^bin: //')" \
+		$(BIN)/python -m tests.real_cluster.control_plane up
+
+cluster-down: $(STAMP)
+	VMIG_CONTROL_PLANE_BIN="$$(scripts/build-control-plane.sh | tail -n 1 | sed 's/^bin: //')" \
+		$(BIN)/python -m tests.real_cluster.control_plane down
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo .bench .site

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 
+from tests.builds import missing_build
 from vector_migration.database.sql import ConnectionParams
 from vector_migration.demo import EmbeddedPostgres, create_database
 from vector_migration.demo.real import RealRuvectorMissing, RealRuvectorServer, built_pg_config
@@ -92,9 +92,7 @@ def ruvector_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealRu
     try:
         pg_config = built_pg_config()
     except RealRuvectorMissing as missing:
-        if os.environ.get("VMIG_REQUIRE_RUVECTOR"):
-            pytest.fail(f"VMIG_REQUIRE_RUVECTOR is set, but {missing}")
-        pytest.skip(str(missing))
+        missing_build("VMIG_REQUIRE_RUVECTOR", str(missing))
     server = RealRuvectorServer(pg_config, tmp_path_factory.mktemp("pg16") / "data", logical=True)
     yield server
     server.stop()

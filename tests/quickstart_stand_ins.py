@@ -1,8 +1,9 @@
 """STAND-INS for `kubectl` and `helm`, doing what examples/quickstart.sh asks of them against the emulator.
 
-There is no kubectl or helm binary on these machines (the real-cluster issue builds them). These
-do the commands the quick start runs, and refuse any other with exit code 2 and the word
-"stand-in", so a quick start that grows a command fails its test until the stand-in learns it:
+The emulator serves too little of the API for real kubectl (discovery, OpenAPI), and there is
+no helm binary here (helm-python-sdk binds Helm's Go SDK). These do what the quick start runs,
+and refuse anything else with exit code 2 and the word "stand-in", so a quick start that grows a
+command fails its test until the stand-in learns it:
 - `helm install` renders the chart with real Helm (helm-python-sdk) and applies what the emulator
   serves (the CRD); the operator's Deployment is not run, the test runs the operator in its own
   process instead; Namespaces are not made (the emulator cannot keep them, nor needs them);

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.builds import missing_build
 from tests.chart import CHART, of_kind, render
 from vector_migration.kube.metrics import OperatorMetrics
 from vector_migration.status import WAITING_ON_A_PERSON
@@ -31,9 +32,9 @@ ALERT_TESTS = Path(__file__).parent / "fixtures" / "alerts-test.yaml"
 def promtool() -> str:
     path = os.environ.get("VMIG_PROMTOOL", "")
     if not path or not Path(path).is_file():
-        if os.environ.get("VMIG_REQUIRE_TOOLS"):
-            pytest.fail("VMIG_PROMTOOL does not name promtool (scripts/go-tool.sh promtool builds it)")
-        pytest.skip("promtool not built (make test builds it: scripts/go-tool.sh promtool)")
+        missing_build(
+            "VMIG_REQUIRE_TOOLS", "VMIG_PROMTOOL does not name promtool (scripts/go-tool.sh promtool builds it)"
+        )
     return path
 
 

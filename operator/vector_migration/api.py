@@ -560,16 +560,21 @@ TARGET_SERVER_NEEDS_REPLICATE = "replicate.target requires strategy: Replicate"
 class VectorMigrationSpec(ApiModel):
     """What the user asks for."""
 
+    # The API server evaluates these rules against the schema's default ({}) too, where nothing is
+    # defaulted inside it yet: a rule reading a field without has() made it refuse the whole CRD
+    # ("no such key: strategy"), which only a real kube-apiserver showed.
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
-                    "rule": "self.strategy != 'Rebuild' || self.backup.enabled",
+                    "rule": "!has(self.strategy) || self.strategy != 'Rebuild' || !has(self.backup)"
+                    " || !has(self.backup.enabled) || self.backup.enabled",
                     "message": "strategy Rebuild requires backup.enabled: true",
                     "fieldPath": ".backup.enabled",
                 },
                 {
-                    "rule": "self.strategy == 'Rebuild' || !has(self.rebuild) || !has(self.rebuild.columnTypes)"
+                    "rule": "(has(self.strategy) && self.strategy == 'Rebuild') || !has(self.rebuild)"
+                    " || !has(self.rebuild.columnTypes)"
                     " || size(self.rebuild.columnTypes) == 0",
                     "message": COLUMN_TYPES_NEED_REBUILD,
                     "fieldPath": ".rebuild.columnTypes",
@@ -581,7 +586,8 @@ class VectorMigrationSpec(ApiModel):
                     "fieldPath": ".columnTypes",
                 },
                 {
-                    "rule": "self.strategy == 'Replicate' || !has(self.replicate) || !has(self.replicate.target)",
+                    "rule": "(has(self.strategy) && self.strategy == 'Replicate') || !has(self.replicate)"
+                    " || !has(self.replicate.target)",
                     "message": TARGET_SERVER_NEEDS_REPLICATE,
                     "fieldPath": ".replicate.target",
                 },

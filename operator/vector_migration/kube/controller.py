@@ -43,8 +43,10 @@ KOPF_PREFIX = f"kopf.{API_GROUP}"
 LoginFunction = Callable[[], Configuration]
 # Watches end on the server's side after this long (then kopf starts the next one at once), and a
 # watch that has said nothing for longer than the client timeout is taken for a dropped connection
-# (a load balancer or NAT that forgot it silently) and opened again.
-WATCH_SERVER_TIMEOUT = 300.0
+# (a load balancer or NAT that forgot it silently) and opened again. An int: kopf sends it as the
+# watch's timeoutSeconds, and a real kube-apiserver refuses "300.0" with 400 (strconv.ParseInt),
+# which stopped the operator at its first watch; the emulator had taken it.
+WATCH_SERVER_TIMEOUT = 300
 WATCH_CLIENT_TIMEOUT = WATCH_SERVER_TIMEOUT + 30.0
 WATCH_CONNECT_TIMEOUT = 10.0
 # How often the drift timer wakes; a resource is checked when its spec.driftCheck.interval is due.
