@@ -23,6 +23,7 @@ import pytest
 from kubernetes import client
 
 from tests.cluster import condition, phase
+from tests.gitops import argo_health, kstatus
 from tests.real_cluster.control_plane import ControlPlane, free_port
 from tests.real_cluster.install import install_chart, service_account_kubeconfig
 from tests.test_operator import secret_for
@@ -104,6 +105,24 @@ async def test_the_operator_with_only_the_charts_rbac_migrates_a_database(
     assert {e.reason for e in events} >= {"Checklist", "Swap", "Succeeded"}
     report = core.read_namespaced_config_map("shop-report", NAMESPACE)
     assert report.metadata.owner_references[0].kind == "VectorMigration"
+    # what a person and GitOps see, from the status the real server stored
+    assert (argo_health(done)[0], kstatus(done)) == ("Healthy", "Current")
+    waited = await asyncio.to_thread(
+        kubectl, control_plane, "wait", "--for=condition=Ready", "vmig/shop", "-n", NAMESPACE
+    )
+    assert waited.returncode == 0, waited.stderr
+    # real kubectl finds the plugin on PATH, as a user's does
+    status = await asyncio.to_thread(kubectl, control_plane, "vmig", "status", "shop", "-n", NAMESPACE)
+    assert status.returncode == 0 and "Succeeded" in status.stdout, status.stderr
+
+
+def kubectl(control_plane: ControlPlane, *argv: str) -> subprocess.CompletedProcess[str]:
+    """The real kubectl, as the admin, with this environment's kubectl-vmig on PATH."""
+    # KUBECONFIG, not --kubeconfig: kubectl refuses flags before a plugin's name
+    environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+                   "KUBECONFIG": str(control_plane.root / "admin.kubeconfig")}  # fmt: skip
+    return subprocess.run([str(control_plane.bin_dir / "kubectl"), *argv], capture_output=True, text=True,
+                          env=environment, timeout=60, check=False)  # fmt: skip
 
 
 async def until(
