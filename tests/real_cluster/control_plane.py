@@ -72,6 +72,7 @@ class ControlPlane:
     root: Path
     # the processes this object started (`down` in another process finds them by the pids in state.json)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    arguments: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -196,7 +197,25 @@ class ControlPlane:
             )
         )
 
+    def restart_apiserver(self, down_for: float = 2.0, timeout: float = 60.0) -> None:
+        """Stop kube-apiserver, leave it down ``down_for`` seconds, start it again as it was, wait until ready."""
+        (process,) = [p for p in self.processes if Path(str(p.args[0])).name == "kube-apiserver"]
+        os.killpg(process.pid, signal.SIGTERM)
+        try:  # it drains long-running requests (the operator's watches) for a while; then it is killed
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        self.processes.remove(process)
+        state = self._state()
+        state["pids"].remove(process.pid)
+        (self.root / "state.json").write_text(json.dumps(state))
+        time.sleep(down_for)
+        self._start("kube-apiserver", *self.arguments["kube-apiserver"])
+        self._wait_ready(timeout)
+
     def _start(self, command: str, *argv: str) -> None:
+        self.arguments[command] = argv
         with (self.root / f"{command}.log").open("ab") as log:
             process = subprocess.Popen(
                 [str(self.bin_dir / command), *argv], stdout=log, stderr=log, start_new_session=True
@@ -212,7 +231,7 @@ class ControlPlane:
         context.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
         deadline = time.monotonic() + timeout
         last = ""
-        apiserver = self._state()["pids"][-1]
+        (apiserver,) = [p.pid for p in self.processes if Path(str(p.args[0])).name == "kube-apiserver"]
         while time.monotonic() < deadline and _alive(apiserver):
             try:
                 with urllib.request.urlopen(f"{self.url}/readyz", context=context, timeout=5) as answer:  # noqa: S310

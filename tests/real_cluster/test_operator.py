@@ -15,12 +15,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from tests.cluster import condition, phase
 from tests.gitops import argo_health, kstatus
@@ -32,7 +35,10 @@ from vector_migration.vocabulary import API_GROUP, API_VERSION, PLURAL
 
 OPERATOR_NAMESPACE = "vmig-system"
 SERVICE_ACCOUNT = "vmo-vector-migration-operator"
-NAMESPACE = "shop"
+SHOP = (
+    "CREATE EXTENSION vector; CREATE TABLE items (id int PRIMARY KEY, embedding vector(3));"
+    " INSERT INTO items SELECT i, ARRAY[i, i + 1, i + 2]::real[]::vector FROM generate_series(1, 200) i;"
+)
 
 
 def operator_arguments(objects: list[dict[str, Any]]) -> tuple[list[str], dict[str, str]]:
@@ -52,68 +58,113 @@ def operator_arguments(objects: list[dict[str, Any]]) -> tuple[list[str], dict[s
     return args, environment
 
 
-async def test_the_operator_with_only_the_charts_rbac_migrates_a_database(
-    admin: client.ApiClient,
-    control_plane: ControlPlane,
-    database: ConnectionParams,
-    conn: asyncpg.Connection,
-    tmp_path: Path,
-) -> None:
-    await conn.execute(
-        "CREATE EXTENSION vector; CREATE TABLE items (id int PRIMARY KEY, embedding vector(3));"
-        " INSERT INTO items SELECT i, ARRAY[i, i + 1, i + 2]::real[]::vector FROM generate_series(1, 200) i;"
-    )
-    objects = install_chart(admin, OPERATOR_NAMESPACE)
-    kubeconfig = service_account_kubeconfig(admin, control_plane, OPERATOR_NAMESPACE, SERVICE_ACCOUNT, tmp_path)
-    core, custom = client.CoreV1Api(admin), client.CustomObjectsApi(admin)
-    core.create_namespace({"metadata": {"name": NAMESPACE}})
-    data = secret_for(database)
-    core.create_namespaced_secret(NAMESPACE, {"metadata": {"name": "shop-app"}, "stringData": data})
+@dataclass
+class RunningOperator:
+    """The operator's process, as the chart runs it, and where it writes its log."""
 
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def said(self) -> str:
+        return self.log.read_text()
+
+
+@pytest.fixture(scope="module")
+def operator(
+    admin: client.ApiClient, control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningOperator]:
+    """The chart installed, and the operator running with its arguments and its ServiceAccount's token."""
+    objects = install_chart(admin, OPERATOR_NAMESPACE)
+    directory = tmp_path_factory.mktemp("operator")
+    kubeconfig = service_account_kubeconfig(admin, control_plane, OPERATOR_NAMESPACE, SERVICE_ACCOUNT, directory)
     args, environment = operator_arguments(objects)
-    with (tmp_path / "operator.log").open("w") as log:
-        operator = subprocess.Popen(  # noqa: ASYNC220 - it runs beside the test, which polls it
+    with (directory / "operator.log").open("w") as log:
+        process = subprocess.Popen(
             [str(Path(sys.executable).parent / "vector-migration"), *args],
             env={**os.environ, **environment, "KUBECONFIG": str(kubeconfig)},
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
+    running = RunningOperator(process, directory / "operator.log")
+    yield running
+    os.killpg(process.pid, signal.SIGTERM)
     try:
-        custom.create_namespaced_custom_object(API_GROUP, API_VERSION, NAMESPACE, PLURAL, {
-            "apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": "VectorMigration",
-            "metadata": {"name": "shop", "namespace": NAMESPACE},
-            "spec": {"database": {"secretRef": {"name": "shop-app"}}, "target": {"extension": "ruvector_standin"},
-                     "backup": {"enabled": False}, "verify": {"sampleQueries": 10, "k": 5, "latencySlackMs": 50}},
-        })  # fmt: skip
-        done = await until(custom, lambda r: phase(r) in ("Succeeded", "Failed", "RolledBack"), operator, tmp_path)
-    finally:
-        os.killpg(operator.pid, signal.SIGTERM)
-        try:
-            operator.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(operator.pid, signal.SIGKILL)
-            operator.wait()
-    said = (tmp_path / "operator.log").read_text()
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    said = running.said()
+    assert "403" not in said and "forbidden" not in said.lower(), said[-3000:]  # the chart's RBAC sufficed
+
+
+def arrange(admin: client.ApiClient, database: ConnectionParams, namespace: str, **spec: Any) -> dict[str, str]:
+    """A namespace with the database's Secret and a VectorMigration "shop" of it; the Secret's data."""
+    core = client.CoreV1Api(admin)
+    core.create_namespace({"metadata": {"name": namespace}})
+    data = secret_for(database)
+    core.create_namespaced_secret(namespace, {"metadata": {"name": "shop-app"}, "stringData": data})
+    client.CustomObjectsApi(admin).create_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, {
+        "apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": "VectorMigration",
+        "metadata": {"name": "shop", "namespace": namespace},
+        "spec": {"database": {"secretRef": {"name": "shop-app"}}, "target": {"extension": "ruvector_standin"},
+                 "backup": {"enabled": False}, "verify": {"sampleQueries": 10, "k": 5, "latencySlackMs": 50},
+                 **spec},
+    })  # fmt: skip
+    return data
+
+
+async def test_the_operator_with_only_the_charts_rbac_migrates_a_database(
+    admin: client.ApiClient, control_plane: ControlPlane, operator: RunningOperator,
+    database: ConnectionParams, conn: asyncpg.Connection,
+) -> None:  # fmt: skip
+    await conn.execute(SHOP)
+    data = arrange(admin, database, "shop")
+
+    done = await until(admin, "shop", lambda r: phase(r) in ("Succeeded", "Failed", "RolledBack"), operator)
 
     assert phase(done) == "Succeeded", done["status"].get("message")
     assert condition(done, "Ready")["status"] == "True"
-    assert "403" not in said and "forbidden" not in said.lower(), said[-3000:]
-    assert data["password"] not in said
+    assert data["password"] not in operator.said()
     column = await conn.fetchval("SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
                                  " WHERE attrelid = 'items'::regclass AND attname = 'embedding'")  # fmt: skip
     assert column.startswith("ruvector")
-    events = core.list_namespaced_event(NAMESPACE).items
-    assert {e.reason for e in events} >= {"Checklist", "Swap", "Succeeded"}
-    report = core.read_namespaced_config_map("shop-report", NAMESPACE)
+    core = client.CoreV1Api(admin)
+    assert {e.reason for e in core.list_namespaced_event("shop").items} >= {"Checklist", "Swap", "Succeeded"}
+    report = core.read_namespaced_config_map("shop-report", "shop")
     assert report.metadata.owner_references[0].kind == "VectorMigration"
     # what a person and GitOps see, from the status the real server stored
     assert (argo_health(done)[0], kstatus(done)) == ("Healthy", "Current")
-    waited = await asyncio.to_thread(
-        kubectl, control_plane, "wait", "--for=condition=Ready", "vmig/shop", "-n", NAMESPACE
-    )
+    waited = await asyncio.to_thread(kubectl, control_plane, "wait", "--for=condition=Ready", "vmig/shop", "-n", "shop")
     assert waited.returncode == 0, waited.stderr
     # real kubectl finds the plugin on PATH, as a user's does
-    status = await asyncio.to_thread(kubectl, control_plane, "vmig", "status", "shop", "-n", NAMESPACE)
+    status = await asyncio.to_thread(kubectl, control_plane, "vmig", "status", "shop", "-n", "shop")
     assert status.returncode == 0 and "Succeeded" in status.stdout, status.stderr
+
+    # deleted: the finalizer runs, and the real garbage collector takes what the migration owned
+    custom = client.CustomObjectsApi(admin)
+    await asyncio.to_thread(custom.delete_namespaced_custom_object, API_GROUP, API_VERSION, "shop", PLURAL, "shop")
+    await gone(lambda: custom.get_namespaced_custom_object(API_GROUP, API_VERSION, "shop", PLURAL, "shop"))
+    await gone(lambda: core.read_namespaced_config_map("shop-report", "shop"))
+
+
+async def test_an_approval_given_while_the_api_server_was_down_is_seen_and_the_swap_runs_once(
+    admin: client.ApiClient, control_plane: ControlPlane, operator: RunningOperator,
+    database: ConnectionParams, conn: asyncpg.Connection,
+) -> None:  # fmt: skip
+    await conn.execute(SHOP)
+    arrange(admin, database, "held", approval="Manual")
+    waiting = await until(admin, "shop", lambda r: phase(r) == "AwaitingApproval", operator, "held")
+
+    await asyncio.to_thread(control_plane.restart_apiserver)  # the operator's watches break and come back
+    approve = {"metadata": {"annotations": {"ruvector.dev/approve": waiting["status"]["planHash"]}}}
+    custom = client.CustomObjectsApi(admin)
+    await asyncio.to_thread(
+        custom.patch_namespaced_custom_object, API_GROUP, API_VERSION, "held", PLURAL, "shop", approve
+    )
+    done = await until(admin, "shop", lambda r: phase(r) in ("Succeeded", "Failed", "RolledBack"), operator, "held")
+
+    assert phase(done) == "Succeeded", done["status"].get("message")
+    swaps = [e for e in client.CoreV1Api(admin).list_namespaced_event("held").items if e.reason == "Swap"]
+    assert sum(e.count or 1 for e in swaps) == 1
 
 
 def kubectl(control_plane: ControlPlane, *argv: str) -> subprocess.CompletedProcess[str]:
@@ -126,17 +177,31 @@ def kubectl(control_plane: ControlPlane, *argv: str) -> subprocess.CompletedProc
 
 
 async def until(
-    custom: client.CustomObjectsApi, done: Any, operator: subprocess.Popen[bytes], logs: Path, timeout: float = 120.0
-) -> dict[str, Any]:
+    admin: client.ApiClient, name: str, done: Any, operator: RunningOperator, namespace: str = "shop",
+    timeout: float = 120.0,
+) -> dict[str, Any]:  # fmt: skip
+    custom = client.CustomObjectsApi(admin)
     deadline = time.monotonic() + timeout
+    resource: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        resource: dict[str, Any] = await asyncio.to_thread(
-            custom.get_namespaced_custom_object, API_GROUP, API_VERSION, NAMESPACE, PLURAL, "shop"
+        resource = await asyncio.to_thread(
+            custom.get_namespaced_custom_object, API_GROUP, API_VERSION, namespace, PLURAL, name
         )
         if done(resource):
             return resource
-        assert operator.poll() is None, "the operator exited: " + (logs / "operator.log").read_text()[-3000:]
+        assert operator.process.poll() is None, "the operator exited: " + operator.said()[-3000:]
         await asyncio.sleep(0.5)
-    pytest.fail(
-        f"the migration did not finish: {resource.get('status')}\n" + (logs / "operator.log").read_text()[-5000:]
-    )
+    pytest.fail(f"the migration did not get there: {resource.get('status')}\n" + operator.said()[-5000:])
+
+
+async def gone(read: Any, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            await asyncio.to_thread(read)
+        except ApiException as error:
+            if error.status == 404:
+                return
+            raise
+        await asyncio.sleep(0.5)
+    pytest.fail("still there")
