@@ -96,10 +96,13 @@ def operator(
     assert "403" not in said and "forbidden" not in said.lower(), said[-3000:]  # the chart's RBAC sufficed
 
 
-def arrange(admin: client.ApiClient, database: ConnectionParams, namespace: str, **spec: Any) -> dict[str, str]:
+def arrange(
+    admin: client.ApiClient, database: ConnectionParams, namespace: str, new_namespace: bool = True, **spec: Any
+) -> dict[str, str]:
     """A namespace with the database's Secret and a VectorMigration "shop" of it; the Secret's data."""
     core = client.CoreV1Api(admin)
-    core.create_namespace({"metadata": {"name": namespace}})
+    if new_namespace:
+        core.create_namespace({"metadata": {"name": namespace}})
     data = secret_for(database)
     core.create_namespaced_secret(namespace, {"metadata": {"name": "shop-app"}, "stringData": data})
     client.CustomObjectsApi(admin).create_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, {

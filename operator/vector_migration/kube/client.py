@@ -214,6 +214,21 @@ class KubeClient:
         return dict(existing)
 
     # VectorMigrations
+    async def may(self, verb: str, group: str, resource: str, namespace: str = "", subresource: str = "") -> bool:
+        """Whether the API server's authorizer lets this login do ``verb``; ``namespace`` empty: in every one.
+
+        A SelfSubjectAccessReview, which every authenticated user may create.
+        """
+        attributes = {"verb": verb, "group": group, "resource": resource, "subresource": subresource}
+        if namespace:
+            attributes["namespace"] = namespace
+        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                  "spec": {"resourceAttributes": attributes}}  # fmt: skip
+        answer = await self._call(
+            f"may I {verb} {resource}", k8s.AuthorizationV1Api(self._api).create_self_subject_access_review, review
+        )
+        return bool((answer or {}).get("status", {}).get("allowed"))
+
     async def read_migration(self, namespace: str, name: str) -> dict[str, Any] | None:
         """A VectorMigration as the API server has it now."""
         return await self._call(
