@@ -149,7 +149,7 @@ async def test_the_operator_with_only_the_charts_rbac_migrates_a_database(
     await gone(lambda: core.read_namespaced_config_map("shop-report", "shop"))
 
 
-async def test_an_approval_given_while_the_api_server_was_down_is_seen_and_the_swap_runs_once(
+async def test_an_approval_given_after_the_api_server_restarted_is_seen_and_the_swap_runs_once(
     admin: client.ApiClient, control_plane: ControlPlane, operator: RunningOperator,
     database: ConnectionParams, conn: asyncpg.Connection,
 ) -> None:  # fmt: skip
@@ -158,11 +158,10 @@ async def test_an_approval_given_while_the_api_server_was_down_is_seen_and_the_s
     waiting = await until(admin, "shop", lambda r: phase(r) == "AwaitingApproval", operator, "held")
 
     await asyncio.to_thread(control_plane.restart_apiserver)  # the operator's watches break and come back
-    approve = {"metadata": {"annotations": {"ruvector.dev/approve": waiting["status"]["planHash"]}}}
-    custom = client.CustomObjectsApi(admin)
-    await asyncio.to_thread(
-        custom.patch_namespaced_custom_object, API_GROUP, API_VERSION, "held", PLURAL, "shop", approve
-    )
+    # approved as a person would, through real kubectl's plugin discovery
+    approved = await asyncio.to_thread(kubectl, control_plane, "vmig", "approve", "shop", "-n", "held", "--yes")
+    assert approved.returncode == 0, approved.stderr
+    assert waiting["status"]["planHash"] in approved.stdout
     done = await until(admin, "shop", lambda r: phase(r) in ("Succeeded", "Failed", "RolledBack"), operator, "held")
 
     assert phase(done) == "Succeeded", done["status"].get("message")
