@@ -29,8 +29,10 @@ from tests.cluster import condition, phase
 from tests.gitops import argo_health, kstatus
 from tests.real_cluster.control_plane import ControlPlane, free_port
 from tests.real_cluster.install import install_chart, service_account_kubeconfig
+from tests.real_cluster.node import NodeStandIn
 from tests.test_operator import secret_for
 from vector_migration.database.sql import ConnectionParams
+from vector_migration.demo import EmbeddedPostgres
 from vector_migration.vocabulary import API_GROUP, API_VERSION, PLURAL
 
 OPERATOR_NAMESPACE = "vmig-system"
@@ -167,6 +169,40 @@ async def test_an_approval_given_after_the_api_server_restarted_is_seen_and_the_
     assert phase(done) == "Succeeded", done["status"].get("message")
     swaps = [e for e in client.CoreV1Api(admin).list_namespaced_event("held").items if e.reason == "Swap"]
     assert sum(e.count or 1 for e in swaps) == 1
+
+
+async def test_the_backup_job_runs_through_the_real_job_controller_and_goes_with_the_migration(
+    admin: client.ApiClient, operator: RunningOperator, postgres: EmbeddedPostgres,
+    database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path,
+) -> None:  # fmt: skip
+    await conn.execute(SHOP)
+    with NodeStandIn(admin, tmp_path, postgres.bin_dir) as node:
+        arrange(admin, database, "backed-up", backup={"enabled": True})
+        done = await until(admin, "shop", lambda r: phase(r) in ("Succeeded", "Failed", "RolledBack"), operator,
+                           "backed-up")  # fmt: skip
+    assert node.errors == []
+    pods = client.CoreV1Api(admin).list_namespaced_pod("backed-up").items
+    said = [s.state.terminated.message for p in pods for s in p.status.container_statuses or [] if s.state.terminated]
+    assert phase(done) == "Succeeded", f"{done['status'].get('message')}: {said}"
+    assert done["status"]["backup"]["sizeBytes"] > 0 and len(done["status"]["backup"]["sha256"]) == 64
+    batch, core = client.BatchV1Api(admin), client.CoreV1Api(admin)
+    (job,) = batch.list_namespaced_job("backed-up").items
+    assert node.ran and job.status.succeeded == 1  # counted by the real Job controller
+    assert any(c.type == "Complete" and c.status == "True" for c in job.status.conditions)
+
+    # deleted: the real garbage collector takes the Job and its pod with it
+    custom = client.CustomObjectsApi(admin)
+    await asyncio.to_thread(custom.delete_namespaced_custom_object, API_GROUP, API_VERSION, "backed-up", PLURAL, "shop")
+    await gone(lambda: custom.get_namespaced_custom_object(API_GROUP, API_VERSION, "backed-up", PLURAL, "shop"))
+    await gone(lambda: batch.read_namespaced_job(job.metadata.name, "backed-up"))
+    await eventually(lambda: not core.list_namespaced_pod("backed-up").items)
+
+
+async def eventually(check: Any, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(check):
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.5)
 
 
 def kubectl(control_plane: ControlPlane, *argv: str) -> subprocess.CompletedProcess[str]:
