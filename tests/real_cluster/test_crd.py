@@ -201,3 +201,21 @@ def test_kubectl_explains_every_field_and_lists_the_columns(
     listed = kubectl(control_plane, admin_kubeconfig, "get", "vmig", "-n", NAMESPACE, "-o", "wide")
     header = listed.splitlines()[0].split()
     assert header == ["NAME", "PHASE", "READY", "REASON", "MESSAGE", "AGE", "STRATEGY", "TARGET", "PLAN"]
+
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[e.name for e in EXAMPLES])
+@pytest.mark.parametrize("how", [["--server-side"], []], ids=["server-side", "client-side"])
+def test_kubectl_applies_every_example(
+    installed: client.CustomObjectsApi, admin: client.ApiClient, control_plane: ControlPlane, admin_kubeconfig: Path,
+    example: Path, how: list[str],
+) -> None:  # fmt: skip
+    try:
+        client.CoreV1Api(admin).create_namespace({"metadata": {"name": "shop"}})  # operator-shop.yaml's
+    except ApiException as error:
+        if error.status != 409:
+            raise
+    said = kubectl(control_plane, admin_kubeconfig, "apply", *how, "--dry-run=server", "-f", str(example))
+    assert "created (server dry run)" in said or "serverside-applied (server dry run)" in said

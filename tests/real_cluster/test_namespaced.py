@@ -71,4 +71,4 @@ async def test_a_namespaced_operator_migrates_in_its_namespace_and_asked_for_all
         os.killpg(process.pid, signal.SIGTERM)
         await asyncio.to_thread(process.wait, 30)
     said = running.said()
-    assert "403" not in said and "forbidden" not in said.lower(), said[-3000:]
+    assert "forbidden" not in said.lower(), said[-3000:]  # a 403 says Forbidden
