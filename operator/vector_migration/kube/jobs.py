@@ -33,8 +33,8 @@ from .client import KubeClient, KubeError
 MIN_CLAIM_BYTES = 1 << 30
 
 
-def build_password_secret(resource: VectorMigration, role: str, password: str) -> dict[str, Any]:
-    """``<name>-<role>-password``: the password alone, for the Jobs to mount, when the login's Secret has only a URI.
+def build_password_secret(resource: VectorMigration, password: str) -> dict[str, Any]:
+    """``<name>-database-password``: the password alone, for the Jobs to mount, when the Secret has only a URI.
 
     Owned by the resource, so it goes with it; never logged (the client's messages name Secrets, not data).
     """
@@ -43,9 +43,9 @@ def build_password_secret(resource: VectorMigration, role: str, password: str) -
         "kind": "Secret",
         "type": "Opaque",
         "metadata": {
-            "name": object_name(resource.metadata.name, f"{role}-password"),
+            "name": object_name(resource.metadata.name, "database-password"),
             "namespace": resource.metadata.namespace,
-            "labels": labels(resource, f"{role}-password"),
+            "labels": labels(resource, "database-password"),
             "ownerReferences": [owner_reference(resource)],
         },
         "data": {"password": base64.b64encode(password.encode()).decode()},
@@ -65,21 +65,25 @@ class JobBackup:
     admin_secret_name: str | None = None
     # spec.replicate.target.secretRef: the other server's login, for Replicate's schema copy
     target_secret_name: str | None = None
+    # whether secret_name's Secret has a `password` key (a `uri`-only one has it inside the URI);
+    # the admin's always has one (the reconciler requires it)
+    secret_has_password: bool = True
 
     async def backup(self, params: ConnectionParams, request: BackupRequest) -> BackupResult:
         """Start the Job, or read how it ended."""
+        mounted, ours = self._password_mount(params)
         job = build_backup_job(
             self.resource,
             defaults=self.defaults,
             ca=self.ca,
-            secret_name=await self._password_secret(self.secret_name, "database", params),
+            secret_name=mounted,
             connection=self._connection(params),
             archive_name=request.archive_name,
             tables=request.tables,
             server_major=request.server_major,
             plan_hash=request.plan_hash,
         )
-        report = await self._run_job("backup", job, request.database_bytes)
+        report = await self._run_job("backup", job, request.database_bytes, ours)
         return BackupResult(
             location=f"{self._volume_description()}/{PurePosixPath(report['location']).name}",
             size_bytes=int(report["sizeBytes"]),
@@ -89,18 +93,19 @@ class JobBackup:
 
     async def restore(self, params: ConnectionParams, request: RestoreRequest) -> None:
         """Start the restore Job (once per archive: backoffLimit 0), or read how it ended."""
+        mounted, ours = self._login_password_mount(params)
         job = build_restore_job(
             self.resource,
             defaults=self.defaults,
             ca=self.ca,
-            secret_name=await self._login_password_secret(params),
+            secret_name=mounted,
             connection=self._connection(params),
             archive_name=PurePosixPath(request.location).name,
             sha256=request.sha256,
             server_major=request.server_major,
             keep_schema=request.keep_schema,
         )
-        await self._run_job("restore", job, None)
+        await self._run_job("restore", job, None, ours)
 
     async def copy_schema(
         self, params: ConnectionParams, request: SchemaCopyRequest, target: ConnectionParams | None = None
@@ -112,53 +117,48 @@ class JobBackup:
                 raise BackupError("replicate.target: its Secret's 'password' is needed for the schema copy")
             port = str(target.port) if target.port else ""
             elsewhere = TargetServer(self.target_secret_name, target.host or "", port, target.user or "")
+        mounted, ours = self._login_password_mount(params)
         job = build_schema_job(
             self.resource,
             defaults=self.defaults,
             ca=self.ca,
-            secret_name=await self._login_password_secret(params),
+            secret_name=mounted,
             connection=self._connection(params.with_database(request.source_database)),
             target_database=request.target_database,
             server_major=request.server_major,
             plan_hash=request.plan_hash,
             target=elsewhere,
         )
-        await self._run_job("schema", job, None)
+        await self._run_job("schema", job, None, ours)
 
     def _connection(self, params: ConnectionParams) -> dict[str, str]:
         # The operator's own file paths mean nothing in the Job's pod: its CA is mounted (ca).
         return {key: value for key, value in params.libpq_environment(None).items() if key != "PGSSLROOTCERT"}
 
-    async def _login_password_secret(self, params: ConnectionParams) -> str | None:
-        """The password Secret of the login a restore or schema copy runs as: the admin's when there is one."""
+    def _login_password_mount(self, params: ConnectionParams) -> tuple[str | None, dict[str, Any] | None]:
+        """The password mount of the login a restore or schema copy runs as: the admin's when there is one."""
         if self.admin_secret_name is not None:
-            return await self._password_secret(self.admin_secret_name, "admin", params)
-        return await self._password_secret(self.secret_name, "database", params)
+            return self.admin_secret_name, None
+        return self._password_mount(params)
 
-    async def _password_secret(self, secret_name: str, role: str, params: ConnectionParams) -> str | None:
-        """The Secret whose key ``password`` the Job mounts: the login's own, or one made from its URI.
+    def _password_mount(self, params: ConnectionParams) -> tuple[str | None, dict[str, Any] | None]:
+        """The Secret whose key ``password`` the Job mounts, and the Secret of ours to write first, if any.
 
         A Secret with only a ``uri`` (as the quick start creates) has the password inside the URI,
         which a Job's shell cannot take apart safely; the operator, which has parsed it, writes it
-        alone to ``<name>-<role>-password`` (owned by the resource). None: the login has no password.
+        alone to ``<name>-database-password`` (owned by the resource). None: the login has no password.
         """
         if params.password is None:
-            return None
-        namespace = self.resource.metadata.namespace or "default"
-        try:
-            data = await self.client.secret_data(namespace, secret_name)
-            if data is not None and "password" in data:
-                return secret_name
-            secret = build_password_secret(self.resource, role, params.password)
-            await self.client.apply_secret(secret, (LABEL_MIGRATION, self.resource.metadata.name))
-        except KubeError as error:
-            if error.transient:
-                raise BackupPending(f"secret {namespace}/{secret_name}: {error}; trying again") from None
-            raise BackupError(f"the Jobs' password secret: {error}") from None
-        return str(secret["metadata"]["name"])
+            return None, None
+        if self.secret_has_password:
+            return self.secret_name, None
+        ours = build_password_secret(self.resource, params.password)
+        return str(ours["metadata"]["name"]), ours
 
-    async def _run_job(self, what: str, job: dict[str, Any], claim_bytes: int | None) -> dict[str, Any]:
-        """Create the Job if it does not exist; its report (termination message) once it succeeded."""
+    async def _run_job(
+        self, what: str, job: dict[str, Any], claim_bytes: int | None, password_secret: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """Create the Job if it does not exist (first the Secret it mounts, when ours); its report once it succeeded."""
         namespace = self.resource.metadata.namespace or "default"
         name = job["metadata"]["name"]
         try:
@@ -166,6 +166,8 @@ class JobBackup:
             if existing is None:
                 if claim_bytes is not None and not self.resource.spec.backup.volume:
                     await self._ensure_claim(namespace, claim_bytes)
+                if password_secret is not None:
+                    await self.client.apply_secret(password_secret, (LABEL_MIGRATION, self.resource.metadata.name))
                 await self.client.create_job(job)
                 raise BackupPending(f"{what} Job {name} started")
             return await self._report(what, namespace, name, existing)

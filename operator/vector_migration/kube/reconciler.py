@@ -282,17 +282,9 @@ async def _prepare(
     if isinstance(credentials, Fail):
         return credentials
     ca = _ca_source(resource, credentials)
-    ca_pem: str | None = None
-    if ca is not None:
-        holder = credentials if ca[0] == secret_ref.name else await _secret(state.client, namespace, ca[0])
-        if isinstance(holder, Fail):
-            return holder
-        if ca[1] not in holder:
-            return Fail(
-                Reason.SECRET_UNAVAILABLE,
-                f"secret {namespace}/{ca[0]} has no key {ca[1]!r} (spec.database.caSecretRef)",
-            )
-        ca_pem = holder[ca[1]]
+    ca_pem = await _ca_certificate(state.client, namespace, ca, secret_ref.name, credentials)
+    if isinstance(ca_pem, Fail):
+        return ca_pem
     try:
         params = params_from_secret(credentials, resource.spec.database.ssl_mode, ca_pem)
     except ConnectionError_ as error:
@@ -317,6 +309,7 @@ async def _prepare(
             ca,
             admin_ref.name if admin_ref else None,
             target_ref.secret_ref.name if target is not None and target_ref is not None else None,
+            secret_has_password="password" in credentials,
         ),
         generation=generation,
         admin_params=admin,
@@ -419,6 +412,22 @@ async def _secret(client: KubeClient, namespace: str, name: str) -> dict[str, st
     if data is None:
         return Fail(Reason.SECRET_UNAVAILABLE, f"secret {namespace}/{name} does not exist")
     return data
+
+
+async def _ca_certificate(
+    client: KubeClient, namespace: str, ca: tuple[str, str] | None, secret_name: str, credentials: dict[str, str]
+) -> str | Fail | None:
+    """The CA's PEM from its (Secret, key): the credentials' own Secret, or another; None without a CA."""
+    if ca is None:
+        return None
+    holder = credentials if ca[0] == secret_name else await _secret(client, namespace, ca[0])
+    if isinstance(holder, Fail):
+        return holder
+    if ca[1] not in holder:
+        return Fail(
+            Reason.SECRET_UNAVAILABLE, f"secret {namespace}/{ca[0]} has no key {ca[1]!r} (spec.database.caSecretRef)"
+        )
+    return holder[ca[1]]
 
 
 def _ca_source(resource: VectorMigration, credentials: dict[str, str]) -> tuple[str, str] | None:
