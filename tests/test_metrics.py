@@ -43,12 +43,13 @@ def test_each_migration_has_series_an_alert_can_name_and_they_go_with_it() -> No
             "replicate": {"sourceDatabase": "shop", "targetDatabase": "shop_ruvector", "oldDatabase": "shop_old",
                           "lagBytes": 4096},
             "conditions": [{"type": "Reconciling", "status": "True", "reason": "Backfilling",
-                            "lastTransitionTime": "2026-12-07T10:00:00Z"}],
+                            "lastTransitionTime": "2026-12-07T10:00:00Z"},
+                           {"type": "Drifted", "status": "True", "reason": "Drifted",
+                            "lastTransitionTime": "2026-12-07T11:00:00Z"}],
         }
     )  # fmt: skip
 
     metrics.describe("uid-1", "shop", "embeddings", "Parallel", status)
-    metrics.set_drifted("uid-1", "shop", "embeddings", True)
 
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()

@@ -523,9 +523,10 @@ async def test_a_succeeded_migration_is_checked_for_drift_on_a_timer_and_the_dat
     postgres: EmbeddedPostgres, database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path
 ) -> None:
     await create_rich_database(conn)
+    metrics = OperatorMetrics()
     async with (
         running_cluster(tmp_path, postgres.bin_dir) as (cluster, _runner),
-        running_operator(cluster, drift_timer=0.5),
+        running_operator(cluster, metrics, drift_timer=0.5),
     ):
         await cluster.apply_secret("shop-app", secret_for(database))
         await cluster.apply(migration(backup={"enabled": False}, driftCheck={"interval": "1s"}))
@@ -544,6 +545,11 @@ async def test_a_succeeded_migration_is_checked_for_drift_on_a_timer_and_the_dat
         assert phase(drifted) == "Succeeded"  # the migration did what it said; the database moved since
         await cluster.eventually(lambda: ("Warning", "Drifted") in _event_reasons(cluster))
         assert _event_reasons(cluster).count(("Warning", "Drifted")) == 1
+        # the drift timer's finding reaches the metrics an alert reads, without a reconciliation
+        who = {"namespace": "default", "name": "shop"}
+        assert metrics.registry.get_sample_value("vector_migration_drifted", who) == 1
+        drifted_condition = {**who, "type": "Drifted", "status": "True", "reason": "Drifted"}
+        assert metrics.registry.get_sample_value("vector_migration_status_condition", drifted_condition) == 1
         assert await snapshot(conn) == before  # the check never changes the database
 
 

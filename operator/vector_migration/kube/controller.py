@@ -187,10 +187,7 @@ def build_registry(
         if found is None:
             return
         patch.status["conditions"] = found.conditions
-        drifted = any(
-            c.get("type") == ConditionType.DRIFTED.value and c.get("status") == "True" for c in found.conditions
-        )
-        metrics.set_drifted(uid, body.metadata.namespace or "", body.metadata.name or "", drifted)
+        metrics.describe(uid, body.metadata.namespace or "", body.metadata.name or "", found.strategy, found.status)
         if found.newly_drifted is not None:
             kopf.event(body, type="Warning", reason=Reason.DRIFTED.value, message=found.newly_drifted[:1000])
 

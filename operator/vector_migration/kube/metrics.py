@@ -153,14 +153,6 @@ class OperatorMetrics:
             gauge.labels(*labels).set(value)
         self._series[uid] = [(gauge, labels) for gauge, labels, _ in series]
 
-    def set_drifted(self, uid: str, namespace: str, name: str, drifted: bool) -> None:
-        """The drift check's finding, between reconciliations (it writes only the Drifted condition)."""
-        labels = (namespace, name)
-        self.drifted.labels(*labels).set(1.0 if drifted else 0.0)
-        known = self._series.setdefault(uid, [])
-        if (self.drifted, labels) not in known:
-            known.append((self.drifted, labels))
-
     def _remove(self, uid: str) -> None:
         for gauge, labels in self._series.pop(uid, []):
             gauge.remove(*labels)

@@ -366,10 +366,16 @@ async def _admin_login(
 
 @dataclass(frozen=True)
 class DriftFound:
-    """A drift check's result: the conditions to write, and the message when it has just drifted."""
+    """A drift check's result: the status with its Drifted condition, and the message when it has just drifted."""
 
-    conditions: list[dict[str, Any]]
+    status: VectorMigrationStatus
+    strategy: str
     newly_drifted: str | None
+
+    @property
+    def conditions(self) -> list[dict[str, Any]]:
+        """The conditions to write."""
+        return list(_dump(self.status).get("conditions", []))
 
 
 async def check_for_drift(state: OperatorState, body: Mapping[str, Any]) -> DriftFound | None:
@@ -398,7 +404,7 @@ async def check_for_drift(state: OperatorState, body: Mapping[str, Any]) -> Drif
     if not found.migrated:
         return None
     newly = record_drift(status, found.differences, found.message)
-    return DriftFound(_dump(status).get("conditions", []), found.message if newly else None)
+    return DriftFound(status, resource.spec.strategy.value, found.message if newly else None)
 
 
 async def _secret(client: KubeClient, namespace: str, name: str) -> dict[str, str] | Fail:
