@@ -33,6 +33,7 @@ import kopf
 import trustme
 import yaml
 
+from tests.job_pods import moved_into
 from vector_migration.api import JobDefaults
 from vector_migration.kube.client import kubeconfig_configuration
 from vector_migration.kube.controller import LoginFunction, build_registry
@@ -358,10 +359,7 @@ class JobRunner:
                 )
                 for item in volume["secret"]["items"]:
                     (directory / item["path"]).write_bytes(base64.b64decode(secret["data"][item["key"]]))
-            for key, value in declared.items():  # as the Job declares them: a mount's path, or a file of a Secret's
-                under = "secret" in volume and value.startswith(mount["mountPath"] + "/")
-                if value == mount["mountPath"] or under:
-                    env[key] = str(directory) + value.removeprefix(mount["mountPath"])
+            env.update(moved_into(declared, volume, mount, directory))
         env["TERMINATION_LOG"] = str(termination)
         env["PATH"] = f"{self.pg_bin}:{os.environ['PATH']}"
         injected = self.fail(job)

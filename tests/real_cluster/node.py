@@ -29,6 +29,8 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from tests.job_pods import moved_into
+
 NODE = "vmig-node-stand-in"
 
 
@@ -85,10 +87,7 @@ class NodeStandIn:
             directory.mkdir(parents=True, exist_ok=True)
             if "secret" in volume:
                 self._secret_files(namespace, volume["secret"], directory)
-            for key, value in declared.items():  # a mount's path, or a file of a Secret's (not PGHOST's socket)
-                under = "secret" in volume and value.startswith(mount["mountPath"] + "/")
-                if value == mount["mountPath"] or under:
-                    environment[key] = str(directory) + value.removeprefix(mount["mountPath"])
+            environment.update(moved_into(declared, volume, mount, directory))
         termination = workdir / "termination-log"
         environment["TERMINATION_LOG"] = str(termination)
         environment["PATH"] = f"{self.pg_bin}:{os.environ['PATH']}"

@@ -30,6 +30,7 @@ from ..vocabulary import (
     ConditionType,
     Phase,
     Reason,
+    Strategy,
 )
 from .client import KubeClient, KubeError, load_configuration, login_of
 from .metrics import OperatorMetrics
@@ -134,7 +135,7 @@ def build_registry(
         # Each warning is posted once as an Event (an index dropped by request, a stand-in target),
         # so `kubectl describe` and event-watching alerting see it, not only the status.
         posted = state.warned.setdefault(uid, set((body.get("status") or {}).get("warnings") or []))
-        strategy = str((body.get("spec") or {}).get("strategy") or "InPlace")
+        strategy = str((body.get("spec") or {}).get("strategy") or Strategy.IN_PLACE.value)  # the CRD's default
 
         async def progress(before: Phase, status: VectorMigrationStatus, outcome: Outcome) -> None:
             await write_status(state.client, body, status)
