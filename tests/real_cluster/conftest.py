@@ -8,7 +8,6 @@ when the build is missing.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from kubernetes import client, config
@@ -30,11 +29,6 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
 
 
 @pytest.fixture(scope="session")
-def admin_kubeconfig(control_plane: ControlPlane) -> Path:
-    return control_plane.root / "admin.kubeconfig"
-
-
-@pytest.fixture(scope="session")
-def admin(admin_kubeconfig: Path) -> client.ApiClient:
+def admin(control_plane: ControlPlane) -> client.ApiClient:
     """The official client, logged in as a member of system:masters."""
-    return config.new_client_from_config(str(admin_kubeconfig))
+    return config.new_client_from_config(str(control_plane.root / "admin.kubeconfig"))

@@ -197,6 +197,14 @@ class ControlPlane:
             )
         )
 
+    def kubectl(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        """The real kubectl, as the admin, with this environment's kubectl-vmig on PATH (plugin discovery)."""
+        # KUBECONFIG, not --kubeconfig: kubectl refuses flags before a plugin's name
+        environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+                       "KUBECONFIG": str(self.root / "admin.kubeconfig")}  # fmt: skip
+        return subprocess.run([str(self.bin_dir / "kubectl"), *argv], capture_output=True, text=True,
+                              env=environment, timeout=60, check=False)  # fmt: skip
+
     def restart_apiserver(self, down_for: float = 2.0, timeout: float = 60.0) -> None:
         """Stop kube-apiserver, leave it down ``down_for`` seconds, start it again as it was, wait until ready."""
         (process,) = [p for p in self.processes if Path(str(p.args[0])).name == "kube-apiserver"]

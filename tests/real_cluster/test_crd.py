@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -183,22 +182,20 @@ def test_a_stale_resource_version_is_a_conflict(installed: client.CustomObjectsA
     assert conflict.value.status == 409
 
 
-def kubectl(control_plane: ControlPlane, admin_kubeconfig: Path, *argv: str) -> str:
-    done = subprocess.run(
-        [str(control_plane.bin_dir / "kubectl"), f"--kubeconfig={admin_kubeconfig}", *argv],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+def kubectl(control_plane: ControlPlane, *argv: str) -> str:
+    """What the real kubectl printed; it must have succeeded."""
+    done = control_plane.kubectl(*argv)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
 
 def test_kubectl_explains_every_field_and_lists_the_columns(
-    installed: client.CustomObjectsApi, control_plane: ControlPlane, admin_kubeconfig: Path
+    installed: client.CustomObjectsApi, control_plane: ControlPlane
 ) -> None:
-    explained = kubectl(control_plane, admin_kubeconfig, "explain", "vectormigration.spec.lockTimeout")
+    explained = kubectl(control_plane, "explain", "vectormigration.spec.lockTimeout")
     assert "DESCRIPTION:" in explained and "lock" in explained.split("DESCRIPTION:", 1)[1].lower()
     create(installed, migration("listed"))
-    listed = kubectl(control_plane, admin_kubeconfig, "get", "vmig", "-n", NAMESPACE, "-o", "wide")
+    listed = kubectl(control_plane, "get", "vmig", "-n", NAMESPACE, "-o", "wide")
     header = listed.splitlines()[0].split()
     assert header == ["NAME", "PHASE", "READY", "REASON", "MESSAGE", "AGE", "STRATEGY", "TARGET", "PLAN"]
 
@@ -209,7 +206,7 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yam
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.name for e in EXAMPLES])
 @pytest.mark.parametrize("how", [["--server-side"], []], ids=["server-side", "client-side"])
 def test_kubectl_applies_every_example(
-    installed: client.CustomObjectsApi, admin: client.ApiClient, control_plane: ControlPlane, admin_kubeconfig: Path,
+    installed: client.CustomObjectsApi, admin: client.ApiClient, control_plane: ControlPlane,
     example: Path, how: list[str],
 ) -> None:  # fmt: skip
     try:
@@ -217,5 +214,5 @@ def test_kubectl_applies_every_example(
     except ApiException as error:
         if error.status != 409:
             raise
-    said = kubectl(control_plane, admin_kubeconfig, "apply", *how, "--dry-run=server", "-f", str(example))
+    said = kubectl(control_plane, "apply", *how, "--dry-run=server", "-f", str(example))
     assert "created (server dry run)" in said or "serverside-applied (server dry run)" in said

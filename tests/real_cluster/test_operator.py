@@ -142,11 +142,11 @@ async def test_the_operator_with_only_the_charts_rbac_migrates_a_database(
     # what a person and GitOps see, from the status the real server stored
     assert (argo_health(done)[0], kstatus(done)) == ("Healthy", "Current")
     waited = await asyncio.to_thread(
-        kubectl, control_plane, "wait", "--for=condition=Ready", "vmig/shop", "-n", "rbac-only"
+        control_plane.kubectl, "wait", "--for=condition=Ready", "vmig/shop", "-n", "rbac-only"
     )
     assert waited.returncode == 0, waited.stderr
     # real kubectl finds the plugin on PATH, as a user's does
-    status = await asyncio.to_thread(kubectl, control_plane, "vmig", "status", "shop", "-n", "rbac-only")
+    status = await asyncio.to_thread(control_plane.kubectl, "vmig", "status", "shop", "-n", "rbac-only")
     assert status.returncode == 0 and "Succeeded" in status.stdout, status.stderr
 
     # deleted: the finalizer runs, and the real garbage collector takes what the migration owned
@@ -166,7 +166,7 @@ async def test_an_approval_given_after_the_api_server_restarted_is_seen_and_the_
 
     await asyncio.to_thread(control_plane.restart_apiserver)  # the operator's watches break and come back
     # approved as a person would, through real kubectl's plugin discovery
-    approved = await asyncio.to_thread(kubectl, control_plane, "vmig", "approve", "shop", "-n", "held", "--yes")
+    approved = await asyncio.to_thread(control_plane.kubectl, "vmig", "approve", "shop", "-n", "held", "--yes")
     assert approved.returncode == 0, approved.stderr
     assert waiting["status"]["planHash"] in approved.stdout
     done = await until(admin, "shop", lambda r: phase(r) in ("Succeeded", "Failed", "RolledBack"), operator, "held")
@@ -208,15 +208,6 @@ async def eventually(check: Any, timeout: float = 60.0) -> None:
     while not await asyncio.to_thread(check):
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.5)
-
-
-def kubectl(control_plane: ControlPlane, *argv: str) -> subprocess.CompletedProcess[str]:
-    """The real kubectl, as the admin, with this environment's kubectl-vmig on PATH."""
-    # KUBECONFIG, not --kubeconfig: kubectl refuses flags before a plugin's name
-    environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-                   "KUBECONFIG": str(control_plane.root / "admin.kubeconfig")}  # fmt: skip
-    return subprocess.run([str(control_plane.bin_dir / "kubectl"), *argv], capture_output=True, text=True,
-                          env=environment, timeout=60, check=False)  # fmt: skip
 
 
 async def until(
