@@ -36,7 +36,7 @@ def refuse(what: str) -> int:
     return 2
 
 
-def create_namespace(core: client.CoreV1Api, name: str) -> None:
+def create_namespace(name: str) -> None:
     # kmock's emulator cannot parse POST /api/v1/namespaces (it reads every /api/v1/namespaces/...
     # path as a namespaced one) and serves namespaced objects without a Namespace, so none is made.
     print(f"namespace/{name} created (stand-in: the emulator keeps no Namespace objects)")
@@ -70,7 +70,7 @@ def kubectl(argv: list[str]) -> int:
     core = client.CoreV1Api(api())
     match args.words:
         case ["create", "namespace", name]:
-            create_namespace(core, name)
+            create_namespace(name)
         case ["create", "secret", "generic", name]:
             literals = dict(literal.split("=", 1) for literal in args.from_literal)
             data = {key: base64.b64encode(value.encode()).decode() for key, value in literals.items()}
@@ -133,7 +133,7 @@ def helm(argv: list[str]) -> int:
     objects = [o for name, text in manifests.items() if name.endswith(".yaml") for o in yaml.safe_load_all(text) if o]
     core = client.CoreV1Api(api())
     if args.create_namespace:
-        create_namespace(core, args.namespace)
+        create_namespace(args.namespace)
     extensions = client.ApiextensionsV1Api(core.api_client)
     for crd in [o for o in objects if o["kind"] == "CustomResourceDefinition"]:
         extensions.create_custom_resource_definition(crd)
