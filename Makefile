@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit workflows docs crd e2e bench reliability stress clean ruvector control-plane cluster cluster-down
+.PHONY: demo test lint typecheck unit workflows docs crd e2e bench reliability stress clean ruvector control-plane image cluster cluster-down
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,9 +25,12 @@ typecheck: $(STAMP)
 # promtool (the chart's alerts) and actionlint (the workflows) come from the Go module proxy, built
 # once into a cache outside the checkout by scripts/go-tool.sh (promtool: 4 minutes the first time);
 # so do Kubernetes' own servers for tests/real_cluster (scripts/build-control-plane.sh: 6 minutes).
+# The operator's image (scripts/build-image.sh, podman) runs there as the chart's pod; where podman
+# cannot be installed, those tests skip (and fail in CI).
 unit: $(STAMP)
 	VMIG_PROMTOOL="$$(scripts/go-tool.sh promtool | tail -n 1)" \
 	VMIG_CONTROL_PLANE_BIN="$$(scripts/build-control-plane.sh | tail -n 1 | sed 's/^bin: //')" \
+	VMIG_IMAGE="$$(scripts/build-image.sh | tail -n 1 | sed -n 's/^image: //p')" \
 		$(BIN)/pytest -q
 
 workflows: $(STAMP)
@@ -70,6 +73,11 @@ ruvector:
 # module proxy into a cache outside the checkout, keyed by the release. Last line: `bin: <path>`.
 control-plane:
 	scripts/build-control-plane.sh
+
+# The operator's image from the Dockerfile, without Docker: podman, runc and a debootstrap base, into
+# podman's store in the cache (scripts/podman.sh runs it). Last line: `image: <reference>`.
+image:
+	scripts/build-image.sh
 
 # A local control plane (etcd, kube-apiserver with TLS and RBAC, kube-controller-manager), left
 # running. Its last line of output is `kubeconfig: <absolute path>`, an admin's.

@@ -17,7 +17,7 @@ from kubernetes import client
 from tests.cluster import phase
 from tests.real_cluster.control_plane import ControlPlane
 from tests.real_cluster.install import install_chart, service_account_kubeconfig
-from tests.real_cluster.test_operator import SERVICE_ACCOUNT, SHOP, RunningOperator, arrange, operator_arguments, until
+from tests.real_cluster.test_operator import SERVICE_ACCOUNT, SHOP, OperatorProcess, arrange, operator_arguments, until
 from vector_migration.database.sql import ConnectionParams
 from vector_migration.vocabulary import API_GROUP, API_VERSION, PLURAL
 
@@ -58,7 +58,7 @@ async def test_a_namespaced_operator_migrates_in_its_namespace_and_asked_for_all
     with (tmp_path / "operator.log").open("w") as log:
         process = subprocess.Popen(operator, env=environment, stdout=log, stderr=subprocess.STDOUT,  # noqa: ASYNC220
                                    start_new_session=True)  # fmt: skip
-    running = RunningOperator(process, tmp_path / "operator.log")
+    running = OperatorProcess(process, tmp_path / "operator.log")
     try:
         arrange(admin, database, "team-a", new_namespace=False)  # the chart's Role lives there already
         done = await until(

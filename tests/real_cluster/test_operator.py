@@ -1,19 +1,19 @@
 """The operator as the chart deploys it, against a real kube-apiserver: with the chart's RBAC and nothing more.
 
-The chart is installed as `helm install` would (tests/real_cluster/install.py); the operator runs as
-a process with the chart's arguments and a token the API server issued for the chart's
-ServiceAccount. A request the chart does not grant is a 403 from the real RBAC authorizer, which
-fails the test. The migration needs no Job (its backup is off): the node stand-in that runs Job
-pods is not built yet.
+The chart is installed as `helm install` would (tests/real_cluster/install.py), with the image
+`make image` built from the Dockerfile. The real Deployment and ReplicaSet controllers create the
+operator's pod; the node stand-in (tests/real_cluster/node.py) runs it as a container of that image,
+as the chart's security context says (user 10001, a read-only root, no capabilities), logged in with
+the token of the chart's ServiceAccount. A request the chart does not grant is a 403 from the real
+RBAC authorizer, which fails the test. The backup Jobs' pods run the same way, in a stand-in for
+PostgreSQL's client image (tests/real_cluster/images.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
+import json
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,14 +25,15 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from tests.chart import RELEASE
 from tests.cluster import condition, phase
 from tests.gitops import argo_health, kstatus
 from tests.real_cluster.control_plane import ControlPlane, free_port
-from tests.real_cluster.install import install_chart, service_account_kubeconfig
+from tests.real_cluster.images import POSTGRES_CLIENT_STAND_IN, podman
+from tests.real_cluster.install import install_chart
 from tests.real_cluster.node import NodeStandIn
 from tests.test_operator import secret_for
 from vector_migration.database.sql import ConnectionParams
-from vector_migration.demo import EmbeddedPostgres
 from vector_migration.vocabulary import API_GROUP, API_VERSION, PLURAL
 
 OPERATOR_NAMESPACE = "vmig-system"
@@ -62,7 +63,21 @@ def operator_arguments(objects: list[dict[str, Any]]) -> tuple[list[str], dict[s
 
 @dataclass
 class RunningOperator:
-    """The operator's process, as the chart runs it, and where it writes its log."""
+    """The operator's pod, created by the real Deployment and ReplicaSet controllers, run by the node stand-in."""
+
+    node: NodeStandIn
+    pod: str
+
+    def said(self) -> str:
+        return self.node.log_of(OPERATOR_NAMESPACE, self.pod)
+
+    def alive(self) -> bool:
+        return any(p.name == self.pod for p in self.node.running.values())
+
+
+@dataclass
+class OperatorProcess:
+    """The operator as a process on this machine, with the chart's arguments (tests/real_cluster/test_namespaced.py)."""
 
     process: subprocess.Popen[bytes]
     log: Path
@@ -70,31 +85,32 @@ class RunningOperator:
     def said(self) -> str:
         return self.log.read_text()
 
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
 
 @pytest.fixture(scope="module")
-def operator(
-    admin: client.ApiClient, control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningOperator]:
-    """The chart installed, and the operator running with its arguments and its ServiceAccount's token."""
-    objects = install_chart(admin, OPERATOR_NAMESPACE)
-    directory = tmp_path_factory.mktemp("operator")
-    kubeconfig = service_account_kubeconfig(admin, control_plane, OPERATOR_NAMESPACE, SERVICE_ACCOUNT, directory)
-    args, environment = operator_arguments(objects)
-    with (directory / "operator.log").open("w") as log:
-        process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "vector-migration"), *args],
-            env={**os.environ, **environment, "KUBECONFIG": str(kubeconfig)},
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    running = RunningOperator(process, directory / "operator.log")
+def operator(admin: client.ApiClient, node: NodeStandIn, operator_image: str) -> Iterator[RunningOperator]:
+    """The chart installed with the image `make image` built; its Deployment's pod, running as the chart says."""
+    repository, tag = operator_image.rsplit(":", 1)
+    install_chart(admin, OPERATOR_NAMESPACE, {
+        "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
+        "jobs": {"imageRepository": POSTGRES_CLIENT_STAND_IN},
+    })  # fmt: skip
+    core = client.CoreV1Api(admin)
+    deadline = time.monotonic() + 120
+    while not (pods := [p for p in core.list_namespaced_pod(OPERATOR_NAMESPACE).items if p.status.phase == "Running"]):
+        assert time.monotonic() < deadline, f"the operator's pod never ran: {node.errors}"
+        time.sleep(0.5)
+    running = RunningOperator(node, pods[0].metadata.name)
     yield running
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    apps = client.AppsV1Api(admin)
+    apps.delete_namespaced_deployment(f"{RELEASE}-vector-migration-operator", OPERATOR_NAMESPACE)
+    while running.alive():  # the real garbage collector deletes the pod; the node stand-in stops it
+        assert time.monotonic() < deadline + 300, "the operator's pod was never stopped"
+        time.sleep(0.5)
     said = running.said()
+    assert node.errors == [], node.errors
     # the chart's RBAC sufficed: a 403 says Forbidden ("403" alone may be part of a number)
     assert "forbidden" not in said.lower(), said[-3000:]
 
@@ -106,7 +122,7 @@ def arrange(
     core = client.CoreV1Api(admin)
     if new_namespace:
         core.create_namespace({"metadata": {"name": namespace}})
-    data = secret_for(database)
+    data = {**secret_for(database), "port": str(database.port)}  # a server on the network, as pods see one
     core.create_namespaced_secret(namespace, {"metadata": {"name": "shop-app"}, "stringData": data})
     client.CustomObjectsApi(admin).create_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, {
         "apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": "VectorMigration",
@@ -156,6 +172,18 @@ async def test_the_operator_with_only_the_charts_rbac_migrates_a_database(
     await gone(lambda: core.read_namespaced_config_map("shop-report", "rbac-only"))
 
 
+def test_the_operators_pod_runs_in_its_image_as_the_chart_says(operator: RunningOperator, node: NodeStandIn) -> None:
+    # the securityContext the chart asks for: tests/real_cluster/test_image.py
+    (running,) = [p for p in node.running.values() if (p.namespace, p.name) == (OPERATOR_NAMESPACE, operator.pod)]
+    (inspected,) = json.loads(podman("inspect", running.container).stdout)
+
+    assert inspected["Config"]["User"] == "10001:10001"
+    assert inspected["HostConfig"]["ReadonlyRootfs"] is True
+    assert inspected["EffectiveCaps"] in (None, [])
+    assert "no-new-privileges" in inspected["HostConfig"]["SecurityOpt"]
+    assert inspected["ImageName"] == running.image
+
+
 async def test_an_approval_given_after_the_api_server_restarted_is_seen_and_the_swap_runs_once(
     admin: client.ApiClient, control_plane: ControlPlane, operator: RunningOperator,
     database: ConnectionParams, conn: asyncpg.Connection,
@@ -177,14 +205,13 @@ async def test_an_approval_given_after_the_api_server_restarted_is_seen_and_the_
 
 
 async def test_the_backup_job_runs_through_the_real_job_controller_and_goes_with_the_migration(
-    admin: client.ApiClient, operator: RunningOperator, postgres: EmbeddedPostgres,
-    database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path,
+    admin: client.ApiClient, operator: RunningOperator,
+    database: ConnectionParams, conn: asyncpg.Connection, node: NodeStandIn,
 ) -> None:  # fmt: skip
     await conn.execute(SHOP)
-    with NodeStandIn(admin, tmp_path, postgres.bin_dir) as node:
-        arrange(admin, database, "backed-up", backup={"enabled": True})
-        done = await until(admin, "shop", lambda r: phase(r) in ("Succeeded", "Failed", "RolledBack"), operator,
-                           "backed-up")  # fmt: skip
+    arrange(admin, database, "backed-up", backup={"enabled": True})
+    done = await until(admin, "shop", lambda r: phase(r) in ("Succeeded", "Failed", "RolledBack"), operator,
+                       "backed-up")  # fmt: skip
     assert node.errors == []
     pods = client.CoreV1Api(admin).list_namespaced_pod("backed-up").items
     said = [s.state.terminated.message for p in pods for s in p.status.container_statuses or [] if s.state.terminated]
@@ -192,7 +219,9 @@ async def test_the_backup_job_runs_through_the_real_job_controller_and_goes_with
     assert done["status"]["backup"]["sizeBytes"] > 0 and len(done["status"]["backup"]["sha256"]) == 64
     batch, core = client.BatchV1Api(admin), client.CoreV1Api(admin)
     (job,) = batch.list_namespaced_job("backed-up").items
-    assert node.ran and job.status.succeeded == 1  # counted by the real Job controller
+    assert (
+        any(ran.startswith("backed-up/") for ran in node.ran) and job.status.succeeded == 1
+    )  # counted by the real Job controller
     assert any(c.type == "Complete" and c.status == "True" for c in job.status.conditions)
 
     # deleted: the real garbage collector takes the Job and its pod with it
@@ -211,7 +240,7 @@ async def eventually(check: Any, timeout: float = 60.0) -> None:
 
 
 async def until(
-    admin: client.ApiClient, name: str, done: Any, operator: RunningOperator, namespace: str = "shop",
+    admin: client.ApiClient, name: str, done: Any, operator: RunningOperator | OperatorProcess, namespace: str = "shop",
     timeout: float = 120.0,
 ) -> dict[str, Any]:  # fmt: skip
     custom = client.CustomObjectsApi(admin)
@@ -223,7 +252,7 @@ async def until(
         )
         if done(resource):
             return resource
-        assert operator.process.poll() is None, "the operator exited: " + operator.said()[-3000:]
+        assert operator.alive(), "the operator exited: " + operator.said()[-3000:]
         await asyncio.sleep(0.5)
     pytest.fail(f"the migration did not get there: {resource.get('status')}\n" + operator.said()[-5000:])
 
