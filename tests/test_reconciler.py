@@ -22,3 +22,17 @@ def test_waiting_on_a_running_job_keeps_its_pace() -> None:
 def test_failures_stop_with_their_message_and_holds_just_stop() -> None:
     assert next_step(Fail(Reason.BACKUP_FAILED, "disk full")) == ("fail", "disk full")
     assert next_step(Hold(Reason.AWAITING_APPROVAL, "approve sha256:…")) == ("stop", None)
+
+
+def test_a_status_field_cleared_by_the_engine_is_sent_as_null_so_the_server_clears_it_too() -> None:
+    from vector_migration.api import VectorMigrationStatus
+    from vector_migration.kube.merge_patch import merge_patch_of
+
+    status = VectorMigrationStatus.model_validate({"phase": "RolledBack", "cutover": {"step": 1, "weight": 50}})
+    status.cutover = None  # what a rollback does
+
+    patch = merge_patch_of(status)
+
+    assert patch["cutover"] is None  # a merge patch without the key would keep the server's 50%
+    assert patch["phase"] == "RolledBack"
+    assert all(key == key[0].lower() + key[1:] and "_" not in key for key in patch)  # the CRD's names

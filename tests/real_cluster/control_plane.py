@@ -15,6 +15,7 @@ no scheduler (the node stand-in, once it exists, plays that part and says so).
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import os
@@ -27,6 +28,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import trustme
 import yaml
@@ -205,8 +207,12 @@ class ControlPlane:
         return subprocess.run([str(self.bin_dir / "kubectl"), *argv], capture_output=True, text=True,
                               env=environment, timeout=60, check=False)  # fmt: skip
 
-    def restart_apiserver(self, down_for: float = 2.0, timeout: float = 60.0) -> None:
-        """Stop kube-apiserver, leave it down ``down_for`` seconds, start it again as it was, wait until ready."""
+    def restart_apiserver(self, down_for: float = 2.0, timeout: float = 60.0, forget_history: bool = False) -> None:
+        """Stop kube-apiserver, leave it down ``down_for`` seconds, start it again as it was, wait until ready.
+
+        ``forget_history``: while it is down, write to etcd and compact its history up to that write, so
+        every watch the clients resume is from a revision etcd no longer has: the server answers 410 Gone.
+        """
         (process,) = [p for p in self.processes if Path(str(p.args[0])).name == "kube-apiserver"]
         os.killpg(process.pid, signal.SIGTERM)
         try:  # it drains long-running requests (the operator's watches) for a while; then it is killed
@@ -219,8 +225,20 @@ class ControlPlane:
         state["pids"].remove(process.pid)
         (self.root / "state.json").write_text(json.dumps(state))
         time.sleep(down_for)
+        if forget_history:
+            self._compact_etcd()
         self._start("kube-apiserver", *self.arguments["kube-apiserver"])
         self._wait_ready(timeout)
+
+    def _compact_etcd(self) -> None:
+        """A write of our own (a key the API server never reads), then compaction at its revision.
+
+        Through etcd's JSON gateway on loopback: the suite has no etcdctl.
+        """
+        etcd = f"http://127.0.0.1:{self._state()['etcdPort']}/v3/kv"
+        key, value = (base64.b64encode(text.encode()).decode() for text in ("/vmig-test/forget", "history"))
+        written = _post(f"{etcd}/put", {"key": key, "value": value})
+        _post(f"{etcd}/compaction", {"revision": written["header"]["revision"], "physical": True})
 
     def _start(self, command: str, *argv: str) -> None:
         self.arguments[command] = argv
@@ -254,6 +272,12 @@ class ControlPlane:
     def _state(self) -> dict[str, object]:
         path = self.root / "state.json"
         return dict(json.loads(path.read_text())) if path.exists() else {"pids": []}
+
+
+def _post(url: str, body: dict[str, object]) -> dict[str, Any]:
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})  # noqa: S310
+    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 (etcd on loopback)
+        return dict(json.loads(answer.read()))
 
 
 def _alive(pid: int) -> bool:

@@ -25,6 +25,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from tests.application import create_shop
 from tests.chart import RELEASE
 from tests.cluster import condition, phase
 from tests.gitops import argo_health, kstatus
@@ -33,6 +34,7 @@ from tests.real_cluster.images import POSTGRES_CLIENT_STAND_IN, podman
 from tests.real_cluster.install import install_chart
 from tests.real_cluster.node import NodeStandIn
 from tests.test_operator import secret_for
+from tests.test_parallel import EMBEDDING_TYPE, docs_before
 from vector_migration.database.sql import ConnectionParams
 from vector_migration.vocabulary import API_GROUP, API_VERSION, PLURAL
 
@@ -96,6 +98,7 @@ def operator(admin: client.ApiClient, node: NodeStandIn, operator_image: str) ->
     install_chart(admin, OPERATOR_NAMESPACE, {
         "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
         "jobs": {"imageRepository": POSTGRES_CLIENT_STAND_IN},
+        "logging": {"level": "debug"},  # kopf says at debug level when it relists after a 410
     })  # fmt: skip
     core = client.CoreV1Api(admin)
     deadline = time.monotonic() + 120
@@ -184,7 +187,7 @@ def test_the_operators_pod_runs_in_its_image_as_the_chart_says(operator: Running
     assert inspected["ImageName"] == running.image
 
 
-async def test_an_approval_given_after_the_api_server_restarted_is_seen_and_the_swap_runs_once(
+async def test_an_approval_given_after_the_api_server_restarted_without_history_is_seen_and_the_swap_runs_once(
     admin: client.ApiClient, control_plane: ControlPlane, operator: RunningOperator,
     database: ConnectionParams, conn: asyncpg.Connection,
 ) -> None:  # fmt: skip
@@ -192,7 +195,9 @@ async def test_an_approval_given_after_the_api_server_restarted_is_seen_and_the_
     arrange(admin, database, "held", approval="Manual")
     waiting = await until(admin, "shop", lambda r: phase(r) == "AwaitingApproval", operator, "held")
 
-    await asyncio.to_thread(control_plane.restart_apiserver)  # the operator's watches break and come back
+    # the operator's watches break, and come back to a server whose etcd compacted the revisions they
+    # were at: each is answered 410 Gone, and kopf must list again
+    await asyncio.to_thread(control_plane.restart_apiserver, forget_history=True)
     # approved as a person would, through real kubectl's plugin discovery
     approved = await asyncio.to_thread(control_plane.kubectl, "vmig", "approve", "shop", "-n", "held", "--yes")
     assert approved.returncode == 0, approved.stderr
@@ -200,6 +205,7 @@ async def test_an_approval_given_after_the_api_server_restarted_is_seen_and_the_
     done = await until(admin, "shop", lambda r: phase(r) in ("Succeeded", "Failed", "RolledBack"), operator, "held")
 
     assert phase(done) == "Succeeded", done["status"].get("message")
+    assert "Restarting the watch-stream for vectormigrations" in operator.said()  # the 410, relisted
     swaps = [e for e in client.CoreV1Api(admin).list_namespaced_event("held").items if e.reason == "Swap"]
     assert sum(e.count or 1 for e in swaps) == 1
 
@@ -230,6 +236,68 @@ async def test_the_backup_job_runs_through_the_real_job_controller_and_goes_with
     await gone(lambda: custom.get_namespaced_custom_object(API_GROUP, API_VERSION, "backed-up", PLURAL, "shop"))
     await gone(lambda: batch.read_namespaced_job(job.metadata.name, "backed-up"))
     await eventually(lambda: not core.list_namespaced_pod("backed-up").items)
+
+
+async def paused_cutover(
+    admin: client.ApiClient, operator: RunningOperator, database: ConnectionParams, conn: asyncpg.Connection,
+    namespace: str,
+) -> dict[str, Any]:  # fmt: skip
+    """A Parallel migration paused in its cutover at 50%, as its routing ConfigMap says; the resource then."""
+    await create_shop(conn)
+    arrange(admin, database, namespace, strategy="Parallel", parallel={"keepOldFor": "0s"},
+            cutover={"steps": [{"setWeight": 50}, {"pause": {}}]})  # fmt: skip
+    paused = await until(
+        admin, "shop", lambda r: (condition(r, "Reconciling").get("reason") == "AwaitingPromotion"
+                                  or phase(r) in ("Failed", "RolledBack")), operator, namespace,
+    )  # fmt: skip
+    assert phase(paused) == "Cutover", paused["status"].get("message")
+    assert routing(admin, namespace)["weight"] == "50"
+    return paused
+
+
+def routing(admin: client.ApiClient, namespace: str) -> dict[str, str]:
+    return dict(client.CoreV1Api(admin).read_namespaced_config_map("shop-cutover", namespace).data)
+
+
+async def test_a_paused_cutover_goes_on_when_promoted_through_real_kubectl(
+    admin: client.ApiClient, control_plane: ControlPlane, operator: RunningOperator,
+    database: ConnectionParams, conn: asyncpg.Connection,
+) -> None:  # fmt: skip
+    await paused_cutover(admin, operator, database, conn, "promoted")
+    before = await docs_before(conn)
+
+    promoted = await asyncio.to_thread(control_plane.kubectl, "vmig", "promote", "shop", "-n", "promoted", "--yes")
+    assert promoted.returncode == 0, promoted.stderr
+    def used(r: dict[str, Any]) -> bool:  # the phase ends, then the consumed annotation is removed
+        annotations = r["metadata"].get("annotations") or {}
+        return phase(r) in ("Succeeded", "Failed", "RolledBack") and "ruvector.dev/promote" not in annotations
+
+    done = await until(admin, "shop", used, operator, "promoted")
+
+    assert phase(done) == "Succeeded", done["status"].get("message")
+    assert routing(admin, "promoted")["weight"] == "100"
+    assert await docs_before(conn) == before
+    assert await conn.fetchval(EMBEDDING_TYPE) == "ruvector(8)"
+
+
+async def test_a_rollback_during_the_cutover_routes_every_read_back_to_the_old_tables(
+    admin: client.ApiClient, control_plane: ControlPlane, operator: RunningOperator,
+    database: ConnectionParams, conn: asyncpg.Connection,
+) -> None:  # fmt: skip
+    await paused_cutover(admin, operator, database, conn, "turned-back")
+    before = await docs_before(conn)
+
+    asked = await asyncio.to_thread(control_plane.kubectl, "vmig", "rollback", "shop", "-n", "turned-back", "--yes")
+    assert asked.returncode == 0, asked.stderr
+    done = await until(admin, "shop", lambda r: phase(r) in ("RolledBack", "Failed", "Succeeded"), operator,
+                       "turned-back")  # fmt: skip
+
+    assert phase(done) == "RolledBack", done["status"].get("message")
+    # what applications read: no share of reads may go to shadow tables that are gone
+    assert routing(admin, "turned-back")["weight"] == "0", routing(admin, "turned-back")
+    assert "cutover" not in done["status"], done["status"].get("cutover")  # cleared on the server too
+    assert await docs_before(conn) == before
+    assert await conn.fetchval(EMBEDDING_TYPE) == "vector(8)"
 
 
 async def eventually(check: Any, timeout: float = 60.0) -> None:

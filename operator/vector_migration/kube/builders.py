@@ -411,13 +411,15 @@ def build_cutover_configmap(resource: VectorMigration, status: VectorMigrationSt
     """What applications (or a proxy) read to route a share of reads to the new tables.
 
     ``weight`` is the percentage of reads to send to the new tables; ``tables`` maps each
-    application table to the table that holds its migrated copy until the finalize (after it,
-    the application's own name).
+    application table to the table that holds its migrated copy until the finalize (after it, or
+    after a rollback, the application's own name; a rollback's weight is 0).
     """
     cutover = status.cutover
     parallel = status.parallel
     finalized = status.phase is Phase.SUCCEEDED
-    tables = {t.name: (t.name if finalized else t.shadow) for t in (parallel.tables if parallel else [])}
+    # finalized or rolled back, the shadows are gone: every read goes to the application's own names
+    settled = finalized or status.phase is Phase.ROLLED_BACK
+    tables = {t.name: (t.name if settled else t.shadow) for t in (parallel.tables if parallel else [])}
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",

@@ -41,6 +41,7 @@ from ..vocabulary import (
 from .builders import build_cutover_configmap, build_plan_configmap, build_report_configmap, object_name
 from .client import KubeClient, KubeError
 from .jobs import JobBackup
+from .merge_patch import merge_patch_of
 from .replica_target import publish_target_secret, target_server_login
 
 
@@ -100,7 +101,7 @@ def _resource_of(body: Mapping[str, Any]) -> VectorMigration:
 
 
 def _dump(status: VectorMigrationStatus) -> dict[str, Any]:
-    return status.model_dump(by_alias=True, mode="json", exclude_none=True)
+    return merge_patch_of(status)
 
 
 def _done(
@@ -181,9 +182,14 @@ async def reconcile(state: OperatorState, body: Mapping[str, Any], on_progress: 
             return Hold(Reason.DELETED, f"the resource is being deleted; stopped before {phase.value}")
         return None
 
+    routed = current.cutover is not None  # a routing ConfigMap was published: it must follow to the end
+
     async def moved(before: Phase, outcome: Outcome) -> None:
-        if run.status.cutover is not None:
-            # Routing first: whoever reads a status that says "paused at 50%" finds the ConfigMap at 50%.
+        nonlocal routed
+        if run.status.cutover is not None or routed:
+            # Routing first: whoever reads a status that says "paused at 50%" finds the ConfigMap at 50%,
+            # and one that says "rolled back" finds every read sent to the application's own tables.
+            routed = True
             await client.apply_configmap(build_cutover_configmap(resource, run.status))
         if run.inputs.target_server is not None:  # where the database is, before the status says so
             await publish_target_secret(client, resource, run.status, run.inputs.target_server)
