@@ -268,6 +268,7 @@ async def test_a_paused_cutover_goes_on_when_promoted_through_real_kubectl(
 
     promoted = await asyncio.to_thread(control_plane.kubectl, "vmig", "promote", "shop", "-n", "promoted", "--yes")
     assert promoted.returncode == 0, promoted.stderr
+
     def used(r: dict[str, Any]) -> bool:  # the phase ends, then the consumed annotation is removed
         annotations = r["metadata"].get("annotations") or {}
         return phase(r) in ("Succeeded", "Failed", "RolledBack") and "ruvector.dev/promote" not in annotations
