@@ -6,8 +6,9 @@ Layers, lowest first (a module may import its own layer and those below):
     vocabulary < api < status, report, report_charts < database < engine < phases < strategies < engine.runner
                < kube, cli.output < demo < cli.commands, cli
 
-Imports inside functions count (they are still dependencies); imports under ``TYPE_CHECKING``
-do not (they never run).
+Imports inside functions count (they are still dependencies). Imports under ``TYPE_CHECKING`` never
+run, so they may point upwards (a type named in a signature), but they count for loops: a loop is
+one design whether Python runs both of its imports or not.
 """
 
 from __future__ import annotations
@@ -82,11 +83,14 @@ def _type_checking_lines(tree: ast.Module) -> set[int]:
     return lines
 
 
-def imports(module: str) -> Iterator[tuple[str, int]]:
-    """(absolute module imported, line) for every import that runs, resolved to package modules where it names one."""
+def imports(module: str, type_checking: bool = False) -> Iterator[tuple[str, int]]:
+    """(absolute module imported, line) for every import that runs, resolved to package modules where it names one.
+
+    With ``type_checking``, the imports under ``TYPE_CHECKING`` too.
+    """
     path = MODULES[module]
     tree = ast.parse(path.read_text())
-    skipped = _type_checking_lines(tree)
+    skipped = set() if type_checking else _type_checking_lines(tree)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     for node in ast.walk(tree):
         if not isinstance(node, ast.Import | ast.ImportFrom) or node.lineno in skipped:
@@ -134,7 +138,8 @@ def test_libraries_stay_in_their_layer(library: str) -> None:
 
 
 def test_no_import_loops() -> None:
-    graph = {module: {t for t, _ in imports(module) if t in MODULES and t != module} for module in MODULES}
+    graph = {module: {t for t, _ in imports(module, type_checking=True) if t in MODULES and t != module}
+             for module in MODULES}  # fmt: skip
     loops = []
     state: dict[str, int] = {}  # 1 on the path, 2 done
 
@@ -201,3 +206,61 @@ def test_the_operator_process_loads_no_chart_library_until_a_report_is_written()
     loaded = f"import sys, {modules}; print('pygal' in sys.modules)"
     run = subprocess.run([sys.executable, "-c", loaded], capture_output=True, text=True, check=True)
     assert run.stdout.strip() == "False"
+
+
+# The status's own module; and attributes called status that are not a VectorMigrationStatus.
+STATUS_WRITERS = {"vector_migration.status"}
+NOT_A_MIGRATION_STATUS = {("vector_migration.kube.client", "self.status")}  # an HTTP status code
+MUTATING_METHODS = {"append", "extend", "insert", "pop", "clear", "update", "setdefault", "remove"}
+
+
+def status_writes(module: str) -> Iterator[str]:
+    """Assignments to a status (``m.status = …``, ``m.status.x = …``, ``status.x[k] = …``) and calls that mutate
+    one of its lists or maps in place, outside the named transactions of vector_migration.status."""
+
+    def names_a_status(node: ast.expr) -> bool:
+        text = ast.unparse(node)
+        return text == "status" or text.startswith("status.") or ".status" in text
+
+    tree = ast.parse(MODULES[module].read_text())
+    for node in ast.walk(tree):
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign):
+            targets = [
+                t for target in node.targets for t in (target.elts if isinstance(target, ast.Tuple) else [target])
+            ]
+        elif isinstance(node, ast.AugAssign | ast.AnnAssign):
+            targets = [node.target]
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+              and node.func.attr in MUTATING_METHODS and names_a_status(node.func.value)):  # fmt: skip
+            yield f"{module}:{node.lineno} {ast.unparse(node.func)}(…)"
+        for target in targets:
+            written = isinstance(target, ast.Attribute | ast.Subscript) and names_a_status(target)
+            if written and (module, ast.unparse(target)) not in NOT_A_MIGRATION_STATUS:
+                yield f"{module}:{node.lineno} {ast.unparse(target)} = …"
+
+
+def test_the_status_changes_only_through_its_named_transactions() -> None:
+    writes = [write for module in sorted(MODULES) if module not in STATUS_WRITERS for write in status_writes(module)]
+    assert writes == []
+
+
+WRITER = "vector_migration.kube.status_writer"
+
+
+def test_the_operator_writes_a_status_through_its_one_writer() -> None:
+    """Only kube.status_writer patches the status subresource (with the resourceVersion it read), never kopf's patch."""
+    writers = []
+    for module in sorted(MODULES):
+        for node in ast.walk(ast.parse(MODULES[module].read_text())):
+            called = isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            if (
+                called
+                and node.func.attr == "patch_migration_status"
+                and module != "vector_migration.kube.status_writer"
+            ):
+                writers.append(f"{module}:{node.lineno}")
+            kopfs = isinstance(node, ast.Attribute) and node.attr == "status" and ast.unparse(node.value) == "patch"
+            if kopfs:
+                writers.append(f"{module}:{node.lineno} patch.status")
+    assert writers == []

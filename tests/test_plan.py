@@ -11,7 +11,8 @@ from vector_migration.database.catalog import (
     SourceInventory,
     VectorColumn,
 )
-from vector_migration.database.surface import TargetOpclass, TargetSurface, TargetType
+from vector_migration.database.surface import TargetSurface
+from vector_migration.database.target_objects import TargetOpclass, TargetType
 from vector_migration.engine.conversion import build_plan
 
 SERVER = ServerFacts(180006, "18.6", "shop", 1, "app", False, False)

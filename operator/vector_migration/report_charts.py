@@ -16,7 +16,7 @@ from pygal.style import Style
 
 from .api import VectorMigrationStatus
 from .status import timing_key
-from .vocabulary import Phase
+from .vocabulary import Phase, Timing
 
 # Importing pygal appends a finder to sys.meta_path for its map plugins (pygal.maps.*, unused
 # here) that has only the find_module API Python 3.4 deprecated: every later import in the
@@ -28,9 +28,9 @@ _BLUE, _GREEN, _RED = "#0969da", "#1a7f37", "#cf222e"
 _PERCENTILES = ("#54aeff", "#0969da", "#0a3069", "#ffb77c", "#e16f24", "#762c00")  # before blues, after oranges
 # Seconds in status.timings during which the application's writes waited, by what held them.
 WRITE_BLOCKING = {
-    "writeBlockedSeconds": "writes blocked",
-    "proofHeldWritesSeconds": "writes held for the proof",
-    "rollbackWriteBlockedSeconds": "writes blocked by the rollback",
+    Timing.WRITE_BLOCKED: "writes blocked",
+    Timing.PROOF_HELD_WRITES: "writes held for the proof",
+    Timing.ROLLBACK_WRITE_BLOCKED: "writes blocked by the rollback",
 }
 
 

@@ -1,15 +1,28 @@
 """Small named mutations of a VectorMigrationStatus, following Kubernetes condition conventions.
 
-The engine changes status only through these, so lastTransitionTime moves only when a
-condition's status really changes and the kstatus summary (Ready, Reconciling, Stalled) is
-always derived the same way.
+The engine changes status only through these (tests/test_layers.py finds any other assignment), so
+lastTransitionTime moves only when a condition's status really changes, the kstatus summary
+(Ready, Reconciling, Stalled) is always derived the same way, and a status is changed in place:
+whoever holds it (the operator's run, the command line's reporter) sees every change.
 """
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime, timedelta
 
-from .api import Condition, VectorMigrationStatus
+from .api import (
+    BackupStatus,
+    Condition,
+    CutoverStatus,
+    Inventory,
+    ParallelStatus,
+    ReplicatedTable,
+    ReplicateStatus,
+    TableVerification,
+    VectorMigrationStatus,
+    Verification,
+)
 from .vocabulary import ConditionType, Phase, Reason
 
 # Holds that a person's decision ends: Reconciling with the reason, never Stalled. kstatus keeps
@@ -147,3 +160,111 @@ def record_drift(status: VectorMigrationStatus, differences: tuple[str, ...], me
     drifted = bool(differences)
     set_condition(status, ConditionType.DRIFTED, drifted, Reason.DRIFTED if drifted else Reason.IN_SYNC, message)
     return drifted and before != "True"
+
+
+def adopt(status: VectorMigrationStatus, recorded: VectorMigrationStatus) -> None:
+    """Take a status the journal recorded, whole: every field replaced in place (a copy of it)."""
+    for name in type(status).model_fields:
+        setattr(status, name, copy.deepcopy(getattr(recorded, name)))
+
+
+def adopt_swapped(status: VectorMigrationStatus, saved: VectorMigrationStatus, plan_hash: str) -> None:
+    """What the swap recorded of the status, taken by a run that lost its memory after it."""
+    status.plan_hash = plan_hash
+    status.inventory = saved.inventory
+    status.backup = status.backup or saved.backup
+    status.verification = saved.verification
+    for key, value in saved.timings.items():
+        status.timings.setdefault(key, value)
+    for message in saved.warnings:
+        warn(status, message)
+
+
+def record_plan(status: VectorMigrationStatus, plan_hash: str, inventory: Inventory) -> None:
+    """The plan a person approves (its hash) and what it found in the database."""
+    status.plan_hash = plan_hash
+    status.inventory = inventory
+
+
+def record_verification(status: VectorMigrationStatus, verification: Verification) -> None:
+    """What verification measured so far (the baseline, the checksums, the recall and latency)."""
+    status.verification = verification
+
+
+def record_checksums(
+    status: VectorMigrationStatus, k: int, tables: list[TableVerification], mode: str | None = None
+) -> Verification:
+    """Each table's checksums before and after, into the verification (made when there is none yet)."""
+    verification = status.verification or Verification(k=k)
+    verification.tables = tables
+    if mode is not None:
+        verification.checksum_mode = mode
+    status.verification = verification
+    return verification
+
+
+def record_backup(status: VectorMigrationStatus, backup: BackupStatus) -> None:
+    """The archive taken before anything changed, checked."""
+    status.backup = backup
+
+
+def set_cutover(status: VectorMigrationStatus, cutover: CutoverStatus | None) -> CutoverStatus | None:
+    """The cutover's progress (None: no cutover, or none any more after a rollback); the status's own."""
+    status.cutover = cutover
+    return cutover
+
+
+def record_parallel(status: VectorMigrationStatus, parallel: ParallelStatus) -> None:
+    """Parallel's shadows, backfill, finalize and old tables."""
+    status.parallel = parallel
+
+
+def record_replicate(status: VectorMigrationStatus, replicate: ReplicateStatus | None) -> None:
+    """Replicate's databases, replication and switchover."""
+    status.replicate = replicate
+
+
+def add_to_timing(status: VectorMigrationStatus, name: str, seconds: float) -> None:
+    """Seconds added to a phase's total (a phase may run in several steps)."""
+    status.timings[name] = round(status.timings.get(name, 0.0) + seconds, 3)
+
+
+def set_message(status: VectorMigrationStatus, message: str) -> None:
+    """What a person reads first, without moving the phase (summarize derives the conditions)."""
+    status.message = message
+
+
+def record_switchover(status: VectorMigrationStatus, seconds: float, forwards: bool) -> None:
+    """Replicate's switchover done: how long writes were blocked, and which database is live."""
+    if status.replicate is not None:
+        status.replicate.switchover_seconds = seconds
+        status.replicate.switched_over = forwards
+
+
+def record_switched(
+    status: VectorMigrationStatus, drop_old_after: str | None, seconds: float | None, tables: list[TableVerification]
+) -> None:
+    """Replicate's finalize: live on the new database, the old one following it until ``drop_old_after``."""
+    replicate = status.replicate
+    if replicate is not None:
+        replicate.switched_over, replicate.reverse_replication = True, True
+        replicate.drop_old_after = drop_old_after
+        replicate.switchover_seconds = replicate.switchover_seconds or seconds
+    if status.verification is not None and not status.verification.tables:
+        status.verification.tables = tables
+
+
+def record_replication_stopped(status: VectorMigrationStatus, old_database_dropped: bool) -> None:
+    """After keepOldFor: the old database no longer follows (and is gone, when replicate.dropOld says so)."""
+    if status.replicate is not None:
+        status.replicate.replication_stopped, status.replicate.reverse_replication = True, False
+        status.replicate.old_database_dropped = old_database_dropped
+
+
+def record_replication_progress(
+    status: VectorMigrationStatus, tables: list[ReplicatedTable], lag_bytes: int | None
+) -> None:
+    """Replicate's copy: each table's state and rows so far, and how far the new database trails."""
+    if status.replicate is not None:
+        status.replicate.tables = tables
+        status.replicate.lag_bytes = lag_bytes

@@ -66,6 +66,17 @@ class Phase(StrEnum):
         return self in (Phase.SUCCEEDED, Phase.FAILED, Phase.ROLLED_BACK)
 
 
+class Timing(StrEnum):
+    """The keys of status.timings beyond each phase's own (``<phase>Seconds``, status.timing_key)."""
+
+    WRITE_BLOCKED = "writeBlockedSeconds"  # the window in which the application could not write
+    ROLLBACK_WRITE_BLOCKED = "rollbackWriteBlockedSeconds"
+    PROOF_HELD_WRITES = "proofHeldWritesSeconds"  # Replicate's proof held writers this long
+    CHECKSUM_BEFORE_LOCK = "checksumBeforeLockSeconds"
+    CATALOG_READ_BEFORE = "catalogReadBeforeSeconds"
+    CATALOG_CHECK = "catalogCheckSeconds"
+
+
 class Strategy(StrEnum):
     """How the data moves to the target extension."""
 
@@ -250,6 +261,8 @@ class StatementKind(StrEnum):
     SET_SEQUENCES = "set-sequences"
     UNSUBSCRIBE = "unsubscribe"
     RENAME_DATABASES = "rename-databases"
+    DROP_DATABASE = "drop-database"
+    ANALYZE = "analyze"  # fresh planner statistics for a converted table
 
     @property
     def builds_index(self) -> bool:

@@ -187,6 +187,37 @@ def test_the_operators_pod_runs_in_its_image_as_the_chart_says(operator: Running
     assert inspected["ImageName"] == running.image
 
 
+async def test_status_writes_that_meet_a_newer_version_are_written_again_and_none_is_lost(
+    admin: client.ApiClient, operator: RunningOperator, database: ConnectionParams, conn: asyncpg.Connection,
+) -> None:  # fmt: skip
+    await conn.execute(SHOP)
+    arrange(admin, database, "touched")
+    custom = client.CustomObjectsApi(admin)
+    touches = 0
+
+    async def someone_else_keeps_changing_it() -> None:  # each change is a new resourceVersion
+        nonlocal touches
+        while True:
+            touches += 1
+            body = {"metadata": {"annotations": {"example.com/touched": str(touches)}}}
+            await asyncio.to_thread(custom.patch_namespaced_custom_object, API_GROUP, API_VERSION, "touched",
+                                    PLURAL, "shop", body)  # fmt: skip
+            await asyncio.sleep(0.05)
+
+    toucher = asyncio.create_task(someone_else_keeps_changing_it())
+    try:
+        done = await until(admin, "shop", lambda r: phase(r) in ("Succeeded", "Failed", "RolledBack"), operator,
+                           "touched")  # fmt: skip
+    finally:
+        toucher.cancel()
+
+    assert phase(done) == "Succeeded", done["status"].get("message")
+    assert "(409 Conflict); writing again on" in operator.said()  # the writer met a newer version, and wrote again
+    status = done["status"]
+    assert condition(done, "Ready")["status"] == "True" and status["planHash"] and status["verification"]["tables"]
+    assert status["observedGeneration"] == done["metadata"]["generation"]
+
+
 async def test_an_approval_given_after_the_api_server_restarted_without_history_is_seen_and_the_swap_runs_once(
     admin: client.ApiClient, control_plane: ControlPlane, operator: RunningOperator,
     database: ConnectionParams, conn: asyncpg.Connection,

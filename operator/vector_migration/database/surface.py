@@ -17,6 +17,7 @@ from ..vocabulary import Reason
 from .catalog import SavedIndex, VectorColumn, owned_types, read_casts
 from .sql import quote_ident
 from .target_checks import FINDINGS, methods_failing, operators_otherwise
+from .target_objects import TargetOpclass, TargetType
 
 # Source type name -> target type names that hold the same values, in order of preference.
 # RuVector's documented dense type is "ruvector"; the v2 plan keeps pgvector's names.
@@ -71,28 +72,6 @@ def method_kind(method: str) -> str:
         if method == kind or method.endswith(kind):
             return kind
     return method
-
-
-@dataclass(frozen=True)
-class TargetType:
-    """A base type the target owns."""
-
-    oid: int
-    schema: str
-    name: str
-    has_typmod: bool
-
-
-@dataclass(frozen=True)
-class TargetOpclass:
-    """An operator class the target owns."""
-
-    schema: str
-    name: str
-    method: str
-    input_type: str  # type name: surfaces probed in a scratch database have other oids
-    ordering_operator: str | None
-    is_default: bool
 
 
 @dataclass(frozen=True)

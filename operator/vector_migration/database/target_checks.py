@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 import asyncpg
 
 from .sql import quote_ident
-
-if TYPE_CHECKING:
-    from .surface import TargetOpclass, TargetType
+from .target_objects import TargetOpclass, TargetType
 
 FINDINGS = "docs/ruvector-findings.md"
 

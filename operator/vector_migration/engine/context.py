@@ -21,10 +21,6 @@ from ..database.catalog import (
     SourceInventory,
 )
 from ..database.liveness import Heartbeat, HeartbeatSettings
-from ..database.measure import (
-    IndexMeasurement,
-    IndexTarget,
-)
 from ..database.sql import (
     ConnectionParams,
     DatabaseUnavailable,
@@ -41,6 +37,7 @@ from ..vocabulary import (
 )
 from .outcomes import Fail, Outcome, Wait
 from .plan import ColumnKey, StrategyPlan
+from .probe import Probe
 
 if TYPE_CHECKING:
     from .records import IndexBuild
@@ -76,17 +73,6 @@ class SilentReporter:
 
     def warning(self, message: str) -> None:
         """Say nothing."""
-
-
-@dataclass
-class Probe:
-    """One index's measurement inputs: where to query after the swap, with which vectors."""
-
-    index: str
-    table_rows: int
-    after: IndexTarget
-    queries: list[str]
-    baseline: IndexMeasurement | None
 
 
 @dataclass

@@ -26,7 +26,6 @@ from ..database.surface import (
     SETTING_CANDIDATES,
     MappingError,
     TargetSurface,
-    TargetType,
     concurrent_build_bug,
     holds_exactly,
     map_index,
@@ -36,6 +35,7 @@ from ..database.surface import (
     target_type_for,
 )
 from ..database.target_checks import FINDINGS
+from ..database.target_objects import TargetType
 from ..vocabulary import Reason, ReindexMode, StatementKind
 from .carry import carry_functions, code_using_operators_otherwise, plan_carried, target_predicate
 from .plan import (

@@ -16,7 +16,7 @@ from typing import NamedTuple, Protocol
 
 from ..database.catalog import SavedIndex, SavedSetting, VectorColumn
 from ..database.sql import qualify, quote_ident, quote_literal
-from ..database.surface import TargetOpclass, TargetType
+from ..database.target_objects import TargetOpclass, TargetType
 from ..vocabulary import Reason, StatementKind
 
 
@@ -32,10 +32,13 @@ class Statement:
     # index expressions and predicates, TRUNCATE triggers; a materialized view's query): it runs as
     # that role, in a SECURITY DEFINER function the role's code cannot SET ROLE out of.
     run_as: str | None = None
+    # What the statement's bind parameters ($1, $2 ...) are, when their values are read at run time
+    # (a sequence's last value at the switchover): the plan shows the SQL as it runs, and this.
+    binds: str | None = None
 
     def hashed(self) -> list[str]:
-        """What the plan hash covers of this statement (the role only when it switches)."""
-        return [self.step, self.sql, *([self.run_as] if self.run_as else [])]
+        """What the plan hash covers of this statement (the role only when it switches, the binds when any)."""
+        return [self.step, self.sql, *([self.run_as] if self.run_as else []), *([self.binds] if self.binds else [])]
 
 
 @dataclass(frozen=True)

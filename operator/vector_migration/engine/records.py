@@ -18,15 +18,12 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from ..api import SPEC_MUTABLE_AFTER_SWAP, TableVerification, VectorMigrationSpec, VectorMigrationStatus, frozen_spec
+from ..api import TableVerification, VectorMigrationStatus
 from ..database import journal
-from ..database.catalog import VectorColumn
 from ..database.measure import IndexMeasurement, IndexTarget
-from ..status import set_condition, warn
-from ..vocabulary import ChecksumMode, ConditionType, Phase, Reason
-from .context import Migration, Probe
-from .outcomes import Advance, Fail, Outcome
+from ..vocabulary import ChecksumMode, Phase
 from .plan import CarriedBuild, IndexRebuild
+from .probe import Probe
 
 # 3: a shadow's identity sequences, what LIKE does not copy (extras) and the plan's rewrites; an index's
 # comment. Read from older rows as absent: such a Parallel finalize fails its catalog check rather than lose them.
@@ -469,11 +466,6 @@ class Journal:
         """The switchover's record (Replicate)."""
         return self.get(REPLICA_SWITCHED, SwitchRecord)
 
-    @cached_property
-    def finalized(self) -> FinalizeRecord | None:
-        """The finalize's record (Parallel)."""
-        return self.get(FINALIZED, FinalizeRecord)
-
 
 def latest_status(recorded: Journal) -> VectorMigrationStatus | None:
     """The furthest status the journal records: the succeeded one, else the one kept with the first change."""
@@ -511,103 +503,3 @@ async def forget_all_but_rollback(conn: asyncpg.Connection, migration: str, plan
         f"DELETE FROM {journal.JOURNAL} WHERE migration = $1 AND event <> $2", migration, journal.ROLLED_BACK
     )
     await write(conn, migration, ROLLED_BACK, plan_hash, record)
-
-
-def _vector_tables(columns: list[VectorColumn]) -> list[list[Any]]:
-    tables: dict[tuple[str, str], list[str]] = {}
-    for column in columns:
-        tables.setdefault((column.schema, column.table), []).append(column.column)
-    return [[schema, table, sorted(names)] for (schema, table), names in sorted(tables.items())]
-
-
-def swap_record(m: Migration) -> SwapRecord:
-    """What the swap records of this run: the source, the checksum mode, the spec, the status, builds and probes."""
-    inventory = m.facts.inventory
-    source = inventory.source if inventory else None
-    return SwapRecord(
-        source=SourceRecord(extension=source.name, version=source.version, source_schema=source.schema)
-        if source
-        else None,
-        checksum_mode=m.facts.checksum_mode,
-        spec=frozen_spec(m.spec),
-        # the vector tables by (schema, table, columns): display names like "a.b.c" are ambiguous
-        tables=_vector_tables(inventory.columns if inventory else []),
-        status=m.status.model_copy(deep=True),
-        rebuilds=list(m.facts.rebuilds),
-        probes=[ProbeRecord.of(p) for p in m.facts.probes],
-    )
-
-
-def load_swap_record(m: Migration, record: SwapRecord, plan_hash: str) -> None:
-    """Take the facts recorded with the swap: what to rebuild, what to measure, what was before."""
-    saved = record.status
-    m.status.plan_hash = plan_hash
-    m.status.inventory = saved.inventory
-    m.status.backup = m.status.backup or saved.backup
-    m.status.verification = saved.verification
-    for key, value in saved.timings.items():
-        m.status.timings.setdefault(key, value)
-    for message in saved.warnings:
-        warn(m.status, message)
-    m.facts.rebuilds = list(record.rebuilds)
-    m.facts.tables = [(str(schema), str(table)) for schema, table, _ in record.tables]
-    m.facts.checksum_mode = record.checksum_mode  # what the samples proved valid
-    m.facts.swap_loaded = True
-    m.facts.probes = [p.probe() for p in record.probes]
-    for kind in (ConditionType.CHECKLIST_PASSED, ConditionType.EXTENSION_SWAPPED):
-        set_condition(m.status, kind, True, Reason.ALREADY_DONE, "recorded in the migration journal", m.generation)
-
-
-def already_done(m: Migration, recorded: Journal) -> Outcome | None:
-    """Where a run continues when the journal says the migration was verified, or the swap committed."""
-    verified = recorded.verified
-    if verified is not None:
-        m.status = verified.status
-        return Advance(Phase.SUCCEEDED, "already migrated and verified; nothing to do")
-    swapped = recorded.swapped
-    if swapped is not None:
-        load_swap_record(m, swapped, recorded.plan_hash(SWAPPED))
-        return Advance(Phase.REINDEX, "the swap had already committed; continuing with the reindex")
-    return None
-
-
-async def ensure_swap_facts(m: Migration) -> Outcome | None:
-    """Make sure the facts recorded with the swap are loaded; an Outcome when they cannot be.
-
-    A run that starts in Reindex or Verify (an operator restarted, a status read back) has an
-    empty memory: without this, there would be nothing to rebuild and nothing to measure, and
-    verification would pass vacuously.
-    """
-    if m.facts.swap_loaded:
-        return None
-    recorded = await read(m.session, m.name)
-    verified = recorded.verified
-    if verified is not None:
-        m.status = verified.status
-        return Advance(Phase.SUCCEEDED, "already migrated and verified; nothing to do")
-    swapped = recorded.swapped
-    if swapped is None:
-        return Advance(Phase.CHECKLIST, "no committed swap is recorded; starting from the checklist")
-    changed = spec_changes(m, swapped)
-    if changed is not None:
-        return changed
-    load_swap_record(m, swapped, recorded.plan_hash(SWAPPED))
-    return None
-
-
-def spec_changes(m: Migration, record: SwapRecord) -> Fail | None:
-    """A spec changed after the swap in a way the committed swap cannot follow: the person decides."""
-    if record.spec is None:
-        return None
-    # Read back through the model: a field added since the swap was recorded takes its default, and
-    # a default is no change a person made.
-    swapped_with = frozen_spec(VectorMigrationSpec.model_validate(record.spec))
-    now = frozen_spec(m.spec)
-    if swapped_with == now:
-        return None
-    changed = sorted(key for key in now.keys() | swapped_with.keys() if now.get(key) != swapped_with.get(key))
-    return Fail(
-        Reason.SPEC_CHANGED_AFTER_SWAP,
-        f"spec.{', spec.'.join(changed)} changed after the swap committed; only "
-        f"{', '.join(sorted(SPEC_MUTABLE_AFTER_SWAP))} may change now. Restore the previous values to continue.",
-    )

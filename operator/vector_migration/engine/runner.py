@@ -9,7 +9,6 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 
 from .. import strategies  # noqa: F401 - importing the strategies registers them
-from .. import strategies as _registered  # noqa: F401 - importing the strategies registers them
 from ..api import (
     VectorMigrationStatus,
 )
@@ -17,7 +16,7 @@ from ..database.liveness import while_server_answers
 from ..database.sql import (
     DatabaseUnavailable,
 )
-from ..status import condition, fail, hold, set_phase, summarize, timing_key
+from ..status import add_to_timing, condition, fail, hold, set_message, set_phase, summarize, timing_key
 from ..vocabulary import (
     ConditionType,
     Phase,
@@ -64,7 +63,7 @@ async def step(m: Migration) -> Outcome:
         )
     key = timing_key(m.status.phase)
     if not isinstance(outcome, Wait):
-        m.status.timings[key] = round(m.status.timings.get(key, 0.0) + time.perf_counter() - started, 3)
+        add_to_timing(m.status, key, time.perf_counter() - started)
     if isinstance(outcome, Fail) and m.status.phase in strategy.undo_on_failure and outcome.reason not in _NO_ROLLBACK:
         m.facts.failure = outcome
         if m.spec.rollback.on_failure is RollbackPolicy.AUTOMATIC:
@@ -81,7 +80,7 @@ async def step(m: Migration) -> Outcome:
         requested = Fail(Reason.ROLLBACK_REQUESTED, "") if m.decisions.rollback else None
         failure = m.facts.failure or requested or _recorded_failure(m.status)
         if failure.message:
-            m.status.message = f"{failure.message} Rolled back: {m.status.message}."
+            set_message(m.status, f"{failure.message} Rolled back: {m.status.message}.")
         summarize(m.status, failure.reason, m.status.message, m.generation)
     return outcome
 

@@ -21,10 +21,11 @@ from ..database.sql import ConnectionParams
 from ..database.surface import TargetSurface
 from ..vocabulary import Phase, Strategy
 from .context import Migration, PhaseFunction
+from .continuation import already_done
 from .conversion import build_plan
 from .outcomes import Outcome
 from .plan import MigrationPlan, StrategyPlan
-from .records import Journal, already_done
+from .records import Journal
 
 
 @dataclass(frozen=True)

@@ -266,9 +266,15 @@ class KubeClient:
             f"get configmap {namespace}/{name}", self.core.read_namespaced_config_map, name, namespace
         )
 
-    async def patch_migration_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        """Merge-patch the status subresource."""
-        await self._call(
+    async def patch_migration_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
+    ) -> dict[str, Any] | None:
+        """Merge-patch the status subresource; with ``resource_version``, only if the object is still at it (else 409).
+
+        The object as written (None: it is gone). kube.status_writer is the one caller.
+        """
+        locked = {"metadata": {"resourceVersion": resource_version}} if resource_version else {}
+        return await self._call(
             f"patch vectormigration {namespace}/{name} status",
             self.custom.patch_namespaced_custom_object_status,
             API_GROUP,
@@ -276,7 +282,7 @@ class KubeClient:
             namespace,
             PLURAL,
             name,
-            {"status": status},
+            {**locked, "status": status},
             _content_type=MERGE_PATCH,
         )
 

@@ -33,10 +33,12 @@ from ..vocabulary import (
     Strategy,
 )
 from .client import KubeClient, KubeError, load_configuration, login_of
+from .merge_patch import merge_patch_of
 from .metrics import OperatorMetrics
-from .reconciler import OperatorState, check_for_drift, clean_up_when_due, next_step, write_status
+from .reconciler import OperatorState, check_for_drift, clean_up_when_due, next_step
 from .reconciler import reconcile as reconcile_migration
 from .reconciler import release as release_migration
+from .status_writer import StatusWriter
 
 RESOURCE = (API_GROUP, API_VERSION, PLURAL)
 KOPF_PREFIX = f"kopf.{API_GROUP}"
@@ -136,9 +138,11 @@ def build_registry(
         # so `kubectl describe` and event-watching alerting see it, not only the status.
         posted = state.warned.setdefault(uid, set((body.get("status") or {}).get("warnings") or []))
         strategy = str((body.get("spec") or {}).get("strategy") or Strategy.IN_PLACE.value)  # the CRD's default
+        writer = StatusWriter(state.client, body.metadata.namespace or "", body.metadata.name or "",
+                              body.metadata.get("resourceVersion"))  # fmt: skip
 
         async def progress(before: Phase, status: VectorMigrationStatus, outcome: Outcome) -> None:
-            await write_status(state.client, body, status)
+            await writer.write(merge_patch_of(status))
             for message in status.warnings:
                 if message not in posted:
                     posted.add(message)
@@ -165,8 +169,7 @@ def build_registry(
             stalled = [c for c in result.status.get("conditions", []) if c.get("type") == ConditionType.STALLED.value]
             failure = str(stalled[0].get("reason")) if stalled else "Unknown"
         metrics.observe(uid, result.previous_phase, result.phase, None, failure)
-        for key, value in result.status.items():
-            patch.status[key] = value
+        await writer.write(result.status)
         for annotation in result.consumed_annotations:
             patch.metadata.annotations[annotation] = None  # acted on once; it must not act again
         action, detail = next_step(result.outcome, retry)
@@ -178,16 +181,17 @@ def build_registry(
     @kopf.timer(*RESOURCE, interval=drift_timer, initial_delay=drift_timer, registry=registry)
     async def drift(body: kopf.Body, patch: kopf.Patch, uid: str, **_: Any) -> None:
         # What a succeeded migration kept until keepOldFor goes once it is due.
+        writer = StatusWriter(state.client, body.metadata.namespace or "", body.metadata.name or "",
+                              body.metadata.get("resourceVersion"))  # fmt: skip
         cleaned = await clean_up_when_due(state, body)
         if cleaned is not None:
-            for key, value in cleaned.items():
-                patch.status[key] = value
+            await writer.write(cleaned)
             return
         # Each resource's own spec.driftCheck.interval decides when its database is read again.
         found = await check_for_drift(state, body)
         if found is None:
             return
-        patch.status["conditions"] = found.conditions
+        await writer.write({"conditions": found.conditions})
         metrics.describe(uid, body.metadata.namespace or "", body.metadata.name or "", found.strategy, found.status)
         if found.newly_drifted is not None:
             kopf.event(body, type="Warning", reason=Reason.DRIFTED.value, message=found.newly_drifted[:1000])

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from ..api import ReplicateStatus, VectorMigrationStatus
-from ..vocabulary import ConditionType, Phase
+from ..vocabulary import ConditionType, Phase, Timing
 
 # Phases last from seconds (checklist of a small database) to hours (reindex of a large one).
 _DURATION_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, float("inf"))
@@ -128,8 +128,8 @@ class OperatorMetrics:
         series: list[tuple[Gauge, tuple[str, ...], float]] = [
             (self.info, (namespace, name, strategy, status.phase.value), 1.0)
         ]
-        if "writeBlockedSeconds" in status.timings:
-            series.append((self.write_blocked, (namespace, name), status.timings["writeBlockedSeconds"]))
+        if Timing.WRITE_BLOCKED in status.timings:
+            series.append((self.write_blocked, (namespace, name), status.timings[Timing.WRITE_BLOCKED]))
         for index in status.verification.indexes if status.verification else []:
             for when, value in (("before", index.recall_before), ("after", index.recall_after)):
                 if value is not None:

@@ -469,11 +469,3 @@ def next_step(outcome: Outcome, retry: int = 0) -> tuple[str, float | str | None
     if isinstance(outcome, Fail):
         return "fail", outcome.message
     return "stop", None
-
-
-async def write_status(client: KubeClient | None, body: Mapping[str, Any], status: VectorMigrationStatus) -> None:
-    """Patch the status subresource now (kopf would write it only when the handler returns)."""
-    if client is None:
-        return
-    meta = body.get("metadata") or {}
-    await client.patch_migration_status(str(meta.get("namespace")), str(meta.get("name")), _dump(status))

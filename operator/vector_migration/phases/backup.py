@@ -8,7 +8,7 @@ from ..api import (
 from ..database.backup import BackupError, BackupPending, BackupRequest
 from ..engine.context import Migration
 from ..engine.outcomes import Advance, Fail, Outcome, Wait
-from ..status import set_condition
+from ..status import record_backup, set_condition
 from ..vocabulary import (
     ConditionType,
     Phase,
@@ -46,9 +46,9 @@ async def run_backup_phase(m: Migration) -> Outcome:
         return Fail(Reason.BACKUP_FAILED, f"backup failed, nothing was changed: {error}")
     finally:
         m.reporter.task_done("backup")
-    m.status.backup = BackupStatus(
+    record_backup(m.status, BackupStatus(
         location=result.location, size_bytes=result.size_bytes, sha256=result.sha256, verified=True
-    )
+    ))  # fmt: skip
     message = f"{result.location} ({result.size_bytes} bytes, sha256 {result.sha256[:12]}…), archive checked"
     set_condition(m.status, ConditionType.BACKUP_COMPLETED, True, Reason.COMPLETED, message, m.generation)
     return Advance(next_after_backup(m), message)

@@ -36,15 +36,16 @@ from ..database.sql import (
 from ..database.surface import TargetSurface
 from ..database.table_copy import copy_format
 from ..engine import records
-from ..engine.context import Migration, Probe
+from ..engine.context import Migration
 from ..engine.outcomes import Advance, Fail, Hold, Outcome
 from ..engine.plan import MigrationPlan, PlanningError
+from ..engine.probe import Probe
 from ..engine.strategy import PlanInputs, strategy_of
 from ..engine.transactions import (
     Ready,
     bounded_reads,
 )
-from ..status import set_condition, warn
+from ..status import adopt, record_plan, record_verification, set_condition, warn
 from ..vocabulary import (
     ConditionType,
     Phase,
@@ -78,7 +79,7 @@ async def _continue_from_journal(m: Migration) -> Outcome | None:
     recorded = await records.read(m.session, m.name)
     verified = recorded.verified
     if verified is not None:
-        m.status = verified.status
+        adopt(m.status, verified.status)
         if m.decisions.rollback:
             return Advance(Phase.ROLLING_BACK, "migrated and verified; rolling back as requested")
         drifted = await drift_from(m, recorded.first_change)
@@ -177,8 +178,7 @@ async def _plan(m: Migration, inventory: SourceInventory) -> Ready | Fail:
     for message in plan.warnings:
         warn(m.status, message)
     m.facts.inventory, m.facts.surface, m.facts.plan = inventory, surface, plan
-    m.status.plan_hash = plan.plan_hash
-    m.status.inventory = inventory_model(inventory, plan.conversion, surface)
+    record_plan(m.status, plan.plan_hash, inventory_model(inventory, plan.conversion, surface))
     return Ready(plan, inventory, surface)
 
 
@@ -186,17 +186,20 @@ async def _take_baseline(m: Migration, planned: Ready) -> Outcome:
     """Measure every source index (what the target must match), then go on: dry run, backup, approval or swap."""
     plan, inventory, surface = planned.plan, planned.inventory, planned.surface
     m.facts.probes = await _baseline(m, inventory, plan.conversion, surface)
-    m.status.verification = Verification(
-        k=m.spec.verify.k,
-        indexes=[
-            IndexVerification(
-                name=probe.index,
-                queries=len(probe.queries),
-                recall_before=probe.baseline.recall if probe.baseline else None,
-                latency_before=latency_ms(probe.baseline),
-            )
-            for probe in m.facts.probes
-        ],
+    record_verification(
+        m.status,
+        Verification(
+            k=m.spec.verify.k,
+            indexes=[
+                IndexVerification(
+                    name=probe.index,
+                    queries=len(probe.queries),
+                    recall_before=probe.baseline.recall if probe.baseline else None,
+                    latency_before=latency_ms(probe.baseline),
+                )
+                for probe in m.facts.probes
+            ],
+        ),
     )
     summary = (
         f"{len(inventory.columns)} vector column(s) in {len(inventory.tables())} table(s), "

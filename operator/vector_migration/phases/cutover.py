@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from ..api import CutoverStatus, duration_ms
 from ..engine.context import Migration
 from ..engine.outcomes import Advance, Hold, Outcome, Wait
-from ..status import now, seconds_since
+from ..status import now, seconds_since, set_cutover
 from ..vocabulary import Phase, Reason
 from .judge import Judgement
 from .verify import fail_verification, hold_for_a_decision
@@ -25,7 +25,8 @@ async def walk_cutover(m: Migration, analyse: Analysis, new_side: str) -> Outcom
 
     ``new_side`` names where the weighted reads go ("the new tables", "the new database").
     """
-    cutover = m.status.cutover = m.status.cutover or CutoverStatus()
+    cutover = m.status.cutover or CutoverStatus()
+    set_cutover(m.status, cutover)
     steps = m.spec.cutover.steps
     while cutover.step < len(steps):
         current = steps[cutover.step]

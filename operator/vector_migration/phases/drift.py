@@ -16,6 +16,7 @@ from ..database.sql import connect, qualify, set_timeouts
 from ..engine import records
 from ..engine.context import Migration, close_session
 from ..engine.strategy import strategy_of
+from ..status import adopt
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ async def check_drift(m: Migration) -> DriftCheck:
     recorded = await records.read(m.session, m.name)
     if recorded.verified is None:
         return DriftCheck(migrated=False)
-    m.status = recorded.verified.status
+    adopt(m.status, recorded.verified.status)
     elsewhere = strategy_of(m.spec).migrated_database(m, recorded)
     if elsewhere is None:
         return DriftCheck(True, tuple(await drift_from(m, recorded.first_change)))

@@ -31,7 +31,8 @@ from ..database.measure import (
 )
 from ..database.sql import qualify
 from ..database.surface import concurrent_build_bug
-from ..engine.context import Migration, Probe
+from ..engine.context import Migration
+from ..engine.probe import Probe
 from ..vocabulary import LatencyEnforcement, Reason, Verdict
 from .reindex import run_build
 

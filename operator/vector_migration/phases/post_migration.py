@@ -11,7 +11,8 @@ from ..database.sql import (
     qualify,
 )
 from ..database.surface import method_kind
-from ..engine.context import Migration, Probe
+from ..engine.context import Migration
+from ..engine.probe import Probe
 
 METRICS = {"<->": "l2", "<=>": "cosine", "<#>": "ip", "<+>": "l1"}
 

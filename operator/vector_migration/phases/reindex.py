@@ -18,9 +18,9 @@ from ..database.sql import (
 )
 from ..engine import records
 from ..engine.context import Migration
+from ..engine.continuation import ensure_swap_facts
 from ..engine.outcomes import Advance, Fail, Outcome
 from ..engine.plan import index_comment
-from ..engine.records import ensure_swap_facts
 from ..engine.transactions import execute
 from ..status import set_condition
 from ..vocabulary import (

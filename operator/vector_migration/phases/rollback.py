@@ -44,6 +44,7 @@ from ..vocabulary import (
     ReindexMode,
     StatementKind,
     Strategy,
+    Timing,
     UnmappableIndexes,
 )
 from .probe import ProbeFailed, probe_surface
@@ -199,7 +200,7 @@ async def _reverse_in_sql(m: Migration, swapped: SwapRecord, plan_hash: str) -> 
         except (PlanDrift, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
             await roll_back(transaction)
             return transaction_failure(error, progress, m.spec, "rollback")
-    record_timing(m.status, "rollbackWriteBlockedSeconds", progress.blocked_seconds)
+    record_timing(m.status, Timing.ROLLBACK_WRITE_BLOCKED, progress.blocked_seconds)
     m.reporter.task_done("swap")
     unchanged = _equal_to_before_migration(saved, tables, mode)
     message = (

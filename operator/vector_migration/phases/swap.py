@@ -32,7 +32,7 @@ from ..database.measure import (
 )
 from ..database.sql import set_timeouts
 from ..database.surface import TargetSurface, is_the_planned_target
-from ..engine import records
+from ..engine import continuation, records
 from ..engine.context import Migration
 from ..engine.invariant import CatalogLoss, catalog_after, catalog_before, changed_by_others, expected_of
 from ..engine.outcomes import Advance, Fail, Outcome
@@ -49,13 +49,14 @@ from ..engine.transactions import (
     roll_back,
     transaction_failure,
 )
-from ..status import record_timing, set_condition
+from ..status import record_checksums, record_timing, record_verification, set_condition
 from ..vocabulary import (
     ChecksumMode,
     ConditionType,
     Phase,
     Reason,
     StatementKind,
+    Timing,
 )
 from .reindex import index_progress
 
@@ -165,7 +166,7 @@ async def _checksums_before_the_lock(
         for schema, table in inventory.tables():
             names = {c.column for c in inventory.columns_of(schema, table)}
             early[(schema, table)] = await early_checksum(m.session, schema, table, names, mode)
-    record_timing(m.status, "checksumBeforeLockSeconds", time.perf_counter() - started)
+    record_timing(m.status, Timing.CHECKSUM_BEFORE_LOCK, time.perf_counter() - started)
     return early
 
 
@@ -185,7 +186,7 @@ async def _copy(m: Migration, statement: Statement, exports: Path | None, progre
 async def run_swap(m: Migration) -> Outcome:
     """Convert every column and swap the extension in one transaction, proven by checksums."""
     conn = m.session
-    done = records.already_done(m, await records.read(conn, m.name))
+    done = continuation.already_done(m, await records.read(conn, m.name))
     if done is not None:
         return done
     ready = ready_to_change(m, "the swap")
@@ -209,21 +210,18 @@ async def run_swap(m: Migration) -> Outcome:
             tables = await convert(
                 m, list(plan.swap), inventory, surface, facts.checksum_mode, progress, exports, early, expected
             )
-        verification = m.status.verification or Verification(k=m.spec.verify.k)
-        verification.tables = tables
-        verification.checksum_mode = facts.checksum_mode
-        m.status.verification = verification
+        record_checksums(m.status, m.spec.verify.k, tables, facts.checksum_mode)
         record_catalog(m, progress.catalog)
-        record_timing(m.status, "writeBlockedSeconds", progress.blocked_seconds)
-        record_timing(m.status, "catalogReadBeforeSeconds", progress.catalog_before_seconds)
-        record_timing(m.status, "catalogCheckSeconds", progress.catalog_seconds)
+        record_timing(m.status, Timing.WRITE_BLOCKED, progress.blocked_seconds)
+        record_timing(m.status, Timing.CATALOG_READ_BEFORE, progress.catalog_before_seconds)
+        record_timing(m.status, Timing.CATALOG_CHECK, progress.catalog_seconds)
         progress.step = "journal"
         facts.rebuilds = [records.IndexBuild.of(r) for r in plan.rebuilds] + [
             records.IndexBuild.carried(build) for build in plan.carried_concurrent
         ]
         facts.tables = inventory.tables()
         facts.swap_loaded = True
-        await records.write(conn, m.name, records.SWAPPED, ready.plan.plan_hash, records.swap_record(m))
+        await records.write(conn, m.name, records.SWAPPED, ready.plan.plan_hash, continuation.swap_record(m))
         progress.step = "commit"
         await transaction.commit()
     except PlanDrift as error:
@@ -256,7 +254,7 @@ def record_catalog(m: Migration, comparison: Comparison | None) -> None:
         changed_as_planned=comparison.planned,
         differences=[str(d) for d in comparison.differences[:SHOWN_IN_STATUS]],
     )
-    m.status.verification = verification
+    record_verification(m.status, verification)
 
 
 async def catalog_lost(m: Migration, error: CatalogLoss, what: str, conn: asyncpg.Connection | None = None) -> Outcome:

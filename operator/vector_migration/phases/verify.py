@@ -15,12 +15,12 @@ from ..database.catalog import (
 )
 from ..engine import records
 from ..engine.context import Migration
+from ..engine.continuation import ensure_swap_facts
 from ..engine.outcomes import Advance, Fail, Hold, Outcome
-from ..engine.records import ensure_swap_facts
 from ..engine.transactions import (
     bounded_reads,
 )
-from ..status import set_condition, set_phase
+from ..status import record_verification, set_condition, set_phase
 from ..vocabulary import (
     ChecksumMode,
     ConditionType,
@@ -61,7 +61,7 @@ async def _verify(m: Migration) -> Outcome:
     judgement = await judge_probes(m, m.facts.probes, verification)
     problems += judgement.problems
     verification.passed = not problems and not judgement.held
-    m.status.verification = verification
+    record_verification(m.status, verification)
     if problems:
         backup = f" The pre-migration backup is {m.status.backup.location}." if m.status.backup else ""
         return fail_verification(m, problems, "verification failed: ", after=f".{backup}")

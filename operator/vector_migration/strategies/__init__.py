@@ -9,4 +9,5 @@ from .parallel import Parallel
 from .rebuild import Rebuild
 from .replicate import Replicate
 
-STRATEGIES = tuple(register(strategy) for strategy in (InPlace(), Rebuild(), Parallel(), Replicate()))
+for strategy in (InPlace(), Rebuild(), Parallel(), Replicate()):
+    register(strategy)

@@ -20,7 +20,7 @@ from ...engine.outcomes import Advance, Fail, Outcome
 from ...engine.records import ShadowTable
 from ...engine.transactions import execute
 from ...phases.reindex import IndexBuildFailed, analyze, build_index
-from ...status import set_condition
+from ...status import record_parallel, set_condition
 from ...vocabulary import ConditionType, Phase, Reason, StatementKind
 from .names import table_digest
 from .plan import after_backfill, batch_sql
@@ -66,7 +66,7 @@ async def run_backfill(m: Migration) -> Outcome:
                 # NOT VALID while the rows arrived; validating takes no lock that blocks the triggers' writes.
                 await execute(m, validate)
     parallel.tables = list(progress.values())
-    m.status.parallel = parallel
+    record_parallel(m.status, parallel)
     total = sum(c.copied for c in cursors.values())
     return Advance(Phase.REINDEX, f"backfilled {total} row(s) into {len(tables)} shadow table(s)")
 

@@ -26,8 +26,8 @@ from ...engine.transactions import Progress, begin_bounded_transaction, execute,
 from ...phases.restore import drop_unused_extension
 from ...phases.swap import catalog_lost, record_catalog
 from ...phases.verify import fail_verification, hold_for_a_decision, record_success
-from ...status import now, record_timing, seconds_since, set_condition
-from ...vocabulary import ConditionType, Phase, Reason, StatementKind
+from ...status import now, record_parallel, record_timing, seconds_since, set_condition
+from ...vocabulary import ConditionType, Phase, Reason, StatementKind, Timing
 from .dependents import validate_keys
 from .plan import after_renames, drop_old_statements, finalize_transaction
 from .shadow import START_OVER, recorded_shadows
@@ -86,7 +86,7 @@ async def _finalize(m: Migration, recorded: records.Journal, tables: list[record
         parallel.old_tables = [f"{t.table_schema}.{t.old}" for t in tables]
         parallel.drop_old_after = now(later_by=keep)
         parallel.lock_window_seconds = round(progress.blocked_seconds, 4)
-        m.status.parallel = parallel
+        record_parallel(m.status, parallel)
         finalized = records.FinalizeRecord(
             drop_old_after=parallel.drop_old_after, lock_window_seconds=parallel.lock_window_seconds
         )
@@ -100,9 +100,9 @@ async def _finalize(m: Migration, recorded: records.Journal, tables: list[record
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
         await roll_back(transaction)
         return transaction_failure(error, progress, m.spec, "finalize")
-    record_timing(m.status, "writeBlockedSeconds", parallel.lock_window_seconds or 0.0)
-    record_timing(m.status, "catalogReadBeforeSeconds", progress.catalog_before_seconds)
-    record_timing(m.status, "catalogCheckSeconds", progress.catalog_seconds)
+    record_timing(m.status, Timing.WRITE_BLOCKED, parallel.lock_window_seconds or 0.0)
+    record_timing(m.status, Timing.CATALOG_READ_BEFORE, progress.catalog_before_seconds)
+    record_timing(m.status, Timing.CATALOG_CHECK, progress.catalog_seconds)
     record_catalog(m, progress.catalog)
     return None
 
@@ -257,7 +257,7 @@ async def drop_old_tables(m: Migration) -> str:
         await records.write(conn, m.name, records.OLD_DROPPED, m.status.plan_hash or "", records.OldTablesDropped())
     parallel = m.status.parallel or ParallelStatus()
     parallel.old_tables_dropped = True
-    m.status.parallel = parallel
+    record_parallel(m.status, parallel)
     source = m.spec.source.extension
     left = await drop_unused_extension(m, source)
     if await read_extension(conn, source) is None:

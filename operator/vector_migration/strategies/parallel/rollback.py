@@ -11,7 +11,7 @@ import time
 
 import asyncpg
 
-from ...api import TableVerification, Verification
+from ...api import TableVerification
 from ...database.catalog import index_names
 from ...database.sql import qualify, quote_ident
 from ...engine import records
@@ -21,8 +21,8 @@ from ...engine.records import ShadowTable
 from ...engine.transactions import Progress, begin_bounded_transaction, roll_back, transaction_failure
 from ...phases.restore import drop_unused_extension
 from ...phases.verify import compare_content, unequal
-from ...status import record_timing, set_condition
-from ...vocabulary import ConditionType, Phase, Reason
+from ...status import record_checksums, record_timing, set_condition, set_cutover
+from ...vocabulary import ConditionType, Phase, Reason, Timing
 from .dependents import TRIGGER_STATES, repoint_keys
 from .extras import back_from_finalize, identity_sequences_back
 from .names import INDEX_SUFFIX, OLD_SUFFIX, derived_name
@@ -81,17 +81,15 @@ async def run_parallel_rollback(m: Migration) -> Outcome:
     created = prepared.created_extension if prepared is not None else False
     left = await drop_unused_extension(m, m.spec.target.extension) if created else ""
     if finalized:
-        record_timing(m.status, "rollbackWriteBlockedSeconds", progress.blocked_seconds)
-        verification = m.status.verification or Verification(k=m.spec.verify.k)
-        verification.tables = compared
-        m.status.verification = verification
+        record_timing(m.status, Timing.ROLLBACK_WRITE_BLOCKED, progress.blocked_seconds)
+        record_checksums(m.status, m.spec.verify.k, compared)
         message = (
             f"swapped back to the pgvector tables (kept in sync since the finalize, checksums equal to the "
             f"migrated tables: no write lost); shadows dropped{left}"
         )
     else:
         message = f"the shadow tables and their triggers are dropped; the application's tables were never touched{left}"
-    m.status.cutover = None
+    set_cutover(m.status, None)  # the routing ConfigMap says weight 0 (kube.builders)
     set_condition(m.status, ConditionType.ROLLED_BACK, True, Reason.COMPLETED, message, m.generation)
     set_condition(m.status, ConditionType.EXTENSION_SWAPPED, False, Reason.ROLLED_BACK, message, m.generation)
     return Advance(Phase.ROLLED_BACK, message)

@@ -18,7 +18,7 @@ from ...database.catalog_compare import Expected
 from ...database.measure import IndexTarget
 from ...database.sql import qualify, quote_ident
 from ...database.surface import is_the_planned_target
-from ...engine import records
+from ...engine import continuation, records
 from ...engine.context import Migration
 from ...engine.invariant import CatalogLoss, catalog_after, catalog_before
 from ...engine.outcomes import Advance, Outcome
@@ -34,7 +34,7 @@ from ...engine.transactions import (
     transaction_failure,
 )
 from ...phases.swap import catalog_lost, check_plan_unchanged, replan_after_drift
-from ...status import set_condition
+from ...status import record_parallel, set_condition
 from ...vocabulary import ConditionType, Phase, Reason, StatementKind
 from .plan import ParallelPlan
 
@@ -49,7 +49,7 @@ async def recorded_shadows(m: Migration) -> tuple[Journal, list[ShadowTable] | N
     if prepared is None:
         return recorded, None
     if not m.facts.swap_loaded:
-        records.load_swap_record(m, prepared, recorded.plan_hash(records.PREPARED))
+        continuation.load_swap_record(m, prepared, recorded.plan_hash(records.PREPARED))
         set_condition(m.status, ConditionType.EXTENSION_SWAPPED, False, Reason.IN_PROGRESS, "", m.generation)
     tables = prepared.shadows
     if records.FINALIZED not in recorded:
@@ -133,18 +133,21 @@ async def _record_shadows(m: Migration, plan: ParallelPlan, ready: Ready) -> Non
     for probe in facts.probes:
         shadow_table, shadow_index = by_original[(probe.after.schema, probe.index)]
         probe.after = IndexTarget(**{**asdict(probe.after), "table": shadow_table, "index_name": shadow_index})
-    m.status.parallel = ParallelStatus(
-        tables=[
-            ShadowTableStatus(
-                name=t.name,
-                shadow=f"{t.table_schema}.{t.shadow}",
-                rows_total=ready.inventory.row_counts.get((t.table_schema, t.table), 0),
-            )
-            for t in shadows
-        ]
+    record_parallel(
+        m.status,
+        ParallelStatus(
+            tables=[
+                ShadowTableStatus(
+                    name=t.name,
+                    shadow=f"{t.table_schema}.{t.shadow}",
+                    rows_total=ready.inventory.row_counts.get((t.table_schema, t.table), 0),
+                )
+                for t in shadows
+            ]
+        ),
     )
     created = any(s.step is StatementKind.CREATE_TARGET_EXTENSION for s in plan.setup)
-    swapped = records.swap_record(m)
+    swapped = continuation.swap_record(m)
     functions = plan.conversion.functions
     record = records.ShadowRecord(
         **swapped.model_dump(by_alias=True, exclude={"schema_version"}),

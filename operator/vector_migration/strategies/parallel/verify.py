@@ -8,15 +8,16 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from ...api import CutoverStatus, TableVerification, Verification
+from ...api import CutoverStatus, TableVerification
 from ...database.catalog import index_state
 from ...database.measure import IndexTarget, table_checksum
-from ...engine.context import Migration, Probe
+from ...engine.context import Migration
 from ...engine.outcomes import Advance, Outcome
+from ...engine.probe import Probe
 from ...engine.records import ShadowTable
 from ...phases.judge import Judgement, judge_probes
 from ...phases.verify import compare_content, fail_verification, hold_for_a_decision, unequal
-from ...status import set_condition
+from ...status import record_checksums, set_condition, set_cutover
 from ...vocabulary import ConditionType, Phase, Reason
 from .shadow import START_OVER, recorded_shadows
 
@@ -44,10 +45,7 @@ async def analyse(m: Migration, tables: list[ShadowTable], relation: str) -> Jud
             return [await checksum_pair(m, table, a, b) for table, a, b in pairs]
 
     compared = await compare_content(m, in_one_snapshot)
-    verification = m.status.verification or Verification(k=m.spec.verify.k)
-    verification.tables = compared
-    verification.checksum_mode = m.facts.checksum_mode
-    m.status.verification = verification
+    verification = record_checksums(m.status, m.spec.verify.k, compared, m.facts.checksum_mode)
     problems: list[tuple[Reason, str]] = [
         (Reason.DATA_MISMATCH, f"{t.name}: {t.rows_before} rows/{t.checksum_before} in the original, "
                                f"{t.rows_after} rows/{t.checksum_after} in the copy")
@@ -101,5 +99,5 @@ async def run_shadow_verify(m: Migration) -> Outcome:
         f"shadow tables equal to the originals in one snapshot ({rows} rows); indexes valid, recall and latency held"
     )
     set_condition(m.status, ConditionType.SHADOW_SYNCED, True, Reason.PASSED, message, m.generation)
-    m.status.cutover = m.status.cutover or CutoverStatus()
+    set_cutover(m.status, m.status.cutover or CutoverStatus())
     return Advance(Phase.CUTOVER, message)

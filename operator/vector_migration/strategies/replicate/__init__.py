@@ -112,6 +112,7 @@ class Replicate:
             connection=conninfo(login(m), names.source, with_password=False),
             back_connection=conninfo(target_login(m), names.target, with_password=False),
             endpoint=endpoint(target_login(m), names.target) if names.across_servers else None,
+            drop_old=m.spec.replicate.drop_old,
         )
 
     def scratch_area(self, m: Migration) -> AbstractContextManager[Path | None]:

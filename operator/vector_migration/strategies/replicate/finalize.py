@@ -8,7 +8,7 @@ from ...engine.context import Migration
 from ...engine.outcomes import Advance, Fail, Outcome
 from ...engine.records import Journal, ReplicaRecord, RollbackRecord
 from ...phases.verify import record_success
-from ...status import seconds_since, set_condition
+from ...status import record_replication_stopped, record_switched, seconds_since, set_condition
 from ...vocabulary import ConditionType, Phase, Reason
 from .names import ReplicaNames
 from .plan import connection_limit, conninfo, subscription
@@ -65,13 +65,8 @@ async def _after_switchover(m: Migration, names: ReplicaNames, recorded: Journal
             if not await subscribed(old.session, names.back):
                 connection = conninfo(login(m), names.source, with_password=True)
                 await admin_execute(old, subscription(names.back, connection, copy_data=False))
+    record_switched(m.status, switched.drop_old_after, switched.switchover_seconds, switched.tables)
     status = m.status.replicate
-    if status is not None:
-        status.switched_over, status.reverse_replication = True, True
-        status.drop_old_after = switched.drop_old_after
-        status.switchover_seconds = status.switchover_seconds or switched.switchover_seconds
-    if m.status.verification is not None and not m.status.verification.tables:
-        m.status.verification.tables = switched.tables
     seconds = status.switchover_seconds if status else switched.switchover_seconds
     replica = recorded.replica
     where = _where_it_is(names, replica) if replica is not None else f"{names.source} is the migrated database"
@@ -121,9 +116,7 @@ async def stop_following(m: Migration) -> str:
     if m.spec.replicate.drop_old:
         await drop_database(m, names.old, None)
         dropped = True
-    status = m.status.replicate
-    if status is not None:
-        status.replication_stopped, status.reverse_replication, status.old_database_dropped = True, False, dropped
+    record_replication_stopped(m.status, dropped)
     await records.write(m.session, m.name, records.REPLICA_STOPPED, m.status.plan_hash or "", records.Record())
     verified = m.status.model_copy(deep=True)
     await records.write(

@@ -35,6 +35,50 @@ def publication(name: str, tables: tuple[tuple[str, str], ...]) -> str:
     return f"CREATE PUBLICATION {quote_ident(name)} FOR TABLE {', '.join(qualify(s, t) for s, t in tables)}"
 
 
+# Logical replication carries no sequence: each takes the live database's value on the standby. The
+# values are read at the switchover, so the plan shows the statement as it runs and what it binds.
+SET_SEQUENCE = "SELECT pg_catalog.setval($1::pg_catalog.regclass, $2, true)"
+SET_SEQUENCE_BINDS = "$1, $2: each sequence of the live database and its last value there, read at the switchover"
+
+
+# Sessions ended, and a slot dropped, with values known only then: each statement as it runs, and its binds.
+END_CLIENT_SESSIONS = (
+    "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity "
+    "WHERE datname = $1 AND backend_type = 'client backend' AND pid <> ALL($2::int[])"
+)
+END_SESSIONS_BEFORE_RENAME = (
+    "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity "
+    "WHERE datname = ANY($1::text[]) AND pid <> pg_catalog.pg_backend_pid()"
+)
+END_WALSENDER = "SELECT pg_catalog.pg_terminate_backend($1)"
+DROP_SLOT = "SELECT pg_catalog.pg_drop_replication_slot($1)"
+
+
+def share_lock(tables: tuple[tuple[str, str], ...]) -> str:
+    """The switchover proof's hold on the live database's tables: writers wait, readers do not."""
+    return f"LOCK TABLE {', '.join(qualify(schema, table) for schema, table in tables)} IN SHARE MODE"
+
+
+def drop_database(name: str) -> str:
+    """A database this migration made, its sessions ended."""
+    return f"DROP DATABASE {quote_ident(name)} WITH (FORCE)"
+
+
+def drop_publication(name: str) -> str:
+    """A publication this migration made, gone (the database it is in may have been renamed since)."""
+    return f"DROP PUBLICATION IF EXISTS {quote_ident(name)}"
+
+
+def channel_teardown(name: str) -> tuple[Statement, ...]:
+    """A replication channel taken apart: its subscription, the walsender on its slot, the slot, the publication."""
+    return (
+        *(Statement(StatementKind.UNSUBSCRIBE, sql) for sql in unsubscribe(name)),
+        Statement(StatementKind.UNSUBSCRIBE, END_WALSENDER, binds=f"$1: the walsender streaming slot {name}, if any"),
+        Statement(StatementKind.UNSUBSCRIBE, DROP_SLOT, binds=f"$1 = {name}"),
+        Statement(StatementKind.UNSUBSCRIBE, drop_publication(name)),
+    )
+
+
 def slot(name: str) -> str:
     """The subscription's slot, made beforehand: between two databases of one server it must be."""
     return f"SELECT pg_catalog.pg_create_logical_replication_slot({quote_literal(name)}, 'pgoutput')"
@@ -104,6 +148,7 @@ class ReplicatePlan:
     connection: str  # the forward subscription's connection, without the password
     back_connection: str  # the channel back's connection (to the new database), without the password
     endpoint: str | None = None  # replicate.target: where the new database is (host:port/database)
+    drop_old: bool = False  # replicate.dropOld: the old database is dropped after keepOldFor
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -119,6 +164,12 @@ class ReplicatePlan:
     def builds(self) -> tuple[Statement, ...]:
         """The vector indexes, built on the new database once its rows are copied, and their comments."""
         return tuple(s for s in self.conversion.swap if s.step.completes_index)
+
+    @property
+    def analyzes(self) -> tuple[Statement, ...]:
+        """Fresh planner statistics for each converted table, once its indexes are built (phases.reindex.analyze)."""
+        tables = sorted({(c.column.schema, c.column.table) for c in self.conversion.conversions})
+        return tuple(Statement(StatementKind.ANALYZE, f"ANALYZE {qualify(schema, table)}") for schema, table in tables)
 
     @property
     def prepare(self) -> tuple[Statement, ...]:
@@ -147,38 +198,71 @@ class ReplicatePlan:
     def switchover(self) -> tuple[Statement, ...]:
         """Writes blocked on the source, the rows proven equal, replication turned around, the names swapped."""
         names = self.names
-        turned = (
-            Statement(StatementKind.PUBLISH, publication(names.back, self.back_tables)),
-            Statement(StatementKind.CREATE_SLOT, slot(names.back)),
-            *(Statement(StatementKind.UNSUBSCRIBE, sql) for sql in unsubscribe(names.forward)),
-        )
-        if names.across_servers:  # the channel back subscribed, then the source fenced (no renames)
+        return self._turn(names.source, names.target, names.forward, names.old, self.tables, back=True)
+
+    def _turn(
+        self, live: str, standby: str, channel: str, live_becomes: str, tables: tuple[tuple[str, str], ...],
+        *, back: bool,
+    ) -> tuple[Statement, ...]:  # fmt: skip
+        """One turn of the names (switchover.turn); ``back``: the channel back is made (the switchover)."""
+        names = self.names
+        made_back = (
+            (Statement(StatementKind.PUBLISH, publication(names.back, self.back_tables)),
+             Statement(StatementKind.CREATE_SLOT, slot(names.back)))
+            if back else ()
+        )  # fmt: skip
+        if names.across_servers:  # the channel back subscribed, then the live database fenced (no renames)
             after: tuple[Statement, ...] = (
-                Statement(StatementKind.SUBSCRIBE, subscription(names.back, self.back_connection, copy_data=False)),
-                Statement(StatementKind.BLOCK_WRITES, connection_limit(names.source, 0)),
-                Statement(StatementKind.BLOCK_WRITES, allow_connections(names.source, True)),
-            )
+                *((Statement(StatementKind.SUBSCRIBE, subscription(names.back, self.back_connection, copy_data=False)),)
+                  if back else ()),
+                Statement(StatementKind.BLOCK_WRITES, connection_limit(live, 0)),
+                Statement(StatementKind.BLOCK_WRITES, allow_connections(live, True)),
+            )  # fmt: skip
         else:
+            renamed = [*renames([(live, live_becomes), (standby, live)]), allow_connections(live_becomes, True)]
             after = (
-                *(
-                    Statement(StatementKind.RENAME_DATABASES, sql)
-                    for sql in [
-                        *renames([(names.source, names.old), (names.target, names.source)]),
-                        allow_connections(names.old, True),
-                    ]
-                ),
-                Statement(StatementKind.SUBSCRIBE, subscription(names.back, self.connection, copy_data=False)),
-            )
+                Statement(StatementKind.RENAME_DATABASES, END_SESSIONS_BEFORE_RENAME,
+                          binds=f"$1 = {{{live}, {standby}}}: both databases, renamed next"),
+                *(Statement(StatementKind.RENAME_DATABASES, sql) for sql in renamed),
+                *((Statement(StatementKind.SUBSCRIBE, subscription(names.back, self.connection, copy_data=False)),)
+                  if back else ()),
+            )  # fmt: skip
         return (
-            Statement(StatementKind.BLOCK_WRITES, allow_connections(names.source, False)),
+            Statement(StatementKind.LOCK, share_lock(tables)),  # the proof, writes going on (proof.hold)
+            Statement(StatementKind.BLOCK_WRITES, allow_connections(live, False)),
             Statement(
                 StatementKind.BLOCK_WRITES,
-                "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity "
-                f"WHERE datname = {quote_literal(names.source)} AND backend_type = 'client backend'",
+                END_CLIENT_SESSIONS,
+                binds=f"$1 = {live}; $2: the migration's own sessions, which stay",
             ),
-            Statement(StatementKind.SET_SEQUENCES, "SELECT pg_catalog.setval(<sequence>, <source's last value>, true)"),
-            *turned,
+            Statement(StatementKind.SET_SEQUENCES, SET_SEQUENCE, binds=SET_SEQUENCE_BINDS),
+            *made_back,
+            *channel_teardown(channel),
             *after,
+        )
+
+    @property
+    def after_keep_old_for(self) -> tuple[Statement, ...]:
+        """Once keepOldFor has passed: the old database stops following (the channel back goes).
+
+        With replicate.dropOld it goes too.
+        """
+        dropped = (Statement(StatementKind.DROP_DATABASE, drop_database(self.names.old)),) if self.drop_old else ()
+        return (*channel_teardown(self.names.back), *dropped)
+
+    @property
+    def on_rollback(self) -> tuple[Statement, ...]:
+        """What a rollback runs.
+
+        Before the switchover, the replica taken apart and the new database dropped (only while it
+        carries this migration's marker); after it, the names turned back the same way.
+        """
+        names = self.names
+        live = names.target if names.across_servers else names.source
+        return (
+            *channel_teardown(names.forward),
+            Statement(StatementKind.DROP_DATABASE, drop_database(names.target)),
+            *self._turn(live, names.old, names.back, names.target, self.back_tables, back=False),
         )
 
     @property
@@ -187,7 +271,10 @@ class ReplicatePlan:
         document = {
             "prepare": [s.hashed() for s in self.prepare],
             "builds": [s.hashed() for s in self.builds],
+            "analyze": [s.hashed() for s in self.analyzes],
             "switchover": [s.hashed() for s in self.switchover],
+            "afterKeepOldFor": [s.hashed() for s in self.after_keep_old_for],
+            "onRollback": [s.hashed() for s in self.on_rollback],
             "surface": self.conversion.surface,
             "route": self.conversion.route,
             **({"endpoint": self.endpoint} if self.endpoint else {}),
@@ -200,8 +287,10 @@ class ReplicatePlan:
 
         def listed(statements: tuple[Statement, ...]) -> list[dict[str, str]]:
             return [
-                {"step": s.step.value, "sql": s.sql, **({"runAs": s.run_as} if s.run_as else {})} for s in statements
-            ]
+                {"step": s.step.value, "sql": s.sql, **({"runAs": s.run_as} if s.run_as else {}),
+                 **({"binds": s.binds} if s.binds else {})}
+                for s in statements
+            ]  # fmt: skip
 
         return {
             "planHash": self.plan_hash,
@@ -216,7 +305,9 @@ class ReplicatePlan:
             },
             "replicatedTables": [f"{s}.{t}" for s, t in self.tables],
             "prepare": listed(self.prepare),
-            "afterCopy": listed(self.builds),
+            "afterCopy": listed((*self.builds, *self.analyzes)),
             "switchover": listed(self.switchover),
+            "afterKeepOldFor": listed(self.after_keep_old_for),
+            "onRollback": listed(self.on_rollback),
             "warnings": list(self.warnings),
         }

@@ -20,7 +20,7 @@ from ...database.catalog_compare import Expected, compare
 from ...database.catalog_state import read_catalog
 from ...database.journal import JOURNAL
 from ...database.sql import quote_ident
-from ...engine import records
+from ...engine import continuation, records
 from ...engine.context import Migration, as_admin
 from ...engine.invariant import CatalogLoss, expected_of
 from ...engine.outcomes import Advance, Fail, Outcome, Wait
@@ -35,7 +35,7 @@ from ...engine.transactions import (
     transaction_failure,
 )
 from ...phases.swap import catalog_lost, check_plan_unchanged, convert, replan_after_drift
-from ...status import set_condition
+from ...status import record_replicate, set_condition
 from ...vocabulary import ConditionType, Phase, Reason
 from .names import ReplicaNames
 from .plan import ReplicatePlan, conninfo, publication, slot, subscription
@@ -51,8 +51,8 @@ async def recorded_replica(m: Migration) -> tuple[Journal, ReplicaRecord | None]
     recorded = await records.read(m.session, m.name)
     replica = recorded.replica
     if replica is not None and not m.facts.swap_loaded:
-        records.load_swap_record(m, replica, recorded.plan_hash(records.REPLICA_PREPARED))
-        m.status.replicate = m.status.replicate or replica.status.replicate
+        continuation.load_swap_record(m, replica, recorded.plan_hash(records.REPLICA_PREPARED))
+        record_replicate(m.status, m.status.replicate or replica.status.replicate)
     return recorded, replica
 
 
@@ -112,13 +112,9 @@ async def run_create_replica(m: Migration) -> Outcome:
     m.facts.rebuilds = [IndexBuild.of(r) for r in plan.conversion.rebuilds]
     m.facts.tables = ready.inventory.tables()
     m.facts.swap_loaded = True
-    m.status.replicate = ReplicateStatus(
-        source_database=names.source,
-        target_database=names.target,
-        old_database=names.old,
-        endpoint=plan.endpoint,
-        tables=[ReplicatedTable(name=f"{s}.{t}", state="copying") for s, t in plan.tables],
-    )
+    copying = [ReplicatedTable(name=f"{s}.{t}", state="copying") for s, t in plan.tables]
+    databases = {"source_database": names.source, "target_database": names.target, "old_database": names.old}
+    record_replicate(m.status, ReplicateStatus(**databases, endpoint=plan.endpoint, tables=copying))
     limit = await m.session.fetchval(
         "SELECT datconnlimit FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()"
     )
@@ -242,7 +238,7 @@ def _record(m: Migration, plan: ReplicatePlan, connection_limit: int) -> Replica
     names = plan.names
     rebuilt = {r.definition for r in plan.conversion.rebuilds}
     return ReplicaRecord(
-        **records.swap_record(m).model_dump(by_alias=True),
+        **continuation.swap_record(m).model_dump(by_alias=True),
         source_database=names.source,
         target_database=names.target,
         old_database=names.old,

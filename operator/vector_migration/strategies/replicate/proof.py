@@ -27,8 +27,9 @@ from asyncpg.transaction import Transaction
 
 from ...api import duration_ms
 from ...database.catalog_state import CatalogState
-from ...database.sql import qualify, quote_literal, set_timeouts
+from ...database.sql import quote_literal, set_timeouts
 from ...engine.context import Migration
+from .plan import share_lock
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ async def hold(live: Migration, tables: list[tuple[str, str]]) -> tuple[Transact
     )
     attempt_ms = max(1, min(100, detector_ms // 2))
     deadline = time.monotonic() + duration_ms(live.spec.lock_timeout) / 1000
-    names = ", ".join(qualify(schema, table) for schema, table in tables)
+    lock = share_lock(tuple(tables))  # the plan's statement (ReplicatePlan.switchover, .on_rollback)
     while True:
         transaction = live.session.transaction()
         await transaction.start()
@@ -81,7 +82,7 @@ async def hold(live: Migration, tables: list[tuple[str, str]]) -> tuple[Transact
             if live.acting_role is not None:
                 await live.session.execute("SET LOCAL ROLE NONE")
             await set_timeouts(live.session, f"{attempt_ms}ms", live.spec.statement_timeout)
-            await live.session.execute(f"LOCK TABLE {names} IN SHARE MODE")
+            await live.session.execute(lock)
             snapshot = str(await live.session.fetchval("SELECT pg_catalog.pg_export_snapshot()"))
             return transaction, snapshot
         except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError):

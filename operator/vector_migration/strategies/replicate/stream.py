@@ -23,7 +23,7 @@ from ...phases.cutover import walk_cutover
 from ...phases.judge import Judgement, judge_probes
 from ...phases.reindex import IndexBuildFailed, analyze, build_index
 from ...phases.verify import fail_verification, hold_for_a_decision
-from ...status import set_condition
+from ...status import record_replication_progress, record_verification, set_condition
 from ...vocabulary import ConditionType, Phase, Reason
 from .prepare import Recorded, recorded_or_start_over
 from .sessions import on_new_database
@@ -85,18 +85,17 @@ async def run_initial_copy(m: Migration) -> Outcome:
 
 async def _report(m: Migration, there: Migration, states: list[asyncpg.Record], slot_name: str) -> None:
     """Each table's state and the rows copied so far (COPY progress), and the slot's lag, into the status."""
-    status = m.status.replicate
-    if status is None:
+    if m.status.replicate is None:
         return
     progress = {
         r["relid"]: r["tuples_processed"]
         for r in await there.session.fetch("SELECT relid, tuples_processed FROM pg_catalog.pg_stat_progress_copy")
     }
-    status.tables = [
+    tables = [
         ReplicatedTable(name=r["name"], state=_STATES.get(r["state"], r["state"]), rows=progress.get(r["relid"]))
         for r in states
     ]
-    status.lag_bytes = await lag_bytes(m.session, slot_name)
+    record_replication_progress(m.status, tables, await lag_bytes(m.session, slot_name))
 
 
 async def lag_bytes(conn: asyncpg.Connection, slot_name: str) -> int | None:
@@ -170,7 +169,7 @@ async def analyse_replica(m: Migration) -> Judgement:
             wrong = f"index {rebuild.name} is missing, INVALID or not on {rebuild.method}"
             problems.append((Reason.VERIFICATION_FAILED, wrong))
     judgement = await judge_probes(m, m.facts.probes, verification)
-    m.status.verification = verification
+    record_verification(m.status, verification)
     return Judgement(problems + judgement.problems, judgement.held)
 
 

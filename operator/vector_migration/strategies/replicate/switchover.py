@@ -25,11 +25,11 @@ from datetime import timedelta
 import asyncpg
 from asyncpg.transaction import Transaction
 
-from ...api import TableVerification, Verification, duration_ms
+from ...api import TableVerification, duration_ms
 from ...database.catalog_compare import Expected, compare
 from ...database.catalog_state import CatalogState, read_catalog
 from ...database.measure import table_checksum
-from ...database.sql import ConnectionParams, quote_ident
+from ...database.sql import ConnectionParams
 from ...engine import records
 from ...engine.context import Migration, as_admin, close_session
 from ...engine.invariant import CatalogLoss
@@ -37,14 +37,18 @@ from ...engine.outcomes import Fail, Outcome, Wait
 from ...engine.records import Journal, ReplicaRecord
 from ...phases.swap import record_catalog
 from ...phases.verify import compare_content, unequal
-from ...status import now, record_timing
-from ...vocabulary import Reason
+from ...status import now, record_checksums, record_switchover, record_timing
+from ...vocabulary import Reason, Timing
 from .names import ReplicaNames
 from .plan import (
+    END_CLIENT_SESSIONS,
+    END_SESSIONS_BEFORE_RENAME,
+    SET_SEQUENCE,
     allow_connections,
     carried_back,
     connection_limit,
     conninfo,
+    drop_publication,
     publication,
     renames,
     slot,
@@ -187,10 +191,8 @@ async def turn(m: Migration, turn: Turn, replica: ReplicaRecord) -> Outcome | No
         async with maintenance(m) as admin:
             await _rename(admin, turn)
     window = round(time.perf_counter() - started, 3)
-    record_timing(m.status, "writeBlockedSeconds", window)
-    if m.status.replicate is not None:
-        m.status.replicate.switchover_seconds = window
-        m.status.replicate.switched_over = turn.forwards  # where the application goes (<name>-target)
+    record_timing(m.status, Timing.WRITE_BLOCKED, window)
+    record_switchover(m.status, window, turn.forwards)  # where the application goes (<name>-target)
     return None
 
 
@@ -267,7 +269,7 @@ async def _prove_at_a_cut(
             for transaction in (*reversed(reading), holding):
                 with contextlib.suppress(asyncpg.InterfaceError):  # one already committed
                     await transaction.rollback()
-    record_timing(m.status, "proofHeldWritesSeconds", held_seconds)
+    record_timing(m.status, Timing.PROOF_HELD_WRITES, held_seconds)
     return mismatch or Cut(sessions=sessions, catalog=catalog)
 
 
@@ -333,9 +335,7 @@ async def _prove_equal(
 ) -> Fail | None:
     """Every table's rows and checksum on both sides, into the status; a Fail naming those that differ."""
     compared = await compare_content(m, lambda: _checksums(live, standby, proven))
-    verification = m.status.verification or Verification(k=m.spec.verify.k)
-    verification.tables = compared
-    m.status.verification = verification
+    record_checksums(m.status, m.spec.verify.k, compared)
     different = [t.name for t in compared if unequal(t)]
     if not different:
         return None
@@ -372,7 +372,7 @@ async def _turn_replication(
                 await standby.session.execute(statement)
     await drop_slot(m, turn.channel, turn.live, _live_server(m, turn))
     async with as_admin(live):
-        await live.session.execute(f"DROP PUBLICATION IF EXISTS {quote_ident(turn.channel)}")
+        await live.session.execute(drop_publication(turn.channel))
 
 
 def _own_pids(m: Migration, side: Migration) -> list[int]:
@@ -383,12 +383,7 @@ def _own_pids(m: Migration, side: Migration) -> list[int]:
 
 async def _end_sessions(admin: asyncpg.Connection, database: str, *, keep: list[int]) -> None:
     """End every client session on the database but the migration's own (replication's walsender stays)."""
-    await admin.execute(
-        "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity "
-        "WHERE datname = $1 AND backend_type = 'client backend' AND pid <> ALL($2::int[])",
-        database,
-        keep,
-    )
+    await admin.execute(END_CLIENT_SESSIONS, database, keep)  # the plan's (ReplicatePlan._turn)
 
 
 async def _caught_up(live: Migration, channel: str, timeout: float, *, within: int, blocked: bool) -> Outcome | None:
@@ -443,9 +438,7 @@ async def _carry_sequences(live: Migration, there: Migration) -> None:
         )
     async with as_admin(there):
         for row in values:
-            await there.session.execute(
-                "SELECT pg_catalog.setval($1::pg_catalog.regclass, $2, true)", row["name"], row["last_value"]
-            )
+            await there.session.execute(SET_SEQUENCE, row["name"], row["last_value"])  # the plan's, bound
 
 
 async def _rename(admin: asyncpg.Connection, turn: Turn) -> None:
@@ -455,11 +448,7 @@ async def _rename(admin: asyncpg.Connection, turn: Turn) -> None:
     (autovacuum may have come back), a few times if need be.
     """
     for attempt in range(20):
-        await admin.execute(
-            "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity "
-            "WHERE datname = ANY($1::text[]) AND pid <> pg_catalog.pg_backend_pid()",
-            [turn.live, turn.standby],
-        )
+        await admin.execute(END_SESSIONS_BEFORE_RENAME, [turn.live, turn.standby])  # the plan's
         try:
             async with admin.transaction():
                 for statement in renames([(turn.live, turn.live_becomes), (turn.standby, turn.live)]):

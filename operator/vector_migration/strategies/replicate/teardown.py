@@ -11,11 +11,13 @@ import asyncio
 
 import asyncpg
 
-from ...database.sql import ConnectionParams, quote_ident
+from ...database.sql import ConnectionParams
 from ...engine.context import Migration, as_admin
 from .names import ReplicaNames
+from .plan import DROP_SLOT, END_WALSENDER, unsubscribe
 from .plan import connection_limit as connection_limit_sql
-from .plan import unsubscribe
+from .plan import drop_database as drop_database_sql
+from .plan import drop_publication as drop_publication_sql
 from .sessions import maintenance, on_database
 
 
@@ -70,11 +72,11 @@ async def drop_slot(m: Migration, name: str, database: str, server: ConnectionPa
             if row is None:
                 return
             if row["active_pid"] is not None:
-                await admin.execute("SELECT pg_catalog.pg_terminate_backend($1)", row["active_pid"])
+                await admin.execute(END_WALSENDER, row["active_pid"])  # the plan's (channel_teardown)
                 await asyncio.sleep(0.1)
                 continue
             try:
-                await admin.execute("SELECT pg_catalog.pg_drop_replication_slot($1)", name)
+                await admin.execute(DROP_SLOT, name)
                 return
             except asyncpg.ObjectInUseError:
                 await asyncio.sleep(0.1)  # a walsender took it again between the two statements
@@ -87,7 +89,7 @@ async def drop_publication(m: Migration, database: str, name: str, server: Conne
         if not await database_exists(admin, database):
             return
     async with on_database(m, database, server=server) as there, as_admin(there):
-        await there.session.execute(f"DROP PUBLICATION IF EXISTS {quote_ident(name)}")
+        await there.session.execute(drop_publication_sql(name))
 
 
 async def drop_database(
@@ -106,7 +108,7 @@ async def drop_database(
         )
         if comment is None or (marker is not None and comment["comment"] != marker):
             return
-        await admin.execute(f"DROP DATABASE {quote_ident(database)} WITH (FORCE)")
+        await admin.execute(drop_database_sql(database))  # the plan's (afterKeepOldFor, onRollback)
 
 
 async def carries_marker(m: Migration, database: str, marker: str, server: ConnectionParams | None = None) -> bool:
