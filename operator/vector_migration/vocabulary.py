@@ -186,6 +186,7 @@ class Reason(StrEnum):
     UNMAPPED_INDEX = "UnmappedIndex"
     BLOCKING_DEPENDENT = "BlockingDependent"
     INSUFFICIENT_SCRATCH_SPACE = "InsufficientScratchSpace"
+    LOCK_TABLE_TOO_SMALL = "LockTableTooSmall"
     TABLE_NOT_FOUND = "TableNotFound"
     INCOMPLETE_SELECTION = "IncompleteSelection"
     PLAN_CHANGED = "PlanChanged"

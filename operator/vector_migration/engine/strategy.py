@@ -17,6 +17,7 @@ from typing import Protocol
 
 from ..api import VectorMigrationSpec, VectorMigrationStatus
 from ..database.catalog import Blocker, SourceInventory
+from ..database.locks import CATALOG_AND_TARGET_LOCKS, extension_members, lock_blockers, lock_table, relations_locked
 from ..database.sql import ConnectionParams
 from ..database.surface import TargetSurface
 from ..vocabulary import Phase, Strategy
@@ -123,8 +124,8 @@ class ConvertingStrategy:
         return conversion
 
     async def check(self, m: Migration, inventory: SourceInventory, surface: TargetSurface) -> list[Blocker]:
-        """Nothing beyond what the inventory refuses."""
-        return []
+        """The swap's locks: every table with its relations, and every object of the source extension it drops."""
+        return await swap_lock_blockers(m, inventory)
 
     def scratch_area(self, m: Migration) -> AbstractContextManager[Path | None]:
         """No files: the columns are converted where they are."""
@@ -182,3 +183,13 @@ def strategy_of(spec: VectorMigrationSpec) -> MigrationStrategy:
         raise UnknownStrategy(
             f"no strategy is registered for {spec.strategy.value} (import vector_migration.strategies)"
         ) from None
+
+
+async def swap_lock_blockers(m: Migration, inventory: SourceInventory) -> list[Blocker]:
+    """Whether the one-transaction swap's locks fit the server's lock table (database.locks)."""
+    locks = await relations_locked(m.session, inventory.tables()) + CATALOG_AND_TARGET_LOCKS
+    locks += await extension_members(m.session, inventory.source.name)
+    table = await lock_table(m.session)
+    return lock_blockers(
+        table, locks, "the swap's one transaction", "no strategy needs fewer locks for these tables yet"
+    )

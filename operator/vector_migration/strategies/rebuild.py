@@ -15,7 +15,7 @@ from ..database import table_copy
 from ..database.catalog import Blocker, SourceInventory
 from ..database.surface import TargetSurface
 from ..engine.context import Migration
-from ..engine.strategy import ConvertingStrategy
+from ..engine.strategy import ConvertingStrategy, swap_lock_blockers
 from ..vocabulary import Strategy
 from .in_place import CONVERTING_PHASES
 
@@ -28,8 +28,9 @@ class Rebuild(ConvertingStrategy):
     refills_storage = True
 
     async def check(self, m: Migration, inventory: SourceInventory, surface: TargetSurface) -> list[Blocker]:
-        """Tables COPY cannot empty and refill whole, and too little scratch space for the exports."""
-        return await table_copy.check_tables(m.session, inventory, m.scratch, m.facts.checksum_mode)
+        """Tables COPY cannot empty and refill whole, too little scratch space for the exports, and the swap's locks."""
+        copied = await table_copy.check_tables(m.session, inventory, m.scratch, m.facts.checksum_mode)
+        return [*copied, *await swap_lock_blockers(m, inventory)]
 
     def scratch_area(self, m: Migration) -> AbstractContextManager[Path | None]:
         """A private directory for the export files, removed afterwards whatever happened."""

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from ...api import VectorMigrationStatus
 from ...database.catalog import Blocker, SourceInventory
+from ...database.locks import lock_blockers, lock_table, relations_locked
 from ...database.sql import ConnectionParams
 from ...database.surface import TargetSurface
 from ...engine import records
@@ -99,8 +100,13 @@ class Parallel:
         )
 
     async def check(self, m: Migration, inventory: SourceInventory, surface: TargetSurface) -> list[Blocker]:
-        """Tables that cannot move through a shadow, and names the migration needs that are taken."""
-        return await check_tables(m.session, inventory, surface)
+        """Tables that cannot move through a shadow, names the migration needs that are taken, and the locks.
+
+        The finalize holds each table and its shadow (with their indexes, TOAST and dependents) in one transaction.
+        """
+        blockers = await check_tables(m.session, inventory, surface)
+        locks = 2 * await relations_locked(m.session, inventory.tables())
+        return [*blockers, *lock_blockers(await lock_table(m.session), locks, "the finalize's one transaction")]
 
     async def plan(self, m: Migration, inputs: PlanInputs, conversion: MigrationPlan) -> StrategyPlan:
         """Every statement of the shadows, the sync triggers, the backfill and the finalize."""

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ...api import VectorMigrationStatus
 from ...database.catalog import Blocker, SourceInventory
+from ...database.locks import all_relations, lock_blockers, lock_table
 from ...database.sql import ConnectionParams
 from ...database.surface import TargetSurface
 from ...engine.context import Migration, PhaseFunction
@@ -95,9 +96,12 @@ class Replicate:
     async def check(self, m: Migration, inventory: SourceInventory, surface: TargetSurface) -> list[Blocker]:
         """The server's replication capacity, every table's replica identity, and the names the databases need."""
         names = derived_names(m, inventory.server.database)
+        # the schema copy (pg_restore --single-transaction) creates, and locks, every relation at once
+        schema_copy = lock_blockers(await lock_table(m.session), await all_relations(m.session), "the schema copy")
         return [
             *await replication_blockers(m.session, names, m.name),
             *await target_server_blockers(m, names, m.name),
+            *schema_copy,
         ]
 
     async def plan(self, m: Migration, inputs: PlanInputs, conversion: MigrationPlan) -> StrategyPlan:

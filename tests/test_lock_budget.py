@@ -1,0 +1,123 @@
+"""The checklist predicts the swap's locks: a schema whose tables do not fit the lock table is refused before anything
+changes, and the prediction is checked against the locks PostgreSQL's own lock table holds during a real swap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests.scenarios import manifest, migration
+from vector_migration.database.locks import CATALOG_AND_TARGET_LOCKS, extension_members, lock_table, relations_locked
+from vector_migration.database.sql import ConnectionParams
+from vector_migration.demo import EmbeddedPostgres, create_database
+from vector_migration.engine.runner import run
+from vector_migration.vocabulary import Phase, Reason
+
+INPLACE = {"backup": {"enabled": False}}
+
+
+def tenants(count: int) -> str:
+    """One table per tenant, as a schema-per-tenant application makes them: a key, a vector and its index."""
+    return "CREATE EXTENSION vector;" + "".join(
+        f"CREATE TABLE tenant_{i} (id int PRIMARY KEY, embedding vector(3));"
+        f"INSERT INTO tenant_{i} VALUES (1, '[1,2,3]'), (2, '[3,2,1]');"
+        f"CREATE INDEX tenant_{i}_embedding ON tenant_{i} USING hnsw (embedding vector_l2_ops);"
+        for i in range(count)
+    )
+
+
+@pytest.fixture(scope="module")
+def small_lock_table(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+    """A server whose lock table has 10 x 20 = 200 slots (the default is 64 x 100)."""
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("small-locks") / "data")
+
+    async def configure() -> None:
+        params = server.params()
+        conn = await asyncpg.connect(host=params.host, port=params.port, user=params.user, database="postgres")
+        try:
+            await conn.execute("ALTER SYSTEM SET max_locks_per_transaction = 10")
+            await conn.execute("ALTER SYSTEM SET max_connections = 20")
+        finally:
+            await conn.close()
+
+    asyncio.run(configure())
+    server.restart()
+    yield server
+    server.stop()
+
+
+STRATEGIES = {
+    "InPlace": INPLACE,
+    "Rebuild": {"strategy": "Rebuild"},  # its backup is required; the checklist refuses before it
+    "Parallel": {"strategy": "Parallel", "backup": {"enabled": False}, "parallel": {"keepOldFor": "0s"}},
+}
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+async def test_a_schema_whose_swap_would_run_out_of_locks_is_refused_before_anything_changes(
+    small_lock_table: EmbeddedPostgres, backup_dir: Path, strategy: str
+) -> None:
+    await create_database(small_lock_table.params(), f"tenants_{strategy.lower()}")
+    shop = small_lock_table.params(f"tenants_{strategy.lower()}")
+    conn = await asyncpg.connect(host=shop.host, port=shop.port, user=shop.user, database=shop.dbname)
+    try:
+        await conn.execute(tenants(40))
+
+        status = await run(migration(shop, manifest(**STRATEGIES[strategy]), backup_dir))
+
+        assert status.phase is Phase.FAILED
+        stalled = next(c for c in status.conditions if c.type == "Stalled")
+        assert stalled.reason == Reason.LOCK_TABLE_TOO_SMALL.value
+        assert "max_locks_per_transaction 10 x 20" in status.message and "= 200 slots" in status.message
+        assert "Set max_locks_per_transaction to at least" in status.message and "restart" in status.message
+        column = "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'tenant_0'::regclass"
+        assert await conn.fetchval(column + " AND attname = 'embedding'") == "vector(3)"
+        assert await conn.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'vector'") == 1
+    finally:
+        await conn.close()
+
+
+# Inside the swap's transaction, after each DDL command: the locks its session holds in the shared lock table.
+LOCKS_SEEN = """
+CREATE TABLE public.locks_seen (held int);
+CREATE TABLE public.locks_detail (locktype text, class text, mode text, n bigint);
+CREATE FUNCTION public.count_locks() RETURNS event_trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO public.locks_seen SELECT count(*) FROM pg_catalog.pg_locks
+   WHERE pid = pg_catalog.pg_backend_pid() AND NOT fastpath AND locktype IN ('relation', 'object');
+  IF (SELECT count(*) FROM pg_catalog.pg_locks WHERE pid = pg_catalog.pg_backend_pid() AND NOT fastpath)
+     < (SELECT max(held) FROM public.locks_seen) THEN RETURN; END IF;
+  DELETE FROM public.locks_detail;
+  INSERT INTO public.locks_detail SELECT locktype, classid::regclass::text, mode, count(*) FROM pg_catalog.pg_locks
+   WHERE pid = pg_catalog.pg_backend_pid() AND NOT fastpath GROUP BY 1, 2, 3;
+END $$;
+CREATE EVENT TRIGGER count_locks ON ddl_command_end EXECUTE FUNCTION public.count_locks();
+"""
+
+
+@pytest.mark.parametrize("count", [12, 48])
+async def test_the_prediction_is_not_below_what_a_real_swap_holds(
+    database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path, count: int
+) -> None:
+    await conn.execute(tenants(count))
+    await conn.execute("CREATE VIEW tenant_0_near AS SELECT id FROM tenant_0 ORDER BY embedding <-> '[1,1,1]' LIMIT 5")
+    tables = [("public", f"tenant_{i}") for i in range(count)]
+    predicted = (
+        await relations_locked(conn, tables) + await extension_members(conn, "vector") + CATALOG_AND_TARGET_LOCKS
+    )
+    await conn.execute(LOCKS_SEEN)
+
+    status = await run(migration(database, manifest(**INPLACE), backup_dir))
+
+    assert status.phase is Phase.SUCCEEDED, status.message
+    held = await conn.fetchval("SELECT max(held) FROM public.locks_seen")
+    detail = [tuple(r) for r in await conn.fetch("SELECT * FROM public.locks_detail ORDER BY n DESC")]
+    assert held is not None and held > count * 3  # the tables, their keys and vector indexes at least
+    assert predicted >= held, f"predicted {predicted} locks, the swap held {held}: {detail}"
+    assert predicted <= 1.5 * held, f"predicted {predicted} locks, the swap held only {held}: {detail}"
+    assert (await lock_table(conn)).slots >= 64 * 100
