@@ -6,13 +6,13 @@ server of their own (tests/conftest.py's ``logical_server``), never on the suite
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from typing import Any
 
 import asyncpg
 
 from tests.application import create_shop
+from tests.servers import restart_with
 from vector_migration.database.sql import ConnectionParams
 from vector_migration.demo import EmbeddedPostgres, create_database
 from vector_migration.engine.context import Migration, close_session
@@ -26,24 +26,16 @@ _shops = itertools.count(1)
 
 def make_logical(server: EmbeddedPostgres) -> None:
     """wal_level = logical, with room for every test's old database to keep following its new one."""
-
-    async def configure() -> None:
-        params = server.params()
-        conn = await asyncpg.connect(host=params.host, port=params.port, user=params.user, database="postgres")
-        try:
-            await conn.execute("ALTER SYSTEM SET wal_level = logical")
-            await conn.execute("ALTER SYSTEM SET max_logical_replication_workers = 24")
-            await conn.execute("ALTER SYSTEM SET max_worker_processes = 40")
-            await conn.execute("ALTER SYSTEM SET max_replication_slots = 40")
-            await conn.execute("ALTER SYSTEM SET max_wal_senders = 40")
-            await conn.execute("ALTER SYSTEM SET max_active_replication_origins = 40")
-            # A subscription whose connection was killed starts again after this (5s by default).
-            await conn.execute("ALTER SYSTEM SET wal_retrieve_retry_interval = '500ms'")
-        finally:
-            await conn.close()
-
-    asyncio.run(configure())
-    server.restart()
+    restart_with(server, {
+        "wal_level": "logical",
+        "max_logical_replication_workers": "24",
+        "max_worker_processes": "40",
+        "max_replication_slots": "40",
+        "max_wal_senders": "40",
+        "max_active_replication_origins": "40",
+        # A subscription whose connection was killed starts again after this (5s by default).
+        "wal_retrieve_retry_interval": "500ms",
+    })  # fmt: skip
 
 
 async def shop_on(server: EmbeddedPostgres) -> ConnectionParams:

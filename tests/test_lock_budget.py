@@ -4,7 +4,6 @@ changes, and the prediction is checked against the locks PostgreSQL's own lock t
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import asyncpg
 import pytest
 
 from tests.scenarios import manifest, migration
+from tests.servers import restart_with
 from vector_migration.database.locks import CATALOG_AND_TARGET_LOCKS, extension_members, lock_table, relations_locked
 from vector_migration.database.sql import ConnectionParams
 from vector_migration.demo import EmbeddedPostgres, create_database
@@ -35,18 +35,7 @@ def tenants(count: int) -> str:
 def small_lock_table(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
     """A server whose lock table has 10 x 20 = 200 slots (the default is 64 x 100)."""
     server = EmbeddedPostgres(tmp_path_factory.mktemp("small-locks") / "data")
-
-    async def configure() -> None:
-        params = server.params()
-        conn = await asyncpg.connect(host=params.host, port=params.port, user=params.user, database="postgres")
-        try:
-            await conn.execute("ALTER SYSTEM SET max_locks_per_transaction = 10")
-            await conn.execute("ALTER SYSTEM SET max_connections = 20")
-        finally:
-            await conn.close()
-
-    asyncio.run(configure())
-    server.restart()
+    restart_with(server, {"max_locks_per_transaction": "10", "max_connections": "20"})
     yield server
     server.stop()
 

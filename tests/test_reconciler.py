@@ -1,27 +1,21 @@
-"""What the controller does after a reconciliation, as data."""
+"""What the controller does after a reconciliation: the engine's one backoff rule, and the status it writes."""
 
 from __future__ import annotations
 
-from vector_migration.engine.outcomes import Fail, Hold, Wait
-from vector_migration.engine.runner import MAX_RETRY_DELAY
-from vector_migration.kube.reconciler import next_step
+from vector_migration.engine.outcomes import Wait
+from vector_migration.engine.runner import MAX_RETRY_DELAY, retry_delay
 from vector_migration.vocabulary import Reason
 
 
 def test_a_lock_held_by_the_application_is_retried_with_exponential_backoff_up_to_a_cap() -> None:
     held = Wait(Reason.LOCK_TIMEOUT, "a table stayed locked", delay=5.0)
-    delays = [next_step(held, retry)[1] for retry in range(8)]
+    delays = [retry_delay(held, retry) for retry in range(8)]
     assert delays == [5.0, 10.0, 20.0, 40.0, 80.0, 160.0, MAX_RETRY_DELAY, MAX_RETRY_DELAY]
 
 
 def test_waiting_on_a_running_job_keeps_its_pace() -> None:
     running = Wait(Reason.IN_PROGRESS, "backup Job is running", delay=5.0)
-    assert next_step(running, retry=7) == ("wait", 5.0)
-
-
-def test_failures_stop_with_their_message_and_holds_just_stop() -> None:
-    assert next_step(Fail(Reason.BACKUP_FAILED, "disk full")) == ("fail", "disk full")
-    assert next_step(Hold(Reason.AWAITING_APPROVAL, "approve sha256:…")) == ("stop", None)
+    assert retry_delay(running, 7) == 5.0
 
 
 def test_a_status_field_cleared_by_the_engine_is_sent_as_null_so_the_server_clears_it_too() -> None:

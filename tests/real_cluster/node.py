@@ -51,7 +51,8 @@ class RunningPod:
 
     namespace: str
     name: str
-    container: str
+    container: str  # podman's name for it
+    container_name: str  # the pod spec's
     image: str
     workdir: Path
     restart_always: bool
@@ -142,7 +143,7 @@ class NodeStandIn:
         self.core.create_namespaced_pod_binding(name, namespace, binding, _preload_content=False)
         workdir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.root))
         workdir.chmod(0o755)
-        running = RunningPod(namespace, name, f"vmig-pod-{uid}", container["image"], workdir,
+        running = RunningPod(namespace, name, f"vmig-pod-{uid}", container["name"], container["image"], workdir,
                              pod["spec"].get("restartPolicy", "Always") == "Always")  # fmt: skip
         arguments, environment = self._container(pod, container, workdir)
         self.running[uid] = running
@@ -321,14 +322,11 @@ class NodeStandIn:
             "phase": "Succeeded" if code == 0 and not pod.restart_always else "Failed",
             "conditions": [{"type": kind, "status": "False", "lastTransitionTime": _now()}
                            for kind in ("ContainersReady", "Ready")],
-            "containerStatuses": [{"name": "", "image": pod.image, "imageID": "", "ready": False,
+            "containerStatuses": [{"name": pod.container_name, "image": pod.image, "imageID": "", "ready": False,
                                    "restartCount": 0, "state": {"terminated": terminated}}],
         })  # fmt: skip
 
     def _status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        if "containerStatuses" in status and not status["containerStatuses"][0]["name"]:
-            pod = self.core.read_namespaced_pod(name, namespace)
-            status["containerStatuses"][0]["name"] = pod.spec.containers[0].name
         self.core.patch_namespaced_pod_status(name, namespace, {"status": status})
 
 

@@ -18,7 +18,8 @@ import kopf
 from kubernetes.client import Configuration
 
 from ..api import JobDefaults, VectorMigrationStatus
-from ..engine.outcomes import Fail, Outcome
+from ..engine.outcomes import Fail, Outcome, Wait
+from ..engine.runner import retry_delay
 from ..status import timing_key
 from ..vocabulary import (
     API_GROUP,
@@ -35,7 +36,7 @@ from ..vocabulary import (
 from .client import KubeClient, KubeError, load_configuration, login_of
 from .merge_patch import merge_patch_of
 from .metrics import OperatorMetrics
-from .reconciler import OperatorState, check_for_drift, clean_up_when_due, next_step
+from .reconciler import OperatorState, check_for_drift, clean_up_when_due
 from .reconciler import reconcile as reconcile_migration
 from .reconciler import release as release_migration
 from .status_writer import StatusWriter
@@ -172,11 +173,13 @@ def build_registry(
         await writer.write(result.status)
         for annotation in result.consumed_annotations:
             patch.metadata.annotations[annotation] = None  # acted on once; it must not act again
-        action, detail = next_step(result.outcome, retry)
-        if action == "wait":
-            raise kopf.TemporaryError(str(result.status.get("message", "")), delay=float(detail or 5.0))
-        if action == "fail":
-            raise kopf.PermanentError(str(detail))
+        # the outcome is the decision: a Wait comes back after the engine's one backoff rule
+        # (runner.retry_delay, the command line's too; ``retry`` counts kopf's consecutive retries),
+        # a Fail stops for a person, anything else ends this reconciliation
+        if isinstance(result.outcome, Wait):
+            raise kopf.TemporaryError(str(result.status.get("message", "")), delay=retry_delay(result.outcome, retry))
+        if isinstance(result.outcome, Fail):
+            raise kopf.PermanentError(result.outcome.message)
 
     @kopf.timer(*RESOURCE, interval=drift_timer, initial_delay=drift_timer, registry=registry)
     async def drift(body: kopf.Body, patch: kopf.Patch, uid: str, **_: Any) -> None:

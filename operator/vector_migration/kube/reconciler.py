@@ -24,7 +24,7 @@ from ..api import JobDefaults, VectorMigration, VectorMigrationStatus, describe_
 from ..database.sql import ConnectionError_, ConnectionParams, DatabaseUnavailable, params_from_secret
 from ..engine.context import Decisions, Migration, RunInputs, close_session, open_session
 from ..engine.outcomes import Advance, Fail, Hold, Outcome, Wait
-from ..engine.runner import drive, request_rollback, retry_delay
+from ..engine.runner import drive, request_rollback
 from ..engine.strategy import strategy_of
 from ..phases.drift import check_once
 from ..status import fail, hold, record_drift, set_phase
@@ -456,16 +456,3 @@ async def _publish_plan(client: KubeClient, resource: VectorMigration, run: Migr
     """The full plan in a ConfigMap, for a person to read before approving its hash."""
     assert run.facts.plan is not None  # noqa: S101 - checked by the caller
     await client.apply_configmap(build_plan_configmap(resource, run.facts.plan.as_document()))
-
-
-def next_step(outcome: Outcome, retry: int = 0) -> tuple[str, float | str | None]:
-    """What the controller does next: ("wait", delay), ("fail", message) or ("stop", None).
-
-    ``retry`` counts the consecutive retries so far (kopf's handler ``retry``); the delay follows
-    the engine's one backoff rule (runner.retry_delay), the command line's too.
-    """
-    if isinstance(outcome, Wait):
-        return "wait", retry_delay(outcome, retry)
-    if isinstance(outcome, Fail):
-        return "fail", outcome.message
-    return "stop", None
