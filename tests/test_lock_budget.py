@@ -1,5 +1,6 @@
 """The checklist predicts the swap's locks: a schema whose tables do not fit the lock table is refused before anything
-changes, and the prediction is checked against the locks PostgreSQL's own lock table holds during a real swap.
+changes, and the prediction is checked against the locks PostgreSQL's own lock table holds during real InPlace swaps
+and a real Parallel migration (an event trigger records pg_locks inside their transactions).
 """
 
 from __future__ import annotations
@@ -110,3 +111,20 @@ async def test_the_prediction_is_not_below_what_a_real_swap_holds(
     assert predicted >= held, f"predicted {predicted} locks, the swap held {held}: {detail}"
     assert predicted <= 1.5 * held, f"predicted {predicted} locks, the swap held only {held}: {detail}"
     assert (await lock_table(conn)).slots >= 64 * 100
+
+
+async def test_the_parallel_prediction_is_not_below_what_its_transactions_hold(  # 960 predicted, 573 held
+    database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    await conn.execute(tenants(24))
+    tables = [("public", f"tenant_{i}") for i in range(24)]
+    await conn.execute(LOCKS_SEEN)
+
+    status = await run(migration(database, manifest(**STRATEGIES["Parallel"]), backup_dir))
+
+    assert status.phase is Phase.SUCCEEDED, status.message
+    held = await conn.fetchval("SELECT max(held) FROM public.locks_seen")
+    detail = [tuple(r) for r in await conn.fetch("SELECT * FROM public.locks_detail ORDER BY n DESC")]
+    predicted = 2 * await relations_locked(conn, tables)
+    assert predicted >= held, f"predicted {predicted} locks, Parallel held {held}: {detail}"
+    assert predicted <= 2 * held, f"predicted {predicted} locks, Parallel held only {held}: {detail}"
