@@ -9,7 +9,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.builds import missing_build
+from tests.builds import built
 from vector_migration.database.sql import ConnectionParams
 from vector_migration.demo import EmbeddedPostgres, create_database
 from vector_migration.demo.real import RealRuvectorMissing, RealRuvectorServer, built_pg_config
@@ -89,10 +89,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 @pytest.fixture(scope="module")
 def ruvector_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealRuvectorServer]:
     """PostgreSQL 16 with pgvector and the real RuVector, from the pgserver `make ruvector` unpacked; logical WAL."""
-    try:
-        pg_config = built_pg_config()
-    except RealRuvectorMissing as missing:
-        missing_build("VMIG_REQUIRE_RUVECTOR", str(missing))
+    pg_config = built(built_pg_config, RealRuvectorMissing, "VMIG_REQUIRE_RUVECTOR")
     server = RealRuvectorServer(pg_config, tmp_path_factory.mktemp("pg16") / "data", logical=True)
     yield server
     server.stop()

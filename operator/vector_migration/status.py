@@ -208,10 +208,9 @@ def record_backup(status: VectorMigrationStatus, backup: BackupStatus) -> None:
     status.backup = backup
 
 
-def set_cutover(status: VectorMigrationStatus, cutover: CutoverStatus | None) -> CutoverStatus | None:
-    """The cutover's progress (None: no cutover, or none any more after a rollback); the status's own."""
+def set_cutover(status: VectorMigrationStatus, cutover: CutoverStatus | None) -> None:
+    """The cutover's progress (None: no cutover, or none any more after a rollback)."""
     status.cutover = cutover
-    return cutover
 
 
 def record_parallel(status: VectorMigrationStatus, parallel: ParallelStatus) -> None:

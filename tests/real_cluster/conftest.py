@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 from kubernetes import client, config
 
-from tests.builds import missing_build
+from tests.builds import built
 from tests.real_cluster.control_plane import ControlPlane, ControlPlaneMissing, built_bin_dir
 from tests.real_cluster.images import ImageMissing, built_image, postgres_client_stand_in
 from tests.real_cluster.network_postgres import NetworkPostgres
@@ -32,10 +32,7 @@ _numbers = itertools.count()
 
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    try:
-        bin_dir = built_bin_dir()
-    except ControlPlaneMissing as missing:
-        missing_build("VMIG_REQUIRE_CONTROL_PLANE", str(missing))
+    bin_dir = built(built_bin_dir, ControlPlaneMissing, "VMIG_REQUIRE_CONTROL_PLANE")
     plane = ControlPlane(bin_dir, tmp_path_factory.mktemp("control-plane"))
     plane.up()
     yield plane
@@ -51,10 +48,7 @@ def admin(control_plane: ControlPlane) -> client.ApiClient:
 @pytest.fixture(scope="session")
 def operator_image() -> str:
     """The operator's image from the Dockerfile (make image), in podman's store."""
-    try:
-        return built_image()
-    except ImageMissing as missing:
-        missing_build("VMIG_REQUIRE_IMAGE", str(missing))
+    return built(built_image, ImageMissing, "VMIG_REQUIRE_IMAGE")
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .sql import quote_ident, quote_literal
+from .sql import qualify, quote_ident, quote_literal
 
 # Privileges a GRANT may name on a table or view (aclexplode's privilege_type values for relations).
 GRANTABLE_PRIVILEGES = frozenset(
@@ -24,6 +24,11 @@ class UnknownPrivilege(ValueError):
 
 # SET STORAGE's words, by pg_attribute.attstorage
 STORAGE = {"p": "PLAIN", "e": "EXTERNAL", "x": "EXTENDED", "m": "MAIN"}
+
+
+def analyze_sql(schema: str, table: str) -> str:
+    """Fresh planner statistics for a table (the reindex runs it; Replicate's plan shows it)."""
+    return f"ANALYZE {qualify(schema, table)}"
 
 
 def set_storage_sql(relation: str, column: str, storage: str) -> str | None:

@@ -63,9 +63,14 @@ class LockTable:
         return self.max_locks_per_transaction * self.sessions
 
     @property
+    def kept_for_the_application(self) -> int:
+        """The application's share of the slots, or what other sessions hold now when that is more."""
+        return max(self.held, int(self.slots * APPLICATION_SHARE))
+
+    @property
     def available(self) -> int:
-        """What the migration may take: the slots, less the application's share or what is held now."""
-        return self.slots - max(self.held, int(self.slots * APPLICATION_SHARE))
+        """What the migration may take."""
+        return self.slots - self.kept_for_the_application
 
     def setting_needed(self, locks: int) -> int:
         """The max_locks_per_transaction at which ``locks`` fits beside the application's share."""
@@ -132,12 +137,7 @@ async def all_relations(conn: asyncpg.Connection) -> int:
     return int(row["relations"]) + 2 * int(row["toasted"])  # a TOAST table and its index each
 
 
-NO_STRATEGY_NEEDS_FEWER = "no strategy needs fewer locks for these tables yet"
-
-
-def lock_blockers(
-    table: LockTable, locks: int, transaction: str, instead: str = NO_STRATEGY_NEEDS_FEWER
-) -> list[Blocker]:
+def lock_blockers(table: LockTable, locks: int, transaction: str) -> list[Blocker]:
     """A refusal naming the numbers when ``locks`` does not fit, with the setting that would make it fit."""
     if locks <= table.available:
         return []
@@ -147,8 +147,8 @@ def lock_blockers(
             f"{transaction} would hold {locks} locks at once, and the server's lock table has room for "
             f"{table.available} beside the application (max_locks_per_transaction {table.max_locks_per_transaction}"
             f" x {table.sessions} max_connections + max_prepared_transactions = {table.slots} slots, "
-            f"{max(table.held, int(table.slots * APPLICATION_SHARE))} left to the application): it would fail with "
+            f"{table.kept_for_the_application} left to the application): it would fail with "
             f"'out of shared memory'. Set max_locks_per_transaction to at least {table.setting_needed(locks)} "
-            f"(it takes a server restart), {instead}",
+            "(it takes a server restart); no strategy needs fewer locks for these tables yet",
         )
     ]

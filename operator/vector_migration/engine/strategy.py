@@ -190,6 +190,4 @@ async def swap_lock_blockers(m: Migration, inventory: SourceInventory) -> list[B
     locks = await relations_locked(m.session, inventory.tables()) + CATALOG_AND_TARGET_LOCKS
     locks += await extension_members(m.session, inventory.source.name)
     table = await lock_table(m.session)
-    return lock_blockers(
-        table, locks, "the swap's one transaction", "no strategy needs fewer locks for these tables yet"
-    )
+    return lock_blockers(table, locks, "the swap's one transaction")

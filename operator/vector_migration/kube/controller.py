@@ -139,8 +139,7 @@ def build_registry(
         # so `kubectl describe` and event-watching alerting see it, not only the status.
         posted = state.warned.setdefault(uid, set((body.get("status") or {}).get("warnings") or []))
         strategy = str((body.get("spec") or {}).get("strategy") or Strategy.IN_PLACE.value)  # the CRD's default
-        writer = StatusWriter(state.client, body.metadata.namespace or "", body.metadata.name or "",
-                              body.metadata.get("resourceVersion"))  # fmt: skip
+        writer = StatusWriter.of(state.client, body)
 
         async def progress(before: Phase, status: VectorMigrationStatus, outcome: Outcome) -> None:
             await writer.write(merge_patch_of(status))
@@ -182,10 +181,9 @@ def build_registry(
             raise kopf.PermanentError(result.outcome.message)
 
     @kopf.timer(*RESOURCE, interval=drift_timer, initial_delay=drift_timer, registry=registry)
-    async def drift(body: kopf.Body, patch: kopf.Patch, uid: str, **_: Any) -> None:
+    async def drift(body: kopf.Body, uid: str, **_: Any) -> None:
         # What a succeeded migration kept until keepOldFor goes once it is due.
-        writer = StatusWriter(state.client, body.metadata.namespace or "", body.metadata.name or "",
-                              body.metadata.get("resourceVersion"))  # fmt: skip
+        writer = StatusWriter.of(state.client, body)
         cleaned = await clean_up_when_due(state, body)
         if cleaned is not None:
             await writer.write(cleaned)

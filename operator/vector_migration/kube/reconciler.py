@@ -100,14 +100,10 @@ def _resource_of(body: Mapping[str, Any]) -> VectorMigration:
     return VectorMigration.model_validate({key: body[key] for key in ("apiVersion", "kind", "metadata", "spec")})
 
 
-def _dump(status: VectorMigrationStatus) -> dict[str, Any]:
-    return merge_patch_of(status)
-
-
 def _done(
     status: VectorMigrationStatus, outcome: Outcome, previous: Phase, consumed: tuple[str, ...] = ()
 ) -> Reconciled:
-    return Reconciled(_dump(status), outcome, previous, status.phase, consumed)
+    return Reconciled(merge_patch_of(status), outcome, previous, status.phase, consumed)
 
 
 Progress = Callable[[Phase, VectorMigrationStatus, Outcome], Awaitable[None]]
@@ -351,7 +347,7 @@ async def clean_up_when_due(state: OperatorState, body: Mapping[str, Any]) -> di
     run = await _prepare(state, resource, status, namespace, name, meta.get("generation"))
     if isinstance(run, Fail) or await _old_tables(state, run) is not None:
         return None  # the next tick tries again
-    return _dump(run.status)
+    return merge_patch_of(run.status)
 
 
 async def _admin_login(
@@ -381,7 +377,7 @@ class DriftFound:
     @property
     def conditions(self) -> list[dict[str, Any]]:
         """The conditions to write."""
-        return list(_dump(self.status).get("conditions", []))
+        return list(merge_patch_of(self.status).get("conditions", []))
 
 
 async def check_for_drift(state: OperatorState, body: Mapping[str, Any]) -> DriftFound | None:

@@ -28,6 +28,12 @@ class StatusWriter:
         self.client, self.namespace, self.name = client, namespace, name
         self.resource_version = resource_version
 
+    @classmethod
+    def of(cls, client: KubeClient | None, body: Mapping[str, Any]) -> StatusWriter:
+        """The writer of the object in ``body``, from the resourceVersion the body was read at."""
+        meta = body.get("metadata") or {}
+        return cls(client, str(meta.get("namespace") or ""), str(meta.get("name") or ""), meta.get("resourceVersion"))
+
     async def write(self, status: Mapping[str, Any]) -> None:
         """Patch the status; on a conflict, read the object's version and patch again (a KubeError after 5)."""
         if self.client is None:  # not logged in yet: nothing can be written, and nothing was done

@@ -12,6 +12,7 @@ from ..api import pg_setting_duration
 from ..database.catalog import (
     index_state,
 )
+from ..database.ddl import analyze_sql
 from ..database.sql import (
     connect,
     qualify,
@@ -129,7 +130,7 @@ async def analyze(m: Migration, tables: list[tuple[str, str]]) -> None:
     """
     for schema, table in tables:
         m.reporter.progress("analyze", note=f"{schema}.{table}")
-        await m.session.execute(f"ANALYZE {qualify(schema, table)}")
+        await m.session.execute(analyze_sql(schema, table))
     m.reporter.task_done("analyze")
 
 

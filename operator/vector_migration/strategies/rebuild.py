@@ -15,7 +15,7 @@ from ..database import table_copy
 from ..database.catalog import Blocker, SourceInventory
 from ..database.surface import TargetSurface
 from ..engine.context import Migration
-from ..engine.strategy import ConvertingStrategy, swap_lock_blockers
+from ..engine.strategy import ConvertingStrategy
 from ..vocabulary import Strategy
 from .in_place import CONVERTING_PHASES
 
@@ -30,7 +30,7 @@ class Rebuild(ConvertingStrategy):
     async def check(self, m: Migration, inventory: SourceInventory, surface: TargetSurface) -> list[Blocker]:
         """Tables COPY cannot empty and refill whole, too little scratch space for the exports, and the swap's locks."""
         copied = await table_copy.check_tables(m.session, inventory, m.scratch, m.facts.checksum_mode)
-        return [*copied, *await swap_lock_blockers(m, inventory)]
+        return [*copied, *await super().check(m, inventory, surface)]
 
     def scratch_area(self, m: Migration) -> AbstractContextManager[Path | None]:
         """A private directory for the export files, removed afterwards whatever happened."""

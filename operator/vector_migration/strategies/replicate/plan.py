@@ -11,6 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from ...database.ddl import analyze_sql
 from ...database.sql import ConnectionParams, conninfo_value, qualify, quote_ident, quote_literal
 from ...engine.plan import MigrationPlan, Statement
 from ...vocabulary import JOURNAL_SCHEMA, JOURNAL_TABLE, StatementKind
@@ -169,7 +170,7 @@ class ReplicatePlan:
     def analyzes(self) -> tuple[Statement, ...]:
         """Fresh planner statistics for each converted table, once its indexes are built (phases.reindex.analyze)."""
         tables = sorted({(c.column.schema, c.column.table) for c in self.conversion.conversions})
-        return tuple(Statement(StatementKind.ANALYZE, f"ANALYZE {qualify(schema, table)}") for schema, table in tables)
+        return tuple(Statement(StatementKind.ANALYZE, analyze_sql(schema, table)) for schema, table in tables)
 
     @property
     def prepare(self) -> tuple[Statement, ...]:
