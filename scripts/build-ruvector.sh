@@ -40,8 +40,9 @@ if [ ! -x "$pg_config" ]; then
 fi
 
 # 2. cargo-pgrx at the version RuVector's Cargo.lock pins (RuVector issue #331: a newer one fails
-#    with bindgen errors). bindgen needs libclang.
-if ! ldconfig -p 2>/dev/null | grep -q 'libclang'; then
+#    with bindgen errors). bindgen needs libclang itself: libclang-cpp.so, which some machines
+#    have without it, is another library (bindgen then fails with "Unable to find libclang").
+if ! ldconfig -p 2>/dev/null | grep -Eq '[[:space:]]libclang(-[0-9]+)?\.so'; then
   say "libclang: Debian's libclang-dev"
   as_root=""
   [ "$(id -u)" -eq 0 ] || as_root="sudo -n"

@@ -128,3 +128,56 @@ async def test_the_parallel_prediction_is_not_below_what_its_transactions_hold( 
     predicted = 2 * await relations_locked(conn, tables)
     assert predicted >= held, f"predicted {predicted} locks, Parallel held {held}: {detail}"
     assert predicted <= 2 * held, f"predicted {predicted} locks, Parallel held only {held}: {detail}"
+
+
+def tenant_partitions(count: int) -> str:
+    """One partition per tenant of one table, with the vector index on the parent (so one per partition)."""
+    return (
+        "CREATE EXTENSION vector;"
+        "CREATE TABLE docs (tenant int, id int, embedding vector(3), PRIMARY KEY (tenant, id))"
+        " PARTITION BY LIST (tenant);"
+        + "".join(f"CREATE TABLE docs_{i} PARTITION OF docs FOR VALUES IN ({i});" for i in range(count))
+        + "INSERT INTO docs SELECT t, i, ARRAY[t, i, 1]::real[]::vector FROM generate_series(0, "
+        + f"{count - 1}) t, generate_series(1, 2) i;"
+        "CREATE INDEX docs_embedding ON docs USING hnsw (embedding vector_l2_ops);"
+    )
+
+
+async def test_a_partitioned_tables_partitions_count_in_the_prediction(
+    small_lock_table: EmbeddedPostgres, backup_dir: Path
+) -> None:
+    # One table to migrate, but ALTER TABLE on it locks and alters each of its 40 partitions too.
+    await create_database(small_lock_table.params(), "partitioned_tenants")
+    shop = small_lock_table.params("partitioned_tenants")
+    conn = await asyncpg.connect(host=shop.host, port=shop.port, user=shop.user, database=shop.dbname)
+    try:
+        await conn.execute(tenant_partitions(40))
+
+        status = await run(migration(shop, manifest(**INPLACE), backup_dir))
+
+        assert status.phase is Phase.FAILED
+        assert next(c for c in status.conditions if c.type == "Stalled").reason == Reason.LOCK_TABLE_TOO_SMALL.value
+        column = "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'docs_7'::regclass"
+        assert await conn.fetchval(column + " AND attname = 'embedding'") == "vector(3)"
+    finally:
+        await conn.close()
+
+
+async def test_the_prediction_is_not_below_what_a_real_swap_of_a_partitioned_table_holds(
+    database: ConnectionParams, conn: asyncpg.Connection, backup_dir: Path
+) -> None:
+    await conn.execute(tenant_partitions(24))
+    relations = [("public", "docs")] + [("public", f"docs_{i}") for i in range(24)]
+    predicted = (
+        await relations_locked(conn, relations) + await extension_members(conn, "vector") + CATALOG_AND_TARGET_LOCKS
+    )
+    await conn.execute(LOCKS_SEEN)
+
+    status = await run(migration(database, manifest(**INPLACE), backup_dir))
+
+    assert status.phase is Phase.SUCCEEDED, status.message
+    held = await conn.fetchval("SELECT max(held) FROM public.locks_seen")
+    detail = [tuple(r) for r in await conn.fetch("SELECT * FROM public.locks_detail ORDER BY n DESC")]
+    assert held is not None and held > 24 * 3  # each partition, its key and its vector index at least
+    assert predicted >= held, f"predicted {predicted} locks, the swap held {held}: {detail}"
+    assert predicted <= 1.5 * held, f"predicted {predicted} locks, the swap held only {held}: {detail}"

@@ -118,7 +118,8 @@ async def drop_vector_indexes(conn: asyncpg.Connection) -> None:
         r[0]
         for r in await conn.fetch(
             "SELECT i.indexrelid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-            "JOIN pg_am a ON a.oid = c.relam WHERE a.amname IN ('hnsw', 'ivfflat') ORDER BY 1"
+            "JOIN pg_am a ON a.oid = c.relam WHERE a.amname IN ('hnsw', 'ivfflat')"
+            " AND NOT c.relispartition ORDER BY 1"  # a partition's index goes with its parent's
         )
     ]
     for name in names:
@@ -510,3 +511,46 @@ async def test_post_migration_registration_is_skipped_by_name_because_the_real_r
     for function in ("ruvector_register_collection", "ruvector_set_tiers", "ruvector_integrity_policy_set"):
         assert f"postMigration: target ruvector has no {function}(); skipped" in status.warnings
         assert await conn.fetchval("SELECT count(*) FROM pg_proc WHERE proname = $1", function) == 0
+
+
+@pytest.mark.parametrize("strategy", ["InPlace", "Rebuild", "Replicate"])
+async def test_a_partitioned_table_moves_to_the_real_ruvector_and_back(
+    strategy: str, pg16: tuple[ConnectionParams, asyncpg.Connection], tmp_path: Path
+) -> None:
+    # RuVector's name for its HNSW collides with pgvector's: the tree's column goes through real[] and back,
+    # converted in every partition by one ALTER TABLE on the root. No vector index: RuVector's HNSW is refused.
+    from tests.test_partitions import PARTITIONED, column_types, partition_tree
+
+    params, conn = pg16
+    await conn.execute(PARTITIONED)
+    await drop_vector_indexes(conn)
+    tree, rows = await partition_tree(conn), (await snapshot(conn)).rows
+    await conn.close()
+    once = {"replicate": {"keepOldFor": "0s"}} if strategy == "Replicate" else {}
+    resource = manifest("ruvector", strategy=strategy, backup={"enabled": strategy == "Rebuild"}, **once)
+
+    status = await run(on_pg16(params, resource, tmp_path), reconnect_for=30)
+
+    assert status.phase is Phase.SUCCEEDED, status.message
+    assert_proven(status)
+    conn = await session(params)
+    try:
+        await assert_on_the_real_ruvector(conn)
+        assert await partition_tree(conn) == tree
+        assert set((await column_types(conn)).values()) == {"ruvector(4)"}
+        assert (await snapshot(conn)).rows == rows
+    finally:
+        await conn.close()
+    if strategy == "Replicate":
+        return  # its old database is gone (keepOldFor 0s); its rollback is proven above with the shop
+
+    rolled = await run(on_pg16(params, resource, tmp_path, status=status, rollback=True))
+
+    assert rolled.phase is Phase.ROLLED_BACK, rolled.message
+    conn = await session(params)
+    try:
+        assert await partition_tree(conn) == tree
+        assert set((await column_types(conn)).values()) == {"vector(4)"}
+        assert (await snapshot(conn)).rows == rows
+    finally:
+        await conn.close()

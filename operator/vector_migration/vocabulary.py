@@ -244,6 +244,7 @@ class StatementKind(StrEnum):
     BUILD_INDEX = "build-index"
     RESTORE_INDEX = "restore-index"
     INDEX_COMMENT = "index-comment"  # an index's comment given again once it is built
+    ATTACH_INDEX = "attach-index"  # a partition's index attached to its partitioned table's, once both are built
     REINDEX_CONCURRENTLY = "reindex-concurrently"
     # Parallel's
     CREATE_SHADOW = "create-shadow"
@@ -273,7 +274,7 @@ class StatementKind(StrEnum):
     @property
     def completes_index(self) -> bool:
         """Whether the statement builds an index or finishes one (its comment): it runs where the build runs."""
-        return self.builds_index or self is StatementKind.INDEX_COMMENT
+        return self.builds_index or self in (StatementKind.INDEX_COMMENT, StatementKind.ATTACH_INDEX)
 
     @property
     def copies(self) -> bool:

@@ -14,7 +14,8 @@ import os
 import re
 import shutil
 import warnings
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -47,10 +48,12 @@ class BackupRequest:
     migration: str
     archive_name: str
     scope: BackupScope
-    tables: list[tuple[str, str]]
+    tables: list[tuple[str, str]]  # each must have its rows in the archive
     server_major: int
     plan_hash: str = ""
     database_bytes: int = 0
+    # Partitioned tables: dumped too, but their rows are in their partitions (tables)
+    partitioned: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,7 @@ class LocalBackup:
             request.tables,
             request.server_major,
             list(self.pg_bin_dirs),
+            request.partitioned,
         )
 
     async def restore(self, params: ConnectionParams, request: RestoreRequest) -> None:
@@ -186,8 +190,9 @@ async def run_backup(
     tables: list[tuple[str, str]],
     server_major: int,
     pg_bin_dirs: list[Path],
+    partitioned: Sequence[tuple[str, str]] = (),
 ) -> BackupResult:
-    """Dump, check the archive's table of contents, and fingerprint it."""
+    """Dump, check the archive's table of contents (each of ``tables`` has its rows), and fingerprint it."""
     pg_dump = find_client("pg_dump", server_major, pg_bin_dirs)
     pg_restore = find_client("pg_restore", server_major, pg_bin_dirs)
     directory.mkdir(parents=True, exist_ok=True)
@@ -195,7 +200,7 @@ async def run_backup(
     partial = directory / (archive_name + ".partial")
     arguments = [str(pg_dump), "--format=custom", "--no-password", f"--file={partial}"]
     if scope is BackupScope.VECTOR_TABLES:
-        arguments += [f"--table={_pattern(schema)}.{_pattern(table)}" for schema, table in tables]
+        arguments += [f"--table={_pattern(schema)}.{_pattern(table)}" for schema, table in [*partitioned, *tables]]
     with password_file(params) as passfile:
         env = {**_base_environment(), **params.libpq_environment(passfile.path if passfile else None)}
         inherit = passfile.inherit if passfile else ()

@@ -70,6 +70,7 @@ class VectorColumn:
     # SET STORAGE a person chose (pg_attribute.attstorage where it is not the type's own): set again
     # after the conversion, which gives the column the new type's
     storage: str | None = None
+    partitioned: bool = False  # a partitioned table's: its partitions hold the rows (inventory.partition_columns)
 
     @property
     def dims(self) -> int | None:
@@ -107,6 +108,40 @@ class SavedIndex:
     tablespace: str | None
     definition: str
     comment: str | None = None  # COMMENT ON INDEX: given again after the index is built on the target
+    # In a partitioned table's tree: the migrated column's table (the tree's root), the index this
+    # one is attached to, and whether it is itself partitioned (made ON ONLY, valid once its own are attached)
+    root: tuple[str, str] | None = None
+    attached_to: tuple[str, str] | None = None
+    partitioned: bool = False
+
+    @property
+    def column_key(self) -> tuple[str, str, str]:
+        """(schema, table, column) of the migrated column the index is on: a partition's is its root's."""
+        schema, table = self.root or (self.table_schema, self.table)
+        return schema, table, self.column
+
+    @property
+    def in_partition_tree(self) -> bool:
+        """Whether the index is on a partitioned table or one of its partitions."""
+        return self.root is not None
+
+
+@dataclass(frozen=True)
+class PartitionColumn:
+    """A migrated column of a partitioned table, as one of its partitions has it.
+
+    ALTER TABLE on the root converts every partition's; the catalog shows each, and a Rebuild
+    empties and refills the leaves (a partitioned table holds no rows of its own).
+    """
+
+    root: tuple[str, str]
+    schema: str
+    table: str
+    oid: int
+    column: str
+    attnum: int
+    leaf: bool
+    owner: str
 
 
 @dataclass(frozen=True)
@@ -270,10 +305,36 @@ class SourceInventory:
     warnings: list[str] = field(default_factory=list)
     # (relation oid, column number or 0) of columns and indexes already refused with a blocker
     refused: set[tuple[int, int]] = field(default_factory=set)
+    # The migrated columns of partitioned tables, in each partition of their trees
+    partition_columns: list[PartitionColumn] = field(default_factory=list)
 
     def tables(self) -> list[tuple[str, str]]:
         """Tables holding migrated columns, in a stable order."""
         return sorted({(column.schema, column.table) for column in self.columns})
+
+    def stored_tables(self) -> list[tuple[str, str]]:
+        """The tables holding the migrated rows: each table, or a partitioned table's leaves."""
+        leaves: dict[tuple[str, str], set[tuple[str, str]]] = {
+            (c.schema, c.table): set() for c in self.columns if c.partitioned
+        }
+        for p in self.partition_columns:
+            if p.leaf:
+                leaves[p.root].add((p.schema, p.table))
+        return [stored for table in self.tables() for stored in sorted(leaves.get(table, {table}))]
+
+    def relations(self) -> list[tuple[str, str]]:
+        """The migrated tables and every partition of their trees: what a swap locks and alters."""
+        return sorted({*self.tables(), *((p.schema, p.table) for p in self.partition_columns)})
+
+    def partitioned_tables(self) -> list[tuple[str, str]]:
+        """The partitioned tables among the migrated ones and their partitions: they hold no rows themselves."""
+        roots = {(c.schema, c.table) for c in self.columns if c.partitioned}
+        return sorted(roots | {(p.schema, p.table) for p in self.partition_columns if not p.leaf})
+
+    def owner_of(self, schema: str, table: str) -> str | None:
+        """The role owning a migrated table or one of its partitions."""
+        partition = next((p for p in self.partition_columns if (p.schema, p.table) == (schema, table)), None)
+        return partition.owner if partition else self.owners.get((schema, table))
 
     def columns_of(self, schema: str, table: str) -> list[VectorColumn]:
         """Migrated columns of one table, in column order."""

@@ -133,7 +133,9 @@ SELECT 'constraint', pg_catalog.jsonb_build_array(r.qname, pg_catalog.quote_iden
          'table', r.qname, 'kind', k.contype::text,
          'definition', pg_catalog.pg_get_constraintdef(k.oid),
          'deferrable', k.condeferrable, 'deferred', k.condeferred, 'validated', k.convalidated,
-         'no inherit', k.connoinherit, 'inherited', NOT k.conislocal,
+         -- NO INHERIT is a CHECK's or a NOT NULL's (CREATE TABLE's grammar): an index-backed key's flag means
+         -- nothing, and pg_restore of a partition's key (ADD CONSTRAINT ON ONLY, then ATTACH) sets it
+         'no inherit', CASE WHEN k.contype IN ('c', 'n') THEN k.connoinherit END, 'inherited', NOT k.conislocal,
          'index', (SELECT pg_catalog.quote_ident(i.relname) FROM pg_catalog.pg_class i WHERE i.oid = k.conindid),
          'comment', pg_catalog.obj_description(k.oid, 'pg_constraint'))
   FROM pg_catalog.pg_constraint k JOIN rel r ON r.oid = k.conrelid

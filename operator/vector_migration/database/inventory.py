@@ -31,6 +31,7 @@ from .catalog import (
     owned_types,
     read_casts,
 )
+from .partitions import read_partitions
 from .routines import read_functions
 from .sql import qualify
 
@@ -62,7 +63,8 @@ async def read_inventory(
     await _read_settings(conn, inventory)
     await _check_privileges(conn, inventory)
     # Counting needs read access a refused role may lack; with blockers the checklist stops anyway.
-    for schema, table in inventory.tables() if count_rows and not inventory.blockers else []:
+    partitions = sorted({(p.schema, p.table) for p in inventory.partition_columns})
+    for schema, table in inventory.tables() + partitions if count_rows and not inventory.blockers else []:
         inventory.row_counts[(schema, table)] = await conn.fetchval(
             f"SELECT pg_catalog.count(*) FROM {qualify(schema, table)}"
         )
@@ -106,9 +108,9 @@ async def _read_columns(conn: asyncpg.Connection, spec: VectorMigrationSpec, inv
     found: list[VectorColumn] = []
     for row in rows:
         where = f"{row['nspname']}.{row['relname']}.{row['attname']}"
-        if row["relkind"] != "r":
+        if row["relkind"] not in ("r", "p"):
             inv.refused.add((row["table_oid"], row["attnum"]))
-            kind = {"p": "partitioned table", "f": "foreign table", "c": "composite type"}[row["relkind"]]
+            kind = {"f": "foreign table", "c": "composite type"}[row["relkind"]]
             inv.blockers.append(
                 Blocker(Reason.UNSUPPORTED_COLUMN, f"column {where} belongs to a {kind}, not supported yet")
             )
@@ -125,9 +127,11 @@ async def _read_columns(conn: asyncpg.Connection, spec: VectorMigrationSpec, inv
                 typmod=row["atttypmod"],
                 array=row["is_array"],
                 storage=row["storage"],
+                partitioned=row["relkind"] == "p",
             )
         )
     inv.columns = _select_columns(found, spec.tables, inv.blockers)
+    await read_partitions(conn, inv)
 
 
 def _select_columns(
@@ -172,7 +176,9 @@ async def _read_indexes(conn: asyncpg.Connection, inv: SourceInventory) -> None:
     if not inv.columns:
         await read_carried(conn, inv, [])  # a bit column's pgvector index needs no vector column
         return
-    table_oids = sorted({c.table_oid for c in inv.columns})
+    by_attnum = {(c.table_oid, c.attnum): c for c in inv.columns}
+    roots = {(c.schema, c.table, c.column): c for c in inv.columns}
+    by_attnum |= {(p.oid, p.attnum): roots[(*p.root, p.column)] for p in inv.partition_columns}
     rows = await conn.fetch(
         """
         SELECT i.indexrelid::bigint AS oid, ic.relname AS name, n.nspname AS schema,
@@ -182,6 +188,11 @@ async def _read_indexes(conn: asyncpg.Connection, inv: SourceInventory) -> None:
                pg_catalog.pg_get_indexdef(i.indexrelid) AS definition,
                pg_catalog.pg_get_expr(i.indpred, i.indrelid) AS predicate,
                pg_catalog.obj_description(i.indexrelid, 'pg_class') AS comment,
+               ic.relkind = 'I' AS partitioned,
+               (SELECT ARRAY[pn.nspname, pc.relname] FROM pg_catalog.pg_inherits h
+                  JOIN pg_catalog.pg_class pc ON pc.oid = h.inhparent
+                  JOIN pg_catalog.pg_namespace pn ON pn.oid = pc.relnamespace
+                 WHERE h.inhrelid = i.indexrelid) AS attached_to,
                oc.opcname, ocn.nspname AS opclass_schema,
                (SELECT o.oprname FROM pg_catalog.pg_amop ao
                   JOIN pg_catalog.pg_operator o ON o.oid = ao.amopopr
@@ -210,11 +221,11 @@ async def _read_indexes(conn: asyncpg.Connection, inv: SourceInventory) -> None:
                           AND d.refobjsubid = ANY($3::int2[]))
          ORDER BY n.nspname, ic.relname
         """,
-        table_oids,
+        sorted({oid for oid, _ in by_attnum}),
         inv.source.oid,
-        sorted({c.attnum for c in inv.columns}),
+        sorted({attnum for _, attnum in by_attnum}),
     )
-    by_attnum = {(c.table_oid, c.attnum): c for c in inv.columns}
+    partitions = {p.oid for p in inv.partition_columns}
     carried: list[int] = []
     for row in rows:
         keys = list(row["keys"])
@@ -236,7 +247,19 @@ async def _read_indexes(conn: asyncpg.Connection, inv: SourceInventory) -> None:
                 )
             )
             continue
+        in_tree = row["partitioned"] or row["table_oid"] in partitions
         if column is None or row["has_expressions"] or row["indisunique"]:
+            if in_tree:
+                inv.refused.add((row["oid"], 0))
+                inv.blockers.append(
+                    Blocker(
+                        Reason.UNMAPPED_INDEX,
+                        f"{where} ({row['definition']}) is an expression, unique or several-key index in a "
+                        "partitioned table, not supported yet; drop it before migrating and create it for the "
+                        "target afterwards",
+                    )
+                )
+                continue
             carried.append(row["oid"])  # an expression or several keys: rewritten by the planner
             continue
         if not row["indisvalid"]:
@@ -260,6 +283,9 @@ async def _read_indexes(conn: asyncpg.Connection, inv: SourceInventory) -> None:
                 tablespace=row["spcname"],
                 definition=row["definition"],
                 comment=row["comment"],
+                root=(column.schema, column.table) if in_tree else None,
+                attached_to=tuple(row["attached_to"]) if row["attached_to"] else None,
+                partitioned=row["partitioned"],
             )
         )
     await read_carried(conn, inv, carried)
@@ -311,7 +337,7 @@ async def _read_dependents(conn: asyncpg.Connection, inv: SourceInventory) -> No
         inv.source.oid,
     )
     handled = {(oid, 0) for oid in [i.oid for i in inv.indexes] + [i.oid for i in inv.carried_indexes]}
-    handled |= {(c.table_oid, c.attnum) for c in inv.columns}
+    handled |= {(c.table_oid, c.attnum) for c in inv.columns} | {(p.oid, p.attnum) for p in inv.partition_columns}
     saved_constraints = {constraint.oid for constraint in inv.constraints}
     saved_views = {view.oid for view in inv.views}
     saved_functions = {function.oid for function in inv.functions}

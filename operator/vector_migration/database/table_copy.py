@@ -144,11 +144,13 @@ async def check_tables(
     """What keeps Rebuild from emptying and refilling the tables, each with what to do about it."""
     blockers: list[Blocker] = []
     total_bytes = 0
-    for schema, table in inventory.tables():
+    # A partitioned table's leaves are exported, emptied and imported, each on its own.
+    for schema, table in sorted({*inventory.tables(), *inventory.stored_tables()}):
         facts = await conn.fetchrow(
             """
             SELECT pg_catalog.pg_table_size(c.oid) AS bytes, c.relforcerowsecurity AS forced_rls,
-                   EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid OR i.inhparent = c.oid)
+                   EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class ch ON ch.oid = i.inhrelid
+                            WHERE (i.inhrelid = c.oid OR i.inhparent = c.oid) AND NOT ch.relispartition)
                        AS inherits
               FROM pg_catalog.pg_class c WHERE c.oid = $1::pg_catalog.regclass
             """,

@@ -39,6 +39,7 @@ from ..database.target_objects import TargetType
 from ..vocabulary import Reason, ReindexMode, StatementKind
 from .carry import carry_functions, code_using_operators_otherwise, plan_carried, target_predicate
 from .plan import (
+    IN_A_TREE,
     ColumnConversion,
     ColumnKey,
     IndexRebuild,
@@ -46,8 +47,10 @@ from .plan import (
     PlanningError,
     SettingCarry,
     Statement,
+    attach_indexes,
     column_key,
     index_comment,
+    parents_first,
 )
 from .views import drop_views, recreate_view
 
@@ -88,7 +91,7 @@ def build_plan(
     type_map = _type_map(inventory, surface)  # for the functions, defaults and expressions naming the source's types
     rebuilt = []
     for index in inventory.indexes:
-        if (index.table_schema, index.table, index.column) not in types_by_column:
+        if index.column_key not in types_by_column:
             continue  # its column is refused above
         try:
             rebuilt.append(_rebuild(inventory, surface, index, types_by_column, type_map, spec, warnings))
@@ -108,7 +111,7 @@ def build_plan(
         for operator, how in surface.operators_otherwise
     ]
     warnings += functions_an_application_may_miss(inventory, surface)
-    rebuilds = tuple(rebuilt)
+    rebuilds = tuple(parents_first(rebuilt))
     settings = tuple(_carry_setting(inventory, surface, setting, warnings) for setting in inventory.settings)
     if surface.shares_source_library:
         warnings.append(
@@ -141,16 +144,16 @@ def build_plan(
         for k in inventory.referencing_keys
     ]
     # Only Rebuild empties tables: InPlace converts the rows where they are, and a key to them stays.
+    # A partitioned table's rows are in its leaves: those are exported, emptied and imported.
+    stored = inventory.stored_tables()
     empty_tables = (
         unlink
         + [
             statement
-            for s, t in tables
+            for s, t in stored
             for statement in (
                 Statement(StatementKind.EXPORT, f"COPY {qualify(s, t)} TO STDOUT (FORMAT {refill})", (s, t)),
-                Statement(
-                    StatementKind.EMPTY_TABLE, f"TRUNCATE ONLY {qualify(s, t)}", run_as=inventory.owners.get((s, t))
-                ),
+                Statement(StatementKind.EMPTY_TABLE, f"TRUNCATE ONLY {qualify(s, t)}", run_as=inventory.owner_of(s, t)),
             )
         ]
         if refill
@@ -211,9 +214,9 @@ def build_plan(
                 StatementKind.IMPORT,
                 f"COPY {qualify(s, t)} FROM STDIN (FORMAT {refill})",
                 (s, t),
-                run_as=inventory.owners.get((s, t)),
+                run_as=inventory.owner_of(s, t),
             )
-            for s, t in tables
+            for s, t in stored
         ]
         # A deferred foreign key (Django declares every one DEFERRABLE INITIALLY DEFERRED) queues a
         # check per imported row, and PostgreSQL builds no index on a table with checks pending: run them now.
@@ -227,6 +230,7 @@ def build_plan(
         if not rebuild.concurrent:
             statements.append(Statement(StatementKind.BUILD_INDEX, rebuild.definition))
             statements += index_comment(rebuild.saved.schema, rebuild.saved.name, rebuild.saved.comment)
+    statements += attach_indexes(r.saved for r in rebuilds)
     carried_in_swap, carried_after = carried.builds(spec.reindex.mode is ReindexMode.CONCURRENT, surface)
     statements += carried_in_swap
     return MigrationPlan(
@@ -363,12 +367,15 @@ def _rebuild(
     spec: VectorMigrationSpec,
     warnings: list[str],
 ) -> IndexRebuild:
-    target_type = types_by_column[(index.table_schema, index.table, index.column)]
+    target_type = types_by_column[index.column_key]
     method, opclass = map_index(surface, index, target_type)
     concurrent = spec.reindex.mode is ReindexMode.CONCURRENT
     known_bug = concurrent_build_bug(surface, method)
     if concurrent and known_bug:
         warnings.append(f"index {index.name} is built inside the swap, not concurrently: {known_bug}")
+        concurrent = False
+    if concurrent and index.in_partition_tree:
+        warnings.append(f"index {index.name} is built inside the swap, not concurrently: {IN_A_TREE}")
         concurrent = False
     options = dict(index.options)
     accepted = KNOWN_INDEX_PARAMETERS.get(method_kind(method), frozenset())
@@ -436,6 +443,7 @@ def _drop_dependents(inventory: SourceInventory, function_drops: tuple[Statement
     statements += [
         Statement(StatementKind.DROP_INDEX, f"DROP INDEX {qualify(index.schema, index.name)} RESTRICT")
         for index in inventory.indexes
+        if index.attached_to is None  # an attached index goes with the one it is attached to
     ]
     statements += function_drops
     statements += [

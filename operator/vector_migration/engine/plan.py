@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
@@ -67,7 +68,7 @@ class IndexRebuild:
         """The same index on another table (a Parallel migration's shadow) under another name."""
         return (
             f"CREATE INDEX{' CONCURRENTLY' if concurrently else ''} {quote_ident(name)} "
-            f"ON {qualify(schema, table)} USING {quote_ident(self.method)} "
+            f"ON {'ONLY ' if self.saved.partitioned else ''}{qualify(schema, table)} USING {quote_ident(self.method)} "
             f"({quote_ident(self.saved.column)} {qualify(self.opclass.schema, self.opclass.name)}){self.tail}"
         )
 
@@ -127,6 +128,39 @@ def index_comment(schema: str, name: str, comment: str | None) -> list[Statement
         return []
     sql = f"COMMENT ON INDEX {qualify(schema, name)} IS {quote_literal(comment)}"
     return [Statement(StatementKind.INDEX_COMMENT, sql)]
+
+
+# Why an index of a partitioned table's tree is built inside the swap whatever reindex.mode says.
+IN_A_TREE = (
+    "it is in a partitioned table's tree (PostgreSQL builds no partitioned index concurrently, and a "
+    "partition's index is attached to it in the same transaction)"
+)
+
+
+def parents_first(rebuilds: list[IndexRebuild]) -> list[IndexRebuild]:
+    """The rebuilds in their order, except that an index attached to another comes after that one."""
+    by_name = {(r.saved.schema, r.saved.name): r for r in rebuilds}
+
+    def depth(rebuild: IndexRebuild) -> int:
+        parent = by_name.get(rebuild.saved.attached_to) if rebuild.saved.attached_to else None
+        return 0 if parent is None else 1 + depth(parent)
+
+    return sorted(rebuilds, key=depth)  # stable: the inventory's order within each depth
+
+
+def attach_indexes(indexes: Iterable[SavedIndex]) -> list[Statement]:
+    """Each partition's index attached where it was, once every index of the tree is built.
+
+    A partitioned index becomes valid once all of its partitions' are attached, in any order.
+    """
+    return [
+        Statement(
+            StatementKind.ATTACH_INDEX,
+            f"ALTER INDEX {qualify(*index.attached_to)} ATTACH PARTITION {qualify(index.schema, index.name)}",
+        )
+        for index in indexes
+        if index.attached_to is not None
+    ]
 
 
 @dataclass(frozen=True)

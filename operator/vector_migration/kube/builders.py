@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,11 +151,12 @@ def build_backup_job(
     tables: list[tuple[str, str]],
     server_major: int,
     plan_hash: str,
+    partitioned: Sequence[tuple[str, str]] = (),
 ) -> dict[str, Any]:
-    """The Job that dumps the database and checks the archive."""
+    """The Job that dumps the database and checks the archive (``tables`` each with its rows)."""
     spec = resource.spec
     pattern_args = (
-        [f"--table={_pattern(schema)}.{_pattern(table)}" for schema, table in tables]
+        [f"--table={_pattern(schema)}.{_pattern(table)}" for schema, table in [*partitioned, *tables]]
         if spec.backup.scope is BackupScope.VECTOR_TABLES
         else []
     )

@@ -80,6 +80,7 @@ class JobBackup:
             connection=self._connection(params),
             archive_name=request.archive_name,
             tables=request.tables,
+            partitioned=request.partitioned,
             server_major=request.server_major,
             plan_hash=request.plan_hash,
         )

@@ -28,7 +28,8 @@ async def run_backup_phase(m: Migration) -> Outcome:
             f"{inventory.server.database}-{m.name}-{(m.status.plan_hash or 'plan')[7:15]}.dump"
         ),
         scope=m.spec.backup.scope,
-        tables=inventory.tables(),
+        tables=inventory.stored_tables(),
+        partitioned=inventory.partitioned_tables(),
         server_major=inventory.server.version_num // 10000,
         plan_hash=m.status.plan_hash or "",
         database_bytes=inventory.server.database_bytes,

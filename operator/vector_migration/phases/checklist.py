@@ -222,7 +222,7 @@ async def _baseline(
     conversions = {(c.column.schema, c.column.table, c.column.column): c for c in plan.conversions}
     for position, rebuild in enumerate(plan.rebuilds, start=1):
         index = rebuild.saved
-        conversion = conversions[(index.table_schema, index.table, index.column)]
+        conversion = conversions[index.column_key]
         column = conversion.column
         rows = inventory.row_counts.get((index.table_schema, index.table), 0)
         if index.ordering_operator is None:

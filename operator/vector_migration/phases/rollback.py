@@ -25,7 +25,7 @@ from ..engine.context import Migration, RunInputs
 from ..engine.conversion import build_plan
 from ..engine.invariant import CatalogLoss, expected_of
 from ..engine.outcomes import Advance, Fail, Outcome
-from ..engine.plan import PlanningError, Statement, column_key, index_comment
+from ..engine.plan import PlanningError, Statement, attach_indexes, column_key, index_comment
 from ..engine.records import SwapRecord
 from ..engine.transactions import (
     DataMismatch,
@@ -145,11 +145,19 @@ def _restored_indexes(
         statements.append(Statement(StatementKind.RESTORE_INDEX, index.definition))
         statements += index_comment(schema, index.name, comments.get((schema, index.name)))
         restored.append(f"index {qualify(schema, index.name)}")
+    # In a partitioned table's tree each comes back attached where the target's of its name is.
+    names = {(index.table.split(".", 1)[0], index.name) for index in saved}
+    statements += attach_indexes(i for i in inventory.indexes if (i.schema, i.name) in names)
     return statements, dataclasses.replace(
         expected,
-        changes={**expected.changes, **{key: frozenset({"*"}) for key in restored}},
+        changes={**expected.changes, **{key: RESTORED_INDEX_CHANGES for key in restored}},
         added={**expected.added, **{key: "restored from its saved definition" for key in restored}},
     )
+
+
+# What a saved definition gives back of an index the migration rebuilt or rewrote; its place in a
+# partitioned index, its table and the rest are kept, and compared.
+RESTORED_INDEX_CHANGES = frozenset({"method", "operator classes", "keys", "options", "predicate"})
 
 
 async def _reverse_in_sql(m: Migration, swapped: SwapRecord, plan_hash: str) -> Outcome:

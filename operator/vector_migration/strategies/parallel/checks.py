@@ -49,7 +49,7 @@ async def _check_table(conn: asyncpg.Connection, schema: str, table: str) -> lis
     name = f"{schema}.{table}"
     facts = await conn.fetchrow(
         """
-        SELECT c.oid, c.relkind, c.relforcerowsecurity, c.relispartition,
+        SELECT c.oid, c.relkind::text AS relkind, c.relforcerowsecurity, c.relispartition,
                EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid OR i.inhparent = c.oid)
                    AS inherits,
                EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
@@ -66,8 +66,13 @@ async def _check_table(conn: asyncpg.Connection, schema: str, table: str) -> lis
     problems = []
     if not facts["has_primary_key"]:
         problems.append("has no primary key (the sync trigger and the backfill find rows by it)")
-    if facts["relkind"] == "p" or facts["relispartition"] or facts["inherits"]:
-        problems.append("is partitioned or inherits (its shadow cannot take its place in the hierarchy)")
+    if facts["relkind"] == "p" or facts["relispartition"]:
+        problems.append(
+            "is partitioned (a shadow of the whole tree is not supported yet; InPlace, Rebuild and Replicate "
+            "migrate partitioned tables)"
+        )
+    elif facts["inherits"]:
+        problems.append("inherits or is inherited from (its shadow cannot take its place in the hierarchy)")
     if facts["relforcerowsecurity"]:
         problems.append("forces row-level security on its owner (the backfill, run as the owner, would miss rows)")
     if problems:
