@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit workflows docs crd e2e bench reliability stress clean ruvector control-plane image cluster cluster-down
+.PHONY: demo test lint typecheck unit workflows docs crd e2e bench bench-scale reliability stress clean ruvector control-plane image cluster cluster-down
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,12 @@ bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	VMIG_RUVECTOR_PG_CONFIG="$$(scripts/build-ruvector.sh | tail -n 1 | sed 's/^pg_config: //')" \
 		$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# Each phase against the number of tables (10 to 2,000) on default lock settings, InPlace and Replicate,
+# each run in a process of its own for its peak RSS (bench/scale.py); not run in CI.
+SCALE_TABLES ?= 10 100 1000 2000
+bench-scale: $(STAMP)
+	$(BIN)/python bench/scale.py --tables $(SCALE_TABLES)
 
 # The published RuVector extension, built with cargo-pgrx into a cache outside the checkout (keyed by
 # the versions; a second run takes seconds). Its last line: `pg_config: <path>` of that PostgreSQL.

@@ -181,3 +181,49 @@ async def test_the_prediction_is_not_below_what_a_real_swap_of_a_partitioned_tab
     assert held is not None and held > 24 * 3  # each partition, its key and its vector index at least
     assert predicted >= held, f"predicted {predicted} locks, the swap held {held}: {detail}"
     assert predicted <= 1.5 * held, f"predicted {predicted} locks, the swap held only {held}: {detail}"
+
+
+@pytest.fixture(scope="module")
+def small_logical_lock_table(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+    """A logical-replication server with 25 x 30 = 750 lock slots: pgvector's DROP EXTENSION alone takes 375."""
+    from tests.replication import make_logical
+
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("small-logical") / "data")
+    make_logical(server)
+    restart_with(server, {"max_locks_per_transaction": "25", "max_connections": "30"})
+    yield server
+    server.stop()
+
+
+async def test_replicate_builds_the_new_database_in_steps_where_one_transaction_would_not_fit(
+    small_logical_lock_table: EmbeddedPostgres, backup_dir: Path
+) -> None:
+    # 40 tables do not fit one transaction here; the new database has no application, so Replicate
+    # restores its schema and converts it a statement at a time.
+    from tests.replication import REPLICATE
+
+    await create_database(small_logical_lock_table.params(), "tenants_replicate")
+    shop = small_logical_lock_table.params("tenants_replicate")
+    conn = await asyncpg.connect(host=shop.host, port=shop.port, user=shop.user, database=shop.dbname)
+    try:
+        await conn.execute(tenants(40))
+        before = await conn.fetch("SELECT id, embedding::text FROM tenant_39 ORDER BY id")
+    finally:
+        await conn.close()
+    refused = await run(migration(shop, manifest(**INPLACE), backup_dir))
+    assert refused.phase is Phase.FAILED and "or use strategy Replicate" in refused.message, refused.message
+
+    spec = {**REPLICATE, "replicate": {"keepOldFor": "0s"}}
+    status = await run(migration(shop, manifest(**spec), backup_dir), reconnect_for=30)
+
+    assert status.phase is Phase.SUCCEEDED, status.message
+    catalog = status.verification.catalog if status.verification else None
+    assert catalog is not None and not catalog.differences, catalog
+    conn = await asyncpg.connect(host=shop.host, port=shop.port, user=shop.user, database=shop.dbname)
+    try:
+        column = "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'tenant_39'::regclass"
+        assert await conn.fetchval(column + " AND attname = 'embedding'") == "ruvector(3)"
+        assert await conn.fetch("SELECT id, embedding::text FROM tenant_39 ORDER BY id") == before
+        assert await conn.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'vector'") == 0
+    finally:
+        await conn.close()

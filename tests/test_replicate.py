@@ -238,3 +238,39 @@ async def test_cutover_steps_weigh_reads_onto_the_new_database_before_the_switch
     assert promoted.phase is Phase.SUCCEEDED, promoted.message
     assert promoted.cutover is not None and promoted.cutover.weight == 100
     assert "vector" not in await extensions(shop)
+
+
+class CutOff(BaseException):
+    """The process ending between two statements (what a kill does to the run)."""
+
+
+async def test_a_run_cut_off_while_converting_the_new_database_makes_it_again(
+    shop: ConnectionParams, backup_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The new database converts a statement at a time: one cut off halfway is half converted, and
+    # the next run must not take it for done (nor for a copy of the source). It makes it again.
+    from vector_migration.strategies.replicate import prepare
+
+    executed: list[str] = []
+
+    async def cut_off_at_the_third(there: object, statement: object) -> None:
+        executed.append(str(statement))
+        if len(executed) == 3:
+            raise CutOff
+        await real(there, statement)  # type: ignore[arg-type]
+
+    real = prepare.execute
+    monkeypatch.setattr(prepare, "execute", cut_off_at_the_third)
+    resource = manifest(**REPLICATE)
+    first = migration(shop, resource, backup_dir)
+    with pytest.raises(CutOff):
+        await drive(first)
+    await close_session(first)
+    monkeypatch.setattr(prepare, "execute", real)
+
+    status = await run(migration(shop, resource, backup_dir), reconnect_for=30)
+
+    assert status.phase is Phase.SUCCEEDED, status.message
+    assert "vector" not in await extensions(shop)
+    catalog = status.verification.catalog if status.verification else None
+    assert catalog is not None and not catalog.differences, catalog

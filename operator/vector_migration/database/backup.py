@@ -81,6 +81,11 @@ class SchemaCopyRequest:
 class BackupRuntime(Protocol):
     """Where pg_dump and pg_restore run: here (child processes) or in a Kubernetes Job."""
 
+    @property
+    def runs_here(self) -> bool:
+        """Here: a run cut off took its pg_restore with it, so what that left is half done. A Job goes on."""
+        ...
+
     async def backup(self, params: ConnectionParams, request: BackupRequest) -> BackupResult:
         """Return a verified archive, raise BackupPending while it runs, BackupError when it failed."""
         ...
@@ -105,6 +110,7 @@ class LocalBackup:
 
     directory: Path
     pg_bin_dirs: tuple[Path, ...] = ()
+    runs_here: bool = True
 
     async def backup(self, params: ConnectionParams, request: BackupRequest) -> BackupResult:
         """Dump now and check the archive."""
@@ -252,10 +258,13 @@ async def run_restore(
 async def copy_schema(
     source: ConnectionParams, target: ConnectionParams, scratch: Path, server_major: int, pg_bin_dirs: list[Path]
 ) -> None:
-    """pg_dump --schema-only of the source database, restored into the (empty) target in one transaction.
+    """pg_dump --schema-only of the source database, restored into the (empty) target an object at a time.
 
-    The archive is a file in ``scratch`` (a schema is small) and is removed whatever happens.
-    Subscriptions are left out: a copy of one would consume the source's slot a second time.
+    Not in one transaction: that would lock every relation at once, which thousands of tables do not
+    fit (issue "Scale"); the target is a new database no application uses, made again when a copy is
+    cut off (replicate/prepare.py). The archive is a file in ``scratch`` (a schema is small) and is
+    removed whatever happens. Subscriptions are left out: a copy of one would consume the source's
+    slot a second time.
     """
     pg_dump = find_client("pg_dump", server_major, pg_bin_dirs)
     pg_restore = find_client("pg_restore", server_major, pg_bin_dirs)
@@ -270,7 +279,7 @@ async def copy_schema(
             )
         with password_file(target) as passfile:
             env = {**_base_environment(), **target.libpq_environment(passfile.path if passfile else None)}
-            arguments = [str(pg_restore), "--single-transaction", "--exit-on-error", "--no-password"]
+            arguments = [str(pg_restore), "--exit-on-error", "--no-password"]
             await _run(
                 [*arguments, f"--dbname=dbname={conninfo_value(target.dbname or '')}", str(archive)],
                 env,

@@ -123,22 +123,17 @@ async def extension_members(conn: asyncpg.Connection, extension: str) -> int:
     )
 
 
-async def all_relations(conn: asyncpg.Connection) -> int:
-    """Every relation of the database outside the system schemas, with its TOAST table and index.
-
-    What a one-transaction schema restore creates, and locks.
-    """
-    row = await conn.fetchrow(
-        "SELECT count(*) AS relations, count(*) FILTER (WHERE c.reltoastrelid <> 0) AS toasted"
-        " FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')"
-        " AND n.nspname NOT LIKE 'pg\\_temp%' AND c.relkind IN ('r', 'p', 'i', 'I', 'S', 'v', 'm', 'f')"
-    )
-    return int(row["relations"]) + 2 * int(row["toasted"])  # a TOAST table and its index each
+# What a refusal says when no strategy fits with fewer locks.
+NO_STRATEGY_NEEDS_FEWER = "no strategy needs fewer locks for these tables"
+# Replicate's largest transaction is the switchover's cut (a lock per table) or one extension statement.
+REPLICATE_NEEDS_FEWER = (
+    "or use strategy Replicate, which builds its new database a statement at a time and locks each table "
+    "once, at the switchover"
+)
 
 
-def lock_blockers(table: LockTable, locks: int, transaction: str) -> list[Blocker]:
-    """A refusal naming the numbers when ``locks`` does not fit, with the setting that would make it fit."""
+def lock_blockers(table: LockTable, locks: int, transaction: str, instead: str) -> list[Blocker]:
+    """A refusal naming the numbers when ``locks`` does not fit, the setting that would make it fit, and ``instead``."""
     if locks <= table.available:
         return []
     return [
@@ -149,6 +144,6 @@ def lock_blockers(table: LockTable, locks: int, transaction: str) -> list[Blocke
             f" x {table.sessions} max_connections + max_prepared_transactions = {table.slots} slots, "
             f"{table.kept_for_the_application} left to the application): it would fail with "
             f"'out of shared memory'. Set max_locks_per_transaction to at least {table.setting_needed(locks)} "
-            "(it takes a server restart); no strategy needs fewer locks for these tables yet",
+            f"(it takes a server restart); {instead}",
         )
     ]

@@ -17,7 +17,14 @@ from typing import Protocol
 
 from ..api import VectorMigrationSpec, VectorMigrationStatus
 from ..database.catalog import Blocker, SourceInventory
-from ..database.locks import CATALOG_AND_TARGET_LOCKS, extension_members, lock_blockers, lock_table, relations_locked
+from ..database.locks import (
+    CATALOG_AND_TARGET_LOCKS,
+    REPLICATE_NEEDS_FEWER,
+    extension_members,
+    lock_blockers,
+    lock_table,
+    relations_locked,
+)
 from ..database.sql import ConnectionParams
 from ..database.surface import TargetSurface
 from ..vocabulary import Phase, Strategy
@@ -190,4 +197,4 @@ async def swap_lock_blockers(m: Migration, inventory: SourceInventory) -> list[B
     locks = await relations_locked(m.session, inventory.relations()) + CATALOG_AND_TARGET_LOCKS
     locks += await extension_members(m.session, inventory.source.name)
     table = await lock_table(m.session)
-    return lock_blockers(table, locks, "the swap's one transaction")
+    return lock_blockers(table, locks, "the swap's one transaction", REPLICATE_NEEDS_FEWER)

@@ -76,8 +76,9 @@ printf '{"restored":"%s","sha256":"%s"}' "$archive" "$sum" > "$TERMINATION_LOG"
 )
 
 # The schema container's script (strategy Replicate): the source's schema, without subscriptions,
-# restored into the new, empty database in one transaction. $TARGET_CONNINFO names the new database
-# as a connection string ("dbname='…'"), so no database name is ever read as one.
+# restored into the new, empty database an object at a time (database.backup.copy_schema says why).
+# $TARGET_CONNINFO names the new database as a connection string ("dbname='…'"), so no database name
+# is ever read as one.
 SCHEMA_SCRIPT = (
     _WRITE_PGPASS
     + r"""pg_dump --schema-only --no-subscriptions --format=custom --no-password --file="$SCRATCH_DIR/schema.dump"
@@ -85,7 +86,7 @@ if [ -n "${TARGET_PASSWORD_DIR:-}" ]; then  # another server (replicate.target):
   PGPASSFILE="$SCRATCH_DIR/target-pgpass"
   { printf '*:*:*:*:'; sed -e 's/\\/\\\\/g' -e 's/:/\\:/g' "$TARGET_PASSWORD_DIR/password"; echo; } > "$PGPASSFILE"
 fi
-pg_restore --single-transaction --exit-on-error --no-password --dbname="$TARGET_CONNINFO" "$SCRATCH_DIR/schema.dump"
+pg_restore --exit-on-error --no-password --dbname="$TARGET_CONNINFO" "$SCRATCH_DIR/schema.dump"
 printf '{"copied":"%s"}' "$TARGET_DATABASE" > "$TERMINATION_LOG"
 """
 )

@@ -68,6 +68,7 @@ class JobBackup:
     # whether secret_name's Secret has a `password` key (a `uri`-only one has it inside the URI);
     # the admin's always has one (the reconciler requires it)
     secret_has_password: bool = True
+    runs_here: bool = False  # a Job goes on when the operator restarts, and says how it ended
 
     async def backup(self, params: ConnectionParams, request: BackupRequest) -> BackupResult:
         """Start the Job, or read how it ended."""

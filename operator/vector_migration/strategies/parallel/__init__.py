@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ...api import VectorMigrationStatus
 from ...database.catalog import Blocker, SourceInventory
-from ...database.locks import lock_blockers, lock_table, relations_locked
+from ...database.locks import REPLICATE_NEEDS_FEWER, lock_blockers, lock_table, relations_locked
 from ...database.sql import ConnectionParams
 from ...database.surface import TargetSurface
 from ...engine import records
@@ -106,7 +106,10 @@ class Parallel:
         """
         blockers = await check_tables(m.session, inventory, surface)
         locks = 2 * await relations_locked(m.session, inventory.tables())
-        return [*blockers, *lock_blockers(await lock_table(m.session), locks, "the finalize's one transaction")]
+        finalize = lock_blockers(
+            await lock_table(m.session), locks, "the finalize's one transaction", REPLICATE_NEEDS_FEWER
+        )
+        return [*blockers, *finalize]
 
     async def plan(self, m: Migration, inputs: PlanInputs, conversion: MigrationPlan) -> StrategyPlan:
         """Every statement of the shadows, the sync triggers, the backfill and the finalize."""

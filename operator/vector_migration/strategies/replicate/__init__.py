@@ -24,7 +24,13 @@ from pathlib import Path
 
 from ...api import VectorMigrationStatus
 from ...database.catalog import Blocker, SourceInventory
-from ...database.locks import all_relations, lock_blockers, lock_table
+from ...database.locks import (
+    CATALOG_AND_TARGET_LOCKS,
+    NO_STRATEGY_NEEDS_FEWER,
+    extension_members,
+    lock_blockers,
+    lock_table,
+)
 from ...database.sql import ConnectionParams
 from ...database.surface import TargetSurface
 from ...engine.context import Migration, PhaseFunction
@@ -96,12 +102,15 @@ class Replicate:
     async def check(self, m: Migration, inventory: SourceInventory, surface: TargetSurface) -> list[Blocker]:
         """The server's replication capacity, every table's replica identity, and the names the databases need."""
         names = derived_names(m, inventory.server.database)
-        # the schema copy (pg_restore --single-transaction) creates, and locks, every relation at once
-        schema_copy = lock_blockers(await lock_table(m.session), await all_relations(m.session), "the schema copy")
+        # The new database is built a statement at a time (prepare.py): the largest transactions are the
+        # switchover's cut (a SHARE lock on every replicated table) and dropping or creating an extension.
+        cut = len(await replicated_tables(m.session))
+        locks = max(cut, await extension_members(m.session, inventory.source.name)) + CATALOG_AND_TARGET_LOCKS
+        largest = f"the switchover's cut of {cut} table(s), or an extension statement in the new database,"
         return [
             *await replication_blockers(m.session, names, m.name),
             *await target_server_blockers(m, names, m.name),
-            *schema_copy,
+            *lock_blockers(await lock_table(m.session), locks, largest, NO_STRATEGY_NEEDS_FEWER),
         ]
 
     async def plan(self, m: Migration, inputs: PlanInputs, conversion: MigrationPlan) -> StrategyPlan:

@@ -181,7 +181,7 @@ class ReplicatePlan:
             Statement(
                 StatementKind.COPY_SCHEMA,
                 f"pg_dump --schema-only --no-subscriptions {quote_ident(names.source)} "
-                f"| pg_restore --single-transaction --exit-on-error --dbname={quote_ident(names.target)}"
+                f"| pg_restore --exit-on-error --dbname={quote_ident(names.target)}"
                 + (f"  # on {self.endpoint}" if self.endpoint else ""),
             ),
             *self.schema,

@@ -1,13 +1,19 @@
 """Prepare: the new database, the source's schema in it converted to the target, and a subscription copying the rows.
 
 Nothing here touches the application's tables: the source gains only a publication and a slot.
-An attempt interrupted anywhere before its journal record is taken apart and made again by the
-next run (tear_down_replica); after the record, the next run continues with the copy.
+The new database has no application, so nothing forces one transaction there: its schema is
+restored an object at a time and converted a statement at a time, and so a database of thousands
+of tables fits a lock table on default settings (issue "Scale"). Its catalog is compared with the
+source's whole, before the conversion and after it. An attempt cut off in this process (pg_restore
+here, or the conversion) is taken apart and made again by the next run (tear_down_replica); a
+schema Job is waited for; once the journal records the new database, the next run continues with
+the copy.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -15,28 +21,29 @@ import asyncpg
 
 from ...api import ReplicatedTable, ReplicateStatus
 from ...database.backup import BackupError, BackupPending, SchemaCopyRequest
-from ...database.catalog import read_extension
 from ...database.catalog_compare import Expected, compare
-from ...database.catalog_state import read_catalog
-from ...database.journal import JOURNAL
+from ...database.catalog_state import CatalogState, read_catalog
 from ...database.sql import quote_ident
+from ...database.surface import is_the_planned_target
 from ...engine import continuation, records
 from ...engine.context import Migration, as_admin
 from ...engine.invariant import CatalogLoss, expected_of
 from ...engine.outcomes import Advance, Fail, Outcome, Wait
+from ...engine.plan import Statement
 from ...engine.records import IndexBuild, Journal, ReplicaRecord
 from ...engine.transactions import (
     PlanDrift,
     Progress,
     Ready,
     begin_bounded_transaction,
+    execute,
     ready_to_change,
     roll_back,
     transaction_failure,
 )
-from ...phases.swap import catalog_lost, check_plan_unchanged, convert, replan_after_drift
+from ...phases.swap import check_plan_unchanged, record_catalog, replan_after_drift
 from ...status import record_replicate, set_condition
-from ...vocabulary import ConditionType, Phase, Reason
+from ...vocabulary import ConditionType, Phase, Reason, StatementKind
 from .names import ReplicaNames
 from .plan import ReplicatePlan, conninfo, publication, slot, subscription
 from .sessions import login, maintenance, names_of, on_new_database, target_login
@@ -95,6 +102,9 @@ async def run_create_replica(m: Migration) -> Outcome:
         await tear_down_replica(m, names, m.name, None)  # an attempt under another plan, recognised by its marker
         # Recorded first: the journal is replicated with the tables, so it must be in the schema copied.
         await records.write(m.session, m.name, records.REPLICA_PREPARING, plan.plan_hash, records.Record())
+    elif m.backup.runs_here:
+        # This process's own attempt was cut off (its pg_restore, or its conversion, half done): again.
+        await tear_down_replica(m, names, m.name, None)
     m.reporter.progress("new database", note=f"creating {names.target}")
     try:
         await _create_database(m, plan)
@@ -140,14 +150,11 @@ async def _create_database(m: Migration, plan: ReplicatePlan) -> None:
 
 
 async def _copy_schema(m: Migration, plan: ReplicatePlan, ready: Ready) -> None:
-    """pg_dump --schema-only | pg_restore (here or in a Job), unless the new database has the schema.
+    """pg_dump --schema-only | pg_restore, here or in a Job (which, already run, only says how it ended).
 
-    The restore is one transaction: the journal's table, which the source always has by now, is
-    there only when everything is.
+    Here, the new database is a fresh one (run_create_replica made it again); a Job's run is waited
+    for, and whatever it left is compared whole with the source's schema before the conversion.
     """
-    async with on_new_database(m, plan.names) as there:
-        if await there.session.fetchval("SELECT pg_catalog.to_regclass($1) IS NOT NULL", JOURNAL):
-            return
     m.reporter.progress("new database", note="copying the schema (pg_dump --schema-only | pg_restore)")
     request = SchemaCopyRequest(
         migration=m.name,
@@ -160,38 +167,69 @@ async def _copy_schema(m: Migration, plan: ReplicatePlan, ready: Ready) -> None:
 
 
 async def _convert_schema(m: Migration, plan: ReplicatePlan, ready: Ready) -> Outcome | None:
-    """The InPlace conversion on the new database's empty tables, in one transaction; a Fail when it cannot.
+    """The InPlace conversion on the new database's empty tables, a statement at a time; a Fail when it cannot.
 
-    Skipped when the new database no longer has the source extension: the conversion, which drops
-    it last, committed.
+    Its catalog is the source's whole before (else Fail), and exactly what the plan makes of it
+    after (else Fail): nobody else uses the new database, so a difference is the conversion's.
+    Skipped when the catalog already is what the plan makes (a run cut off before its record).
     """
     names = plan.names
+    expected = catalog_expected(m, plan, ready, built_later=True)
     async with on_new_database(m, names) as there:
-        if await read_extension(there.session, m.spec.source.extension) is None:
+        source, before = await read_catalog(m.session), await read_catalog(there.session)
+        if _converted(source, before, expected):
             return None
-        copied = compare(await read_catalog(m.session), await read_catalog(there.session), SEQUENCES_LATER)
+        copied = compare(source, before, SEQUENCES_LATER)
         if copied.differences:
             return Fail(
                 Reason.CATALOG_MISMATCH,
                 f"the schema copied into {names.target} is not {names.source}'s: {CatalogLoss(copied)}; "
                 "the application's database was not changed",
             )
-        expected = catalog_expected(m, plan, ready, built_later=True)
         progress = Progress()
+        try:
+            await _statement_by_statement(there, plan.schema, ready, progress)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, PlanDrift) as error:
+            return transaction_failure(error, progress, m.spec, "swap")
+        converted = compare(before, await read_catalog(there.session), expected)
+    if converted.differences:
+        record_catalog(m, converted)
+        return Fail(Reason.CATALOG_MISMATCH, f"conversion of {names.target}: {CatalogLoss(converted)}; "
+                    "the application's database was not changed")  # fmt: skip
+    return None
+
+
+def _converted(source: CatalogState, reading: CatalogState, expected: Expected) -> bool:
+    """Whether a reading is what the plan makes of the source: all it adds there, nothing it removes.
+
+    The comparison alone cannot tell: where the target's names are pgvector's own (the v2 plan's)
+    an unconverted copy compares equal too.
+    """
+    there = reading.objects.keys()
+    return (
+        not compare(source, reading, expected).differences
+        and all(key in there for key in expected.added)
+        and not any(key in there for key in expected.removed)
+    )
+
+
+async def _statement_by_statement(
+    there: Migration, statements: Sequence[Statement], ready: Ready, progress: Progress
+) -> None:
+    """Each planned statement in a bounded transaction of its own, and the target checked once created."""
+    for number, statement in enumerate(statements, start=1):
+        progress.step = statement.step
+        there.reporter.progress("new database", number - 1, len(statements), statement.step)
         transaction = await begin_bounded_transaction(there)
         try:
-            statements = list(plan.schema)
-            await convert(
-                there, statements, ready.inventory, ready.surface, m.facts.checksum_mode, progress, None, None, expected
-            )
+            await execute(there, statement)
+            created = statement.step is StatementKind.CREATE_TARGET_EXTENSION
+            if created and not await is_the_planned_target(there.session, ready.surface, there.facts.source_library):
+                raise PlanDrift("the target extension differs from the one the plan was made for")
             await transaction.commit()
-        except CatalogLoss as error:
+        except BaseException:
             await roll_back(transaction)
-            return await catalog_lost(m, error, f"conversion of {names.target}", there.session)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, PlanDrift) as error:
-            await roll_back(transaction)
-            return transaction_failure(error, progress, m.spec, "swap")
-    return None
+            raise
 
 
 def catalog_expected(m: Migration, plan: ReplicatePlan, ready: Ready, *, built_later: bool) -> Expected:
