@@ -25,7 +25,8 @@ from vector_migration.database.catalog_compare import Expected, compare
 from vector_migration.database.catalog_state import read_catalog
 from vector_migration.database.sql import ConnectionParams
 from vector_migration.demo import EmbeddedPostgres, create_database
-from vector_migration.engine.runner import run
+from vector_migration.engine.context import close_session
+from vector_migration.engine.runner import drive, run
 from vector_migration.vocabulary import Phase, Reason
 
 PARTITIONED = """
@@ -189,3 +190,52 @@ async def test_parallel_refuses_a_partitioned_table_at_the_checklist_naming_what
     assert "table public.docs cannot move through a shadow: it is partitioned" in status.message
     assert "InPlace, Rebuild and Replicate migrate partitioned tables" in status.message
     assert await snapshot(conn) == before
+
+
+class CutOff(BaseException):
+    """The process ending between two index builds."""
+
+
+async def test_replicate_cut_off_between_a_partitioned_index_and_its_partitions_continues(
+    logical_server: EmbeddedPostgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The index made ON ONLY the parent stays INVALID until its partitions' are attached: the next
+    # run keeps it (it cannot be dropped CONCURRENTLY), builds the rest and attaches them.
+    from vector_migration.strategies.replicate import stream
+
+    name = f"partitioned_{next(_numbers)}"
+    await create_database(logical_server.params(), name)
+    params = logical_server.params(name)
+    conn = await session(params)
+    try:
+        await conn.execute(PARTITIONED)
+        indexes = await vector_indexes(conn)
+    finally:
+        await conn.close()
+    built: list[str] = []
+    real = stream.build_index
+
+    async def cut_off_after_the_parents(*args: Any, **kwargs: Any) -> bool:
+        if "docs_embedding_hnsw" in built:
+            raise CutOff
+        built.append(args[2])
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(stream, "build_index", cut_off_after_the_parents)
+    resource = manifest(**{**REPLICATE, "replicate": {"keepOldFor": "0s"}})
+    first = migration(params, resource, tmp_path / "b")
+    with pytest.raises(CutOff):
+        await drive(first)
+    await close_session(first)
+    monkeypatch.setattr(stream, "build_index", real)
+    assert built == ["acme_2026_cosine", "docs_embedding_hnsw"]  # a partition's own, then the parent's ON ONLY
+
+    status = await run(migration(params, resource, tmp_path / "b"), reconnect_for=30)
+
+    assert status.phase is Phase.SUCCEEDED, status.message
+    conn = await session(params)
+    try:
+        after = await vector_indexes(conn)
+        assert after == {n: (tab, parent, "ruhnsw", True) for n, (tab, parent, _, _) in indexes.items()}
+    finally:
+        await conn.close()

@@ -282,6 +282,22 @@ class StatementKind(StrEnum):
         return self in (StatementKind.EXPORT, StatementKind.IMPORT)
 
 
+class TransactionStep(StrEnum):
+    """Where a changing transaction is, between its planned statements (Progress.step names either)."""
+
+    BEGIN = "begin"
+    LOCK = "lock"
+    RE_PLAN = "re-plan"
+    CATALOG_BEFORE = "catalog-before"
+    CATALOG_AFTER = "catalog-after"
+    CHECKSUM_BEFORE_LOCK = "checksum-before-lock"
+    CHECKSUM_BEFORE = "checksum-before"
+    CHECKSUM_AFTER = "checksum-after"
+    DROP_SHADOW = "drop shadow"
+    JOURNAL = "journal"
+    COMMIT = "commit"
+
+
 class ChecksumMode(StrEnum):
     """How table content is compared before and after (see measure.table_checksum)."""
 

@@ -19,6 +19,7 @@ from ..database.catalog import SourceInventory
 from ..database.catalog_compare import SOURCE_NAMES, Comparison, Expected, compare
 from ..database.catalog_state import CatalogState, read_catalog
 from ..database.sql import qualify, quote_ident
+from ..vocabulary import TransactionStep
 from .plan import MigrationPlan
 from .transactions import Progress
 
@@ -171,7 +172,7 @@ async def catalog_before(conn: asyncpg.Connection, progress: Progress) -> Catalo
     Read before the locks, it costs the write-blocking window nothing; a change another session
     commits before the locks are granted is told from a loss after the fact (changed_by_others).
     """
-    progress.step, started = "catalog-before", time.perf_counter()
+    progress.step, started = TransactionStep.CATALOG_BEFORE, time.perf_counter()
     try:
         return await read_catalog(conn)
     finally:
@@ -183,7 +184,7 @@ async def catalog_after(conn: asyncpg.Connection, before: CatalogState, expected
 
     The comparison is in progress.catalog, and its time in progress.catalog_seconds.
     """
-    progress.step, started = "catalog-after", time.perf_counter()
+    progress.step, started = TransactionStep.CATALOG_AFTER, time.perf_counter()
     try:
         comparison = compare(before, await read_catalog(conn), expected)
     finally:

@@ -66,6 +66,8 @@ class IndexBuild(BaseModel):
     definition: str
     concurrent: bool
     comment: str | None = None  # COMMENT ON INDEX, given again once it is built
+    # made ON ONLY a partitioned table: valid once its partitions' indexes are attached, never before
+    partitioned: bool = False
 
     model_config = ConfigDict(populate_by_name=True)
 
@@ -94,6 +96,7 @@ class IndexBuild(BaseModel):
             definition=rebuild.definition,
             concurrent=rebuild.concurrent,
             comment=saved.comment,
+            partitioned=saved.partitioned,
         )
 
 

@@ -22,6 +22,7 @@ from ..vocabulary import (
     Phase,
     Reason,
     StatementKind,
+    TransactionStep,
 )
 from .context import Migration, PhaseFunction, as_admin
 from .outcomes import Advance, Fail, Outcome, Wait
@@ -85,7 +86,8 @@ class PlanDrift(RuntimeError):
 class Progress:
     """Where a converting transaction got to, for messages and the write-blocking timer."""
 
-    step: str = "begin"
+    step: StatementKind | TransactionStep = TransactionStep.BEGIN
+    subject: str | None = None  # what the step is at, when it is one of several (a table)
     started: float = field(default_factory=time.perf_counter)
     locked_at: float | None = None
     exported_bytes: int = 0
@@ -93,6 +95,11 @@ class Progress:
     catalog: Comparison | None = None  # the catalog before and after, compared (engine.invariant)
     catalog_before_seconds: float = 0.0  # reading it as the transaction began (before its locks)
     catalog_seconds: float = 0.0  # reading it again and comparing, before the commit (in the window)
+
+    @property
+    def where(self) -> str:
+        """The step, and what it is at, for messages."""
+        return f"{self.step} of {self.subject}" if self.subject else str(self.step)
 
     @property
     def blocked_seconds(self) -> float:
@@ -121,23 +128,23 @@ def transaction_failure(error: BaseException, progress: Progress, spec: VectorMi
     if isinstance(error, asyncpg.LockNotAvailableError):
         return Wait(
             Reason.LOCK_TIMEOUT,
-            f"{progress.step}: a table stayed locked by other sessions for longer than lockTimeout "
+            f"{progress.where}: a table stayed locked by other sessions for longer than lockTimeout "
             f"({spec.lock_timeout}); nothing changed, retrying",
             delay=10.0,
         )
     if isinstance(error, asyncpg.PostgresConnectionError | asyncpg.InterfaceError | OSError):
         # A commit whose answer was lost may or may not have happened: the journal will say.
-        return Wait(Reason.DATABASE_UNAVAILABLE, f"{progress.step}: connection lost ({error}); will check the journal")
+        return Wait(Reason.DATABASE_UNAVAILABLE, f"{progress.where}: connection lost ({error}); will check the journal")
     reason = Reason.ROLLBACK_FAILED if what == "rollback" else Reason.SWAP_FAILED
     if isinstance(error, asyncpg.QueryCanceledError):
         return Fail(
             reason,
-            f"{progress.step} exceeded statementTimeout ({spec.statement_timeout}); "
+            f"{progress.where} exceeded statementTimeout ({spec.statement_timeout}); "
             f"the {what} transaction rolled back, nothing changed",
         )
     return Fail(
         reason,
-        f"{progress.step} failed ({type(error).__name__}: {error}); "
+        f"{progress.where} failed ({type(error).__name__}: {error}); "
         f"the {what} transaction rolled back, nothing changed",
     )
 

@@ -94,16 +94,19 @@ class IndexBuildFailed(RuntimeError):
     """An index build failed three times; the message says why."""
 
 
-async def build_index(m: Migration, schema: str, name: str, definition: str, method: str | None = None) -> bool:
+async def build_index(
+    m: Migration, schema: str, name: str, definition: str, method: str | None = None, *, partitioned: bool = False
+) -> bool:
     """Build one index outside the swap transaction: whether it was built now (False: a valid one was there).
 
     An INVALID index (what an interrupted CREATE INDEX CONCURRENTLY leaves) or one on another
     access method is dropped and built again; each build is bounded by statementTimeout and gets
-    three attempts, after which IndexBuildFailed says why.
+    three attempts, after which IndexBuildFailed says why. A ``partitioned`` one (made ON ONLY a
+    partitioned table) is INVALID until its partitions' are attached: there is the one to keep.
     """
     conn = m.session
     state = await index_state(conn, schema, name)
-    if state is not None and state[0] and (method is None or state[1] == method):
+    if state is not None and (state[0] or partitioned) and (method is None or state[1] == method):
         return False
     attempts = 0
     while True:

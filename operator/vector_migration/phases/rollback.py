@@ -45,6 +45,7 @@ from ..vocabulary import (
     StatementKind,
     Strategy,
     Timing,
+    TransactionStep,
     UnmappableIndexes,
 )
 from .probe import ProbeFailed, probe_surface
@@ -189,9 +190,9 @@ async def _reverse_in_sql(m: Migration, swapped: SwapRecord, plan_hash: str) -> 
         transaction = await begin_bounded_transaction(m)
         try:
             tables = await convert(backwards, statements, inventory, surface, mode, progress, expected=expected)
-            progress.step = "journal"
+            progress.step = TransactionStep.JOURNAL
             await records.forget_all_but_rollback(conn, m.name, plan_hash, records.RollbackRecord(tables=tables))
-            progress.step = "commit"
+            progress.step = TransactionStep.COMMIT
             await transaction.commit()
             break
         except DataMismatch as error:

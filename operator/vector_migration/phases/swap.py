@@ -57,6 +57,7 @@ from ..vocabulary import (
     Reason,
     StatementKind,
     Timing,
+    TransactionStep,
 )
 from .reindex import index_progress
 
@@ -113,7 +114,7 @@ async def _checksums_under_the_lock(
     progress: Progress,
 ) -> dict[tuple[str, str], Any]:
     """Every table's "before" checksum: the one read early where the lock finds the same row versions."""
-    progress.step = "checksum-before"
+    progress.step = TransactionStep.CHECKSUM_BEFORE
     before: dict[tuple[str, str], Any] = {}
     for schema, table in inventory.tables():
         names = {c.column for c in inventory.columns_of(schema, table)}
@@ -134,7 +135,7 @@ async def _checksums_after(
     progress: Progress,
 ) -> list[TableVerification]:
     """Every table's checksum after the conversion against its "before": DataMismatch on any difference."""
-    progress.step = "checksum-after"
+    progress.step = TransactionStep.CHECKSUM_AFTER
     tables = []
     for schema, table in inventory.tables():
         names = {c.column for c in inventory.columns_of(schema, table)}
@@ -159,7 +160,7 @@ async def _checksums_before_the_lock(
     """
     if m.facts.checksums_under_lock or any(s.step.builds_index for s in statements):
         return None
-    progress.step, started = "checksum-before-lock", time.perf_counter()
+    progress.step, started = TransactionStep.CHECKSUM_BEFORE_LOCK, time.perf_counter()
     early = {}
     async with m.session.transaction(readonly=True):  # each statement its own snapshot, bounded as the swap is
         await set_timeouts(m.session, m.spec.lock_timeout, m.spec.statement_timeout)
@@ -201,7 +202,7 @@ async def run_swap(m: Migration) -> Outcome:
         return transaction_failure(error, progress, m.spec, "swap")
     transaction = await begin_bounded_transaction(m)
     try:
-        progress.step = "re-plan"
+        progress.step = TransactionStep.RE_PLAN
         await check_plan_unchanged(m, ready)
         expected = expected_of(
             plan, inventory, target_extension=surface.extension, target_schema=m.target_schema(inventory)
@@ -215,14 +216,14 @@ async def run_swap(m: Migration) -> Outcome:
         record_timing(m.status, Timing.WRITE_BLOCKED, progress.blocked_seconds)
         record_timing(m.status, Timing.CATALOG_READ_BEFORE, progress.catalog_before_seconds)
         record_timing(m.status, Timing.CATALOG_CHECK, progress.catalog_seconds)
-        progress.step = "journal"
+        progress.step = TransactionStep.JOURNAL
         facts.rebuilds = [records.IndexBuild.of(r) for r in plan.rebuilds] + [
             records.IndexBuild.carried(build) for build in plan.carried_concurrent
         ]
         facts.tables = inventory.tables()
         facts.swap_loaded = True
         await records.write(conn, m.name, records.SWAPPED, ready.plan.plan_hash, continuation.swap_record(m))
-        progress.step = "commit"
+        progress.step = TransactionStep.COMMIT
         await transaction.commit()
     except PlanDrift as error:
         await roll_back(transaction)

@@ -27,7 +27,7 @@ from ...phases.restore import drop_unused_extension
 from ...phases.swap import catalog_lost, record_catalog
 from ...phases.verify import fail_verification, hold_for_a_decision, record_success
 from ...status import now, record_parallel, record_timing, seconds_since, set_condition
-from ...vocabulary import ConditionType, Phase, Reason, StatementKind, Timing
+from ...vocabulary import ConditionType, Phase, Reason, StatementKind, Timing, TransactionStep
 from .dependents import validate_keys
 from .plan import after_renames, drop_old_statements, finalize_transaction
 from .shadow import START_OVER, recorded_shadows
@@ -73,7 +73,7 @@ async def _finalize(m: Migration, recorded: records.Journal, tables: list[record
     try:
         catalog = await catalog_before(conn, progress)
         for statement in finalize_transaction(tables, _after_renames(recorded)):
-            progress.step = statement.step.value
+            progress.step = statement.step
             await execute(m, statement)
             if statement.step is StatementKind.LOCK:
                 progress.locked_at = time.perf_counter()
@@ -91,7 +91,7 @@ async def _finalize(m: Migration, recorded: records.Journal, tables: list[record
             drop_old_after=parallel.drop_old_after, lock_window_seconds=parallel.lock_window_seconds
         )
         await records.write(conn, m.name, records.FINALIZED, m.status.plan_hash or "", finalized)
-        progress.step = "commit"
+        progress.step = TransactionStep.COMMIT
         await transaction.commit()
         parallel.lock_window_seconds = round(progress.blocked_seconds, 4)
     except CatalogLoss as error:

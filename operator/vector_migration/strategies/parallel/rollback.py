@@ -22,7 +22,7 @@ from ...engine.transactions import Progress, begin_bounded_transaction, roll_bac
 from ...phases.restore import drop_unused_extension
 from ...phases.verify import compare_content, unequal
 from ...status import record_checksums, record_timing, set_condition, set_cutover
-from ...vocabulary import ConditionType, Phase, Reason, Timing
+from ...vocabulary import ConditionType, Phase, Reason, Timing, TransactionStep
 from .dependents import TRIGGER_STATES, repoint_keys
 from .extras import back_from_finalize, identity_sequences_back
 from .names import INDEX_SUFFIX, OLD_SUFFIX, derived_name
@@ -52,7 +52,7 @@ async def run_parallel_rollback(m: Migration) -> Outcome:
     transaction = await begin_bounded_transaction(m)
     try:
         if finalized:
-            progress.step = "lock"
+            progress.step = TransactionStep.LOCK
             relations = [qualify(t.table_schema, name) for t in tables for name in (t.table, t.old)]
             await conn.execute(f"LOCK TABLE {', '.join(relations)} IN ACCESS EXCLUSIVE MODE")
             progress.locked_at = time.perf_counter()
@@ -64,7 +64,7 @@ async def run_parallel_rollback(m: Migration) -> Outcome:
             for _, sql in back:  # the views and functions as they were, over the pgvector tables again
                 await conn.execute(sql)
         for table in tables:
-            progress.step = f"drop shadow of {table.name}"
+            progress.step, progress.subject = TransactionStep.DROP_SHADOW, table.name
             for statement in drop_sync(table, forward=True):
                 await conn.execute(statement)
             await conn.execute(f"DROP TABLE IF EXISTS {qualify(table.table_schema, table.shadow)} RESTRICT")

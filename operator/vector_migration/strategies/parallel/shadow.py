@@ -35,7 +35,7 @@ from ...engine.transactions import (
 )
 from ...phases.swap import catalog_lost, check_plan_unchanged, replan_after_drift
 from ...status import record_parallel, set_condition
-from ...vocabulary import ConditionType, Phase, Reason, StatementKind
+from ...vocabulary import ConditionType, Phase, Reason, StatementKind, TransactionStep
 from .plan import ParallelPlan
 
 # A phase after the shadows were made, run where the journal records none: plan again from the start.
@@ -74,9 +74,9 @@ async def run_prepare(m: Migration) -> Outcome:
     transaction = await begin_bounded_transaction(m)
     try:
         await _prepare(m, plan, ready, progress)
-        progress.step = "journal"
+        progress.step = TransactionStep.JOURNAL
         await _record_shadows(m, plan, ready)
-        progress.step = "commit"
+        progress.step = TransactionStep.COMMIT
         await transaction.commit()
     except PlanDrift as error:
         await roll_back(transaction)
@@ -104,15 +104,15 @@ async def _prepare(m: Migration, plan: ParallelPlan, ready: Ready, progress: Pro
     statements = list(plan.prepare)
     catalog = await catalog_before(conn, progress)
     for statement in (s for s in statements if s.step is StatementKind.LOCK):
-        progress.step = "lock"
+        progress.step = TransactionStep.LOCK
         await execute(m, statement)
-    progress.step = "re-plan"
+    progress.step = TransactionStep.RE_PLAN
     await check_plan_unchanged(m, ready)
     await journal.ensure(conn)  # the schema the sync functions live in
     for statement in statements:
         if statement.step is StatementKind.LOCK:
             continue
-        progress.step = statement.step.value
+        progress.step = statement.step
         await execute(m, statement)
         created = statement.step is StatementKind.CREATE_TARGET_EXTENSION
         if created and not await is_the_planned_target(conn, ready.surface, m.facts.source_library):

@@ -117,7 +117,14 @@ async def run_replica_reindex(m: Migration) -> Outcome:
     async with on_new_database(m, names) as there:
         try:
             for rebuild in m.facts.rebuilds:
-                await build_index(there, rebuild.index_schema, rebuild.name, rebuild.definition, rebuild.method)
+                await build_index(
+                    there,
+                    rebuild.index_schema,
+                    rebuild.name,
+                    rebuild.definition,
+                    rebuild.method,
+                    partitioned=rebuild.partitioned,
+                )
         except IndexBuildFailed as error:
             return Fail(Reason.REINDEX_FAILED, f"{error}; the application still runs on {names.source}, untouched")
         for _, sql, _role in replica.builds:
