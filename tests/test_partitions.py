@@ -239,3 +239,23 @@ async def test_replicate_cut_off_between_a_partitioned_index_and_its_partitions_
         assert after == {n: (tab, parent, "ruhnsw", True) for n, (tab, parent, _, _) in indexes.items()}
     finally:
         await conn.close()
+
+
+async def test_a_foreign_table_partition_is_refused_by_name_with_nothing_changed(
+    database: ConnectionParams, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    # ALTER TABLE would change only the foreign table's declared type: its rows are on another server.
+    await conn.execute(
+        "CREATE EXTENSION vector; CREATE TABLE docs (tenant text, embedding vector(4)) PARTITION BY LIST (tenant);"
+        "CREATE TABLE docs_here PARTITION OF docs FOR VALUES IN ('acme');"
+        "CREATE FOREIGN DATA WRAPPER vmig_test_fdw; CREATE SERVER vmig_elsewhere FOREIGN DATA WRAPPER vmig_test_fdw;"
+        "CREATE FOREIGN TABLE docs_remote PARTITION OF docs FOR VALUES IN ('umbrella') SERVER vmig_elsewhere"
+    )
+    before = await partition_tree(conn)
+
+    status = await run(migration(database, manifest(strategy="InPlace"), tmp_path / "b"))
+
+    assert status.phase is Phase.FAILED, status.message
+    assert "column public.docs_remote.embedding belongs to a foreign table" in status.message
+    assert await partition_tree(conn) == before
+    assert set((await column_types(conn)).values()) == {"vector(4)"}

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncpg
 
-from .catalog import PartitionColumn, SourceInventory
+from ..vocabulary import Reason
+from .catalog import Blocker, PartitionColumn, SourceInventory
 
 
 async def read_partitions(conn: asyncpg.Connection, inv: SourceInventory) -> None:
@@ -22,7 +23,7 @@ async def read_partitions(conn: asyncpg.Connection, inv: SourceInventory) -> Non
     rows = await conn.fetch(
         """
         SELECT r.root, n.nspname, c.relname, c.oid::bigint AS oid, a.attname, a.attnum, t.isleaf,
-               pg_catalog.pg_get_userbyid(c.relowner) AS owner
+               pg_catalog.pg_get_userbyid(c.relowner) AS owner, c.relkind = 'f' AS foreign_table
           FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.oid[]), pg_catalog.unnest($2::text[])) AS r(root, attname)
           CROSS JOIN LATERAL pg_catalog.pg_partition_tree(r.root) t
           JOIN pg_catalog.pg_class c ON c.oid = t.relid
@@ -35,6 +36,17 @@ async def read_partitions(conn: asyncpg.Connection, inv: SourceInventory) -> Non
         [c.column for c in roots],
     )
     tables = {c.table_oid: (c.schema, c.table) for c in roots}
+    for row in rows:
+        if row["foreign_table"]:
+            # ALTER TABLE changes a foreign table's declared type only: the rows stay pgvector's, elsewhere
+            inv.refused.add((row["oid"], row["attnum"]))
+            inv.blockers.append(
+                Blocker(
+                    Reason.UNSUPPORTED_COLUMN,
+                    f"column {row['nspname']}.{row['relname']}.{row['attname']} belongs to a foreign table, a "
+                    "partition of a migrated table, not supported yet (its rows are on another server)",
+                )
+            )
     inv.partition_columns = [
         PartitionColumn(
             root=tables[row["root"]],
