@@ -49,6 +49,7 @@ from .cutover import run_cutover
 from .facts import read_table_facts
 from .finalize import drop_old_tables, run_finalize, seconds_until_old_tables_go
 from .plan import build_parallel_plan
+from .recorded import shadows_recorded
 from .rollback import run_parallel_rollback
 from .shadow import run_prepare
 from .verify import run_shadow_verify
@@ -80,7 +81,7 @@ class Parallel:
 
     def resume(self, m: Migration, recorded: Journal) -> Outcome | None:
         """After the finalize committed: check its result; after the prepare: continue the backfill."""
-        prepared = recorded.prepared
+        prepared = shadows_recorded(recorded)
         if prepared is None:
             return None
         if records.FINALIZED in recorded:

@@ -17,13 +17,13 @@ from ...database.sql import create_owner_function, is_current_role, qualify
 from ...engine import records
 from ...engine.context import Migration
 from ...engine.outcomes import Advance, Fail, Outcome
-from ...engine.records import ShadowTable
 from ...engine.transactions import execute
 from ...phases.reindex import IndexBuildFailed, analyze, build_index
 from ...status import record_parallel, set_condition
 from ...vocabulary import ConditionType, Phase, Reason, StatementKind
 from .names import table_digest
 from .plan import after_backfill, batch_sql
+from .recorded import BackfillCursor, BackfillRecord, ShadowTable, backfill_recorded
 from .shadow import START_OVER, recorded_shadows
 
 
@@ -33,12 +33,13 @@ async def run_backfill(m: Migration) -> Outcome:
     recorded, tables = await recorded_shadows(m)
     if tables is None:
         return START_OVER
-    cursors = dict(recorded.backfill.tables) if recorded.backfill is not None else {}
+    backfilled = backfill_recorded(recorded)
+    cursors = dict(backfilled.tables) if backfilled is not None else {}
     spec = m.spec.parallel
     parallel = m.status.parallel or ParallelStatus()
     progress = {t.name: t for t in parallel.tables}
     for table in tables:
-        cursor = cursors.setdefault(table.name, records.BackfillCursor())
+        cursor = cursors.setdefault(table.name, BackfillCursor())
         shown = progress.setdefault(
             table.name, ShadowTableStatus(name=table.name, shadow=f"{table.table_schema}.{table.shadow}")
         )
@@ -53,7 +54,7 @@ async def run_backfill(m: Migration) -> Outcome:
                     cursor.copied += copied
                 if copied < spec.batch_size:
                     cursor.done = True
-                backfill = records.BackfillRecord(tables=cursors)
+                backfill = BackfillRecord(tables=cursors)
                 await records.write(conn, m.name, records.BACKFILL, m.status.plan_hash or "", backfill)
             shown.rows_copied = cursor.copied
             m.reporter.progress(f"backfill {table.name}", cursor.copied, shown.rows_total or None)

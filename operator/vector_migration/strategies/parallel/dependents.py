@@ -13,11 +13,11 @@ import dataclasses
 from ...database.catalog import SavedView
 from ...database.sql import qualify, quote_ident
 from ...engine.plan import PlanningError, Rewritten, Statement
-from ...engine.records import ShadowTable
 from ...engine.views import recreate_view
 from ...vocabulary import Reason, StatementKind
 from .facts import TableFacts
 from .names import REPLACEMENT_SUFFIX, derived_name
+from .recorded import ShadowTable
 
 
 def views_over(tables: list[TableFacts]) -> list[SavedView]:
@@ -98,11 +98,12 @@ def move_triggers(table: ShadowTable) -> list[str]:
     schema = table.table_schema
     source, old = qualify(schema, table.table), qualify(schema, table.old)
     sql = []
-    for name, definition, enabled in table.triggers:
-        sql.append(definition)  # pg_get_triggerdef names the table, which is now the migrated one
-        if enabled != "O":
-            sql.append(f"ALTER TABLE {source} {TRIGGER_STATES[enabled]} TRIGGER {quote_ident(name)}")
-        sql.append(f"ALTER TABLE {old} DISABLE TRIGGER {quote_ident(name)}")
+    for trigger in table.triggers:
+        sql.append(trigger.definition)  # pg_get_triggerdef names the table, which is now the migrated one
+        name = quote_ident(trigger.name)
+        if trigger.enabled != "O":
+            sql.append(f"ALTER TABLE {source} {TRIGGER_STATES[trigger.enabled]} TRIGGER {name}")
+        sql.append(f"ALTER TABLE {old} DISABLE TRIGGER {name}")
     return sql
 
 
@@ -114,14 +115,13 @@ def repoint_keys(table: ShadowTable, *, validated: bool = False) -> list[Stateme
     right after the commit; a rollback makes it again as it was, validated (the tables are equal).
     """
     statements = []
-    for schema, referencing, name, definition in table.referencing_keys:
-        relation = qualify(schema, referencing)
+    for key in table.referencing_keys:
+        relation, name = qualify(key.table_schema, key.table), quote_ident(key.name)
         statements += [
-            Statement(StatementKind.SWAP_NAMES, f"ALTER TABLE {relation} DROP CONSTRAINT {quote_ident(name)}"),
+            Statement(StatementKind.SWAP_NAMES, f"ALTER TABLE {relation} DROP CONSTRAINT {name}"),
             Statement(
                 StatementKind.SWAP_NAMES,
-                f"ALTER TABLE {relation} ADD CONSTRAINT {quote_ident(name)} {definition}"
-                + ("" if validated else " NOT VALID"),
+                f"ALTER TABLE {relation} ADD CONSTRAINT {name} {key.definition}" + ("" if validated else " NOT VALID"),
             ),
         ]
     return statements
@@ -132,8 +132,8 @@ def validate_keys(tables: list[ShadowTable]) -> list[Statement]:
     return [
         Statement(
             StatementKind.VALIDATE_FOREIGN_KEY,
-            f"ALTER TABLE {qualify(schema, referencing)} VALIDATE CONSTRAINT {quote_ident(name)}",
+            f"ALTER TABLE {qualify(key.table_schema, key.table)} VALIDATE CONSTRAINT {quote_ident(key.name)}",
         )
         for table in tables
-        for schema, referencing, name, _ in table.referencing_keys
+        for key in table.referencing_keys
     ]

@@ -18,9 +18,9 @@ import asyncpg
 from ...database.ddl import SEQUENCE_PRIVILEGES, grant_statements, set_storage_sql
 from ...database.sql import qualify, quote_ident, quote_literal
 from ...engine.plan import PlanningError
-from ...engine.records import PublicationMembership, ShadowTable, StatisticsObject, TableExtras
 from ...vocabulary import Reason
 from .names import INDEX_SUFFIX, OLD_SUFFIX, SHADOW_SUFFIX, derived_name
+from .recorded import PublicationMembership, ShadowTable, StatisticsObject, TableExtras
 
 # ALTER TABLE … <state> RULE, by pg_rewrite.ev_enabled (as triggers: origin, disabled, replica, always)
 RULE_STATES = {"O": "ENABLE", "D": "DISABLE", "R": "ENABLE REPLICA", "A": "ENABLE ALWAYS"}

@@ -14,9 +14,9 @@ import asyncpg
 from ...database.catalog import SavedView
 from ...database.inventory import read_view_tree
 from ...database.sql import qualify
-from ...engine.records import TableExtras
 from .extras import read_extras
 from .names import SYNC_TRIGGER, SYNC_TRUNCATE_TRIGGER
+from .recorded import TableExtras
 
 
 @dataclass(frozen=True)

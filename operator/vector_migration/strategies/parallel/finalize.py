@@ -30,6 +30,7 @@ from ...status import now, record_parallel, record_timing, seconds_since, set_co
 from ...vocabulary import ConditionType, Phase, Reason, StatementKind, Timing, TransactionStep
 from .dependents import validate_keys
 from .plan import after_renames, drop_old_statements, finalize_transaction
+from .recorded import FinalizeRecord, OldTablesDropped, ShadowTable, shadows_recorded
 from .shadow import START_OVER, recorded_shadows
 from .verify import analyse
 
@@ -65,7 +66,7 @@ async def run_finalize(m: Migration) -> Outcome:
     return Advance(Phase.SUCCEEDED, message)
 
 
-async def _finalize(m: Migration, recorded: records.Journal, tables: list[records.ShadowTable]) -> Outcome | None:
+async def _finalize(m: Migration, recorded: records.Journal, tables: list[ShadowTable]) -> Outcome | None:
     """The finalize's one transaction, proven by the catalog before it commits; the outcome when it failed."""
     conn = m.session
     progress = Progress()
@@ -87,7 +88,7 @@ async def _finalize(m: Migration, recorded: records.Journal, tables: list[record
         parallel.drop_old_after = now(later_by=keep)
         parallel.lock_window_seconds = round(progress.blocked_seconds, 4)
         record_parallel(m.status, parallel)
-        finalized = records.FinalizeRecord(
+        finalized = FinalizeRecord(
             drop_old_after=parallel.drop_old_after, lock_window_seconds=parallel.lock_window_seconds
         )
         await records.write(conn, m.name, records.FINALIZED, m.status.plan_hash or "", finalized)
@@ -109,7 +110,7 @@ async def _finalize(m: Migration, recorded: records.Journal, tables: list[record
 
 def shadows_expected(
     before: CatalogState,
-    tables: list[records.ShadowTable],
+    tables: list[ShadowTable],
     staying: frozenset[str] = frozenset(),
     remade: frozenset[str] = frozenset(),
     carried: frozenset[str] = frozenset(),
@@ -153,9 +154,9 @@ def shadows_expected(
             changes[f"index {qualify(schema, name)}"] = frozenset({"method", "operator classes", "keys", "predicate"})
         removed.update({f"index {qualify(schema, name)}": "dropped by request (indexes.unmappable: Drop)"
                         for name in rewrites.dropped})  # fmt: skip
-        for schema, referencing, name, _ in table.referencing_keys:
+        for key in table.referencing_keys:
             # re-pointed NOT VALID under the lock, validated right after it commits (validate_keys)
-            changes[f"constraint {qualify(schema, referencing)}.{quote_ident(name)}"] = frozenset(
+            changes[f"constraint {qualify(key.table_schema, key.table)}.{quote_ident(key.name)}"] = frozenset(
                 {"definition", "validated"}
             )
     for function in carried:
@@ -174,33 +175,33 @@ _DROP_MATERIALIZED = "DROP MATERIALIZED VIEW "
 
 def _staying(recorded: records.Journal) -> frozenset[str]:
     """The materialized views that stay with the old tables until keepOldFor: the plan's later move drops them."""
-    prepared = recorded.prepared
+    prepared = shadows_recorded(recorded)
     moves = prepared.materialized_moves if prepared is not None else []
     return frozenset(
-        sql.removeprefix(_DROP_MATERIALIZED).removesuffix(" RESTRICT")
-        for _, sql, _ in moves
-        if sql.startswith(_DROP_MATERIALIZED)
+        move.sql.removeprefix(_DROP_MATERIALIZED).removesuffix(" RESTRICT")
+        for move in moves
+        if move.sql.startswith(_DROP_MATERIALIZED)
     )
 
 
 def _carried_functions(recorded: records.Journal) -> frozenset[str]:
     """The functions the plan drops and makes again for the target, as the catalog reading names them."""
-    prepared = recorded.prepared
+    prepared = shadows_recorded(recorded)
     statements = prepared.functions if prepared is not None else []
     return frozenset(f"function {name}" for name in _named_by(statements, ("DROP FUNCTION ", "DROP PROCEDURE ")))
 
 
 def _remade_views(recorded: records.Journal) -> frozenset[str]:
     """The views the plan makes again at the finalize (their CREATE statements), qualified as the catalog names them."""
-    prepared = recorded.prepared
+    prepared = shadows_recorded(recorded)
     creates = prepared.view_creates if prepared is not None else []
     return frozenset(_named_by(creates, ("CREATE VIEW ", "CREATE MATERIALIZED VIEW ")))
 
 
-def _named_by(statements: list[list[str]], prefixes: tuple[str, ...]) -> set[str]:
-    """The objects the journal's [[step, sql]] statements that start with one of ``prefixes`` name first."""
+def _named_by(statements: list[records.RecordedStatement], prefixes: tuple[str, ...]) -> set[str]:
+    """The objects the journal's statements that start with one of ``prefixes`` name first."""
     return {
-        _qualified_name_at(sql, len(prefix)) for _, sql in statements for prefix in prefixes if sql.startswith(prefix)
+        _qualified_name_at(s.sql, len(prefix)) for s in statements for prefix in prefixes if s.sql.startswith(prefix)
     }
 
 
@@ -218,11 +219,11 @@ def _qualified_name_at(sql: str, start: int) -> str:
 
 def _after_renames(recorded: records.Journal) -> list[Statement]:
     """The views and functions the journal recorded with the shadows, as the finalize runs them."""
-    prepared = recorded.prepared
+    prepared = shadows_recorded(recorded)
     if prepared is None:
         return []
     steps = after_renames(prepared.view_drops, prepared.functions, prepared.view_creates, prepared.functions_validated)
-    return [Statement(StatementKind(step), sql) for step, sql in steps]
+    return [step.statement for step in steps]
 
 
 def seconds_until_old_tables_go(status: VectorMigrationStatus) -> float | None:
@@ -241,20 +242,18 @@ async def drop_old_tables(m: Migration) -> str:
     """
     conn = m.session
     recorded = await records.read(conn, m.name)
-    prepared = recorded.prepared
+    prepared = shadows_recorded(recorded)
     if prepared is None or records.OLD_DROPPED in recorded:
         return "the old tables are already gone"
     tables = prepared.shadows
-    moves = [
-        Statement(StatementKind(step), sql, run_as=role or None) for step, sql, role in prepared.materialized_moves
-    ]
+    moves = [move.statement for move in prepared.materialized_moves]
     async with conn.transaction():
         for statement in moves:
             await execute(m, statement)
         for table in tables:
             for statement in drop_old_statements(table):
                 await execute(m, statement)
-        await records.write(conn, m.name, records.OLD_DROPPED, m.status.plan_hash or "", records.OldTablesDropped())
+        await records.write(conn, m.name, records.OLD_DROPPED, m.status.plan_hash or "", OldTablesDropped())
     parallel = m.status.parallel or ParallelStatus()
     parallel.old_tables_dropped = True
     record_parallel(m.status, parallel)

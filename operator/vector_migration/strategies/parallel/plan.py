@@ -7,6 +7,7 @@ finalize transaction, and what goes after ``parallel.keepOldFor``. A person appr
 approves them; the prepare transaction derives them again and refuses to go on when they differ.
 """
 
+# size: every statement of the strategy, by the phase that runs it, read in one place as the person approving does
 from __future__ import annotations
 
 import hashlib
@@ -19,7 +20,6 @@ from ...database.ddl import UnknownPrivilege, column_grant_statements, grant_sta
 from ...database.sql import qualify, quote_ident, quote_literal
 from ...database.surface import TargetSurface, concurrent_build_bug
 from ...engine.plan import ColumnConversion, MigrationPlan, PlanningError, Rewritten, Statement
-from ...engine.records import Grant, IdentitySequence, ShadowIndex, ShadowTable, TableRewrites
 from ...engine.views import drop_views, recreate_view
 from ...vocabulary import Reason, StatementKind
 from .dependents import (
@@ -33,6 +33,18 @@ from .dependents import (
 from .extras import at_finalize, identity_sequences_renamed, on_shadow
 from .facts import TableFacts
 from .names import INDEX_SUFFIX, OLD_SUFFIX, OURS, SHADOW_SUFFIX, derived_name
+from .recorded import (
+    ColumnSequence,
+    ForeignKeyTo,
+    Grant,
+    IdentitySequence,
+    IndexRename,
+    KeyColumn,
+    ShadowIndex,
+    ShadowTable,
+    TableRewrites,
+    TriggerCopy,
+)
 from .sync import drop_sync, install_sync
 
 
@@ -188,11 +200,13 @@ def _table_plan(
     rewritten = _rewritten_for(conversion.rewritten, schema, table)
     # An index the conversion rewrote or dropped (an expression, pgvector's class on bit) is never copied as it is.
     renames = [
-        [derived_name(i.constraint or i.name, INDEX_SUFFIX), i.name]
+        IndexRename(shadow=derived_name(i.constraint or i.name, INDEX_SUFFIX), original=i.name)
         for i in facts.indexes
         if not i.on_vector and i.name not in rewritten.index_names
     ]
-    renames += [[derived_name(name, INDEX_SUFFIX), name] for _, _, name, _ in rewritten.indexes]
+    renames += [
+        IndexRename(shadow=derived_name(name, INDEX_SUFFIX), original=name) for _, _, name, _ in rewritten.indexes
+    ]
     vector_indexes = []
     for rebuild in conversion.rebuilds:
         if (rebuild.saved.table_schema, rebuild.saved.table) != (schema, table):
@@ -209,13 +223,13 @@ def _table_plan(
         vector_indexes.append(
             ShadowIndex(name=name, original=rebuild.saved.name, definition=definition, method=rebuild.method)
         )
-        renames.append([name, rebuild.saved.name])
+        renames.append(IndexRename(shadow=name, original=rebuild.saved.name))
     shadow = ShadowTable(
         table_schema=schema,
         table=table,
         shadow=shadow_name,
         old=derived_name(table, OLD_SUFFIX),
-        key=[list(pair) for pair in facts.key],
+        key=[KeyColumn(column=column, type=kind) for column, kind in facts.key],
         columns=list(facts.columns),
         forward={c.column.column: cast(c) for c in conversions},
         backward={
@@ -228,15 +242,17 @@ def _table_plan(
         index_renames=renames,
         vector_indexes=vector_indexes,
         foreign_keys=[name for name, _ in facts.foreign_keys],
-        sequences=[list(pair) for pair in facts.sequences],
-        identities=[list(pair) for pair in facts.identities],
+        sequences=[ColumnSequence(column=column, sequence=sequence) for column, sequence in facts.sequences],
+        identities=[ColumnSequence(column=column, sequence=sequence) for column, sequence in facts.identities],
         original_indexes=[i.name for i in facts.indexes],
         owner=facts.owner,
         comment=facts.comment,
         comment_kept=True,
-        referencing_keys=[list(key) for key in facts.referencing],
+        referencing_keys=[
+            ForeignKeyTo(table_schema=s, table=t, name=n, definition=d) for s, t, n, d in facts.referencing
+        ],
         row_security=facts.row_security,
-        triggers=[list(trigger) for trigger in facts.triggers],
+        triggers=[TriggerCopy(name=name, definition=definition, enabled=on) for name, definition, on in facts.triggers],
         identity_sequences=[
             IdentitySequence(
                 column=column,
@@ -383,8 +399,8 @@ def batch_sql(table: ShadowTable) -> str:
     """
     source = qualify(table.table_schema, table.table)
     shadow = qualify(table.table_schema, table.shadow)
-    key = [quote_ident(column) for column, _ in table.key]
-    after = ", ".join(f"($1::pg_catalog.text[])[{n}]::{kind}" for n, (_, kind) in enumerate(table.key, start=1))
+    key = [quote_ident(k.column) for k in table.key]
+    after = ", ".join(f"($1::pg_catalog.text[])[{n}]::{k.type}" for n, k in enumerate(table.key, start=1))
     columns = [quote_ident(c) for c in table.columns]
     values = [
         table.forward[c].format(value=f"b.{quote_ident(c)}") if c in table.forward else f"b.{quote_ident(c)}"
@@ -462,17 +478,15 @@ def finalize_statements(table: ShadowTable) -> list[Statement]:
         comment = "NULL" if table.comment is None else quote_literal(table.comment)
         sql.append(f"COMMENT ON TABLE {source} IS {comment}")
     sql += [
-        f"ALTER INDEX {qualify(schema, shadow_index)} RENAME TO {quote_ident(original)}"
-        for shadow_index, original in table.index_renames
+        f"ALTER INDEX {qualify(schema, rename.shadow)} RENAME TO {quote_ident(rename.original)}"
+        for rename in table.index_renames
     ]
-    sql += [
-        f"ALTER SEQUENCE {sequence} OWNED BY {source}.{quote_ident(column)}" for column, sequence in table.sequences
-    ]
+    sql += [f"ALTER SEQUENCE {s.sequence} OWNED BY {source}.{quote_ident(s.column)}" for s in table.sequences]
     sql += [
         "SELECT pg_catalog.setval(pg_catalog.pg_get_serial_sequence("
-        f"{quote_literal(source)}, {quote_literal(column)}), v) FROM (SELECT pg_catalog.pg_sequence_last_value("
-        f"{quote_literal(sequence)}::pg_catalog.regclass) AS v) s WHERE v IS NOT NULL"
-        for column, sequence in table.identities
+        f"{quote_literal(source)}, {quote_literal(i.column)}), v) FROM (SELECT pg_catalog.pg_sequence_last_value("
+        f"{quote_literal(i.sequence)}::pg_catalog.regclass) AS v) s WHERE v IS NOT NULL"
+        for i in table.identities
     ]
     sql += identity_sequences_renamed(table)
     sql += move_triggers(table)

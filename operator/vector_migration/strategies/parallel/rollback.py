@@ -17,7 +17,6 @@ from ...database.sql import qualify, quote_ident
 from ...engine import records
 from ...engine.context import Migration
 from ...engine.outcomes import Advance, Fail, Outcome
-from ...engine.records import ShadowTable
 from ...engine.transactions import Progress, begin_bounded_transaction, roll_back, transaction_failure
 from ...phases.restore import drop_unused_extension
 from ...phases.verify import compare_content, unequal
@@ -26,6 +25,7 @@ from ...vocabulary import ConditionType, Phase, Reason, Timing, TransactionStep
 from .dependents import TRIGGER_STATES, repoint_keys
 from .extras import back_from_finalize, identity_sequences_back
 from .names import INDEX_SUFFIX, OLD_SUFFIX, derived_name
+from .recorded import ShadowTable, shadows_recorded
 from .shadow import recorded_shadows
 from .sync import drop_sync
 from .verify import checksum_pair
@@ -59,10 +59,10 @@ async def run_parallel_rollback(m: Migration) -> Outcome:
             for table in tables:
                 compared.append(await _equal_under_lock(m, table))
                 await _swap_back(conn, table)
-            prepared = recorded.prepared
+            prepared = shadows_recorded(recorded)
             back = [*prepared.view_drops, *prepared.functions_back, *prepared.views_back] if prepared else []
-            for _, sql in back:  # the views and functions as they were, over the pgvector tables again
-                await conn.execute(sql)
+            for recorded_statement in back:  # the views and functions as they were, over the pgvector tables again
+                await conn.execute(recorded_statement.sql)
         for table in tables:
             progress.step, progress.subject = TransactionStep.DROP_SHADOW, table.name
             for statement in drop_sync(table, forward=True):
@@ -77,7 +77,7 @@ async def run_parallel_rollback(m: Migration) -> Outcome:
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
         await roll_back(transaction)
         return transaction_failure(error, progress, m.spec, "rollback")
-    prepared = recorded.prepared
+    prepared = shadows_recorded(recorded)
     created = prepared.created_extension if prepared is not None else False
     left = await drop_unused_extension(m, m.spec.target.extension) if created else ""
     if finalized:
@@ -112,7 +112,7 @@ async def _swap_back(conn: asyncpg.Connection, table: ShadowTable) -> None:
     source, old = qualify(schema, table.table), qualify(schema, table.old)
     for statement in drop_sync(table, forward=False):
         await conn.execute(statement)
-    renamed = {original: shadow_index for shadow_index, original in table.index_renames}
+    renamed = {rename.original: rename.shadow for rename in table.index_renames}
     for name in await index_names(conn, source):
         back = renamed.get(name, derived_name(name, INDEX_SUFFIX))
         await conn.execute(f"ALTER INDEX {qualify(schema, name)} RENAME TO {quote_ident(back)}")
@@ -123,9 +123,11 @@ async def _swap_back(conn: asyncpg.Connection, table: ShadowTable) -> None:
     await conn.execute(f"ALTER TABLE {old} RENAME TO {quote_ident(table.table)}")
     for key in repoint_keys(table, validated=True):
         await conn.execute(key.sql)
-    for name, _, enabled in table.triggers:  # as they were before the finalize disabled them
-        await conn.execute(f"ALTER TABLE {source} {TRIGGER_STATES[enabled]} TRIGGER {quote_ident(name)}")
-    for column, sequence in table.sequences:
-        await conn.execute(f"ALTER SEQUENCE {sequence} OWNED BY {source}.{quote_ident(column)}")
+    for trigger in table.triggers:  # as they were before the finalize disabled them
+        await conn.execute(
+            f"ALTER TABLE {source} {TRIGGER_STATES[trigger.enabled]} TRIGGER {quote_ident(trigger.name)}"
+        )
+    for owned in table.sequences:
+        await conn.execute(f"ALTER SEQUENCE {owned.sequence} OWNED BY {source}.{quote_ident(owned.column)}")
     for statement in [*identity_sequences_back(table), *back_from_finalize(table)]:
         await conn.execute(statement)

@@ -22,7 +22,7 @@ from ...engine import continuation, records
 from ...engine.context import Migration
 from ...engine.invariant import CatalogLoss, catalog_after, catalog_before
 from ...engine.outcomes import Advance, Outcome
-from ...engine.records import Journal, ShadowTable
+from ...engine.records import Journal
 from ...engine.transactions import (
     PlanDrift,
     Progress,
@@ -37,6 +37,7 @@ from ...phases.swap import catalog_lost, check_plan_unchanged, replan_after_drif
 from ...status import record_parallel, set_condition
 from ...vocabulary import ConditionType, Phase, Reason, StatementKind, TransactionStep
 from .plan import ParallelPlan
+from .recorded import ShadowRecord, ShadowTable, shadows_recorded
 
 # A phase after the shadows were made, run where the journal records none: plan again from the start.
 START_OVER = Advance(Phase.CHECKLIST, "no shadow tables are recorded; starting from the checklist")
@@ -45,7 +46,7 @@ START_OVER = Advance(Phase.CHECKLIST, "no shadow tables are recorded; starting f
 async def recorded_shadows(m: Migration) -> tuple[Journal, list[ShadowTable] | None]:
     """The journal, and the shadow tables it records (None before they exist), with the run's facts loaded."""
     recorded = await records.read(m.session, m.name)
-    prepared = recorded.prepared
+    prepared = shadows_recorded(recorded)
     if prepared is None:
         return recorded, None
     if not m.facts.swap_loaded:
@@ -149,16 +150,16 @@ async def _record_shadows(m: Migration, plan: ParallelPlan, ready: Ready) -> Non
     created = any(s.step is StatementKind.CREATE_TARGET_EXTENSION for s in plan.setup)
     swapped = continuation.swap_record(m)
     functions = plan.conversion.functions
-    record = records.ShadowRecord(
+    record = ShadowRecord(
         **swapped.model_dump(by_alias=True, exclude={"schema_version"}),
         shadows=shadows,
         created_extension=created,
-        functions=[[s.step.value, s.sql] for s in (*functions.drops, *functions.forward)],
-        functions_back=[[s.step.value, s.sql] for s in functions.back],
-        view_drops=[[s.step.value, s.sql] for s in plan.view_drops],
-        view_creates=[[s.step.value, s.sql] for s in plan.view_creates],
-        view_creates_back=[[s.step.value, s.sql] for s in plan.view_creates_back],
-        functions_validated=[[s.step.value, s.sql] for s in functions.validate],
-        materialized_moves=[[s.step.value, s.sql, s.run_as or ""] for s in plan.materialized_moves],
+        functions=[records.RecordedStatement.of(s) for s in (*functions.drops, *functions.forward)],
+        functions_back=[records.RecordedStatement.of(s) for s in functions.back],
+        view_drops=[records.RecordedStatement.of(s) for s in plan.view_drops],
+        view_creates=[records.RecordedStatement.of(s) for s in plan.view_creates],
+        view_creates_back=[records.RecordedStatement.of(s) for s in plan.view_creates_back],
+        functions_validated=[records.RecordedStatement.of(s) for s in functions.validate],
+        materialized_moves=[records.RecordedStatement.of(s) for s in plan.materialized_moves],
     )
     await records.write(m.session, m.name, records.PREPARED, plan.plan_hash, record)

@@ -8,8 +8,8 @@ a swap back loses nothing. The function converts the vector columns on the way.
 from __future__ import annotations
 
 from ...database.sql import qualify, quote_ident
-from ...engine.records import ShadowTable
 from .names import SYNC_TRIGGER, SYNC_TRUNCATE_TRIGGER, sync_function
+from .recorded import ShadowTable
 
 
 def _direction(forward: bool) -> str:
@@ -29,7 +29,7 @@ def _ends(table: ShadowTable, forward: bool) -> tuple[str, str]:
 
 def function_body(table: ShadowTable, target: str, casts: dict[str, str]) -> str:
     """A trigger function mirroring every row change into ``target`` (qualified), casting vector columns."""
-    key = [quote_ident(column) for column, _ in table.key]
+    key = [quote_ident(k.column) for k in table.key]
     columns = [quote_ident(column) for column in table.columns]
     values = [
         casts[column].format(value=f"NEW.{quote_ident(column)}") if column in casts else f"NEW.{quote_ident(column)}"

@@ -14,11 +14,11 @@ from ...database.measure import IndexTarget, table_checksum
 from ...engine.context import Migration
 from ...engine.outcomes import Advance, Outcome
 from ...engine.probe import Probe
-from ...engine.records import ShadowTable
 from ...phases.judge import Judgement, judge_probes
 from ...phases.verify import compare_content, fail_verification, hold_for_a_decision, unequal
 from ...status import record_checksums, set_condition, set_cutover
 from ...vocabulary import ConditionType, Phase, Reason
+from .recorded import ShadowTable
 from .shadow import START_OVER, recorded_shadows
 
 

@@ -48,6 +48,7 @@ from .finalize import run_replica_rollback, run_switchover, seconds_until_replic
 from .other_server import endpoint, target_server_blockers
 from .plan import ReplicatePlan, allow_connections, conninfo
 from .prepare import run_create_replica
+from .recorded import replica_recorded, switch_recorded
 from .sessions import across_servers, derived_names, login, maintenance, target_login
 from .stream import run_initial_copy, run_replica_cutover, run_replica_reindex, run_replica_verify
 from .teardown import carries_marker
@@ -79,9 +80,9 @@ class Replicate:
 
     def resume(self, m: Migration, recorded: Journal) -> Outcome | None:
         """With the new database recorded: continue its copy (each phase finds its own place again)."""
-        if recorded.replica is None:
+        if replica_recorded(recorded) is None:
             return None
-        if recorded.switched is not None:
+        if switch_recorded(recorded) is not None:
             return Advance(Phase.FINALIZE, "the switchover had already renamed the databases; completing it")
         return Advance(Phase.BACKFILL, "the new database already exists; continuing with its copy")
 
@@ -152,8 +153,8 @@ class Replicate:
 
     def migrated_database(self, m: Migration, recorded: Journal) -> ConnectionParams | None:
         """Across servers, once switched over: the new database there (the control session stays on the old one)."""
-        replica = recorded.replica
-        if replica is None or replica.endpoint is None or recorded.switched is None:
+        replica = replica_recorded(recorded)
+        if replica is None or replica.endpoint is None or switch_recorded(recorded) is None:
             return None
         return target_login(m).with_database(replica.target_database)
 

@@ -6,13 +6,14 @@ from ...api import VectorMigrationStatus
 from ...engine import records
 from ...engine.context import Migration
 from ...engine.outcomes import Advance, Fail, Outcome
-from ...engine.records import Journal, ReplicaRecord, RollbackRecord
+from ...engine.records import Journal, RollbackRecord
 from ...phases.verify import record_success
 from ...status import record_replication_stopped, record_switched, seconds_since, set_condition
 from ...vocabulary import ConditionType, Phase, Reason
 from .names import ReplicaNames
 from .plan import connection_limit, conninfo, subscription
 from .prepare import Recorded, recorded_or_start_over, recorded_replica
+from .recorded import ReplicaRecord, replica_recorded, switch_recorded
 from .sessions import admin_execute, login, maintenance, names_of, on_database
 from .switchover import Interrupted, Turn, on_copy, turn
 from .teardown import drop_database, stop_reverse_replication, subscribed, tear_down_replica
@@ -52,7 +53,7 @@ def _where_it_is(names: ReplicaNames, replica: ReplicaRecord) -> str:
 
 async def _after_switchover(m: Migration, names: ReplicaNames, recorded: Journal) -> Outcome:
     """On the new database, under the application's name: the old database follows it until keepOldFor."""
-    switched = recorded.switched
+    switched = switch_recorded(recorded)
     if switched is None:
         return Fail(Reason.JOURNAL_UNREADABLE, f"{names.source} is the new database but its journal has no switchover")
     if names.across_servers:
@@ -68,7 +69,7 @@ async def _after_switchover(m: Migration, names: ReplicaNames, recorded: Journal
     record_switched(m.status, switched.drop_old_after, switched.switchover_seconds, switched.tables)
     status = m.status.replicate
     seconds = status.switchover_seconds if status else switched.switchover_seconds
-    replica = recorded.replica
+    replica = replica_recorded(recorded)
     where = _where_it_is(names, replica) if replica is not None else f"{names.source} is the migrated database"
     message = (
         f"{where}; writes were blocked {seconds}s for the switchover, every table "

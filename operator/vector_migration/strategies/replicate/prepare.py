@@ -30,7 +30,7 @@ from ...engine.context import Migration, as_admin
 from ...engine.invariant import CatalogLoss, expected_of
 from ...engine.outcomes import Advance, Fail, Outcome, Wait
 from ...engine.plan import Statement
-from ...engine.records import IndexBuild, Journal, ReplicaRecord
+from ...engine.records import IndexBuild, Journal, RecordedStatement, TableName
 from ...engine.transactions import (
     PlanDrift,
     Progress,
@@ -46,6 +46,7 @@ from ...status import record_replicate, set_condition
 from ...vocabulary import ConditionType, Phase, Reason, StatementKind
 from .names import ReplicaNames
 from .plan import ReplicatePlan, conninfo, publication, slot, subscription
+from .recorded import ReplicaRecord, replica_recorded
 from .sessions import login, maintenance, names_of, on_new_database, target_login
 from .teardown import database_exists, subscribed, tear_down_replica
 
@@ -56,7 +57,7 @@ START_OVER = Advance(Phase.CHECKLIST, "no new database is recorded; starting fro
 async def recorded_replica(m: Migration) -> tuple[Journal, ReplicaRecord | None]:
     """The journal, and the new database's record (None before it exists), with the run's facts loaded."""
     recorded = await records.read(m.session, m.name)
-    replica = recorded.replica
+    replica = replica_recorded(recorded)
     if replica is not None and not m.facts.swap_loaded:
         continuation.load_swap_record(m, replica, recorded.plan_hash(records.REPLICA_PREPARED))
         record_replicate(m.status, m.status.replicate or replica.status.replicate)
@@ -282,8 +283,8 @@ def _record(m: Migration, plan: ReplicatePlan, connection_limit: int) -> Replica
         old_database=names.old,
         forward=names.forward,
         back=names.back,
-        published=[[s, t] for s, t in plan.tables],
+        published=[TableName(table_schema=s, table=t) for s, t in plan.tables],
         endpoint=plan.endpoint,
         source_connection_limit=connection_limit,
-        builds=[[s.step.value, s.sql, s.run_as or ""] for s in plan.builds if s.sql not in rebuilt],
+        builds=[RecordedStatement.of(s) for s in plan.builds if s.sql not in rebuilt],
     )

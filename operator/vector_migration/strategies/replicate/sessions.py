@@ -16,8 +16,9 @@ import asyncpg
 
 from ...database.sql import ConnectionParams, connect
 from ...engine.context import Migration, as_admin, call_timeout
-from ...engine.records import Journal, ReplicaRecord
+from ...engine.records import Journal
 from .names import ReplicaNames, replica_names
+from .recorded import ReplicaRecord, replica_recorded
 
 MAINTENANCE_DATABASE = "postgres"
 # Where the maintenance session goes when the application's database is postgres itself. The engine
@@ -94,7 +95,7 @@ async def admin_execute(m: Migration, *statements: str) -> None:
 
 async def names_of(m: Migration, recorded: Journal | None = None) -> ReplicaNames:
     """The migration's names: as recorded once the new database exists, else derived for the session's database."""
-    replica: ReplicaRecord | None = recorded.replica if recorded is not None else None
+    replica: ReplicaRecord | None = replica_recorded(recorded) if recorded is not None else None
     if replica is not None:
         return ReplicaNames(
             source=replica.source_database,

@@ -127,9 +127,9 @@ async def run_replica_reindex(m: Migration) -> Outcome:
                 )
         except IndexBuildFailed as error:
             return Fail(Reason.REINDEX_FAILED, f"{error}; the application still runs on {names.source}, untouched")
-        for _, sql, _role in replica.builds:
+        for build in replica.builds:
             with contextlib.suppress(asyncpg.DuplicateTableError):  # built by an earlier run
-                await there.session.execute(sql)
+                await there.session.execute(build.sql)
         await analyze(there, m.facts.tables)
     message = f"{len(m.facts.rebuilds) + len(replica.builds)} index(es) built on {names.target}"
     set_condition(m.status, ConditionType.INDEXES_REBUILT, True, Reason.COMPLETED, message, m.generation)

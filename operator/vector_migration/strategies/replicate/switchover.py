@@ -34,7 +34,7 @@ from ...engine import records
 from ...engine.context import Migration, as_admin, close_session
 from ...engine.invariant import CatalogLoss
 from ...engine.outcomes import Fail, Outcome, Wait
-from ...engine.records import Journal, ReplicaRecord
+from ...engine.records import Journal
 from ...phases.swap import record_catalog
 from ...phases.verify import compare_content, unequal
 from ...status import now, record_checksums, record_switchover, record_timing
@@ -56,6 +56,7 @@ from .plan import (
     unsubscribe,
 )
 from .proof import Cut, hold, others_on, reading_at, standby_sessions
+from .recorded import ReplicaRecord, SwitchRecord, switch_recorded
 from .sessions import maintenance, on_database, target_login
 from .teardown import drop_slot, subscribed, unfence
 
@@ -113,7 +114,7 @@ async def on_copy(m: Migration, names: ReplicaNames, recorded: Journal) -> bool:
     session stays on the old database: its journal records the switchover.
     """
     if names.across_servers:
-        return recorded.switched is not None
+        return switch_recorded(recorded) is not None
     comment = await m.session.fetchval(
         "SELECT pg_catalog.shobj_description(oid, 'pg_database') FROM pg_catalog.pg_database "
         "WHERE datname = pg_catalog.current_database()"
@@ -145,7 +146,7 @@ async def turn(m: Migration, turn: Turn, replica: ReplicaRecord) -> Outcome | No
     the database that now has the name) or, across servers, the new database is live; otherwise
     why not, with the live database open again.
     """
-    tables = [(schema, table) for schema, table in replica.published]
+    tables = [(published.table_schema, published.table) for published in replica.published]
     if not turn.forwards:  # the way back: what the channel back carried
         tables = list(carried_back(tuple(tables), across_servers=turn.across_servers))
     proven = _Proven(tables, {(str(s), str(t)): {str(c) for c in columns} for s, t, columns in replica.tables})
@@ -206,7 +207,7 @@ async def _record_turn(m: Migration, live: Migration, standby: Migration, turn: 
     """
     keep = timedelta(milliseconds=duration_ms(m.spec.replicate.keep_old_for))
     proof = m.status.verification.tables if m.status.verification else []
-    switched = records.SwitchRecord(
+    switched = SwitchRecord(
         drop_old_after=now(later_by=keep), switchover_seconds=round(time.perf_counter() - started, 3), tables=proof
     )
     plan_hash = m.status.plan_hash or ""
