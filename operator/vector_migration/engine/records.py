@@ -1,13 +1,14 @@
-"""The journal's records, typed: what each event stores, read and written in this one place.
+"""The journal's records, typed: the engine's own, and how every record is read and written.
 
-Every record carries a ``schemaVersion``. Version 1 is what the engine wrote before records were
-typed (the same fields, no version); it is still read (tests/test_journal_records.py proves it
-on rows written by that code). A record from a newer engine than this one is refused with a
-message rather than half-understood: the journal says what is done, and a misread journal could
-repeat a swap.
+Every record carries a ``schemaVersion``; one version covers the engine's records and each
+strategy's (strategies/parallel/recorded.py, strategies/replicate/recorded.py). Version 1 is what
+the engine wrote before records were typed (the same fields, no version); version 3 wrote some
+fields as lists by position (Positional reads them). Both are still read (tests/test_journal_records.py
+proves it on rows written by that code). A record from a newer engine than this one is refused
+with a message rather than half-understood: the journal says what is done, and a misread journal
+could repeat a swap.
 """
 
-# size: every strategy's record types in one module, on purpose: one schema version covers them all.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
