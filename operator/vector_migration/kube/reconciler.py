@@ -159,7 +159,7 @@ async def reconcile(state: OperatorState, body: Mapping[str, Any], on_progress: 
     if request_rollback(run, f"the annotation {ANNOTATION_ROLLBACK}"):
         await on_progress(Phase.SUCCEEDED, run.status, Advance(Phase.ROLLING_BACK))
     if run.status.phase.terminal:
-        kept = await _old_tables(state, run)
+        kept = await _what_is_kept_until_due(state, run)
         await state.forget(uid)
         return _done(run.status, kept or Hold(Reason.SUCCEEDED, run.status.message), previous)
     if str(annotations.get(ANNOTATION_PAUSED, "")).lower() == "true":
@@ -206,11 +206,11 @@ async def reconcile(state: OperatorState, body: Mapping[str, Any], on_progress: 
     if run.status.phase.terminal:
         state.runs.pop(uid, None)
         if isinstance(outcome, Advance):
-            outcome = await _old_tables(state, run) or outcome
+            outcome = await _what_is_kept_until_due(state, run) or outcome
     return _done(run.status, outcome, previous, consumed)
 
 
-async def _old_tables(state: OperatorState, run: Migration) -> Outcome | None:
+async def _what_is_kept_until_due(state: OperatorState, run: Migration) -> Outcome | None:
     """A succeeded migration may keep something until it is due (Parallel's old tables, Replicate's old database).
 
     Until then the reconciliation ends (a Hold, not a retry kopf would sleep through): a person's
@@ -345,7 +345,7 @@ async def clean_up_when_due(state: OperatorState, body: Mapping[str, Any]) -> di
         return None  # nothing due, or a reconciliation holds the migration now
     namespace, name = str(meta.get("namespace")), str(meta.get("name"))
     run = await _prepare(state, resource, status, namespace, name, meta.get("generation"))
-    if isinstance(run, Fail) or await _old_tables(state, run) is not None:
+    if isinstance(run, Fail) or await _what_is_kept_until_due(state, run) is not None:
         return None  # the next tick tries again
     return merge_patch_of(run.status)
 
