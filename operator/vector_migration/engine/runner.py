@@ -150,8 +150,9 @@ async def _open_session(m: Migration) -> Outcome | None:
     """Open the control session; a database a cut-off step of the strategy closed is opened again first."""
     opened = await open_session(m)
     if isinstance(opened, Wait) and opened.reason is Reason.DATABASE_UNAVAILABLE and CLOSED_DATABASE in opened.message:
+        move = strategy_of(m.spec).database_move
         try:
-            recovered = await strategy_of(m.spec).recover_connection(m)
+            recovered = await move.recover_connection(m) if move is not None else False
         except DatabaseUnavailable:
             recovered = False
         if recovered:

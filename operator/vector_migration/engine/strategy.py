@@ -8,11 +8,8 @@ look the strategy up here and call it; none of them branches on a strategy's nam
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 from ..api import VectorMigrationSpec, VectorMigrationStatus
@@ -47,8 +44,31 @@ class PlanInputs:
     copy_format: str  # Rebuild's COPY format, fixed at the checklist with the plan
 
 
+class Leftovers(Protocol):
+    """What a succeeded migration keeps until it is due (Parallel's old tables, Replicate's old database)."""
+
+    def due_in(self, status: VectorMigrationStatus) -> float | None:
+        """Seconds until it may go (0: now), None when nothing is kept."""
+
+    async def clean_up(self, m: Migration) -> str:
+        """Remove it once due; what was done."""
+
+    def kept_for(self, remaining: float) -> str:
+        """What stays, and for how long, while it is not yet due."""
+
+
+class DatabaseMove(Protocol):
+    """A strategy that moves the application to another database (Replicate): where it is, and its fence."""
+
+    async def recover_connection(self, m: Migration) -> bool:
+        """The database refuses connections: undo what of this strategy closed it; whether it did."""
+
+    def migrated_database(self, m: Migration, recorded: Journal) -> ConnectionParams | None:
+        """Where a succeeded migration left the migrated tables, when not in the control session's database."""
+
+
 class MigrationStrategy(Protocol):
-    """One way of moving the tables to the target."""
+    """One way of moving the tables to the target: what every strategy has, and two capabilities some have."""
 
     @property
     def kind(self) -> Strategy:
@@ -78,26 +98,16 @@ class MigrationStrategy(Protocol):
     async def plan(self, m: Migration, inputs: PlanInputs, conversion: MigrationPlan) -> StrategyPlan:
         """Every statement the strategy will run, as data: hashed, published, approved, then run."""
 
-    def scratch_area(self, m: Migration) -> AbstractContextManager[Path | None]:
-        """Where the swap transaction may write files (Rebuild's exports); None when it writes none."""
-
     def kept_after_failure(self, phase: Phase) -> str:
         """What a failure in ``phase`` left in place, when rollback.onFailure is Manual."""
 
-    def cleanup_due_in(self, status: VectorMigrationStatus) -> float | None:
-        """Seconds until a succeeded migration's leftovers may go (0: now), None when it leaves none."""
+    @property
+    def leftovers(self) -> Leftovers | None:
+        """What a succeeded migration keeps until it is due; None when it keeps nothing."""
 
-    async def clean_up(self, m: Migration) -> str:
-        """Remove a succeeded migration's leftovers once due; what was done."""
-
-    def kept_for(self, remaining: float) -> str:
-        """What stays, and for how long, while the leftovers are not yet due."""
-
-    async def recover_connection(self, m: Migration) -> bool:
-        """The database refuses connections: undo what of this strategy's closed it; whether it did."""
-
-    def migrated_database(self, m: Migration, recorded: Journal) -> ConnectionParams | None:
-        """Where a succeeded migration left the migrated tables, when not in the control session's database."""
+    @property
+    def database_move(self) -> DatabaseMove | None:
+        """How it follows the application to another database; None when the tables stay where they are."""
 
 
 class ConvertingStrategy:
@@ -134,33 +144,17 @@ class ConvertingStrategy:
         """The swap's locks: every table with its relations, and every object of the source extension it drops."""
         return await swap_lock_blockers(m, inventory)
 
-    def scratch_area(self, m: Migration) -> AbstractContextManager[Path | None]:
-        """No files: the columns are converted where they are."""
-        return contextlib.nullcontext()
-
     def kept_after_failure(self, phase: Phase) -> str:
         """After the swap committed, the data is on the target."""
         return "The migrated data is intact on the target"
 
-    def cleanup_due_in(self, status: VectorMigrationStatus) -> float | None:
-        """Nothing is kept after success."""
-        return None
+    leftovers: Leftovers | None = None  # nothing is kept after success
+    database_move: DatabaseMove | None = None  # the tables are converted where they are
 
-    async def clean_up(self, m: Migration) -> str:
-        """Nothing to remove."""
-        return "nothing to clean up"
 
-    def kept_for(self, remaining: float) -> str:
-        """Nothing stays."""
-        return "nothing is kept"
-
-    async def recover_connection(self, m: Migration) -> bool:
-        """Nothing of this strategy closes a database."""
-        return False
-
-    def migrated_database(self, m: Migration, recorded: Journal) -> ConnectionParams | None:
-        """The tables are converted where they are."""
-        return None
+def leftovers_due_in(strategy: MigrationStrategy, status: VectorMigrationStatus) -> float | None:
+    """Seconds until a succeeded migration's leftovers may go (0: now), None when it keeps none."""
+    return strategy.leftovers.due_in(status) if strategy.leftovers is not None else None
 
 
 _REGISTRY: dict[Strategy, MigrationStrategy] = {}

@@ -25,7 +25,7 @@ from ..database.sql import ConnectionError_, ConnectionParams, DatabaseUnavailab
 from ..engine.context import Decisions, Migration, RunInputs, close_session, open_session
 from ..engine.outcomes import Advance, Fail, Hold, Outcome, Wait
 from ..engine.runner import drive, request_rollback
-from ..engine.strategy import strategy_of
+from ..engine.strategy import leftovers_due_in, strategy_of
 from ..phases.drift import check_once
 from ..status import fail, hold, record_drift, set_phase
 from ..vocabulary import (
@@ -218,17 +218,17 @@ async def _what_is_kept_until_due(state: OperatorState, run: Migration) -> Outco
     """
     if run.status.phase is not Phase.SUCCEEDED:
         return None
-    strategy = strategy_of(run.spec)
-    remaining = strategy.cleanup_due_in(run.status)
-    if remaining is None:
+    leftovers = strategy_of(run.spec).leftovers
+    remaining = leftovers.due_in(run.status) if leftovers is not None else None
+    if leftovers is None or remaining is None:
         return None
     if remaining > 0:
-        return Hold(Reason.OLD_TABLES_KEPT, strategy.kept_for(remaining))
+        return Hold(Reason.OLD_TABLES_KEPT, leftovers.kept_for(remaining))
     opened = await open_session(run) if run.conn is None else None
     if opened is not None:
         return opened
     try:
-        message = await strategy.clean_up(run)
+        message = await leftovers.clean_up(run)
     finally:
         await close_session(run)
     set_phase(run.status, Phase.SUCCEEDED, f"{run.status.message}; {message}", run.generation)
@@ -340,7 +340,7 @@ async def clean_up_when_due(state: OperatorState, body: Mapping[str, Any]) -> di
     if succeeded is None:
         return None
     resource, status = succeeded
-    remaining = strategy_of(resource.spec).cleanup_due_in(status)
+    remaining = leftovers_due_in(strategy_of(resource.spec), status)
     if remaining is None or remaining > 0 or str(meta.get("uid")) in state.runs:
         return None  # nothing due, or a reconciliation holds the migration now
     namespace, name = str(meta.get("namespace")), str(meta.get("name"))

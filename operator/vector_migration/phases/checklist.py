@@ -263,13 +263,13 @@ async def _baseline(
 
 async def _finished(m: Migration) -> str:
     """A finished migration run again: nothing to do, except what its strategy left until it is due."""
-    strategy = strategy_of(m.spec)
-    remaining = strategy.cleanup_due_in(m.status)
+    leftovers = strategy_of(m.spec).leftovers
+    remaining = leftovers.due_in(m.status) if leftovers is not None else None
+    if leftovers is None or remaining is None:
+        return "already migrated and verified; nothing to do"
     if remaining == 0:
-        return await strategy.clean_up(m)
-    if remaining is not None:
-        return f"migrated and verified; {strategy.kept_for(remaining)}"
-    return "already migrated and verified; nothing to do"
+        return await leftovers.clean_up(m)
+    return f"migrated and verified; {leftovers.kept_for(remaining)}"
 
 
 def inventory_model(inventory: SourceInventory, plan: MigrationPlan, surface: TargetSurface) -> Inventory:

@@ -15,7 +15,7 @@ from ..database.catalog import read_extension
 from ..database.sql import connect, qualify, set_timeouts
 from ..engine import records
 from ..engine.context import Migration, close_session
-from ..engine.strategy import strategy_of
+from ..engine.strategy import leftovers_due_in, strategy_of
 from ..status import adopt
 
 
@@ -56,7 +56,8 @@ async def check_drift(m: Migration) -> DriftCheck:
     if recorded.verified is None:
         return DriftCheck(migrated=False)
     adopt(m.status, recorded.verified.status)
-    elsewhere = strategy_of(m.spec).migrated_database(m, recorded)
+    move = strategy_of(m.spec).database_move
+    elsewhere = move.migrated_database(m, recorded) if move is not None else None
     if elsewhere is None:
         return DriftCheck(True, tuple(await drift_from(m, recorded.first_change)))
     there = dataclasses.replace(m, conn=await connect(elsewhere))  # Replicate's new database on another server
@@ -79,7 +80,7 @@ async def drift_from(m: Migration, record: records.SwapRecord | None) -> list[st
     if await read_extension(conn, target) is None:
         differences.append(f"extension {target} is not installed")
     source = m.spec.source.extension
-    keeps_source = strategy_of(m.spec).cleanup_due_in(m.status) is not None  # Parallel's old tables use it
+    keeps_source = leftovers_due_in(strategy_of(m.spec), m.status) is not None  # Parallel's old tables use it
     if not keeps_source and await read_extension(conn, source) is not None:
         differences.append(
             f"extension {source} is installed again (a client's CREATE EXTENSION IF NOT EXISTS {source} at start-up?)"

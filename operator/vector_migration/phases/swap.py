@@ -7,8 +7,10 @@ under it (database.early_checksum), which leaves one full read of the table insi
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,7 @@ from ..engine.context import Migration
 from ..engine.invariant import CatalogLoss, catalog_after, catalog_before, changed_by_others, expected_of
 from ..engine.outcomes import Advance, Fail, Outcome
 from ..engine.plan import PlanningError, Statement
-from ..engine.strategy import PlanInputs, replan, strategy_of
+from ..engine.strategy import PlanInputs, replan
 from ..engine.transactions import (
     DataMismatch,
     PlanDrift,
@@ -207,7 +209,7 @@ async def run_swap(m: Migration) -> Outcome:
         expected = expected_of(
             plan, inventory, target_extension=surface.extension, target_schema=m.target_schema(inventory)
         )
-        with strategy_of(m.spec).scratch_area(m) as exports:
+        with _export_area(m, plan.swap) as exports:
             tables = await convert(
                 m, list(plan.swap), inventory, surface, facts.checksum_mode, progress, exports, early, expected
             )
@@ -239,6 +241,13 @@ async def run_swap(m: Migration) -> Outcome:
         return transaction_failure(error, progress, m.spec, "swap")
     m.reporter.task_done("swap")
     return _swapped(m, ready, progress)
+
+
+def _export_area(m: Migration, swap: Sequence[Statement]) -> AbstractContextManager[Path | None]:
+    """A private directory for the files of the plan's COPY steps (Rebuild's), removed whatever happens; else none."""
+    if any(statement.step.copies for statement in swap):
+        return table_copy.export_area(m.scratch, m.name)
+    return contextlib.nullcontext()
 
 
 # The status names this many of a failed comparison's differences (the message counts them all).

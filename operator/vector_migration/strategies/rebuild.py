@@ -8,9 +8,6 @@ its storage is written afresh. The COPY statements are part of the plan (engine.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
-from pathlib import Path
-
 from ..database import table_copy
 from ..database.catalog import Blocker, SourceInventory
 from ..database.surface import TargetSurface
@@ -31,7 +28,3 @@ class Rebuild(ConvertingStrategy):
         """Tables COPY cannot empty and refill whole, too little scratch space for the exports, and the swap's locks."""
         copied = await table_copy.check_tables(m.session, inventory, m.scratch, m.facts.checksum_mode)
         return [*copied, *await super().check(m, inventory, surface)]
-
-    def scratch_area(self, m: Migration) -> AbstractContextManager[Path | None]:
-        """A private directory for the export files, removed afterwards whatever happened."""
-        return table_copy.export_area(m.scratch, m.name)

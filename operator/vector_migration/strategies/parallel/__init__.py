@@ -24,13 +24,10 @@ Rolling back (rollback.py).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from contextlib import AbstractContextManager, nullcontext
-from pathlib import Path
 
 from ...api import VectorMigrationStatus
 from ...database.catalog import Blocker, SourceInventory
 from ...database.locks import REPLICATE_NEEDS_FEWER, lock_blockers, lock_table, relations_locked
-from ...database.sql import ConnectionParams
 from ...database.surface import TargetSurface
 from ...engine import records
 from ...engine.context import Migration, PhaseFunction
@@ -120,17 +117,24 @@ class Parallel:
             tables.append(await read_table_facts(m.session, schema, table, vector_columns))
         return build_parallel_plan(conversion, inputs.surface, tables, m.name, inputs.inventory.source.name)
 
-    def scratch_area(self, m: Migration) -> AbstractContextManager[Path | None]:
-        """No files: rows move inside the database."""
-        return nullcontext()
-
     def kept_after_failure(self, phase: Phase) -> str:
         """Before the finalize the application's tables are untouched; after it, the data is on the target."""
         if phase is Phase.FINALIZE:
             return "The migrated data is intact on the target"
         return "The application's tables are untouched and the shadows stay for inspection"
 
-    def cleanup_due_in(self, status: VectorMigrationStatus) -> float | None:
+    database_move = None  # the new tables take the old ones' names in the same database
+
+    @property
+    def leftovers(self) -> OldTables:
+        """The old tables, kept in sync until parallel.keepOldFor has passed."""
+        return OldTables()
+
+
+class OldTables:
+    """Parallel's old tables after the finalize: kept in sync until parallel.keepOldFor, then dropped."""
+
+    def due_in(self, status: VectorMigrationStatus) -> float | None:
         """Seconds until the old tables may go (parallel.keepOldFor)."""
         return seconds_until_old_tables_go(status)
 
@@ -141,11 +145,3 @@ class Parallel:
     def kept_for(self, remaining: float) -> str:
         """The old tables, kept in sync until keepOldFor has passed."""
         return f"the old tables stay for {remaining:.0f}s more (parallel.keepOldFor)"
-
-    async def recover_connection(self, m: Migration) -> bool:
-        """Nothing of this strategy closes a database."""
-        return False
-
-    def migrated_database(self, m: Migration, recorded: Journal) -> ConnectionParams | None:
-        """The new tables took the old ones' names in the same database."""
-        return None

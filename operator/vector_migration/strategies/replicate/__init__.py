@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from contextlib import AbstractContextManager, nullcontext
-from pathlib import Path
 
 from ...api import VectorMigrationStatus
 from ...database.catalog import Blocker, SourceInventory
@@ -129,17 +127,27 @@ class Replicate:
             drop_old=m.spec.replicate.drop_old,
         )
 
-    def scratch_area(self, m: Migration) -> AbstractContextManager[Path | None]:
-        """No files beyond the schema archive, which prepare removes itself."""
-        return nullcontext()
-
     def kept_after_failure(self, phase: Phase) -> str:
         """Before the switchover the application's database is untouched; after it, the data is on the target."""
         if phase is Phase.FINALIZE:
             return "The application's database is the one it was before, or the migrated one if the names turned"
         return "The application's database is untouched; the new database and its replication stay for inspection"
 
-    def cleanup_due_in(self, status: VectorMigrationStatus) -> float | None:
+    @property
+    def leftovers(self) -> OldDatabase:
+        """The old database, following the new one until replicate.keepOldFor has passed."""
+        return OldDatabase()
+
+    @property
+    def database_move(self) -> ToTheNewDatabase:
+        """The application moves to the new database: where it is, and the fence of a cut-off switchover."""
+        return ToTheNewDatabase()
+
+
+class OldDatabase:
+    """The database the application left: it follows the new one until keepOldFor, then stops (dropped on request)."""
+
+    def due_in(self, status: VectorMigrationStatus) -> float | None:
         """Seconds until the old database may stop following (replicate.keepOldFor)."""
         return seconds_until_replication_stops(status)
 
@@ -150,6 +158,10 @@ class Replicate:
     def kept_for(self, remaining: float) -> str:
         """The old database, kept following the new one until keepOldFor has passed."""
         return f"the old database follows the new one for {remaining:.0f}s more (replicate.keepOldFor)"
+
+
+class ToTheNewDatabase:
+    """Replicate moves the application to a new database: where the migrated tables are, and undoing a fence."""
 
     def migrated_database(self, m: Migration, recorded: Journal) -> ConnectionParams | None:
         """Across servers, once switched over: the new database there (the control session stays on the old one)."""

@@ -10,7 +10,7 @@ sessions: nobody, superusers included, writes there until the names have changed
 it grows with the tables: the checksums of both sides are taken before, at a cut of the live
 side's history (proof.py), and the block shows that only replication changed the standby since.
 A crash while it holds leaves the live database closed; the next run opens it again
-(Replicate.recover_connection) and turns again.
+(ToTheNewDatabase.recover_connection) and turns again.
 """
 
 from __future__ import annotations
