@@ -280,6 +280,25 @@ def _rewritten(index: CarriedIndex, surface: TargetSurface, names: NameMap) -> s
 # migration's pinned one, so PostgreSQL's check at creation is off for these statements.
 _BODIES_UNCHECKED = Statement(StatementKind.RECREATE_DEPENDENT, "SET LOCAL check_function_bodies = off")
 _BODIES_CHECKED = Statement(StatementKind.RECREATE_DEPENDENT, "SET LOCAL check_function_bodies = on")
+# A body is checked under the search_path it runs with, then the migration's pinned one is back.
+_SEARCH_PATH_SET = "SELECT pg_catalog.set_config('search_path', "
+_PINNED = Statement(StatementKind.VALIDATE_FUNCTION, f"{_SEARCH_PATH_SET}{quote_literal(PINNED_SEARCH_PATH)}, true)")
+
+
+def sets_for_what_follows(statement: Statement) -> bool | None:
+    """Whether a carried function's statement sets something its transaction's next statements need.
+
+    True for the settings that a function's creation (its body unchecked) or its check (its own
+    search_path) needs; False for the statement that sets them back; None for any other. Who runs
+    the plan's statements in several transactions (Replicate's new database) keeps one open meanwhile.
+    """
+    if statement.sql == _BODIES_UNCHECKED.sql:
+        return True
+    if statement.sql == _BODIES_CHECKED.sql or statement.sql == _PINNED.sql:
+        return False
+    if statement.step is StatementKind.VALIDATE_FUNCTION and statement.sql.startswith(_SEARCH_PATH_SET):
+        return True
+    return None
 
 
 def carry_functions(
@@ -312,8 +331,7 @@ def carry_functions(
         back += _created(function.definition, original, function)
         validate += _validated(rewritten.signature, function)
     if validate:
-        pinned = f"SELECT pg_catalog.set_config('search_path', {quote_literal(PINNED_SEARCH_PATH)}, true)"
-        validate.append(Statement(StatementKind.VALIDATE_FUNCTION, pinned))
+        validate.append(_PINNED)
     return CarriedFunctions(tuple(drops), (*forward, _BODIES_CHECKED), (*back, _BODIES_CHECKED), tuple(validate))
 
 
@@ -326,7 +344,7 @@ def _validated(signature: str, function: SavedFunction) -> list[Statement]:
     validator = _VALIDATORS.get(function.language)
     if validator is None:
         return []
-    path = f"SELECT pg_catalog.set_config('search_path', {quote_literal(function.search_path)}, true)"
+    path = f"{_SEARCH_PATH_SET}{quote_literal(function.search_path)}, true)"
     check = f"SELECT {validator}({quote_literal(signature)}::pg_catalog.regprocedure)"
     return [Statement(StatementKind.VALIDATE_FUNCTION, path), Statement(StatementKind.VALIDATE_FUNCTION, check)]
 

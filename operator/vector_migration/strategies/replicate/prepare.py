@@ -26,6 +26,7 @@ from ...database.catalog_state import CatalogState, read_catalog
 from ...database.sql import quote_ident
 from ...database.surface import is_the_planned_target
 from ...engine import continuation, records
+from ...engine.carry import sets_for_what_follows
 from ...engine.context import Migration, as_admin
 from ...engine.invariant import CatalogLoss, expected_of
 from ...engine.outcomes import Advance, Fail, Outcome, Wait
@@ -217,20 +218,34 @@ def _converted(source: CatalogState, reading: CatalogState, expected: Expected) 
 async def _statement_by_statement(
     there: Migration, statements: Sequence[Statement], ready: Ready, progress: Progress
 ) -> None:
-    """Each planned statement in a bounded transaction of its own, and the target checked once created."""
-    for number, statement in enumerate(statements, start=1):
-        progress.step = statement.step
-        there.reporter.progress("new database", number - 1, len(statements), statement.step)
-        transaction = await begin_bounded_transaction(there)
-        try:
+    """Each planned statement in a bounded transaction of its own, and the target checked once created.
+
+    Except that a carried function's statements share one while a setting they need is on (its body
+    unchecked at creation, its own search_path for its check). The LOCK is not taken: nobody else
+    uses the new database, and it would hold every table at once.
+    """
+    transaction, setting_on = None, False
+    try:
+        for number, statement in enumerate(statements, start=1):
+            if statement.step is StatementKind.LOCK:
+                continue
+            progress.step = statement.step
+            there.reporter.progress("new database", number - 1, len(statements), statement.step)
+            transaction = transaction or await begin_bounded_transaction(there)
             await execute(there, statement)
             created = statement.step is StatementKind.CREATE_TARGET_EXTENSION
             if created and not await is_the_planned_target(there.session, ready.surface, there.facts.source_library):
                 raise PlanDrift("the target extension differs from the one the plan was made for")
+            setting_on = setting_on if (sets := sets_for_what_follows(statement)) is None else sets
+            if not setting_on:
+                await transaction.commit()
+                transaction = None
+        if transaction is not None:
             await transaction.commit()
-        except BaseException:
+    except BaseException:
+        if transaction is not None:
             await roll_back(transaction)
-            raise
+        raise
 
 
 def catalog_expected(m: Migration, plan: ReplicatePlan, ready: Ready, *, built_later: bool) -> Expected:
