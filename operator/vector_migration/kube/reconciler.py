@@ -21,7 +21,7 @@ import asyncpg
 from pydantic import ValidationError
 
 from ..api import JobDefaults, VectorMigration, VectorMigrationStatus, describe_validation_error
-from ..database.sql import ConnectionError_, ConnectionParams, DatabaseUnavailable, params_from_secret
+from ..database.sql import ConnectionError_, DatabaseUnavailable, params_from_secret
 from ..engine.context import Decisions, Migration, RunInputs, close_session, open_session
 from ..engine.outcomes import Advance, Fail, Hold, Outcome, Wait
 from ..engine.runner import drive, request_rollback
@@ -39,7 +39,8 @@ from ..vocabulary import (
     Reason,
 )
 from .builders import build_cutover_configmap, build_plan_configmap, build_report_configmap, object_name
-from .client import KubeClient, KubeError
+from .client import KubeClient
+from .credentials import admin_login, ca_certificate, ca_source, secret_data
 from .jobs import JobBackup
 from .merge_patch import merge_patch_of
 from .replica_target import publish_target_secret, target_server_login
@@ -109,12 +110,13 @@ def _done(
 Progress = Callable[[Phase, VectorMigrationStatus, Outcome], Awaitable[None]]
 
 
-# size: one reconciliation in order (annotations, pause, drive, publish), read top to bottom
 async def reconcile(state: OperatorState, body: Mapping[str, Any], on_progress: Progress) -> Reconciled:
     """Run phases back to back until the migration waits, holds for a person, fails or is done.
 
     ``on_progress`` is called after every phase change (and after the last step), so the status
     a user watches moves with the migration rather than at the end of a long reconciliation.
+    In order: the run (from memory, or prepared again), what the annotations decide, a finished or
+    paused migration's answer, then the phases, each published as it moves.
     """
     meta = body.get("metadata") or {}
     uid, namespace, name = str(meta.get("uid")), str(meta.get("namespace")), str(meta.get("name"))
@@ -126,17 +128,53 @@ async def reconcile(state: OperatorState, body: Mapping[str, Any], on_progress: 
         live = await state.client.read_migration(namespace, name)
         if live is not None:
             body = {**body, "status": live.get("status")}
-    current = _status_of(body)
-    previous = current.phase
+    previous = _status_of(body)
     try:
         resource = _resource_of(body)
     except ValidationError as error:
         invalid = Fail(Reason.INVALID_SPEC, describe_validation_error(error))
-        fail(current, invalid.reason, invalid.message, generation)
-        return _done(current, invalid, previous)
-    if state.client is None:
-        return _done(current, Wait(Reason.IN_PROGRESS, "the operator has not logged in yet", 2.0), previous)
+        fail(previous, invalid.reason, invalid.message, generation)
+        return _done(previous, invalid, previous.phase)
+    client = state.client
+    if client is None:
+        return _done(previous, Wait(Reason.IN_PROGRESS, "the operator has not logged in yet", 2.0), previous.phase)
+    found = await _run_of(state, resource, previous, (uid, namespace, name), generation)
+    if isinstance(found, Reconciled):
+        return found
+    run, current = found
+    run.decisions = _decisions_of(annotations)
+    if request_rollback(run, f"the annotation {ANNOTATION_ROLLBACK}"):
+        await on_progress(Phase.SUCCEEDED, run.status, Advance(Phase.ROLLING_BACK))
+    early = await _finished_or_paused(state, run, uid, annotations, previous.phase, generation)
+    if early is not None:
+        return early
+    if run.status.phase is Phase.PENDING:
+        set_phase(run.status, Phase.CHECKLIST, "checking the database", generation)
+        await on_progress(Phase.PENDING, run.status, Advance(run.status.phase))
 
+    async def deleted(phase: Phase) -> Outcome | None:
+        if phase not in _FINISH_WHEN_DELETED and await _being_deleted(client, namespace, name):
+            return Hold(Reason.DELETED, f"the resource is being deleted; stopped before {phase.value}")
+        return None
+
+    publisher = _Publisher(client, resource, run, routed=current.cutover is not None, on_progress=on_progress)
+    outcome = await drive(run, stop=deleted, observe=publisher.moved)
+    return await _after_driving(state, client, run, resource, uid, outcome, previous.phase)
+
+
+async def _run_of(
+    state: OperatorState,
+    resource: VectorMigration,
+    current: VectorMigrationStatus,
+    names: tuple[str, str, str],
+    generation: Any,
+) -> tuple[Migration, VectorMigrationStatus] | Reconciled:
+    """The resource's run (kept in memory, or prepared again after a restart or a changed spec); or the answer now.
+
+    With it, the status it started from: a fresh one when the spec changed after a failure.
+    """
+    uid, namespace, name = names
+    previous = current.phase
     run = state.runs.get(uid)
     if run is not None and run.generation != generation:
         await state.forget(uid)  # a changed spec: plan again from what the database says
@@ -149,15 +187,23 @@ async def reconcile(state: OperatorState, body: Mapping[str, Any], on_progress: 
             fail(current, prepared.reason, prepared.message, generation)
             return _done(current, prepared, previous)
         run = state.runs[uid] = prepared
+    return run, current
 
-    run.decisions = Decisions(
+
+def _decisions_of(annotations: Mapping[str, Any]) -> Decisions:
+    """What a person said, by annotation: the plan approved, a restore consented to, a rollback, a promotion."""
+    return Decisions(
         approved_hash=annotations.get(ANNOTATION_APPROVE),
         restore_consent=annotations.get(ANNOTATION_RESTORE),
         rollback=str(annotations.get(ANNOTATION_ROLLBACK, "")).lower() == "true",
         promote=str(annotations.get(ANNOTATION_PROMOTE, "")).lower() == "true",
     )
-    if request_rollback(run, f"the annotation {ANNOTATION_ROLLBACK}"):
-        await on_progress(Phase.SUCCEEDED, run.status, Advance(Phase.ROLLING_BACK))
+
+
+async def _finished_or_paused(
+    state: OperatorState, run: Migration, uid: str, annotations: Mapping[str, Any], previous: Phase, generation: Any
+) -> Reconciled | None:
+    """A finished migration's answer (and what it keeps until due), or a paused one's; None: run its phases."""
     if run.status.phase.terminal:
         kept = await _what_is_kept_until_due(state, run)
         await state.forget(uid)
@@ -167,36 +213,47 @@ async def reconcile(state: OperatorState, body: Mapping[str, Any], on_progress: 
         paused = Hold(Reason.PAUSED, f"paused by the annotation {ANNOTATION_PAUSED} in phase {run.status.phase.value}")
         hold(run.status, paused.reason, paused.message, generation)
         return _done(run.status, paused, previous)
+    return None
 
-    if run.status.phase is Phase.PENDING:
-        set_phase(run.status, Phase.CHECKLIST, "checking the database", generation)
-        await on_progress(Phase.PENDING, run.status, Advance(run.status.phase))
-    client = state.client
 
-    async def deleted(phase: Phase) -> Outcome | None:
-        if phase not in _FINISH_WHEN_DELETED and await _being_deleted(client, namespace, name):
-            return Hold(Reason.DELETED, f"the resource is being deleted; stopped before {phase.value}")
-        return None
+@dataclass
+class _Publisher:
+    """What the operator publishes as a migration moves, before the status says so."""
 
-    routed = current.cutover is not None  # a routing ConfigMap was published: it must follow to the end
+    client: KubeClient
+    resource: VectorMigration
+    run: Migration
+    routed: bool  # a routing ConfigMap was published: it must follow to the end
+    on_progress: Progress
 
-    async def moved(before: Phase, outcome: Outcome) -> None:
-        nonlocal routed
-        if run.status.cutover is not None or routed:
+    async def moved(self, before: Phase, outcome: Outcome) -> None:
+        """After each step: the routing, the target's Secret, the report, then the status."""
+        run, resource = self.run, self.resource
+        if run.status.cutover is not None or self.routed:
             # Routing first: whoever reads a status that says "paused at 50%" finds the ConfigMap at 50%,
             # and one that says "rolled back" finds every read sent to the application's own tables.
-            routed = True
-            await client.apply_configmap(build_cutover_configmap(resource, run.status))
+            self.routed = True
+            await self.client.apply_configmap(build_cutover_configmap(resource, run.status))
         if run.inputs.target_server is not None:  # where the database is, before the status says so
-            await publish_target_secret(client, resource, run.status, run.inputs.target_server)
+            await publish_target_secret(self.client, resource, run.status, run.inputs.target_server)
         if run.status.phase.terminal or (isinstance(outcome, Hold) and run.status.phase is Phase.VERIFY):
             # the numbers for the change ticket, once there is an outcome or a person must decide
-            await client.apply_configmap(build_report_configmap(resource, run.status))
-        await on_progress(before, run.status, outcome)
+            await self.client.apply_configmap(build_report_configmap(resource, run.status))
+        await self.on_progress(before, run.status, outcome)
 
-    outcome = await drive(run, stop=deleted, observe=moved)
+
+async def _after_driving(
+    state: OperatorState,
+    client: KubeClient,
+    run: Migration,
+    resource: VectorMigration,
+    uid: str,
+    outcome: Outcome,
+    previous: Phase,
+) -> Reconciled:
+    """Where the phases stopped: the plan published for approval, sessions closed while people decide."""
     if isinstance(outcome, Hold) and outcome.reason is not Reason.DELETED and run.facts.plan is not None:
-        await _publish_plan(state.client, resource, run)
+        await _publish_plan(client, resource, run)
     consumed = (ANNOTATION_PROMOTE,) if run.facts.promotion_used else ()
     run.facts.promotion_used = False
     if isinstance(outcome, Hold | Fail) or run.status.phase.terminal:
@@ -280,11 +337,11 @@ async def _prepare(
     secret_ref = resource.spec.database.secret_ref
     if secret_ref is None:
         return Fail(Reason.INVALID_SPEC, "spec.database.secretRef is required when the operator runs a migration")
-    credentials = await _secret(state.client, namespace, secret_ref.name)
+    credentials = await secret_data(state.client, namespace, secret_ref.name)
     if isinstance(credentials, Fail):
         return credentials
-    ca = _ca_source(resource, credentials)
-    ca_pem = await _ca_certificate(state.client, namespace, ca, secret_ref.name, credentials)
+    ca = ca_source(resource, credentials)
+    ca_pem = await ca_certificate(state.client, namespace, ca, secret_ref.name, credentials)
     if isinstance(ca_pem, Fail):
         return ca_pem
     try:
@@ -292,10 +349,10 @@ async def _prepare(
     except ConnectionError_ as error:
         return Fail(Reason.SECRET_UNAVAILABLE, f"secret {namespace}/{secret_ref.name}: {error}")
     admin_ref = resource.spec.database.admin_secret_ref
-    admin = await _admin_login(state.client, namespace, admin_ref.name, params) if admin_ref is not None else None
+    admin = await admin_login(state.client, namespace, admin_ref.name, params) if admin_ref is not None else None
     if isinstance(admin, Fail):
         return admin
-    target = await target_server_login(state.client, resource, namespace, ca_pem, _secret)
+    target = await target_server_login(state.client, resource, namespace, ca_pem, secret_data)
     if isinstance(target, Fail):
         return target
     target_ref = resource.spec.replicate.target
@@ -350,22 +407,6 @@ async def clean_up_when_due(state: OperatorState, body: Mapping[str, Any]) -> di
     return merge_patch_of(run.status)
 
 
-async def _admin_login(
-    client: KubeClient, namespace: str, name: str, params: ConnectionParams
-) -> ConnectionParams | Fail:
-    """spec.database.adminSecretRef's login, to the same server as ``params``."""
-    credentials = await _secret(client, namespace, name)
-    if isinstance(credentials, Fail):
-        return credentials
-    user = credentials.get("username") or credentials.get("user")
-    if not user or "password" not in credentials:
-        return Fail(
-            Reason.SECRET_UNAVAILABLE,
-            f"secret {namespace}/{name} needs 'username' and 'password' (spec.database.adminSecretRef)",
-        )
-    return params.with_login(user, credentials["password"])
-
-
 @dataclass(frozen=True)
 class DriftFound:
     """A drift check's result: the status with its Drifted condition, and the message when it has just drifted."""
@@ -407,45 +448,6 @@ async def check_for_drift(state: OperatorState, body: Mapping[str, Any]) -> Drif
         return None
     newly = record_drift(status, found.differences, found.message)
     return DriftFound(status, resource.spec.strategy.value, found.message if newly else None)
-
-
-async def _secret(client: KubeClient, namespace: str, name: str) -> dict[str, str] | Fail:
-    """A Secret's decoded data, or the failure a person fixes; a transient answer raises (the handler retries)."""
-    try:
-        data = await client.secret_data(namespace, name)
-    except KubeError as error:
-        if error.transient:
-            raise
-        return Fail(Reason.SECRET_UNAVAILABLE, f"cannot read secret {namespace}/{name}: {error}")
-    if data is None:
-        return Fail(Reason.SECRET_UNAVAILABLE, f"secret {namespace}/{name} does not exist")
-    return data
-
-
-async def _ca_certificate(
-    client: KubeClient, namespace: str, ca: tuple[str, str] | None, secret_name: str, credentials: dict[str, str]
-) -> str | Fail | None:
-    """The CA's PEM from its (Secret, key): the credentials' own Secret, or another; None without a CA."""
-    if ca is None:
-        return None
-    holder = credentials if ca[0] == secret_name else await _secret(client, namespace, ca[0])
-    if isinstance(holder, Fail):
-        return holder
-    if ca[1] not in holder:
-        return Fail(
-            Reason.SECRET_UNAVAILABLE, f"secret {namespace}/{ca[0]} has no key {ca[1]!r} (spec.database.caSecretRef)"
-        )
-    return holder[ca[1]]
-
-
-def _ca_source(resource: VectorMigration, credentials: dict[str, str]) -> tuple[str, str] | None:
-    """(Secret, key) of the server's CA: spec.database.caSecretRef, else the credentials' own ca.crt."""
-    database = resource.spec.database
-    if database.ca_secret_ref is not None:
-        return database.ca_secret_ref.name, database.ca_secret_ref.key
-    if "ca.crt" in credentials and database.secret_ref is not None:
-        return database.secret_ref.name, "ca.crt"
-    return None
 
 
 async def _publish_plan(client: KubeClient, resource: VectorMigration, run: Migration) -> None:
