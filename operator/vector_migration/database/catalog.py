@@ -141,7 +141,6 @@ class PartitionColumn:
     column: str
     attnum: int
     leaf: bool
-    owner: str
 
 
 @dataclass(frozen=True)
@@ -299,7 +298,7 @@ class SourceInventory:
     settings: list[SavedSetting] = field(default_factory=list)
     dependents: list[Dependent] = field(default_factory=list)
     row_counts: dict[tuple[str, str], int] = field(default_factory=dict)
-    # The role owning each migrated table: statements that may run its code run as it.
+    # The role owning each migrated table and partition: statements that may run its code run as it.
     owners: dict[tuple[str, str], str] = field(default_factory=dict)
     blockers: list[Blocker] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -330,11 +329,6 @@ class SourceInventory:
         """The partitioned tables among the migrated ones and their partitions: they hold no rows themselves."""
         roots = {(c.schema, c.table) for c in self.columns if c.partitioned}
         return sorted(roots | {(p.schema, p.table) for p in self.partition_columns if not p.leaf})
-
-    def owner_of(self, schema: str, table: str) -> str | None:
-        """The role owning a migrated table or one of its partitions."""
-        partition = next((p for p in self.partition_columns if (p.schema, p.table) == (schema, table)), None)
-        return partition.owner if partition else self.owners.get((schema, table))
 
     def columns_of(self, schema: str, table: str) -> list[VectorColumn]:
         """Migrated columns of one table, in column order."""

@@ -63,8 +63,7 @@ async def read_inventory(
     await _read_settings(conn, inventory)
     await _check_privileges(conn, inventory)
     # Counting needs read access a refused role may lack; with blockers the checklist stops anyway.
-    partitions = sorted({(p.schema, p.table) for p in inventory.partition_columns})
-    for schema, table in inventory.tables() + partitions if count_rows and not inventory.blockers else []:
+    for schema, table in inventory.relations() if count_rows and not inventory.blockers else []:
         inventory.row_counts[(schema, table)] = await conn.fetchval(
             f"SELECT pg_catalog.count(*) FROM {qualify(schema, table)}"
         )
@@ -78,7 +77,7 @@ async def _read_owners(conn: asyncpg.Connection, inv: SourceInventory) -> None:
           FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
          WHERE c.oid = ANY($1::pg_catalog.oid[])
         """,
-        sorted({column.table_oid for column in inv.columns}),
+        sorted({column.table_oid for column in inv.columns} | {p.oid for p in inv.partition_columns}),
     )
     inv.owners = {(row["nspname"], row["relname"]): row["owner"] for row in rows}
 

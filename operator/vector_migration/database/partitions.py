@@ -23,7 +23,7 @@ async def read_partitions(conn: asyncpg.Connection, inv: SourceInventory) -> Non
     rows = await conn.fetch(
         """
         SELECT r.root, n.nspname, c.relname, c.oid::bigint AS oid, a.attname, a.attnum, t.isleaf,
-               pg_catalog.pg_get_userbyid(c.relowner) AS owner, c.relkind = 'f' AS foreign_table
+               c.relkind = 'f' AS foreign_table
           FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.oid[]), pg_catalog.unnest($2::text[])) AS r(root, attname)
           CROSS JOIN LATERAL pg_catalog.pg_partition_tree(r.root) t
           JOIN pg_catalog.pg_class c ON c.oid = t.relid
@@ -56,7 +56,6 @@ async def read_partitions(conn: asyncpg.Connection, inv: SourceInventory) -> Non
             column=row["attname"],
             attnum=row["attnum"],
             leaf=row["isleaf"],
-            owner=row["owner"],
         )
         for row in rows
     ]

@@ -143,8 +143,7 @@ def build_plan(
         )
         for k in inventory.referencing_keys
     ]
-    # Only Rebuild empties tables: InPlace converts the rows where they are, and a key to them stays.
-    # A partitioned table's rows are in its leaves: those are exported, emptied and imported.
+    # Only Rebuild empties tables (a partitioned one's leaves): InPlace converts rows in place, a key to them stays.
     stored = inventory.stored_tables()
     empty_tables = (
         unlink
@@ -153,7 +152,9 @@ def build_plan(
             for s, t in stored
             for statement in (
                 Statement(StatementKind.EXPORT, f"COPY {qualify(s, t)} TO STDOUT (FORMAT {refill})", (s, t)),
-                Statement(StatementKind.EMPTY_TABLE, f"TRUNCATE ONLY {qualify(s, t)}", run_as=inventory.owner_of(s, t)),
+                Statement(
+                    StatementKind.EMPTY_TABLE, f"TRUNCATE ONLY {qualify(s, t)}", run_as=inventory.owners.get((s, t))
+                ),
             )
         ]
         if refill
@@ -214,7 +215,7 @@ def build_plan(
                 StatementKind.IMPORT,
                 f"COPY {qualify(s, t)} FROM STDIN (FORMAT {refill})",
                 (s, t),
-                run_as=inventory.owner_of(s, t),
+                run_as=inventory.owners.get((s, t)),
             )
             for s, t in stored
         ]
