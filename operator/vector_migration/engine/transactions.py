@@ -17,7 +17,7 @@ from ..database.catalog import (
 )
 from ..database.catalog_compare import Comparison
 from ..database.sql import run_as_role, set_timeouts
-from ..database.surface import TargetSurface
+from ..database.surface import TargetSurface, is_the_planned_target
 from ..vocabulary import (
     Phase,
     Reason,
@@ -176,6 +176,14 @@ async def roll_back(transaction: Any) -> None:
     """Roll a transaction back, whatever state its connection is in (it may be gone)."""
     with contextlib.suppress(Exception):
         await transaction.rollback()
+
+
+async def check_the_target_made(m: Migration, statement: Statement, surface: TargetSurface) -> None:
+    """After the plan's CREATE EXTENSION: PlanDrift unless it made the extension the plan was made for."""
+    if statement.step is StatementKind.CREATE_TARGET_EXTENSION and not await is_the_planned_target(
+        m.session, surface, m.facts.source_library
+    ):
+        raise PlanDrift("the target extension differs from the one the plan was made for")
 
 
 async def execute(m: Migration, statement: Statement) -> None:

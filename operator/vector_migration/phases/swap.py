@@ -33,7 +33,7 @@ from ..database.measure import (
     table_checksum,
 )
 from ..database.sql import set_timeouts
-from ..database.surface import TargetSurface, is_the_planned_target
+from ..database.surface import TargetSurface
 from ..engine import continuation, records
 from ..engine.context import Migration
 from ..engine.invariant import CatalogLoss, catalog_after, catalog_before, changed_by_others, expected_of
@@ -46,6 +46,7 @@ from ..engine.transactions import (
     Progress,
     Ready,
     begin_bounded_transaction,
+    check_the_target_made,
     execute,
     ready_to_change,
     roll_back,
@@ -96,9 +97,7 @@ async def convert(
             continue
         async with index_progress(m, statement.sql if building else None):
             await execute(m, statement)
-        created = statement.step is StatementKind.CREATE_TARGET_EXTENSION
-        if created and not await is_the_planned_target(conn, surface, m.facts.source_library):
-            raise PlanDrift("the target extension differs from the one the plan was made for")
+        await check_the_target_made(m, statement, surface)
         if statement.step is StatementKind.LOCK:
             progress.locked_at = time.perf_counter()
             before = await _checksums_under_the_lock(conn, inventory, mode, early or {}, progress)

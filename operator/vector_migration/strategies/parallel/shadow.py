@@ -17,7 +17,6 @@ from ...database.catalog import index_names
 from ...database.catalog_compare import Expected
 from ...database.measure import IndexTarget
 from ...database.sql import qualify, quote_ident
-from ...database.surface import is_the_planned_target
 from ...engine import continuation, records
 from ...engine.context import Migration
 from ...engine.invariant import CatalogLoss, catalog_after, catalog_before
@@ -28,6 +27,7 @@ from ...engine.transactions import (
     Progress,
     Ready,
     begin_bounded_transaction,
+    check_the_target_made,
     execute,
     ready_to_change,
     roll_back,
@@ -115,9 +115,7 @@ async def _prepare(m: Migration, plan: ParallelPlan, ready: Ready, progress: Pro
             continue
         progress.step = statement.step
         await execute(m, statement)
-        created = statement.step is StatementKind.CREATE_TARGET_EXTENSION
-        if created and not await is_the_planned_target(conn, ready.surface, m.facts.source_library):
-            raise PlanDrift("the target extension differs from the one the plan was made for")
+        await check_the_target_made(m, statement, ready.surface)
     shadows = frozenset(qualify(t.shadow.table_schema, t.shadow.shadow) for t in plan.tables)
     target = {f"extension {quote_ident(ready.surface.extension)}": "the target extension"}
     target[f"schema {quote_ident(m.target_schema(ready.inventory))}"] = "the target extension's schema"

@@ -24,7 +24,6 @@ from ...database.backup import BackupError, BackupPending, SchemaCopyRequest
 from ...database.catalog_compare import Expected, compare
 from ...database.catalog_state import CatalogState, read_catalog
 from ...database.sql import quote_ident
-from ...database.surface import is_the_planned_target
 from ...engine import continuation, records
 from ...engine.carry import sets_for_what_follows
 from ...engine.context import Migration, as_admin
@@ -37,6 +36,7 @@ from ...engine.transactions import (
     Progress,
     Ready,
     begin_bounded_transaction,
+    check_the_target_made,
     execute,
     ready_to_change,
     roll_back,
@@ -233,9 +233,7 @@ async def _statement_by_statement(
             there.reporter.progress("new database", number - 1, len(statements), statement.step)
             transaction = transaction or await begin_bounded_transaction(there)
             await execute(there, statement)
-            created = statement.step is StatementKind.CREATE_TARGET_EXTENSION
-            if created and not await is_the_planned_target(there.session, ready.surface, there.facts.source_library):
-                raise PlanDrift("the target extension differs from the one the plan was made for")
+            await check_the_target_made(there, statement, ready.surface)
             setting_on = setting_on if (sets := sets_for_what_follows(statement)) is None else sets
             if not setting_on:
                 await transaction.commit()
