@@ -1,4 +1,4 @@
-"""A test server of its own with settings PostgreSQL reads only at start (ALTER SYSTEM, then a restart)."""
+"""Test servers of their own: settings PostgreSQL reads only at start (ALTER SYSTEM, then a restart), new databases."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import asyncio
 
 import asyncpg
 
-from vector_migration.demo import EmbeddedPostgres
+from vector_migration.database.sql import ConnectionParams
+from vector_migration.demo import EmbeddedPostgres, create_database
 
 
 def restart_with(server: EmbeddedPostgres, settings: dict[str, str]) -> None:
@@ -23,3 +24,10 @@ def restart_with(server: EmbeddedPostgres, settings: dict[str, str]) -> None:
 
     asyncio.run(configure())
     server.restart()
+
+
+async def new_database(server: EmbeddedPostgres, name: str) -> tuple[ConnectionParams, asyncpg.Connection]:
+    """A new database on the server, and a plain session on it (the caller closes it)."""
+    await create_database(server.params(), name)
+    params = server.params(name)
+    return params, await asyncpg.connect(host=params.host, port=params.port, user=params.user, database=name)

@@ -14,9 +14,10 @@ import asyncpg
 import pytest
 
 from tests.scenarios import condition, create_rich_database, manifest, migration, snapshot, step_until
+from tests.servers import new_database
 from vector_migration.database.journal import JournalEntry
 from vector_migration.database.sql import ConnectionParams
-from vector_migration.demo import EmbeddedPostgres, create_database
+from vector_migration.demo import EmbeddedPostgres
 from vector_migration.engine import records
 from vector_migration.engine.context import close_session
 from vector_migration.engine.runner import run
@@ -194,9 +195,7 @@ async def test_a_parallel_migration_prepared_by_version_3_is_finished_by_this_on
     from tests.application import create_shop
     from tests.test_parallel import MATERIALIZED, NAMING_PGVECTOR, REFERENCING, TRIGGERS, VIEWS
 
-    await create_database(logical_server.params(), "journal_v3_parallel")
-    params = logical_server.params("journal_v3_parallel")
-    conn = await asyncpg.connect(host=params.host, port=params.port, user=params.user, database=params.dbname)
+    params, conn = await new_database(logical_server, "journal_v3_parallel")
     try:
         await create_shop(conn)
         for sql in (VIEWS, NAMING_PGVECTOR, MATERIALIZED, REFERENCING, TRIGGERS, CAPTURED_FUNCTION):

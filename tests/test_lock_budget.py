@@ -12,10 +12,10 @@ import asyncpg
 import pytest
 
 from tests.scenarios import manifest, migration
-from tests.servers import restart_with
+from tests.servers import new_database, restart_with
 from vector_migration.database.locks import CATALOG_AND_TARGET_LOCKS, extension_members, lock_table, relations_locked
 from vector_migration.database.sql import ConnectionParams
-from vector_migration.demo import EmbeddedPostgres, create_database
+from vector_migration.demo import EmbeddedPostgres
 from vector_migration.engine.runner import run
 from vector_migration.vocabulary import Phase, Reason
 
@@ -52,9 +52,7 @@ STRATEGIES = {
 async def test_a_schema_whose_swap_would_run_out_of_locks_is_refused_before_anything_changes(
     small_lock_table: EmbeddedPostgres, backup_dir: Path, strategy: str
 ) -> None:
-    await create_database(small_lock_table.params(), f"tenants_{strategy.lower()}")
-    shop = small_lock_table.params(f"tenants_{strategy.lower()}")
-    conn = await asyncpg.connect(host=shop.host, port=shop.port, user=shop.user, database=shop.dbname)
+    shop, conn = await new_database(small_lock_table, f"tenants_{strategy.lower()}")
     try:
         await conn.execute(tenants(40))
 
@@ -161,9 +159,7 @@ async def test_a_partitioned_tables_partitions_count_in_the_prediction(
     small_lock_table: EmbeddedPostgres, backup_dir: Path
 ) -> None:
     # One table to migrate, but ALTER TABLE on it locks and alters each of its 40 partitions too.
-    await create_database(small_lock_table.params(), "partitioned_tenants")
-    shop = small_lock_table.params("partitioned_tenants")
-    conn = await asyncpg.connect(host=shop.host, port=shop.port, user=shop.user, database=shop.dbname)
+    shop, conn = await new_database(small_lock_table, "partitioned_tenants")
     try:
         await conn.execute(tenant_partitions(40))
 
@@ -206,9 +202,7 @@ async def test_replicate_builds_the_new_database_in_steps_where_one_transaction_
     # restores its schema and converts it a statement at a time.
     from tests.replication import REPLICATE
 
-    await create_database(small_logical_lock_table.params(), "tenants_replicate")
-    shop = small_logical_lock_table.params("tenants_replicate")
-    conn = await asyncpg.connect(host=shop.host, port=shop.port, user=shop.user, database=shop.dbname)
+    shop, conn = await new_database(small_logical_lock_table, "tenants_replicate")
     try:
         await conn.execute(tenants(40))
         before = await conn.fetch("SELECT id, embedding::text FROM tenant_39 ORDER BY id")
