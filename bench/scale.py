@@ -3,15 +3,17 @@
 A schema-per-tenant database, as issue "Scale" found it: N tables, each with a `vector(4)` column,
 an HNSW index and five rows, on an embedded PostgreSQL whose lock settings are the defaults
 (`max_locks_per_transaction` 64 x `max_connections` 100: about 6,400 slots) with `wal_level =
-logical`. For each N, InPlace and Replicate run on a fresh copy, each in a process of its own, so
-the peak RSS measured is that run's alone. InPlace's one transaction stops fitting at some N: the
-checklist then refuses it with its numbers (recorded as such, not as a failure of the bench).
+logical`. For each N, InPlace (in one transaction, and in batches of 100 tables) and Replicate run
+on a fresh copy, each in a process of its own, so the peak RSS measured is that run's alone.
+InPlace's one transaction stops fitting at some N: the checklist then refuses it with its numbers
+(recorded as such, not as a failure of the bench).
 
-Writes bench/results/<date>-scale-tables.json and prints each phase's seconds against N, and the
+Writes bench/results/<date>-scale-tables.json (with --strategies, a subset: its names in the file's)
+and prints each phase's seconds against N, and the
 exponent fitted between the two largest N (1.0 is linear). The target is the RuVector STAND-IN
 (pgvector's C code under RuVector's names): these rows measure the engine's work per table.
 
-    .venv/bin/python bench/scale.py --tables 10 100 1000 2000
+    .venv/bin/python bench/scale.py --tables 10 100 1000 2000 [--strategies InPlaceBatches]
 """
 
 from __future__ import annotations
@@ -44,7 +46,13 @@ from vector_migration.engine.runner import run  # noqa: E402
 from vector_migration.vocabulary import Phase  # noqa: E402
 
 TARGET = "ruvector_standin"
-STRATEGIES = ("InPlace", "Replicate")
+# Each measured way, and what its spec adds: InPlace in one transaction, InPlace in batches of 100 tables
+# (inPlace.tablesPerBatch), and Replicate.
+STRATEGIES: dict[str, dict[str, Any]] = {
+    "InPlace": {"strategy": "InPlace"},
+    "InPlaceBatches": {"strategy": "InPlace", "inPlace": {"tablesPerBatch": 100}},
+    "Replicate": {"strategy": "Replicate", "replicate": {"keepOldFor": "0s", "dropOld": True}},
+}
 # Tables made per transaction while seeding: all at once would run out of locks, as the issue found.
 SEED_BATCH = 100
 PHASES = ("checklist", "swap", "backfill", "reindex", "verify", "finalize")
@@ -82,8 +90,7 @@ async def one_run(params: ConnectionParams, strategy: str, work: Path) -> dict[s
         "kind": "VectorMigration",
         "metadata": {"name": f"scale-{strategy.lower()}"},
         "spec": {
-            "strategy": strategy,
-            "replicate": {"keepOldFor": "0s", "dropOld": True},
+            **STRATEGIES[strategy],
             "target": {"extension": TARGET},
             "backup": {"enabled": False},
             "verify": {"sampleQueries": 5, "k": 3},
@@ -115,7 +122,7 @@ def exponent(small: tuple[int, float], large: tuple[int, float]) -> float | None
 
 def report(result: dict[str, Any]) -> None:
     """Each strategy's phases against N, as a table."""
-    for strategy in STRATEGIES:
+    for strategy in result["strategies"]:
         print(f"\n{strategy}")
         print("  tables  " + "  ".join(f"{p:>9}" for p in PHASES) + "  blocked_s   wall_s  rss_MB  outcome")
         for count, runs in sorted(result["tables"].items(), key=lambda item: int(item[0])):
@@ -132,7 +139,7 @@ def report(result: dict[str, Any]) -> None:
 def fitted(result: dict[str, Any]) -> dict[str, dict[str, float | None]]:
     """Per strategy and phase, the exponent between the two largest N where both runs succeeded."""
     exponents: dict[str, dict[str, float | None]] = {}
-    for strategy in STRATEGIES:
+    for strategy in result["strategies"]:
         points = sorted(
             (int(count), runs[strategy]["timings"])
             for count, runs in result["tables"].items()
@@ -146,12 +153,12 @@ def fitted(result: dict[str, Any]) -> dict[str, dict[str, float | None]]:
     return exponents
 
 
-async def drive(counts: list[int], work: Path) -> dict[str, Any]:
-    """Every N, every strategy, each migration in a child process on a fresh database."""
+async def drive(counts: list[int], strategies: list[str], work: Path) -> dict[str, Any]:
+    """Every N, every strategy asked for, each migration in a child process on a fresh database."""
     server = EmbeddedPostgres(work / "pg" / "data")
     try:
         await asyncio.to_thread(make_logical, server)
-        result: dict[str, Any] = {"tables": {}, "settings": {}}
+        result: dict[str, Any] = {"tables": {}, "settings": {}, "strategies": strategies}
         conn = await asyncpg.connect(host=server.params().host, port=server.params().port, user="postgres")
         try:
             for name in ("max_locks_per_transaction", "max_connections", "max_prepared_transactions"):
@@ -160,7 +167,7 @@ async def drive(counts: list[int], work: Path) -> dict[str, Any]:
             await conn.close()
         for count in counts:
             runs = {}
-            for strategy in STRATEGIES:
+            for strategy in strategies:
                 name = f"scale_{strategy.lower()}_{count}"
                 started = time.perf_counter()
                 params = await seed(server, name, count)
@@ -181,6 +188,7 @@ def main() -> None:
     """Measure every N (or, with --one, one migration in this process)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tables", type=int, nargs="+", default=[10, 100, 1000, 2000])
+    parser.add_argument("--strategies", nargs="+", choices=list(STRATEGIES), default=list(STRATEGIES))
     parser.add_argument("--one", choices=STRATEGIES, help=argparse.SUPPRESS)
     parser.add_argument("--host", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -192,9 +200,10 @@ def main() -> None:
         print(json.dumps(asyncio.run(one_run(params, args.one, args.work))))
         return
     with tempfile.TemporaryDirectory(prefix="vmig-scale-") as directory:
-        result = asyncio.run(drive(args.tables, Path(directory)))
+        result = asyncio.run(drive(args.tables, args.strategies, Path(directory)))
     result["date"] = datetime.date.today().isoformat()
-    path = ROOT / "bench" / "results" / f"{result['date']}-scale-tables.json"
+    subset = "" if args.strategies == list(STRATEGIES) else "-" + "-".join(s.lower() for s in args.strategies)
+    path = ROOT / "bench" / "results" / f"{result['date']}-scale-tables{subset}.json"
     path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     report(result)
     print(f"\nwritten: {path.relative_to(ROOT)}")

@@ -136,7 +136,9 @@ def test_the_plan_configmap_holds_the_plan_and_its_hash() -> None:
     assert configmap["metadata"]["name"] == "shop-plan"
     assert configmap["data"]["planHash"] == "sha256:feedbeef"
     assert json.loads(configmap["data"]["plan.json"]) == plan
-    assert configmap["data"]["statements.sql"] == '-- lock\nLOCK TABLE "public"."items" IN ACCESS EXCLUSIVE MODE;\n'
+    assert configmap["data"]["statements.sql"] == (
+        '-- In one transaction\n-- lock\nLOCK TABLE "public"."items" IN ACCESS EXCLUSIVE MODE;\n'
+    )
 
 
 def test_the_cutover_configmap_routes_reads_to_the_shadows_until_the_finalize() -> None:

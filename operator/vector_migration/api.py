@@ -421,6 +421,17 @@ class RollbackSpec(ApiModel):
     migration stops for a person."""
 
 
+class InPlaceSpec(ApiModel):
+    """How strategy InPlace groups its conversion into transactions."""
+
+    # None: one transaction converts every table. A number: each batch of that many tables is its own
+    # transaction, and pgvector is dropped with the last; the lock table then holds one batch's locks.
+    tables_per_batch: Annotated[int | None, Field(ge=1, le=100_000)] = None
+    """Convert this many tables per transaction instead of all in one, so thousands of tables fit the
+    server's lock table. Between batches the application sees some tables on each type. Needs a target
+    whose names differ from the source's, so both can be installed side by side."""
+
+
 class ParallelSpec(ApiModel):
     """The Parallel strategy's backfill pace and how long the replaced tables are kept."""
 
@@ -555,6 +566,8 @@ COLUMN_TYPES_NEED_REBUILD = "rebuild.columnTypes requires strategy: Rebuild (col
 COLUMN_TYPES_TWICE = "give columnTypes or rebuild.columnTypes (its older spelling), not both"
 # Only Replicate makes a new database, and so only it can make one on another server.
 TARGET_SERVER_NEEDS_REPLICATE = "replicate.target requires strategy: Replicate"
+# Only InPlace converts tables where they are in transactions of its own choosing.
+BATCHES_NEED_IN_PLACE = "inPlace.tablesPerBatch requires strategy: InPlace"
 
 
 class VectorMigrationSpec(ApiModel):
@@ -591,6 +604,12 @@ class VectorMigrationSpec(ApiModel):
                     "message": TARGET_SERVER_NEEDS_REPLICATE,
                     "fieldPath": ".replicate.target",
                 },
+                {
+                    "rule": "!has(self.strategy) || self.strategy == 'InPlace' || !has(self.inPlace)"
+                    " || !has(self.inPlace.tablesPerBatch)",
+                    "message": BATCHES_NEED_IN_PLACE,
+                    "fieldPath": ".inPlace.tablesPerBatch",
+                },
             ]
         }
     )
@@ -626,6 +645,8 @@ class VectorMigrationSpec(ApiModel):
     """What 'verified' means: recall and latency against the pgvector baseline."""
     rollback: RollbackSpec = Field(default_factory=RollbackSpec)
     """What happens when a phase after the swap fails."""
+    in_place: InPlaceSpec = Field(default_factory=InPlaceSpec)
+    """Strategy InPlace's transactions: one, or a batch of tables each."""
     parallel: ParallelSpec = Field(default_factory=ParallelSpec)
     """Strategy Parallel's backfill pace and how long the replaced tables are kept."""
     replicate: ReplicateSpec = Field(default_factory=ReplicateSpec)
@@ -656,6 +677,8 @@ class VectorMigrationSpec(ApiModel):
             raise ValueError(COLUMN_TYPES_TWICE)
         if self.replicate.target is not None and self.strategy is not Strategy.REPLICATE:
             raise ValueError(TARGET_SERVER_NEEDS_REPLICATE)
+        if self.in_place.tables_per_batch is not None and self.strategy is not Strategy.IN_PLACE:
+            raise ValueError(BATCHES_NEED_IN_PLACE)
         each_column_once(self.column_types)
         return self
 

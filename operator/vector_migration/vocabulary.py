@@ -187,6 +187,7 @@ class Reason(StrEnum):
     BLOCKING_DEPENDENT = "BlockingDependent"
     INSUFFICIENT_SCRATCH_SPACE = "InsufficientScratchSpace"
     LOCK_TABLE_TOO_SMALL = "LockTableTooSmall"
+    CANNOT_BATCH = "CannotBatch"
     TABLE_NOT_FOUND = "TableNotFound"
     INCOMPLETE_SELECTION = "IncompleteSelection"
     PLAN_CHANGED = "PlanChanged"

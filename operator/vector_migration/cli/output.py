@@ -15,23 +15,10 @@ from rich.table import Table
 from rich.text import Text
 
 from ..api import VectorMigrationStatus
+from ..engine.plan import stages
 from ..vocabulary import ConditionType, Phase
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_HELD = 0, 1, 2, 3
-
-# The stages of a plan document, in the order they run, as a person reads them.
-STAGES = {
-    "swapTransaction": "In one transaction",
-    "afterCommit": "After commit",
-    "prepareTransaction": "Prepare (one transaction)",
-    "backfill": "Backfill (one batch per transaction, repeated)",
-    "afterBackfill": "After the backfill",
-    "finalizeTransaction": "Finalize (one transaction)",
-    "afterKeepOldFor": "After parallel.keepOldFor",
-    "prepare": "Prepare the new database (the source is not touched)",
-    "afterCopy": "On the new database, once its rows are copied",
-    "switchover": "Switchover (writes blocked on the source)",
-}
 
 
 class RichReporter:
@@ -86,11 +73,8 @@ def print_plan(console: Console, document: dict[str, Any], status: VectorMigrati
     )
     for warning in status.warnings:
         console.print(f"[yellow]! {escape(str(warning))}[/]")
-    for stage, title in STAGES.items():
-        statements = document.get(stage) or []
-        if not statements:
-            continue
-        console.print(f"[bold]{title}:[/]")
+    for title, statements in stages(document):
+        console.print(f"[bold]{escape(title)}:[/]")
         for number, statement in enumerate(statements, start=1):
             run_as = f" [dim](as {escape(statement['runAs'])})[/]" if statement.get("runAs") else ""
             console.print(

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ..database.catalog import SavedIndex, SavedSetting, VectorColumn
 from ..database.sql import qualify, quote_ident, quote_literal
@@ -243,6 +243,33 @@ class MigrationPlan:
             "warnings": list(self.warnings),
             **({"droppedIndexes": list(self.dropped_indexes)} if self.dropped_indexes else {}),
         }
+
+
+# The stages of a plan document, in the order they run, as a person reads them.
+STAGES = {
+    "swapTransaction": "In one transaction",
+    "afterCommit": "After commit",
+    "prepareTransaction": "Prepare (one transaction)",
+    "backfill": "Backfill (one batch per transaction, repeated)",
+    "afterBackfill": "After the backfill",
+    "finalizeTransaction": "Finalize (one transaction)",
+    "afterKeepOldFor": "After parallel.keepOldFor",
+    "prepare": "Prepare the new database (the source is not touched)",
+    "afterCopy": "On the new database, once its rows are copied",
+    "switchover": "Switchover (writes blocked on the source)",
+}
+
+
+def stages(document: Mapping[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Each stage of a plan document with its statements, in the order they run (InPlace's batches first)."""
+    batches = document.get("batches") or []
+    found = [
+        (f"Batch {number} of {len(batches)} (one transaction): {', '.join(batch['tables']) or 'the source dropped'}",
+         batch["transaction"])
+        for number, batch in enumerate(batches, start=1)
+    ]  # fmt: skip
+    found += [(title, document[stage]) for stage, title in STAGES.items() if document.get(stage)]
+    return found
 
 
 class PlanningError(ValueError):

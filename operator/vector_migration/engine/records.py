@@ -44,6 +44,7 @@ REPLICA_PREPARING = "replicate_preparing"  # the new database is being made, und
 REPLICA_PREPARED = "replicate_prepared"
 REPLICA_SWITCHED = "replicate_switched"
 REPLICA_STOPPED = "replicate_stopped"
+IN_PLACE_BATCHES = "inplace_batches"  # InPlace in batches: the approved batches and how many committed
 
 
 class UnreadableJournal(RuntimeError):
@@ -282,7 +283,12 @@ class Journal:
     @property
     def first_change(self) -> SwapRecord | None:
         """The record of the migration's first change, whichever strategy made it (each extends SwapRecord)."""
-        return self.swapped or self.get(PREPARED, SwapRecord) or self.get(REPLICA_PREPARED, SwapRecord)
+        return (
+            self.swapped
+            or self.get(IN_PLACE_BATCHES, SwapRecord)
+            or self.get(PREPARED, SwapRecord)
+            or self.get(REPLICA_PREPARED, SwapRecord)
+        )
 
 
 def latest_status(recorded: Journal) -> VectorMigrationStatus | None:

@@ -137,7 +137,10 @@ async def drive(m: Migration, *, stop: StopCheck | None = None, observe: PhaseOb
             outcome = opened
         else:
             outcome = await step(m)
-        if observe is not None and (m.status.phase != before or not isinstance(outcome, Advance)):
+        # Observed when the phase moves, stops, or advances within itself (a batch of InPlace's committed).
+        if observe is not None and (
+            m.status.phase != before or not isinstance(outcome, Advance) or outcome.phase is before
+        ):
             await observe(before, outcome)
     return outcome
 

@@ -186,9 +186,11 @@ def strategy_of(spec: VectorMigrationSpec) -> MigrationStrategy:
         ) from None
 
 
-async def swap_lock_blockers(m: Migration, inventory: SourceInventory) -> list[Blocker]:
-    """Whether the one-transaction swap's locks fit the server's lock table (database.locks)."""
+async def swap_lock_blockers(
+    m: Migration, inventory: SourceInventory, instead: str = REPLICATE_NEEDS_FEWER
+) -> list[Blocker]:
+    """Whether the one-transaction swap's locks fit the server's lock table (database.locks); else ``instead``."""
     locks = await relations_locked(m.session, inventory.relations()) + CATALOG_AND_TARGET_LOCKS
     locks += await extension_members(m.session, inventory.source.name)
     table = await lock_table(m.session)
-    return lock_blockers(table, locks, "the swap's one transaction", REPLICATE_NEEDS_FEWER)
+    return lock_blockers(table, locks, "the swap's one transaction", instead)

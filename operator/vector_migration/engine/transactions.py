@@ -123,13 +123,15 @@ async def begin_bounded_transaction(m: Migration) -> Any:
     return transaction
 
 
-def transaction_failure(error: BaseException, progress: Progress, spec: VectorMigrationSpec, what: str) -> Outcome:
-    """The outcome of a converting transaction that raised (after it was rolled back)."""
+def transaction_failure(
+    error: BaseException, progress: Progress, spec: VectorMigrationSpec, what: str, kept: str = "nothing changed"
+) -> Outcome:
+    """The outcome of a converting transaction that raised (after it was rolled back); ``kept``: what stays changed."""
     if isinstance(error, asyncpg.LockNotAvailableError):
         return Wait(
             Reason.LOCK_TIMEOUT,
             f"{progress.where}: a table stayed locked by other sessions for longer than lockTimeout "
-            f"({spec.lock_timeout}); nothing changed, retrying",
+            f"({spec.lock_timeout}); {kept}, retrying",
             delay=10.0,
         )
     if isinstance(error, asyncpg.PostgresConnectionError | asyncpg.InterfaceError | OSError):
@@ -140,12 +142,11 @@ def transaction_failure(error: BaseException, progress: Progress, spec: VectorMi
         return Fail(
             reason,
             f"{progress.where} exceeded statementTimeout ({spec.statement_timeout}); "
-            f"the {what} transaction rolled back, nothing changed",
+            f"the {what} transaction rolled back, {kept}",
         )
     return Fail(
         reason,
-        f"{progress.where} failed ({type(error).__name__}: {error}); "
-        f"the {what} transaction rolled back, nothing changed",
+        f"{progress.where} failed ({type(error).__name__}: {error}); the {what} transaction rolled back, {kept}",
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from ..api import JobDefaults, VectorMigration, VectorMigrationStatus
 from ..database.backup import restore_arguments
 from ..database.sql import conninfo_value
+from ..engine.plan import stages
 from ..vocabulary import API_GROUP, API_VERSION, KIND, BackupScope, Phase
 from .job_pod import job_placement, pod_metadata, pod_security, resources
 
@@ -403,7 +404,8 @@ def build_plan_configmap(resource: VectorMigration, plan: dict[str, Any]) -> dic
             "planHash": str(plan.get("planHash", "")),
             "plan.json": json.dumps(plan, indent=2, sort_keys=True),
             "statements.sql": "\n".join(
-                f"-- {s['step']}\n{s['sql']};" for s in plan.get("swapTransaction", []) + plan.get("afterCommit", [])
+                f"-- {stage}\n" + "\n".join(f"-- {s['step']}\n{s['sql']};" for s in statements)
+                for stage, statements in stages(plan)
             )
             + "\n",
         },

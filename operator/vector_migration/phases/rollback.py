@@ -65,10 +65,12 @@ async def run_rollback(m: Migration) -> Outcome:
     """
     conn = m.session
     recorded = await records.read(conn, m.name)
-    swapped = recorded.swapped
+    # The swap's record, else that of InPlace's batches when some committed and the last did not.
+    event = records.SWAPPED if records.SWAPPED in recorded else records.IN_PLACE_BATCHES
+    swapped = recorded.get(event, SwapRecord)
     if swapped is None:
         return Fail(Reason.NOTHING_TO_ROLL_BACK, "nothing to roll back: no committed swap is recorded")
-    plan_hash = recorded.plan_hash(records.SWAPPED)
+    plan_hash = recorded.plan_hash(event)
     saved = swapped.status
     backup = saved.backup if saved.backup and saved.backup.verified else m.status.backup
     if backup is not None and backup.verified and m.decisions.restore_consent == restore_token(backup):
@@ -113,6 +115,8 @@ async def _reverse_plan(m: Migration, swapped: SwapRecord) -> ReversePlan | Fail
         for c in inventory.columns
         if (f"{c.schema}.{c.table}", c.column) in saved_types
     }
+    # The source is still installed when only some of InPlace's batches committed.
+    partly = await read_extension(conn, original.extension) is not None
     try:
         surface = await probe_surface(backwards, inventory, original.source_schema, server.can_create_database)
         plan = build_plan(
@@ -120,14 +124,18 @@ async def _reverse_plan(m: Migration, swapped: SwapRecord) -> ReversePlan | Fail
             surface,
             reverse,
             target_schema=original.source_schema,
-            target_installed=False,
+            target_installed=partly,
             column_types=backwards.facts.column_types,
         )
     except (ProbeFailed, PlanningError) as error:
         return Fail(Reason.ROLLBACK_FAILED, f"cannot roll back: {error}")
     expected = expected_of(plan, inventory, target_extension=surface.extension, target_schema=original.source_schema)
     statements = [s for s in plan.swap if not s.step.completes_index]
-    restored, expected = _restored_indexes(saved.inventory.indexes if saved.inventory else [], inventory, expected)
+    saved_indexes = saved.inventory.indexes if saved.inventory else []
+    if partly:  # only the converted tables' indexes: a batch that never committed left its tables' as they were
+        converted = {f"{schema}.{table}" for schema, table in inventory.relations()}
+        saved_indexes = [i for i in saved_indexes if i.table in converted]
+    restored, expected = _restored_indexes(saved_indexes, inventory, expected)
     return backwards, inventory, surface, statements + restored, expected
 
 
@@ -177,7 +185,7 @@ async def _reverse_in_sql(m: Migration, swapped: SwapRecord, plan_hash: str) -> 
     backwards, inventory, surface, statements, expected = reverse
     original, saved = swapped.source, swapped.status
     assert original is not None  # noqa: S101 - _reverse_plan refuses a record without it
-    saved_indexes = saved.inventory.indexes if saved.inventory else []
+    restored_indexes = sum(1 for statement in statements if statement.step is StatementKind.RESTORE_INDEX)
 
     # The cheapest checksum the samples allow, and parsed values if it differs: a target may print or
     # send a value other than its samples showed (the real RuVector prints some floats as pgvector
@@ -214,7 +222,7 @@ async def _reverse_in_sql(m: Migration, swapped: SwapRecord, plan_hash: str) -> 
     unchanged = _equal_to_before_migration(saved, tables, mode)
     message = (
         f"restored {original.extension} {original.version}: {len(tables)} table(s) converted back with "
-        f"checksums equal, {len(saved_indexes)} original index(es) recreated"
+        f"checksums equal, {restored_indexes} original index(es) recreated"
         + ("; every table equals its pre-migration checksum" if unchanged else "")
     )
     set_condition(m.status, ConditionType.ROLLED_BACK, True, Reason.COMPLETED, message, m.generation)

@@ -231,7 +231,7 @@ async def run_swap(m: Migration) -> Outcome:
         return replan_after_drift(m, error)
     except DataMismatch as error:
         await roll_back(transaction)
-        return _after_mismatch(m, error, progress)
+        return after_mismatch(m, error, progress)
     except CatalogLoss as error:
         await roll_back(transaction)
         return await catalog_lost(m, error, "swap")
@@ -279,7 +279,7 @@ async def catalog_lost(m: Migration, error: CatalogLoss, what: str, conn: asyncp
     return Fail(Reason.CATALOG_MISMATCH, f"{error}; the {what} rolled back, nothing changed")
 
 
-def _after_mismatch(m: Migration, error: DataMismatch, progress: Progress) -> Outcome:
+def after_mismatch(m: Migration, error: DataMismatch, progress: Progress) -> Outcome:
     """After checksums differed (and the swap rolled back): once more with parsed values under the lock, else Fail."""
     facts = m.facts
     if facts.checksum_mode.cheap or progress.checksums_read_early:
