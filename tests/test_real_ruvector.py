@@ -225,6 +225,22 @@ async def test_parallel_is_refused_because_the_real_ruvectors_hnsw_takes_pgvecto
     assert await snapshot(conn) == before
 
 
+async def test_batches_are_refused_because_the_real_ruvectors_hnsw_takes_pgvectors_name(
+    pg16: tuple[ConnectionParams, asyncpg.Connection], tmp_path: Path
+) -> None:
+    params, conn = pg16
+    await conn.execute(SHOP)
+    before = await snapshot(conn)
+
+    spec = {"backup": {"enabled": False}, "inPlace": {"tablesPerBatch": 1}}
+    status = await run(on_pg16(params, manifest("ruvector", **spec), tmp_path))
+
+    assert status.phase is Phase.FAILED
+    assert status.conditions[0].reason == Reason.CANNOT_BATCH
+    assert "ruvector installed beside vector, and their names collide" in status.message, status.message
+    assert await snapshot(conn) == before
+
+
 async def test_replicate_moves_the_database_to_a_new_one_with_the_real_ruvector_and_back(
     pg16: tuple[ConnectionParams, asyncpg.Connection], tmp_path: Path
 ) -> None:

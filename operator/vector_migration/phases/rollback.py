@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import asyncpg
 
 from ..api import (
     IndexInventory,
     TableVerification,
+    VectorMigrationSpec,
     VectorMigrationStatus,
 )
 from ..database.catalog import (
@@ -21,12 +23,13 @@ from ..database.inventory import read_inventory
 from ..database.sql import qualify
 from ..database.surface import TargetSurface
 from ..engine import records
+from ..engine.batching import part_of
 from ..engine.context import Migration, RunInputs
 from ..engine.conversion import build_plan
 from ..engine.invariant import CatalogLoss, expected_of
 from ..engine.outcomes import Advance, Fail, Outcome
-from ..engine.plan import PlanningError, Statement, attach_indexes, column_key, index_comment
-from ..engine.records import SwapRecord
+from ..engine.plan import ColumnKey, PlanningError, Statement, attach_indexes, column_key, index_comment
+from ..engine.records import SourceRecord, SwapRecord
 from ..engine.transactions import (
     DataMismatch,
     PlanDrift,
@@ -52,7 +55,16 @@ from .probe import ProbeFailed, probe_surface
 from .restore import ask_for_restore, restore_backup, restore_token
 from .swap import convert, record_catalog
 
-ReversePlan = tuple[Migration, SourceInventory, TargetSurface, list[Statement], Expected]
+
+class ReversePlan(NamedTuple):
+    """One transaction of a rollback: its run, inventory, surface, statements and catalog; whether it is the last."""
+
+    backwards: Migration
+    inventory: SourceInventory
+    surface: TargetSurface
+    statements: list[Statement]
+    expected: Expected
+    finishes: bool
 
 
 async def run_rollback(m: Migration) -> Outcome:
@@ -88,39 +100,25 @@ async def _reverse_plan(m: Migration, swapped: SwapRecord) -> ReversePlan | Fail
     target = await read_extension(conn, m.spec.target.extension)
     if target is None or original is None:
         return Fail(Reason.ROLLBACK_FAILED, f"cannot roll back in SQL: extension {m.spec.target.extension} is gone")
-    reverse = m.spec.model_copy(deep=True)
-    reverse.source.extension, reverse.target.extension = target.name, original.extension
-    reverse.target.version, reverse.target.target_schema = original.version, original.source_schema
-    reverse.tables, reverse.reindex.mode = [], ReindexMode.ATOMIC
-    reverse.rebuild.column_types = []  # the types to go back to come from the saved inventory below
-    reverse.strategy = Strategy.IN_PLACE  # converting back in place needs no scratch space, whatever went forward
-    # The carried indexes are created again from their saved definitions below, so the target's
-    # copies are only dropped, whether or not the source could take them back.
-    reverse.indexes.unmappable = UnmappableIndexes.DROP
+    reverse = _reverse_spec(m.spec, target.name, original)
     backwards = Migration(RunInputs(m.name, reverse, m.params, reporter=m.reporter), conn=conn)
     server = await read_server(conn)
     inventory = await read_inventory(conn, reverse, server, target, count_rows=False)
     if inventory.blockers:
         return Fail(Reason.ROLLBACK_FAILED, "cannot roll back: " + "; ".join(b.message for b in inventory.blockers))
     inventory.callable_functions = frozenset()  # back to what the application called before: nothing to warn of
-    # Every column goes back to exactly the type it had: a halfvec column given a 32-bit type by
-    # rebuild.columnTypes becomes halfvec again, not the 32-bit type's own counterpart.
-    saved_types = {
-        (saved_table.name, column.name): column.type
-        for saved_table in (saved.inventory.tables if saved.inventory else [])
-        for column in saved_table.columns
-    }
-    backwards.facts.column_types = {
-        column_key(c): saved_types[(f"{c.schema}.{c.table}", c.column)]
-        for c in inventory.columns
-        if (f"{c.schema}.{c.table}", c.column) in saved_types
-    }
-    # The source is still installed when only some of InPlace's batches committed.
+    backwards.facts.column_types = _types_before(saved, inventory)
+    # The source is still installed when only some of InPlace's batches committed, or some went back.
     partly = await read_extension(conn, original.extension) is not None
+    # InPlace's batches go back a batch at a time too, and the target is dropped alone after them.
+    size = m.spec.in_place.tables_per_batch  # set with InPlace only (the spec's rule)
+    chosen = inventory.tables()[:size] if size is not None else inventory.tables()
+    finishes = size is None or not chosen
+    part = part_of(inventory, chosen, last=finishes) if size is not None else inventory
     try:
         surface = await probe_surface(backwards, inventory, original.source_schema, server.can_create_database)
         plan = build_plan(
-            inventory,
+            part,
             surface,
             reverse,
             target_schema=original.source_schema,
@@ -129,14 +127,54 @@ async def _reverse_plan(m: Migration, swapped: SwapRecord) -> ReversePlan | Fail
         )
     except (ProbeFailed, PlanningError) as error:
         return Fail(Reason.ROLLBACK_FAILED, f"cannot roll back: {error}")
-    expected = expected_of(plan, inventory, target_extension=surface.extension, target_schema=original.source_schema)
-    statements = [s for s in plan.swap if not s.step.completes_index]
+    expected = expected_of(
+        plan, part, target_extension=surface.extension, target_schema=original.source_schema, drops_source=finishes
+    )
+    if size is not None:  # the type goes back column by column: the other batches' columns keep theirs
+        expected = dataclasses.replace(expected, types={})
+    statements = [
+        s
+        for s in plan.swap
+        if not s.step.completes_index and (finishes or s.step is not StatementKind.DROP_SOURCE_EXTENSION)
+    ]
     saved_indexes = saved.inventory.indexes if saved.inventory else []
-    if partly:  # only the converted tables' indexes: a batch that never committed left its tables' as they were
-        converted = {f"{schema}.{table}" for schema, table in inventory.relations()}
+    if partly or size is not None:  # only the indexes of the tables this transaction converts back
+        converted = {f"{schema}.{table}" for schema, table in part.relations()}
         saved_indexes = [i for i in saved_indexes if i.table in converted]
-    restored, expected = _restored_indexes(saved_indexes, inventory, expected)
-    return backwards, inventory, surface, statements + restored, expected
+    restored, expected = _restored_indexes(saved_indexes, part, expected)
+    return ReversePlan(backwards, part, surface, statements + restored, expected, finishes)
+
+
+def _reverse_spec(spec: VectorMigrationSpec, target: str, original: SourceRecord) -> VectorMigrationSpec:
+    """The spec of the conversion back: from the target to the source as it was, in place."""
+    reverse = spec.model_copy(deep=True)
+    reverse.source.extension, reverse.target.extension = target, original.extension
+    reverse.target.version, reverse.target.target_schema = original.version, original.source_schema
+    reverse.tables, reverse.reindex.mode = [], ReindexMode.ATOMIC
+    reverse.rebuild.column_types = []  # the types to go back to come from the saved inventory
+    reverse.strategy = Strategy.IN_PLACE  # converting back in place needs no scratch space, whatever went forward
+    # The carried indexes are created again from their saved definitions, so the target's copies
+    # are only dropped, whether or not the source could take them back.
+    reverse.indexes.unmappable = UnmappableIndexes.DROP
+    return reverse
+
+
+def _types_before(saved: VectorMigrationStatus, inventory: SourceInventory) -> dict[ColumnKey, str]:
+    """Each column's type before the migration, from the saved inventory.
+
+    Every column goes back to exactly the type it had: a halfvec column given a 32-bit type by
+    rebuild.columnTypes becomes halfvec again, not the 32-bit type's own counterpart.
+    """
+    saved_types = {
+        (saved_table.name, column.name): column.type
+        for saved_table in (saved.inventory.tables if saved.inventory else [])
+        for column in saved_table.columns
+    }
+    return {
+        column_key(c): saved_types[(f"{c.schema}.{c.table}", c.column)]
+        for c in inventory.columns
+        if (f"{c.schema}.{c.table}", c.column) in saved_types
+    }
 
 
 def _restored_indexes(
@@ -175,34 +213,69 @@ async def _reverse_in_sql(m: Migration, swapped: SwapRecord, plan_hash: str) -> 
     The reverse plan is derived exactly as the forward one (the target's objects are read, the
     source's surface is probed, columns and views are mapped back), except that the indexes are
     recreated from the definitions saved before the migration, not mapped from the target's.
-    The journal's "swapped" record is removed in the same transaction, so a later run of the
-    migration starts from the beginning.
+    The journal's "swapped" record is removed in the last transaction, so a later run of the
+    migration starts from the beginning. InPlace's batches go back a batch to a transaction, each
+    planned from the database as it is then: a rollback cut off halfway continues where it was.
+    """
+    original, saved = swapped.source, swapped.status
+    tables: list[TableVerification] = []
+    restored = 0
+    while True:
+        reverse = await _reverse_plan(m, swapped)
+        if isinstance(reverse, Fail):
+            return reverse
+        done = await _reverse_transaction(m, reverse, plan_hash, tables)
+        if not isinstance(done, tuple):
+            return done
+        converted, mode = done
+        tables += converted
+        restored += sum(1 for statement in reverse.statements if statement.step is StatementKind.RESTORE_INDEX)
+        if reverse.finishes:
+            break
+        m.reporter.progress("rollback", len(tables), None, f"{len(tables)} table(s) converted back")
+    assert original is not None  # noqa: S101 - _reverse_plan refuses a record without it
+    m.reporter.task_done("swap")
+    unchanged = _equal_to_before_migration(saved, tables, mode)
+    message = (
+        f"restored {original.extension} {original.version}: {len(tables)} table(s) converted back with "
+        f"checksums equal, {restored} original index(es) recreated"
+        + ("; every table equals its pre-migration checksum" if unchanged else "")
+    )
+    set_condition(m.status, ConditionType.ROLLED_BACK, True, Reason.COMPLETED, message, m.generation)
+    set_condition(m.status, ConditionType.EXTENSION_SWAPPED, False, Reason.ROLLED_BACK, message, m.generation)
+    return Advance(Phase.ROLLED_BACK, message)
+
+
+async def _reverse_transaction(
+    m: Migration, reverse: ReversePlan, plan_hash: str, before: list[TableVerification]
+) -> tuple[list[TableVerification], ChecksumMode] | Outcome:
+    """One transaction of the rollback, with the tables it converted back and the checksum mode that proved them.
+
+    The cheapest checksum the samples allow, and parsed values if it differs: a target may print or
+    send a value other than its samples showed (the real RuVector prints some floats as pgvector
+    does not), which is a difference of form, never of content; the swap retries the same way.
     """
     conn = m.session
-    reverse = await _reverse_plan(m, swapped)
-    if isinstance(reverse, Fail):
-        return reverse
-    backwards, inventory, surface, statements, expected = reverse
-    original, saved = swapped.source, swapped.status
-    assert original is not None  # noqa: S101 - _reverse_plan refuses a record without it
-    restored_indexes = sum(1 for statement in statements if statement.step is StatementKind.RESTORE_INDEX)
-
-    # The cheapest checksum the samples allow, and parsed values if it differs: a target may print or
-    # send a value other than its samples showed (the real RuVector prints some floats as pgvector
-    # does not), which is a difference of form, never of content; the swap retries the same way.
-    modes = [backwards.facts.checksum_mode]
+    modes = [reverse.backwards.facts.checksum_mode]
     if modes[0].cheap:
         modes.append(ChecksumMode.NORMALIZED)
     for mode in modes:
         progress = Progress()
         transaction = await begin_bounded_transaction(m)
         try:
-            tables = await convert(backwards, statements, inventory, surface, mode, progress, expected=expected)
-            progress.step = TransactionStep.JOURNAL
-            await records.forget_all_but_rollback(conn, m.name, plan_hash, records.RollbackRecord(tables=tables))
+            tables = await convert(
+                reverse.backwards, reverse.statements, reverse.inventory, reverse.surface, mode, progress,
+                expected=reverse.expected,
+            )  # fmt: skip
+            if reverse.finishes:
+                progress.step = TransactionStep.JOURNAL
+                record = records.RollbackRecord(tables=[*before, *tables])
+                await records.forget_all_but_rollback(conn, m.name, plan_hash, record)
             progress.step = TransactionStep.COMMIT
             await transaction.commit()
-            break
+            blocked = max(progress.blocked_seconds, m.status.timings.get(Timing.ROLLBACK_WRITE_BLOCKED.value, 0.0))
+            record_timing(m.status, Timing.ROLLBACK_WRITE_BLOCKED, blocked if before else progress.blocked_seconds)
+            return tables, mode
         except DataMismatch as error:
             await roll_back(transaction)
             if mode is not modes[-1]:
@@ -217,17 +290,7 @@ async def _reverse_in_sql(m: Migration, swapped: SwapRecord, plan_hash: str) -> 
         except (PlanDrift, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
             await roll_back(transaction)
             return transaction_failure(error, progress, m.spec, "rollback")
-    record_timing(m.status, Timing.ROLLBACK_WRITE_BLOCKED, progress.blocked_seconds)
-    m.reporter.task_done("swap")
-    unchanged = _equal_to_before_migration(saved, tables, mode)
-    message = (
-        f"restored {original.extension} {original.version}: {len(tables)} table(s) converted back with "
-        f"checksums equal, {restored_indexes} original index(es) recreated"
-        + ("; every table equals its pre-migration checksum" if unchanged else "")
-    )
-    set_condition(m.status, ConditionType.ROLLED_BACK, True, Reason.COMPLETED, message, m.generation)
-    set_condition(m.status, ConditionType.EXTENSION_SWAPPED, False, Reason.ROLLED_BACK, message, m.generation)
-    return Advance(Phase.ROLLED_BACK, message)
+    raise AssertionError("unreachable: the last mode returns")  # pragma: no cover
 
 
 def _equal_to_before_migration(

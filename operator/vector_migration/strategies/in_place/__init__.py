@@ -20,6 +20,7 @@ from ...database.locks import (
     relations_locked,
 )
 from ...database.surface import TargetSurface
+from ...engine.batching import groups, part_of
 from ...engine.context import Migration, PhaseFunction
 from ...engine.outcomes import Outcome
 from ...engine.plan import MigrationPlan, StrategyPlan
@@ -33,7 +34,7 @@ from ...phases.rollback import run_rollback
 from ...phases.swap import run_swap
 from ...phases.verify import run_verify
 from ...vocabulary import Phase, Strategy
-from .batches import BatchedPlan, batch_blockers, groups, part_of, split
+from .batches import BatchedPlan, batch_blockers, split
 from .recorded import batches_recorded
 from .swap import resume_batches, run_swap_in_batches
 
