@@ -10,7 +10,13 @@ from typing import Any
 import celpy
 import pytest
 
-from vector_migration.api import VectorMigration
+from vector_migration.api import (
+    REBUILD_NEEDS_BACKUP,
+    REPLICATE_RULES,
+    SPEC_RULES,
+    VectorMigration,
+    VectorMigrationSpec,
+)
 from vector_migration.kube.crd import crd_document
 
 
@@ -89,7 +95,7 @@ def test_rebuild_without_a_backup_is_rejected_by_the_api_server_and_by_the_model
     rejected = spec_rules_admit(
         {**defaulted, "strategy": "Rebuild", "backup": {**defaulted["backup"], "enabled": False}}
     )
-    assert rejected == ["strategy Rebuild requires backup.enabled: true"]
+    assert rejected == [REBUILD_NEEDS_BACKUP]
     assert spec_rules_admit({**defaulted, "backup": {**defaulted["backup"], "enabled": False}}) == []
     with pytest.raises(ValueError, match=r"strategy Rebuild requires backup\.enabled"):
         stored(strategy="Rebuild", backup={"enabled": False})
@@ -160,3 +166,53 @@ def test_every_status_field_is_described_for_kubectl_explain() -> None:
     schema = crd_document()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 
     assert undescribed(schema["properties"]["status"], "status") == []
+
+
+# Every value each rule reads, absent or present: their every combination is a spec to judge.
+CHOICES: dict[str, list[Any]] = {
+    "strategy": [None, "InPlace", "Rebuild", "Parallel", "Replicate"],
+    "backup": [None, {"enabled": True}, {"enabled": False}],
+    "rebuild": [None, {"columnTypes": []}, {"columnTypes": [{"table": "t", "column": "c", "type": "ruvector"}]}],
+    "columnTypes": [None, [{"table": "u", "column": "c", "type": "ruvector"}]],
+    "replicate": [None, {"target": {"secretRef": {"name": "other"}}}, {"dropOld": True},
+                  {"target": {"secretRef": {"name": "other"}}, "dropOld": True}],
+    "inPlace": [None, {"tablesPerBatch": 5}],
+}  # fmt: skip
+
+
+def every_combination() -> list[dict[str, Any]]:
+    specs: list[dict[str, Any]] = [{}]
+    for field, values in CHOICES.items():
+        specs = [{**spec, **({field: value} if value is not None else {})} for spec in specs for value in values]
+    return specs
+
+
+def test_each_rule_across_fields_is_one_rule_for_the_api_server_and_the_models() -> None:
+    # The CRD's CEL, its Python check, and the models refuse exactly the same specs, with the same message.
+    environment = celpy.Environment()
+    spec_schema = crd_document()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    compiled = [environment.program(environment.compile(r["rule"])) for r in spec_schema["x-kubernetes-validations"]]
+    replicate_rules = spec_schema["properties"]["replicate"]["x-kubernetes-validations"]
+    replicate_compiled = [environment.program(environment.compile(r["rule"])) for r in replicate_rules]
+    assert [r["message"] for r in spec_schema["x-kubernetes-validations"]] == [r.message for r in SPEC_RULES]
+    assert [r["message"] for r in replicate_rules] == [r.message for r in REPLICATE_RULES]
+    judged = 0
+    for spec in every_combination():
+        by_cel = [rule.message for rule, program in zip(SPEC_RULES, compiled, strict=True)
+                  if not program.evaluate({"self": celpy.json_to_cel(spec)})]  # fmt: skip
+        by_check = [rule.message for rule in SPEC_RULES if rule.broken(spec)]
+        replicate = spec.get("replicate", {})
+        by_cel += [rule.message for rule, program in zip(REPLICATE_RULES, replicate_compiled, strict=True)
+                   if not program.evaluate({"self": celpy.json_to_cel(replicate)})]  # fmt: skip
+        by_check += [rule.message for rule in REPLICATE_RULES if rule.broken(replicate)]
+        assert by_cel == by_check, spec
+        try:
+            VectorMigrationSpec.model_validate(spec)
+            refused = None
+        except ValueError as error:
+            refused = str(error)
+        assert (refused is None) == (not by_check), (spec, refused)
+        if by_check:
+            assert refused is not None and any(message in refused for message in by_check), (spec, refused)
+        judged += 1
+    assert judged == 5 * 3 * 3 * 2 * 4 * 2
