@@ -19,10 +19,10 @@ import yaml
 
 from tests.scenarios import create_rich_database
 from tests.test_command_line import MANIFEST
-from vector_migration.api import BackupScope
 from vector_migration.database.backup import run_backup
 from vector_migration.database.sql import STALE_PREFIX, ConnectionParams, password_file, remove_stale_password_files
 from vector_migration.demo import EmbeddedPostgres
+from vector_migration.vocabulary import BackupScope
 
 PASSWORD = "Zq7-only-in-memory-Pa55"
 ROLE = "vmig_test_password_user"
