@@ -19,6 +19,7 @@ import dataclasses
 import itertools
 import os
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -274,6 +275,24 @@ async def test_replicate_moves_the_database_to_a_new_one_with_the_real_ruvector_
         await conn.close()
 
 
+# The real RuVector computes a distance in its own float arithmetic, on a path its build chose for the CPU:
+# on some machines a distance printed to six decimals differs from pgvector's by one in the last (0.014104
+# against 0.014103, seen on an AMD EPYC machine). The rows, their order and every other value may not.
+DISTANCE_ROUNDING = Decimal("0.000002")
+
+
+def assert_alike(after: list[tuple[object, ...]], before: list[tuple[object, ...]]) -> None:
+    """The application's answers on the target: the same rows in the same order, numbers within the rounding."""
+    assert len(after) == len(before), (after, before)
+    for now, was in zip(after, before, strict=True):
+        assert len(now) == len(was), (now, was)
+        for value, expected in zip(now, was, strict=True):
+            if isinstance(value, Decimal) and isinstance(expected, Decimal):
+                assert abs(value - expected) <= DISTANCE_ROUNDING, (now, was)
+            else:
+                assert value == expected, (now, was)
+
+
 @pytest.mark.parametrize("indexes", ["kept", "dropped first"])
 @pytest.mark.parametrize("strategy", ["InPlace", "Rebuild"])
 @pytest.mark.parametrize("client", list(SCHEMAS))
@@ -306,7 +325,7 @@ async def test_a_client_librarys_schema_moves_to_the_real_ruvector_and_back(
         return
     assert status.phase is Phase.SUCCEEDED, status.message
     assert (await snapshot(conn)).rows == before.rows
-    assert await as_the_application(conn, schema.search) == answers
+    assert_alike(await as_the_application(conn, schema.search), answers)
     await assert_on_the_real_ruvector(conn)
     assert_proven(status)
 
@@ -339,7 +358,7 @@ async def test_a_client_librarys_schema_moves_to_a_new_database_with_the_real_ru
     conn = await session(params)
     try:
         assert (await snapshot(conn)).rows == before.rows
-        assert await as_the_application(conn, schema.search) == answers
+        assert_alike(await as_the_application(conn, schema.search), answers)
         await assert_on_the_real_ruvector(conn)
     finally:
         await conn.close()
