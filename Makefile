@@ -66,14 +66,15 @@ bench: $(STAMP)
 
 # Each phase against the number of tables (10 to 2,000) on default lock settings: InPlace in one
 # transaction and in batches, and Replicate (bench/scale.py); then against the rows of one table,
-# 10,000 to 1,000,000 x 384, with the raw SQL floor (bench/scale_rows.py). Each run in a process of its
-# own for its peak RSS; about an hour and a half on 2 cores. Not run in CI.
+# 10,000 to 1,000,000 x 384, with the raw SQL floor (bench/scale_rows.py; SCALE_ROWS_ARGS=--inplace-only
+# measures the floor, InPlace and the operator alone). Each run in a process of its own for its peak RSS.
+# About two hours on 2 cores in all: the rows an hour and a half (an hour with --inplace-only). Not in CI.
 SCALE_TABLES ?= 10 100 1000 2000
 SCALE_ROWS ?= 10000 100000 1000000
 bench-scale: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/scale.py --tables $(SCALE_TABLES)
-	$(BIN)/python bench/scale_rows.py --rows $(SCALE_ROWS)
+	$(BIN)/python bench/scale_rows.py --rows $(SCALE_ROWS) $(SCALE_ROWS_ARGS)
 
 # The published RuVector extension, built with cargo-pgrx into a cache outside the checkout (keyed by
 # the versions; a second run takes seconds). Its last line: `pg_config: <path>` of that PostgreSQL.

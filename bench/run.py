@@ -437,6 +437,37 @@ async def replicate_only(rows: int, dims: int, work: Path, across: bool = False)
             "floor": floor, "replicate": replicate, "across_servers": across}  # fmt: skip
 
 
+async def inplace_only(rows: int, dims: int, work: Path) -> dict[str, Any]:
+    """`--only inplace`: the floor, InPlace Atomic and Concurrent, and the operator, once (a million rows' run)."""
+    work.mkdir(parents=True, exist_ok=True)
+    server = EmbeddedPostgres(work / "pgdata")
+    try:
+        print(f"seeding {rows:,} x {dims} ...", flush=True)
+        seeded = await seed(server, rows, dims)
+        print(f"  {seeded:.1f}s; floor ...", flush=True)
+        floor = await raw_floor(server, dims)
+        print(f"  {floor['total_s']:.1f}s; Atomic ...", flush=True)
+        atomic = await engine_run(server, "Atomic", work)
+        print(f"  {atomic['wall_s']:.1f}s; Concurrent ...", flush=True)
+        concurrent = await engine_run(server, "Concurrent", work)
+        print(f"  {concurrent['wall_s']:.1f}s; operator ...", flush=True)
+        operator = await operator_costs(server)
+    finally:
+        server.stop()
+    return {
+        "date": datetime.date.today().isoformat(),
+        "rows": rows,
+        "dims": dims,
+        "machine": machine(),
+        "seed_s": seeded,
+        "floor": floor,
+        "atomic": atomic,
+        "concurrent": concurrent,
+        "inplace_vs_floor": atomic["wall_s"] / floor["total_s"],
+        **operator,
+    }
+
+
 async def sample_sizes(rows: int, dims: int, work: Path) -> dict[str, Any]:
     """`--only sample-sizes`: what verify.sampleQueries costs (the checklist's baseline and verify), InPlace Atomic."""
     work.mkdir(parents=True, exist_ok=True)
@@ -798,6 +829,7 @@ if __name__ == "__main__":
             "catalog",
             "invariant",
             "ruvector",
+            "inplace",
         ],
         default="all",
         help="one case alone (see its function)",
@@ -836,6 +868,10 @@ if __name__ == "__main__":
         raise SystemExit(0)
     if args.only == "operator":
         print(asyncio.run(operator_only(args.work)))
+        raise SystemExit(0)
+    if args.only == "inplace":
+        measured = asyncio.run(inplace_only(args.rows, args.dims, args.work))
+        write_result(args.out / f"{measured['date']}-inplace.json", measured)
         raise SystemExit(0)
     if args.only == "sample-sizes":
         sizes = asyncio.run(sample_sizes(args.rows, args.dims, args.work))
